@@ -1,0 +1,1 @@
+//! I/O-free ADS connection state machine.

@@ -1,0 +1,1 @@
+//! tonic ADS service.
