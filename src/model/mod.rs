@@ -1,3 +1,228 @@
-//! Core object types: the Kubernetes, Knative and Istio objects we read.
+//! Core object types: the Kubernetes, Knative and Istio objects we read, and the envelope that
+//! tells them apart by `apiVersion` and `kind`.
 
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+
+pub mod istio;
 pub mod kingress;
+pub mod knative;
+
+/// A custom resource: metadata, a typed spec and an untyped status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Crd<S> {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: S,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+pub type Gateway = Crd<istio::GatewaySpec>;
+pub type VirtualService = Crd<istio::VirtualServiceSpec>;
+pub type KIngress = Crd<kingress::IngressSpec>;
+
+/// The kinds we understand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    Route,
+    Revision,
+    KIngress,
+    VirtualService,
+    Gateway,
+    Service,
+    Endpoints,
+    EndpointSlice,
+    Secret,
+    ConfigMap,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Kind::Route => "Route",
+            Kind::Revision => "Revision",
+            Kind::KIngress => "Ingress",
+            Kind::VirtualService => "VirtualService",
+            Kind::Gateway => "Gateway",
+            Kind::Service => "Service",
+            Kind::Endpoints => "Endpoints",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Identity of one object: kind, namespace, name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// One parsed object of a kind we understand.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Route(Box<knative::Route>),
+    Revision(Box<knative::Revision>),
+    KIngress(Box<KIngress>),
+    VirtualService(Box<VirtualService>),
+    Gateway(Box<Gateway>),
+    Service(Box<Service>),
+    Endpoints(Box<Endpoints>),
+    EndpointSlice(Box<EndpointSlice>),
+    Secret(Box<Secret>),
+    ConfigMap(Box<ConfigMap>),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Route(_) => Kind::Route,
+            Object::Revision(_) => Kind::Revision,
+            Object::KIngress(_) => Kind::KIngress,
+            Object::VirtualService(_) => Kind::VirtualService,
+            Object::Gateway(_) => Kind::Gateway,
+            Object::Service(_) => Kind::Service,
+            Object::Endpoints(_) => Kind::Endpoints,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::Secret(_) => Kind::Secret,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Route(o) => &o.metadata,
+            Object::Revision(o) => &o.metadata,
+            Object::KIngress(o) => &o.metadata,
+            Object::VirtualService(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::Endpoints(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
+        }
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        let m = self.metadata();
+        ObjectKey {
+            kind: self.kind(),
+            namespace: m.namespace.clone().unwrap_or_else(|| "default".to_string()),
+            name: m.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Why a document could not become an object.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParseError {
+    #[error("document has no apiVersion/kind")]
+    NoKind,
+    #[error("{kind} {namespace}/{name}: {message}")]
+    Invalid {
+        kind: String,
+        namespace: String,
+        name: String,
+        message: String,
+    },
+}
+
+/// Turns one decoded document into an object. `Ok(None)` for kinds we do not serve (logged at
+/// debug by the caller), and for Knative Service/Configuration which are accepted and ignored.
+pub fn parse_object(value: serde_json::Value) -> Result<Option<Object>, ParseError> {
+    let api_version = value
+        .get("apiVersion")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    let kind = value
+        .get("kind")
+        .and_then(|v| v.as_str())
+        .ok_or(ParseError::NoKind)?
+        .to_string();
+    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    let meta_str = |key: &str| -> String {
+        value
+            .get("metadata")
+            .and_then(|m| m.get(key))
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (namespace, name) = (meta_str("namespace"), meta_str("name"));
+    let invalid = |e: serde_json::Error| ParseError::Invalid {
+        kind: kind.clone(),
+        namespace: if namespace.is_empty() {
+            "default".to_string()
+        } else {
+            namespace.clone()
+        },
+        name: name.clone(),
+        message: e.to_string(),
+    };
+    fn de<T: serde::de::DeserializeOwned>(
+        v: serde_json::Value,
+    ) -> Result<Box<T>, serde_json::Error> {
+        serde_json::from_value(v).map(Box::new)
+    }
+    let obj = match (group, kind.as_str()) {
+        ("serving.knative.dev", "Route") => Object::Route(de(value).map_err(invalid)?),
+        ("serving.knative.dev", "Revision") => Object::Revision(de(value).map_err(invalid)?),
+        ("networking.internal.knative.dev", "Ingress") => {
+            Object::KIngress(de(value).map_err(invalid)?)
+        }
+        ("networking.istio.io", "VirtualService") => {
+            Object::VirtualService(de(value).map_err(invalid)?)
+        }
+        ("networking.istio.io", "Gateway") => Object::Gateway(de(value).map_err(invalid)?),
+        ("", "Service") if api_version == "v1" => Object::Service(de(value).map_err(invalid)?),
+        ("", "Endpoints") if api_version == "v1" => Object::Endpoints(de(value).map_err(invalid)?),
+        ("discovery.k8s.io", "EndpointSlice") => Object::EndpointSlice(de(value).map_err(invalid)?),
+        ("", "Secret") if api_version == "v1" => Object::Secret(de(value).map_err(invalid)?),
+        ("", "ConfigMap") if api_version == "v1" => Object::ConfigMap(de(value).map_err(invalid)?),
+        _ => return Ok(None),
+    };
+    if obj.metadata().name.as_deref().unwrap_or("").is_empty() {
+        return Err(ParseError::Invalid {
+            kind,
+            namespace,
+            name,
+            message: "metadata.name is required".to_string(),
+        });
+    }
+    Ok(Some(obj))
+}
+
+/// The kind for a manifest `kind:` value, when it is one we understand.
+pub fn kind_from_name(kind: &str) -> Option<Kind> {
+    Some(match kind {
+        "Route" => Kind::Route,
+        "Revision" => Kind::Revision,
+        "Ingress" => Kind::KIngress,
+        "VirtualService" => Kind::VirtualService,
+        "Gateway" => Kind::Gateway,
+        "Service" => Kind::Service,
+        "Endpoints" => Kind::Endpoints,
+        "EndpointSlice" => Kind::EndpointSlice,
+        "Secret" => Kind::Secret,
+        "ConfigMap" => Kind::ConfigMap,
+        _ => return None,
+    })
+}

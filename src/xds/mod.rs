@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
 
+pub mod cache;
 pub mod conn;
 pub mod server;
 
@@ -54,5 +55,8 @@ pub struct ProxyIdentity {
 pub trait ConfigSource: Send + Sync + 'static {
     /// The live snapshot channel for this proxy; `None` while the first full load of the inputs
     /// has not been translated yet (the stream is then answered `Unavailable`).
-    fn subscribe(&self, proxy: &ProxyIdentity) -> Option<tokio::sync::watch::Receiver<Arc<Snapshot>>>;
+    fn subscribe(
+        &self,
+        proxy: &ProxyIdentity,
+    ) -> Option<tokio::sync::watch::Receiver<Arc<Snapshot>>>;
 }

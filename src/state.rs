@@ -1,0 +1,185 @@
+//! The indexed set of objects currently known, from whatever source. No I/O: sources insert and
+//! remove, translation reads. Iteration order is sorted (kind, namespace, name), so everything
+//! derived from it is deterministic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::model::{Kind, Object, ObjectKey};
+use crate::source::{InputError, Origin, Sourced};
+
+/// One known object and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub object: Object,
+    pub origin: Option<Origin>,
+}
+
+/// Label EndpointSlices carry to name their Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    objects: BTreeMap<ObjectKey, Arc<Entry>>,
+    /// (namespace, service) -> EndpointSlice names.
+    slices_by_service: BTreeMap<(String, String), BTreeSet<String>>,
+}
+
+impl Inputs {
+    /// Builds the state from a source's objects. A second object with the same kind/ns/name is
+    /// reported and left out (the first one read wins).
+    pub fn from_sourced(objects: impl IntoIterator<Item = Sourced>) -> (Inputs, Vec<InputError>) {
+        let mut inputs = Inputs::default();
+        let mut errors = Vec::new();
+        for s in objects {
+            let key = s.object.key();
+            if let Some(existing) = inputs.objects.get(&key) {
+                errors.push(InputError {
+                    object: Some(key),
+                    origin: Some(s.origin),
+                    message: format!(
+                        "defined twice; keeping the one from {}",
+                        existing
+                            .origin
+                            .as_ref()
+                            .map(|o| o.to_string())
+                            .unwrap_or_else(|| "elsewhere".to_string())
+                    ),
+                });
+                continue;
+            }
+            inputs.insert(s.object, Some(s.origin));
+        }
+        (inputs, errors)
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// Inserts or replaces an object.
+    pub fn insert(&mut self, object: Object, origin: Option<Origin>) {
+        let key = object.key();
+        if let Some(old) = self.objects.remove(&key) {
+            self.unindex(&old.object);
+        }
+        if let Some(idx) = slice_index(&object) {
+            self.slices_by_service
+                .entry(idx)
+                .or_default()
+                .insert(key.name.clone());
+        }
+        self.objects.insert(key, Arc::new(Entry { object, origin }));
+    }
+
+    /// Removes an object; returns it when it was there.
+    pub fn remove(&mut self, key: &ObjectKey) -> Option<Arc<Entry>> {
+        let old = self.objects.remove(key)?;
+        self.unindex(&old.object);
+        Some(old)
+    }
+
+    fn unindex(&mut self, object: &Object) {
+        if let Some(idx) = slice_index(object) {
+            if let Some(set) = self.slices_by_service.get_mut(&idx) {
+                set.remove(object.metadata().name.as_deref().unwrap_or(""));
+                if set.is_empty() {
+                    self.slices_by_service.remove(&idx);
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Entry> {
+        self.objects
+            .get(&ObjectKey {
+                kind,
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            })
+            .map(|e| e.as_ref())
+    }
+
+    /// Every object, sorted by kind, namespace, name.
+    pub fn iter(&self) -> impl Iterator<Item = (&ObjectKey, &Entry)> {
+        self.objects.iter().map(|(k, v)| (k, v.as_ref()))
+    }
+
+    /// Objects of one kind, sorted by namespace, name.
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = (&ObjectKey, &Entry)> {
+        let start = ObjectKey {
+            kind,
+            namespace: String::new(),
+            name: String::new(),
+        };
+        self.objects
+            .range(start..)
+            .take_while(move |(k, _)| k.kind == kind)
+            .map(|(k, v)| (k, v.as_ref()))
+    }
+
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
+        match self.get(Kind::Service, namespace, name).map(|e| &e.object) {
+            Some(Object::Service(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn endpoints(&self, namespace: &str, name: &str) -> Option<&Endpoints> {
+        match self
+            .get(Kind::Endpoints, namespace, name)
+            .map(|e| &e.object)
+        {
+            Some(Object::Endpoints(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn config_map(&self, namespace: &str, name: &str) -> Option<&ConfigMap> {
+        match self
+            .get(Kind::ConfigMap, namespace, name)
+            .map(|e| &e.object)
+        {
+            Some(Object::ConfigMap(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// EndpointSlices of a Service, sorted by name.
+    pub fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<&EndpointSlice> {
+        let Some(names) = self
+            .slices_by_service
+            .get(&(namespace.to_string(), service.to_string()))
+        else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .filter_map(|n| {
+                match self
+                    .get(Kind::EndpointSlice, namespace, n)
+                    .map(|e| &e.object)
+                {
+                    Some(Object::EndpointSlice(s)) => Some(s.as_ref()),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+}
+
+/// (namespace, service name) of an EndpointSlice.
+fn slice_index(object: &Object) -> Option<(String, String)> {
+    let Object::EndpointSlice(slice) = object else {
+        return None;
+    };
+    let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((object.key().namespace, svc.clone()))
+}

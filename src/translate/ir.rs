@@ -1,0 +1,138 @@
+//! The intermediate model every input path is reduced to: per route configuration, virtual hosts
+//! holding routes, holding weighted destinations; plus the clusters those destinations need.
+//! VirtualServices, KIngresses and Routes all become this, and only this becomes Envoy protos.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How a route matches the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    Regex(String),
+}
+
+/// How a header matcher compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StringMatchIr {
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatchIr {
+    pub name: String,
+    pub matcher: StringMatchIr,
+}
+
+/// Header changes, applied at route or destination level. `set` overwrites a client-sent value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderOps {
+    pub set: BTreeMap<String, String>,
+    pub add: BTreeMap<String, String>,
+    pub remove: Vec<String>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// `other` wins on conflicts.
+    pub fn merged(&self, other: &HeaderOps) -> HeaderOps {
+        let mut out = self.clone();
+        out.set.extend(other.set.clone());
+        out.add.extend(other.add.clone());
+        out.remove.extend(other.remove.iter().cloned());
+        out.remove.sort();
+        out.remove.dedup();
+        out
+    }
+}
+
+/// Retry behaviour of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retry {
+    /// No retry policy at all (KIngress semantics, and Istio's `attempts: 0`).
+    None,
+    /// Istio's default policy (a VirtualService route without `retries`).
+    IstioDefault,
+    Custom {
+        attempts: u32,
+        per_try_timeout: Option<Duration>,
+        retry_on: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedDestination {
+    pub cluster: String,
+    pub weight: u32,
+    pub headers: HeaderOps,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Route {
+        destinations: Vec<WeightedDestination>,
+        timeout: Option<Duration>,
+        retry: Retry,
+        host_rewrite: Option<String>,
+        prefix_rewrite: Option<String>,
+    },
+    Redirect {
+        scheme: Option<String>,
+        host: Option<String>,
+        path: Option<String>,
+        code: Option<u32>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteIr {
+    pub name: Option<String>,
+    pub path: PathMatch,
+    pub headers: Vec<HeaderMatchIr>,
+    pub action: Action,
+    pub headers_ops: HeaderOps,
+    /// `filter_metadata` key and its `config` value: which object this route came from.
+    pub metadata: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualHostIr {
+    pub host: String,
+    /// Gateway server port (virtual host names are `<host>:<port>`).
+    pub port: u32,
+    pub routes: Vec<RouteIr>,
+    pub require_tls: bool,
+}
+
+/// Upstream protocol of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Upstream {
+    Http1,
+    H2c,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterKind {
+    /// Endpoints from EDS: the ready addresses of the Service.
+    Eds { endpoints: Vec<(String, u32)> },
+    /// A DNS name (ExternalName Service).
+    Dns { host: String, port: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterIr {
+    pub name: String,
+    pub upstream: Upstream,
+    pub kind: ClusterKind,
+}
+
+/// `outbound|<port>||<fqdn>`, istiod's cluster name.
+pub fn cluster_name(port: u32, fqdn: &str) -> String {
+    format!("outbound|{port}||{fqdn}")
+}

@@ -1,0 +1,1318 @@
+//! Pure translation: objects in, Envoy resources out. No I/O, no clocks.
+//!
+//! For one proxy (identified by its pod labels) we pick the Gateways that select it, map their
+//! server ports to container ports through the Services that select the gateway pods, reduce
+//! VirtualServices, KIngresses (our class) and Routes (with neither) to the intermediate model in
+//! [`ir`], then build Envoy protos in [`envoy`]. Objects that cannot be translated are reported as
+//! [`InputError`]s and left out; everything else still translates.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::model::istio::{GatewaySpec, Server, ServerPort, VirtualServiceSpec};
+use crate::model::kingress::{self, IngressSpec, IntOrString};
+use crate::model::{knative, Kind, Object, ObjectKey};
+use crate::source::InputError;
+use crate::state::Inputs;
+
+pub mod envoy;
+pub mod ir;
+
+use ir::*;
+
+/// Translation settings (the CLI flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// KIngresses with this class annotation are ours to translate.
+    pub ingress_class: String,
+    /// `ns/name` of the gateway that serves ExternalIP rules.
+    pub external_gateway: String,
+    /// `ns/name` of the gateway that serves ClusterLocal rules.
+    pub local_gateway: String,
+    /// Address listeners bind to (istio: `0.0.0.0`, or the Gateway server's `bind`).
+    pub bind_address: String,
+    pub cluster_domain: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ingress_class: kingress::DEFAULT_CLASS.to_string(),
+            external_gateway: "knative-serving/knative-ingress-gateway".to_string(),
+            local_gateway: "knative-serving/cluster-local-gateway".to_string(),
+            bind_address: "0.0.0.0".to_string(),
+            cluster_domain: "cluster.local".to_string(),
+        }
+    }
+}
+
+/// Everything one proxy gets, each list sorted by name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProxyConfig {
+    pub listeners: Vec<envoy_types::pb::envoy::config::listener::v3::Listener>,
+    pub routes: Vec<envoy_types::pb::envoy::config::route::v3::RouteConfiguration>,
+    pub clusters: Vec<envoy_types::pb::envoy::config::cluster::v3::Cluster>,
+    pub endpoints: Vec<envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment>,
+    pub secrets: Vec<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>,
+}
+
+/// The result of translating for one proxy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Translation {
+    pub config: ProxyConfig,
+    /// Gateways (`ns/name`) that apply to this proxy.
+    pub gateways: Vec<String>,
+    pub errors: Vec<InputError>,
+}
+
+/// A Gateway as used in translation (from an object or one of the two defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayInfo {
+    pub namespace: String,
+    pub name: String,
+    pub spec: GatewaySpec,
+}
+
+impl GatewayInfo {
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The Gateways of the inputs, or the two defaults when there are none.
+pub fn gateways(inputs: &Inputs, opts: &Options) -> Vec<GatewayInfo> {
+    let mut out: Vec<GatewayInfo> = inputs
+        .of_kind(Kind::Gateway)
+        .filter_map(|(k, e)| match &e.object {
+            Object::Gateway(g) => Some(GatewayInfo {
+                namespace: k.namespace.clone(),
+                name: k.name.clone(),
+                spec: g.spec.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    if out.is_empty() {
+        for (id, selector) in [
+            (&opts.external_gateway, "ingressgateway"),
+            (&opts.local_gateway, "cluster-local-gateway"),
+        ] {
+            let (ns, name) = split_ns_name(id, "knative-serving");
+            out.push(GatewayInfo {
+                namespace: ns,
+                name,
+                spec: GatewaySpec {
+                    selector: BTreeMap::from([("istio".to_string(), selector.to_string())]),
+                    servers: vec![Server {
+                        port: ServerPort {
+                            number: 80,
+                            name: "http".to_string(),
+                            protocol: "HTTP".to_string(),
+                            target_port: None,
+                        },
+                        bind: None,
+                        hosts: vec!["*".to_string()],
+                        tls: None,
+                        name: None,
+                    }],
+                },
+            });
+        }
+    }
+    out
+}
+
+/// Labels that a gateway's own pods carry, for rendering one gateway: its selector.
+pub fn gateway_labels(
+    inputs: &Inputs,
+    opts: &Options,
+    gateway: &str,
+) -> Option<BTreeMap<String, String>> {
+    let id = match gateway {
+        "external" => opts.external_gateway.as_str(),
+        "local" => opts.local_gateway.as_str(),
+        other => other,
+    };
+    gateways(inputs, opts)
+        .into_iter()
+        .find(|g| g.id() == id)
+        .map(|g| g.spec.selector)
+}
+
+fn split_ns_name(id: &str, default_ns: &str) -> (String, String) {
+    match id.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => (default_ns.to_string(), id.to_string()),
+    }
+}
+
+fn is_subset(sub: &BTreeMap<String, String>, sup: &BTreeMap<String, String>) -> bool {
+    sub.iter().all(|(k, v)| sup.get(k) == Some(v))
+}
+
+/// The container port a gateway server port maps to, through the Services that select the
+/// gateway pods (Service selector a subset of the pod labels); 80 -> 8080 and 443 -> 8443 when no
+/// Service says.
+pub fn container_port(inputs: &Inputs, labels: &BTreeMap<String, String>, port: u32) -> u32 {
+    for (_, e) in inputs.of_kind(Kind::Service) {
+        let Object::Service(svc) = &e.object else {
+            continue;
+        };
+        let Some(spec) = &svc.spec else { continue };
+        let selector: BTreeMap<String, String> = spec.selector.clone().unwrap_or_default();
+        if selector.is_empty() || !is_subset(&selector, labels) {
+            continue;
+        }
+        for p in spec.ports.iter().flatten() {
+            if p.port == port as i32 {
+                if let Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(t)) =
+                    p.target_port
+                {
+                    if t > 0 {
+                        return t as u32;
+                    }
+                }
+            }
+        }
+    }
+    match port {
+        80 => 8080,
+        443 => 8443,
+        p => p,
+    }
+}
+
+/// One gateway server as it applies to this proxy.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ServerCtx {
+    pub gateway: String,
+    pub gateway_ns: String,
+    pub gateway_name: String,
+    pub server: Server,
+    pub container_port: u32,
+    pub bind: String,
+    pub https: bool,
+    pub route_name: String,
+}
+
+fn server_is_http(s: &Server) -> bool {
+    matches!(
+        s.port.protocol.to_ascii_uppercase().as_str(),
+        "HTTP" | "HTTP2" | "GRPC"
+    )
+}
+
+fn server_is_https(s: &Server) -> bool {
+    s.port.protocol.eq_ignore_ascii_case("HTTPS")
+        && s.tls.as_ref().is_some_and(|t| {
+            !t.mode
+                .as_deref()
+                .unwrap_or("SIMPLE")
+                .eq_ignore_ascii_case("PASSTHROUGH")
+        })
+}
+
+/// Translates everything that applies to a proxy with these labels.
+pub fn translate(
+    inputs: &Inputs,
+    opts: &Options,
+    labels: &BTreeMap<String, String>,
+) -> Translation {
+    let mut t = Translator {
+        inputs,
+        opts,
+        labels,
+        errors: Vec::new(),
+        servers: Vec::new(),
+        vhosts: BTreeMap::new(),
+        clusters: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        owners: BTreeMap::new(),
+    };
+    let mut all_gateways = gateways(inputs, opts);
+    t.add_kingress_tls_servers(&mut all_gateways);
+    let selected: Vec<GatewayInfo> = all_gateways
+        .into_iter()
+        .filter(|g| is_subset(&g.spec.selector, labels))
+        .collect();
+    for g in &selected {
+        for s in &g.spec.servers {
+            if !(server_is_http(s) || server_is_https(s)) {
+                continue;
+            }
+            let https = server_is_https(s);
+            let route_name = if https {
+                format!(
+                    "https.{}.{}.{}.{}",
+                    s.port.number, s.port.name, g.name, g.namespace
+                )
+            } else {
+                format!("http.{}", s.port.number)
+            };
+            t.servers.push(ServerCtx {
+                gateway: g.id(),
+                gateway_ns: g.namespace.clone(),
+                gateway_name: g.name.clone(),
+                server: s.clone(),
+                container_port: s
+                    .port
+                    .target_port
+                    .unwrap_or_else(|| container_port(inputs, labels, s.port.number)),
+                bind: s.bind.clone().unwrap_or_else(|| opts.bind_address.clone()),
+                https,
+                route_name,
+            });
+        }
+    }
+    t.translate_virtual_services();
+    t.translate_kingresses();
+    t.translate_routes();
+    let config = envoy::build(&mut t);
+    let mut errors = t.errors;
+    errors.sort();
+    errors.dedup();
+    Translation {
+        config,
+        gateways: selected.iter().map(|g| g.id()).collect(),
+        errors,
+    }
+}
+
+pub(crate) struct Translator<'a> {
+    pub inputs: &'a Inputs,
+    pub opts: &'a Options,
+    #[allow(dead_code)]
+    pub labels: &'a BTreeMap<String, String>,
+    pub errors: Vec<InputError>,
+    pub servers: Vec<ServerCtx>,
+    /// route config name -> host -> virtual host.
+    pub vhosts: BTreeMap<String, BTreeMap<String, VirtualHostIr>>,
+    pub clusters: BTreeMap<String, ClusterIr>,
+    /// SDS name -> (certificate chain, private key).
+    pub secrets: BTreeMap<String, (Vec<u8>, Vec<u8>)>,
+    /// (route config, host) -> the object that claimed it, with its age.
+    owners: BTreeMap<(String, String), (String, ObjectKey)>,
+}
+
+/// A virtual host's worth of routes produced by one object, before it is placed.
+struct Placement {
+    route_name: String,
+    host: String,
+    port: u32,
+    routes: Vec<RouteIr>,
+    require_tls: bool,
+}
+
+fn creation(meta: &ObjectMeta) -> String {
+    meta.creation_timestamp
+        .as_ref()
+        .map(|t| format!("{:?}", t.0))
+        .unwrap_or_default()
+}
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    // Go/Istio durations as written in VirtualServices: "900s", "1.5s", "100ms", "1m", "1h".
+    let s = s.trim();
+    let (num, unit) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        return None;
+    };
+    let v: f64 = num.parse().ok()?;
+    if !(v >= 0.0) || !v.is_finite() {
+        return None;
+    }
+    Some(Duration::from_secs_f64(v * unit))
+}
+
+/// Does a gateway server host (`ns/host`, `*/host`, `./host`, `host`) admit a VirtualService host
+/// from namespace `vs_ns`?
+fn server_host_admits(server_host: &str, gateway_ns: &str, vs_ns: &str, vs_host: &str) -> bool {
+    let (ns, host) = match server_host.split_once('/') {
+        Some((ns, h)) => (ns, h),
+        None => ("*", server_host),
+    };
+    let ns_ok = ns == "*" || (ns == "." && vs_ns == gateway_ns) || ns == vs_ns;
+    ns_ok && host_matches(host, vs_host)
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    if pattern == "*" || pattern == host {
+        return true;
+    }
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        return host.ends_with(suffix)
+            || host.strip_prefix('*').is_some_and(|h| h.ends_with(suffix));
+    }
+    false
+}
+
+/// The Service a destination host names: `name`, `name.ns`, `name.ns.svc`, or the FQDN.
+fn service_of_host(host: &str, default_ns: &str, cluster_domain: &str) -> (String, String) {
+    let full_suffix = format!(".svc.{cluster_domain}");
+    let h = host
+        .strip_suffix(&full_suffix)
+        .or_else(|| host.strip_suffix(".svc"))
+        .unwrap_or(host);
+    match h.split_once('.') {
+        Some((name, ns)) if !ns.contains('.') => (ns.to_string(), name.to_string()),
+        Some(_) => (String::new(), host.to_string()),
+        None => (default_ns.to_string(), h.to_string()),
+    }
+}
+
+fn is_h2c_port(p: &k8s_openapi::api::core::v1::ServicePort) -> bool {
+    let name = p.name.as_deref().unwrap_or("");
+    name == "http2"
+        || name == "h2c"
+        || name.starts_with("http2-")
+        || name.starts_with("grpc")
+        || p.app_protocol.as_deref() == Some("kubernetes.io/h2c")
+}
+
+impl Translator<'_> {
+    fn error(&mut self, key: &ObjectKey, message: impl Into<String>) {
+        let origin = self
+            .inputs
+            .get(key.kind, &key.namespace, &key.name)
+            .and_then(|e| e.origin.clone());
+        self.errors.push(InputError {
+            object: Some(key.clone()),
+            origin,
+            message: message.into(),
+        });
+    }
+
+    /// The cluster for a Service port, created on first use. `port` selects the Service port by
+    /// number or name (`None`: the Service's only port). Errors are messages for the caller's object.
+    fn cluster_for(
+        &mut self,
+        ns: &str,
+        name: &str,
+        port: Option<&IntOrString>,
+        knative_revision_fallback: bool,
+    ) -> Result<String, String> {
+        let svc: Option<Service> = self.inputs.service(ns, name).cloned();
+        let svc = match svc {
+            Some(s) => s,
+            None if knative_revision_fallback => {
+                // A Knative revision Service: port `http` 80 -> 8012 (its shape is fixed by
+                // Knative; the Service object is optional in manifest inputs).
+                Service {
+                    metadata: ObjectMeta::default(),
+                    spec: Some(k8s_openapi::api::core::v1::ServiceSpec {
+                        ports: Some(vec![k8s_openapi::api::core::v1::ServicePort {
+                            name: Some("http".to_string()),
+                            port: 80,
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }),
+                    status: None,
+                }
+            }
+            None => return Err(format!("backend Service {ns}/{name} not found")),
+        };
+        let spec = svc.spec.clone().unwrap_or_default();
+        let ports = spec.ports.clone().unwrap_or_default();
+        let sp = match port {
+            None if ports.len() == 1 => ports[0].clone(),
+            None => {
+                return Err(format!(
+                    "backend Service {ns}/{name} has {} ports; name one",
+                    ports.len()
+                ))
+            }
+            Some(IntOrString::Int(n)) => match ports.iter().find(|p| i64::from(p.port) == *n) {
+                Some(p) => p.clone(),
+                None if spec.type_.as_deref() == Some("ExternalName") && ports.is_empty() => {
+                    k8s_openapi::api::core::v1::ServicePort {
+                        port: i32::try_from(*n).map_err(|_| format!("bad port {n}"))?,
+                        ..Default::default()
+                    }
+                }
+                None => return Err(format!("backend Service {ns}/{name} has no port {n}")),
+            },
+            Some(IntOrString::String(s)) => {
+                match ports.iter().find(|p| p.name.as_deref() == Some(s)) {
+                    Some(p) => p.clone(),
+                    None => {
+                        return Err(format!(
+                            "backend Service {ns}/{name} has no port named {s:?}"
+                        ))
+                    }
+                }
+            }
+        };
+        if sp.port <= 0 || sp.port > 65535 {
+            return Err(format!(
+                "backend Service {ns}/{name} has bad port {}",
+                sp.port
+            ));
+        }
+        let fqdn = format!("{name}.{ns}.svc.{}", self.opts.cluster_domain);
+        let cname = cluster_name(sp.port as u32, &fqdn);
+        if self.clusters.contains_key(&cname) {
+            return Ok(cname);
+        }
+        let upstream = if is_h2c_port(&sp) {
+            Upstream::H2c
+        } else {
+            Upstream::Http1
+        };
+        let kind = if spec.type_.as_deref() == Some("ExternalName") {
+            let host = spec.external_name.clone().unwrap_or_default();
+            if host.is_empty() {
+                return Err(format!(
+                    "ExternalName Service {ns}/{name} has no externalName"
+                ));
+            }
+            ClusterKind::Dns {
+                host,
+                port: sp.port as u32,
+            }
+        } else {
+            ClusterKind::Eds {
+                endpoints: self.ready_endpoints(ns, name, &sp),
+            }
+        };
+        self.clusters.insert(
+            cname.clone(),
+            ClusterIr {
+                name: cname.clone(),
+                upstream,
+                kind,
+            },
+        );
+        Ok(cname)
+    }
+
+    /// Ready addresses of a Service port, from its EndpointSlices, or its Endpoints when it has
+    /// no slices. Sorted and deduplicated.
+    fn ready_endpoints(
+        &self,
+        ns: &str,
+        name: &str,
+        sp: &k8s_openapi::api::core::v1::ServicePort,
+    ) -> Vec<(String, u32)> {
+        let want = sp.name.clone().unwrap_or_default();
+        let mut out = BTreeSet::new();
+        let slices = self.inputs.endpoint_slices(ns, name);
+        if !slices.is_empty() {
+            for slice in slices {
+                let ports = slice.ports.clone().unwrap_or_default();
+                let port = ports
+                    .iter()
+                    .find(|p| p.name.clone().unwrap_or_default() == want)
+                    .or(if ports.len() == 1 {
+                        ports.first()
+                    } else {
+                        None
+                    })
+                    .and_then(|p| p.port);
+                let Some(port) = port.filter(|p| *p > 0 && *p <= 65535) else {
+                    continue;
+                };
+                for ep in &slice.endpoints {
+                    let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                    if !ready {
+                        continue;
+                    }
+                    for a in &ep.addresses {
+                        out.insert((a.clone(), port as u32));
+                    }
+                }
+            }
+        } else if let Some(eps) = self.inputs.endpoints(ns, name) {
+            for subset in eps.subsets.iter().flatten() {
+                let ports = subset.ports.clone().unwrap_or_default();
+                let port = ports
+                    .iter()
+                    .find(|p| p.name.clone().unwrap_or_default() == want)
+                    .or(if ports.len() == 1 {
+                        ports.first()
+                    } else {
+                        None
+                    })
+                    .map(|p| p.port);
+                let Some(port) = port.filter(|p| *p > 0 && *p <= 65535) else {
+                    continue;
+                };
+                for a in subset.addresses.iter().flatten() {
+                    out.insert((a.ip.clone(), port as u32));
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Places an object's virtual hosts, resolving duplicate hosts: the oldest object (then the
+    /// lowest kind/ns/name) keeps the host; the other is reported.
+    fn place(&mut self, key: &ObjectKey, meta: &ObjectMeta, placements: Vec<Placement>) {
+        let age = creation(meta);
+        for p in placements {
+            let slot = (p.route_name.clone(), p.host.clone());
+            if let Some((owner_age, owner)) = self.owners.get(&slot).cloned() {
+                if &owner == key {
+                    // Same object, same host again: append (e.g. several rules for one host).
+                    if let Some(vh) = self
+                        .vhosts
+                        .get_mut(&p.route_name)
+                        .and_then(|m| m.get_mut(&p.host))
+                    {
+                        vh.routes.extend(p.routes);
+                        vh.require_tls |= p.require_tls;
+                    }
+                    continue;
+                }
+                let new_wins = (age.is_empty(), age.as_str(), key)
+                    < (owner_age.is_empty(), owner_age.as_str(), &owner);
+                if new_wins {
+                    self.error(
+                        &owner,
+                        format!(
+                            "host {} is also claimed by older {key}; left out here",
+                            p.host
+                        ),
+                    );
+                } else {
+                    self.error(
+                        key,
+                        format!(
+                            "host {} is already claimed by {owner}; left out here",
+                            p.host
+                        ),
+                    );
+                    continue;
+                }
+            }
+            self.owners.insert(slot, (age.clone(), key.clone()));
+            self.vhosts.entry(p.route_name.clone()).or_default().insert(
+                p.host.clone(),
+                VirtualHostIr {
+                    host: p.host,
+                    port: p.port,
+                    routes: p.routes,
+                    require_tls: p.require_tls,
+                },
+            );
+        }
+    }
+
+    // ----- VirtualService -----
+
+    fn translate_virtual_services(&mut self) {
+        let vss: Vec<(ObjectKey, crate::model::VirtualService)> = self
+            .inputs
+            .of_kind(Kind::VirtualService)
+            .filter_map(|(k, e)| match &e.object {
+                Object::VirtualService(v) => Some((k.clone(), (**v).clone())),
+                _ => None,
+            })
+            .collect();
+        // Older first, so that duplicate hosts resolve to the oldest.
+        let mut vss = vss;
+        vss.sort_by(|a, b| (creation(&a.1.metadata), &a.0).cmp(&(creation(&b.1.metadata), &b.0)));
+        for (key, vs) in vss {
+            let clusters_before = self.clusters.clone();
+            match self.virtual_service(&key, &vs.spec) {
+                Ok(placements) => self.place(&key, &vs.metadata, placements),
+                Err(msg) => {
+                    self.clusters = clusters_before;
+                    self.error(&key, msg);
+                }
+            }
+        }
+    }
+
+    fn virtual_service(
+        &mut self,
+        key: &ObjectKey,
+        spec: &VirtualServiceSpec,
+    ) -> Result<Vec<Placement>, String> {
+        let ns = key.namespace.clone();
+        let gw_ids: Vec<String> = spec
+            .gateways
+            .iter()
+            .filter(|g| g.as_str() != "mesh")
+            .map(|g| {
+                if g.contains('/') {
+                    g.clone()
+                } else {
+                    format!("{ns}/{g}")
+                }
+            })
+            .collect();
+        let servers: Vec<ServerCtx> = self
+            .servers
+            .iter()
+            .filter(|s| gw_ids.contains(&s.gateway))
+            .cloned()
+            .collect();
+        let mut placements: Vec<Placement> = Vec::new();
+        let config_path = format!(
+            "/apis/networking.istio.io/v1/namespaces/{ns}/virtual-service/{}",
+            key.name
+        );
+        for server in &servers {
+            let hosts: Vec<String> = spec
+                .hosts
+                .iter()
+                .filter(|h| {
+                    server
+                        .server
+                        .hosts
+                        .iter()
+                        .any(|sh| server_host_admits(sh, &server.gateway_ns, &ns, h))
+                })
+                .map(|h| h.to_ascii_lowercase())
+                .collect();
+            if hosts.is_empty() {
+                continue;
+            }
+            let mut routes = Vec::new();
+            for http in &spec.http {
+                routes.extend(self.vs_http_route(key, &ns, http, &server.gateway, &config_path)?);
+            }
+            if routes.is_empty() {
+                continue;
+            }
+            let require_tls =
+                !server.https && server.server.tls.as_ref().is_some_and(|t| t.https_redirect);
+            for host in hosts {
+                if let Some(existing) = placements
+                    .iter_mut()
+                    .find(|p| p.route_name == server.route_name && p.host == host)
+                {
+                    existing.routes.extend(routes.clone());
+                    existing.require_tls |= require_tls;
+                    continue;
+                }
+                placements.push(Placement {
+                    route_name: server.route_name.clone(),
+                    host,
+                    port: server.server.port.number,
+                    routes: routes.clone(),
+                    require_tls,
+                });
+            }
+        }
+        Ok(placements)
+    }
+
+    fn vs_http_route(
+        &mut self,
+        key: &ObjectKey,
+        ns: &str,
+        http: &crate::model::istio::HttpRoute,
+        gateway: &str,
+        config_path: &str,
+    ) -> Result<Vec<RouteIr>, String> {
+        let applies = |gws: &Vec<String>| {
+            gws.is_empty()
+                || gws.iter().any(|g| {
+                    if g.contains('/') {
+                        g == gateway
+                    } else {
+                        format!("{ns}/{g}") == gateway
+                    }
+                })
+        };
+        let matches: Vec<&crate::model::istio::HttpMatchRequest> = if http.matches.is_empty() {
+            Vec::new()
+        } else {
+            let m: Vec<_> = http
+                .matches
+                .iter()
+                .filter(|m| applies(&m.gateways))
+                .collect();
+            if m.is_empty() {
+                return Ok(Vec::new());
+            }
+            m
+        };
+        // The action, shared by all matches.
+        let route_headers = http
+            .headers
+            .as_ref()
+            .and_then(|h| h.request.as_ref())
+            .map(|r| HeaderOps {
+                set: r.set.clone(),
+                add: r.add.clone(),
+                remove: r.remove.clone(),
+            })
+            .unwrap_or_default();
+        let timeout = match &http.timeout {
+            Some(t) => Some(parse_duration(t).ok_or_else(|| format!("bad timeout {t:?}"))?),
+            None => None,
+        };
+        let retry = match &http.retries {
+            None => Retry::IstioDefault,
+            Some(r) if r.attempts <= 0 => Retry::None,
+            Some(r) => Retry::Custom {
+                attempts: r.attempts as u32,
+                per_try_timeout: match &r.per_try_timeout {
+                    Some(t) => {
+                        Some(parse_duration(t).ok_or_else(|| format!("bad perTryTimeout {t:?}"))?)
+                    }
+                    None => None,
+                },
+                retry_on: r.retry_on.clone(),
+            },
+        };
+        let mut headers_ops = route_headers;
+        let action = if let Some(redirect) = &http.redirect {
+            Action::Redirect {
+                scheme: redirect.scheme.clone(),
+                host: redirect.authority.clone(),
+                path: redirect.uri.clone(),
+                code: redirect.redirect_code,
+            }
+        } else {
+            if http.route.is_empty() {
+                return Err("http route has neither route nor redirect".to_string());
+            }
+            let mut destinations = Vec::new();
+            let single = http.route.len() == 1;
+            for d in &http.route {
+                let (sns, sname) =
+                    service_of_host(&d.destination.host, ns, &self.opts.cluster_domain);
+                if sns.is_empty() {
+                    return Err(format!(
+                        "destination host {} is not a Service of this cluster",
+                        d.destination.host
+                    ));
+                }
+                let port = d
+                    .destination
+                    .port
+                    .as_ref()
+                    .map(|p| IntOrString::Int(i64::from(p.number)));
+                let cluster = self.cluster_for(&sns, &sname, port.as_ref(), false)?;
+                let dh = d
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.request.as_ref())
+                    .map(|r| HeaderOps {
+                        set: r.set.clone(),
+                        add: r.add.clone(),
+                        remove: r.remove.clone(),
+                    })
+                    .unwrap_or_default();
+                let weight = d.weight.unwrap_or(if single { 100 } else { 0 });
+                if weight == 0 && !single {
+                    continue;
+                }
+                destinations.push(WeightedDestination {
+                    cluster,
+                    weight,
+                    headers: dh,
+                });
+            }
+            if destinations.is_empty() {
+                return Err("every destination has weight 0".to_string());
+            }
+            if destinations.len() == 1 {
+                // One destination: istiod applies its header operations at route level.
+                let d = &mut destinations[0];
+                headers_ops = headers_ops.merged(&d.headers);
+                d.headers = HeaderOps::default();
+            }
+            Action::Route {
+                destinations,
+                timeout,
+                retry,
+                host_rewrite: http.rewrite.as_ref().and_then(|r| r.authority.clone()),
+                prefix_rewrite: http.rewrite.as_ref().and_then(|r| r.uri.clone()),
+            }
+        };
+        let base = RouteIr {
+            name: http.name.clone(),
+            path: PathMatch::Prefix("/".to_string()),
+            headers: Vec::new(),
+            action,
+            headers_ops,
+            metadata: Some(("istio".to_string(), config_path.to_string())),
+        };
+        if matches.is_empty() {
+            return Ok(vec![base]);
+        }
+        let mut out = Vec::new();
+        for m in matches {
+            let mut r = base.clone();
+            if let Some(uri) = &m.uri {
+                r.path = if let Some(p) = &uri.exact {
+                    PathMatch::Exact(p.clone())
+                } else if let Some(p) = &uri.prefix {
+                    PathMatch::Prefix(p.clone())
+                } else if let Some(p) = &uri.regex {
+                    PathMatch::Regex(p.clone())
+                } else {
+                    PathMatch::Prefix("/".to_string())
+                };
+            }
+            let mut headers = Vec::new();
+            if let Some(a) = &m.authority {
+                headers.push(HeaderMatchIr {
+                    name: ":authority".to_string(),
+                    matcher: string_match(a).ok_or_else(|| "empty authority match".to_string())?,
+                });
+            }
+            for (name, sm) in &m.headers {
+                headers.push(HeaderMatchIr {
+                    name: name.to_ascii_lowercase(),
+                    matcher: string_match(sm)
+                        .ok_or_else(|| format!("empty match for header {name}"))?,
+                });
+            }
+            headers.sort_by(|a, b| a.name.cmp(&b.name));
+            r.headers = headers;
+            if let (Some(rn), Some(mn)) = (&http.name, &m.name) {
+                r.name = Some(format!("{rn}.{mn}"));
+            }
+            out.push(r);
+        }
+        let _ = key;
+        Ok(out)
+    }
+
+    // ----- KIngress and Route -----
+
+    fn kingress_class<'m>(&self, meta: &'m ObjectMeta) -> Option<String> {
+        if let Some(c) = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(kingress::CLASS_ANNOTATION))
+        {
+            return Some(c.clone());
+        }
+        self.network_config("ingress-class")
+            .or_else(|| self.network_config("ingress.class"))
+    }
+
+    fn network_config(&self, key: &str) -> Option<String> {
+        self.inputs
+            .config_map("knative-serving", "config-network")
+            .and_then(|cm| cm.data.as_ref())
+            .and_then(|d| d.get(key))
+            .cloned()
+    }
+
+    /// The default domain from `knative-serving/config-domain`, else `example.com`.
+    fn default_domain(&self) -> String {
+        let Some(data) = self
+            .inputs
+            .config_map("knative-serving", "config-domain")
+            .and_then(|cm| cm.data.as_ref())
+        else {
+            return "example.com".to_string();
+        };
+        data.iter()
+            .filter(|(k, _)| !k.starts_with('_'))
+            .find(|(_, v)| v.trim().is_empty())
+            .or_else(|| data.iter().find(|(k, _)| !k.starts_with('_')))
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| "example.com".to_string())
+    }
+
+    fn translate_kingresses(&mut self) {
+        let ings: Vec<(ObjectKey, crate::model::KIngress)> = self
+            .inputs
+            .of_kind(Kind::KIngress)
+            .filter_map(|(k, e)| match &e.object {
+                Object::KIngress(i) => Some((k.clone(), (**i).clone())),
+                _ => None,
+            })
+            .collect();
+        let mut ings = ings;
+        ings.sort_by(|a, b| (creation(&a.1.metadata), &a.0).cmp(&(creation(&b.1.metadata), &b.0)));
+        for (key, ing) in ings {
+            if self.kingress_class(&ing.metadata).as_deref()
+                != Some(self.opts.ingress_class.as_str())
+            {
+                continue;
+            }
+            self.knative_spec(&key, &ing.metadata, &ing.spec, false);
+        }
+    }
+
+    fn translate_routes(&mut self) {
+        let routes: Vec<(ObjectKey, knative::Route)> = self
+            .inputs
+            .of_kind(Kind::Route)
+            .filter_map(|(k, e)| match &e.object {
+                Object::Route(r) => Some((k.clone(), (**r).clone())),
+                _ => None,
+            })
+            .collect();
+        let mut routes = routes;
+        routes
+            .sort_by(|a, b| (creation(&a.1.metadata), &a.0).cmp(&(creation(&b.1.metadata), &b.0)));
+        let ropts = knative::RouteOptions {
+            domain: self.default_domain(),
+            cluster_domain: self.opts.cluster_domain.clone(),
+            ..Default::default()
+        };
+        for (key, route) in routes {
+            if self.route_has_ingress(&key) {
+                continue;
+            }
+            match knative::ingress_from_route(&route, &ropts) {
+                Ok(spec) => self.knative_spec(&key, &route.metadata, &spec, true),
+                Err(msg) => self.error(&key, msg),
+            }
+        }
+    }
+
+    /// A KIngress or a VirtualService already describes this Route's traffic.
+    fn route_has_ingress(&self, key: &ObjectKey) -> bool {
+        if self
+            .inputs
+            .get(Kind::KIngress, &key.namespace, &key.name)
+            .is_some()
+        {
+            return true;
+        }
+        self.inputs.of_kind(Kind::VirtualService).any(|(vk, e)| {
+            let labels = e.object.metadata().labels.clone().unwrap_or_default();
+            let by_route = labels.get("serving.knative.dev/route") == Some(&key.name)
+                && labels
+                    .get("serving.knative.dev/routeNamespace")
+                    .is_none_or(|ns| ns == &key.namespace);
+            let by_ingress = vk.namespace == key.namespace
+                && labels.get("networking.internal.knative.dev/ingress") == Some(&key.name);
+            by_route || by_ingress
+        })
+    }
+
+    fn gateway_server(&self, gateway: &str, https: bool) -> Vec<ServerCtx> {
+        self.servers
+            .iter()
+            .filter(|s| s.gateway == gateway && s.https == https)
+            .cloned()
+            .collect()
+    }
+
+    /// KIngress semantics (also used for Routes, through the KIngress Knative would build).
+    fn knative_spec(
+        &mut self,
+        key: &ObjectKey,
+        meta: &ObjectMeta,
+        spec: &IngressSpec,
+        from_route: bool,
+    ) {
+        let clusters_before = self.clusters.clone();
+        match self.knative_placements(key, spec, from_route) {
+            Ok(placements) => self.place(key, meta, placements),
+            Err(msg) => {
+                self.clusters = clusters_before;
+                self.error(key, msg);
+            }
+        }
+    }
+
+    fn knative_placements(
+        &mut self,
+        key: &ObjectKey,
+        spec: &IngressSpec,
+        from_route: bool,
+    ) -> Result<Vec<Placement>, String> {
+        let defaulted = spec.defaulted();
+        let hash = crate::khash::k_network_hash(&key.namespace, &key.name, spec);
+        let redirected = defaulted.http_option.as_deref() == Some("Redirected");
+        let config_path = if from_route {
+            format!(
+                "/apis/serving.knative.dev/v1/namespaces/{}/routes/{}",
+                key.namespace, key.name
+            )
+        } else {
+            format!(
+                "/apis/networking.internal.knative.dev/v1alpha1/namespaces/{}/ingresses/{}",
+                key.namespace, key.name
+            )
+        };
+        let mut placements = Vec::new();
+        for (ri, rule) in defaulted.rules.iter().enumerate() {
+            let local = rule.visibility.as_deref() == Some("ClusterLocal");
+            let gateway = if local {
+                &self.opts.local_gateway
+            } else {
+                &self.opts.external_gateway
+            }
+            .clone();
+            let http = rule
+                .http
+                .as_ref()
+                .ok_or_else(|| format!("rule {ri} has no http block"))?;
+            let mut routes = Vec::new();
+            let mut probe_routes = Vec::new();
+            for (pi, path) in http.paths.iter().enumerate() {
+                let total: i64 = path.splits.iter().map(|s| s.percent).sum();
+                if path.splits.is_empty() {
+                    return Err(format!("rule {ri} path {pi} has no splits"));
+                }
+                if total != 100 {
+                    return Err(format!(
+                        "rule {ri} path {pi}: split percents sum to {total}, not 100"
+                    ));
+                }
+                let mut destinations = Vec::new();
+                for s in &path.splits {
+                    if s.percent < 0 || s.percent > 100 {
+                        return Err(format!("rule {ri} path {pi}: bad percent {}", s.percent));
+                    }
+                    let sns = if s.service_namespace.is_empty() {
+                        key.namespace.clone()
+                    } else {
+                        s.service_namespace.clone()
+                    };
+                    let cluster =
+                        self.cluster_for(&sns, &s.service_name, Some(&s.service_port), from_route)?;
+                    if s.percent == 0 {
+                        continue;
+                    }
+                    destinations.push(WeightedDestination {
+                        cluster,
+                        weight: s.percent as u32,
+                        headers: HeaderOps {
+                            set: s.append_headers.clone().unwrap_or_default(),
+                            ..Default::default()
+                        },
+                    });
+                }
+                let mut headers_ops = HeaderOps {
+                    set: path.append_headers.clone().unwrap_or_default(),
+                    ..Default::default()
+                };
+                if destinations.len() == 1 {
+                    headers_ops = headers_ops.merged(&destinations[0].headers);
+                    destinations[0].headers = HeaderOps::default();
+                }
+                let mut header_matches: Vec<HeaderMatchIr> = path
+                    .headers
+                    .iter()
+                    .flatten()
+                    .map(|(n, m)| HeaderMatchIr {
+                        name: n.to_ascii_lowercase(),
+                        matcher: StringMatchIr::Exact(m.exact.clone()),
+                    })
+                    .collect();
+                header_matches.sort_by(|a, b| a.name.cmp(&b.name));
+                let route = RouteIr {
+                    name: None,
+                    path: PathMatch::Prefix(
+                        path.path
+                            .clone()
+                            .filter(|p| !p.is_empty())
+                            .unwrap_or_else(|| "/".to_string()),
+                    ),
+                    headers: header_matches,
+                    action: Action::Route {
+                        destinations,
+                        timeout: None,
+                        retry: Retry::None,
+                        host_rewrite: path.rewrite_host.clone().filter(|h| !h.is_empty()),
+                        prefix_rewrite: None,
+                    },
+                    headers_ops,
+                    metadata: Some(("knative-pilot".to_string(), config_path.clone())),
+                };
+                // The probe copy: matches `K-Network-Hash: override` and sets the hash.
+                let mut probe = route.clone();
+                probe.headers.retain(|h| h.name != "k-network-hash");
+                probe.headers.push(HeaderMatchIr {
+                    name: "k-network-hash".to_string(),
+                    matcher: StringMatchIr::Exact("override".to_string()),
+                });
+                probe.headers.sort_by(|a, b| a.name.cmp(&b.name));
+                probe
+                    .headers_ops
+                    .set
+                    .insert("K-Network-Hash".to_string(), hash.clone());
+                probe_routes.push(probe);
+                routes.push(route);
+            }
+            probe_routes.extend(routes);
+            let routes = probe_routes;
+            // Plain HTTP servers of the target gateway.
+            let http_servers = self.gateway_server(&gateway, false);
+            let tls_hosts: BTreeSet<String> = defaulted
+                .tls
+                .iter()
+                .flat_map(|t| t.hosts.iter().cloned())
+                .collect();
+            for server in &http_servers {
+                for host in &rule.hosts {
+                    placements.push(Placement {
+                        route_name: server.route_name.clone(),
+                        host: host.to_ascii_lowercase(),
+                        port: server.server.port.number,
+                        routes: routes.clone(),
+                        require_tls: redirected && !local,
+                    });
+                }
+            }
+            if !local {
+                for server in self.gateway_server(&gateway, true) {
+                    for host in rule.hosts.iter().filter(|h| tls_hosts.contains(*h)) {
+                        if !server.server.hosts.iter().any(|sh| host_matches(sh, host)) {
+                            continue;
+                        }
+                        placements.push(Placement {
+                            route_name: server.route_name.clone(),
+                            host: host.to_ascii_lowercase(),
+                            port: server.server.port.number,
+                            routes: routes.clone(),
+                            require_tls: false,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(placements)
+    }
+
+    /// KIngress `spec.tls` entries of our class become HTTPS servers (port 443) on the external
+    /// gateway, one per entry, as net-istio adds servers to its Gateway.
+    fn add_kingress_tls_servers(&mut self, gateways: &mut [GatewayInfo]) {
+        let ext = self.opts.external_gateway.clone();
+        let Some(gw) = gateways.iter_mut().find(|g| g.id() == ext) else {
+            return;
+        };
+        let mut servers = Vec::new();
+        for (key, e) in self.inputs.of_kind(Kind::KIngress) {
+            let Object::KIngress(ing) = &e.object else {
+                continue;
+            };
+            if self.kingress_class(&ing.metadata).as_deref()
+                != Some(self.opts.ingress_class.as_str())
+            {
+                continue;
+            }
+            for (i, tls) in ing.spec.tls.iter().enumerate() {
+                let sns = if tls.secret_namespace.is_empty() {
+                    key.namespace.clone()
+                } else {
+                    tls.secret_namespace.clone()
+                };
+                servers.push((
+                    key.clone(),
+                    Server {
+                        port: ServerPort {
+                            number: 443,
+                            name: format!("{}-{}-{i}", key.namespace, key.name),
+                            protocol: "HTTPS".to_string(),
+                            target_port: None,
+                        },
+                        bind: None,
+                        hosts: tls.hosts.clone(),
+                        tls: Some(crate::model::istio::ServerTls {
+                            https_redirect: false,
+                            mode: Some("SIMPLE".to_string()),
+                            credential_name: Some(format!("{sns}/{}", tls.secret_name)),
+                        }),
+                        name: None,
+                    },
+                ));
+            }
+        }
+        for (_, s) in servers {
+            gw.spec.servers.push(s);
+        }
+    }
+
+    /// Looks up a TLS secret for a credential name (`name` in the gateway namespace, or
+    /// `ns/name`), registering it for SDS. Returns the SDS resource name.
+    pub(crate) fn tls_secret(
+        &mut self,
+        gateway_ns: &str,
+        credential: &str,
+    ) -> Result<String, String> {
+        let (ns, name) = split_ns_name(credential, gateway_ns);
+        let sds = format!("kubernetes://{credential}");
+        if self.secrets.contains_key(&sds) {
+            return Ok(sds);
+        }
+        let secret = match self.inputs.get(Kind::Secret, &ns, &name).map(|e| &e.object) {
+            Some(Object::Secret(s)) => s.clone(),
+            _ => return Err(format!("TLS Secret {ns}/{name} not found")),
+        };
+        let data = secret.data.clone().unwrap_or_default();
+        let crt = data.get("tls.crt").map(|b| b.0.clone()).unwrap_or_default();
+        let key = data.get("tls.key").map(|b| b.0.clone()).unwrap_or_default();
+        if crt.is_empty() || key.is_empty() {
+            return Err(format!(
+                "Secret {ns}/{name} is not a TLS pair (needs tls.crt and tls.key)"
+            ));
+        }
+        self.secrets.insert(sds.clone(), (crt, key));
+        Ok(sds)
+    }
+
+    pub(crate) fn secret_error(&mut self, gateway: &str, message: String) {
+        let (ns, name) = split_ns_name(gateway, "default");
+        let key = ObjectKey {
+            kind: Kind::Gateway,
+            namespace: ns,
+            name,
+        };
+        // Synthesized servers belong to a KIngress; name the gateway either way.
+        self.error(&key, message);
+    }
+}
+
+fn string_match(m: &crate::model::istio::StringMatch) -> Option<StringMatchIr> {
+    if let Some(v) = &m.exact {
+        Some(StringMatchIr::Exact(v.clone()))
+    } else if let Some(v) = &m.prefix {
+        Some(StringMatchIr::Prefix(v.clone()))
+    } else {
+        m.regex.as_ref().map(|v| StringMatchIr::Regex(v.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_hosts() {
+        assert_eq!(parse_duration("900s"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("100ms"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_duration("x"), None);
+        assert!(server_host_admits("*", "gw", "default", "a.example.com"));
+        assert!(server_host_admits(
+            "default/*.example.com",
+            "gw",
+            "default",
+            "a.example.com"
+        ));
+        assert!(!server_host_admits(
+            "other/*",
+            "gw",
+            "default",
+            "a.example.com"
+        ));
+        assert_eq!(
+            service_of_host(
+                "my-service-00001-nex.default.svc.cluster.local",
+                "x",
+                "cluster.local"
+            ),
+            ("default".to_string(), "my-service-00001-nex".to_string())
+        );
+        assert_eq!(
+            service_of_host("svc", "ns", "cluster.local"),
+            ("ns".to_string(), "svc".to_string())
+        );
+    }
+}

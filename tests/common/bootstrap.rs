@@ -1,0 +1,136 @@
+//! Envoy bootstrap templates (testdata/bootstrap/*.yaml) and filling them.
+
+use std::collections::BTreeMap;
+
+/// ADS-only gateway bootstrap (see [`render_bootstrap`]).
+pub const GATEWAY_ADS_TEMPLATE: &str = include_str!("../../testdata/bootstrap/gateway-ads.yaml");
+
+/// Static bootstrap: listener `listener_0` on 127.0.0.1:{listener_port};
+/// `a.example.com` -> cluster backend1 (HTTP/1.1, websocket route) on
+/// {backend1_port}; `b.example.com` -> cluster backend2 (h2c) on {backend2_port}.
+pub const STATIC_TWO_BACKENDS_TEMPLATE: &str =
+    include_str!("../../testdata/bootstrap/static-two-backends.yaml");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiType {
+    /// State-of-the-world ADS.
+    Grpc,
+    /// Incremental (delta) ADS.
+    DeltaGrpc,
+}
+
+impl ApiType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiType::Grpc => "GRPC",
+            ApiType::DeltaGrpc => "DELTA_GRPC",
+        }
+    }
+}
+
+/// Parameters of the ADS gateway bootstrap.
+#[derive(Clone, Debug)]
+pub struct BootstrapParams {
+    /// Port of the ADS server on 127.0.0.1.
+    pub xds_port: u16,
+    pub pod: String,
+    pub namespace: String,
+    /// Node metadata LABELS (the gateway pod labels, e.g. istio=ingressgateway).
+    pub labels: BTreeMap<String, String>,
+    pub api_type: ApiType,
+    /// node.cluster; `None` = "istio-ingressgateway.{namespace}".
+    pub cluster: Option<String>,
+}
+
+impl BootstrapParams {
+    /// Defaults: pod `istio-ingressgateway-0`, namespace `istio-system`,
+    /// labels `{istio: ingressgateway}`, state-of-the-world GRPC.
+    pub fn new(xds_port: u16) -> BootstrapParams {
+        BootstrapParams {
+            xds_port,
+            pod: "istio-ingressgateway-0".to_string(),
+            namespace: "istio-system".to_string(),
+            labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+            api_type: ApiType::Grpc,
+            cluster: None,
+        }
+    }
+
+    pub fn api_type(mut self, api_type: ApiType) -> Self {
+        self.api_type = api_type;
+        self
+    }
+
+    pub fn pod(mut self, pod: &str, namespace: &str) -> Self {
+        self.pod = pod.to_string();
+        self.namespace = namespace.to_string();
+        self
+    }
+
+    pub fn labels(mut self, labels: &[(&str, &str)]) -> Self {
+        self.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self
+    }
+
+    /// `router~127.0.0.1~{pod}.{ns}~{ns}.svc.cluster.local`
+    pub fn node_id(&self) -> String {
+        format!(
+            "router~127.0.0.1~{}.{}~{}.svc.cluster.local",
+            self.pod, self.namespace, self.namespace
+        )
+    }
+}
+
+/// Render `testdata/bootstrap/gateway-ads.yaml`.
+pub fn render_bootstrap(p: &BootstrapParams) -> String {
+    let cluster = p
+        .cluster
+        .clone()
+        .unwrap_or_else(|| format!("istio-ingressgateway.{}", p.namespace));
+    // JSON is valid YAML flow syntax and quotes every key/value safely.
+    let labels = serde_json::to_string(&p.labels).expect("labels to json");
+    fill_template(
+        GATEWAY_ADS_TEMPLATE,
+        &[
+            ("pod", p.pod.clone()),
+            ("ns", p.namespace.clone()),
+            ("cluster", cluster),
+            ("labels", labels),
+            ("api_type", p.api_type.as_str().to_string()),
+            ("xds_port", p.xds_port.to_string()),
+        ],
+    )
+}
+
+/// Replace every `{key}` with its value. Panics if a `{identifier}`
+/// placeholder is left over (YAML's `{}` / `{a: b}` are not placeholders).
+pub fn fill_template(template: &str, vars: &[(&str, String)]) -> String {
+    let mut out = template.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("{{{k}}}"), v);
+    }
+    let leftover = placeholders(&out);
+    assert!(
+        leftover.is_empty(),
+        "template has unfilled placeholders {leftover:?}"
+    );
+    out
+}
+
+fn placeholders(s: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('{') {
+        rest = &rest[i + 1..];
+        if let Some(j) = rest.find('}') {
+            let inner = &rest[..j];
+            if !inner.is_empty() && inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                found.push(inner.to_string());
+            }
+        }
+    }
+    found
+}
