@@ -627,12 +627,28 @@ pub(crate) fn build(t: &mut Translator<'_>) -> ProxyConfig {
         .iter()
         .map(|(name, port)| route_configuration(name, *port, t.vhosts.get(name)))
         .collect();
-    let mut clusters: Vec<Cluster> = t.clusters.values().map(cluster).collect();
-    clusters.push(blackhole_cluster());
-    clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    let endpoints = t
+    // Only clusters that a served route references (a cluster created for an object that was
+    // then left out, or for another gateway's hosts, is not sent).
+    let mut used: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for name in route_names.keys() {
+        for vh in t.vhosts.get(name).into_iter().flat_map(|m| m.values()) {
+            for r in &vh.routes {
+                if let Action::Route { destinations, .. } = &r.action {
+                    used.extend(destinations.iter().map(|d| d.cluster.as_str()));
+                }
+            }
+        }
+    }
+    let served: Vec<&ClusterIr> = t
         .clusters
         .values()
+        .filter(|c| used.contains(c.name.as_str()))
+        .collect();
+    let mut clusters: Vec<Cluster> = served.iter().map(|c| cluster(c)).collect();
+    clusters.push(blackhole_cluster());
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    let endpoints = served
+        .iter()
         .filter_map(|c| match &c.kind {
             ClusterKind::Eds { endpoints } => Some(load_assignment(&c.name, endpoints)),
             ClusterKind::Dns { .. } => None,

@@ -328,7 +328,7 @@ fn parse_duration(s: &str) -> Option<Duration> {
         return None;
     };
     let v: f64 = num.parse().ok()?;
-    if !(v >= 0.0) || !v.is_finite() {
+    if v.is_nan() || v < 0.0 || !v.is_finite() {
         return None;
     }
     Some(Duration::from_secs_f64(v * unit))
@@ -689,6 +689,16 @@ impl Translator<'_> {
             let require_tls =
                 !server.https && server.server.tls.as_ref().is_some_and(|t| t.https_redirect);
             for host in hosts {
+                // Routes whose `:authority` match can never match this host are dead here
+                // (net-istio puts one VirtualService's per-gateway routes under every host).
+                let routes: Vec<RouteIr> = routes
+                    .iter()
+                    .filter(|r| authority_admits(r, &host))
+                    .cloned()
+                    .collect();
+                if routes.is_empty() {
+                    continue;
+                }
                 if let Some(existing) = placements
                     .iter_mut()
                     .find(|p| p.route_name == server.route_name && p.host == host)
@@ -887,7 +897,7 @@ impl Translator<'_> {
 
     // ----- KIngress and Route -----
 
-    fn kingress_class<'m>(&self, meta: &'m ObjectMeta) -> Option<String> {
+    fn kingress_class(&self, meta: &ObjectMeta) -> Option<String> {
         if let Some(c) = meta
             .annotations
             .as_ref()
@@ -1268,6 +1278,31 @@ impl Translator<'_> {
         // Synthesized servers belong to a KIngress; name the gateway either way.
         self.error(&key, message);
     }
+}
+
+/// Can a route's `:authority` matcher match requests for `host` (with or without a port)?
+fn authority_admits(r: &RouteIr, host: &str) -> bool {
+    if host.contains('*') {
+        return true;
+    }
+    r.headers
+        .iter()
+        .filter(|h| h.name == ":authority")
+        .all(|h| match &h.matcher {
+            StringMatchIr::Exact(v) => {
+                let v = v.to_ascii_lowercase();
+                v == host
+                    || v.strip_prefix(host)
+                        .is_some_and(|rest| rest.starts_with(':'))
+            }
+            StringMatchIr::Prefix(p) => {
+                let p = p.to_ascii_lowercase();
+                host.starts_with(&p)
+                    || p.strip_prefix(host)
+                        .is_some_and(|rest| rest.starts_with(':'))
+            }
+            StringMatchIr::Regex(_) => true,
+        })
 }
 
 fn string_match(m: &crate::model::istio::StringMatch) -> Option<StringMatchIr> {

@@ -1,1 +1,829 @@
 //! I/O-free ADS connection state machine.
+//!
+//! One [`SotwConnection`] or [`DeltaConnection`] per ADS stream. Requests and snapshot updates go
+//! in, responses come out; there is no tokio, no clock and no I/O in here. Both flavours share one
+//! [`Core`] that tracks, per type URL, what the Envoy subscribes to and what it holds (name ->
+//! version), and decides what to send next:
+//!
+//! * Push order CDS, EDS, LDS, RDS, SDS with at most one outstanding (un-acked) response per
+//!   connection: the next type is sent only once the previous response was ACKed or NACKed.
+//! * Make before break: clusters and cluster load assignments the Envoy holds that are absent from
+//!   a new snapshot are retained (kept in SotW sets, not listed as removed in Delta) until the
+//!   listeners and routes of that snapshot are ACKed; a final CDS/EDS push then removes them.
+//! * Unchanged types are not resent; a NACKed set of versions is not resent until it changes.
+//! * Type URLs we do not serve get one empty response per subscription, never an error.
+//!
+//! The connection holds only the target `Arc<Snapshot>`, the retained removals (Arcs), and per
+//! type: subscription, name -> version held by the Envoy, nonces and counters.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    Resource as PbResource,
+};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use prost::Message;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{Resource, Snapshot, CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE};
+
+/// Version recorded for a resource whose state on the Envoy is unknown (after a NACK the Envoy may
+/// have applied part of a response). Never equal to a real version, so it is always resent.
+const UNKNOWN: &str = "";
+
+/// Types that are wildcard when a SotW request names nothing (legacy wildcard).
+fn sotw_wildcard_type(type_url: &str) -> bool {
+    type_url == CLUSTER || type_url == LISTENER
+}
+
+/// Whether we serve this type URL.
+pub fn is_served(type_url: &str) -> bool {
+    PUSH_ORDER.contains(&type_url)
+}
+
+/// Deterministic version string for a set of resources: hash of the sorted `name:version` pairs.
+pub fn set_version<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    let mut h = Sha256::new();
+    for (name, version) in pairs {
+        h.update(name.as_bytes());
+        h.update([0u8]);
+        h.update(version.as_bytes());
+        h.update([b'\n']);
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+/// Which ADS flavour a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Sotw,
+    Delta,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sotw => "sotw",
+            Mode::Delta => "delta",
+        }
+    }
+}
+
+/// Debug/metrics view of one connection (cheap to build, serializable).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnStatus {
+    pub mode: Mode,
+    /// Generation of the snapshot this connection is converging to.
+    pub target_generation: u64,
+    /// Latest generation this Envoy has fully ACKed: every type it subscribes to holds exactly what
+    /// that snapshot says (removals included). `None` until the first time that happens.
+    pub acked_generation: Option<u64>,
+    /// The un-acked response of the push sequence, if any.
+    pub outstanding: Option<Outstanding>,
+    /// Clusters / load assignments kept for make-before-break, not yet removed.
+    pub retained_removals: usize,
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outstanding {
+    pub type_url: String,
+    pub nonce: String,
+}
+
+/// Per type URL status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TypeStatus {
+    pub served: bool,
+    pub wildcard: bool,
+    /// Explicitly subscribed names (besides the wildcard).
+    pub subscribed: Vec<String>,
+    /// Number of resources the Envoy holds as far as we know.
+    pub resources_held: usize,
+    /// Whether the Envoy holds exactly what the target snapshot says for this type.
+    pub in_sync: bool,
+    pub last_sent_version: Option<String>,
+    pub last_sent_nonce: Option<String>,
+    pub last_acked_version: Option<String>,
+    pub last_acked_nonce: Option<String>,
+    pub last_nack: Option<NackStatus>,
+    pub responses_sent: u64,
+    pub acks: u64,
+    pub nacks: u64,
+    pub stale_requests: u64,
+    /// Sum of the encoded lengths of the responses sent for this type.
+    pub bytes_sent: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NackStatus {
+    pub nonce: String,
+    pub version: String,
+    pub message: String,
+    /// Names of the resources the NACKed response added, changed or removed.
+    pub resources: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Subscription {
+    wildcard: bool,
+    names: BTreeSet<String>,
+}
+
+impl Subscription {
+    fn covers(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+#[derive(Debug, Default)]
+struct TypeState {
+    served: bool,
+    /// The Envoy has sent at least one request for this type.
+    requested: bool,
+    sub: Subscription,
+    /// What the Envoy holds, as far as we know: name -> version (`UNKNOWN` after a NACK).
+    held: BTreeMap<String, String>,
+    /// A response must be sent even if nothing changed (initial request, new names).
+    force: bool,
+    /// The versions of a NACKed response; not resent while the desired state equals them.
+    rejected: Option<BTreeMap<String, String>>,
+    last_nonce: Option<String>,
+    last_version: Option<String>,
+    last_acked_version: Option<String>,
+    last_acked_nonce: Option<String>,
+    last_nack: Option<NackStatus>,
+    responses: u64,
+    acks: u64,
+    nacks: u64,
+    stale: u64,
+    bytes: u64,
+}
+
+impl TypeState {
+    fn is_latest_nonce(&self, nonce: &str) -> bool {
+        self.last_nonce.as_deref() == Some(nonce)
+    }
+}
+
+/// The outstanding response of the push sequence.
+#[derive(Debug)]
+struct Pending {
+    type_url: &'static str,
+    nonce: String,
+    version: String,
+    /// What the Envoy holds for this type once it ACKs.
+    versions: BTreeMap<String, String>,
+    /// Names added, changed or removed by the response.
+    touched: Vec<String>,
+}
+
+/// One response to send, independent of the wire flavour.
+#[derive(Debug)]
+struct Outgoing {
+    type_url: String,
+    nonce: String,
+    version: String,
+    resources: Vec<Arc<Resource>>,
+    removed: Vec<String>,
+}
+
+type Versions = BTreeMap<String, String>;
+
+/// The protocol logic shared by SotW and Delta.
+#[derive(Debug)]
+struct Core {
+    mode: Mode,
+    target: Arc<Snapshot>,
+    types: BTreeMap<String, TypeState>,
+    pending: Option<Pending>,
+    /// Resources the Envoy holds that the target no longer has, kept until LDS/RDS are ACKed.
+    retained: BTreeMap<&'static str, BTreeMap<String, Arc<Resource>>>,
+    nonce_counter: u64,
+    acked_generation: Option<u64>,
+}
+
+impl Core {
+    fn new(mode: Mode, target: Arc<Snapshot>) -> Self {
+        Core {
+            mode,
+            target,
+            types: BTreeMap::new(),
+            pending: None,
+            retained: BTreeMap::new(),
+            nonce_counter: 0,
+            acked_generation: None,
+        }
+    }
+
+    fn next_nonce(&mut self) -> String {
+        self.nonce_counter += 1;
+        self.nonce_counter.to_string()
+    }
+
+    fn state(&mut self, type_url: &str) -> &mut TypeState {
+        self.types
+            .entry(type_url.to_string())
+            .or_insert_with(|| TypeState {
+                served: is_served(type_url),
+                ..TypeState::default()
+            })
+    }
+
+    /// What the Envoy should hold for a type: target plus retained, filtered by subscription.
+    fn desired(&self, type_url: &str, sub: &Subscription) -> BTreeMap<String, Arc<Resource>> {
+        let mut out = BTreeMap::new();
+        if let Some(ret) = self.retained.get(type_url) {
+            for (name, r) in ret {
+                if sub.covers(name) {
+                    out.insert(name.clone(), r.clone());
+                }
+            }
+        }
+        if let Some(res) = self.target.of_type(type_url) {
+            if sub.wildcard {
+                for (name, r) in res {
+                    out.insert(name.clone(), r.clone());
+                }
+            } else {
+                for name in &sub.names {
+                    if let Some(r) = res.get(name) {
+                        out.insert(name.clone(), r.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the Envoy holds exactly the desired state of a type; no allocation.
+    fn held_is_desired(&self, type_url: &str, st: &TypeState) -> bool {
+        let target = self.target.of_type(type_url);
+        let mut count = 0usize;
+        let mut check = |name: &String, r: &Arc<Resource>| {
+            count += 1;
+            st.held.get(name) == Some(&r.version)
+        };
+        if let Some(target) = target {
+            if st.sub.wildcard {
+                if !target.iter().all(|(n, r)| check(n, r)) {
+                    return false;
+                }
+            } else {
+                for name in &st.sub.names {
+                    if let Some(r) = target.get(name) {
+                        if !check(name, r) {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(ret) = self.retained.get(type_url) {
+            for (name, r) in ret {
+                let shadowed = target.is_some_and(|t| t.contains_key(name));
+                if st.sub.covers(name) && !shadowed && !check(name, r) {
+                    return false;
+                }
+            }
+        }
+        count == st.held.len()
+    }
+
+    /// Whether the Envoy holds exactly the desired state of a type (vacuously true if it never
+    /// asked for the type).
+    fn in_sync(&self, type_url: &str) -> bool {
+        match self.types.get(type_url) {
+            Some(st) if st.requested => {
+                let pending_here = self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.type_url == type_url);
+                !pending_here && !st.force && self.held_is_desired(type_url, st)
+            }
+            _ => true,
+        }
+    }
+
+    /// Handle the nonce of a request for a served type: ACK or NACK of the outstanding response.
+    fn resolve(&mut self, type_url: &str, nonce: &str, error: Option<&RpcStatus>) {
+        let matches = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.type_url == type_url && p.nonce == nonce);
+        if !matches {
+            return;
+        }
+        let Some(p) = self.pending.take() else { return };
+        let st = self.state(type_url);
+        match error {
+            None => {
+                st.held = p.versions;
+                st.rejected = None;
+                st.last_acked_version = Some(p.version);
+                st.last_acked_nonce = Some(p.nonce);
+                st.acks += 1;
+            }
+            Some(err) => {
+                tracing::warn!(
+                    type_url,
+                    nonce = %p.nonce,
+                    version = %p.version,
+                    error = %err.message,
+                    resources = ?p.touched,
+                    "Envoy NACKed xDS response"
+                );
+                // The Envoy keeps its previous state, but may have applied part of the response.
+                for name in &p.touched {
+                    st.held.insert(name.clone(), UNKNOWN.to_string());
+                }
+                st.rejected = Some(p.versions);
+                st.nacks += 1;
+                st.last_nack = Some(NackStatus {
+                    nonce: p.nonce,
+                    version: p.version,
+                    message: err.message.clone(),
+                    resources: p.touched,
+                });
+            }
+        }
+    }
+
+    /// Count a request whose nonce is not the latest we sent for its type.
+    fn stale(&mut self, type_url: &str, nonce: &str) {
+        tracing::debug!(type_url, nonce, "ignoring stale xDS request nonce");
+        self.state(type_url).stale += 1;
+    }
+
+    /// Drop the subscription-independent bookkeeping for names the Envoy no longer subscribes to.
+    fn drop_uncovered(&mut self, type_url: &str) {
+        let Some(st) = self.types.get_mut(type_url) else {
+            return;
+        };
+        let sub = st.sub.clone();
+        st.held.retain(|n, _| sub.covers(n));
+        if let Some(p) = self.pending.as_mut().filter(|p| p.type_url == type_url) {
+            p.versions.retain(|n, _| sub.covers(n));
+            if !sub.wildcard && sub.names.is_empty() {
+                // The Envoy dropped the whole type: it may never ACK the outstanding response
+                // (a Delta Envoy drops responses for types it no longer watches). Do not stall.
+                tracing::debug!(type_url, nonce = %p.nonce, "type unsubscribed: outstanding response dropped");
+                self.pending = None;
+            }
+        }
+    }
+
+    /// A response for a type we do not serve: empty, so the Envoy does not wait or break.
+    fn unserved(&mut self, type_url: &str) -> Outgoing {
+        let nonce = self.next_nonce();
+        let version = set_version(std::iter::empty());
+        let st = self.state(type_url);
+        st.requested = true;
+        st.last_nonce = Some(nonce.clone());
+        st.last_version = Some(version.clone());
+        st.responses += 1;
+        Outgoing {
+            type_url: type_url.to_string(),
+            nonce,
+            version,
+            resources: Vec::new(),
+            removed: Vec::new(),
+        }
+    }
+
+    /// ACK/NACK bookkeeping for a type we do not serve.
+    fn unserved_ack(&mut self, type_url: &str, error: Option<&RpcStatus>) {
+        let st = self.state(type_url);
+        match error {
+            None => {
+                st.acks += 1;
+                st.last_acked_nonce = st.last_nonce.clone();
+                st.last_acked_version = st.last_version.clone();
+            }
+            Some(err) => {
+                tracing::warn!(type_url, error = %err.message, "Envoy NACKed empty response");
+                st.nacks += 1;
+                st.last_nack = Some(NackStatus {
+                    nonce: st.last_nonce.clone().unwrap_or_default(),
+                    version: st.last_version.clone().unwrap_or_default(),
+                    message: err.message.clone(),
+                    resources: Vec::new(),
+                });
+            }
+        }
+    }
+
+    fn retained_count(&self) -> usize {
+        self.retained.values().map(BTreeMap::len).sum()
+    }
+
+    /// New target snapshot: retain clusters/assignments the Envoy holds that it no longer has.
+    fn set_target(&mut self, snap: Arc<Snapshot>) {
+        let old = std::mem::replace(&mut self.target, snap);
+        for t in [CLUSTER, ENDPOINT] {
+            let mut held: BTreeMap<&String, &String> = BTreeMap::new();
+            if let Some(st) = self.types.get(t) {
+                held.extend(st.held.iter());
+            }
+            if let Some(p) = self.pending.as_ref().filter(|p| p.type_url == t) {
+                held.extend(p.versions.iter());
+            }
+            let new_res = self.target.of_type(t);
+            let old_res = old.of_type(t);
+            let old_ret = self.retained.get(t);
+            let mut keep = BTreeMap::new();
+            for (name, version) in held {
+                if new_res.is_some_and(|m| m.contains_key(name)) {
+                    continue;
+                }
+                let candidates = [
+                    old_res.and_then(|m| m.get(name)),
+                    old_ret.and_then(|m| m.get(name)),
+                ];
+                let pick = candidates
+                    .iter()
+                    .flatten()
+                    .find(|r| &r.version == version)
+                    .or_else(|| candidates.iter().flatten().next());
+                if let Some(r) = pick {
+                    keep.insert(name.clone(), Arc::clone(r));
+                }
+            }
+            if keep.is_empty() {
+                self.retained.remove(t);
+            } else {
+                self.retained.insert(t, keep);
+            }
+        }
+    }
+
+    /// Send the next response of the push sequence, if any is due and none is outstanding.
+    fn pump(&mut self) -> Option<Outgoing> {
+        if self.pending.is_some() {
+            return None;
+        }
+        if !self.retained.is_empty() && self.in_sync(LISTENER) && self.in_sync(ROUTE) {
+            tracing::debug!(
+                count = self.retained_count(),
+                "listeners and routes ACKed: removing retained clusters"
+            );
+            self.retained.clear();
+        }
+        for t in PUSH_ORDER {
+            let Some(st) = self.types.get(t) else {
+                continue;
+            };
+            if !st.requested {
+                continue;
+            }
+            if !st.force && self.held_is_desired(t, st) {
+                continue;
+            }
+            let desired = self.desired(t, &st.sub);
+            let versions: Versions = desired
+                .iter()
+                .map(|(n, r)| (n.clone(), r.version.clone()))
+                .collect();
+            if !st.force && st.rejected.as_ref() == Some(&versions) {
+                continue;
+            }
+            let changed: Vec<Arc<Resource>> = desired
+                .values()
+                .filter(|r| st.held.get(&r.name) != Some(&r.version))
+                .cloned()
+                .collect();
+            let removed: Vec<String> = st
+                .held
+                .keys()
+                .filter(|n| !desired.contains_key(*n))
+                .cloned()
+                .collect();
+            let mut touched: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
+            touched.extend(removed.iter().cloned());
+            let (resources, removed) = match self.mode {
+                Mode::Sotw => (desired.into_values().collect(), Vec::new()),
+                Mode::Delta => (changed, removed),
+            };
+            let version = set_version(versions.iter());
+            let nonce = self.next_nonce();
+            let st = self.state(t);
+            st.force = false;
+            st.last_nonce = Some(nonce.clone());
+            st.last_version = Some(version.clone());
+            st.responses += 1;
+            self.pending = Some(Pending {
+                type_url: t,
+                nonce: nonce.clone(),
+                version: version.clone(),
+                versions,
+                touched,
+            });
+            return Some(Outgoing {
+                type_url: t.to_string(),
+                nonce,
+                version,
+                resources,
+                removed,
+            });
+        }
+        None
+    }
+
+    /// Recompute `acked_generation` after an event.
+    fn refresh_acked(&mut self) {
+        if self.pending.is_some() || !self.retained.is_empty() {
+            return;
+        }
+        let mut any = false;
+        for t in PUSH_ORDER {
+            match self.types.get(t) {
+                Some(st) if st.requested => {
+                    any = true;
+                    if !self.in_sync(t) {
+                        return;
+                    }
+                }
+                _ => {
+                    // The Envoy always asks for clusters and listeners: until it has, it does not
+                    // hold what the target says.
+                    let wanted = sotw_wildcard_type(t)
+                        && self.target.of_type(t).is_some_and(|m| !m.is_empty());
+                    if wanted {
+                        return;
+                    }
+                }
+            }
+        }
+        if any {
+            self.acked_generation = Some(self.target.generation);
+        }
+    }
+
+    fn note_bytes(&mut self, type_url: &str, len: usize) {
+        self.state(type_url).bytes += len as u64;
+    }
+
+    fn status(&self) -> ConnStatus {
+        let types = self
+            .types
+            .iter()
+            .map(|(t, st)| {
+                let in_sync = if st.served { self.in_sync(t) } else { true };
+                (
+                    t.clone(),
+                    TypeStatus {
+                        served: st.served,
+                        wildcard: st.sub.wildcard,
+                        subscribed: st.sub.names.iter().cloned().collect(),
+                        resources_held: st.held.len(),
+                        in_sync,
+                        last_sent_version: st.last_version.clone(),
+                        last_sent_nonce: st.last_nonce.clone(),
+                        last_acked_version: st.last_acked_version.clone(),
+                        last_acked_nonce: st.last_acked_nonce.clone(),
+                        last_nack: st.last_nack.clone(),
+                        responses_sent: st.responses,
+                        acks: st.acks,
+                        nacks: st.nacks,
+                        stale_requests: st.stale,
+                        bytes_sent: st.bytes,
+                    },
+                )
+            })
+            .collect();
+        ConnStatus {
+            mode: self.mode,
+            target_generation: self.target.generation,
+            acked_generation: self.acked_generation,
+            outstanding: self.pending.as_ref().map(|p| Outstanding {
+                type_url: p.type_url.to_string(),
+                nonce: p.nonce.clone(),
+            }),
+            retained_removals: self.retained_count(),
+            types,
+        }
+    }
+}
+
+/// State-of-the-world ADS connection.
+#[derive(Debug)]
+pub struct SotwConnection {
+    core: Core,
+}
+
+impl SotwConnection {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        SotwConnection {
+            core: Core::new(Mode::Sotw, snapshot),
+        }
+    }
+
+    /// Handle one request from the Envoy; returns the responses to send, in order.
+    pub fn on_request(&mut self, req: DiscoveryRequest) -> Vec<DiscoveryResponse> {
+        let out = self.handle_request(req);
+        self.core.refresh_acked();
+        self.render(out)
+    }
+
+    fn handle_request(&mut self, req: DiscoveryRequest) -> Option<Outgoing> {
+        let t = req.type_url.as_str();
+        if t.is_empty() {
+            tracing::debug!("ignoring xDS request without type_url");
+            return None;
+        }
+        let nonce = req.response_nonce.as_str();
+        if !is_served(t) {
+            if !nonce.is_empty() && self.core.state(t).is_latest_nonce(nonce) {
+                self.core.unserved_ack(t, req.error_detail.as_ref());
+                return None;
+            }
+            return Some(self.core.unserved(t));
+        }
+        let core = &mut self.core;
+        if !nonce.is_empty() {
+            if !core.state(t).is_latest_nonce(nonce) {
+                // SotW: a stale request is ignored entirely; a newer one will follow.
+                core.stale(t, nonce);
+                return None;
+            }
+            core.resolve(t, nonce, req.error_detail.as_ref());
+        }
+        let wildcard = req.resource_names.iter().any(|n| n == "*")
+            || (req.resource_names.is_empty() && sotw_wildcard_type(t));
+        let names: BTreeSet<String> = req
+            .resource_names
+            .into_iter()
+            .filter(|n| n != "*")
+            .collect();
+        let st = core.state(t);
+        let added =
+            (wildcard && !st.sub.wildcard) || names.iter().any(|n| !st.sub.names.contains(n));
+        if nonce.is_empty() || added {
+            st.force = true;
+        }
+        st.requested = true;
+        st.sub = Subscription { wildcard, names };
+        // Names the Envoy no longer asks for are forgotten: it ignores them, and when it asks again
+        // they are sent again.
+        core.drop_uncovered(t);
+        core.pump()
+    }
+
+    /// A new target snapshot for this proxy.
+    pub fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
+        self.core.set_target(snap);
+        let out = self.core.pump();
+        self.core.refresh_acked();
+        self.render(out)
+    }
+
+    pub fn status(&self) -> ConnStatus {
+        self.core.status()
+    }
+
+    fn render(&mut self, out: Option<Outgoing>) -> Vec<DiscoveryResponse> {
+        out.into_iter()
+            .map(|o| {
+                let resp = DiscoveryResponse {
+                    version_info: o.version,
+                    resources: o.resources.iter().map(|r| r.body.clone()).collect(),
+                    type_url: o.type_url,
+                    nonce: o.nonce,
+                    ..Default::default()
+                };
+                self.core.note_bytes(&resp.type_url, resp.encoded_len());
+                resp
+            })
+            .collect()
+    }
+}
+
+/// Incremental (Delta) ADS connection.
+#[derive(Debug)]
+pub struct DeltaConnection {
+    core: Core,
+}
+
+impl DeltaConnection {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        DeltaConnection {
+            core: Core::new(Mode::Delta, snapshot),
+        }
+    }
+
+    /// Handle one request from the Envoy; returns the responses to send, in order.
+    pub fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Vec<DeltaDiscoveryResponse> {
+        let out = self.handle_request(req);
+        self.core.refresh_acked();
+        self.render(out)
+    }
+
+    fn handle_request(&mut self, req: DeltaDiscoveryRequest) -> Option<Outgoing> {
+        let t = req.type_url.as_str();
+        if t.is_empty() {
+            tracing::debug!("ignoring delta xDS request without type_url");
+            return None;
+        }
+        let nonce = req.response_nonce.as_str();
+        if !is_served(t) {
+            if !nonce.is_empty() && self.core.state(t).is_latest_nonce(nonce) {
+                self.core.unserved_ack(t, req.error_detail.as_ref());
+                return None;
+            }
+            return Some(self.core.unserved(t));
+        }
+        let core = &mut self.core;
+        if !nonce.is_empty() {
+            if core.state(t).is_latest_nonce(nonce) {
+                core.resolve(t, nonce, req.error_detail.as_ref());
+            } else {
+                // Delta: the nonce is stale, but subscription changes still apply.
+                core.stale(t, nonce);
+            }
+        }
+        let st = core.state(t);
+        if !st.requested {
+            st.requested = true;
+            let wildcard = req.resource_names_subscribe.is_empty()
+                || req.resource_names_subscribe.iter().any(|n| n == "*");
+            st.sub = Subscription {
+                wildcard,
+                names: req
+                    .resource_names_subscribe
+                    .into_iter()
+                    .filter(|n| n != "*")
+                    .collect(),
+            };
+            // A wildcard subscription is always answered, even when empty, so the Envoy's
+            // initialization does not wait for the fetch timeout.
+            st.force = wildcard;
+            for (name, version) in req.initial_resource_versions {
+                if st.sub.covers(&name) {
+                    st.held.insert(name, version);
+                }
+            }
+        } else {
+            for name in req.resource_names_subscribe {
+                if name == "*" {
+                    st.sub.wildcard = true;
+                } else {
+                    st.sub.names.insert(name);
+                }
+            }
+            for name in &req.resource_names_unsubscribe {
+                if name == "*" {
+                    st.sub.wildcard = false;
+                } else {
+                    st.sub.names.remove(name);
+                }
+            }
+            core.drop_uncovered(t);
+        }
+        core.pump()
+    }
+
+    /// A new target snapshot for this proxy.
+    pub fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
+        self.core.set_target(snap);
+        let out = self.core.pump();
+        self.core.refresh_acked();
+        self.render(out)
+    }
+
+    pub fn status(&self) -> ConnStatus {
+        self.core.status()
+    }
+
+    fn render(&mut self, out: Option<Outgoing>) -> Vec<DeltaDiscoveryResponse> {
+        out.into_iter()
+            .map(|o| {
+                let resp = DeltaDiscoveryResponse {
+                    system_version_info: o.version,
+                    resources: o
+                        .resources
+                        .iter()
+                        .map(|r| PbResource {
+                            name: r.name.clone(),
+                            version: r.version.clone(),
+                            resource: Some(r.body.clone()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    type_url: o.type_url,
+                    removed_resources: o.removed,
+                    nonce: o.nonce,
+                    ..Default::default()
+                };
+                self.core.note_bytes(&resp.type_url, resp.encoded_len());
+                resp
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

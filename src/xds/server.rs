@@ -1,1 +1,483 @@
-//! tonic ADS service.
+//! tonic ADS service: a thin shell around the connection state machines in [`super::conn`].
+//!
+//! Per stream: wait for the first request (it carries the node), derive the [`ProxyIdentity`],
+//! subscribe to the proxy's snapshot channel (`Unavailable` while the source is not ready), then
+//! feed requests and snapshot changes into the state machine and forward its responses into a small
+//! bounded channel that backs the response stream. Every connection is listed in a
+//! [`ConnectionRegistry`] with its live [`ConnStatus`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::value::Kind;
+use prost::Message;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use super::conn::{ConnStatus, DeltaConnection, Mode, SotwConnection};
+use super::{ConfigSource, ProxyIdentity, Snapshot};
+
+/// Max gRPC message size, both directions (route configurations get big).
+pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
+
+/// Responses buffered per stream before the state machine waits for the client to read.
+const RESPONSE_BUFFER: usize = 4;
+
+/// Derive who is asking from the Envoy node.
+///
+/// Istio node ids look like `router~10.0.0.1~pod.ns~ns.svc.cluster.local`: the namespace is the
+/// first label of the 4th part; otherwise the `NAMESPACE` metadata key. Labels come from the
+/// metadata key `LABELS` (a Struct of string values; other values are ignored).
+pub fn proxy_identity(node: &Node) -> ProxyIdentity {
+    let fields = node.metadata.as_ref().map(|m| &m.fields);
+    let parts: Vec<&str> = node.id.split('~').collect();
+    let from_id = (parts.len() == 4)
+        .then(|| parts[3].split('.').next().unwrap_or_default())
+        .filter(|ns| !ns.is_empty())
+        .map(str::to_string);
+    let from_meta = fields
+        .and_then(|f| f.get("NAMESPACE"))
+        .and_then(|v| match &v.kind {
+            Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        });
+    let labels = fields
+        .and_then(|f| f.get("LABELS"))
+        .and_then(|v| match &v.kind {
+            Some(Kind::StructValue(s)) => Some(s),
+            _ => None,
+        })
+        .map(|s| {
+            s.fields
+                .iter()
+                .filter_map(|(k, v)| match &v.kind {
+                    Some(Kind::StringValue(val)) => Some((k.clone(), val.clone())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ProxyIdentity {
+        id: node.id.clone(),
+        namespace: from_id.or(from_meta),
+        labels,
+    }
+}
+
+/// One live ADS stream, as listed by the debug endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnectionInfo {
+    pub conn_id: u64,
+    pub node_id: String,
+    pub namespace: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// "sotw" or "delta".
+    pub mode: &'static str,
+    /// Unix seconds.
+    pub connected_since: u64,
+    pub status: ConnStatus,
+}
+
+/// All live ADS streams, updated by each stream after every handled event.
+#[derive(Debug, Default)]
+pub struct ConnectionRegistry {
+    next_id: AtomicU64,
+    conns: DashMap<u64, ConnectionInfo>,
+}
+
+impl ConnectionRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every live connection, sorted by connection id.
+    pub fn list(&self) -> Vec<ConnectionInfo> {
+        let mut v: Vec<ConnectionInfo> = self.conns.iter().map(|e| e.value().clone()).collect();
+        v.sort_by_key(|c| c.conn_id);
+        v
+    }
+
+    pub fn get(&self, conn_id: u64) -> Option<ConnectionInfo> {
+        self.conns.get(&conn_id).map(|e| e.value().clone())
+    }
+
+    /// Whether every live connection has fully ACKed `generation` (or a later one). True when
+    /// there are no connections.
+    pub fn all_acked(&self, generation: u64) -> bool {
+        self.conns
+            .iter()
+            .all(|e| e.status.acked_generation.is_some_and(|g| g >= generation))
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    fn register(self: &Arc<Self>, proxy: &ProxyIdentity, status: ConnStatus) -> RegistryEntry {
+        let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let connected_since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        self.conns.insert(
+            conn_id,
+            ConnectionInfo {
+                conn_id,
+                node_id: proxy.id.clone(),
+                namespace: proxy.namespace.clone(),
+                labels: proxy.labels.clone(),
+                mode: status.mode.as_str(),
+                connected_since,
+                status,
+            },
+        );
+        RegistryEntry {
+            registry: Arc::clone(self),
+            conn_id,
+        }
+    }
+}
+
+/// A connection's registry entry; removed when dropped (the stream task ends).
+struct RegistryEntry {
+    registry: Arc<ConnectionRegistry>,
+    conn_id: u64,
+}
+
+impl RegistryEntry {
+    fn update(&self, status: ConnStatus) {
+        if let Some(mut e) = self.registry.conns.get_mut(&self.conn_id) {
+            e.status = status;
+        }
+    }
+}
+
+impl Drop for RegistryEntry {
+    fn drop(&mut self) {
+        self.registry.conns.remove(&self.conn_id);
+    }
+}
+
+/// What the stream driver needs from a state machine (SotW or Delta).
+trait Machine: Send + 'static {
+    type Req: Message + Default + Send + 'static;
+    type Resp: Message + Send + 'static;
+    fn new(snap: Arc<Snapshot>) -> Self;
+    fn node(req: &Self::Req) -> Option<&Node>;
+    fn on_request(&mut self, req: Self::Req) -> Vec<Self::Resp>;
+    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Vec<Self::Resp>;
+    fn status(&self) -> ConnStatus;
+    /// (type_url, resources, removed, version, nonce) for the push log line.
+    fn describe(resp: &Self::Resp) -> (&str, usize, usize, &str, &str);
+}
+
+impl Machine for SotwConnection {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    fn new(snap: Arc<Snapshot>) -> Self {
+        SotwConnection::new(snap)
+    }
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+    fn on_request(&mut self, req: DiscoveryRequest) -> Vec<DiscoveryResponse> {
+        SotwConnection::on_request(self, req)
+    }
+    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
+        SotwConnection::on_snapshot(self, snap)
+    }
+    fn status(&self) -> ConnStatus {
+        SotwConnection::status(self)
+    }
+    fn describe(r: &DiscoveryResponse) -> (&str, usize, usize, &str, &str) {
+        (&r.type_url, r.resources.len(), 0, &r.version_info, &r.nonce)
+    }
+}
+
+impl Machine for DeltaConnection {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    fn new(snap: Arc<Snapshot>) -> Self {
+        DeltaConnection::new(snap)
+    }
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+    fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Vec<DeltaDiscoveryResponse> {
+        DeltaConnection::on_request(self, req)
+    }
+    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
+        DeltaConnection::on_snapshot(self, snap)
+    }
+    fn status(&self) -> ConnStatus {
+        DeltaConnection::status(self)
+    }
+    fn describe(r: &DeltaDiscoveryResponse) -> (&str, usize, usize, &str, &str) {
+        (
+            &r.type_url,
+            r.resources.len(),
+            r.removed_resources.len(),
+            &r.system_version_info,
+            &r.nonce,
+        )
+    }
+}
+
+/// The ADS gRPC service (SotW and Delta).
+pub struct AdsService<S: ConfigSource> {
+    source: Arc<S>,
+    registry: Arc<ConnectionRegistry>,
+    shutdown: Option<watch::Receiver<bool>>,
+}
+
+impl<S: ConfigSource> AdsService<S> {
+    pub fn new(source: Arc<S>, registry: Arc<ConnectionRegistry>) -> Self {
+        AdsService {
+            source,
+            registry,
+            shutdown: None,
+        }
+    }
+
+    /// Streams end (cleanly, status OK) once this channel holds `true`.
+    pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// The tonic server with generous message size limits.
+    pub fn server(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    }
+
+    async fn start<M: Machine>(
+        &self,
+        mut incoming: Streaming<M::Req>,
+        mode: Mode,
+    ) -> Result<ReceiverStream<Result<M::Resp, Status>>, Status> {
+        let first = match incoming.message().await? {
+            Some(r) => r,
+            None => {
+                return Err(Status::invalid_argument(
+                    "stream closed before the first request",
+                ))
+            }
+        };
+        let node = M::node(&first)
+            .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
+        let proxy = proxy_identity(node);
+        let Some(mut snaps) = self.source.subscribe(&proxy) else {
+            tracing::info!(node = %proxy.id, "ADS stream refused: not ready");
+            return Err(Status::unavailable(
+                "not ready: initial load not translated yet",
+            ));
+        };
+        let conn = M::new(snaps.borrow_and_update().clone());
+        let entry = self.registry.register(&proxy, conn.status());
+        let span = tracing::info_span!(
+            "ads",
+            node = %proxy.id,
+            conn = entry.conn_id,
+            mode = mode.as_str()
+        );
+        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(drive(conn, incoming, first, snaps, tx, entry, shutdown).instrument(span));
+        Ok(ReceiverStream::new(rx))
+    }
+}
+
+/// Resolves when shutdown is requested (never without a shutdown channel).
+async fn shutdown_requested(rx: &mut Option<watch::Receiver<bool>>) {
+    if let Some(rx) = rx {
+        if rx.wait_for(|v| *v).await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+/// Forward responses to the client; false when it has gone away or shutdown was requested while
+/// waiting for it to read.
+async fn forward<M: Machine>(
+    tx: &mpsc::Sender<Result<M::Resp, Status>>,
+    out: Vec<M::Resp>,
+    shutdown: &mut Option<watch::Receiver<bool>>,
+) -> bool {
+    for resp in out {
+        let bytes = resp.encoded_len();
+        let (type_url, resources, removed, version, nonce) = M::describe(&resp);
+        tracing::info!(type_url, resources, removed, bytes, version, nonce, "xDS push");
+        tokio::select! {
+            sent = tx.send(Ok(resp)) => if sent.is_err() {
+                return false;
+            },
+            _ = shutdown_requested(shutdown) => return false,
+        }
+    }
+    true
+}
+
+/// The per-stream event loop.
+async fn drive<M: Machine>(
+    mut conn: M,
+    mut incoming: Streaming<M::Req>,
+    first: M::Req,
+    mut snaps: watch::Receiver<Arc<Snapshot>>,
+    tx: mpsc::Sender<Result<M::Resp, Status>>,
+    entry: RegistryEntry,
+    mut shutdown: Option<watch::Receiver<bool>>,
+) {
+    tracing::info!("ADS stream connected");
+    let out = conn.on_request(first);
+    entry.update(conn.status());
+    if !forward::<M>(&tx, out, &mut shutdown).await {
+        return;
+    }
+    loop {
+        let out = tokio::select! {
+            _ = shutdown_requested(&mut shutdown) => {
+                tracing::info!("shutdown: closing ADS stream");
+                break;
+            }
+            msg = incoming.next() => match msg {
+                Some(Ok(req)) => conn.on_request(req),
+                Some(Err(status)) => {
+                    tracing::debug!(%status, "ADS stream receive error");
+                    break;
+                }
+                None => break,
+            },
+            changed = snaps.changed() => match changed {
+                Ok(()) => {
+                    let snap = snaps.borrow_and_update().clone();
+                    conn.on_snapshot(snap)
+                }
+                Err(_) => {
+                    tracing::info!("config source dropped this proxy: closing ADS stream");
+                    break;
+                }
+            },
+        };
+        entry.update(conn.status());
+        if !forward::<M>(&tx, out, &mut shutdown).await {
+            break;
+        }
+    }
+    tracing::info!("ADS stream closed");
+}
+
+#[tonic::async_trait]
+impl<S: ConfigSource> AggregatedDiscoveryService for AdsService<S> {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let stream = self
+            .start::<SotwConnection>(request.into_inner(), Mode::Sotw)
+            .await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let stream = self
+            .start::<DeltaConnection>(request.into_inner(), Mode::Delta)
+            .await?;
+        Ok(Response::new(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::google::protobuf::{Struct, Value};
+
+    fn s(v: &str) -> Value {
+        Value {
+            kind: Some(Kind::StringValue(v.into())),
+        }
+    }
+
+    fn node(id: &str, meta: Vec<(&str, Value)>) -> Node {
+        Node {
+            id: id.into(),
+            metadata: Some(Struct {
+                fields: meta.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Value {
+        Value {
+            kind: Some(Kind::StructValue(Struct {
+                fields: pairs.iter().map(|(k, v)| (k.to_string(), s(v))).collect(),
+            })),
+        }
+    }
+
+    #[test]
+    fn istio_node_id_and_labels() {
+        let n = node(
+            "router~10.0.0.1~istio-ingressgateway-abc.istio-system~istio-system.svc.cluster.local",
+            vec![
+                (
+                    "LABELS",
+                    labels(&[("istio", "ingressgateway"), ("app", "gw")]),
+                ),
+                ("NAMESPACE", s("other")),
+            ],
+        );
+        let p = proxy_identity(&n);
+        assert_eq!(p.namespace.as_deref(), Some("istio-system"));
+        assert_eq!(p.labels["istio"], "ingressgateway");
+        assert_eq!(p.labels.len(), 2);
+        assert_eq!(p.id, n.id);
+    }
+
+    #[test]
+    fn plain_node_id_uses_metadata() {
+        let n = node(
+            "gateway-1",
+            vec![
+                ("LABELS", labels(&[("app", "kourier")])),
+                ("NAMESPACE", s("knative-serving")),
+            ],
+        );
+        let p = proxy_identity(&n);
+        assert_eq!(p.namespace.as_deref(), Some("knative-serving"));
+        assert_eq!(p.labels["app"], "kourier");
+        let bare = proxy_identity(&Node {
+            id: "x".into(),
+            ..Default::default()
+        });
+        assert_eq!(bare.namespace, None);
+        assert!(bare.labels.is_empty());
+    }
+}

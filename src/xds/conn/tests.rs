@@ -1,0 +1,830 @@
+//! Unit tests of the ADS connection state machine, driven by a tiny scripted "Envoy".
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use super::{DeltaConnection, SotwConnection};
+use crate::xds::{Resource, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+
+const PROXY_CONFIG: &str = "type.googleapis.com/istio.mesh.v1alpha1.ProxyConfig";
+
+fn res(type_url: &'static str, name: &str, variant: u32) -> Arc<Resource> {
+    let value = match type_url {
+        CLUSTER => Cluster {
+            name: name.into(),
+            alt_stat_name: format!("v{variant}"),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        ENDPOINT => ClusterLoadAssignment {
+            cluster_name: name.into(),
+            endpoints: vec![LocalityLbEndpoints {
+                priority: variant,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        LISTENER => Listener {
+            name: name.into(),
+            stat_prefix: format!("v{variant}"),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        ROUTE => RouteConfiguration {
+            name: name.into(),
+            internal_only_headers: vec![format!("v{variant}")],
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        other => panic!("no fixture for {other}"),
+    };
+    let version = hex::encode(&Sha256::digest(&value)[..8]);
+    Arc::new(Resource {
+        name: name.into(),
+        version,
+        body: Any {
+            type_url: type_url.into(),
+            value,
+        },
+    })
+}
+
+fn ver(type_url: &'static str, name: &str, variant: u32) -> String {
+    res(type_url, name, variant).version.clone()
+}
+
+fn snap(generation: u64, items: &[(&'static str, &str, u32)]) -> Arc<Snapshot> {
+    let mut s = Snapshot {
+        generation,
+        resources: BTreeMap::new(),
+    };
+    for (t, name, variant) in items {
+        s.resources
+            .entry(*t)
+            .or_default()
+            .insert(name.to_string(), res(t, name, *variant));
+    }
+    Arc::new(s)
+}
+
+/// Name of an encoded resource.
+fn any_name(a: &Any) -> String {
+    let v = a.value.as_slice();
+    match a.type_url.as_str() {
+        CLUSTER => Cluster::decode(v).unwrap().name,
+        ENDPOINT => ClusterLoadAssignment::decode(v).unwrap().cluster_name,
+        LISTENER => Listener::decode(v).unwrap().name,
+        ROUTE => RouteConfiguration::decode(v).unwrap().name,
+        other => panic!("unexpected type {other}"),
+    }
+}
+
+fn names(r: &DiscoveryResponse) -> Vec<String> {
+    let mut n: Vec<String> = r.resources.iter().map(any_name).collect();
+    n.sort();
+    n
+}
+
+fn dnames(r: &DeltaDiscoveryResponse) -> Vec<String> {
+    let mut n: Vec<String> = r.resources.iter().map(|r| r.name.clone()).collect();
+    n.sort();
+    n
+}
+
+fn one<T: std::fmt::Debug>(mut v: Vec<T>) -> T {
+    assert_eq!(v.len(), 1, "expected exactly one response, got {v:?}");
+    v.remove(0)
+}
+
+fn gen1() -> Arc<Snapshot> {
+    snap(
+        1,
+        &[
+            (CLUSTER, "a", 1),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "a", 1),
+            (ENDPOINT, "b", 1),
+            (LISTENER, "l", 1),
+            (ROUTE, "r", 1),
+        ],
+    )
+}
+
+fn rpc_error(msg: &str) -> RpcStatus {
+    RpcStatus {
+        code: 3,
+        message: msg.into(),
+        details: vec![],
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SotW
+
+/// A scripted SotW Envoy: remembers its subscriptions and the latest nonce per type.
+struct Sotw {
+    c: SotwConnection,
+    names: BTreeMap<String, Vec<String>>,
+    nonces: BTreeMap<String, String>,
+}
+
+impl Sotw {
+    fn new(s: Arc<Snapshot>) -> Self {
+        Sotw {
+            c: SotwConnection::new(s),
+            names: BTreeMap::new(),
+            nonces: BTreeMap::new(),
+        }
+    }
+
+    fn see(&mut self, out: Vec<DiscoveryResponse>) -> Vec<DiscoveryResponse> {
+        for r in &out {
+            self.nonces.insert(r.type_url.clone(), r.nonce.clone());
+        }
+        out
+    }
+
+    fn send(&mut self, req: DiscoveryRequest) -> Vec<DiscoveryResponse> {
+        let out = self.c.on_request(req);
+        self.see(out)
+    }
+
+    /// (Re)subscribe: carries the latest nonce seen for the type.
+    fn request(&mut self, t: &str, names: &[&str]) -> Vec<DiscoveryResponse> {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        self.names.insert(t.into(), names.clone());
+        self.send(DiscoveryRequest {
+            type_url: t.into(),
+            resource_names: names,
+            response_nonce: self.nonces.get(t).cloned().unwrap_or_default(),
+            ..Default::default()
+        })
+    }
+
+    fn reply(&mut self, r: &DiscoveryResponse, error: Option<&str>) -> Vec<DiscoveryResponse> {
+        self.send(DiscoveryRequest {
+            type_url: r.type_url.clone(),
+            version_info: r.version_info.clone(),
+            resource_names: self.names.get(&r.type_url).cloned().unwrap_or_default(),
+            response_nonce: r.nonce.clone(),
+            error_detail: error.map(rpc_error),
+            ..Default::default()
+        })
+    }
+
+    fn ack(&mut self, r: &DiscoveryResponse) -> Vec<DiscoveryResponse> {
+        self.reply(r, None)
+    }
+
+    fn nack(&mut self, r: &DiscoveryResponse, msg: &str) -> Vec<DiscoveryResponse> {
+        self.reply(r, Some(msg))
+    }
+
+    fn snapshot(&mut self, s: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
+        let out = self.c.on_snapshot(s);
+        self.see(out)
+    }
+
+    fn acked(&self) -> Option<u64> {
+        self.c.status().acked_generation
+    }
+}
+
+/// Envoy's startup sequence: CDS, EDS for the clusters, LDS, RDS for the listener's routes.
+/// Requests for the next type arrive before the ACK of the previous one, as Envoy sends them.
+fn sotw_started() -> Sotw {
+    let mut e = Sotw::new(gen1());
+    let cds = one(e.request(CLUSTER, &[]));
+    assert_eq!(cds.type_url, CLUSTER);
+    assert_eq!(names(&cds), ["a", "b"]);
+    assert!(!cds.version_info.is_empty());
+    // EDS request while CDS is un-acked: held back (one outstanding response at a time).
+    assert!(e.request(ENDPOINT, &["a", "b"]).is_empty());
+    let eds = one(e.ack(&cds));
+    assert_eq!(eds.type_url, ENDPOINT);
+    assert_eq!(names(&eds), ["a", "b"]);
+    assert!(e.request(LISTENER, &[]).is_empty());
+    assert_eq!(e.acked(), None);
+    let lds = one(e.ack(&eds));
+    assert_eq!(lds.type_url, LISTENER);
+    assert_eq!(names(&lds), ["l"]);
+    assert!(e.request(ROUTE, &["r"]).is_empty());
+    let rds = one(e.ack(&lds));
+    assert_eq!(rds.type_url, ROUTE);
+    assert_eq!(names(&rds), ["r"]);
+    assert_eq!(e.acked(), None);
+    assert!(e.ack(&rds).is_empty());
+    assert_eq!(e.acked(), Some(1));
+    e
+}
+
+#[test]
+fn sotw_initial_sequence_and_status() {
+    let e = sotw_started();
+    let st = e.c.status();
+    assert_eq!(st.target_generation, 1);
+    assert!(st.outstanding.is_none());
+    let cds = &st.types[CLUSTER];
+    assert!(cds.wildcard);
+    assert_eq!(cds.responses_sent, 1);
+    assert_eq!(cds.acks, 1);
+    assert!(cds.bytes_sent > 0);
+    assert_eq!(cds.last_acked_version, cds.last_sent_version);
+    let eds = &st.types[ENDPOINT];
+    assert!(!eds.wildcard);
+    assert_eq!(eds.subscribed, ["a", "b"]);
+    assert!(eds.in_sync);
+    // Serializable for the debug endpoint.
+    let json = serde_json::to_value(&st).unwrap();
+    assert_eq!(json["acked_generation"], 1);
+    assert_eq!(json["mode"], "sotw");
+}
+
+#[test]
+fn sotw_version_is_deterministic_and_content_based() {
+    let mut a = sotw_started();
+    let mut b = sotw_started();
+    let ra = one(a.snapshot(snap(2, &[(CLUSTER, "a", 2), (CLUSTER, "b", 1)])));
+    let rb = one(b.snapshot(snap(2, &[(CLUSTER, "a", 2), (CLUSTER, "b", 1)])));
+    assert_eq!(ra.version_info, rb.version_info);
+    let st = a.c.status();
+    assert_ne!(
+        Some(&ra.version_info),
+        st.types[CLUSTER].last_acked_version.as_ref()
+    );
+}
+
+#[test]
+fn sotw_only_subscribed_eds_names_are_sent() {
+    let mut e = Sotw::new(gen1());
+    let cds = one(e.request(CLUSTER, &[]));
+    assert!(e.request(ENDPOINT, &["a", "missing"]).is_empty());
+    let eds = one(e.ack(&cds));
+    assert_eq!(names(&eds), ["a"]);
+    assert!(e.ack(&eds).is_empty());
+    // Subscribing to one more name (with the latest nonce) is answered at once.
+    let eds = one(e.request(ENDPOINT, &["a", "b"]));
+    assert_eq!(names(&eds), ["a", "b"]);
+}
+
+#[test]
+fn sotw_endpoint_only_change_sends_only_eds() {
+    let mut e = sotw_started();
+    let mut s2 = (*gen1()).clone();
+    s2.generation = 2;
+    s2.resources
+        .get_mut(ENDPOINT)
+        .unwrap()
+        .insert("a".into(), res(ENDPOINT, "a", 2));
+    let eds = one(e.snapshot(Arc::new(s2)));
+    assert_eq!(eds.type_url, ENDPOINT);
+    assert_eq!(names(&eds), ["a", "b"]);
+    assert_eq!(e.acked(), Some(1));
+    assert!(e.ack(&eds).is_empty(), "nothing else changed");
+    assert_eq!(e.acked(), Some(2));
+    let st = e.c.status();
+    assert_eq!(st.types[CLUSTER].responses_sent, 1);
+    assert_eq!(st.types[LISTENER].responses_sent, 1);
+    assert_eq!(st.types[ROUTE].responses_sent, 1);
+    assert_eq!(st.types[ENDPOINT].responses_sent, 2);
+}
+
+#[test]
+fn sotw_same_snapshot_again_sends_nothing() {
+    let mut e = sotw_started();
+    let mut s = (*gen1()).clone();
+    s.generation = 2;
+    assert!(e.snapshot(Arc::new(s)).is_empty());
+    assert_eq!(e.acked(), Some(2));
+}
+
+#[test]
+fn sotw_stale_nonce_is_ignored_entirely() {
+    let mut e = sotw_started();
+    let old_rds_nonce = e.nonces[ROUTE].clone();
+    let s2 = snap(
+        2,
+        &[
+            (CLUSTER, "a", 1),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "a", 1),
+            (ENDPOINT, "b", 1),
+            (LISTENER, "l", 2),
+            (ROUTE, "r", 2),
+        ],
+    );
+    let lds = one(e.snapshot(s2));
+    assert_eq!(lds.type_url, LISTENER);
+    // A request with an old nonce for LDS (e.g. "1") is stale: no ACK, no response.
+    assert!(e
+        .send(DiscoveryRequest {
+            type_url: LISTENER.into(),
+            response_nonce: "1".into(),
+            ..Default::default()
+        })
+        .is_empty());
+    let st = e.c.status();
+    assert_eq!(st.types[LISTENER].stale_requests, 1);
+    assert_eq!(st.outstanding.as_ref().unwrap().nonce, lds.nonce);
+    let rds = one(e.ack(&lds));
+    assert_eq!(rds.type_url, ROUTE);
+    // A stale RDS request changing the names is ignored entirely in SotW.
+    assert!(e
+        .send(DiscoveryRequest {
+            type_url: ROUTE.into(),
+            resource_names: vec!["other".into()],
+            response_nonce: old_rds_nonce,
+            ..Default::default()
+        })
+        .is_empty());
+    assert_eq!(e.c.status().types[ROUTE].subscribed, ["r"]);
+    assert!(e.ack(&rds).is_empty());
+    assert_eq!(e.acked(), Some(2));
+}
+
+#[test]
+fn sotw_nack_is_recorded_not_resent_and_does_not_block_later_types() {
+    let mut e = sotw_started();
+    let s2 = snap(
+        2,
+        &[
+            (CLUSTER, "a", 2),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "a", 1),
+            (ENDPOINT, "b", 1),
+            (LISTENER, "l", 2),
+            (ROUTE, "r", 1),
+        ],
+    );
+    let cds = one(e.snapshot(s2));
+    assert_eq!(cds.type_url, CLUSTER);
+    // NACK of CDS: the next type in the push order still goes out.
+    let lds = one(e.nack(&cds, "bad cluster a"));
+    assert_eq!(lds.type_url, LISTENER);
+    let st = e.c.status();
+    let nack = st.types[CLUSTER].last_nack.as_ref().unwrap();
+    assert_eq!(nack.message, "bad cluster a");
+    assert_eq!(nack.nonce, cds.nonce);
+    assert_eq!(nack.resources, ["a"]);
+    assert_eq!(st.types[CLUSTER].nacks, 1);
+    // After the LDS ACK the rejected CDS is not sent again.
+    assert!(e.ack(&lds).is_empty());
+    assert_eq!(e.acked(), Some(1), "generation 2 is not fully acked");
+    // A later snapshot that does not touch cluster a: only EDS, no CDS loop.
+    let s3 = snap(
+        3,
+        &[
+            (CLUSTER, "a", 2),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "a", 3),
+            (ENDPOINT, "b", 1),
+            (LISTENER, "l", 2),
+            (ROUTE, "r", 1),
+        ],
+    );
+    let eds = one(e.snapshot(s3));
+    assert_eq!(eds.type_url, ENDPOINT);
+    assert!(e.ack(&eds).is_empty());
+    assert_eq!(e.c.status().types[CLUSTER].responses_sent, 2);
+    // Cluster a changes again: sent.
+    let s4 = snap(
+        4,
+        &[
+            (CLUSTER, "a", 4),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "a", 3),
+            (ENDPOINT, "b", 1),
+            (LISTENER, "l", 2),
+            (ROUTE, "r", 1),
+        ],
+    );
+    let cds = one(e.snapshot(s4));
+    assert_eq!(cds.type_url, CLUSTER);
+    assert_eq!(names(&cds), ["a", "b"]);
+    assert!(e.ack(&cds).is_empty());
+    assert_eq!(e.acked(), Some(4));
+}
+
+#[test]
+fn sotw_cluster_removal_waits_for_lds_and_rds_ack() {
+    let mut e = sotw_started();
+    // b goes away, c comes in, the route moves from b to c.
+    let s2 = snap(
+        2,
+        &[
+            (CLUSTER, "a", 1),
+            (CLUSTER, "c", 1),
+            (ENDPOINT, "a", 1),
+            (ENDPOINT, "c", 1),
+            (LISTENER, "l", 1),
+            (ROUTE, "r", 2),
+        ],
+    );
+    let cds = one(e.snapshot(s2));
+    assert_eq!(cds.type_url, CLUSTER);
+    assert_eq!(names(&cds), ["a", "b", "c"], "b kept until routes moved");
+    assert!(e.request(ENDPOINT, &["a", "b", "c"]).is_empty());
+    let eds = one(e.ack(&cds));
+    assert_eq!(names(&eds), ["a", "b", "c"]);
+    let rds = one(e.ack(&eds));
+    assert_eq!(rds.type_url, ROUTE, "LDS unchanged, not resent");
+    assert_eq!(e.c.status().retained_removals, 2);
+    // Routes ACKed: now the final CDS push removes b.
+    let cds = one(e.ack(&rds));
+    assert_eq!(cds.type_url, CLUSTER);
+    assert_eq!(names(&cds), ["a", "c"]);
+    assert_eq!(e.acked(), Some(1));
+    // Envoy drops the EDS watch for b (before acking CDS): nothing to send for that.
+    assert!(e.request(ENDPOINT, &["a", "c"]).is_empty());
+    assert!(e.ack(&cds).is_empty());
+    assert_eq!(e.acked(), Some(2));
+    assert_eq!(e.c.status().retained_removals, 0);
+}
+
+#[test]
+fn sotw_removal_kept_while_rds_is_nacked() {
+    let mut e = sotw_started();
+    let s2 = snap(
+        2,
+        &[
+            (CLUSTER, "a", 1),
+            (ENDPOINT, "a", 1),
+            (LISTENER, "l", 1),
+            (ROUTE, "r", 2),
+        ],
+    );
+    let rds = one(e.snapshot(s2));
+    assert_eq!(rds.type_url, ROUTE);
+    assert!(e.nack(&rds, "route rejected").is_empty());
+    // The Envoy still runs the old routes (which use b): b must stay.
+    assert_eq!(e.c.status().retained_removals, 2);
+    let s3 = snap(
+        3,
+        &[
+            (CLUSTER, "a", 1),
+            (ENDPOINT, "a", 1),
+            (LISTENER, "l", 1),
+            (ROUTE, "r", 3),
+        ],
+    );
+    let rds = one(e.snapshot(s3));
+    let cds = one(e.ack(&rds));
+    assert_eq!(names(&cds), ["a"]);
+}
+
+#[test]
+fn sotw_listener_removed_directly() {
+    let mut e = sotw_started();
+    let s2 = snap(
+        2,
+        &[
+            (CLUSTER, "a", 1),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "a", 1),
+            (ENDPOINT, "b", 1),
+            (ROUTE, "r", 1),
+        ],
+    );
+    let lds = one(e.snapshot(s2));
+    assert_eq!(lds.type_url, LISTENER);
+    assert!(lds.resources.is_empty());
+    assert!(e.ack(&lds).is_empty());
+    assert_eq!(e.acked(), Some(2));
+}
+
+#[test]
+fn sotw_unknown_type_gets_one_empty_response() {
+    let mut e = Sotw::new(gen1());
+    let cds = one(e.request(CLUSTER, &[]));
+    // While CDS is outstanding, an unserved type is still answered at once, empty.
+    let pc = one(e.request(PROXY_CONFIG, &[]));
+    assert_eq!(pc.type_url, PROXY_CONFIG);
+    assert!(pc.resources.is_empty());
+    assert!(!pc.version_info.is_empty());
+    assert_ne!(pc.nonce, cds.nonce);
+    // Its ACK produces nothing, and the push sequence is unaffected.
+    assert!(e.ack(&pc).is_empty());
+    assert!(e.request(LISTENER, &[]).is_empty());
+    let lds = one(e.ack(&cds));
+    assert_eq!(lds.type_url, LISTENER);
+    let st = e.c.status();
+    assert!(!st.types[PROXY_CONFIG].served);
+    assert_eq!(st.types[PROXY_CONFIG].acks, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delta
+
+struct Delta {
+    c: DeltaConnection,
+}
+
+fn dreq(t: &str, sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: t.into(),
+        resource_names_subscribe: sub.iter().map(|s| s.to_string()).collect(),
+        resource_names_unsubscribe: unsub.iter().map(|s| s.to_string()).collect(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+impl Delta {
+    fn send(&mut self, r: DeltaDiscoveryRequest) -> Vec<DeltaDiscoveryResponse> {
+        self.c.on_request(r)
+    }
+    fn sub(&mut self, t: &str, names: &[&str]) -> Vec<DeltaDiscoveryResponse> {
+        self.send(dreq(t, names, &[], ""))
+    }
+    fn ack(&mut self, r: &DeltaDiscoveryResponse) -> Vec<DeltaDiscoveryResponse> {
+        self.send(dreq(&r.type_url, &[], &[], &r.nonce))
+    }
+    fn nack(&mut self, r: &DeltaDiscoveryResponse, msg: &str) -> Vec<DeltaDiscoveryResponse> {
+        let mut q = dreq(&r.type_url, &[], &[], &r.nonce);
+        q.error_detail = Some(rpc_error(msg));
+        self.send(q)
+    }
+    fn acked(&self) -> Option<u64> {
+        self.c.status().acked_generation
+    }
+}
+
+fn delta_started() -> Delta {
+    let mut e = Delta {
+        c: DeltaConnection::new(gen1()),
+    };
+    let cds = one(e.sub(CLUSTER, &[]));
+    assert_eq!(dnames(&cds), ["a", "b"]);
+    assert!(cds.removed_resources.is_empty());
+    assert!(e.sub(ENDPOINT, &["a", "b"]).is_empty());
+    let eds = one(e.ack(&cds));
+    assert_eq!(dnames(&eds), ["a", "b"]);
+    assert!(e.sub(LISTENER, &["*"]).is_empty());
+    let lds = one(e.ack(&eds));
+    assert_eq!(dnames(&lds), ["l"]);
+    assert!(e.sub(ROUTE, &["r"]).is_empty());
+    let rds = one(e.ack(&lds));
+    assert_eq!(dnames(&rds), ["r"]);
+    assert_eq!(rds.resources[0].version, ver(ROUTE, "r", 1));
+    assert_eq!(e.acked(), None);
+    assert!(e.ack(&rds).is_empty());
+    assert_eq!(e.acked(), Some(1));
+    e
+}
+
+#[test]
+fn delta_initial_sequence() {
+    let e = delta_started();
+    let st = e.c.status();
+    assert_eq!(st.mode, super::Mode::Delta);
+    assert!(st.types[CLUSTER].wildcard);
+    assert!(st.types[LISTENER].wildcard);
+    assert!(!st.types[ROUTE].wildcard);
+    assert_eq!(st.types[ENDPOINT].resources_held, 2);
+}
+
+#[test]
+fn delta_endpoint_only_change_sends_only_changed_assignment() {
+    let mut e = delta_started();
+    let mut s2 = (*gen1()).clone();
+    s2.generation = 2;
+    s2.resources
+        .get_mut(ENDPOINT)
+        .unwrap()
+        .insert("b".into(), res(ENDPOINT, "b", 2));
+    let eds = one(e.c.on_snapshot(Arc::new(s2)));
+    assert_eq!(eds.type_url, ENDPOINT);
+    assert_eq!(dnames(&eds), ["b"]);
+    assert_eq!(eds.resources[0].version, ver(ENDPOINT, "b", 2));
+    assert!(eds.removed_resources.is_empty());
+    assert!(e.ack(&eds).is_empty());
+    assert_eq!(e.acked(), Some(2));
+}
+
+#[test]
+fn delta_cluster_removal_waits_for_route_ack() {
+    let mut e = delta_started();
+    let s2 = snap(
+        2,
+        &[
+            (CLUSTER, "a", 1),
+            (ENDPOINT, "a", 1),
+            (LISTENER, "l", 1),
+            (ROUTE, "r", 2),
+        ],
+    );
+    // Clusters unchanged apart from the removal: no CDS/EDS yet, routes first.
+    let rds = one(e.c.on_snapshot(s2));
+    assert_eq!(rds.type_url, ROUTE);
+    assert_eq!(dnames(&rds), ["r"]);
+    let cds = one(e.ack(&rds));
+    assert_eq!(cds.type_url, CLUSTER);
+    assert!(cds.resources.is_empty());
+    assert_eq!(cds.removed_resources, ["b"]);
+    // Envoy drops its EDS watch for b: no removal needs to be sent for it.
+    assert!(e.send(dreq(ENDPOINT, &[], &["b"], "")).is_empty());
+    assert!(e.ack(&cds).is_empty());
+    assert_eq!(e.acked(), Some(2));
+}
+
+#[test]
+fn delta_removed_assignment_of_still_subscribed_cluster_is_removed_after_routes() {
+    let mut e = delta_started();
+    let s2 = snap(
+        2,
+        &[
+            (CLUSTER, "a", 1),
+            (ENDPOINT, "a", 1),
+            (LISTENER, "l", 2),
+            (ROUTE, "r", 2),
+        ],
+    );
+    let lds = one(e.c.on_snapshot(s2));
+    assert_eq!(lds.type_url, LISTENER);
+    assert!(lds.removed_resources.is_empty());
+    let rds = one(e.ack(&lds));
+    assert_eq!(rds.type_url, ROUTE);
+    let cds = one(e.ack(&rds));
+    assert_eq!(cds.removed_resources, ["b"]);
+    // The Envoy (misbehaving) keeps the EDS watch for b: then EDS removes it explicitly.
+    let eds = one(e.ack(&cds));
+    assert_eq!(eds.type_url, ENDPOINT);
+    assert_eq!(eds.removed_resources, ["b"]);
+    assert!(e.ack(&eds).is_empty());
+    assert_eq!(e.acked(), Some(2));
+}
+
+#[test]
+fn delta_initial_resource_versions_skip_known_and_remove_gone() {
+    let mut e = Delta {
+        c: DeltaConnection::new(gen1()),
+    };
+    let mut q = dreq(CLUSTER, &[], &[], "");
+    q.initial_resource_versions = [
+        ("a".to_string(), ver(CLUSTER, "a", 1)),
+        ("b".to_string(), "outdated".to_string()),
+        ("z".to_string(), "whatever".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let cds = one(e.send(q));
+    assert_eq!(dnames(&cds), ["b"], "a is already current on the Envoy");
+    assert_eq!(cds.removed_resources, ["z"]);
+    // EDS re-subscription with everything current: nothing to send after the CDS ACK.
+    let mut q = dreq(ENDPOINT, &["a", "b"], &[], "");
+    q.initial_resource_versions = [
+        ("a".to_string(), ver(ENDPOINT, "a", 1)),
+        ("b".to_string(), ver(ENDPOINT, "b", 1)),
+    ]
+    .into_iter()
+    .collect();
+    assert!(e.send(q).is_empty());
+    assert!(e.ack(&cds).is_empty());
+}
+
+#[test]
+fn delta_stale_nonce_still_applies_subscriptions_and_nack_not_resent() {
+    let mut e = delta_started();
+    let s2 = snap(
+        2,
+        &[
+            (CLUSTER, "a", 1),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "a", 1),
+            (ENDPOINT, "b", 1),
+            (LISTENER, "l", 2),
+            (ROUTE, "r", 1),
+            (ROUTE, "r2", 1),
+        ],
+    );
+    let lds = one(e.c.on_snapshot(s2));
+    assert_eq!(lds.type_url, LISTENER);
+    // Subscribe r2 with a stale nonce: not an ACK, but the subscription counts.
+    assert!(e.send(dreq(ROUTE, &["r2"], &[], "1")).is_empty());
+    assert_eq!(e.c.status().types[ROUTE].stale_requests, 1);
+    let rds = one(e.ack(&lds));
+    assert_eq!(dnames(&rds), ["r2"]);
+    assert!(e.nack(&rds, "bad r2").is_empty());
+    let st = e.c.status();
+    assert_eq!(
+        st.types[ROUTE].last_nack.as_ref().unwrap().message,
+        "bad r2"
+    );
+    assert_eq!(e.acked(), Some(1));
+    // An unrelated change: only EDS, the rejected r2 is not resent.
+    let s3 = snap(
+        3,
+        &[
+            (CLUSTER, "a", 1),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "a", 3),
+            (ENDPOINT, "b", 1),
+            (LISTENER, "l", 2),
+            (ROUTE, "r", 1),
+            (ROUTE, "r2", 1),
+        ],
+    );
+    let eds = one(e.c.on_snapshot(s3));
+    assert_eq!(eds.type_url, ENDPOINT);
+    assert!(e.ack(&eds).is_empty());
+    // r2 fixed: sent and acked.
+    let s4 = snap(
+        4,
+        &[
+            (CLUSTER, "a", 1),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "a", 3),
+            (ENDPOINT, "b", 1),
+            (LISTENER, "l", 2),
+            (ROUTE, "r", 1),
+            (ROUTE, "r2", 2),
+        ],
+    );
+    let rds = one(e.c.on_snapshot(s4));
+    assert_eq!(dnames(&rds), ["r2"]);
+    assert!(e.ack(&rds).is_empty());
+    assert_eq!(e.acked(), Some(4));
+}
+
+#[test]
+fn delta_unsubscribe_sends_no_removal_and_resubscribe_resends() {
+    let mut e = delta_started();
+    assert!(e.send(dreq(ROUTE, &[], &["r"], "")).is_empty());
+    assert_eq!(e.c.status().types[ROUTE].resources_held, 0);
+    let rds = one(e.sub(ROUTE, &["r"]));
+    assert_eq!(dnames(&rds), ["r"]);
+}
+
+#[test]
+fn delta_outstanding_response_of_fully_unsubscribed_type_does_not_stall() {
+    let mut e = delta_started();
+    let s2 = snap(
+        2,
+        &[
+            (CLUSTER, "a", 1),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "a", 1),
+            (ENDPOINT, "b", 1),
+            (LISTENER, "l", 2),
+            (ROUTE, "r", 2),
+        ],
+    );
+    let lds = one(e.c.on_snapshot(s2));
+    assert!(e.ack(&lds).into_iter().any(|r| r.type_url == ROUTE));
+    // The Envoy drops its last route watch and will never ACK that RDS response.
+    assert!(e.send(dreq(ROUTE, &[], &["r"], "")).is_empty());
+    assert!(e.c.status().outstanding.is_none());
+    let s3 = snap(
+        3,
+        &[
+            (CLUSTER, "a", 1),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "a", 5),
+            (ENDPOINT, "b", 1),
+            (LISTENER, "l", 2),
+            (ROUTE, "r", 2),
+        ],
+    );
+    let eds = one(e.c.on_snapshot(s3));
+    assert_eq!(eds.type_url, ENDPOINT);
+}
+
+#[test]
+fn delta_unknown_type_gets_empty_response() {
+    let mut e = delta_started();
+    let pc = one(e.sub(PROXY_CONFIG, &[]));
+    assert_eq!(pc.type_url, PROXY_CONFIG);
+    assert!(pc.resources.is_empty() && pc.removed_resources.is_empty());
+    assert!(e.ack(&pc).is_empty());
+    assert_eq!(e.acked(), Some(1));
+}
+
+#[test]
+fn delta_empty_wildcard_type_is_answered() {
+    let mut e = Delta {
+        c: DeltaConnection::new(snap(1, &[(CLUSTER, "a", 1)])),
+    };
+    let cds = one(e.sub(CLUSTER, &[]));
+    let lds = one(e
+        .ack(&cds)
+        .into_iter()
+        .chain(e.sub(LISTENER, &[]))
+        .collect());
+    assert_eq!(lds.type_url, LISTENER);
+    assert!(lds.resources.is_empty());
+    assert!(e.ack(&lds).is_empty());
+    assert_eq!(e.acked(), Some(1));
+}
