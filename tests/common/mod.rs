@@ -30,6 +30,7 @@
 pub mod backend;
 pub mod bootstrap;
 pub mod client;
+pub mod cluster;
 pub mod envoy;
 pub mod server;
 pub mod util;

@@ -13,7 +13,8 @@ use super::client::{try_http_request, HttpVersion, Response};
 /// How long `Server::start` waits for both "listening" lines.
 pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `knative-pilot serve ... --xds-addr 127.0.0.1:0 --debug-addr 127.0.0.1:0`.
+/// `knative-pilot serve ... --xds-addr 127.0.0.1:0 --debug-addr 127.0.0.1:0` (unless `args`
+/// names its own `--xds-addr` / `--debug-addr`, e.g. to restart on the same port).
 /// Ports are read from the stdout lines `xds listening on 127.0.0.1:<port>`
 /// and `debug listening on 127.0.0.1:<port>`; stderr goes to a log file
 /// (see [`Server::logs`]). Killed on drop; logs are printed if panicking.
@@ -53,7 +54,16 @@ impl Server {
         let mut child = Command::new(bin)
             .arg("serve")
             .args(args)
-            .args(["--xds-addr", "127.0.0.1:0", "--debug-addr", "127.0.0.1:0"])
+            .args(if args.contains(&"--xds-addr") {
+                &[][..]
+            } else {
+                &["--xds-addr", "127.0.0.1:0"][..]
+            })
+            .args(if args.contains(&"--debug-addr") {
+                &[][..]
+            } else {
+                &["--debug-addr", "127.0.0.1:0"][..]
+            })
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
