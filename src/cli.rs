@@ -25,6 +25,9 @@ pub enum Command {
     Render(RenderArgs),
     /// Serve ADS (SotW and Delta) to Envoy gateways, following changes to the inputs.
     Serve(ServeArgs),
+    /// Start a working demo on this machine: seed services, echo backends, server, and both
+    /// gateways when stock Envoy is installed.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Translation settings shared by every command.
@@ -134,6 +137,16 @@ pub fn main() -> ExitCode {
         Command::Render(args) => {
             init_logging(LogFormat::Text);
             render(&args)
+        }
+        Command::Demo(args) => {
+            init_logging(LogFormat::Text);
+            match crate::demo::run_blocking(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("knative-pilot demo: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Serve(args) => {
             init_logging(args.log_format);

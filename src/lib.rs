@@ -1,8 +1,27 @@
 //! knative-pilot: an xDS control plane that serves Envoy gateways for Knative traffic.
 //!
-//! (The data-flow overview is filled in as the stages land; see ARCHITECTURE.md.)
+//! Data flows one way, and each stage can be tested without the ones around it:
+//!
+//! ```text
+//! source::files ──> state::Inputs ──> translate (pure) ──> xds::cache / serve::Hub ──> xds::server
+//!   manifests        indexed objects    ir -> envoy protos   snapshot per proxy        ADS streams,
+//!   (file, doc)      sorted, no I/O     errors name objects  labels (watch channel)    xds::conn state
+//!                                                                                       machine each
+//! ```
+//!
+//! - [`model`]: the objects (KIngress, Route/Revision, Istio Gateway/VirtualService, k8s core).
+//! - [`source`]: where objects come from; every error names file and document.
+//! - [`state`]: the indexed set of objects; no I/O.
+//! - [`translate`]: objects in, Envoy resources out, named as istiod names them; no I/O, no clocks.
+//! - [`xds`]: snapshots (versioned resources), the I/O-free ADS connection state machine, and
+//!   the tonic service around it.
+//! - [`serve`]: the runtime (file watch, debounce, the Hub cache, debug HTTP).
+//! - [`dump`]: Envoy admin `/config_dump` JSON; [`cli`], [`demo`], [`pipeline`]: entry points.
+//!
+//! See ARCHITECTURE.md for the decisions behind each stage.
 
 pub mod cli;
+pub mod demo;
 pub mod dump;
 pub mod khash;
 pub mod model;

