@@ -50,6 +50,8 @@ pub struct Hub {
     inputs: RwLock<Arc<Inputs>>,
     errors: RwLock<Vec<InputError>>,
     proxies: Mutex<BTreeMap<ProxyKey, watch::Sender<Arc<Snapshot>>>>,
+    /// The last version of each object that translated without error.
+    last_good: Mutex<BTreeMap<ObjectKey, Arc<crate::state::Entry>>>,
 }
 
 impl Hub {
@@ -61,6 +63,7 @@ impl Hub {
             inputs: RwLock::new(Arc::new(Inputs::default())),
             errors: RwLock::new(Vec::new()),
             proxies: Mutex::new(BTreeMap::new()),
+            last_good: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -98,28 +101,87 @@ impl Hub {
 
     /// Installs new inputs: translates for every connected proxy key and publishes the new
     /// snapshots. Marks the hub ready after the first call.
+    ///
+    /// Nothing already served is lost to bad input: an object that now fails to translate is
+    /// reported, and its last version that translated cleanly keeps being served (until the
+    /// object is deleted or fixed).
     pub fn update(&self, inputs: Inputs, load_errors: Vec<InputError>) {
         let generation = self.generation.load(Ordering::Acquire) + 1;
-        let inputs = Arc::new(inputs);
-        let mut errors = load_errors;
+        let started = Instant::now();
         let mut proxies = match self.proxies.lock() {
             Ok(p) => p,
             Err(p) => p.into_inner(),
         };
         // Forget proxy keys nobody listens to any more.
         proxies.retain(|_, tx| tx.receiver_count() > 0);
-        let started = Instant::now();
-        for (labels, tx) in proxies.iter() {
-            let (snap, errs) = self.translate_for(&inputs, labels, generation);
-            errors.extend(errs);
-            tx.send_replace(Arc::new(snap));
-        }
+        let mut keys: Vec<ProxyKey> = proxies.keys().cloned().collect();
         // Errors of objects no connected proxy sees still matter: translate the two gateways.
         for gw in [&self.opts.external_gateway, &self.opts.local_gateway] {
             if let Some(labels) = translate::gateway_labels(&inputs, &self.opts, gw) {
-                if !proxies.contains_key(&labels) {
-                    errors.extend(translate::translate(&inputs, &self.opts, &labels).errors);
+                if !keys.contains(&labels) {
+                    keys.push(labels);
                 }
+            }
+        }
+        let translate_all = |inputs: &Inputs| -> (BTreeMap<ProxyKey, Snapshot>, Vec<InputError>) {
+            let mut snaps = BTreeMap::new();
+            let mut errors = Vec::new();
+            for labels in &keys {
+                let (snap, errs) = self.translate_for(inputs, labels, generation);
+                errors.extend(errs);
+                snaps.insert(labels.clone(), snap);
+            }
+            (snaps, errors)
+        };
+        let (mut snaps, translate_errors) = translate_all(&inputs);
+        let bad: BTreeSet<ObjectKey> = translate_errors
+            .iter()
+            .filter_map(|e| e.object.clone())
+            .collect();
+        let mut errors = load_errors;
+        errors.extend(translate_errors);
+        let mut served = inputs;
+        {
+            let mut last_good = match self.last_good.lock() {
+                Ok(l) => l,
+                Err(l) => l.into_inner(),
+            };
+            let mut kept = Vec::new();
+            for key in &bad {
+                if let (Some(prev), Some(now)) = (
+                    last_good.get(key),
+                    served.get(key.kind, &key.namespace, &key.name),
+                ) {
+                    if prev.object != now.object {
+                        kept.push(prev.clone());
+                    }
+                }
+            }
+            // Remember what translated cleanly; forget what was deleted.
+            last_good.retain(|k, _| served.get(k.kind, &k.namespace, &k.name).is_some());
+            for (k, e) in served.entries() {
+                if !bad.contains(k) {
+                    last_good.insert(k.clone(), e.clone());
+                }
+            }
+            if !kept.is_empty() {
+                for e in &mut errors {
+                    if e.object
+                        .as_ref()
+                        .is_some_and(|k| kept.iter().any(|p| &p.object.key() == k))
+                    {
+                        e.message.push_str("; its previous version is still served");
+                    }
+                }
+                for prev in kept {
+                    served.insert_entry(prev);
+                }
+                snaps = translate_all(&served).0;
+            }
+        }
+        for (labels, tx) in proxies.iter() {
+            if let Some(snap) = snaps.remove(labels) {
+                tx.send_replace(Arc::new(snap));
             }
         }
         errors.sort();
@@ -128,7 +190,7 @@ impl Hub {
             tracing::warn!(error = %e, "input left out");
         }
         if let Ok(mut w) = self.inputs.write() {
-            *w = inputs;
+            *w = Arc::new(served);
         }
         if let Ok(mut w) = self.errors.write() {
             *w = errors;
@@ -497,4 +559,117 @@ async fn inputs_debug(State(s): State<DebugState>) -> Response {
     let errors: Vec<String> = s.hub.errors().iter().map(|e| e.to_string()).collect();
     Json(json!({"generation": s.hub.generation(), "objects": objects, "errors": errors}))
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::files::parse_text;
+    use crate::xds::ROUTE;
+
+    fn inputs(yaml: &str) -> Inputs {
+        Inputs::from_sourced(parse_text(Path::new("t.yaml"), yaml).objects).0
+    }
+
+    fn kingress(percent: i64) -> String {
+        format!(
+            r#"apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: hello
+  namespace: default
+  annotations: {{networking.knative.dev/ingress.class: knative-pilot.ingress.networking.knative.dev}}
+spec:
+  rules:
+  - hosts: [hello.default.example.com]
+    visibility: ExternalIP
+    http:
+      paths:
+      - splits:
+        - {{serviceNamespace: default, serviceName: hello-00001, servicePort: 80, percent: {percent}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: hello-00001, namespace: default}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: 8012}}]
+"#
+        )
+    }
+
+    fn proxy() -> ProxyIdentity {
+        ProxyIdentity {
+            id: "router~1~gw.istio-system~istio-system.svc.cluster.local".into(),
+            namespace: Some("istio-system".into()),
+            labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+        }
+    }
+
+    fn route_bytes(rx: &watch::Receiver<Arc<Snapshot>>) -> Vec<u8> {
+        rx.borrow()
+            .of_type(ROUTE)
+            .and_then(|m| m.get("http.80"))
+            .map(|r| r.body.value.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn not_ready_until_the_first_update() {
+        let hub = Hub::new(Options::default());
+        assert!(hub.subscribe(&proxy()).is_none());
+        hub.update(inputs(&kingress(100)), vec![]);
+        assert!(hub.subscribe(&proxy()).is_some());
+    }
+
+    #[test]
+    fn a_broken_object_keeps_its_last_good_version_until_deleted() {
+        let hub = Hub::new(Options::default());
+        hub.update(inputs(&kingress(100)), vec![]);
+        let rx = hub.subscribe(&proxy()).unwrap();
+        let good = route_bytes(&rx);
+        assert!(String::from_utf8_lossy(&good).contains("hello.default.example.com"));
+
+        hub.update(inputs(&kingress(90)), vec![]);
+        assert_eq!(
+            route_bytes(&rx),
+            good,
+            "the last good KIngress is still served"
+        );
+        let errors = hub.errors();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].to_string().contains("sum to 90"), "{}", errors[0]);
+        assert!(errors[0]
+            .to_string()
+            .contains("previous version is still served"));
+
+        // Deleted: gone for real.
+        hub.update(Inputs::default(), vec![]);
+        assert!(!String::from_utf8_lossy(&route_bytes(&rx)).contains("hello.default.example.com"));
+        // A broken object with no good past is simply left out.
+        hub.update(inputs(&kingress(90)), vec![]);
+        assert!(!String::from_utf8_lossy(&route_bytes(&rx)).contains("hello.default.example.com"));
+    }
+
+    #[test]
+    fn a_file_that_stops_parsing_keeps_serving_its_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), kingress(100)).unwrap();
+        let mut state = DirState::default();
+        state.reload(dir.path(), None);
+        assert_eq!(state.inputs().0.len(), 2);
+        std::fs::write(dir.path().join("a.yaml"), "kind: [broken\n").unwrap();
+        state.reload(dir.path(), Some(&BTreeSet::from([PathBuf::from("a.yaml")])));
+        let (inputs, errors) = state.inputs();
+        assert_eq!(inputs.len(), 2, "previous objects kept");
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("a.yaml document 1: malformed YAML"),
+            "{}",
+            errors[0]
+        );
+        std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+        state.reload(dir.path(), Some(&BTreeSet::from([PathBuf::from("a.yaml")])));
+        assert_eq!(state.inputs().0.len(), 0, "a deleted file's objects go");
+    }
 }

@@ -79,6 +79,26 @@ impl Inputs {
         self.objects.insert(key, Arc::new(Entry { object, origin }));
     }
 
+    /// Every entry, shared (for keeping last-good versions without copying objects).
+    pub fn entries(&self) -> impl Iterator<Item = (&ObjectKey, &Arc<Entry>)> {
+        self.objects.iter()
+    }
+
+    /// Inserts or replaces an object with a shared entry.
+    pub fn insert_entry(&mut self, entry: Arc<Entry>) {
+        let key = entry.object.key();
+        if let Some(old) = self.objects.remove(&key) {
+            self.unindex(&old.object);
+        }
+        if let Some(idx) = slice_index(&entry.object) {
+            self.slices_by_service
+                .entry(idx)
+                .or_default()
+                .insert(key.name.clone());
+        }
+        self.objects.insert(key, entry);
+    }
+
     /// Removes an object; returns it when it was there.
     pub fn remove(&mut self, key: &ObjectKey) -> Option<Arc<Entry>> {
         let old = self.objects.remove(key)?;
