@@ -172,9 +172,9 @@ fn start_envoy(
         .replace("{labels}", labels)
         .replace("{api_type}", "DELTA_GRPC")
         .replace("{xds_port}", &xds_port.to_string());
-    let path = dir.join(format!(".{pod}-bootstrap.yaml"));
+    let path = dir.join(format!("{pod}-bootstrap.yaml"));
     std::fs::write(&path, yaml)?;
-    let log = std::fs::File::create(dir.join(format!(".{pod}.log")))?;
+    let log = std::fs::File::create(dir.join(format!("{pod}.log")))?;
     Command::new(bin)
         .args(["--disable-hot-restart", "--log-level", "warn", "-c"])
         .arg(&path)

@@ -355,20 +355,27 @@ pub async fn run(
         let mut w =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 Ok(ev) => {
-                    if ev.paths.is_empty() || ev.need_rescan() {
+                    if matches!(ev.kind, notify::EventKind::Access(_)) {
+                        return;
+                    }
+                    if ev.need_rescan() {
                         let _ = tx.send(None);
                     }
                     for p in ev.paths {
-                        let rel = p.strip_prefix(&root).map(|r| r.to_path_buf());
-                        match rel {
-                            Ok(r) if files::is_manifest(&r) => {
-                                let _ = tx.send(Some(r));
-                            }
-                            Ok(r) if r.extension().is_none() => {
-                                // A directory came or went: rescan.
-                                let _ = tx.send(None);
-                            }
-                            _ => {}
+                        let Ok(rel) = p.strip_prefix(&root).map(|r| r.to_path_buf()) else {
+                            continue;
+                        };
+                        let hidden = rel
+                            .components()
+                            .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+                        if files::is_manifest(&rel) {
+                            let _ = tx.send(Some(rel));
+                        } else if !hidden
+                            && !rel.as_os_str().is_empty()
+                            && (p.is_dir() || (!p.exists() && rel.extension().is_none()))
+                        {
+                            // A directory came or went: rescan.
+                            let _ = tx.send(None);
                         }
                     }
                 }
@@ -382,22 +389,6 @@ pub async fn run(
             .with_context(|| format!("watching {}", dir.display()))?;
         w
     };
-
-    // First full load, then serve.
-    let mut state = DirState::default();
-    state.reload(&dir, None);
-    let (inputs, errors) = state.inputs();
-    tracing::info!(objects = inputs.len(), errors = errors.len(), dir = %dir.display(), "initial load");
-    hub.update(inputs, errors);
-
-    let reload_task = tokio::spawn(reload_loop(
-        dir.clone(),
-        state,
-        hub.clone(),
-        ev_rx,
-        args.debounce_after,
-        args.debounce_max,
-    ));
 
     let ads = AdsService::new(hub.clone(), registry.clone()).with_shutdown(stop_rx.clone());
     let mut xds_stop = stop_rx.clone();
@@ -433,6 +424,31 @@ pub async fn run(
 
     let xds_task = tokio::spawn(xds);
     let debug_task = tokio::spawn(async move { debug.await });
+
+    // The first full load. Until it is translated, streams are answered Unavailable and
+    // /ready says 503: an Envoy never gets an empty config because we just started.
+    let load_dir = dir.clone();
+    let (state, inputs, errors) = tokio::task::spawn_blocking(move || {
+        let mut state = DirState::default();
+        state.reload(&load_dir, None);
+        let (inputs, errors) = state.inputs();
+        (state, inputs, errors)
+    })
+    .await
+    .context("initial load")?;
+    tracing::info!(objects = inputs.len(), errors = errors.len(), dir = %dir.display(), "initial load");
+    let hub2 = hub.clone();
+    tokio::task::spawn_blocking(move || hub2.update(inputs, errors))
+        .await
+        .context("initial translation")?;
+    let reload_task = tokio::spawn(reload_loop(
+        dir.clone(),
+        state,
+        hub.clone(),
+        ev_rx,
+        args.debounce_after,
+        args.debounce_max,
+    ));
     let result = shutdown.await;
     let _ = stop_tx.send(true);
     reload_task.abort();
@@ -487,14 +503,17 @@ async fn reload_loop(
                 Err(_) => break,
             }
         }
-        if rescan {
-            state.reload(&dir, None);
-        } else {
-            state.reload(&dir, Some(&changed));
-        }
-        let (inputs, errors) = state.inputs();
-        tracing::info!(files = changed.len(), rescan, "inputs changed");
-        hub.update(inputs, errors);
+        // Reading and translating is CPU work: keep it off the async workers' hot path.
+        tokio::task::block_in_place(|| {
+            if rescan {
+                state.reload(&dir, None);
+            } else {
+                state.reload(&dir, Some(&changed));
+            }
+            let (inputs, errors) = state.inputs();
+            tracing::info!(files = changed.len(), rescan, "inputs changed");
+            hub.update(inputs, errors);
+        });
     }
 }
 
