@@ -175,6 +175,13 @@ fn init_logging(format: LogFormat) {
 
 fn render(args: &RenderArgs) -> ExitCode {
     let opts = args.translate.options();
+    if !args.from.is_dir() {
+        eprintln!(
+            "knative-pilot render: --from {} is not a directory",
+            args.from.display()
+        );
+        return ExitCode::from(2);
+    }
     let (inputs, mut errors) = crate::pipeline::load(&args.from);
     let rendered = match crate::pipeline::render_gateway(&inputs, &opts, &args.gateway) {
         Ok(r) => r,
@@ -207,7 +214,10 @@ fn render(args: &RenderArgs) -> ExitCode {
         }
     }
     for e in &errors {
-        eprintln!("error: {e} (left out)");
+        eprintln!("error: {e}");
+    }
+    if !errors.is_empty() {
+        eprintln!("knative-pilot render: {} problem(s); the objects named were left out, everything else rendered", errors.len());
     }
     if errors.is_empty() {
         ExitCode::SUCCESS
