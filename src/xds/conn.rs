@@ -6,7 +6,11 @@
 //! version), and decides what to send next:
 //!
 //! * Push order CDS, EDS, LDS, RDS, SDS with at most one outstanding (un-acked) response per
-//!   connection: the next type is sent only once the previous response was ACKed or NACKed.
+//!   connection: the next type is sent only once the previous response was ACKed or NACKed. One
+//!   exception: EDS may be sent while CDS is outstanding, because an initialized Envoy (also one
+//!   that reconnects) does not ACK a CDS response until its new EDS clusters have warmed, i.e.
+//!   received their load assignments (xDS protocol, "Resource warming"); waiting for that ACK
+//!   would deadlock.
 //! * Make before break: clusters and cluster load assignments the Envoy holds that are absent from
 //!   a new snapshot are retained (kept in SotW sets, not listed as removed in Delta) until the
 //!   listeners and routes of that snapshot are ACKed; a final CDS/EDS push then removes them.
@@ -200,7 +204,8 @@ struct Core {
     mode: Mode,
     target: Arc<Snapshot>,
     types: BTreeMap<String, TypeState>,
-    pending: Option<Pending>,
+    /// Outstanding responses by type: at most one, or CDS and EDS (see the module docs).
+    pending: BTreeMap<&'static str, Pending>,
     /// Resources the Envoy holds that the target no longer has, kept until LDS/RDS are ACKed.
     retained: BTreeMap<&'static str, BTreeMap<String, Arc<Resource>>>,
     nonce_counter: u64,
@@ -213,7 +218,7 @@ impl Core {
             mode,
             target,
             types: BTreeMap::new(),
-            pending: None,
+            pending: BTreeMap::new(),
             retained: BTreeMap::new(),
             nonce_counter: 0,
             acked_generation: None,
@@ -299,10 +304,7 @@ impl Core {
     fn in_sync(&self, type_url: &str) -> bool {
         match self.types.get(type_url) {
             Some(st) if st.requested => {
-                let pending_here = self
-                    .pending
-                    .as_ref()
-                    .is_some_and(|p| p.type_url == type_url);
+                let pending_here = self.pending.contains_key(type_url);
                 !pending_here && !st.force && self.held_is_desired(type_url, st)
             }
             _ => true,
@@ -311,14 +313,13 @@ impl Core {
 
     /// Handle the nonce of a request for a served type: ACK or NACK of the outstanding response.
     fn resolve(&mut self, type_url: &str, nonce: &str, error: Option<&RpcStatus>) {
-        let matches = self
-            .pending
-            .as_ref()
-            .is_some_and(|p| p.type_url == type_url && p.nonce == nonce);
+        let matches = self.pending.get(type_url).is_some_and(|p| p.nonce == nonce);
         if !matches {
             return;
         }
-        let Some(p) = self.pending.take() else { return };
+        let Some(p) = self.pending.remove(type_url) else {
+            return;
+        };
         let st = self.state(type_url);
         match error {
             None => {
@@ -366,13 +367,13 @@ impl Core {
         };
         let sub = st.sub.clone();
         st.held.retain(|n, _| sub.covers(n));
-        if let Some(p) = self.pending.as_mut().filter(|p| p.type_url == type_url) {
+        if let Some(p) = self.pending.get_mut(type_url) {
             p.versions.retain(|n, _| sub.covers(n));
             if !sub.wildcard && sub.names.is_empty() {
                 // The Envoy dropped the whole type: it may never ACK the outstanding response
                 // (a Delta Envoy drops responses for types it no longer watches). Do not stall.
                 tracing::debug!(type_url, nonce = %p.nonce, "type unsubscribed: outstanding response dropped");
-                self.pending = None;
+                self.pending.remove(type_url);
             }
         }
     }
@@ -429,7 +430,7 @@ impl Core {
             if let Some(st) = self.types.get(t) {
                 held.extend(st.held.iter());
             }
-            if let Some(p) = self.pending.as_ref().filter(|p| p.type_url == t) {
+            if let Some(p) = self.pending.get(t) {
                 held.extend(p.versions.iter());
             }
             let new_res = self.target.of_type(t);
@@ -461,19 +462,29 @@ impl Core {
         }
     }
 
-    /// Send the next response of the push sequence, if any is due and none is outstanding.
+    /// Send the next response of the push sequence, if any is due and none is outstanding (or only
+    /// CDS is outstanding and EDS is due: the Envoy waits for the assignments of warming clusters
+    /// before it ACKs CDS).
     fn pump(&mut self) -> Option<Outgoing> {
-        if self.pending.is_some() {
+        let order: &[&'static str] = if self.pending.is_empty() {
+            &PUSH_ORDER
+        } else if self.pending.len() == 1 && self.pending.contains_key(CLUSTER) {
+            &[ENDPOINT]
+        } else {
             return None;
-        }
-        if !self.retained.is_empty() && self.in_sync(LISTENER) && self.in_sync(ROUTE) {
+        };
+        if self.pending.is_empty()
+            && !self.retained.is_empty()
+            && self.in_sync(LISTENER)
+            && self.in_sync(ROUTE)
+        {
             tracing::debug!(
                 count = self.retained_count(),
                 "listeners and routes ACKed: removing retained clusters"
             );
             self.retained.clear();
         }
-        for t in PUSH_ORDER {
+        for &t in order {
             let Some(st) = self.types.get(t) else {
                 continue;
             };
@@ -515,13 +526,16 @@ impl Core {
             st.last_nonce = Some(nonce.clone());
             st.last_version = Some(version.clone());
             st.responses += 1;
-            self.pending = Some(Pending {
-                type_url: t,
-                nonce: nonce.clone(),
-                version: version.clone(),
-                versions,
-                touched,
-            });
+            self.pending.insert(
+                t,
+                Pending {
+                    type_url: t,
+                    nonce: nonce.clone(),
+                    version: version.clone(),
+                    versions,
+                    touched,
+                },
+            );
             return Some(Outgoing {
                 type_url: t.to_string(),
                 nonce,
@@ -535,7 +549,7 @@ impl Core {
 
     /// Recompute `acked_generation` after an event.
     fn refresh_acked(&mut self) {
-        if self.pending.is_some() || !self.retained.is_empty() {
+        if !self.pending.is_empty() || !self.retained.is_empty() {
             return;
         }
         let mut any = false;
@@ -599,7 +613,7 @@ impl Core {
             mode: self.mode,
             target_generation: self.target.generation,
             acked_generation: self.acked_generation,
-            outstanding: self.pending.as_ref().map(|p| Outstanding {
+            outstanding: self.pending.values().next().map(|p| Outstanding {
                 type_url: p.type_url.to_string(),
                 nonce: p.nonce.clone(),
             }),

@@ -206,3 +206,178 @@ pub async fn generation(server: &Server) -> u64 {
 pub fn gateway_ports() -> (u16, u16) {
     (free_port(), free_port())
 }
+
+/// One split of a KIngress path: `serviceName` in the KIngress's namespace, on `servicePort`.
+#[derive(Clone, Debug)]
+pub struct KSplit {
+    pub service: String,
+    pub port: u16,
+    pub percent: i64,
+    pub append_headers: Vec<(String, String)>,
+}
+
+impl KSplit {
+    /// A split to a revision Service's `http` port (80).
+    pub fn new(service: &str, percent: i64) -> KSplit {
+        KSplit {
+            service: service.to_string(),
+            port: 80,
+            percent,
+            append_headers: Vec::new(),
+        }
+    }
+
+    pub fn port(mut self, port: u16) -> KSplit {
+        self.port = port;
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> KSplit {
+        self.append_headers
+            .push((name.to_string(), value.to_string()));
+        self
+    }
+}
+
+/// One path of a KIngress rule. `path: None` is the catch-all.
+#[derive(Clone, Debug, Default)]
+pub struct KPath {
+    pub path: Option<String>,
+    /// Exact header matches.
+    pub headers: Vec<(String, String)>,
+    pub append_headers: Vec<(String, String)>,
+    pub splits: Vec<KSplit>,
+}
+
+impl KPath {
+    /// A path matching the prefix `path`.
+    pub fn prefix(path: &str, splits: Vec<KSplit>) -> KPath {
+        KPath {
+            path: Some(path.to_string()),
+            splits,
+            ..Default::default()
+        }
+    }
+
+    /// A catch-all path.
+    pub fn any(splits: Vec<KSplit>) -> KPath {
+        KPath {
+            splits,
+            ..Default::default()
+        }
+    }
+
+    /// Adds an exact header match.
+    pub fn matching(mut self, name: &str, exact: &str) -> KPath {
+        self.headers.push((name.to_string(), exact.to_string()));
+        self
+    }
+
+    /// Adds a path-level appendHeaders entry.
+    pub fn header(mut self, name: &str, value: &str) -> KPath {
+        self.append_headers
+            .push((name.to_string(), value.to_string()));
+        self
+    }
+}
+
+/// One rule of a KIngress.
+#[derive(Clone, Debug)]
+pub struct KRule {
+    pub hosts: Vec<String>,
+    pub cluster_local: bool,
+    pub paths: Vec<KPath>,
+}
+
+impl KRule {
+    /// An `ExternalIP` rule.
+    pub fn external(hosts: &[&str], paths: Vec<KPath>) -> KRule {
+        KRule {
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            cluster_local: false,
+            paths,
+        }
+    }
+
+    /// A `ClusterLocal` rule.
+    pub fn cluster_local(hosts: &[&str], paths: Vec<KPath>) -> KRule {
+        KRule {
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            cluster_local: true,
+            paths,
+        }
+    }
+}
+
+/// YAML double-quoted scalar (JSON string syntax is valid YAML).
+fn yq(s: &str) -> String {
+    serde_json::to_string(s).expect("string")
+}
+
+/// A KIngress of our class (`knative-pilot.ingress.networking.knative.dev`) as Knative's route
+/// controller writes it. Splits point at Services in `ns`. `http_option`: `Some("Enabled")`,
+/// `Some("Redirected")` or `None` (field absent).
+pub fn kingress(ns: &str, name: &str, http_option: Option<&str>, rules: &[KRule]) -> String {
+    let mut s = format!(
+        r#"apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: {ns}
+  annotations:
+    networking.knative.dev/ingress.class: knative-pilot.ingress.networking.knative.dev
+  generation: 1
+spec:
+"#
+    );
+    if let Some(opt) = http_option {
+        s.push_str(&format!("  httpOption: {opt}\n"));
+    }
+    s.push_str("  rules:\n");
+    for rule in rules {
+        s.push_str("  - hosts:\n");
+        for h in &rule.hosts {
+            s.push_str(&format!("    - {}\n", yq(h)));
+        }
+        let vis = if rule.cluster_local {
+            "ClusterLocal"
+        } else {
+            "ExternalIP"
+        };
+        s.push_str(&format!("    visibility: {vis}\n    http:\n      paths:\n"));
+        for p in &rule.paths {
+            s.push_str("      - splits:\n");
+            for sp in &p.splits {
+                s.push_str(&format!(
+                    "        - serviceName: {}\n          serviceNamespace: {}\n          servicePort: {}\n          percent: {}\n",
+                    yq(&sp.service),
+                    yq(ns),
+                    sp.port,
+                    sp.percent
+                ));
+                if !sp.append_headers.is_empty() {
+                    s.push_str("          appendHeaders:\n");
+                    for (k, v) in &sp.append_headers {
+                        s.push_str(&format!("            {}: {}\n", yq(k), yq(v)));
+                    }
+                }
+            }
+            if let Some(path) = &p.path {
+                s.push_str(&format!("        path: {}\n", yq(path)));
+            }
+            if !p.headers.is_empty() {
+                s.push_str("        headers:\n");
+                for (k, v) in &p.headers {
+                    s.push_str(&format!("          {}: {{exact: {}}}\n", yq(k), yq(v)));
+                }
+            }
+            if !p.append_headers.is_empty() {
+                s.push_str("        appendHeaders:\n");
+                for (k, v) in &p.append_headers {
+                    s.push_str(&format!("          {}: {}\n", yq(k), yq(v)));
+                }
+            }
+        }
+    }
+    s
+}

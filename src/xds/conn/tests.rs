@@ -211,14 +211,15 @@ fn sotw_started() -> Sotw {
     assert_eq!(cds.type_url, CLUSTER);
     assert_eq!(names(&cds), ["a", "b"]);
     assert!(!cds.version_info.is_empty());
-    // EDS request while CDS is un-acked: held back (one outstanding response at a time).
-    assert!(e.request(ENDPOINT, &["a", "b"]).is_empty());
-    let eds = one(e.ack(&cds));
+    // EDS request while CDS is un-acked: answered (Envoy ACKs CDS only once its EDS clusters
+    // have warmed); nothing else while CDS is outstanding.
+    let eds = one(e.request(ENDPOINT, &["a", "b"]));
     assert_eq!(eds.type_url, ENDPOINT);
     assert_eq!(names(&eds), ["a", "b"]);
+    assert!(e.ack(&eds).is_empty());
     assert!(e.request(LISTENER, &[]).is_empty());
     assert_eq!(e.acked(), None);
-    let lds = one(e.ack(&eds));
+    let lds = one(e.ack(&cds));
     assert_eq!(lds.type_url, LISTENER);
     assert_eq!(names(&lds), ["l"]);
     assert!(e.request(ROUTE, &["r"]).is_empty());
@@ -271,10 +272,10 @@ fn sotw_version_is_deterministic_and_content_based() {
 fn sotw_only_subscribed_eds_names_are_sent() {
     let mut e = Sotw::new(gen1());
     let cds = one(e.request(CLUSTER, &[]));
-    assert!(e.request(ENDPOINT, &["a", "missing"]).is_empty());
-    let eds = one(e.ack(&cds));
+    let eds = one(e.request(ENDPOINT, &["a", "missing"]));
     assert_eq!(names(&eds), ["a"]);
     assert!(e.ack(&eds).is_empty());
+    assert!(e.ack(&cds).is_empty(), "no listener requested");
     // Subscribing to one more name (with the latest nonce) is answered at once.
     let eds = one(e.request(ENDPOINT, &["a", "b"]));
     assert_eq!(names(&eds), ["a", "b"]);
@@ -436,10 +437,15 @@ fn sotw_cluster_removal_waits_for_lds_and_rds_ack() {
     let cds = one(e.snapshot(s2));
     assert_eq!(cds.type_url, CLUSTER);
     assert_eq!(names(&cds), ["a", "b", "c"], "b kept until routes moved");
-    assert!(e.request(ENDPOINT, &["a", "b", "c"]).is_empty());
-    let eds = one(e.ack(&cds));
+    // Envoy asks for c's assignment while c warms and ACKs CDS only once c has warmed (it pauses
+    // CDS ACKs while clusters warm): EDS goes out with CDS still outstanding.
+    let eds = one(e.request(ENDPOINT, &["a", "b", "c"]));
     assert_eq!(names(&eds), ["a", "b", "c"]);
-    let rds = one(e.ack(&eds));
+    assert!(
+        e.ack(&eds).is_empty(),
+        "nothing else while CDS is outstanding"
+    );
+    let rds = one(e.ack(&cds));
     assert_eq!(rds.type_url, ROUTE, "LDS unchanged, not resent");
     assert_eq!(e.c.status().retained_removals, 2);
     // Routes ACKed: now the final CDS push removes b.
@@ -569,11 +575,12 @@ fn delta_started() -> Delta {
     let cds = one(e.sub(CLUSTER, &[]));
     assert_eq!(dnames(&cds), ["a", "b"]);
     assert!(cds.removed_resources.is_empty());
-    assert!(e.sub(ENDPOINT, &["a", "b"]).is_empty());
-    let eds = one(e.ack(&cds));
+    // Answered while CDS is outstanding (see sotw_started).
+    let eds = one(e.sub(ENDPOINT, &["a", "b"]));
     assert_eq!(dnames(&eds), ["a", "b"]);
+    assert!(e.ack(&eds).is_empty());
     assert!(e.sub(LISTENER, &["*"]).is_empty());
-    let lds = one(e.ack(&eds));
+    let lds = one(e.ack(&cds));
     assert_eq!(dnames(&lds), ["l"]);
     assert!(e.sub(ROUTE, &["r"]).is_empty());
     let rds = one(e.ack(&lds));
