@@ -311,6 +311,15 @@ impl Core {
         }
     }
 
+    /// In sync, and actually asked for when the target has resources of this type (a
+    /// reconnecting Envoy has not asked for listeners and routes yet when it asks for clusters;
+    /// the clusters it still routes to must not be removed before it has).
+    fn settled(&self, type_url: &str) -> bool {
+        let requested = self.types.get(type_url).is_some_and(|st| st.requested);
+        let has = self.target.of_type(type_url).is_some_and(|m| !m.is_empty());
+        self.in_sync(type_url) && (requested || !has)
+    }
+
     /// Handle the nonce of a request for a served type: ACK or NACK of the outstanding response.
     fn resolve(&mut self, type_url: &str, nonce: &str, error: Option<&RpcStatus>) {
         let matches = self.pending.get(type_url).is_some_and(|p| p.nonce == nonce);
@@ -475,8 +484,8 @@ impl Core {
         };
         if self.pending.is_empty()
             && !self.retained.is_empty()
-            && self.in_sync(LISTENER)
-            && self.in_sync(ROUTE)
+            && self.settled(LISTENER)
+            && self.settled(ROUTE)
         {
             tracing::debug!(
                 count = self.retained_count(),
@@ -778,6 +787,34 @@ impl DeltaConnection {
             for (name, version) in req.initial_resource_versions {
                 if st.sub.covers(&name) {
                     st.held.insert(name, version);
+                }
+            }
+            // A reconnecting Envoy (e.g. after our restart) may still route to clusters we no
+            // longer have: keep them (by name; their bodies are never resent since the Envoy
+            // holds these versions) until listeners and routes are ACKed, then remove them.
+            if t == CLUSTER || t == ENDPOINT {
+                let held: Vec<(String, String)> = st
+                    .held
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .collect();
+                let type_url: &'static str = if t == CLUSTER { CLUSTER } else { ENDPOINT };
+                for (name, version) in held {
+                    if core
+                        .target
+                        .of_type(type_url)
+                        .is_some_and(|m| m.contains_key(&name))
+                    {
+                        continue;
+                    }
+                    core.retained.entry(type_url).or_default().insert(
+                        name.clone(),
+                        Arc::new(Resource {
+                            name,
+                            version,
+                            body: Default::default(),
+                        }),
+                    );
                 }
             }
         } else {
