@@ -380,6 +380,24 @@ fn is_h2c_port(p: &k8s_openapi::api::core::v1::ServicePort) -> bool {
 }
 
 impl Translator<'_> {
+    /// Objects of one kind, oldest first (creationTimestamp, then namespace/name), so that
+    /// duplicate hosts resolve to the oldest object.
+    fn oldest_first<T: Clone>(
+        &self,
+        kind: Kind,
+        pick: impl Fn(&Object) -> Option<&T>,
+    ) -> Vec<(ObjectKey, T)> {
+        let mut out: Vec<(String, ObjectKey, T)> = self
+            .inputs
+            .of_kind(kind)
+            .filter_map(|(k, e)| {
+                pick(&e.object).map(|t| (creation(e.object.metadata()), k.clone(), t.clone()))
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out.into_iter().map(|(_, k, t)| (k, t)).collect()
+    }
+
     fn error(&mut self, key: &ObjectKey, message: impl Into<String>) {
         let origin = self
             .inputs
@@ -611,17 +629,10 @@ impl Translator<'_> {
     // ----- VirtualService -----
 
     fn translate_virtual_services(&mut self) {
-        let vss: Vec<(ObjectKey, crate::model::VirtualService)> = self
-            .inputs
-            .of_kind(Kind::VirtualService)
-            .filter_map(|(k, e)| match &e.object {
-                Object::VirtualService(v) => Some((k.clone(), (**v).clone())),
-                _ => None,
-            })
-            .collect();
-        // Older first, so that duplicate hosts resolve to the oldest.
-        let mut vss = vss;
-        vss.sort_by(|a, b| (creation(&a.1.metadata), &a.0).cmp(&(creation(&b.1.metadata), &b.0)));
+        let vss = self.oldest_first(Kind::VirtualService, |o| match o {
+            Object::VirtualService(v) => Some(&**v),
+            _ => None,
+        });
         for (key, vs) in vss {
             let clusters_before = self.clusters.clone();
             match self.virtual_service(&key, &vs.spec) {
@@ -935,16 +946,10 @@ impl Translator<'_> {
     }
 
     fn translate_kingresses(&mut self) {
-        let ings: Vec<(ObjectKey, crate::model::KIngress)> = self
-            .inputs
-            .of_kind(Kind::KIngress)
-            .filter_map(|(k, e)| match &e.object {
-                Object::KIngress(i) => Some((k.clone(), (**i).clone())),
-                _ => None,
-            })
-            .collect();
-        let mut ings = ings;
-        ings.sort_by(|a, b| (creation(&a.1.metadata), &a.0).cmp(&(creation(&b.1.metadata), &b.0)));
+        let ings = self.oldest_first(Kind::KIngress, |o| match o {
+            Object::KIngress(i) => Some(&**i),
+            _ => None,
+        });
         for (key, ing) in ings {
             if self.kingress_class(&ing.metadata).as_deref()
                 != Some(self.opts.ingress_class.as_str())
@@ -956,17 +961,10 @@ impl Translator<'_> {
     }
 
     fn translate_routes(&mut self) {
-        let routes: Vec<(ObjectKey, knative::Route)> = self
-            .inputs
-            .of_kind(Kind::Route)
-            .filter_map(|(k, e)| match &e.object {
-                Object::Route(r) => Some((k.clone(), (**r).clone())),
-                _ => None,
-            })
-            .collect();
-        let mut routes = routes;
-        routes
-            .sort_by(|a, b| (creation(&a.1.metadata), &a.0).cmp(&(creation(&b.1.metadata), &b.0)));
+        let routes = self.oldest_first(Kind::Route, |o| match o {
+            Object::Route(r) => Some(&**r),
+            _ => None,
+        });
         let ropts = knative::RouteOptions {
             domain: self.default_domain(),
             cluster_domain: self.opts.cluster_domain.clone(),
