@@ -1318,6 +1318,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_service_without_ready_endpoints_gets_an_empty_assignment() {
+        let yaml = r#"apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: hello
+  namespace: default
+  annotations: {networking.knative.dev/ingress.class: knative-pilot.ingress.networking.knative.dev}
+spec:
+  rules:
+  - hosts: [hello.default.example.com]
+    http:
+      paths:
+      - splits: [{serviceNamespace: default, serviceName: hello-00001, servicePort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hello-00001, namespace: default}
+spec:
+  ports: [{name: http, port: 80, targetPort: 8012}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: hello-00001, namespace: default}
+subsets:
+- notReadyAddresses: [{ip: 10.0.0.9}]
+  ports: [{name: http, port: 8012}]
+"#;
+        let loaded = crate::source::files::parse_text(std::path::Path::new("t.yaml"), yaml);
+        let (inputs, _) = Inputs::from_sourced(loaded.objects);
+        let labels = BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]);
+        let t = translate(&inputs, &Options::default(), &labels);
+        assert!(t.errors.is_empty(), "{:?}", t.errors);
+        let cla: Vec<_> = t
+            .config
+            .endpoints
+            .iter()
+            .map(|c| (c.cluster_name.as_str(), c.endpoints.len()))
+            .collect();
+        assert_eq!(
+            cla,
+            vec![("outbound|80||hello-00001.default.svc.cluster.local", 0)]
+        );
+    }
+
+    #[test]
     fn durations_and_hosts() {
         assert_eq!(parse_duration("900s"), Some(Duration::from_secs(900)));
         assert_eq!(parse_duration("100ms"), Some(Duration::from_millis(100)));
