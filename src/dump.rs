@@ -57,13 +57,6 @@ fn redact(mut v: Value) -> Value {
     v
 }
 
-fn strip_type(mut v: Value) -> Value {
-    if let Value::Object(m) = &mut v {
-        m.shift_remove("@type");
-    }
-    v
-}
-
 /// The snapshot as Envoy admin ConfigDump JSON.
 pub fn config_dump(snapshot: &Snapshot) -> Result<Value, String> {
     let items = |t: &str| -> Result<Vec<(String, String, Value)>, String> {
@@ -97,7 +90,6 @@ pub fn config_dump(snapshot: &Snapshot) -> Result<Value, String> {
         .into_iter()
         .map(|(n, v, s)| json!({"name": n, "version_info": v, "secret": redact(s)}))
         .collect();
-    let _ = strip_type;
     Ok(json!({
         "configs": [
             {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "dynamic_active_clusters": clusters},

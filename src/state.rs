@@ -66,17 +66,7 @@ impl Inputs {
 
     /// Inserts or replaces an object.
     pub fn insert(&mut self, object: Object, origin: Option<Origin>) {
-        let key = object.key();
-        if let Some(old) = self.objects.remove(&key) {
-            self.unindex(&old.object);
-        }
-        if let Some(idx) = slice_index(&object) {
-            self.slices_by_service
-                .entry(idx)
-                .or_default()
-                .insert(key.name.clone());
-        }
-        self.objects.insert(key, Arc::new(Entry { object, origin }));
+        self.insert_entry(Arc::new(Entry { object, origin }));
     }
 
     /// Every entry, shared (for keeping last-good versions without copying objects).

@@ -224,11 +224,11 @@ pub fn translate(
     let mut t = Translator {
         inputs,
         opts,
-        labels,
         errors: Vec::new(),
         servers: Vec::new(),
         vhosts: BTreeMap::new(),
         clusters: BTreeMap::new(),
+        created: Vec::new(),
         secrets: BTreeMap::new(),
         owners: BTreeMap::new(),
     };
@@ -284,13 +284,13 @@ pub fn translate(
 pub(crate) struct Translator<'a> {
     pub inputs: &'a Inputs,
     pub opts: &'a Options,
-    #[allow(dead_code)]
-    pub labels: &'a BTreeMap<String, String>,
     pub errors: Vec<InputError>,
     pub servers: Vec<ServerCtx>,
     /// route config name -> host -> virtual host.
     pub vhosts: BTreeMap<String, BTreeMap<String, VirtualHostIr>>,
     pub clusters: BTreeMap<String, ClusterIr>,
+    /// Names of clusters in the order they were created (for rolling back an invalid object).
+    created: Vec<String>,
     /// SDS name -> (certificate chain, private key).
     pub secrets: BTreeMap<String, (Vec<u8>, Vec<u8>)>,
     /// (route config, host) -> the object that claimed it, with its age.
@@ -398,6 +398,26 @@ impl Translator<'_> {
         out.into_iter().map(|(_, k, t)| (k, t)).collect()
     }
 
+    /// Translates one object: places its virtual hosts, or, when it is invalid, reports it and
+    /// forgets the clusters it created (by the creation log, not by copying the cluster map).
+    fn translate_object(
+        &mut self,
+        key: &ObjectKey,
+        meta: &ObjectMeta,
+        f: impl FnOnce(&mut Self) -> Result<Vec<Placement>, String>,
+    ) {
+        let mark = self.created.len();
+        match f(self) {
+            Ok(placements) => self.place(key, meta, placements),
+            Err(msg) => {
+                for name in self.created.drain(mark..) {
+                    self.clusters.remove(&name);
+                }
+                self.error(key, msg);
+            }
+        }
+    }
+
     fn error(&mut self, key: &ObjectKey, message: impl Into<String>) {
         let origin = self
             .inputs
@@ -503,6 +523,7 @@ impl Translator<'_> {
                 endpoints: self.ready_endpoints(ns, name, &sp),
             }
         };
+        self.created.push(cname.clone());
         self.clusters.insert(
             cname.clone(),
             ClusterIr {
@@ -527,17 +548,9 @@ impl Translator<'_> {
         let slices = self.inputs.endpoint_slices(ns, name);
         if !slices.is_empty() {
             for slice in slices {
-                let ports = slice.ports.clone().unwrap_or_default();
-                let port = ports
-                    .iter()
-                    .find(|p| p.name.clone().unwrap_or_default() == want)
-                    .or(if ports.len() == 1 {
-                        ports.first()
-                    } else {
-                        None
-                    })
-                    .and_then(|p| p.port);
-                let Some(port) = port.filter(|p| *p > 0 && *p <= 65535) else {
+                let ports = slice.ports.iter().flatten();
+                let Some(port) = endpoint_port(ports.map(|p| (p.name.as_deref(), p.port)), &want)
+                else {
                     continue;
                 };
                 for ep in &slice.endpoints {
@@ -546,27 +559,20 @@ impl Translator<'_> {
                         continue;
                     }
                     for a in &ep.addresses {
-                        out.insert((a.clone(), port as u32));
+                        out.insert((a.clone(), port));
                     }
                 }
             }
         } else if let Some(eps) = self.inputs.endpoints(ns, name) {
             for subset in eps.subsets.iter().flatten() {
-                let ports = subset.ports.clone().unwrap_or_default();
-                let port = ports
-                    .iter()
-                    .find(|p| p.name.clone().unwrap_or_default() == want)
-                    .or(if ports.len() == 1 {
-                        ports.first()
-                    } else {
-                        None
-                    })
-                    .map(|p| p.port);
-                let Some(port) = port.filter(|p| *p > 0 && *p <= 65535) else {
+                let ports = subset.ports.iter().flatten();
+                let Some(port) =
+                    endpoint_port(ports.map(|p| (p.name.as_deref(), Some(p.port))), &want)
+                else {
                     continue;
                 };
                 for a in subset.addresses.iter().flatten() {
-                    out.insert((a.ip.clone(), port as u32));
+                    out.insert((a.ip.clone(), port));
                 }
             }
         }
@@ -634,14 +640,7 @@ impl Translator<'_> {
             _ => None,
         });
         for (key, vs) in vss {
-            let clusters_before = self.clusters.clone();
-            match self.virtual_service(&key, &vs.spec) {
-                Ok(placements) => self.place(&key, &vs.metadata, placements),
-                Err(msg) => {
-                    self.clusters = clusters_before;
-                    self.error(&key, msg);
-                }
-            }
+            self.translate_object(&key, &vs.metadata, |t| t.virtual_service(&key, &vs.spec));
         }
     }
 
@@ -692,7 +691,7 @@ impl Translator<'_> {
             }
             let mut routes = Vec::new();
             for http in &spec.http {
-                routes.extend(self.vs_http_route(key, &ns, http, &server.gateway, &config_path)?);
+                routes.extend(self.vs_http_route(&ns, http, &server.gateway, &config_path)?);
             }
             if routes.is_empty() {
                 continue;
@@ -732,7 +731,6 @@ impl Translator<'_> {
 
     fn vs_http_route(
         &mut self,
-        key: &ObjectKey,
         ns: &str,
         http: &crate::model::istio::HttpRoute,
         gateway: &str,
@@ -902,7 +900,6 @@ impl Translator<'_> {
             }
             out.push(r);
         }
-        let _ = key;
         Ok(out)
     }
 
@@ -1018,14 +1015,7 @@ impl Translator<'_> {
         spec: &IngressSpec,
         from_route: bool,
     ) {
-        let clusters_before = self.clusters.clone();
-        match self.knative_placements(key, spec, from_route) {
-            Ok(placements) => self.place(key, meta, placements),
-            Err(msg) => {
-                self.clusters = clusters_before;
-                self.error(key, msg);
-            }
-        }
+        self.translate_object(key, meta, |t| t.knative_placements(key, spec, from_route));
     }
 
     fn knative_placements(
@@ -1276,6 +1266,24 @@ impl Translator<'_> {
         // Synthesized servers belong to a KIngress; name the gateway either way.
         self.error(&key, message);
     }
+}
+
+/// The port of an Endpoints subset or EndpointSlice that serves the Service port named `want`:
+/// the port of that name, else the only port; `None` when there is none or it is out of range.
+fn endpoint_port<'a>(
+    ports: impl Iterator<Item = (Option<&'a str>, Option<i32>)>,
+    want: &str,
+) -> Option<u32> {
+    let ports: Vec<(Option<&str>, Option<i32>)> = ports.collect();
+    let chosen = ports
+        .iter()
+        .find(|(name, _)| name.unwrap_or("") == want)
+        .or(if ports.len() == 1 {
+            ports.first()
+        } else {
+            None
+        })?;
+    chosen.1.filter(|p| *p > 0 && *p <= 65535).map(|p| p as u32)
 }
 
 /// Can a route's `:authority` matcher match requests for `host` (with or without a port)?

@@ -427,6 +427,32 @@ impl Core {
         }
     }
 
+    /// Requests the push logic does not handle: no type URL (ignored), or a type we do not
+    /// serve (answered empty once per request that is not an ACK of that answer). `None` when
+    /// the request is for a served type.
+    fn screen(
+        &mut self,
+        type_url: &str,
+        nonce: &str,
+        error: Option<&RpcStatus>,
+    ) -> Option<Option<Outgoing>> {
+        if type_url.is_empty() {
+            tracing::debug!(
+                mode = self.mode.as_str(),
+                "ignoring xDS request without type_url"
+            );
+            return Some(None);
+        }
+        if is_served(type_url) {
+            return None;
+        }
+        if !nonce.is_empty() && self.state(type_url).is_latest_nonce(nonce) {
+            self.unserved_ack(type_url, error);
+            return Some(None);
+        }
+        Some(Some(self.unserved(type_url)))
+    }
+
     fn retained_count(&self) -> usize {
         self.retained.values().map(BTreeMap::len).sum()
     }
@@ -654,17 +680,9 @@ impl SotwConnection {
 
     fn handle_request(&mut self, req: DiscoveryRequest) -> Option<Outgoing> {
         let t = req.type_url.as_str();
-        if t.is_empty() {
-            tracing::debug!("ignoring xDS request without type_url");
-            return None;
-        }
         let nonce = req.response_nonce.as_str();
-        if !is_served(t) {
-            if !nonce.is_empty() && self.core.state(t).is_latest_nonce(nonce) {
-                self.core.unserved_ack(t, req.error_detail.as_ref());
-                return None;
-            }
-            return Some(self.core.unserved(t));
+        if let Some(handled) = self.core.screen(t, nonce, req.error_detail.as_ref()) {
+            return handled;
         }
         let core = &mut self.core;
         if !nonce.is_empty() {
@@ -747,17 +765,9 @@ impl DeltaConnection {
 
     fn handle_request(&mut self, req: DeltaDiscoveryRequest) -> Option<Outgoing> {
         let t = req.type_url.as_str();
-        if t.is_empty() {
-            tracing::debug!("ignoring delta xDS request without type_url");
-            return None;
-        }
         let nonce = req.response_nonce.as_str();
-        if !is_served(t) {
-            if !nonce.is_empty() && self.core.state(t).is_latest_nonce(nonce) {
-                self.core.unserved_ack(t, req.error_detail.as_ref());
-                return None;
-            }
-            return Some(self.core.unserved(t));
+        if let Some(handled) = self.core.screen(t, nonce, req.error_detail.as_ref()) {
+            return handled;
         }
         let core = &mut self.core;
         if !nonce.is_empty() {
