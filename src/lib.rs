@@ -3,7 +3,7 @@
 //! Data flows one way, and each stage can be tested without the ones around it:
 //!
 //! ```text
-//! source::files ──> state::Inputs ──> translate (pure) ──> xds::cache / serve::Hub ──> xds::server
+//! source::files ──> state::Inputs ──> translate (pure) ──> xds::cache / hub::Hub ──> xds::server
 //!   manifests        indexed objects    ir -> envoy protos   snapshot per proxy        ADS streams,
 //!   (file, doc)      sorted, no I/O     errors name objects  labels (watch channel)    xds::conn state
 //!                                                                                       machine each
@@ -15,14 +15,18 @@
 //! - [`translate`]: objects in, Envoy resources out, named as istiod names them; no I/O, no clocks.
 //! - [`xds`]: snapshots (versioned resources), the I/O-free ADS connection state machine, and
 //!   the tonic service around it.
-//! - [`serve`]: the runtime (file watch, debounce, the Hub cache, debug HTTP).
+//! - [`hub`]: the xDS cache: sources apply [`state::Change`]s, it translates and publishes a
+//!   snapshot per proxy label set.
+//! - [`serve`]: the runtime (file watch, debounce, servers); [`debug`]: the debug HTTP routes.
 //! - [`dump`]: Envoy admin `/config_dump` JSON; [`cli`], [`demo`], [`pipeline`]: entry points.
 //!
 //! See ARCHITECTURE.md for the decisions behind each stage.
 
 pub mod cli;
+pub mod debug;
 pub mod demo;
 pub mod dump;
+pub mod hub;
 pub mod khash;
 pub mod model;
 pub mod pipeline;

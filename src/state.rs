@@ -21,6 +21,13 @@ pub struct Entry {
 /// Label EndpointSlices carry to name their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// One change a source reports: an object added or replaced, or removed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Upsert(Arc<Entry>),
+    Delete(ObjectKey),
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
     objects: BTreeMap<ObjectKey, Arc<Entry>>,
@@ -105,6 +112,36 @@ impl Inputs {
                 }
             }
         }
+    }
+
+    /// Applies a source's changes in order.
+    pub fn apply(&mut self, changes: impl IntoIterator<Item = Change>) {
+        for c in changes {
+            match c {
+                Change::Upsert(e) => self.insert_entry(e),
+                Change::Delete(k) => {
+                    self.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// The changes that turn `self` into `newer` (objects compared by value): upserts, then
+    /// deletes, each sorted by key.
+    pub fn changes_to(&self, newer: &Inputs) -> Vec<Change> {
+        let mut out = Vec::new();
+        for (k, e) in &newer.objects {
+            match self.objects.get(k) {
+                Some(old) if Arc::ptr_eq(old, e) || **old == **e => {}
+                _ => out.push(Change::Upsert(e.clone())),
+            }
+        }
+        for k in self.objects.keys() {
+            if !newer.objects.contains_key(k) {
+                out.push(Change::Delete(k.clone()));
+            }
+        }
+        out
     }
 
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Entry> {
@@ -192,4 +229,38 @@ fn slice_index(object: &Object) -> Option<(String, String)> {
     };
     let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
     Some((object.key().namespace, svc.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::files::parse_text;
+    use std::path::Path;
+
+    fn inputs(yaml: &str) -> Inputs {
+        Inputs::from_sourced(parse_text(Path::new("t.yaml"), yaml).objects).0
+    }
+
+    #[test]
+    fn changes_to_then_apply_reproduces_the_newer_inputs() {
+        let svc = |name: &str, port: u16| {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{ports: [{{port: {port}}}]}}\n---\n")
+        };
+        let old = inputs(&format!("{}{}", svc("a", 80), svc("b", 80)));
+        let new = inputs(&format!("{}{}", svc("b", 81), svc("c", 80)));
+        let changes = old.changes_to(&new);
+        let names: Vec<String> = changes
+            .iter()
+            .map(|c| match c {
+                Change::Upsert(e) => format!("+{}", e.object.key().name),
+                Change::Delete(k) => format!("-{}", k.name),
+            })
+            .collect();
+        assert_eq!(names, ["+b", "+c", "-a"]);
+        let mut applied = old.clone();
+        applied.apply(changes);
+        assert!(applied.changes_to(&new).is_empty());
+        assert_eq!(applied.len(), 2);
+        assert!(new.changes_to(&new).is_empty());
+    }
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::model::{Object, ObjectKey};
 
+pub mod dir;
 pub mod files;
 
 /// Where an object came from: a file (relative to the watched directory), the 1-based YAML
