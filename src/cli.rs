@@ -28,6 +28,9 @@ pub enum Command {
     /// Start a working demo on this machine: seed services, echo backends, server, and both
     /// gateways when stock Envoy is installed.
     Demo(crate::demo::DemoArgs),
+    /// Compare two xDS configurations (Envoy/istiod config dumps, `render` output, or a
+    /// manifest directory with --from) resource by resource. Exit 0 equal, 1 different, 2 error.
+    Diff(DiffArgs),
 }
 
 /// Translation settings shared by every command.
@@ -78,6 +81,52 @@ pub struct RenderArgs {
     pub gateway: String,
     #[arg(long, value_enum, default_value = "json")]
     pub format: Format,
+    #[command(flatten)]
+    pub translate: TranslateArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffOutput {
+    /// `paths`, followed by `unified` with colors when stdout is a terminal.
+    Auto,
+    /// One line per differing resource with the changed field paths and both values.
+    Paths,
+    /// Unified diff of the normalised YAML of each differing resource.
+    Unified,
+    /// The differences as JSON.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Config dumps A and B (JSON or YAML; `-` reads stdin). With --from, only A: B is then
+    /// rendered from the manifests.
+    #[arg(value_name = "DUMP", num_args = 1..=2)]
+    pub dumps: Vec<PathBuf>,
+    /// Render side B from this manifest directory.
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    /// With --from: the gateway to render (ns/name, `external` or `local`).
+    #[arg(long, default_value = "external")]
+    pub gateway: String,
+    /// Also compare static (bootstrap) resources.
+    #[arg(long)]
+    pub keep_static: bool,
+    /// Ignore fields: `[KIND:]name.name` matched against the end of a field path, `*` for any
+    /// one name (e.g. `stat_prefix`, `metadata.filter_metadata.istio`, `cluster:circuit_breakers`).
+    #[arg(long = "ignore", value_name = "PATTERN")]
+    pub ignore: Vec<crate::diff::Pattern>,
+    #[arg(long, short = 'o', value_enum, default_value = "auto")]
+    pub output: DiffOutput,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: ColorWhen,
     #[command(flatten)]
     pub translate: TranslateArgs,
 }
@@ -147,6 +196,10 @@ pub fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+        Command::Diff(args) => {
+            init_logging(LogFormat::Text);
+            diff(&args)
         }
         Command::Serve(args) => {
             init_logging(args.log_format);
@@ -220,6 +273,124 @@ fn render(args: &RenderArgs) -> ExitCode {
         eprintln!("knative-pilot render: {} problem(s); the objects named were left out, everything else rendered", errors.len());
     }
     if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Reads one side of `diff`: a file or `-` (stdin).
+fn read_dump(path: &std::path::Path) -> Result<serde_json::Value, String> {
+    let text = if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| format!("reading stdin: {e}"))?;
+        s
+    } else {
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
+    };
+    crate::diff::parse_dump(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn diff(args: &DiffArgs) -> ExitCode {
+    use std::io::IsTerminal;
+    let fail = |e: String| {
+        eprintln!("knative-pilot diff: {e}");
+        ExitCode::from(2)
+    };
+    let mut sides: Vec<(String, serde_json::Value)> = Vec::new();
+    for p in &args.dumps {
+        match read_dump(p) {
+            Ok(v) => sides.push((p.display().to_string(), v)),
+            Err(e) => return fail(e),
+        }
+    }
+    if let Some(dir) = &args.from {
+        if sides.len() != 1 {
+            return fail("with --from give exactly one config dump (side A)".into());
+        }
+        if !dir.is_dir() {
+            return fail(format!("--from {} is not a directory", dir.display()));
+        }
+        let (inputs, errors) = crate::pipeline::load(dir);
+        let rendered = match crate::pipeline::render_gateway(
+            &inputs,
+            &args.translate.options(),
+            &args.gateway,
+        ) {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let problems = errors.len() + rendered.errors.len();
+        if problems > 0 {
+            eprintln!(
+                "knative-pilot diff: note: {problems} input problem(s) in {}; the objects named \
+                 were left out of side B (see `knative-pilot validate`)",
+                dir.display()
+            );
+        }
+        match crate::dump::config_dump(&rendered.snapshot) {
+            Ok(d) => sides.push((
+                format!("render --from {} --gateway {}", dir.display(), args.gateway),
+                d,
+            )),
+            Err(e) => return fail(e),
+        }
+    } else if sides.len() != 2 {
+        return fail("give two config dumps, or one and --from DIR".into());
+    }
+    let opts = crate::diff::Options {
+        keep_static: args.keep_static,
+        ignore: args.ignore.clone(),
+    };
+    let mut norm = Vec::new();
+    for (label, v) in &sides {
+        match crate::diff::normalize(v, &opts) {
+            Ok(n) => {
+                for note in &n.notes {
+                    eprintln!("knative-pilot diff: {label}: {note}");
+                }
+                norm.push(n.resources);
+            }
+            Err(e) => return fail(format!("{label}: {e}")),
+        }
+    }
+    let (a, b) = (&norm[0], &norm[1]);
+    let diffs = crate::diff::compare(a, b);
+    let compared = a
+        .keys()
+        .chain(b.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let tty = std::io::stdout().is_terminal();
+    let color = match args.color {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => tty,
+    };
+    let text = match args.output {
+        DiffOutput::Json => serde_json::to_string_pretty(&serde_json::json!({
+            "a": sides[0].0,
+            "b": sides[1].0,
+            "equal": diffs.is_empty(),
+            "compared": compared,
+            "differences": diffs,
+        }))
+        .map(|s| s + "\n")
+        .unwrap_or_default(),
+        DiffOutput::Paths => crate::diff::report(&diffs, &sides[0].0, &sides[1].0, compared),
+        DiffOutput::Unified => crate::diff::unified(a, b, &diffs, color),
+        DiffOutput::Auto => {
+            let mut s = crate::diff::report(&diffs, &sides[0].0, &sides[1].0, compared);
+            if tty && !diffs.is_empty() {
+                s.push('\n');
+                s.push_str(&crate::diff::unified(a, b, &diffs, color));
+            }
+            s
+        }
+    };
+    print!("{text}");
+    if diffs.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -25,6 +25,7 @@
 pub mod cli;
 pub mod debug;
 pub mod demo;
+pub mod diff;
 pub mod dump;
 pub mod hub;
 pub mod khash;
