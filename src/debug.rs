@@ -1,5 +1,7 @@
-//! The debug HTTP server on `--debug-addr`: `/healthz`, `/ready`, `/debug/config_dump`,
-//! `/debug/syncz`, `/debug/inputs`. It only reads the hub and the connection registry.
+//! The debug HTTP server on `--debug-addr`: `/healthz`, `/ready`, `/metrics` (Prometheus),
+//! `/debug/config_dump`, `/debug/syncz`, `/debug/connections`, `/debug/inputs`. It only reads
+//! the hub, the connection registry and the metrics. It is unauthenticated: it listens on
+//! loopback unless `--debug-addr` says otherwise.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,14 +14,16 @@ use axum::Json;
 use serde_json::json;
 
 use crate::hub::Hub;
+use crate::metrics::{type_short, Metrics};
 use crate::translate;
-use crate::xds::server::ConnectionRegistry;
+use crate::xds::server::{ConnectionInfo, ConnectionRegistry};
 
 /// Shared state of the debug server.
 #[derive(Clone)]
 pub struct DebugState {
     pub hub: Arc<Hub>,
     pub registry: Arc<ConnectionRegistry>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The debug routes.
@@ -28,7 +32,9 @@ pub fn router(state: DebugState) -> axum::Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/debug/config_dump", get(config_dump))
+        .route("/metrics", get(metrics))
         .route("/debug/syncz", get(syncz))
+        .route("/debug/connections", get(connections))
         .route("/debug/inputs", get(inputs_debug))
         .with_state(state)
 }
@@ -76,22 +82,162 @@ async fn config_dump(
     }
 }
 
+async fn metrics(State(s): State<DebugState>) -> Response {
+    match s.metrics.render(&s.hub, &s.registry) {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    }
+}
+
+/// The Gateways (`ns/name`) whose selector matches these proxy labels.
+fn gateways_of(s: &DebugState, labels: &BTreeMap<String, String>) -> Vec<String> {
+    let inputs = s.hub.inputs();
+    translate::gateways(&inputs, &s.hub.opts)
+        .into_iter()
+        .filter(|g| {
+            g.spec
+                .selector
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .map(|g| g.id())
+        .collect()
+}
+
+/// Per connected Envoy: node, gateways, connected since, and per type (short name) the last
+/// sent version and nonce, the last ACKed version, and the last NACK with its time.
+fn sync_view(s: &DebugState, c: &ConnectionInfo) -> serde_json::Value {
+    let types: BTreeMap<&str, serde_json::Value> = c
+        .status
+        .types
+        .iter()
+        .filter(|(_, t)| t.served)
+        .map(|(url, t)| {
+            let nack = t.last_nack.as_ref().map(|n| {
+                json!({
+                    "error": n.message,
+                    "version": n.version,
+                    "nonce": n.nonce,
+                    "resources": n.resources,
+                    "at": c.last_nack_at.get(url),
+                })
+            });
+            (
+                type_short(url),
+                json!({
+                    "type_url": url,
+                    "last_sent_version": t.last_sent_version,
+                    "last_sent_nonce": t.last_sent_nonce,
+                    "last_acked_version": t.last_acked_version,
+                    "in_sync": t.in_sync,
+                    "resources": t.resources_held,
+                    "pushes": t.responses_sent,
+                    "acks": t.acks,
+                    "nacks": t.nacks,
+                    "bytes_sent": t.bytes_sent,
+                    "last_nack": nack,
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "node_id": c.node_id,
+        "conn_id": c.conn_id,
+        "mode": c.mode,
+        "gateways": gateways_of(s, &c.labels),
+        "connected_since": c.connected_since,
+        "target_generation": c.status.target_generation,
+        "acked_generation": c.status.acked_generation,
+        "synced": c.status.acked_generation == Some(c.status.target_generation),
+        "types": types,
+        "status": c.status,
+    })
+}
+
+/// `/debug/syncz`: the hub's generation and each connection's sync state.
 async fn syncz(State(s): State<DebugState>) -> Response {
+    let conns: Vec<serde_json::Value> =
+        s.registry.list().iter().map(|c| sync_view(&s, c)).collect();
     Json(json!({
         "ready": s.hub.is_ready(),
         "generation": s.hub.generation(),
-        "connections": s.registry.list(),
+        "connections": conns,
     }))
     .into_response()
 }
 
+/// `/debug/connections`: who is connected (short form).
+async fn connections(State(s): State<DebugState>) -> Response {
+    let conns: Vec<serde_json::Value> = s
+        .registry
+        .list()
+        .iter()
+        .map(|c| {
+            json!({
+                "conn_id": c.conn_id,
+                "node_id": c.node_id,
+                "namespace": c.namespace,
+                "labels": c.labels,
+                "gateways": gateways_of(&s, &c.labels),
+                "mode": c.mode,
+                "connected_since": c.connected_since,
+                "acked_generation": c.status.acked_generation,
+            })
+        })
+        .collect();
+    Json(json!({"count": conns.len(), "connections": conns})).into_response()
+}
+
+/// `/debug/inputs`: every object the sources gave (with its file and document) and the problems
+/// reported for it; problems that name no object (a file that does not parse) are listed apart.
 async fn inputs_debug(State(s): State<DebugState>) -> Response {
-    let inputs = s.hub.inputs();
+    let inputs = s.hub.raw_inputs();
+    let errors = s.hub.errors();
+    let mut per_object: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut other: Vec<serde_json::Value> = Vec::new();
+    for e in &errors {
+        match &e.object {
+            Some(k) => per_object
+                .entry(k.to_string())
+                .or_default()
+                .push(e.message.clone()),
+            None => other.push(json!({"origin": e.origin, "error": e.to_string()})),
+        }
+    }
     let objects: Vec<serde_json::Value> = inputs
         .iter()
-        .map(|(k, e)| json!({"object": k.to_string(), "origin": e.origin}))
+        .map(|(k, e)| {
+            let key = k.to_string();
+            let errs = per_object.remove(&key).unwrap_or_default();
+            json!({
+                "object": key,
+                "kind": k.kind.to_string(),
+                "namespace": k.namespace,
+                "name": k.name,
+                "origin": e.origin,
+                "errors": errs,
+            })
+        })
         .collect();
-    let errors: Vec<String> = s.hub.errors().iter().map(|e| e.to_string()).collect();
-    Json(json!({"generation": s.hub.generation(), "objects": objects, "errors": errors}))
-        .into_response()
+    // Problems of objects no longer given by a source (e.g. kept at their last good version).
+    for (object, errs) in per_object {
+        for e in errs {
+            other.push(json!({"object": object, "error": e}));
+        }
+    }
+    Json(json!({
+        "generation": s.hub.generation(),
+        "objects": objects,
+        "error_count": errors.len(),
+        "other_errors": other,
+    }))
+    .into_response()
 }

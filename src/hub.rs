@@ -33,7 +33,12 @@ pub struct Hub {
     proxies: Mutex<BTreeMap<ProxyKey, watch::Sender<Arc<Snapshot>>>>,
     /// The last version of each object that translated without error.
     last_good: Mutex<BTreeMap<ObjectKey, Arc<crate::state::Entry>>>,
+    /// When recent generations started (for the convergence time metric).
+    generation_times: Mutex<std::collections::VecDeque<(u64, Instant)>>,
 }
+
+/// How many generation start times the hub remembers.
+const GENERATION_TIMES: usize = 256;
 
 impl Hub {
     pub fn new(opts: Options) -> Arc<Hub> {
@@ -46,6 +51,7 @@ impl Hub {
             errors: RwLock::new(Vec::new()),
             proxies: Mutex::new(BTreeMap::new()),
             last_good: Mutex::new(BTreeMap::new()),
+            generation_times: Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -120,6 +126,16 @@ impl Hub {
     fn update_served(&self, inputs: Inputs, load_errors: Vec<InputError>) {
         let generation = self.generation.load(Ordering::Acquire) + 1;
         let started = Instant::now();
+        {
+            let mut times = match self.generation_times.lock() {
+                Ok(t) => t,
+                Err(t) => t.into_inner(),
+            };
+            if times.len() >= GENERATION_TIMES {
+                times.pop_front();
+            }
+            times.push_back((generation, started));
+        }
         let mut proxies = match self.proxies.lock() {
             Ok(p) => p,
             Err(p) => p.into_inner(),
@@ -219,6 +235,17 @@ impl Hub {
 }
 
 impl ConfigSource for Hub {
+    fn generation_time(&self, generation: u64) -> Option<Instant> {
+        let times = match self.generation_times.lock() {
+            Ok(t) => t,
+            Err(t) => t.into_inner(),
+        };
+        times
+            .iter()
+            .find(|(g, _)| *g == generation)
+            .map(|(_, t)| *t)
+    }
+
     fn subscribe(&self, proxy: &ProxyIdentity) -> Option<watch::Receiver<Arc<Snapshot>>> {
         if !self.is_ready() {
             return None;

@@ -29,6 +29,7 @@ pub mod diff;
 pub mod dump;
 pub mod hub;
 pub mod khash;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod serve;

@@ -118,7 +118,10 @@ pub async fn run(
         w
     };
 
-    let ads = AdsService::new(hub.clone(), registry.clone()).with_shutdown(stop_rx.clone());
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let ads = AdsService::new(hub.clone(), registry.clone())
+        .with_shutdown(stop_rx.clone())
+        .with_metrics(metrics.clone());
     let mut xds_stop = stop_rx.clone();
     let xds = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -132,6 +135,7 @@ pub async fn run(
     let debug_app = crate::debug::router(crate::debug::DebugState {
         hub: hub.clone(),
         registry: registry.clone(),
+        metrics,
     });
     let mut debug_stop = stop_rx.clone();
     let debug = axum::serve(debug_listener, debug_app).with_graceful_shutdown(async move {

@@ -59,4 +59,10 @@ pub trait ConfigSource: Send + Sync + 'static {
         &self,
         proxy: &ProxyIdentity,
     ) -> Option<tokio::sync::watch::Receiver<Arc<Snapshot>>>;
+
+    /// When the source started making `generation` (it saw the change that led to it), for the
+    /// convergence time metric. `None` when unknown (the default).
+    fn generation_time(&self, _generation: u64) -> Option<std::time::Instant> {
+        None
+    }
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -30,6 +30,7 @@ use tracing::Instrument;
 
 use super::conn::{ConnStatus, DeltaConnection, Mode, SotwConnection};
 use super::{ConfigSource, ProxyIdentity, Snapshot};
+use crate::metrics::{type_short, Metrics};
 
 /// Max gRPC message size, both directions (route configurations get big).
 pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
@@ -90,6 +91,15 @@ pub struct ConnectionInfo {
     /// Unix seconds.
     pub connected_since: u64,
     pub status: ConnStatus,
+    /// Per type URL: when (Unix seconds) this Envoy last NACKed a response of that type.
+    pub last_nack_at: BTreeMap<String, u64>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// All live ADS streams, updated by each stream after every handled event.
@@ -133,10 +143,7 @@ impl ConnectionRegistry {
 
     fn register(self: &Arc<Self>, proxy: &ProxyIdentity, status: ConnStatus) -> RegistryEntry {
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let connected_since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let connected_since = unix_now();
         self.conns.insert(
             conn_id,
             ConnectionInfo {
@@ -147,6 +154,7 @@ impl ConnectionRegistry {
                 mode: status.mode.as_str(),
                 connected_since,
                 status,
+                last_nack_at: BTreeMap::new(),
             },
         );
         RegistryEntry {
@@ -166,6 +174,12 @@ impl RegistryEntry {
     fn update(&self, status: ConnStatus) {
         if let Some(mut e) = self.registry.conns.get_mut(&self.conn_id) {
             e.status = status;
+        }
+    }
+
+    fn record_nack(&self, type_url: &str) {
+        if let Some(mut e) = self.registry.conns.get_mut(&self.conn_id) {
+            e.last_nack_at.insert(type_url.to_string(), unix_now());
         }
     }
 }
@@ -246,6 +260,7 @@ pub struct AdsService<S: ConfigSource> {
     source: Arc<S>,
     registry: Arc<ConnectionRegistry>,
     shutdown: Option<watch::Receiver<bool>>,
+    metrics: Arc<Metrics>,
 }
 
 impl<S: ConfigSource> AdsService<S> {
@@ -254,7 +269,14 @@ impl<S: ConfigSource> AdsService<S> {
             source,
             registry,
             shutdown: None,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Record pushes, ACKs, NACKs and convergence times into these metrics.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Streams end (cleanly, status OK) once this channel holds `true`.
@@ -292,8 +314,10 @@ impl<S: ConfigSource> AdsService<S> {
                 "not ready: initial load not translated yet",
             ));
         };
+        let connected_at = Instant::now();
         let conn = M::new(snaps.borrow_and_update().clone());
-        let entry = self.registry.register(&proxy, conn.status());
+        let status = conn.status();
+        let entry = self.registry.register(&proxy, status.clone());
         let span = tracing::info_span!(
             "ads",
             node = %proxy.id,
@@ -302,7 +326,14 @@ impl<S: ConfigSource> AdsService<S> {
         );
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         let shutdown = self.shutdown.clone();
-        tokio::spawn(drive(conn, incoming, first, snaps, tx, entry, shutdown).instrument(span));
+        let observer = Observer {
+            source: self.source.clone(),
+            metrics: self.metrics.clone(),
+            entry,
+            connected_at,
+            prev: status,
+        };
+        tokio::spawn(drive(conn, incoming, first, snaps, tx, observer, shutdown).instrument(span));
         Ok(ReceiverStream::new(rx))
     }
 }
@@ -319,49 +350,137 @@ async fn shutdown_requested(rx: &mut Option<watch::Receiver<bool>>) {
 
 /// Forward responses to the client; false when it has gone away or shutdown was requested while
 /// waiting for it to read.
+/// One INFO line per response (type, resource count, bytes) in a `push` span; the push time is
+/// measured from `event_at` (when the request or snapshot that caused it arrived).
 async fn forward<M: Machine>(
     tx: &mpsc::Sender<Result<M::Resp, Status>>,
     out: Vec<M::Resp>,
     shutdown: &mut Option<watch::Receiver<bool>>,
+    metrics: &Metrics,
+    event_at: Instant,
 ) -> bool {
     for resp in out {
         let bytes = resp.encoded_len();
         let (type_url, resources, removed, version, nonce) = M::describe(&resp);
-        tracing::info!(type_url, resources, removed, bytes, version, nonce, "xDS push");
+        let type_url = type_url.to_string();
+        let span = tracing::info_span!("push", xds_type = type_short(&type_url), version, nonce);
+        span.in_scope(|| {
+            tracing::info!(
+                type_url = type_url.as_str(),
+                resources,
+                removed,
+                bytes,
+                "xDS push"
+            )
+        });
         tokio::select! {
-            sent = tx.send(Ok(resp)) => if sent.is_err() {
+            sent = tx.send(Ok(resp)).instrument(span) => if sent.is_err() {
                 return false;
             },
             _ = shutdown_requested(shutdown) => return false,
         }
+        metrics.record_push(&type_url, bytes, event_at.elapsed());
     }
     true
 }
 
+/// Watches a connection's status after every event: counts ACKs and NACKs (NACKs logged at WARN
+/// with Envoy's message), records convergence, and updates the registry.
+struct Observer<S: ConfigSource> {
+    source: Arc<S>,
+    metrics: Arc<Metrics>,
+    entry: RegistryEntry,
+    connected_at: Instant,
+    prev: ConnStatus,
+}
+
+impl<S: ConfigSource> Observer<S> {
+    fn observe(&mut self, status: ConnStatus) {
+        for (type_url, st) in &status.types {
+            let (acks0, nacks0) = self
+                .prev
+                .types
+                .get(type_url)
+                .map(|p| (p.acks, p.nacks))
+                .unwrap_or((0, 0));
+            let xds_type = type_short(type_url);
+            for _ in acks0..st.acks {
+                self.metrics.record_ack(type_url);
+            }
+            if st.acks > acks0 {
+                tracing::debug!(
+                    xds_type,
+                    version = st.last_acked_version.as_deref().unwrap_or(""),
+                    "ACK"
+                );
+            }
+            if st.nacks > nacks0 {
+                for _ in nacks0..st.nacks {
+                    self.metrics.record_reject(type_url);
+                }
+                self.entry.record_nack(type_url);
+                if let Some(n) = &st.last_nack {
+                    tracing::warn!(
+                        xds_type,
+                        version = n.version.as_str(),
+                        nonce = n.nonce.as_str(),
+                        resources = ?n.resources,
+                        error = n.message.as_str(),
+                        "NACK: Envoy rejected the config"
+                    );
+                }
+            }
+        }
+        if status.acked_generation != self.prev.acked_generation {
+            if let Some(g) = status.acked_generation {
+                let since = self
+                    .source
+                    .generation_time(g)
+                    .map_or(self.connected_at, |t| t.max(self.connected_at));
+                let elapsed = since.elapsed();
+                self.metrics.record_convergence(elapsed);
+                tracing::info!(
+                    generation = g,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "converged: every type ACKed"
+                );
+            }
+        }
+        self.entry.update(status.clone());
+        self.prev = status;
+    }
+}
+
 /// The per-stream event loop.
-async fn drive<M: Machine>(
+async fn drive<S: ConfigSource, M: Machine>(
     mut conn: M,
     mut incoming: Streaming<M::Req>,
     first: M::Req,
     mut snaps: watch::Receiver<Arc<Snapshot>>,
     tx: mpsc::Sender<Result<M::Resp, Status>>,
-    entry: RegistryEntry,
+    mut observer: Observer<S>,
     mut shutdown: Option<watch::Receiver<bool>>,
 ) {
     tracing::info!("ADS stream connected");
+    let metrics = observer.metrics.clone();
+    let event_at = Instant::now();
     let out = conn.on_request(first);
-    entry.update(conn.status());
-    if !forward::<M>(&tx, out, &mut shutdown).await {
+    observer.observe(conn.status());
+    if !forward::<M>(&tx, out, &mut shutdown, &metrics, event_at).await {
         return;
     }
     loop {
+        let event_at: Instant;
         let out = tokio::select! {
             _ = shutdown_requested(&mut shutdown) => {
                 tracing::info!("shutdown: closing ADS stream");
                 break;
             }
             msg = incoming.next() => match msg {
-                Some(Ok(req)) => conn.on_request(req),
+                Some(Ok(req)) => {
+                    event_at = Instant::now();
+                    conn.on_request(req)
+                }
                 Some(Err(status)) => {
                     tracing::debug!(%status, "ADS stream receive error");
                     break;
@@ -370,6 +489,7 @@ async fn drive<M: Machine>(
             },
             changed = snaps.changed() => match changed {
                 Ok(()) => {
+                    event_at = Instant::now();
                     let snap = snaps.borrow_and_update().clone();
                     conn.on_snapshot(snap)
                 }
@@ -379,8 +499,8 @@ async fn drive<M: Machine>(
                 }
             },
         };
-        entry.update(conn.status());
-        if !forward::<M>(&tx, out, &mut shutdown).await {
+        observer.observe(conn.status());
+        if !forward::<M>(&tx, out, &mut shutdown, &metrics, event_at).await {
             break;
         }
     }

@@ -1,0 +1,218 @@
+//! Prometheus metrics (`/metrics` on the debug address), with istiod's names where the meaning
+//! is the same:
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `pilot_xds` | gauge | connected ADS streams (Envoys) |
+//! | `pilot_xds_pushes{type}` | counter | xDS responses sent, per type (`cds`, `eds`, `lds`, `rds`, `sds`) |
+//! | `pilot_xds_push_time{type}` | histogram | seconds from the event that caused a response (a request or a new snapshot) to the response being handed to the stream |
+//! | `pilot_xds_config_size_bytes{type}` | histogram | encoded size of each response |
+//! | `pilot_total_xds_rejects{type}` | counter | responses an Envoy NACKed |
+//! | `pilot_proxy_convergence_time` | histogram | seconds from the hub translating a generation (or the Envoy connecting, if later) to that Envoy ACKing every type of it |
+//! | `pilot_services` | gauge | Kubernetes Services known |
+//! | `knative_pilot_xds_acks{type}` | counter | responses ACKed |
+//! | `knative_pilot_inputs{kind}` | gauge | input objects by kind |
+//! | `knative_pilot_input_errors` | gauge | input problems currently reported (objects left out or kept at their last good version) |
+//! | `knative_pilot_generation` | gauge | generation of the inputs last translated |
+//!
+//! Counters follow OpenMetrics: the samples carry the `_total` suffix
+//! (`pilot_xds_pushes_total{type="cds"}`). Gauges about state (connections, inputs) are read
+//! from the hub and the connection registry when scraped, so they are never stale.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::hub::Hub;
+use crate::model::Kind;
+use crate::xds::server::ConnectionRegistry;
+use crate::xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+
+type Labels = Vec<(&'static str, String)>;
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// istiod's short name of a type URL (`cds`, `eds`, `lds`, `rds`, `sds`), else `other`.
+pub fn type_short(type_url: &str) -> &'static str {
+    match type_url {
+        CLUSTER => "cds",
+        ENDPOINT => "eds",
+        LISTENER => "lds",
+        ROUTE => "rds",
+        SECRET => "sds",
+        _ => "other",
+    }
+}
+
+fn type_label(type_url: &str) -> Labels {
+    vec![("type", type_short(type_url).to_string())]
+}
+
+fn time_histogram() -> Histogram {
+    // 0.5 ms .. ~65 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+fn size_histogram() -> Histogram {
+    // 256 B .. 64 MiB
+    Histogram::new(exponential_buckets(256.0, 4.0, 10))
+}
+
+/// All metrics of one server.
+pub struct Metrics {
+    registry: Registry,
+    xds_connected: Gauge,
+    pushes: Family<Labels, Counter>,
+    push_time: HistogramFamily,
+    config_size: HistogramFamily,
+    rejects: Family<Labels, Counter>,
+    acks: Family<Labels, Counter>,
+    convergence: Histogram,
+    services: Gauge,
+    inputs: Family<Labels, Gauge>,
+    input_errors: Gauge,
+    generation: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let xds_connected = Gauge::default();
+        registry.register(
+            "pilot_xds",
+            "Number of endpoints connected to this pilot using XDS",
+            xds_connected.clone(),
+        );
+        let pushes = Family::<Labels, Counter>::default();
+        registry.register(
+            "pilot_xds_pushes",
+            "Pilot build and send errors for lds, rds, cds and eds",
+            pushes.clone(),
+        );
+        let push_time: HistogramFamily = Family::new_with_constructor(time_histogram);
+        registry.register(
+            "pilot_xds_push_time",
+            "Total time in seconds Pilot takes to push lds, rds, cds and eds",
+            push_time.clone(),
+        );
+        let config_size: HistogramFamily = Family::new_with_constructor(size_histogram);
+        registry.register(
+            "pilot_xds_config_size_bytes",
+            "Distribution of configuration sizes pushed to clients",
+            config_size.clone(),
+        );
+        let rejects = Family::<Labels, Counter>::default();
+        registry.register(
+            "pilot_total_xds_rejects",
+            "Total number of XDS responses from pilot rejected by proxy",
+            rejects.clone(),
+        );
+        let convergence = time_histogram();
+        registry.register(
+            "pilot_proxy_convergence_time",
+            "Delay in seconds between config change and a proxy receiving all required configuration",
+            convergence.clone(),
+        );
+        let services = Gauge::default();
+        registry.register(
+            "pilot_services",
+            "Total services known to pilot",
+            services.clone(),
+        );
+        let acks = Family::<Labels, Counter>::default();
+        registry.register(
+            "knative_pilot_xds_acks",
+            "xDS responses ACKed by proxies",
+            acks.clone(),
+        );
+        let inputs = Family::<Labels, Gauge>::default();
+        registry.register(
+            "knative_pilot_inputs",
+            "Input objects currently known, by kind",
+            inputs.clone(),
+        );
+        let input_errors = Gauge::default();
+        registry.register(
+            "knative_pilot_input_errors",
+            "Input problems currently reported (objects left out or kept at their last good version)",
+            input_errors.clone(),
+        );
+        let generation = Gauge::default();
+        registry.register(
+            "knative_pilot_generation",
+            "Generation of the inputs last translated",
+            generation.clone(),
+        );
+        Metrics {
+            registry,
+            xds_connected,
+            pushes,
+            push_time,
+            config_size,
+            rejects,
+            acks,
+            convergence,
+            services,
+            inputs,
+            input_errors,
+            generation,
+        }
+    }
+
+    /// One xDS response handed to a stream.
+    pub fn record_push(&self, type_url: &str, bytes: usize, elapsed: Duration) {
+        let l = type_label(type_url);
+        self.pushes.get_or_create(&l).inc();
+        self.config_size.get_or_create(&l).observe(bytes as f64);
+        self.push_time
+            .get_or_create(&l)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn record_ack(&self, type_url: &str) {
+        self.acks.get_or_create(&type_label(type_url)).inc();
+    }
+
+    pub fn record_reject(&self, type_url: &str) {
+        self.rejects.get_or_create(&type_label(type_url)).inc();
+    }
+
+    pub fn record_convergence(&self, elapsed: Duration) {
+        self.convergence.observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition (OpenMetrics), state gauges refreshed first.
+    pub fn render(&self, hub: &Hub, connections: &ConnectionRegistry) -> Result<String, String> {
+        self.xds_connected.set(connections.len() as i64);
+        let inputs = hub.raw_inputs();
+        let mut by_kind: BTreeMap<Kind, i64> = BTreeMap::new();
+        for (k, _) in inputs.iter() {
+            *by_kind.entry(k.kind).or_default() += 1;
+        }
+        self.inputs.clear();
+        for (kind, n) in &by_kind {
+            self.inputs
+                .get_or_create(&vec![("kind", kind.to_string())])
+                .set(*n);
+        }
+        self.services
+            .set(by_kind.get(&Kind::Service).copied().unwrap_or(0));
+        self.input_errors.set(hub.errors().len() as i64);
+        self.generation
+            .set(i64::try_from(hub.generation()).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        encode(&mut out, &self.registry).map_err(|e| format!("encoding metrics: {e}"))?;
+        Ok(out)
+    }
+}
