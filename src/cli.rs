@@ -31,6 +31,10 @@ pub enum Command {
     /// Compare two xDS configurations (Envoy/istiod config dumps, `render` output, or a
     /// manifest directory with --from) resource by resource. Exit 0 equal, 1 different, 2 error.
     Diff(DiffArgs),
+    /// Find problems in the objects (like `istioctl analyze`): each with kind ns/name, file and
+    /// document, and a one-line fix. Exit 0 when there is no error (warnings allowed), 1 when
+    /// there are errors, 2 on a usage or I/O error.
+    Validate(ValidateArgs),
 }
 
 /// Translation settings shared by every command.
@@ -131,6 +135,23 @@ pub struct DiffArgs {
     pub translate: TranslateArgs,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ValidateOutput {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Directory of manifests (*.yaml, *.yml, *.json, recursively).
+    #[arg(long)]
+    pub from: PathBuf,
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    pub output: ValidateOutput,
+    #[command(flatten)]
+    pub translate: TranslateArgs,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Directory of manifests to serve and watch.
@@ -196,6 +217,10 @@ pub fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+        Command::Validate(args) => {
+            init_logging(LogFormat::Text);
+            validate(&args)
         }
         Command::Diff(args) => {
             init_logging(LogFormat::Text);
@@ -394,5 +419,53 @@ fn diff(args: &DiffArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+fn validate(args: &ValidateArgs) -> ExitCode {
+    if !args.from.is_dir() {
+        eprintln!(
+            "knative-pilot validate: --from {} is not a directory",
+            args.from.display()
+        );
+        return ExitCode::from(2);
+    }
+    let loaded = crate::source::files::load_dir(&args.from);
+    let (inputs, mut load_errors) = crate::state::Inputs::from_sourced(loaded.objects);
+    load_errors.extend(loaded.errors);
+    let findings = crate::validate::validate(&inputs, &load_errors, &args.translate.options());
+    let (errors, warnings) = crate::validate::counts(&findings);
+    match args.output {
+        ValidateOutput::Json => {
+            let v = serde_json::json!({
+                "from": args.from.display().to_string(),
+                "objects": inputs.len(),
+                "errors": errors,
+                "warnings": warnings,
+                "findings": findings,
+            });
+            match serde_json::to_string_pretty(&v) {
+                Ok(t) => println!("{t}"),
+                Err(e) => {
+                    eprintln!("knative-pilot validate: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        ValidateOutput::Text => {
+            for f in &findings {
+                println!("{f}");
+            }
+            println!(
+                "{errors} error(s), {warnings} warning(s) in {} object(s) from {}",
+                inputs.len(),
+                args.from.display()
+            );
+        }
+    }
+    if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }

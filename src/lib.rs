@@ -36,4 +36,5 @@ pub mod serve;
 pub mod source;
 pub mod state;
 pub mod translate;
+pub mod validate;
 pub mod xds;

@@ -82,6 +82,24 @@ impl GatewayInfo {
     }
 }
 
+/// A KIngress's class: its `networking.knative.dev/ingress.class` annotation, else the
+/// `ingress-class` (or legacy `ingress.class`) of `knative-serving/config-network`.
+pub fn kingress_class(inputs: &Inputs, meta: &ObjectMeta) -> Option<String> {
+    if let Some(c) = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(kingress::CLASS_ANNOTATION))
+    {
+        return Some(c.clone());
+    }
+    let data = inputs
+        .config_map("knative-serving", "config-network")
+        .and_then(|cm| cm.data.as_ref())?;
+    data.get("ingress-class")
+        .or_else(|| data.get("ingress.class"))
+        .cloned()
+}
+
 /// The Gateways of the inputs, or the two defaults when there are none.
 pub fn gateways(inputs: &Inputs, opts: &Options) -> Vec<GatewayInfo> {
     let mut out: Vec<GatewayInfo> = inputs
@@ -906,23 +924,7 @@ impl Translator<'_> {
     // ----- KIngress and Route -----
 
     fn kingress_class(&self, meta: &ObjectMeta) -> Option<String> {
-        if let Some(c) = meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(kingress::CLASS_ANNOTATION))
-        {
-            return Some(c.clone());
-        }
-        self.network_config("ingress-class")
-            .or_else(|| self.network_config("ingress.class"))
-    }
-
-    fn network_config(&self, key: &str) -> Option<String> {
-        self.inputs
-            .config_map("knative-serving", "config-network")
-            .and_then(|cm| cm.data.as_ref())
-            .and_then(|d| d.get(key))
-            .cloned()
+        kingress_class(self.inputs, meta)
     }
 
     /// The default domain from `knative-serving/config-domain`, else `example.com`.

@@ -1,0 +1,357 @@
+//! `knative-pilot validate`: find the mistakes in a set of objects before the gateways do, like
+//! `istioctl analyze`.
+//!
+//! [`validate`] takes [`Inputs`] (from any source) and the source's load errors, and returns
+//! [`Finding`]s sorted by object, each with a severity, a code, the object (kind ns/name) and
+//! where it came from (file and document), the problem, and a one-line fix. It reuses what the
+//! translator already detects (it is run for every gateway) and adds analyzers for what the
+//! translator accepts silently:
+//!
+//! | code | severity | source |
+//! |---|---|---|
+//! | `parse` | error | a file or document that does not load |
+//! | `duplicate-host` | error | translator: a host claimed by two objects on one route config |
+//! | `split-percent` | error | translator: splits of a path not summing to 100 |
+//! | `missing-service` / `missing-port` | error | translator: backend Service or port not found |
+//! | `tls-secret-missing` / `tls-secret-invalid` | error | translator: TLS Secret not found or not a tls.crt/tls.key pair |
+//! | `unknown-gateway` | error | analyzer: VirtualService `spec.gateways` naming no Gateway |
+//! | `no-ready-endpoints` | warning | analyzer: a Service traffic is routed to has no ready endpoint (503s) |
+//! | `foreign-class` | warning | analyzer: a KIngress of another class that nothing translates |
+//! | `invalid` | error | any other object the translator leaves out |
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::model::{Kind, Object, ObjectKey};
+use crate::source::{InputError, Origin};
+use crate::state::Inputs;
+use crate::translate::{self, Options};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectKey>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    pub message: String,
+    pub fix: String,
+}
+
+impl std::fmt::Display for Finding {
+    /// `error[code] Kind ns/name (file document N): message` and `    fix: ...` on the next line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}] ", self.severity.as_str(), self.code)?;
+        match (&self.object, &self.origin) {
+            (Some(o), Some(src)) => write!(f, "{o} ({src}): ")?,
+            (Some(o), None) => write!(f, "{o}: ")?,
+            (None, Some(src)) => write!(f, "{src}: ")?,
+            (None, None) => {}
+        }
+        write!(f, "{}\n    fix: {}", self.message, self.fix)
+    }
+}
+
+/// Classifies a translator or loader error.
+fn classify(e: &InputError) -> (&'static str, String) {
+    let m = e.message.as_str();
+    if e.object.is_none() {
+        return (
+            "parse",
+            "fix the syntax at the position given, or move the file out of the directory".into(),
+        );
+    }
+    if m.contains("already claimed by") || m.contains("also claimed by") {
+        return (
+            "duplicate-host",
+            "serve each host from one object: remove it from one of them or delete the duplicate"
+                .into(),
+        );
+    }
+    if m.contains("percents sum to") {
+        return (
+            "split-percent",
+            "make the split percents of that path add up to 100".into(),
+        );
+    }
+    if m.contains("TLS Secret") && m.contains("not found") {
+        return (
+            "tls-secret-missing",
+            "create that kubernetes.io/tls Secret, or correct the secret / credential name".into(),
+        );
+    }
+    if m.contains("not a TLS pair") {
+        return (
+            "tls-secret-invalid",
+            "put both tls.crt and tls.key (PEM) in the Secret's data".into(),
+        );
+    }
+    if m.contains("backend Service") && m.contains("not found") {
+        return (
+            "missing-service",
+            "create the Service, or correct the service name and namespace".into(),
+        );
+    }
+    if m.contains("has no port") {
+        return (
+            "missing-port",
+            "use a port the Service has (number or name), or add the port to the Service".into(),
+        );
+    }
+    (
+        "invalid",
+        "correct the object as the message says; until then it is left out".into(),
+    )
+}
+
+/// Every problem in `inputs` (plus the source's `load_errors`), sorted, errors first per object.
+pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> Vec<Finding> {
+    let mut out: BTreeSet<Finding> = BTreeSet::new();
+    for e in load_errors {
+        let (code, fix) = classify(e);
+        out.insert(Finding {
+            severity: Severity::Error,
+            code,
+            object: e.object.clone(),
+            origin: e.origin.clone(),
+            message: e.message.clone(),
+            fix,
+        });
+    }
+    let origin_of = |k: &ObjectKey| -> Option<Origin> {
+        inputs
+            .get(k.kind, &k.namespace, &k.name)
+            .and_then(|e| e.origin.clone())
+    };
+
+    // What the translator detects, for every gateway; and the Services it routes to that have
+    // no ready endpoint.
+    let gateways = translate::gateways(inputs, opts);
+    let mut empty_services: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut label_sets: BTreeSet<BTreeMap<String, String>> = BTreeSet::new();
+    for g in &gateways {
+        if let Some(labels) = translate::gateway_labels(inputs, opts, &g.id()) {
+            label_sets.insert(labels);
+        }
+    }
+    for labels in &label_sets {
+        let t = translate::translate(inputs, opts, labels);
+        for e in &t.errors {
+            let (code, fix) = classify(e);
+            let owners = if code.starts_with("tls-secret") {
+                kingresses_with_secret(inputs, e)
+            } else {
+                Vec::new()
+            };
+            if owners.is_empty() {
+                out.insert(Finding {
+                    severity: Severity::Error,
+                    code,
+                    object: e.object.clone(),
+                    origin: e.origin.clone(),
+                    message: e.message.clone(),
+                    fix: fix.clone(),
+                });
+            }
+            // A KIngress's TLS is served through a gateway server made for it: name the KIngress.
+            for owner in owners {
+                let via = e.object.as_ref().map(|g| format!(" (served through {g})"));
+                out.insert(Finding {
+                    severity: Severity::Error,
+                    code,
+                    origin: origin_of(&owner),
+                    object: Some(owner),
+                    message: format!("{}{}", e.message, via.unwrap_or_default()),
+                    fix: fix.clone(),
+                });
+            }
+        }
+        for cla in &t.config.endpoints {
+            let ready = cla.endpoints.iter().any(|l| !l.lb_endpoints.is_empty());
+            if !ready {
+                if let Some(svc) = service_of_cluster(&cla.cluster_name, &opts.cluster_domain) {
+                    empty_services.insert(svc);
+                }
+            }
+        }
+    }
+    for (ns, name) in empty_services {
+        let key = ObjectKey {
+            kind: Kind::Service,
+            namespace: ns.clone(),
+            name: name.clone(),
+        };
+        out.insert(Finding {
+            severity: Severity::Warning,
+            code: "no-ready-endpoints",
+            origin: origin_of(&key),
+            object: Some(key),
+            message: format!(
+                "traffic is routed to Service {ns}/{name}, which has no ready endpoint: requests \
+                 get 503"
+            ),
+            fix: format!(
+                "make the pods behind {ns}/{name} Ready (see its Endpoints/EndpointSlices), or \
+                 route the traffic elsewhere"
+            ),
+        });
+    }
+
+    // VirtualServices naming a Gateway that does not exist.
+    let known: BTreeSet<String> = gateways.iter().map(|g| g.id()).collect();
+    for (key, e) in inputs.of_kind(Kind::VirtualService) {
+        let Object::VirtualService(vs) = &e.object else {
+            continue;
+        };
+        for g in &vs.spec.gateways {
+            if g == "mesh" {
+                continue;
+            }
+            let id = if g.contains('/') {
+                g.clone()
+            } else {
+                format!("{}/{g}", key.namespace)
+            };
+            if !known.contains(&id) {
+                let list: Vec<&str> = known.iter().map(String::as_str).collect();
+                out.insert(Finding {
+                    severity: Severity::Error,
+                    code: "unknown-gateway",
+                    object: Some(key.clone()),
+                    origin: e.origin.clone(),
+                    message: format!(
+                        "spec.gateways names Gateway {id}, which does not exist (known: {})",
+                        list.join(", ")
+                    ),
+                    fix: format!("create Gateway {id}, or name one of the known gateways"),
+                });
+            }
+        }
+    }
+
+    // KIngresses of another class that no VirtualService was generated for.
+    for (key, e) in inputs.of_kind(Kind::KIngress) {
+        let Object::KIngress(ing) = &e.object else {
+            continue;
+        };
+        let class = translate::kingress_class(inputs, &ing.metadata);
+        if class.as_deref() == Some(opts.ingress_class.as_str()) {
+            continue;
+        }
+        let has_vs = inputs.of_kind(Kind::VirtualService).any(|(vk, v)| {
+            vk.namespace == key.namespace
+                && v.object
+                    .metadata()
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("networking.internal.knative.dev/ingress"))
+                    == Some(&key.name)
+        });
+        if has_vs {
+            continue;
+        }
+        let class = class.unwrap_or_else(|| "(none)".to_string());
+        out.insert(Finding {
+            severity: Severity::Warning,
+            code: "foreign-class",
+            object: Some(key.clone()),
+            origin: e.origin.clone(),
+            message: format!(
+                "ingress class is {class}, not {}, and no VirtualService was generated for it: \
+                 its hosts are not served",
+                opts.ingress_class
+            ),
+            fix: format!(
+                "set annotation networking.knative.dev/ingress.class: {} (or ingress-class in \
+                 config-network), or run the controller of class {class}",
+                opts.ingress_class
+            ),
+        });
+    }
+    let mut v: Vec<Finding> = out.into_iter().collect();
+    v.sort_by(|a, b| {
+        (&a.object, &a.origin, a.severity, a.code, &a.message)
+            .cmp(&(&b.object, &b.origin, b.severity, b.code, &b.message))
+    });
+    v
+}
+
+/// KIngresses whose `spec.tls` names the Secret a translator TLS error is about (the message
+/// names it as `ns/name`), when the error is reported against a Gateway.
+fn kingresses_with_secret(inputs: &Inputs, e: &InputError) -> Vec<ObjectKey> {
+    if e.object.as_ref().map(|k| k.kind) != Some(Kind::Gateway) {
+        return Vec::new();
+    }
+    inputs
+        .of_kind(Kind::KIngress)
+        .filter(|(_, entry)| match &entry.object {
+            Object::KIngress(ing) => ing.spec.tls.iter().any(|t| {
+                let ns = if t.secret_namespace.is_empty() {
+                    ing.metadata.namespace.clone().unwrap_or_default()
+                } else {
+                    t.secret_namespace.clone()
+                };
+                let secret = format!("Secret {ns}/{} ", t.secret_name);
+                e.message.contains(&secret)
+            }),
+            _ => false,
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// `outbound|80||name.ns.svc.cluster.local` -> (ns, name).
+fn service_of_cluster(cluster: &str, cluster_domain: &str) -> Option<(String, String)> {
+    let host = cluster.rsplit("||").next()?;
+    let host = host.strip_suffix(&format!(".svc.{cluster_domain}"))?;
+    let (name, ns) = host.split_once('.')?;
+    Some((ns.to_string(), name.to_string()))
+}
+
+/// Counts (errors, warnings).
+pub fn counts(findings: &[Finding]) -> (usize, usize) {
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    (errors, findings.len() - errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_of_cluster_names() {
+        assert_eq!(
+            service_of_cluster(
+                "outbound|80||hello-00001.default.svc.cluster.local",
+                "cluster.local"
+            ),
+            Some(("default".into(), "hello-00001".into()))
+        );
+        assert_eq!(
+            service_of_cluster("BlackHoleCluster", "cluster.local"),
+            None
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! `knative-pilot validate`: every listed problem is reported with kind ns/name, file and
+//! document, and a one-line fix; exit codes; `-o json`.
+//!
+//! Fixtures: `testdata/errors/input` (problems the translator finds: parse error, split percents,
+//! missing Service, missing port, duplicate host) and `testdata/validate/manifests` (one file per
+//! further problem, each commented with what it should produce).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// `testdata/<case>/input` (golden cases), or `testdata/validate/manifests` (not a golden case).
+fn testdata(case: &str) -> PathBuf {
+    let sub = if case == "validate" {
+        "manifests"
+    } else {
+        "input"
+    };
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(case)
+        .join(sub)
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn validate(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_knative-pilot"))
+        .arg("validate")
+        .args(args)
+        .output()
+        .expect("run knative-pilot validate");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The finding line that starts with `head`, and the fix line under it.
+fn finding<'a>(stdout: &'a str, head: &str) -> (&'a str, &'a str) {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let i = lines
+        .iter()
+        .position(|l| l.starts_with(head))
+        .unwrap_or_else(|| panic!("no finding starting {head:?} in:\n{stdout}"));
+    let fix = lines.get(i + 1).copied().unwrap_or_default();
+    assert!(fix.starts_with("    fix: "), "{head}: no fix line: {fix:?}");
+    (lines[i], fix)
+}
+
+#[test]
+fn translator_problems_are_reported_with_object_file_and_fix() {
+    let dir = testdata("errors");
+    let r = validate(&["--from", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let cases = [
+        (
+            "error[parse] malformed.yaml document 2: malformed YAML",
+            "fix the syntax",
+        ),
+        (
+            "error[split-percent] Ingress default/bad-percent (bad-percent.yaml document 1): rule 0 path 0: split percents sum to 90, not 100",
+            "add up to 100",
+        ),
+        (
+            "error[missing-port] Ingress default/bad-port (missing-port.yaml document 1): backend Service default/bad-port-00001 has no port named \"admin\"",
+            "use a port the Service has",
+        ),
+        (
+            "error[duplicate-host] Ingress default/dup-new (dup-host-a-newer.yaml document 1): host dup.default.example.com is already claimed by Ingress default/dup-old",
+            "serve each host from one object",
+        ),
+        (
+            "error[missing-service] Ingress default/missing-svc (missing-service.yaml document 1): backend Service default/missing-svc-00001 not found",
+            "create the Service",
+        ),
+    ];
+    for (head, fix) in cases {
+        let (_, fix_line) = finding(&r.stdout, head);
+        assert!(fix_line.contains(fix), "{head}: {fix_line}");
+    }
+    let summary = format!(
+        "5 error(s), 0 warning(s) in 23 object(s) from {}\n",
+        dir.display()
+    );
+    assert!(r.stdout.ends_with(&summary), "{}", r.stdout);
+}
+
+#[test]
+fn analyzer_problems_are_reported_and_warnings_do_not_fail() {
+    let dir = testdata("validate");
+    let r = validate(&["--from", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let cases = [
+        (
+            "error[unknown-gateway] VirtualService default/typo-gateway (unknown-gateway.yaml document 1): spec.gateways names Gateway knative-serving/knative-ingres-gateway, which does not exist",
+            "create Gateway knative-serving/knative-ingres-gateway, or name one of the known gateways",
+        ),
+        (
+            "error[tls-secret-missing] Ingress default/nocert (tls-missing.yaml document 1): TLS Secret default/missing-tls not found",
+            "create that kubernetes.io/tls Secret",
+        ),
+        (
+            "error[tls-secret-invalid] Ingress default/halfcert (tls-invalid.yaml document 1): Secret default/half-tls is not a TLS pair",
+            "tls.crt and tls.key",
+        ),
+        (
+            "warning[no-ready-endpoints] Service default/idle-00001 (no-endpoints.yaml document 2): traffic is routed to Service default/idle-00001, which has no ready endpoint",
+            "make the pods behind default/idle-00001 Ready",
+        ),
+        (
+            "warning[foreign-class] Ingress default/contour (foreign-class.yaml document 1): ingress class is contour.ingress.networking.knative.dev",
+            "set annotation networking.knative.dev/ingress.class: knative-pilot.ingress.networking.knative.dev",
+        ),
+    ];
+    for (head, fix) in cases {
+        let (_, fix_line) = finding(&r.stdout, head);
+        assert!(fix_line.contains(fix), "{head}: {fix_line}");
+    }
+    // The valid object and the `mesh` gateway produce nothing.
+    assert!(!r.stdout.contains("default/good"), "{}", r.stdout);
+    assert!(!r.stdout.contains("mesh"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("3 error(s), 2 warning(s)"),
+        "{}",
+        r.stdout
+    );
+
+    // Only warnings: exit 0.
+    let tmp = tempfile::tempdir().unwrap();
+    for f in [
+        "istio-gateway-services.yaml",
+        "no-endpoints.yaml",
+        "good.yaml",
+    ] {
+        std::fs::copy(dir.join(f), tmp.path().join(f)).unwrap();
+    }
+    let r = validate(&["--from", tmp.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.contains("warning[no-ready-endpoints]"));
+    assert!(
+        r.stdout.contains("0 error(s), 1 warning(s)"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn json_output_for_machines() {
+    let dir = testdata("validate");
+    let r = validate(&["--from", dir.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(r.code, 1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["errors"], 3);
+    assert_eq!(v["warnings"], 2);
+    let findings = v["findings"].as_array().unwrap();
+    let codes: Vec<&str> = findings
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    for c in [
+        "unknown-gateway",
+        "tls-secret-missing",
+        "tls-secret-invalid",
+        "no-ready-endpoints",
+        "foreign-class",
+    ] {
+        assert!(codes.contains(&c), "{codes:?}");
+    }
+    let vs = findings
+        .iter()
+        .find(|f| f["code"] == "unknown-gateway")
+        .unwrap();
+    assert_eq!(vs["severity"], "error");
+    assert_eq!(
+        vs["object"],
+        serde_json::json!({"kind": "VirtualService", "namespace": "default", "name": "typo-gateway"})
+    );
+    assert_eq!(vs["origin"]["file"], "unknown-gateway.yaml");
+    assert_eq!(vs["origin"]["doc"], 1);
+    assert!(vs["fix"].as_str().unwrap().starts_with("create Gateway"));
+    // Deterministic: the same input gives byte-identical output.
+    assert_eq!(
+        r.stdout,
+        validate(&["--from", dir.to_str().unwrap(), "-o", "json"]).stdout
+    );
+}
+
+#[test]
+fn clean_inputs_and_usage_errors() {
+    for case in ["seed-virtualservice", "seed-route", "tls-redirect"] {
+        let r = validate(&["--from", testdata(case).to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{case}: {}", r.stdout);
+        assert!(
+            r.stdout.starts_with("0 error(s), 0 warning(s)"),
+            "{case}: {}",
+            r.stdout
+        );
+    }
+    let r = validate(&["--from", "/nonexistent/manifests"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("/nonexistent/manifests"), "{}", r.stderr);
+}
