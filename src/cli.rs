@@ -1,4 +1,4 @@
-//! Command line: `render` and `serve`.
+//! Command line: `render`, `serve`, `demo`, `diff` and `validate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -244,6 +244,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -19,6 +19,8 @@
 //!   snapshot per proxy label set.
 //! - [`serve`]: the runtime (file watch, debounce, servers); [`debug`]: the debug HTTP routes.
 //! - [`dump`]: Envoy admin `/config_dump` JSON; [`cli`], [`demo`], [`pipeline`]: entry points.
+//! - Operating it: [`diff`] (semantic comparison of config dumps), [`validate`] (findings about
+//!   the inputs), [`metrics`] (Prometheus, istiod's names).
 //!
 //! See ARCHITECTURE.md for the decisions behind each stage.
 
