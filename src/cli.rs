@@ -127,6 +127,11 @@ pub struct DiffArgs {
     /// one name (e.g. `stat_prefix`, `metadata.filter_metadata.istio`, `cluster:circuit_breakers`).
     #[arg(long = "ignore", value_name = "PATTERN")]
     pub ignore: Vec<crate::diff::Pattern>,
+    /// Compare only these kinds (repeatable): listener, route_config, virtual_host, cluster,
+    /// endpoints, secret. Without it, when a side is a bare list of resources (istioctl
+    /// proxy-config cluster|listener|route -o json), only the kinds that list holds.
+    #[arg(long = "kind", value_name = "KIND")]
+    pub kinds: Vec<String>,
     #[arg(long, short = 'o', value_enum, default_value = "auto")]
     pub output: DiffOutput,
     #[arg(long, value_enum, default_value = "auto")]
@@ -379,6 +384,35 @@ fn diff(args: &DiffArgs) -> ExitCode {
                 norm.push(n.resources);
             }
             Err(e) => return fail(format!("{label}: {e}")),
+        }
+    }
+    let mut kinds: Option<std::collections::BTreeSet<crate::diff::Kind>> = None;
+    for k in &args.kinds {
+        match k.parse::<crate::diff::Kind>() {
+            Ok(k) => {
+                kinds.get_or_insert_with(Default::default).insert(k);
+            }
+            Err(e) => return fail(e),
+        }
+    }
+    if kinds.is_none() {
+        for (label, v) in &sides {
+            if let Some(held) = crate::diff::list_kinds(v) {
+                let names: Vec<&str> = held.iter().map(|k| k.as_str()).collect();
+                eprintln!(
+                    "knative-pilot diff: {label} is a list of {}: comparing only those",
+                    names.join(", ")
+                );
+                kinds = Some(match kinds {
+                    Some(k) => k.intersection(&held).copied().collect(),
+                    None => held,
+                });
+            }
+        }
+    }
+    if let Some(kinds) = &kinds {
+        for n in norm.iter_mut() {
+            n.retain(|(k, _), _| kinds.contains(k));
         }
     }
     let (a, b) = (&norm[0], &norm[1]);

@@ -2,7 +2,8 @@
 //!
 //! Inputs are Envoy admin `/config_dump` JSON (or YAML) documents: what a gateway holds
 //! (`curl localhost:15000/config_dump?include_eds`, `istioctl proxy-config all -o json|yaml`),
-//! istiod's `/debug/config_dump?proxyID=`, our `/debug/config_dump` or `render` output.
+//! istiod's `/debug/config_dump?proxyID=`, our `/debug/config_dump` or `render` output; or a
+//! bare list of resources as `istioctl proxy-config listener|route|cluster -o json` prints it.
 //!
 //! Both sides are first [normalised](normalize) into one JSON tree per resource, keyed by
 //! (kind, name): listener, route configuration (without its virtual hosts), virtual host
@@ -63,7 +64,7 @@ impl Kind {
         }
     }
 
-    fn parse(s: &str) -> Option<Kind> {
+    pub fn parse(s: &str) -> Option<Kind> {
         [
             Kind::Listener,
             Kind::RouteConfig,
@@ -74,6 +75,18 @@ impl Kind {
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Kind, String> {
+        Kind::parse(s).ok_or_else(|| {
+            format!(
+                "unknown kind {s:?} (listener, route_config, virtual_host, cluster, endpoints, \
+                 secret)"
+            )
+        })
     }
 }
 
@@ -165,8 +178,79 @@ fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
         .unwrap_or(&[])
 }
 
-/// Normalises an Envoy admin ConfigDump (`{"configs": [...]}`) into resources.
+/// Which kind a bare resource (in a list) is: by its `@type`, else by its fields.
+fn bare_kind(v: &Value) -> Option<Kind> {
+    let ty = v.get("@type").and_then(Value::as_str).unwrap_or("");
+    let short = ty.rsplit('.').next().unwrap_or("");
+    let has = |k: &str| v.get(k).is_some();
+    match short {
+        "Listener" => Some(Kind::Listener),
+        "RouteConfiguration" => Some(Kind::RouteConfig),
+        "Cluster" => Some(Kind::Cluster),
+        "ClusterLoadAssignment" => Some(Kind::Endpoints),
+        "Secret" => Some(Kind::Secret),
+        _ if has("filter_chains") || has("listener_filters") => Some(Kind::Listener),
+        _ if has("virtual_hosts") => Some(Kind::RouteConfig),
+        _ if has("cluster_name") => Some(Kind::Endpoints),
+        _ if has("connect_timeout")
+            || has("eds_cluster_config")
+            || has("lb_policy")
+            || has("load_assignment") =>
+        {
+            Some(Kind::Cluster)
+        }
+        _ if has("tls_certificate") || has("validation_context") => Some(Kind::Secret),
+        _ => None,
+    }
+}
+
+/// A bare list of resources (`istioctl proxy-config cluster -o json`) as a ConfigDump.
+fn list_as_dump(items: &[Value]) -> Result<Value, String> {
+    let (mut l, mut r, mut c, mut e, mut s) = (vec![], vec![], vec![], vec![], vec![]);
+    for (i, item) in items.iter().enumerate() {
+        let name = item.get("name").cloned().unwrap_or(Value::Null);
+        match bare_kind(item) {
+            Some(Kind::Listener) => {
+                l.push(serde_json::json!({"name": name, "active_state": {"listener": item}}))
+            }
+            Some(Kind::RouteConfig) => r.push(serde_json::json!({"route_config": item})),
+            Some(Kind::Cluster) => c.push(serde_json::json!({"cluster": item})),
+            Some(Kind::Endpoints) => e.push(serde_json::json!({"endpoint_config": item})),
+            Some(Kind::Secret) => s.push(serde_json::json!({"name": name, "secret": item})),
+            _ => {
+                return Err(format!(
+                    "item {i} of the list is not a listener, route configuration, cluster, \
+                     load assignment or secret"
+                ))
+            }
+        }
+    }
+    let p = "type.googleapis.com/envoy.admin.v3.";
+    Ok(serde_json::json!({"configs": [
+        {"@type": format!("{p}ClustersConfigDump"), "dynamic_active_clusters": c},
+        {"@type": format!("{p}EndpointsConfigDump"), "dynamic_endpoint_configs": e},
+        {"@type": format!("{p}ListenersConfigDump"), "dynamic_listeners": l},
+        {"@type": format!("{p}RoutesConfigDump"), "dynamic_route_configs": r},
+        {"@type": format!("{p}SecretsConfigDump"), "dynamic_active_secrets": s},
+    ]}))
+}
+
+/// The kinds a bare list holds (None for a full config dump): to compare only those.
+pub fn list_kinds(dump: &Value) -> Option<BTreeSet<Kind>> {
+    let items = dump.as_array()?;
+    let mut kinds: BTreeSet<Kind> = items.iter().filter_map(bare_kind).collect();
+    if kinds.contains(&Kind::RouteConfig) {
+        kinds.insert(Kind::VirtualHost);
+    }
+    Some(kinds)
+}
+
+/// Normalises an Envoy admin ConfigDump (`{"configs": [...]}`), or a bare list of resources,
+/// into resources.
 pub fn normalize(dump: &Value, opts: &Options) -> Result<Normalized, String> {
+    if let Some(items) = dump.as_array() {
+        return normalize(&list_as_dump(items)?, opts);
+    }
     let configs = dump
         .get("configs")
         .and_then(Value::as_array)
@@ -205,7 +289,7 @@ pub fn normalize(dump: &Value, opts: &Options) -> Result<Normalized, String> {
                     }
                 }
             }
-            "ClustersConfigDump" => {
+            "ClustersConfigDump" if dump_has_clusters(section) => {
                 let names = eds_names.get_or_insert_with(BTreeSet::new);
                 let mut clusters: Vec<&Value> = Vec::new();
                 if opts.keep_static {
@@ -313,6 +397,18 @@ pub fn normalize(dump: &Value, opts: &Options) -> Result<Normalized, String> {
         out.resources.insert((kind, name), v);
     }
     Ok(out)
+}
+
+/// Whether a ClustersConfigDump section lists any cluster (a bare list of load assignments has an
+/// empty one, which must not make every assignment look like a non-EDS cluster's).
+fn dump_has_clusters(section: &Value) -> bool {
+    [
+        "static_clusters",
+        "dynamic_active_clusters",
+        "dynamic_warming_clusters",
+    ]
+    .iter()
+    .any(|k| !arr(section, k).is_empty())
 }
 
 fn push(raw: &mut Vec<(Kind, String, Value)>, kind: Kind, v: Option<&Value>) {
@@ -881,6 +977,23 @@ mod tests {
                     {"endpoint": {"address": {"socket_address": {"address": "10.0.0.2"}}}, "load_balancing_weight": 1}]}]}}]}]),
         );
         assert_eq!(compare(&norm(&envoy), &norm(&sent)), vec![]);
+    }
+
+    #[test]
+    fn a_bare_list_of_resources_compares_with_a_dump() {
+        let cluster = json!({"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            "name": "c", "type": "EDS", "connect_timeout": "10s"});
+        let full = dump(json!([
+            {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+             "dynamic_active_clusters": [{"cluster": cluster}]}]));
+        let mut bare = cluster.clone();
+        bare.as_object_mut().unwrap().remove("@type");
+        let list = json!([bare]);
+        assert_eq!(list_kinds(&list), Some(BTreeSet::from([Kind::Cluster])));
+        assert_eq!(compare(&norm(&full), &norm(&list)), vec![]);
+        assert!(normalize(&json!([{"foo": 1}]), &Options::default())
+            .unwrap_err()
+            .contains("item 0"));
     }
 
     #[test]

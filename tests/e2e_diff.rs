@@ -271,7 +271,72 @@ async fn a_real_change_is_named_with_its_field_path() {
     let r = run_diff(&["/nonexistent/dump.json", dump]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("/nonexistent/dump.json"), "{}", r.stderr);
-    // Two real dumps of the same thing are equal (and render's own output compares too).
+    // Two real dumps of the same thing are equal.
     let r = run_diff(&[dump, dump]);
     assert_eq!(r.code, 0, "{}", r.stdout);
+
+    // `render --format yaml` output is an input too.
+    let out = Command::new(env!("CARGO_BIN_EXE_knative-pilot"))
+        .args([
+            "render",
+            "--format",
+            "yaml",
+            "--bind-address",
+            "127.0.0.1",
+            "--from",
+        ])
+        .arg(served.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let yaml = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(yaml.path(), &out.stdout).unwrap();
+    let r = run_diff(&[dump, yaml.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+
+    // A bare list of clusters, as `istioctl proxy-config cluster -o json` prints it: only
+    // clusters are compared.
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dump_file.path()).unwrap()).unwrap();
+    let clusters: Vec<serde_json::Value> = full["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| {
+            c["dynamic_active_clusters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|c| c["cluster"].clone())
+        .collect();
+    assert!(clusters.len() >= 3);
+    let list = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    std::fs::write(list.path(), serde_json::to_string(&clusters).unwrap()).unwrap();
+    let list_path = list.path().to_str().unwrap();
+    let served_dir = served.path().to_str().unwrap();
+    let r = run_diff(&[
+        list_path,
+        "--from",
+        served_dir,
+        "--bind-address",
+        "127.0.0.1",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("comparing only those"), "{}", r.stderr);
+    let removed_dir = removed.path().to_str().unwrap();
+    let r = run_diff(&[
+        list_path,
+        "--from",
+        removed_dir,
+        "--bind-address",
+        "127.0.0.1",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("- cluster outbound|80||hello-00002."),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("virtual_host"), "{}", r.stdout);
 }
