@@ -213,6 +213,103 @@ impl Metrics {
             .set(i64::try_from(hub.generation()).unwrap_or(i64::MAX));
         let mut out = String::new();
         encode(&mut out, &self.registry).map_err(|e| format!("encoding metrics: {e}"))?;
-        Ok(out)
+        Ok(sort_samples(&out))
+    }
+}
+
+/// The label set of a sample line without `le` (histogram buckets of one series stay together).
+fn series_key(line: &str) -> String {
+    let Some(open) = line.find('{') else {
+        return String::new();
+    };
+    let close = line[open..].find('}').map_or(line.len(), |c| open + c);
+    line[open + 1..close]
+        .split(',')
+        .filter(|l| !l.starts_with("le="))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Sorts the series of every metric family by their labels (prometheus-client keeps label sets
+/// in a hash map), keeping each series' lines together and in order, so that a scrape is
+/// deterministic.
+fn sort_samples(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut series: Vec<(String, Vec<&str>)> = Vec::new();
+    let flush = |series: &mut Vec<(String, Vec<&str>)>, out: &mut String| {
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, lines) in series.drain(..) {
+            for l in lines {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    };
+    for line in text.lines() {
+        if line.starts_with('#') {
+            flush(&mut series, &mut out);
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let key = series_key(line);
+        match series.last_mut() {
+            Some((k, lines)) if *k == key => lines.push(line),
+            _ => series.push((key, vec![line])),
+        }
+    }
+    flush(&mut series, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_are_sorted_and_buckets_stay_together() {
+        let text = "# TYPE a counter\na_total{type=\"rds\"} 1\na_total{type=\"cds\"} 2\n\
+                    # TYPE h histogram\nh_sum{type=\"lds\"} 1\nh_count{type=\"lds\"} 1\n\
+                    h_bucket{le=\"1\",type=\"lds\"} 1\nh_sum{type=\"cds\"} 2\n\
+                    h_count{type=\"cds\"} 1\nh_bucket{le=\"1\",type=\"cds\"} 1\n# EOF\n";
+        let sorted = sort_samples(text);
+        assert_eq!(
+            sorted,
+            "# TYPE a counter\na_total{type=\"cds\"} 2\na_total{type=\"rds\"} 1\n\
+             # TYPE h histogram\nh_sum{type=\"cds\"} 2\nh_count{type=\"cds\"} 1\n\
+             h_bucket{le=\"1\",type=\"cds\"} 1\nh_sum{type=\"lds\"} 1\nh_count{type=\"lds\"} 1\n\
+             h_bucket{le=\"1\",type=\"lds\"} 1\n# EOF\n"
+        );
+    }
+
+    #[test]
+    fn pushes_acks_and_rejects_are_counted_per_type() {
+        let m = Metrics::new();
+        m.record_push(crate::xds::ROUTE, 100, Duration::from_millis(2));
+        m.record_push(crate::xds::ROUTE, 50, Duration::from_millis(1));
+        m.record_push(crate::xds::CLUSTER, 10, Duration::from_millis(1));
+        m.record_reject(crate::xds::ROUTE);
+        let hub = Hub::new(crate::translate::Options::default());
+        let text = m.render(&hub, &ConnectionRegistry::new()).unwrap();
+        assert!(
+            text.contains("pilot_xds_pushes_total{type=\"rds\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pilot_xds_pushes_total{type=\"cds\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pilot_xds_config_size_bytes_sum{type=\"rds\"} 150.0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pilot_total_xds_rejects_total{type=\"rds\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("pilot_xds 0\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let again = m.render(&hub, &ConnectionRegistry::new()).unwrap();
+        assert_eq!(text, again);
     }
 }
