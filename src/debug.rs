@@ -51,14 +51,15 @@ async fn ready(State(s): State<DebugState>) -> Response {
     }
 }
 
-/// `/debug/config_dump?gateway=external|local|ns/name` or `?proxyID=<node id>`.
+/// `/debug/config_dump?proxyID=<node id>`: the snapshot that connection is serving (what that
+/// Envoy was sent); `?gateway=external|local|ns/name`: what a gateway's pods would get now.
 async fn config_dump(
     State(s): State<DebugState>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
-    let labels = if let Some(id) = q.get("proxyID") {
+    let snap = if let Some(id) = q.get("proxyID") {
         match s.registry.list().into_iter().find(|c| &c.node_id == id) {
-            Some(c) => c.labels.clone(),
+            Some(c) => c.snapshot.clone(),
             None => {
                 return (
                     StatusCode::NOT_FOUND,
@@ -71,11 +72,10 @@ async fn config_dump(
         let gw = q.get("gateway").map(String::as_str).unwrap_or("external");
         let inputs = s.hub.inputs();
         match translate::gateway_labels(&inputs, &s.hub.opts, gw) {
-            Some(l) => l,
+            Some(l) => Arc::new(s.hub.snapshot_for(&l)),
             None => return (StatusCode::NOT_FOUND, format!("no gateway {gw:?}\n")).into_response(),
         }
     };
-    let snap = s.hub.snapshot_for(&labels);
     match crate::dump::config_dump(&snap) {
         Ok(v) => Json(v).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),

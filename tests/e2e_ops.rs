@@ -87,6 +87,26 @@ async fn wait_metric(server: &Server, what: &str, ok: impl Fn(&BTreeMap<String, 
     }
 }
 
+/// `diff <Envoy's admin dump> <our /debug/config_dump?proxyID=node>`: (exit code, stdout).
+async fn diff_sent_and_held(server: &Server, node: &str, envoy: &Envoy) -> (i32, String) {
+    let sent = server
+        .get_json(&format!("/debug/config_dump?proxyID={node}"))
+        .await;
+    let held = envoy.config_dump().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("envoy.json"), dir.path().join("sent.json"));
+    std::fs::write(&a, held.to_string()).unwrap();
+    std::fs::write(&b, sent.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_knative-pilot"))
+        .args(["diff", a.to_str().unwrap(), b.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_debug_endpoints_answer_with_real_values() {
     let backend = Backend::start("app-00001").await;
@@ -179,23 +199,8 @@ async fn metrics_and_debug_endpoints_answer_with_real_values() {
 
     // --- /debug/config_dump?proxyID= is what that Envoy holds.
     for (node, envoy) in [(EXT_NODE, &ext), (LOCAL_NODE, &local)] {
-        let ours = server
-            .get_json(&format!("/debug/config_dump?proxyID={node}"))
-            .await;
-        let held = envoy.config_dump().await;
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (dir.path().join("envoy.json"), dir.path().join("ours.json"));
-        std::fs::write(&a, held.to_string()).unwrap();
-        std::fs::write(&b, ours.to_string()).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_knative-pilot"))
-            .args(["diff", a.to_str().unwrap(), b.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{node}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let (code, stdout) = diff_sent_and_held(&server, node, envoy).await;
+        assert_eq!(code, 0, "{node}: {stdout}");
     }
 
     // --- A change: pushes, ACKs and convergence grow; the generation gauge follows.
@@ -239,6 +244,20 @@ async fn metrics_and_debug_endpoints_answer_with_real_values() {
         "{nack:#}"
     );
     assert_eq!(ext_sync["synced"], false);
+    // What the Envoy was sent and what it accepted now differ, in the rejected routes only.
+    let (code, stdout) = diff_sent_and_held(&server, EXT_NODE, &ext).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("+ virtual_host http.80/bad.default.example.com:80 (only in b)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().all(|l| !l.starts_with(['+', '-', '~'])
+            || l.contains("virtual_host http.80/")
+            || l.starts_with("---")
+            || l.starts_with("+++")),
+        "{stdout}"
+    );
 
     // --- /debug/inputs: objects with their file and document, and errors per object.
     dir.write(

@@ -93,6 +93,10 @@ pub struct ConnectionInfo {
     pub status: ConnStatus,
     /// Per type URL: when (Unix seconds) this Envoy last NACKed a response of that type.
     pub last_nack_at: BTreeMap<String, u64>,
+    /// The snapshot this connection is serving (what the Envoy is sent; see `status` for what
+    /// it has ACKed).
+    #[serde(skip)]
+    pub snapshot: Arc<Snapshot>,
 }
 
 fn unix_now() -> u64 {
@@ -141,7 +145,12 @@ impl ConnectionRegistry {
         self.conns.is_empty()
     }
 
-    fn register(self: &Arc<Self>, proxy: &ProxyIdentity, status: ConnStatus) -> RegistryEntry {
+    fn register(
+        self: &Arc<Self>,
+        proxy: &ProxyIdentity,
+        status: ConnStatus,
+        snapshot: Arc<Snapshot>,
+    ) -> RegistryEntry {
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let connected_since = unix_now();
         self.conns.insert(
@@ -155,6 +164,7 @@ impl ConnectionRegistry {
                 connected_since,
                 status,
                 last_nack_at: BTreeMap::new(),
+                snapshot,
             },
         );
         RegistryEntry {
@@ -174,6 +184,12 @@ impl RegistryEntry {
     fn update(&self, status: ConnStatus) {
         if let Some(mut e) = self.registry.conns.get_mut(&self.conn_id) {
             e.status = status;
+        }
+    }
+
+    fn set_snapshot(&self, snapshot: Arc<Snapshot>) {
+        if let Some(mut e) = self.registry.conns.get_mut(&self.conn_id) {
+            e.snapshot = snapshot;
         }
     }
 
@@ -315,9 +331,10 @@ impl<S: ConfigSource> AdsService<S> {
             ));
         };
         let connected_at = Instant::now();
-        let conn = M::new(snaps.borrow_and_update().clone());
+        let snap = snaps.borrow_and_update().clone();
+        let conn = M::new(snap.clone());
         let status = conn.status();
-        let entry = self.registry.register(&proxy, status.clone());
+        let entry = self.registry.register(&proxy, status.clone(), snap);
         let span = tracing::info_span!(
             "ads",
             node = %proxy.id,
@@ -491,6 +508,7 @@ async fn drive<S: ConfigSource, M: Machine>(
                 Ok(()) => {
                     event_at = Instant::now();
                     let snap = snaps.borrow_and_update().clone();
+                    observer.entry.set_snapshot(snap.clone());
                     conn.on_snapshot(snap)
                 }
                 Err(_) => {
