@@ -77,7 +77,9 @@ fn classify(e: &InputError) -> (&'static str, String) {
     if e.object.is_none() {
         return (
             "parse",
-            "fix the syntax at the position given, or move the file out of the directory".into(),
+            "fix the document as the message says (YAML syntax at the position given, \
+             apiVersion and kind), or move the file out of the directory"
+                .into(),
         );
     }
     if m.contains("already claimed by") || m.contains("also claimed by") {

@@ -60,7 +60,7 @@ fn translator_problems_are_reported_with_object_file_and_fix() {
     let cases = [
         (
             "error[parse] malformed.yaml document 2: malformed YAML",
-            "fix the syntax",
+            "fix the document as the message says (YAML syntax",
         ),
         (
             "error[split-percent] Ingress default/bad-percent (bad-percent.yaml document 1): rule 0 path 0: split percents sum to 90, not 100",
