@@ -172,12 +172,17 @@ fn start_envoy(
         .replace("{labels}", labels)
         .replace("{api_type}", "DELTA_GRPC")
         .replace("{xds_port}", &xds_port.to_string());
-    let path = dir.join(format!("{pod}-bootstrap.yaml"));
+    // Envoy's files go to a hidden directory, which the manifest loader and watcher skip.
+    let envoy_dir = dir.join(".envoy");
+    std::fs::create_dir_all(&envoy_dir)?;
+    let path = envoy_dir.join(format!("{pod}-bootstrap.yaml"));
     std::fs::write(&path, yaml)?;
-    let log = std::fs::File::create(dir.join(format!("{pod}.log")))?;
+    let log = std::fs::File::create(envoy_dir.join(format!("{pod}.log")))?;
     Command::new(bin)
         .args(["--disable-hot-restart", "--log-level", "warn", "-c"])
         .arg(&path)
+        .arg("--admin-address-path")
+        .arg(envoy_dir.join(format!("{pod}-admin.txt")))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -267,9 +272,13 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "Config as the gateways get it:\n\
          \n  curl 'http://127.0.0.1:{d}/debug/config_dump?gateway=external'\
-         \n  curl 'http://127.0.0.1:{d}/debug/syncz'\n\
-         \nEdit {}/seed.yaml and the gateways follow. Ctrl-C stops everything.\n",
-        dir.display()
+         \n  curl 'http://127.0.0.1:{d}/debug/syncz'\
+         \n  curl 'http://127.0.0.1:{d}/metrics'\
+         \n  knative-pilot validate --from {dir}\
+         \n  curl -s \"http://$(cat {dir}/.envoy/istio-ingressgateway-demo-admin.txt)/config_dump?include_eds\" > envoy.json\
+         \n  knative-pilot diff envoy.json --from {dir} --bind-address 127.0.0.1\n\
+         \nEdit {dir}/seed.yaml and the gateways follow. Ctrl-C stops everything.\n",
+        dir = dir.display()
     );
     let result = crate::serve::run(serve, crate::serve::shutdown_signal()).await;
     drop(children);
