@@ -127,6 +127,10 @@ pub struct DiffArgs {
     /// one name (e.g. `stat_prefix`, `metadata.filter_metadata.istio`, `cluster:circuit_breakers`).
     #[arg(long = "ignore", value_name = "PATTERN")]
     pub ignore: Vec<crate::diff::Pattern>,
+    /// Leave out resources: `[KIND:]NAME` with `*` wildcards (repeatable), e.g. istiod's
+    /// clusters of other namespaces: `cluster:outbound|*||*.kube-system.svc.cluster.local`.
+    #[arg(long = "skip", value_name = "PATTERN")]
+    pub skip: Vec<crate::diff::Skip>,
     /// Compare only these kinds (repeatable): listener, route_config, virtual_host, cluster,
     /// endpoints, secret. Without it, when a side is a bare list of resources (istioctl
     /// proxy-config cluster|listener|route -o json), only the kinds that list holds.
@@ -373,6 +377,7 @@ fn diff(args: &DiffArgs) -> ExitCode {
     let opts = crate::diff::Options {
         keep_static: args.keep_static,
         ignore: args.ignore.clone(),
+        skip: args.skip.clone(),
     };
     let mut norm = Vec::new();
     for (label, v) in &sides {

@@ -145,6 +145,59 @@ impl Pattern {
     }
 }
 
+/// Resources to leave out: `[KIND:]NAME`, where `*` in NAME matches any run of characters
+/// (e.g. `cluster:outbound|*||*.kube-system.svc.cluster.local`, `PassthroughCluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    kind: Option<Kind>,
+    name: String,
+}
+
+impl std::str::FromStr for Skip {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Skip, String> {
+        // Resource names contain ':' (virtual hosts): only a known kind before the first ':'
+        // is a kind.
+        match s.split_once(':') {
+            Some((k, rest)) if Kind::parse(k).is_some() => Ok(Skip {
+                kind: Kind::parse(k),
+                name: rest.to_string(),
+            }),
+            _ if s.is_empty() => Err("empty skip pattern".to_string()),
+            _ => Ok(Skip {
+                kind: None,
+                name: s.to_string(),
+            }),
+        }
+    }
+}
+
+impl Skip {
+    fn matches(&self, kind: Kind, name: &str) -> bool {
+        self.kind.is_none_or(|k| k == kind) && glob(&self.name, name)
+    }
+}
+
+/// `*` matches any run of characters (also none); everything else matches itself.
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 /// Normalisation options.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -152,6 +205,8 @@ pub struct Options {
     pub keep_static: bool,
     /// Fields to remove before comparing.
     pub ignore: Vec<Pattern>,
+    /// Resources to leave out.
+    pub skip: Vec<Skip>,
 }
 
 /// A normalised dump and what was set aside while normalising.
@@ -386,6 +441,9 @@ pub fn normalize(dump: &Value, opts: &Options) -> Result<Normalized, String> {
         }
     }
     for (kind, name, v) in raw {
+        if opts.skip.iter().any(|s| s.matches(kind, &name)) {
+            continue;
+        }
         if kind == Kind::Endpoints {
             if let Some(eds) = &eds_names {
                 if !eds.contains(&name) {
@@ -994,6 +1052,40 @@ mod tests {
         assert!(normalize(&json!([{"foo": 1}]), &Options::default())
             .unwrap_err()
             .contains("item 0"));
+    }
+
+    #[test]
+    fn skip_patterns() {
+        let s: Skip = "cluster:outbound|*||*.kube-system.svc.cluster.local"
+            .parse()
+            .unwrap();
+        assert!(s.matches(
+            Kind::Cluster,
+            "outbound|53||kube-dns.kube-system.svc.cluster.local"
+        ));
+        assert!(!s.matches(Kind::Cluster, "outbound|80||a.default.svc.cluster.local"));
+        assert!(!s.matches(
+            Kind::Endpoints,
+            "outbound|53||kube-dns.kube-system.svc.cluster.local"
+        ));
+        let any: Skip = "http.80/blackhole:80".parse().unwrap();
+        assert!(any.matches(Kind::VirtualHost, "http.80/blackhole:80"));
+        assert!(glob("*", ""));
+        assert!(glob("a*b*c", "aXbYc"));
+        assert!(!glob("a*b*c", "aXc"));
+        assert!(!glob("ab*ba", "aba"));
+        let d = dump(
+            json!([{"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+            "dynamic_active_clusters": [{"cluster": {"name": "PassthroughCluster"}},
+                                        {"cluster": {"name": "keep"}}]}]),
+        );
+        let opts = Options {
+            skip: vec!["PassthroughCluster".parse().unwrap()],
+            ..Default::default()
+        };
+        let n = normalize(&d, &opts).unwrap().resources;
+        assert_eq!(n.len(), 1);
+        assert!(n.contains_key(&(Kind::Cluster, "keep".into())));
     }
 
     #[test]
