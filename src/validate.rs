@@ -15,6 +15,7 @@
 //! | `missing-service` / `missing-port` | error | translator: backend Service or port not found |
 //! | `tls-secret-missing` / `tls-secret-invalid` | error | translator: TLS Secret not found or not a tls.crt/tls.key pair |
 //! | `unknown-gateway` | error | analyzer: VirtualService `spec.gateways` naming no Gateway |
+//! | `invalid-regex` | error | analyzer: a VirtualService regex match that is not RE2 (Envoy would NACK the whole route configuration of that port) |
 //! | `no-ready-endpoints` | warning | analyzer: a Service traffic is routed to has no ready endpoint (503s) |
 //! | `foreign-class` | warning | analyzer: a KIngress of another class that nothing translates |
 //! | `invalid` | error | any other object the translator leaves out |
@@ -246,6 +247,49 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
                     ),
                     fix: format!("create Gateway {id}, or name one of the known gateways"),
                 });
+            }
+        }
+    }
+
+    // VirtualService regexes Envoy would reject (it compiles them with RE2; the regex crate
+    // accepts the same syntax, without look-around or backreferences).
+    for (key, e) in inputs.of_kind(Kind::VirtualService) {
+        let Object::VirtualService(vs) = &e.object else {
+            continue;
+        };
+        for (ri, route) in vs.spec.http.iter().enumerate() {
+            for (mi, m) in route.matches.iter().enumerate() {
+                let mut fields: Vec<(String, &str)> = Vec::new();
+                if let Some(r) = m.uri.as_ref().and_then(|s| s.regex.as_deref()) {
+                    fields.push(("uri".to_string(), r));
+                }
+                if let Some(r) = m.authority.as_ref().and_then(|s| s.regex.as_deref()) {
+                    fields.push(("authority".to_string(), r));
+                }
+                for (h, sm) in &m.headers {
+                    if let Some(r) = sm.regex.as_deref() {
+                        fields.push((format!("headers.{h}"), r));
+                    }
+                }
+                for (field, r) in fields {
+                    if let Err(err) = regex::Regex::new(r) {
+                        let why = err.to_string();
+                        let why = why.lines().last().unwrap_or_default().trim();
+                        out.insert(Finding {
+                            severity: Severity::Error,
+                            code: "invalid-regex",
+                            object: Some(key.clone()),
+                            origin: e.origin.clone(),
+                            message: format!(
+                                "http[{ri}].match[{mi}].{field} regex {r:?} is not valid RE2 \
+                                 ({why}): Envoy rejects the whole route configuration of that \
+                                 port, so every host on it keeps its previous routes"
+                            ),
+                            fix: "correct the regex (RE2 syntax), or match with prefix/exact"
+                                .to_string(),
+                        });
+                    }
+                }
             }
         }
     }

@@ -101,6 +101,10 @@ fn analyzer_problems_are_reported_and_warnings_do_not_fail() {
             "create Gateway knative-serving/knative-ingres-gateway, or name one of the known gateways",
         ),
         (
+            "error[invalid-regex] VirtualService default/bad-regex (bad-regex.yaml document 1): http[0].match[1].uri regex \"/(v1\" is not valid RE2 (error: unclosed group): Envoy rejects the whole route configuration of that port",
+            "correct the regex (RE2 syntax)",
+        ),
+        (
             "error[tls-secret-missing] Ingress default/nocert (tls-missing.yaml document 1): TLS Secret default/missing-tls not found",
             "create that kubernetes.io/tls Secret",
         ),
@@ -125,7 +129,7 @@ fn analyzer_problems_are_reported_and_warnings_do_not_fail() {
     assert!(!r.stdout.contains("default/good"), "{}", r.stdout);
     assert!(!r.stdout.contains("mesh"), "{}", r.stdout);
     assert!(
-        r.stdout.contains("3 error(s), 2 warning(s)"),
+        r.stdout.contains("4 error(s), 2 warning(s)"),
         "{}",
         r.stdout
     );
@@ -155,7 +159,7 @@ fn json_output_for_machines() {
     let r = validate(&["--from", dir.to_str().unwrap(), "-o", "json"]);
     assert_eq!(r.code, 1);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(v["errors"], 3);
+    assert_eq!(v["errors"], 4);
     assert_eq!(v["warnings"], 2);
     let findings = v["findings"].as_array().unwrap();
     let codes: Vec<&str> = findings
@@ -164,6 +168,7 @@ fn json_output_for_machines() {
         .collect();
     for c in [
         "unknown-gateway",
+        "invalid-regex",
         "tls-secret-missing",
         "tls-secret-invalid",
         "no-ready-endpoints",

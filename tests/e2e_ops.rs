@@ -244,6 +244,18 @@ async fn metrics_and_debug_endpoints_answer_with_real_values() {
         "{nack:#}"
     );
     assert_eq!(ext_sync["synced"], false);
+    // `validate` had said so before the gateway did.
+    let v = Command::new(env!("CARGO_BIN_EXE_knative-pilot"))
+        .args(["validate", "--bind-address", "127.0.0.1", "--from"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let vout = String::from_utf8_lossy(&v.stdout);
+    assert_eq!(v.status.code(), Some(1), "{vout}");
+    assert!(
+        vout.contains("error[invalid-regex] VirtualService default/bad-ingress (bad-vs.yaml document 1): http[0].match[0].uri regex \"(\" is not valid RE2"),
+        "{vout}"
+    );
     // What the Envoy was sent and what it accepted now differ, in the rejected routes only.
     let (code, stdout) = diff_sent_and_held(&server, EXT_NODE, &ext).await;
     assert_eq!(code, 1, "{stdout}");
