@@ -1,0 +1,548 @@
+//! KIngress status, when we are the ingress class (`--kube`, unless `--no-status`).
+//!
+//! [`desired_status`] is pure: from a KIngress, what our translation made of it, and how far the
+//! gateways' Envoys have got, it computes the status Knative expects (`observedGeneration`,
+//! conditions `LoadBalancerReady`, `NetworkConfigured`, `Ready`, and the public/private load
+//! balancers' `domainInternal`). [`run`] is the writer: only while this replica holds the Lease
+//! ([`crate::lease`]), it compares each KIngress of our class with its desired status and writes
+//! differences through the status subresource (merge patch carrying the `resourceVersion` read,
+//! so a concurrent writer makes it a 409; on 409 it re-reads and retries).
+//!
+//! **Ready means served.** A KIngress is Ready once every connected Envoy of each gateway that
+//! must serve it (the external gateway for `ExternalIP` rules, the local one for `ClusterLocal`)
+//! has ACKed a snapshot generation at least the one in which the hub first carried this
+//! KIngress's current spec. An ACK means Envoy accepted every resource of that snapshot, so this
+//! is exact where Knative's own prober (net-istio's `K-Network-Hash` GET to every gateway pod)
+//! samples: the probe routes we serve still answer that prober with the right hash, but nothing
+//! here waits for it. With no Envoy of a needed gateway connected, the KIngress is not Ready,
+//! and the reason says so. KIngresses without our class annotation are never touched.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::cli::StatusArgs;
+use crate::hub::Hub;
+use crate::model::kingress::CLASS_ANNOTATION;
+use crate::model::{KIngress, Kind, Object, ObjectKey};
+use crate::translate;
+use crate::xds::server::{ConnectionInfo, ConnectionRegistry};
+
+/// How often the writer compares desired and current status.
+pub const TICK: Duration = Duration::from_millis(200);
+
+/// How far one gateway's Envoys have got with a KIngress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayProgress {
+    /// `ns/name` of the gateway.
+    pub gateway: String,
+    pub connected: usize,
+    /// Connected Envoys that have ACKed the generation carrying the KIngress.
+    pub acked: usize,
+}
+
+/// What the writer knows about one KIngress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// The hub generation that first carried the current spec.
+    pub generation: u64,
+    /// One entry per gateway that must serve the KIngress.
+    pub gateways: Vec<GatewayProgress>,
+    /// Why translation left the KIngress out, if it did.
+    pub translate_error: Option<String>,
+}
+
+/// The load balancers we report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancers {
+    pub public_domain: String,
+    pub private_domain: String,
+}
+
+/// Whether this KIngress carries our class annotation (the only ones we touch).
+pub fn is_ours(ing: &KIngress, class: &str) -> bool {
+    ing.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CLASS_ANNOTATION))
+        .is_some_and(|c| c == class)
+}
+
+/// Whether the KIngress needs the (external, local) gateway.
+pub fn needed_gateways(ing: &KIngress) -> (bool, bool) {
+    let mut external = false;
+    let mut local = false;
+    for r in &ing.spec.rules {
+        match r.visibility.as_deref() {
+            Some("ClusterLocal") => local = true,
+            _ => external = true,
+        }
+    }
+    (external, local)
+}
+
+fn condition(
+    previous: &[Value],
+    now: &str,
+    kind: &str,
+    status: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) -> Value {
+    let before = previous.iter().find(|c| c["type"] == kind);
+    let since = before
+        .filter(|c| c["status"] == status)
+        .and_then(|c| c["lastTransitionTime"].as_str())
+        .unwrap_or(now);
+    let mut c = json!({"type": kind, "status": status, "lastTransitionTime": since});
+    if let Some(r) = reason {
+        c["reason"] = r.into();
+    }
+    if let Some(m) = message {
+        c["message"] = m.into();
+    }
+    c
+}
+
+/// The status our KIngress should have. `now` (RFC 3339) stamps conditions whose status changes;
+/// unchanged conditions keep their `lastTransitionTime`, so an unchanged situation yields the
+/// current status byte for byte and causes no write.
+pub fn desired_status(ing: &KIngress, facts: &Facts, lbs: &LoadBalancers, now: &str) -> Value {
+    let previous: Vec<Value> = ing
+        .status
+        .as_ref()
+        .and_then(|s| s.get("conditions"))
+        .and_then(|c| c.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let cond = |kind: &str, status: &str, reason: Option<&str>, message: Option<&str>| {
+        condition(&previous, now, kind, status, reason, message)
+    };
+    let mut status = json!({});
+    if let Some(g) = ing.metadata.generation {
+        status["observedGeneration"] = g.into();
+    }
+    let conditions = if let Some(err) = &facts.translate_error {
+        let msg = err.as_str();
+        vec![
+            cond(
+                "LoadBalancerReady",
+                "Unknown",
+                Some("NotConfigured"),
+                Some("the ingress could not be translated"),
+            ),
+            cond(
+                "NetworkConfigured",
+                "False",
+                Some("TranslationFailed"),
+                Some(msg),
+            ),
+            cond("Ready", "False", Some("TranslationFailed"), Some(msg)),
+        ]
+    } else {
+        let waiting: Vec<String> = facts
+            .gateways
+            .iter()
+            .filter_map(|g| {
+                if g.connected == 0 {
+                    Some(format!("no Envoy of gateway {} is connected", g.gateway))
+                } else if g.acked < g.connected {
+                    Some(format!(
+                        "{} of {} Envoys of gateway {} have ACKed generation {}",
+                        g.acked, g.connected, g.gateway, facts.generation
+                    ))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if waiting.is_empty() {
+            status["publicLoadBalancer"] =
+                json!({"ingress": [{"domainInternal": lbs.public_domain}]});
+            status["privateLoadBalancer"] =
+                json!({"ingress": [{"domainInternal": lbs.private_domain}]});
+            vec![
+                cond("LoadBalancerReady", "True", None, None),
+                cond("NetworkConfigured", "True", None, None),
+                cond("Ready", "True", None, None),
+            ]
+        } else {
+            let msg = waiting.join("; ");
+            vec![
+                cond(
+                    "LoadBalancerReady",
+                    "Unknown",
+                    Some("Uninitialized"),
+                    Some(&msg),
+                ),
+                cond("NetworkConfigured", "True", None, None),
+                cond("Ready", "Unknown", Some("Uninitialized"), Some(&msg)),
+            ]
+        }
+    };
+    status["conditions"] = Value::Array(conditions);
+    status
+}
+
+/// Progress of the Envoys whose labels the gateway selects.
+pub fn gateway_progress(
+    gateway: &str,
+    selector: Option<&BTreeMap<String, String>>,
+    conns: &[ConnectionInfo],
+    generation: u64,
+) -> GatewayProgress {
+    let mut p = GatewayProgress {
+        gateway: gateway.to_string(),
+        connected: 0,
+        acked: 0,
+    };
+    let Some(sel) = selector.filter(|s| !s.is_empty()) else {
+        return p;
+    };
+    for c in conns {
+        if sel.iter().all(|(k, v)| c.labels.get(k) == Some(v)) {
+            p.connected += 1;
+            if c.status.acked_generation.is_some_and(|g| g >= generation) {
+                p.acked += 1;
+            }
+        }
+    }
+    p
+}
+
+fn rfc3339_now() -> String {
+    // Knative's apis.VolatileTime is RFC 3339 with second precision.
+    let now = k8s_openapi::jiff::Timestamp::now();
+    now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Per KIngress: its spec as first seen and the hub generation then.
+type Tracked = BTreeMap<ObjectKey, (String, u64)>;
+
+/// The status writer. Runs until aborted; writes only while `is_leader` is true.
+pub async fn run(
+    client: kube::Client,
+    hub: Arc<Hub>,
+    registry: Arc<ConnectionRegistry>,
+    args: StatusArgs,
+) {
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let (lease_ns, lease_name) = match args.lease.split_once('/') {
+        Some((ns, n)) => (ns.to_string(), n.to_string()),
+        None => ("default".to_string(), args.lease.clone()),
+    };
+    let me = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "knative-pilot".to_string());
+        format!("{host}-{}", std::process::id())
+    });
+    let lease_task = tokio::spawn(crate::lease::run(
+        Api::namespaced(client.clone(), &lease_ns),
+        lease_name,
+        me,
+        args.lease_duration,
+        args.lease_renew,
+        leader_tx,
+    ));
+    struct Abort(tokio::task::JoinHandle<()>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _lease = Abort(lease_task);
+    let lbs = LoadBalancers {
+        public_domain: args.public_lb_domain.clone(),
+        private_domain: args.private_lb_domain.clone(),
+    };
+    let ar = ApiResource {
+        group: "networking.internal.knative.dev".into(),
+        version: "v1alpha1".into(),
+        api_version: "networking.internal.knative.dev/v1alpha1".into(),
+        kind: "Ingress".into(),
+        plural: "ingresses".into(),
+    };
+    let mut tracked: Tracked = BTreeMap::new();
+    let mut retry_at: BTreeMap<ObjectKey, (Instant, Duration)> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(TICK).await;
+        if !hub.is_ready() {
+            continue;
+        }
+        // Inputs first, then the generation: the hub stores the generation before the inputs it
+        // translated, so this generation is at least the one that carried these inputs.
+        let inputs = hub.inputs();
+        let generation = hub.generation();
+        let errors = hub.errors();
+        let conns = registry.list();
+        let leading = *leader_rx.borrow();
+        let ext = translate::gateway_labels(&inputs, &hub.opts, "external");
+        let local = translate::gateway_labels(&inputs, &hub.opts, "local");
+        let mut seen = Vec::new();
+        for (key, entry) in inputs.of_kind(Kind::KIngress) {
+            let Object::KIngress(ing) = &entry.object else {
+                continue;
+            };
+            if !is_ours(ing, &hub.opts.ingress_class) {
+                continue;
+            }
+            seen.push(key.clone());
+            let spec = serde_json::to_string(&ing.spec).unwrap_or_default();
+            let first = match tracked.get(key) {
+                Some((s, g)) if *s == spec => *g,
+                _ => {
+                    tracked.insert(key.clone(), (spec, generation));
+                    generation
+                }
+            };
+            if !leading {
+                continue;
+            }
+            if retry_at
+                .get(key)
+                .is_some_and(|(at, _)| Instant::now() < *at)
+            {
+                continue;
+            }
+            let (need_ext, need_local) = needed_gateways(ing);
+            let mut gateways = Vec::new();
+            if need_ext {
+                gateways.push(gateway_progress(
+                    &hub.opts.external_gateway,
+                    ext.as_ref(),
+                    &conns,
+                    first,
+                ));
+            }
+            if need_local {
+                gateways.push(gateway_progress(
+                    &hub.opts.local_gateway,
+                    local.as_ref(),
+                    &conns,
+                    first,
+                ));
+            }
+            let translate_error = errors
+                .iter()
+                .find(|e| e.object.as_ref() == Some(key))
+                .map(|e| e.message.clone());
+            let facts = Facts {
+                generation: first,
+                gateways,
+                translate_error,
+            };
+            let desired = desired_status(ing, &facts, &lbs, &rfc3339_now());
+            if ing.status.as_ref() == Some(&desired) {
+                retry_at.remove(key);
+                continue;
+            }
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &key.namespace, &ar);
+            match write(&api, ing, &facts, &lbs).await {
+                Ok(()) => {
+                    retry_at.remove(key);
+                    tracing::info!(ingress = %key, ready = facts_ready(&desired), "KIngress status written");
+                }
+                Err(e) => {
+                    let wait = retry_at
+                        .get(key)
+                        .map(|(_, w)| (*w * 2).min(Duration::from_secs(30)))
+                        .unwrap_or(Duration::from_millis(500));
+                    retry_at.insert(key.clone(), (Instant::now() + wait, wait));
+                    tracing::warn!(ingress = %key, error = %e, retry_in_ms = wait.as_millis() as u64, "writing KIngress status failed");
+                }
+            }
+        }
+        tracked.retain(|k, _| seen.contains(k));
+        retry_at.retain(|k, _| seen.contains(k));
+    }
+}
+
+fn facts_ready(status: &Value) -> bool {
+    status["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+/// Patches the status subresource with the `resourceVersion` we computed from; on 409 re-reads
+/// the object and retries (a few times) against its current status and version.
+async fn write(
+    api: &Api<DynamicObject>,
+    ing: &KIngress,
+    facts: &Facts,
+    lbs: &LoadBalancers,
+) -> anyhow::Result<()> {
+    let name = ing.metadata.name.clone().unwrap_or_default();
+    let mut current = ing.clone();
+    let mut attempt = 0;
+    loop {
+        let desired = desired_status(&current, facts, lbs, &rfc3339_now());
+        let patch = json!({
+            "metadata": {"resourceVersion": current.metadata.resource_version},
+            "status": desired,
+        });
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < 3 => {
+                attempt += 1;
+                let fresh = api.get_status(&name).await?;
+                let fresh: KIngress = serde_json::from_value(serde_json::to_value(fresh)?)?;
+                if fresh.spec != ing.spec || fresh.metadata.generation != ing.metadata.generation {
+                    // Changed under us: the next round computes from the new spec.
+                    return Ok(());
+                }
+                current = fresh;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::kingress::{IngressRule, IngressSpec};
+
+    fn ing(rules: &[&str]) -> KIngress {
+        KIngress {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("hello".into()),
+                namespace: Some("default".into()),
+                generation: Some(3),
+                ..Default::default()
+            },
+            spec: IngressSpec {
+                rules: rules
+                    .iter()
+                    .map(|v| IngressRule {
+                        visibility: Some(v.to_string()),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            status: None,
+        }
+    }
+
+    fn lbs() -> LoadBalancers {
+        LoadBalancers {
+            public_domain: "pub.svc".into(),
+            private_domain: "priv.svc".into(),
+        }
+    }
+
+    fn progress(gw: &str, connected: usize, acked: usize) -> GatewayProgress {
+        GatewayProgress {
+            gateway: gw.into(),
+            connected,
+            acked,
+        }
+    }
+
+    fn cond<'a>(s: &'a Value, t: &str) -> &'a Value {
+        s["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == t))
+            .unwrap_or(&Value::Null)
+    }
+
+    #[test]
+    fn ready_when_every_needed_gateway_acked() {
+        let i = ing(&["ExternalIP", "ClusterLocal"]);
+        assert_eq!(needed_gateways(&i), (true, true));
+        let facts = Facts {
+            generation: 7,
+            gateways: vec![progress("ext", 2, 2), progress("local", 1, 1)],
+            translate_error: None,
+        };
+        let s = desired_status(&i, &facts, &lbs(), "2026-01-01T00:00:00Z");
+        assert_eq!(s["observedGeneration"], 3);
+        for t in ["LoadBalancerReady", "NetworkConfigured", "Ready"] {
+            assert_eq!(cond(&s, t)["status"], "True", "{t}: {s}");
+        }
+        assert_eq!(
+            s["publicLoadBalancer"]["ingress"][0]["domainInternal"],
+            "pub.svc"
+        );
+        assert_eq!(
+            s["privateLoadBalancer"]["ingress"][0]["domainInternal"],
+            "priv.svc"
+        );
+    }
+
+    #[test]
+    fn not_ready_while_an_envoy_lags_or_none_is_connected() {
+        let i = ing(&["ExternalIP"]);
+        let facts = Facts {
+            generation: 7,
+            gateways: vec![progress("knative-serving/gw", 2, 1)],
+            translate_error: None,
+        };
+        let s = desired_status(&i, &facts, &lbs(), "t0");
+        assert_eq!(cond(&s, "Ready")["status"], "Unknown");
+        assert_eq!(cond(&s, "NetworkConfigured")["status"], "True");
+        assert_eq!(
+            cond(&s, "Ready")["message"],
+            "1 of 2 Envoys of gateway knative-serving/gw have ACKed generation 7"
+        );
+        assert!(s.get("publicLoadBalancer").is_none());
+        let facts = Facts {
+            gateways: vec![progress("knative-serving/gw", 0, 0)],
+            ..facts
+        };
+        let s = desired_status(&i, &facts, &lbs(), "t0");
+        assert_eq!(
+            cond(&s, "LoadBalancerReady")["message"],
+            "no Envoy of gateway knative-serving/gw is connected"
+        );
+    }
+
+    #[test]
+    fn translation_errors_are_reported_and_unchanged_status_is_stable() {
+        let mut i = ing(&["ExternalIP"]);
+        let facts = Facts {
+            generation: 1,
+            gateways: vec![progress("gw", 1, 1)],
+            translate_error: Some("splits sum to 90".into()),
+        };
+        let s = desired_status(&i, &facts, &lbs(), "t0");
+        assert_eq!(cond(&s, "NetworkConfigured")["status"], "False");
+        assert_eq!(cond(&s, "Ready")["message"], "splits sum to 90");
+        // Written, then recomputed later with nothing changed: identical (no write).
+        i.status = Some(s.clone());
+        assert_eq!(desired_status(&i, &facts, &lbs(), "t1"), s);
+        // Fixed: Ready flips and gets the new transition time; the others keep theirs if same.
+        let ok = Facts {
+            translate_error: None,
+            ..facts
+        };
+        let s2 = desired_status(&i, &ok, &lbs(), "t2");
+        assert_eq!(cond(&s2, "Ready")["status"], "True");
+        assert_eq!(cond(&s2, "Ready")["lastTransitionTime"], "t2");
+    }
+
+    #[test]
+    fn only_our_class() {
+        let mut i = ing(&["ExternalIP"]);
+        assert!(!is_ours(&i, "ours"));
+        i.metadata.annotations = Some(BTreeMap::from([(
+            CLASS_ANNOTATION.to_string(),
+            "istio.ingress.networking.knative.dev".to_string(),
+        )]));
+        assert!(!is_ours(&i, "ours"));
+        i.metadata.annotations = Some(BTreeMap::from([(
+            CLASS_ANNOTATION.to_string(),
+            "ours".to_string(),
+        )]));
+        assert!(is_ours(&i, "ours"));
+    }
+}
