@@ -406,3 +406,186 @@ spec:
         "{names:?}"
     );
 }
+
+/// Count of list (not watch) requests for a resource path.
+fn lists_of(api: &FakeApiServer, resource: &str) -> usize {
+    api.requests()
+        .iter()
+        .filter(|r| r.contains(resource) && !r.contains("watch="))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_watches_resume_and_410_relists_apply_missed_deletions() {
+    let v1 = Backend::start("v1").await;
+    let (ext_port, local_port) = gateway_ports();
+    let api = FakeApiServer::start().await;
+    api.apply_yaml(&gateway_services(ext_port, local_port));
+    serve_backend(&api, "hello-00001", &v1);
+    for name in ["keep", "gone"] {
+        api.apply_yaml(&one_rule(
+            name,
+            &[&format!("{name}.default.example.com")],
+            "hello-00001",
+        ));
+    }
+    let server = start_server(&api, "a", &[]).await;
+    eventually(WAIT, "/ready", || async {
+        ready_status(&server).await == 200
+    })
+    .await;
+    let envoy = start_gateway(
+        &server,
+        "istio-ingressgateway-0",
+        EXTERNAL_LABELS,
+        ApiType::Grpc,
+    )
+    .await;
+    envoy.wait_ready(WAIT).await;
+    wait_backend(
+        ext_port,
+        "keep.default.example.com",
+        "/",
+        Some("v1"),
+        "keep",
+    )
+    .await;
+    wait_backend(
+        ext_port,
+        "gone.default.example.com",
+        "/",
+        Some("v1"),
+        "gone",
+    )
+    .await;
+    let kingresses = "networking.internal.knative.dev/v1alpha1/ingresses";
+    let lists_before = lists_of(&api, kingresses);
+
+    // A dropped watch resumes from its resourceVersion: a change made right after is seen,
+    // without a relist.
+    api.drop_watches();
+    api.apply_yaml(&one_rule(
+        "keep",
+        &["keep.default.example.com", "kept.default.example.com"],
+        "hello-00001",
+    ));
+    wait_backend(
+        ext_port,
+        "kept.default.example.com",
+        "/",
+        Some("v1"),
+        "change after a dropped watch",
+    )
+    .await;
+    assert_eq!(
+        lists_of(&api, kingresses),
+        lists_before,
+        "resumed without a relist"
+    );
+
+    // Disconnected while `gone` is deleted and history is compacted: the resumed watch gets
+    // 410 Gone, the watcher relists, and the deletion is applied; `keep` never stops serving.
+    api.delete_while_disconnected_and_compact(&[(
+        "networking.internal.knative.dev/v1alpha1",
+        "Ingress",
+        NS,
+        "gone",
+    )]);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let keep = get(ext_port, "keep.default.example.com", "/").await;
+        assert_eq!(
+            keep.0, 200,
+            "keep must be served throughout the relist: {keep:?}"
+        );
+        if get(ext_port, "gone.default.example.com", "/").await.0 == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deletion missed while disconnected was never applied\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        lists_of(&api, kingresses) > lists_before,
+        "a relist happened"
+    );
+    assert_eq!(get(ext_port, "keep.default.example.com", "/").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_crds_are_skipped_and_endpoints_replace_unserved_endpoint_slices() {
+    let v1 = Backend::start("v1").await;
+    let (ext_port, local_port) = gateway_ports();
+    let api = FakeApiServer::start().await;
+    // A Kourier-style cluster: no Istio CRDs; and an old one without discovery.k8s.io/v1.
+    for r in [
+        "apis/networking.istio.io/v1beta1/gateways",
+        "apis/networking.istio.io/v1beta1/virtualservices",
+        "apis/discovery.k8s.io/v1/endpointslices",
+    ] {
+        api.set_missing(r, true);
+    }
+    api.apply_yaml(&gateway_services(ext_port, local_port));
+    api.apply_yaml(&revision_service(NS, "hello-00001", &[v1.port()], false));
+    api.apply_yaml(&one_rule(
+        "hello",
+        &["hello.default.example.com"],
+        "hello-00001",
+    ));
+    let server = start_server(&api, "a", &[]).await;
+    eventually(WAIT, "/ready", || async {
+        ready_status(&server).await == 200
+    })
+    .await;
+    let envoy = start_gateway(
+        &server,
+        "istio-ingressgateway-0",
+        EXTERNAL_LABELS,
+        ApiType::Grpc,
+    )
+    .await;
+    envoy.wait_ready(WAIT).await;
+    wait_backend(
+        ext_port,
+        "hello.default.example.com",
+        "/",
+        Some("v1"),
+        "served from Endpoints",
+    )
+    .await;
+    // Endpoints are watched: a change reaches Envoy.
+    let v2 = Backend::start("v2").await;
+    let eps = revision_service(NS, "hello-00001", &[v2.port()], false);
+    api.apply_yaml(eps.split_once("---\n").expect("Service --- Endpoints").1);
+    wait_backend(
+        ext_port,
+        "hello.default.example.com",
+        "/",
+        Some("v2"),
+        "Endpoints change",
+    )
+    .await;
+
+    // Each missing CRD is logged once and listed once (retried only rarely), not an error loop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let logs = server.logs();
+    for r in ["gateways", "virtualservices"] {
+        let logged = logs
+            .lines()
+            .filter(|l| {
+                l.contains("resource not served")
+                    && l.contains(&format!("networking.istio.io/v1beta1/{r}"))
+            })
+            .count();
+        assert_eq!(logged, 1, "{r}: logged {logged} times\n{logs}");
+        assert_eq!(
+            lists_of(&api, &format!("networking.istio.io/v1beta1/{r}")),
+            1,
+            "{r}"
+        );
+    }
+    assert!(!logs.contains("watch error"), "{logs}");
+}
