@@ -15,17 +15,8 @@ use serde_json::{json, Value};
 const NS: &str = "default";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// An EndpointSlice of Service `svc` with one ready endpoint per backend port.
 fn endpoint_slice(name: &str, svc: &str, ports: &[u16]) -> Value {
-    let port = ports.first().copied().unwrap_or(1);
-    json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": name, "namespace": NS,
-                     "labels": {"kubernetes.io/service-name": svc}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
-    })
+    common::fake_apiserver::endpoint_slice(NS, name, svc, ports.first().copied().unwrap_or(1))
 }
 
 /// A revision Service (`http` 80 -> 8012) without endpoints.

@@ -463,6 +463,19 @@ impl FakeApiServer {
     }
 }
 
+/// An EndpointSlice of Service `svc` (port `http`) with one ready endpoint on 127.0.0.1 at
+/// `port`, as the EndpointSlice controller writes it.
+pub fn endpoint_slice(ns: &str, name: &str, svc: &str, port: u16) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+    })
+}
+
 fn commit(shared: &Shared, store: &mut Store, key: Key, mut obj: Value, kind: &'static str) {
     store.rv += 1;
     obj["metadata"]["resourceVersion"] = store.rv.to_string().into();

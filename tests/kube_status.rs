@@ -1,0 +1,259 @@
+//! KIngress status with `serve --kube`: written through the status subresource of a fake API
+//! server that speaks the real wire format (no Kubernetes API server exists on these machines),
+//! only for KIngresses of our class, Ready only once the gateway's Envoys (real Envoy) have
+//! ACKed the config carrying them, and only by the replica holding the Lease.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::*;
+use common::fake_apiserver::FakeApiServer;
+use common::*;
+use serde_json::Value;
+
+const NS: &str = "default";
+const WAIT: Duration = Duration::from_secs(30);
+const KINGRESS: &str = "networking.internal.knative.dev/v1alpha1";
+
+fn one_rule(name: &str, hosts: &[&str], local: bool) -> String {
+    let paths = vec![KPath::any(vec![KSplit::new("hello-00001", 100)])];
+    let rule = if local {
+        KRule::cluster_local(hosts, paths)
+    } else {
+        KRule::external(hosts, paths)
+    };
+    kingress(NS, name, None, &[rule])
+}
+
+fn with_class(yaml: &str, class: Option<&str>) -> String {
+    let ours =
+        "    networking.knative.dev/ingress.class: knative-pilot.ingress.networking.knative.dev\n";
+    match class {
+        Some(c) => yaml.replace(
+            ours,
+            &format!("    networking.knative.dev/ingress.class: {c}\n"),
+        ),
+        None => yaml.replace(&format!("  annotations:\n{ours}"), ""),
+    }
+}
+
+async fn start_server(api: &FakeApiServer, identity: &str) -> Server {
+    let kubeconfig = api.kubeconfig(identity);
+    Server::start_with_env(
+        &[
+            "--kube",
+            "--bind-address",
+            "127.0.0.1",
+            "--identity",
+            identity,
+            "--lease-duration",
+            "2s",
+            "--lease-renew",
+            "200ms",
+        ],
+        &[("KUBECONFIG", kubeconfig.as_str())],
+    )
+    .await
+}
+
+fn status(api: &FakeApiServer, name: &str) -> Value {
+    api.get(KINGRESS, "Ingress", NS, name)
+        .map(|o| o["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+fn condition(status: &Value, kind: &str) -> (String, String) {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or("").to_string(),
+                c["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `name`'s status satisfies `ok`; returns it.
+async fn wait_status(
+    api: &FakeApiServer,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let s = status(api, name);
+        if ok(&s) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: status of {name} is {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ready(s: &Value, generation: i64) -> bool {
+    s["observedGeneration"] == generation && condition(s, "Ready").0 == "True"
+}
+
+fn status_writes(api: &FakeApiServer, token: &str) -> Vec<String> {
+    api.writes()
+        .into_iter()
+        .filter(|w| w.path.ends_with("/status") && (token.is_empty() || w.token == token))
+        .map(|w| format!("{} {} {}", w.method, w.path, w.code))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_for_our_class_ready_once_acked_written_by_the_lease_holder() {
+    let v1 = Backend::start("v1").await;
+    let (ext_port, local_port) = gateway_ports();
+    let api = FakeApiServer::start().await;
+    api.apply_yaml(&gateway_services(ext_port, local_port));
+    let both = revision_service(NS, "hello-00001", &[], false);
+    api.apply_yaml(both.split_once("---\n").expect("Service --- Endpoints").0);
+    api.apply(common::fake_apiserver::endpoint_slice(
+        NS,
+        "hello-00001-x",
+        "hello-00001",
+        v1.port(),
+    ));
+    api.apply_yaml(&one_rule("ours", &["ours.default.example.com"], false));
+    api.apply_yaml(&one_rule(
+        "local",
+        &["local.default.svc.cluster.local"],
+        true,
+    ));
+    api.apply_yaml(&with_class(
+        &one_rule("theirs", &["theirs.default.example.com"], false),
+        Some("istio.ingress.networking.knative.dev"),
+    ));
+    api.apply_yaml(&with_class(
+        &one_rule("none", &["none.default.example.com"], false),
+        None,
+    ));
+
+    let mut a = start_server(&api, "a").await;
+    // No Envoy yet: not Ready, and the reason says why.
+    let s = wait_status(&api, "ours", "not ready without Envoys", |s| {
+        condition(s, "Ready").0 == "Unknown"
+    })
+    .await;
+    assert_eq!(
+        condition(&s, "Ready").1,
+        "no Envoy of gateway knative-serving/knative-ingress-gateway is connected"
+    );
+    assert_eq!(condition(&s, "NetworkConfigured").0, "True");
+    assert_eq!(s["observedGeneration"], 1);
+
+    let mut envoy_a = start_gateway(
+        &a,
+        "istio-ingressgateway-a",
+        EXTERNAL_LABELS,
+        ApiType::DeltaGrpc,
+    )
+    .await;
+    let s = wait_status(&api, "ours", "ready once the Envoy ACKed", |s| ready(s, 1)).await;
+    assert_eq!(condition(&s, "LoadBalancerReady").0, "True");
+    assert_eq!(condition(&s, "NetworkConfigured").0, "True");
+    assert_eq!(
+        s["publicLoadBalancer"]["ingress"][0]["domainInternal"],
+        "istio-ingressgateway.istio-system.svc.cluster.local"
+    );
+    assert_eq!(
+        s["privateLoadBalancer"]["ingress"][0]["domainInternal"],
+        "knative-local-gateway.istio-system.svc.cluster.local"
+    );
+    // Ready means served: the very first request after Ready reaches the backend.
+    let r = http_get(ext_port, "ours.default.example.com", "/", &[]).await;
+    assert_eq!((r.status, r.backend()), (200, Some("v1")));
+    // A ClusterLocal KIngress needs the local gateway, which has no Envoy.
+    let s = wait_status(&api, "local", "local waits for its gateway", |s| {
+        condition(s, "Ready").0 == "Unknown"
+    })
+    .await;
+    assert_eq!(
+        condition(&s, "Ready").1,
+        "no Envoy of gateway knative-serving/cluster-local-gateway is connected"
+    );
+
+    // A spec change: Ready again only for the new generation, and then the new host answers at
+    // once. The first status write hits a conflict and is retried.
+    api.force_status_conflicts(1);
+    api.apply_yaml(&one_rule(
+        "ours",
+        &["ours.default.example.com", "new.default.example.com"],
+        false,
+    ));
+    wait_status(&api, "ours", "ready for generation 2", |s| ready(s, 2)).await;
+    let r = http_get(ext_port, "new.default.example.com", "/", &[]).await;
+    assert_eq!((r.status, r.backend()), (200, Some("v1")));
+    let writes = status_writes(&api, "a");
+    assert!(
+        writes.iter().any(|w| w.ends_with(" 409")),
+        "a conflict was answered: {writes:#?}"
+    );
+
+    // Other classes and KIngresses without a class are never touched.
+    for name in ["theirs", "none"] {
+        assert_eq!(status(&api, name), Value::Null, "{name}");
+        assert!(
+            !status_writes(&api, "")
+                .iter()
+                .any(|w| w.contains(&format!("/{name}/"))),
+            "{name} was written"
+        );
+    }
+
+    // A second replica serves xDS too but does not write status while `a` holds the Lease.
+    let b = start_server(&api, "b").await;
+    let envoy_b = start_gateway(&b, "istio-ingressgateway-b", EXTERNAL_LABELS, ApiType::Grpc).await;
+    envoy_b.wait_ready(WAIT).await;
+    wait_synced(&b, 0, 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        api.get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "knative-pilot",
+            "knative-pilot-status"
+        )
+        .map(|l| l["spec"]["holderIdentity"].clone()),
+        Some(Value::from("a"))
+    );
+    assert!(
+        status_writes(&api, "b").is_empty(),
+        "{:#?}",
+        status_writes(&api, "b")
+    );
+
+    // The holder dies: after the lease duration `b` takes over and writes status from its own
+    // Envoy's ACKs.
+    a.kill();
+    envoy_a.stop();
+    api.apply_yaml(&one_rule(
+        "ours",
+        &["ours.default.example.com", "newer.default.example.com"],
+        false,
+    ));
+    wait_status(&api, "ours", "b writes generation 3", |s| ready(s, 3)).await;
+    assert!(!status_writes(&api, "b").is_empty());
+    // Both gateway Envoys listened on the Service's port (SO_REUSEPORT); only b's is left.
+    let r = http_get(ext_port, "newer.default.example.com", "/", &[]).await;
+    assert_eq!((r.status, r.backend()), (200, Some("v1")));
+    assert_eq!(
+        api.get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "knative-pilot",
+            "knative-pilot-status"
+        )
+        .map(|l| l["spec"]["holderIdentity"].clone()),
+        Some(Value::from("b"))
+    );
+}
