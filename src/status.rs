@@ -220,8 +220,25 @@ fn rfc3339_now() -> String {
     now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// Per KIngress: its spec as first seen and the hub generation then.
-type Tracked = BTreeMap<ObjectKey, (String, u64)>;
+/// Per KIngress: its spec's identity (`metadata.generation`, which the API server bumps on
+/// every spec change; the spec's JSON when absent) and the hub generation that first carried it.
+type Tracked = BTreeMap<ObjectKey, (SpecId, u64)>;
+
+/// What one writer pass looked at: hub generation, (connection, ACKed generation), leading.
+type Pass = (u64, Vec<(u64, Option<u64>)>, bool);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SpecId {
+    Generation(i64),
+    Json(String),
+}
+
+fn spec_id(ing: &KIngress) -> SpecId {
+    match ing.metadata.generation {
+        Some(g) => SpecId::Generation(g),
+        None => SpecId::Json(serde_json::to_string(&ing.spec).unwrap_or_default()),
+    }
+}
 
 /// The status writer. Runs until aborted; writes only while `is_leader` is true.
 pub async fn run(
@@ -268,6 +285,9 @@ pub async fn run(
         plural: "ingresses".into(),
     };
     let mut tracked: Tracked = BTreeMap::new();
+    // What the last pass looked at: a pass with the same hub generation, the same ACK progress
+    // and the same leadership, with no retry due, would find nothing new.
+    let mut last_pass: Option<Pass> = None;
     let mut retry_at: BTreeMap<ObjectKey, (Instant, Duration)> = BTreeMap::new();
     loop {
         tokio::time::sleep(TICK).await;
@@ -281,6 +301,15 @@ pub async fn run(
         let errors = hub.errors();
         let conns = registry.list();
         let leading = *leader_rx.borrow();
+        let progress: Vec<(u64, Option<u64>)> = conns
+            .iter()
+            .map(|c| (c.conn_id, c.status.acked_generation))
+            .collect();
+        let pass = Some((generation, progress, leading));
+        if pass == last_pass && retry_at.is_empty() {
+            continue;
+        }
+        last_pass = pass;
         let ext = translate::gateway_labels(&inputs, &hub.opts, "external");
         let local = translate::gateway_labels(&inputs, &hub.opts, "local");
         let mut seen = Vec::new();
@@ -292,7 +321,7 @@ pub async fn run(
                 continue;
             }
             seen.push(key.clone());
-            let spec = serde_json::to_string(&ing.spec).unwrap_or_default();
+            let spec = spec_id(ing);
             let first = match tracked.get(key) {
                 Some((s, g)) if *s == spec => *g,
                 _ => {
