@@ -5,8 +5,8 @@
 //!
 //! - `GET /api/v1/[namespaces/<ns>/]<plural>` and `/apis/<group>/<version>/...`: a list
 //!   (`<Kind>List`, `metadata.resourceVersion`; built-in kinds' items come without
-//!   apiVersion/kind, as the real server sends them), `fieldSelector` `type=` / `metadata.name=`
-//!   / `metadata.namespace=`.
+//!   apiVersion/kind, as the real server sends them), pages (`limit`, `continue`),
+//!   `fieldSelector` `type=` / `metadata.name=` / `metadata.namespace=`.
 //! - `?watch=true&resourceVersion=N`: a chunked stream of `{"type": ADDED|MODIFIED|DELETED|ERROR,
 //!   "object": ...}` lines, starting after N; a resourceVersion older than the compaction point
 //!   gets an `ERROR` event with a `Status` of code 410 (reason `Expired`), which is how the real
@@ -564,10 +564,27 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             let mut hold = shared.hold_lists.subscribe();
             let _ = hold.wait_for(|h| !*h).await;
             let store = shared.store.lock().unwrap();
-            let items: Vec<Value> = store
+            // Pages: `limit`, and `continue` = "<resourceVersion>:<offset>" (opaque to clients).
+            let limit: usize = q
+                .get("limit")
+                .and_then(|l| l.parse().ok())
+                .filter(|l| *l > 0)
+                .unwrap_or(usize::MAX);
+            let (list_rv, offset) = q
+                .get("continue")
+                .and_then(|c| c.split_once(':'))
+                .and_then(|(rv, off)| Some((rv.parse::<u64>().ok()?, off.parse::<usize>().ok()?)))
+                .unwrap_or((store.rv, 0));
+            let matching = store
                 .objects
                 .iter()
-                .filter(|((r, _, _), o)| matches(r, o, &t, &fields))
+                .filter(|((r, _, _), o)| matches(r, o, &t, &fields));
+            let total = matching.clone().count();
+            let next = (offset.saturating_add(limit) < total)
+                .then(|| format!("{list_rv}:{}", offset + limit));
+            let items: Vec<Value> = matching
+                .skip(offset)
+                .take(limit)
                 .map(|(_, o)| {
                     let mut o = o.clone();
                     if is_builtin(&t.resource) {
@@ -584,7 +601,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 &json!({
                     "kind": format!("{}List", kind_of(&t.resource)),
                     "apiVersion": api_version_of(&t.resource),
-                    "metadata": {"resourceVersion": store.rv.to_string()},
+                    "metadata": match next {
+                        Some(c) => json!({"resourceVersion": list_rv.to_string(), "continue": c}),
+                        None => json!({"resourceVersion": list_rv.to_string()}),
+                    },
                     "items": items,
                 }),
             )
