@@ -580,3 +580,105 @@ async fn missing_crds_are_skipped_and_endpoints_replace_unserved_endpoint_slices
     }
     assert!(!logs.contains("watch error"), "{logs}");
 }
+
+/// GET https://`host`/ through the gateway with curl (a real TLS client with SNI); returns
+/// (HTTP code, body).
+fn curl_https(port: u16, host: &str) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-k", "--max-time", "5", "-w", "\n%{http_code}"])
+        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .arg(format!("https://{host}:{port}/"))
+        .output()
+        .expect("curl (a real TLS client) must be installed");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    (code.trim().to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_secret_added_later_reaches_envoy_over_sds() {
+    let b = Backend::start("secure").await;
+    let (http_port, https_port, local_port) = (free_port(), free_port(), free_port());
+    let api = FakeApiServer::start().await;
+    api.apply_yaml(&format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports:
+  - {{name: http2, port: 80, targetPort: {http_port}}}
+  - {{name: https, port: 443, targetPort: {https_port}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: cluster-local-gateway, namespace: istio-system}}
+spec:
+  selector: {{istio: cluster-local-gateway}}
+  ports:
+  - {{name: http2, port: 80, targetPort: {local_port}}}
+"#
+    ));
+    serve_backend(&api, "secure-00001", &b);
+    api.apply_yaml(
+        r#"apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: secure
+  namespace: default
+  annotations: {networking.knative.dev/ingress.class: knative-pilot.ingress.networking.knative.dev}
+spec:
+  tls:
+  - hosts: [secure.default.example.com]
+    secretName: secure-tls
+    secretNamespace: default
+  rules:
+  - hosts: [secure.default.example.com]
+    visibility: ExternalIP
+    http:
+      paths:
+      - splits:
+        - {serviceNamespace: default, serviceName: secure-00001, servicePort: 80, percent: 100}
+"#,
+    );
+    let server = start_server(&api, "a", &[]).await;
+    let envoy = start_gateway(
+        &server,
+        "istio-ingressgateway-0",
+        EXTERNAL_LABELS,
+        ApiType::DeltaGrpc,
+    )
+    .await;
+    envoy.wait_ready(WAIT).await;
+    wait_backend(
+        http_port,
+        "secure.default.example.com",
+        "/",
+        Some("secure"),
+        "plain HTTP",
+    )
+    .await;
+
+    // The Secret arrives (as cert-manager would create it): HTTPS by SNI works.
+    let secret = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/tls-redirect/input/secret.yaml"
+    ))
+    .expect("secret fixture");
+    let mut secret: Value = serde_yaml::from_str(&secret).expect("secret yaml");
+    secret["type"] = "kubernetes.io/tls".into();
+    api.apply(secret);
+    let mut last = (String::new(), String::new());
+    let ok = wait_until(WAIT, || {
+        last = curl_https(https_port, "secure.default.example.com");
+        let ok = last.0 == "200" && last.1.contains("\"backend\":\"secure\"");
+        async move { ok }
+    })
+    .await;
+    assert!(ok, "HTTPS after the Secret was added: {last:?}");
+    let dump = envoy.config_dump().await.to_string();
+    assert!(
+        dump.contains("kubernetes://default/secure-tls"),
+        "secret not in Envoy's config dump"
+    );
+}
