@@ -164,6 +164,25 @@ pub async fn run(
     }
 }
 
+/// Gives the Lease up if we hold it (holder cleared, as client-go's ReleaseOnCancel), so that
+/// another replica acquires it on its next try.
+pub async fn release(api: &Api<Lease>, name: &str, me: &str) {
+    let Ok(Some(mut lease)) = api.get_opt(name).await else {
+        return;
+    };
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    if spec.holder_identity.as_deref() != Some(me) {
+        return;
+    }
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.renew_time = Some(now_micro());
+    match api.replace(name, &PostParams::default(), &lease).await {
+        Ok(_) => tracing::info!(lease = %name, identity = %me, "Lease released"),
+        Err(e) => tracing::warn!(lease = %name, error = %e, "releasing the Lease failed"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

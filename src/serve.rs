@@ -128,14 +128,15 @@ pub async fn run(
                 hub.clone(),
                 registry.clone(),
                 args.status.clone(),
+                stop_rx.clone(),
             ))
         });
         let result = shutdown.await;
         let _ = stop_tx.send(true);
         source.abort();
         if let Some(s) = status {
-            s.abort();
-            let _ = s.await;
+            // It releases the Lease if it holds it.
+            let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let _ = xds_task.await;

@@ -240,12 +240,15 @@ fn spec_id(ing: &KIngress) -> SpecId {
     }
 }
 
-/// The status writer. Runs until aborted; writes only while `is_leader` is true.
+/// The status writer. Runs until `stop` turns true; writes only while this replica holds the
+/// Lease. On stop it releases the Lease if it holds it, so another replica takes over at once
+/// instead of after the lease duration.
 pub async fn run(
     client: kube::Client,
     hub: Arc<Hub>,
     registry: Arc<ConnectionRegistry>,
     args: StatusArgs,
+    mut stop: watch::Receiver<bool>,
 ) {
     let (leader_tx, leader_rx) = watch::channel(false);
     let (lease_ns, lease_name) = match args.lease.split_once('/') {
@@ -258,10 +261,12 @@ pub async fn run(
             .unwrap_or_else(|_| "knative-pilot".to_string());
         format!("{host}-{}", std::process::id())
     });
+    let lease_api: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &lease_ns);
     let lease_task = tokio::spawn(crate::lease::run(
-        Api::namespaced(client.clone(), &lease_ns),
-        lease_name,
-        me,
+        lease_api.clone(),
+        lease_name.clone(),
+        me.clone(),
         args.lease_duration,
         args.lease_renew,
         leader_tx,
@@ -290,7 +295,19 @@ pub async fn run(
     let mut last_pass: Option<Pass> = None;
     let mut retry_at: BTreeMap<ObjectKey, (Instant, Duration)> = BTreeMap::new();
     loop {
-        tokio::time::sleep(TICK).await;
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(TICK) => false,
+            // The stop signal only ever turns true (or its sender goes away).
+            _ = stop.changed() => true,
+        };
+        if stopping {
+            drop(_lease);
+            let leading = *leader_rx.borrow();
+            if leading {
+                crate::lease::release(&lease_api, &lease_name, &me).await;
+            }
+            return;
+        }
         if !hub.is_ready() {
             continue;
         }

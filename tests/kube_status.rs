@@ -257,3 +257,52 @@ async fn status_for_our_class_ready_once_acked_written_by_the_lease_holder() {
         Some(Value::from("b"))
     );
 }
+
+fn lease_holder(api: &FakeApiServer) -> Option<Value> {
+    api.get(
+        "coordination.k8s.io/v1",
+        "Lease",
+        "knative-pilot",
+        "knative-pilot-status",
+    )
+    .map(|l| l["spec"]["holderIdentity"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_holder_releases_the_lease_for_an_immediate_takeover() {
+    let api = FakeApiServer::start().await;
+    let start = |id: &'static str| {
+        let kubeconfig = api.kubeconfig(id);
+        async move {
+            Server::start_with_env(
+                &[
+                    "--kube",
+                    "--identity",
+                    id,
+                    "--lease-duration",
+                    "60s",
+                    "--lease-renew",
+                    "200ms",
+                ],
+                &[("KUBECONFIG", kubeconfig.as_str())],
+            )
+            .await
+        }
+    };
+    let mut a = start("a").await;
+    eventually(WAIT, "a holds the Lease", || async {
+        lease_holder(&api) == Some(Value::from("a"))
+    })
+    .await;
+    let _b = start("b").await;
+    // SIGTERM: a releases; b takes over long before the 60s lease duration would expire.
+    assert!(a.stop().await.is_some_and(|s| s.success()), "{}", a.logs());
+    let released = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "b takes the released Lease",
+        || async { lease_holder(&api) == Some(Value::from("b")) },
+    )
+    .await;
+    assert!(released.elapsed() < Duration::from_secs(30));
+}
