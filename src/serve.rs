@@ -9,8 +9,10 @@
 //!                                              ADS streams (one state machine each) <- Envoys
 //! ```
 //!
-//! A source (today the manifest directory) only produces [`Change`](crate::state::Change)s; the
-//! [`Hub`](crate::hub::Hub) owns what is served. The debug HTTP server is in [`crate::debug`].
+//! A source (the manifest directory with `--from`, or the Kubernetes API with `--kube`:
+//! [`crate::source::kube`], plus the KIngress status writer [`crate::status`]) only produces
+//! [`Change`](crate::state::Change)s; the [`Hub`](crate::hub::Hub) owns what is served. The debug
+//! HTTP server is in [`crate::debug`].
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -682,3 +682,45 @@ spec:
         "secret not in Envoy's config dump"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_flag_limits_the_watches() {
+    let api = FakeApiServer::start().await;
+    let (ext_port, local_port) = gateway_ports();
+    api.apply_yaml(&gateway_services(ext_port, local_port));
+    for ns in ["default", "other"] {
+        api.apply_yaml(
+            &one_rule(
+                "hello",
+                &[&format!("hello.{ns}.example.com")],
+                "hello-00001",
+            )
+            .replace("namespace: default", &format!("namespace: {ns}")),
+        );
+    }
+    api.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "config-domain", "namespace": "knative-serving"}, "data": {}}));
+    let server = start_server(&api, "a", &["--namespace", "default,istio-system"]).await;
+    eventually(WAIT, "/ready", || async {
+        ready_status(&server).await == 200
+    })
+    .await;
+    let names = input_names(&server).await;
+    assert!(
+        names.contains(&"Ingress default/hello".to_string()),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.contains("other/")), "{names:?}");
+    // The Knative ConfigMaps are read from knative-serving regardless.
+    assert!(
+        names.contains(&"ConfigMap knative-serving/config-domain".to_string()),
+        "{names:?}"
+    );
+    // Every list and watch is namespaced (no cluster-wide request).
+    for r in api.requests() {
+        if r.contains("leases") {
+            continue;
+        }
+        assert!(r.contains("/namespaces/"), "cluster-wide request: {r}");
+    }
+}
