@@ -724,3 +724,49 @@ async fn namespace_flag_limits_the_watches() {
         assert!(r.contains("/namespaces/"), "cluster-wide request: {r}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_errors_back_off_and_keep_the_server_unready_until_they_pass() {
+    let api = FakeApiServer::start().await;
+    let (ext_port, local_port) = gateway_ports();
+    api.apply_yaml(&gateway_services(ext_port, local_port));
+    let routes = "apis/serving.knative.dev/v1/routes";
+    api.set_failing(routes, true);
+    let server = start_server(&api, "a", &[]).await;
+    // Retried with a growing delay (kube-runtime's default backoff: 0.8 s, 1.6 s, ...), not in a
+    // hot loop; not ready meanwhile.
+    eventually(WAIT, "three failed lists", || async {
+        lists_of(&api, routes) >= 3
+    })
+    .await;
+    assert_eq!(ready_status(&server).await, 503);
+    let logs = server.logs();
+    let delays: Vec<u64> = logs
+        .lines()
+        .filter(|l| l.contains("watch error") && l.contains("routes"))
+        .filter_map(|l| {
+            let plain: String = l
+                .chars()
+                .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                .collect();
+            let at = plain.find("retry_in_ms")?;
+            plain[at..]
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(delays.len() >= 2, "{logs}");
+    assert!(
+        delays.windows(2).all(|w| w[1] >= w[0]),
+        "delays grow: {delays:?}"
+    );
+    api.set_failing(routes, false);
+    eventually(WAIT, "/ready once the list succeeds", || async {
+        ready_status(&server).await == 200
+    })
+    .await;
+}

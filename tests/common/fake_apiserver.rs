@@ -70,6 +70,8 @@ struct Store {
     objects: BTreeMap<Key, Value>,
     log: Vec<Event>,
     missing: BTreeSet<String>,
+    /// Resources answering 500 (an API server in trouble).
+    failing: BTreeSet<String>,
     writes: Vec<Write>,
     requests: Vec<String>,
     /// Status PATCH/PUTs to answer with 409 before letting one through.
@@ -415,6 +417,16 @@ impl FakeApiServer {
         }
     }
 
+    /// Makes a resource answer 500 Internal Server Error (or stop doing so).
+    pub fn set_failing(&self, resource: &str, failing: bool) {
+        let mut s = self.store();
+        if failing {
+            s.failing.insert(resource.to_string());
+        } else {
+            s.failing.remove(resource);
+        }
+    }
+
     /// While held, list requests wait (watches of already listed kinds go on).
     pub fn hold_lists(&self, hold: bool) {
         self.shared.hold_lists.send_replace(hold);
@@ -551,6 +563,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             "NotFound",
             "the server could not find the requested resource",
         );
+    }
+    if shared.store.lock().unwrap().failing.contains(&t.resource) {
+        return error(500, "InternalError", "etcdserver: request timed out");
     }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
