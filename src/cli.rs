@@ -134,6 +134,10 @@ pub struct StatusArgs {
         default_value = "knative-local-gateway.istio-system.svc.cluster.local"
     )]
     pub private_lb_domain: String,
+    /// Service (ns/name) whose ready endpoints are the other replicas: the status writer adds
+    /// up their Envoys' progress (from their `/debug/kingress_progress`).
+    #[arg(long, default_value = "knative-pilot/knative-pilot")]
+    pub peers: String,
     /// Lease (ns/name) that elects the one replica that writes status.
     #[arg(long, default_value = "knative-pilot/knative-pilot-status")]
     pub lease: String,

@@ -102,10 +102,15 @@ pub async fn run(
                 let _ = xds_stop.wait_for(|s| *s).await;
             },
         );
-    let debug_app = crate::debug::router(crate::debug::DebugState {
+    let mut debug_app = crate::debug::router(crate::debug::DebugState {
         hub: hub.clone(),
         registry: registry.clone(),
     });
+    // With --kube, every replica tells the status writer how far its Envoys have got.
+    let progress = Arc::new(crate::status::ProgressShared::default());
+    if args.kube {
+        debug_app = debug_app.merge(crate::status::router(progress.clone()));
+    }
     let mut debug_stop = stop_rx.clone();
     let debug = axum::serve(debug_listener, debug_app).with_graceful_shutdown(async move {
         let _ = debug_stop.wait_for(|s| *s).await;
@@ -130,6 +135,7 @@ pub async fn run(
                 hub.clone(),
                 registry.clone(),
                 args.status.clone(),
+                progress.clone(),
                 stop_rx.clone(),
             ))
         });

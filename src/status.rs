@@ -17,11 +17,12 @@
 //! here waits for it. With no Envoy of a needed gateway connected, the KIngress is not Ready,
 //! and the reason says so. KIngresses without our class annotation are never touched.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -36,7 +37,7 @@ use crate::xds::server::{ConnectionInfo, ConnectionRegistry};
 pub const TICK: Duration = Duration::from_millis(200);
 
 /// How far one gateway's Envoys have got with a KIngress.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayProgress {
     /// `ns/name` of the gateway.
     pub gateway: String,
@@ -54,6 +55,149 @@ pub struct Facts {
     pub gateways: Vec<GatewayProgress>,
     /// Why translation left the KIngress out, if it did.
     pub translate_error: Option<String>,
+    /// Other replicas that keep it from being Ready (not reachable, not there yet).
+    pub replicas_waiting: Vec<String>,
+}
+
+/// One replica's view of one KIngress: the `metadata.generation` it has seen and, per needed
+/// gateway, its own Envoys' progress. Every replica serves these on
+/// `/debug/kingress_progress`, keyed `ns/name`; the Lease holder adds them up, because each
+/// replica only knows the Envoys connected to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaProgress {
+    pub generation: Option<i64>,
+    pub gateways: Vec<GatewayProgress>,
+}
+
+/// `ns/name` -> progress, for every KIngress of our class this replica has.
+pub type ProgressMap = BTreeMap<String, ReplicaProgress>;
+
+/// What other replicas said (or why they could not be asked), by address.
+pub type PeerReports = Vec<(String, Result<ProgressMap, String>)>;
+
+/// Adds the peers' progress for `key` (at `generation`) to ours. A peer that could not be
+/// asked, or has not seen this generation yet, is named in the returned reasons to wait.
+pub fn combine(
+    own: &[GatewayProgress],
+    key: &str,
+    generation: Option<i64>,
+    peers: &PeerReports,
+) -> (Vec<GatewayProgress>, Vec<String>) {
+    let mut total: Vec<GatewayProgress> = own.to_vec();
+    let mut waiting = Vec::new();
+    for (addr, report) in peers {
+        let report = match report {
+            Ok(r) => r,
+            Err(e) => {
+                waiting.push(format!("replica {addr} could not be asked: {e}"));
+                continue;
+            }
+        };
+        match report.get(key) {
+            Some(p) if p.generation == generation => {
+                for g in &p.gateways {
+                    if let Some(t) = total.iter_mut().find(|t| t.gateway == g.gateway) {
+                        t.connected += g.connected;
+                        t.acked += g.acked;
+                    }
+                }
+            }
+            _ => waiting.push(format!("replica {addr} has not seen this generation yet")),
+        }
+    }
+    (total, waiting)
+}
+
+/// The other replicas' debug addresses (`host:port`): the ready endpoints of the `ns/name`
+/// Service on its `http-monitoring` port (15014 when unnamed), except our own pod (`me`).
+pub fn peer_addresses(inputs: &crate::state::Inputs, service: &str, me: &str) -> Vec<String> {
+    let Some((ns, name)) = service.split_once('/') else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for slice in inputs.endpoint_slices(ns, name) {
+        let port = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("http-monitoring"))
+            .and_then(|p| p.port)
+            .unwrap_or(15014);
+        for ep in &slice.endpoints {
+            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            let own = ep
+                .target_ref
+                .as_ref()
+                .and_then(|t| t.name.as_deref())
+                .is_some_and(|n| n == me)
+                || ep.hostname.as_deref() == Some(me);
+            if !ready || own {
+                continue;
+            }
+            for a in &ep.addresses {
+                out.push(if a.contains(':') {
+                    format!("[{a}]:{port}")
+                } else {
+                    format!("{a}:{port}")
+                });
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Asks one replica for its progress.
+async fn fetch_progress(addr: &str) -> Result<ProgressMap, String> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri: hyper::Uri = format!("http://{addr}/debug/kingress_progress")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let resp = tokio::time::timeout(Duration::from_secs(1), client.get(uri))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status()));
+    }
+    let body = tokio::time::timeout(Duration::from_secs(2), resp.into_body().collect())
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
+}
+
+/// This replica's progress, shared with the debug route.
+#[derive(Debug, Default)]
+pub struct ProgressShared {
+    progress: std::sync::RwLock<Arc<ProgressMap>>,
+}
+
+impl ProgressShared {
+    pub fn get(&self) -> Arc<ProgressMap> {
+        self.progress.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    fn set(&self, p: ProgressMap) {
+        if let Ok(mut w) = self.progress.write() {
+            *w = Arc::new(p);
+        }
+    }
+}
+
+/// `GET /debug/kingress_progress`: this replica's [`ProgressMap`].
+pub fn router(shared: Arc<ProgressShared>) -> axum::Router {
+    axum::Router::new().route(
+        "/debug/kingress_progress",
+        axum::routing::get(move || {
+            let shared = shared.clone();
+            async move { axum::Json((*shared.get()).clone()) }
+        }),
+    )
 }
 
 /// The load balancers we report.
@@ -152,13 +296,14 @@ pub fn desired_status(ing: &KIngress, facts: &Facts, lbs: &LoadBalancers, now: &
                     Some(format!("no Envoy of gateway {} is connected", g.gateway))
                 } else if g.acked < g.connected {
                     Some(format!(
-                        "{} of {} Envoys of gateway {} have ACKed generation {}",
-                        g.acked, g.connected, g.gateway, facts.generation
+                        "{} of {} Envoys of gateway {} have ACKed the config carrying it",
+                        g.acked, g.connected, g.gateway
                     ))
                 } else {
                     None
                 }
             })
+            .chain(facts.replicas_waiting.iter().cloned())
             .collect();
         if waiting.is_empty() {
             status["publicLoadBalancer"] =
@@ -224,8 +369,9 @@ fn rfc3339_now() -> String {
 /// every spec change; the spec's JSON when absent) and the hub generation that first carried it.
 type Tracked = BTreeMap<ObjectKey, (SpecId, u64)>;
 
-/// What one writer pass looked at: hub generation, (connection, ACKed generation), leading.
-type Pass = (u64, Vec<(u64, Option<u64>)>, bool);
+/// What one writer pass looked at: hub generation, (connection, ACKed generation), leading,
+/// the other replicas' reports.
+type Pass = (u64, Vec<(u64, Option<u64>)>, bool, PeerReports);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum SpecId {
@@ -248,6 +394,7 @@ pub async fn run(
     hub: Arc<Hub>,
     registry: Arc<ConnectionRegistry>,
     args: StatusArgs,
+    shared: Arc<ProgressShared>,
     mut stop: watch::Receiver<bool>,
 ) {
     let (leader_tx, leader_rx) = watch::channel(false);
@@ -318,18 +465,28 @@ pub async fn run(
         let errors = hub.errors();
         let conns = registry.list();
         let leading = *leader_rx.borrow();
-        let progress: Vec<(u64, Option<u64>)> = conns
+        let acks: Vec<(u64, Option<u64>)> = conns
             .iter()
             .map(|c| (c.conn_id, c.status.acked_generation))
             .collect();
-        let pass = Some((generation, progress, leading));
+        // The other replicas' progress, when we write.
+        let peers: PeerReports = if leading {
+            let addrs = peer_addresses(&inputs, &args.peers, &me);
+            let reports = futures::future::join_all(addrs.iter().map(|a| fetch_progress(a))).await;
+            addrs.into_iter().zip(reports).collect()
+        } else {
+            Vec::new()
+        };
+        let pass = Some((generation, acks, leading, peers.clone()));
         if pass == last_pass && retry_at.is_empty() {
             continue;
         }
         last_pass = pass;
         let ext = translate::gateway_labels(&inputs, &hub.opts, "external");
         let local = translate::gateway_labels(&inputs, &hub.opts, "local");
-        let mut seen = Vec::new();
+        let mut own: ProgressMap = BTreeMap::new();
+        let mut seen: BTreeSet<ObjectKey> = BTreeSet::new();
+        let mut ours: Vec<(&ObjectKey, &KIngress, u64, Vec<GatewayProgress>)> = Vec::new();
         for (key, entry) in inputs.of_kind(Kind::KIngress) {
             let Object::KIngress(ing) = &entry.object else {
                 continue;
@@ -337,7 +494,7 @@ pub async fn run(
             if !is_ours(ing, &hub.opts.ingress_class) {
                 continue;
             }
-            seen.push(key.clone());
+            seen.insert(key.clone());
             let spec = spec_id(ing);
             let first = match tracked.get(key) {
                 Some((s, g)) if *s == spec => *g,
@@ -346,15 +503,6 @@ pub async fn run(
                     generation
                 }
             };
-            if !leading {
-                continue;
-            }
-            if retry_at
-                .get(key)
-                .is_some_and(|(at, _)| Instant::now() < *at)
-            {
-                continue;
-            }
             let (need_ext, need_local) = needed_gateways(ing);
             let mut gateways = Vec::new();
             if need_ext {
@@ -373,6 +521,34 @@ pub async fn run(
                     first,
                 ));
             }
+            own.insert(
+                format!("{}/{}", key.namespace, key.name),
+                ReplicaProgress {
+                    generation: ing.metadata.generation,
+                    gateways: gateways.clone(),
+                },
+            );
+            ours.push((key, ing, first, gateways));
+        }
+        shared.set(own);
+        tracked.retain(|k, _| seen.contains(k));
+        retry_at.retain(|k, _| seen.contains(k));
+        if !leading {
+            continue;
+        }
+        for (key, ing, first, gateways) in ours {
+            if retry_at
+                .get(key)
+                .is_some_and(|(at, _)| Instant::now() < *at)
+            {
+                continue;
+            }
+            let (gateways, replicas_waiting) = combine(
+                &gateways,
+                &format!("{}/{}", key.namespace, key.name),
+                ing.metadata.generation,
+                &peers,
+            );
             let translate_error = errors
                 .iter()
                 .find(|e| e.object.as_ref() == Some(key))
@@ -381,6 +557,7 @@ pub async fn run(
                 generation: first,
                 gateways,
                 translate_error,
+                replicas_waiting,
             };
             let desired = desired_status(ing, &facts, &lbs, &rfc3339_now());
             if ing.status.as_ref() == Some(&desired) {
@@ -403,8 +580,6 @@ pub async fn run(
                 }
             }
         }
-        tracked.retain(|k, _| seen.contains(k));
-        retry_at.retain(|k, _| seen.contains(k));
     }
 }
 
@@ -509,6 +684,7 @@ mod tests {
             generation: 7,
             gateways: vec![progress("ext", 2, 2), progress("local", 1, 1)],
             translate_error: None,
+            replicas_waiting: vec![],
         };
         let s = desired_status(&i, &facts, &lbs(), "2026-01-01T00:00:00Z");
         assert_eq!(s["observedGeneration"], 3);
@@ -532,13 +708,14 @@ mod tests {
             generation: 7,
             gateways: vec![progress("knative-serving/gw", 2, 1)],
             translate_error: None,
+            replicas_waiting: vec![],
         };
         let s = desired_status(&i, &facts, &lbs(), "t0");
         assert_eq!(cond(&s, "Ready")["status"], "Unknown");
         assert_eq!(cond(&s, "NetworkConfigured")["status"], "True");
         assert_eq!(
             cond(&s, "Ready")["message"],
-            "1 of 2 Envoys of gateway knative-serving/gw have ACKed generation 7"
+            "1 of 2 Envoys of gateway knative-serving/gw have ACKed the config carrying it"
         );
         assert!(s.get("publicLoadBalancer").is_none());
         let facts = Facts {
@@ -559,6 +736,7 @@ mod tests {
             generation: 1,
             gateways: vec![progress("gw", 1, 1)],
             translate_error: Some("splits sum to 90".into()),
+            replicas_waiting: vec![],
         };
         let s = desired_status(&i, &facts, &lbs(), "t0");
         assert_eq!(cond(&s, "NetworkConfigured")["status"], "False");
@@ -574,6 +752,66 @@ mod tests {
         let s2 = desired_status(&i, &ok, &lbs(), "t2");
         assert_eq!(cond(&s2, "Ready")["status"], "True");
         assert_eq!(cond(&s2, "Ready")["lastTransitionTime"], "t2");
+    }
+
+    #[test]
+    fn peers_progress_adds_up_and_unknown_or_stale_peers_wait() {
+        let own = vec![progress("gw", 1, 1)];
+        let report = |gen: i64, c: usize, a: usize| {
+            ProgressMap::from([(
+                "ns/x".to_string(),
+                ReplicaProgress {
+                    generation: Some(gen),
+                    gateways: vec![progress("gw", c, a)],
+                },
+            )])
+        };
+        let peers: PeerReports = vec![
+            ("10.0.0.2:15014".into(), Ok(report(2, 2, 1))),
+            ("10.0.0.3:15014".into(), Ok(report(1, 5, 5))),
+            ("10.0.0.4:15014".into(), Err("timed out".into())),
+        ];
+        let (total, waiting) = combine(&own, "ns/x", Some(2), &peers);
+        assert_eq!(total, vec![progress("gw", 3, 2)]);
+        assert_eq!(
+            waiting,
+            vec![
+                "replica 10.0.0.3:15014 has not seen this generation yet".to_string(),
+                "replica 10.0.0.4:15014 could not be asked: timed out".to_string(),
+            ]
+        );
+        let facts = Facts {
+            generation: 1,
+            gateways: total,
+            translate_error: None,
+            replicas_waiting: waiting,
+        };
+        let s = desired_status(&ing(&["ExternalIP"]), &facts, &lbs(), "t");
+        assert_eq!(cond(&s, "Ready")["status"], "Unknown");
+        assert!(cond(&s, "Ready")["message"].as_str().is_some_and(|m| m
+            .starts_with("2 of 3 Envoys of gateway gw")
+            && m.contains("10.0.0.4")));
+    }
+
+    #[test]
+    fn peers_are_the_ready_endpoints_of_our_service_but_us() {
+        let yaml = r#"apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: kp-1, namespace: knative-pilot, labels: {kubernetes.io/service-name: knative-pilot}}
+addressType: IPv4
+ports: [{name: grpc-xds, port: 15010}, {name: http-monitoring, port: 15014}]
+endpoints:
+- {addresses: [10.0.0.1], conditions: {ready: true}, targetRef: {kind: Pod, name: me}}
+- {addresses: [10.0.0.2], conditions: {ready: true}, targetRef: {kind: Pod, name: other}}
+- {addresses: [10.0.0.3], conditions: {ready: false}, targetRef: {kind: Pod, name: starting}}
+"#;
+        let loaded = crate::source::files::parse_text(std::path::Path::new("s.yaml"), yaml);
+        let inputs = crate::state::Inputs::from_sourced(loaded.objects).0;
+        assert_eq!(
+            peer_addresses(&inputs, "knative-pilot/knative-pilot", "me"),
+            vec!["10.0.0.2:15014".to_string()]
+        );
+        assert!(peer_addresses(&inputs, "knative-pilot/other", "me").is_empty());
     }
 
     #[test]

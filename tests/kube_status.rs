@@ -306,3 +306,168 @@ async fn a_stopping_holder_releases_the_lease_for_an_immediate_takeover() {
     .await;
     assert!(released.elapsed() < Duration::from_secs(30));
 }
+
+/// A gateway "Envoy" that is slow to apply config: a raw SotW ADS client (envoy-types' gRPC
+/// client) with the external gateway's labels that subscribes to clusters and listeners and
+/// ACKs only when told to.
+struct SlowGateway {
+    tx: tokio::sync::mpsc::Sender<envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest>,
+    stream: tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse>,
+}
+
+impl SlowGateway {
+    async fn connect(xds_port: u16) -> SlowGateway {
+        use envoy_types::pb::envoy::config::core::v3::Node;
+        use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+        use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+        use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value as PbValue};
+        let labels = Struct {
+            fields: [(
+                "istio".to_string(),
+                PbValue {
+                    kind: Some(Kind::StringValue("ingressgateway".into())),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let node = Node {
+            id: "router~10.0.0.9~slow-gateway.istio-system~istio-system.svc.cluster.local".into(),
+            metadata: Some(Struct {
+                fields: [(
+                    "LABELS".to_string(),
+                    PbValue {
+                        kind: Some(Kind::StructValue(labels)),
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            }),
+            ..Default::default()
+        };
+        let mut client =
+            AggregatedDiscoveryServiceClient::connect(format!("http://127.0.0.1:{xds_port}"))
+                .await
+                .expect("connect ADS");
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tx.send(DiscoveryRequest {
+            node: Some(node),
+            type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("send");
+        // An Envoy always asks for listeners too.
+        tx.send(DiscoveryRequest {
+            type_url: "type.googleapis.com/envoy.config.listener.v3.Listener".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("send");
+        let stream = client
+            .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("ADS stream")
+            .into_inner();
+        SlowGateway { tx, stream }
+    }
+
+    /// Reads the next response and ACKs it.
+    async fn ack_next(&mut self) {
+        use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+        let r = tokio::time::timeout(WAIT, self.stream.message())
+            .await
+            .expect("a response in time")
+            .expect("stream ok")
+            .expect("stream open");
+        self.tx
+            .send(DiscoveryRequest {
+                type_url: r.type_url.clone(),
+                version_info: r.version_info.clone(),
+                response_nonce: r.nonce.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("send ACK");
+    }
+}
+
+/// An EndpointSlice of the `knative-pilot/knative-pilot` Service for one replica.
+fn replica_slice(identity: &str, debug_port: u16) -> Value {
+    serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("knative-pilot-{identity}"), "namespace": "knative-pilot",
+                     "labels": {"kubernetes.io/service-name": "knative-pilot"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http-monitoring", "port": debug_port, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true},
+                       "targetRef": {"kind": "Pod", "namespace": "knative-pilot", "name": identity}}],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_waits_for_envoys_connected_to_the_other_replicas() {
+    let v1 = Backend::start("v1").await;
+    let (ext_port, local_port) = gateway_ports();
+    let api = FakeApiServer::start().await;
+    api.apply_yaml(&gateway_services(ext_port, local_port));
+    let both = revision_service(NS, "hello-00001", &[], false);
+    api.apply_yaml(both.split_once("---\n").expect("Service --- Endpoints").0);
+    api.apply(common::fake_apiserver::endpoint_slice(
+        NS,
+        "hello-00001-x",
+        "hello-00001",
+        v1.port(),
+    ));
+    api.apply_yaml(&one_rule("ours", &["ours.default.example.com"], false));
+    let a = start_server(&api, "a").await;
+    eventually(WAIT, "a holds the Lease", || async {
+        lease_holder(&api) == Some(Value::from("a"))
+    })
+    .await;
+    let b = start_server(&api, "b").await;
+    // The Service's endpoints name both replicas (as the EndpointSlice controller would).
+    api.apply(replica_slice("a", a.debug_port()));
+    api.apply(replica_slice("b", b.debug_port()));
+    let envoy = start_gateway(
+        &a,
+        "istio-ingressgateway-a",
+        EXTERNAL_LABELS,
+        ApiType::DeltaGrpc,
+    )
+    .await;
+    envoy.wait_ready(WAIT).await;
+    let mut slow = SlowGateway::connect(b.xds_port()).await;
+
+    // a's Envoy has ACKed, b's gateway has not: not Ready, and the message counts both.
+    let s = wait_status(&api, "ours", "waiting for b's gateway", |s| {
+        condition(s, "Ready").1
+            == "1 of 2 Envoys of gateway knative-serving/knative-ingress-gateway have ACKed the config carrying it"
+    })
+    .await;
+    assert_eq!(condition(&s, "Ready").0, "Unknown");
+    let progress = b.get_json("/debug/kingress_progress").await;
+    assert_eq!(
+        progress["default/ours"]["gateways"][0]["connected"], 1,
+        "{progress}"
+    );
+    assert_eq!(
+        progress["default/ours"]["gateways"][0]["acked"], 0,
+        "{progress}"
+    );
+
+    // b's gateway catches up (ACKs everything from now on): Ready.
+    let acking = tokio::spawn(async move {
+        loop {
+            slow.ack_next().await;
+        }
+    });
+    wait_status(
+        &api,
+        "ours",
+        "ready once every replica's Envoys ACKed",
+        |s| ready(s, 1),
+    )
+    .await;
+    acking.abort();
+}
