@@ -11,7 +11,10 @@
 //! **Ready means served.** A KIngress is Ready once every connected Envoy of each gateway that
 //! must serve it (the external gateway for `ExternalIP` rules, the local one for `ClusterLocal`)
 //! has ACKed a snapshot generation at least the one in which the hub first carried this
-//! KIngress's current spec. An ACK means Envoy accepted every resource of that snapshot, so this
+//! KIngress's current spec. Each replica only knows its own Envoys, so every replica publishes
+//! its per-KIngress [`ReplicaProgress`] (for the KIngress's `metadata.generation`) on
+//! `/debug/kingress_progress`, and the Lease holder adds up those of the other replicas (the
+//! ready endpoints of `--peers`, our Service) with [`combine`]. An ACK means Envoy accepted every resource of that snapshot, so this
 //! is exact where Knative's own prober (net-istio's `K-Network-Hash` GET to every gateway pod)
 //! samples: the probe routes we serve still answer that prober with the right hash, but nothing
 //! here waits for it. With no Envoy of a needed gateway connected, the KIngress is not Ready,
