@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// ConfigMaps are always read from knative-serving.
     #[arg(long, value_delimiter = ',')]
     pub namespace: Vec<String>,
+    /// With --kube: how often a resource that is not served (CRD not installed) is listed
+    /// again.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub missing_retry: Duration,
     #[command(flatten)]
     pub status: StatusArgs,
     /// ADS gRPC address (plaintext, like istiod's 15010).

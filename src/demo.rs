@@ -219,6 +219,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
         from: Some(dir.clone()),
         kube: false,
         namespace: Vec::new(),
+        missing_retry: crate::source::kube::MISSING_RETRY,
         status: crate::cli::StatusArgs::defaults(),
         xds_addr: format!("127.0.0.1:{}", args.xds_port),
         debug_addr: format!("127.0.0.1:{}", args.debug_port),

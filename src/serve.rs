@@ -128,6 +128,7 @@ pub async fn run(
             hub.clone(),
             args.debounce_after,
             args.debounce_max,
+            args.missing_retry,
         ));
         let status = (!args.status.no_status).then(|| {
             tokio::spawn(crate::status::run(

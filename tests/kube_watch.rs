@@ -770,3 +770,153 @@ async fn list_errors_back_off_and_keep_the_server_unready_until_they_pass() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_update_names_the_object_and_keeps_serving_its_last_good_version() {
+    let v1 = Backend::start("v1").await;
+    let (ext_port, local_port) = gateway_ports();
+    let api = FakeApiServer::start().await;
+    api.apply_yaml(&gateway_services(ext_port, local_port));
+    serve_backend(&api, "hello-00001", &v1);
+    api.apply_yaml(&one_rule(
+        "hello",
+        &["hello.default.example.com"],
+        "hello-00001",
+    ));
+    api.apply_yaml(&one_rule(
+        "other",
+        &["other.default.example.com"],
+        "hello-00001",
+    ));
+    let server = start_server(&api, "a", &[]).await;
+    let envoy = start_gateway(
+        &server,
+        "istio-ingressgateway-0",
+        EXTERNAL_LABELS,
+        ApiType::Grpc,
+    )
+    .await;
+    envoy.wait_ready(WAIT).await;
+    wait_backend(
+        ext_port,
+        "hello.default.example.com",
+        "/",
+        Some("v1"),
+        "hello",
+    )
+    .await;
+
+    // A malformed update (rules is not a list) of one KIngress, and a change of another.
+    let mut bad: Value = serde_yaml::from_str(&one_rule(
+        "hello",
+        &["hello.default.example.com"],
+        "hello-00001",
+    ))
+    .expect("yaml");
+    bad["spec"]["rules"] = json!(7);
+    api.apply(bad);
+    api.apply_yaml(&one_rule(
+        "other",
+        &["other.default.example.com", "other2.default.example.com"],
+        "hello-00001",
+    ));
+    wait_backend(
+        ext_port,
+        "other2.default.example.com",
+        "/",
+        Some("v1"),
+        "the other KIngress still updates",
+    )
+    .await;
+    let errors = server.get_json("/debug/inputs").await["errors"].clone();
+    let errors: Vec<String> = errors
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str().map(str::to_string))
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("Ingress default/hello: ")
+                && e.ends_with("its previous version is still served")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        get(ext_port, "hello.default.example.com", "/").await.0,
+        200,
+        "last good version served"
+    );
+
+    // Fixed: the error goes away.
+    api.apply_yaml(&one_rule(
+        "hello",
+        &["hello.default.example.com", "hello2.default.example.com"],
+        "hello-00001",
+    ));
+    wait_backend(
+        ext_port,
+        "hello2.default.example.com",
+        "/",
+        Some("v1"),
+        "fixed",
+    )
+    .await;
+    assert_eq!(server.get_json("/debug/inputs").await["errors"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_installed_later_is_picked_up_on_the_next_retry() {
+    let v1 = Backend::start("v1").await;
+    let (ext_port, local_port) = gateway_ports();
+    let api = FakeApiServer::start().await;
+    let vs = "apis/networking.istio.io/v1beta1/virtualservices";
+    api.set_missing(vs, true);
+    api.apply_yaml(&gateway_services(ext_port, local_port));
+    serve_backend(&api, "hello-00001", &v1);
+    let server = start_server(&api, "a", &["--missing-retry", "1s"]).await;
+    eventually(WAIT, "/ready", || async {
+        ready_status(&server).await == 200
+    })
+    .await;
+    let envoy = start_gateway(
+        &server,
+        "istio-ingressgateway-0",
+        EXTERNAL_LABELS,
+        ApiType::Grpc,
+    )
+    .await;
+    envoy.wait_ready(WAIT).await;
+
+    // Istio is installed: the CRD is served, and a VirtualService appears.
+    api.set_missing(vs, false);
+    api.apply_yaml(&format!(
+        r#"apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: vs, namespace: {NS}}}
+spec:
+  gateways: [knative-serving/knative-ingress-gateway]
+  hosts: [vs.default.example.com]
+  http:
+  - route:
+    - destination: {{host: hello-00001.{NS}.svc.cluster.local, port: {{number: 80}}}}
+"#
+    ));
+    wait_backend(
+        ext_port,
+        "vs.default.example.com",
+        "/",
+        Some("v1"),
+        "VirtualService after the CRD came",
+    )
+    .await;
+    let logs = server.logs();
+    assert_eq!(
+        logs.lines()
+            .filter(|l| l.contains("resource not served"))
+            .count(),
+        1,
+        "logged once, not on every retry\n{logs}"
+    );
+    assert!(logs.contains("resource is served now"), "{logs}");
+}

@@ -17,7 +17,8 @@
 //!   replaces the slot's objects: objects that vanished while disconnected are deleted, objects
 //!   still there are kept (and not re-sent when unchanged).
 //! - A 404 on the list means the resource is not served (CRD not installed): logged once, the
-//!   kind counts as empty and synced, and the list is retried every [`MISSING_RETRY`] without
+//!   kind counts as empty and synced, and the list is retried every `--missing-retry`
+//!   ([`MISSING_RETRY`] by default) without
 //!   logging. Where `discovery.k8s.io/v1` EndpointSlices are not served, Endpoints are watched
 //!   instead. Other watch errors are logged and retried with kube-runtime's default backoff.
 //! - An object that stops parsing keeps its last good version served, with an error saying so.
@@ -39,7 +40,7 @@ use crate::model::{kind_from_name, parse_object, Kind, ObjectKey, ParseError};
 use crate::source::InputError;
 use crate::state::{Change, Entry};
 
-/// How often a resource that was not served (404) is listed again.
+/// How often a resource that was not served (404) is listed again, by default.
 pub const MISSING_RETRY: Duration = Duration::from_secs(60);
 
 /// The namespace of the Knative ConfigMaps translation reads.
@@ -463,6 +464,7 @@ async fn watch_slot(
     index: usize,
     slot: Slot,
     tx: mpsc::UnboundedSender<(usize, Ev)>,
+    missing_retry: Duration,
 ) {
     let mut resource = slot.resource.clone();
     let mut reported_missing = false;
@@ -498,8 +500,8 @@ async fn watch_slot(
                         tracing::warn!(
                             resource = %resource.path(),
                             namespace = slot.namespace.as_deref().unwrap_or("*"),
-                            "resource not served (CRD not installed?); treating it as empty, retrying every {}s",
-                            MISSING_RETRY.as_secs()
+                            "resource not served (CRD not installed?); treating it as empty, retrying every {:?}",
+                            missing_retry
                         );
                     } else {
                         tracing::debug!(resource = %resource.path(), "still not served");
@@ -507,7 +509,7 @@ async fn watch_slot(
                     if tx.send((index, Ev::Missing)).is_err() {
                         return;
                     }
-                    tokio::time::sleep(MISSING_RETRY).await;
+                    tokio::time::sleep(missing_retry).await;
                     continue;
                 }
                 Err(e) => {
@@ -553,6 +555,7 @@ pub async fn run(
     hub: Arc<Hub>,
     quiet: Duration,
     max: Duration,
+    missing_retry: Duration,
 ) {
     let slots = slots(&namespaces);
     let mut state = KubeState::new(&slots);
@@ -565,6 +568,7 @@ pub async fn run(
             i,
             slot.clone(),
             tx.clone(),
+            missing_retry,
         )));
     }
     drop(tx);
