@@ -24,7 +24,7 @@ pub enum Command {
     /// Print one gateway's config as Envoy admin /config_dump JSON (or YAML).
     Render(RenderArgs),
     /// Serve ADS (SotW and Delta) to Envoy gateways, following changes to the inputs.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a working demo on this machine: seed services, echo backends, server, and both
     /// gateways when stock Envoy is installed.
     Demo(crate::demo::DemoArgs),
@@ -164,8 +164,22 @@ pub struct ValidateArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Directory of manifests to serve and watch.
+    #[arg(long, required_unless_present = "kube", conflicts_with = "kube")]
+    pub from: Option<PathBuf>,
+    /// Watch the Kubernetes API instead of a directory (kubeconfig or in-cluster config, as
+    /// kube-rs resolves it: KUBECONFIG, ~/.kube/config, then the service account).
     #[arg(long)]
-    pub from: PathBuf,
+    pub kube: bool,
+    /// With --kube: watch only these namespaces (repeat or comma-separate; default all).
+    /// ConfigMaps are always read from knative-serving.
+    #[arg(long, value_delimiter = ',')]
+    pub namespace: Vec<String>,
+    /// With --kube: how often a resource that is not served (CRD not installed) is listed
+    /// again.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub missing_retry: Duration,
+    #[command(flatten)]
+    pub status: StatusArgs,
     /// ADS gRPC address (plaintext, like istiod's 15010).
     #[arg(long, default_value = "0.0.0.0:15010")]
     pub xds_addr: String,
@@ -183,6 +197,54 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub translate: TranslateArgs,
+}
+
+/// KIngress status writing (with --kube).
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Do not write KIngress status (e.g. when net-istio is the ingress class).
+    #[arg(long)]
+    pub no_status: bool,
+    /// `status.publicLoadBalancer.ingress[0].domainInternal` of our KIngresses.
+    #[arg(
+        long,
+        default_value = "istio-ingressgateway.istio-system.svc.cluster.local"
+    )]
+    pub public_lb_domain: String,
+    /// `status.privateLoadBalancer.ingress[0].domainInternal` of our KIngresses.
+    #[arg(
+        long,
+        default_value = "knative-local-gateway.istio-system.svc.cluster.local"
+    )]
+    pub private_lb_domain: String,
+    /// Service (ns/name) whose ready endpoints are the other replicas: the status writer adds
+    /// up their Envoys' progress (from their `/debug/kingress_progress`).
+    #[arg(long, default_value = "knative-pilot/knative-pilot")]
+    pub peers: String,
+    /// Lease (ns/name) that elects the one replica that writes status.
+    #[arg(long, default_value = "knative-pilot/knative-pilot-status")]
+    pub lease: String,
+    /// Identity in the Lease (default: $POD_NAME, else hostname-pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Lease duration: a holder that has not renewed for this long loses it.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub lease_duration: Duration,
+    /// How often the holder renews (and others retry).
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub lease_renew: Duration,
+}
+
+impl StatusArgs {
+    /// The defaults the flags have.
+    pub fn defaults() -> StatusArgs {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            status: StatusArgs,
+        }
+        Only::parse_from(["knative-pilot"]).status
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -237,7 +299,7 @@ pub fn main() -> ExitCode {
         }
         Command::Serve(args) => {
             init_logging(args.log_format);
-            match crate::serve::run_blocking(args) {
+            match crate::serve::run_blocking(*args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("knative-pilot serve: {e:#}");

@@ -238,6 +238,8 @@ async fn inputs_debug(State(s): State<DebugState>) -> Response {
         "objects": objects,
         "error_count": errors.len(),
         "other_errors": other,
+        // Every error as one line (kind ns/name (file document N): message), sorted.
+        "errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
     }))
     .into_response()
 }

@@ -221,7 +221,11 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ),
     )?;
     let serve = ServeArgs {
-        from: dir.clone(),
+        from: Some(dir.clone()),
+        kube: false,
+        namespace: Vec::new(),
+        missing_retry: crate::source::kube::MISSING_RETRY,
+        status: crate::cli::StatusArgs::defaults(),
         xds_addr: format!("127.0.0.1:{}", args.xds_port),
         debug_addr: format!("127.0.0.1:{}", args.debug_port),
         debounce_after: std::time::Duration::from_millis(100),

@@ -217,13 +217,16 @@ impl Hub {
         for e in &errors {
             tracing::warn!(error = %e, "input left out");
         }
+        // The generation first, then the inputs it carries: a reader of `inputs()` then
+        // `generation()` (the KIngress status writer) never sees a generation older than the
+        // inputs it read.
+        self.generation.store(generation, Ordering::Release);
         if let Ok(mut w) = self.inputs.write() {
             *w = Arc::new(served);
         }
         if let Ok(mut w) = self.errors.write() {
             *w = errors;
         }
-        self.generation.store(generation, Ordering::Release);
         self.ready.store(true, Ordering::Release);
         tracing::info!(
             generation,

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! - [`model`]: the objects (KIngress, Route/Revision, Istio Gateway/VirtualService, k8s core).
-//! - [`source`]: where objects come from; every error names file and document.
+//! - [`source`]: where objects come from (manifest files, or kube watchers); every error names
+//!   the object, and the file and document when there is one.
+//! - [`status`], [`lease`]: KIngress status written by the one replica holding the Lease.
 //! - [`state`]: the indexed set of objects; no I/O.
 //! - [`translate`]: objects in, Envoy resources out, named as istiod names them; no I/O, no clocks.
 //! - [`xds`]: snapshots (versioned resources), the I/O-free ADS connection state machine, and
@@ -31,12 +33,14 @@ pub mod diff;
 pub mod dump;
 pub mod hub;
 pub mod khash;
+pub mod lease;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod serve;
 pub mod source;
 pub mod state;
+pub mod status;
 pub mod translate;
 pub mod validate;
 pub mod xds;

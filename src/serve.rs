@@ -9,8 +9,10 @@
 //!                                              ADS streams (one state machine each) <- Envoys
 //! ```
 //!
-//! A source (today the manifest directory) only produces [`Change`](crate::state::Change)s; the
-//! [`Hub`](crate::hub::Hub) owns what is served. The debug HTTP server is in [`crate::debug`].
+//! A source (the manifest directory with `--from`, or the Kubernetes API with `--kube`:
+//! [`crate::source::kube`], plus the KIngress status writer [`crate::status`]) only produces
+//! [`Change`](crate::state::Change)s; the [`Hub`](crate::hub::Hub) owns what is served. The debug
+//! HTTP server is in [`crate::debug`].
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -58,8 +60,23 @@ pub async fn run(
     args: ServeArgs,
     shutdown: impl std::future::Future<Output = anyhow::Result<()>> + Send,
 ) -> anyhow::Result<()> {
-    let dir = args.from.clone();
-    anyhow::ensure!(dir.is_dir(), "--from {} is not a directory", dir.display());
+    let dir = match (&args.from, args.kube) {
+        (_, true) => None,
+        (Some(d), false) => {
+            anyhow::ensure!(d.is_dir(), "--from {} is not a directory", d.display());
+            Some(d.clone())
+        }
+        (None, false) => anyhow::bail!("serve needs --from DIR or --kube"),
+    };
+    let kube_client = if args.kube {
+        Some(
+            kube::Client::try_default()
+                .await
+                .context("--kube: no usable kubeconfig or in-cluster config")?,
+        )
+    } else {
+        None
+    };
     let hub = Hub::new(args.translate.options());
     let registry = Arc::new(ConnectionRegistry::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -73,6 +90,74 @@ pub async fn run(
         .with_context(|| format!("binding --debug-addr {}", args.debug_addr))?;
     let xds_local: SocketAddr = xds_listener.local_addr()?;
     let debug_local: SocketAddr = debug_listener.local_addr()?;
+
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let ads = AdsService::new(hub.clone(), registry.clone())
+        .with_shutdown(stop_rx.clone())
+        .with_metrics(metrics.clone());
+    let mut xds_stop = stop_rx.clone();
+    let xds = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(ads.server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
+            async move {
+                let _ = xds_stop.wait_for(|s| *s).await;
+            },
+        );
+    let mut debug_app = crate::debug::router(crate::debug::DebugState {
+        hub: hub.clone(),
+        registry: registry.clone(),
+        metrics,
+    });
+    // With --kube, every replica tells the status writer how far its Envoys have got.
+    let progress = Arc::new(crate::status::ProgressShared::default());
+    if args.kube {
+        debug_app = debug_app.merge(crate::status::router(progress.clone()));
+    }
+    let mut debug_stop = stop_rx.clone();
+    let debug = axum::serve(debug_listener, debug_app).with_graceful_shutdown(async move {
+        let _ = debug_stop.wait_for(|s| *s).await;
+    });
+
+    let Some(dir) = dir else {
+        // The kube source: watchers (and, unless --no-status, the status writer).
+        let client = kube_client.context("kube client")?;
+        announce(xds_local, debug_local);
+        let xds_task = tokio::spawn(xds);
+        let debug_task = tokio::spawn(async move { debug.await });
+        let source = tokio::spawn(crate::source::kube::run(
+            client.clone(),
+            args.namespace.clone(),
+            hub.clone(),
+            args.debounce_after,
+            args.debounce_max,
+            args.missing_retry,
+        ));
+        let status = (!args.status.no_status).then(|| {
+            tokio::spawn(crate::status::run(
+                client,
+                hub.clone(),
+                registry.clone(),
+                args.status.clone(),
+                progress.clone(),
+                stop_rx.clone(),
+            ))
+        });
+        let result = shutdown.await;
+        let _ = stop_tx.send(true);
+        source.abort();
+        if let Some(s) = status {
+            // It releases the Lease if it holds it.
+            let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = xds_task.await;
+            let _ = debug_task.await;
+        })
+        .await;
+        return result;
+    };
 
     // The file watcher feeds changed paths into the debounce loop.
     let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Option<PathBuf>>();
@@ -118,35 +203,7 @@ pub async fn run(
         w
     };
 
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let ads = AdsService::new(hub.clone(), registry.clone())
-        .with_shutdown(stop_rx.clone())
-        .with_metrics(metrics.clone());
-    let mut xds_stop = stop_rx.clone();
-    let xds = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(ads.server())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
-            async move {
-                let _ = xds_stop.wait_for(|s| *s).await;
-            },
-        );
-    let debug_app = crate::debug::router(crate::debug::DebugState {
-        hub: hub.clone(),
-        registry: registry.clone(),
-        metrics,
-    });
-    let mut debug_stop = stop_rx.clone();
-    let debug = axum::serve(debug_listener, debug_app).with_graceful_shutdown(async move {
-        let _ = debug_stop.wait_for(|s| *s).await;
-    });
-
-    println!("xds listening on {xds_local}");
-    println!("debug listening on {debug_local}");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    tracing::info!(%xds_local, %debug_local, "serving");
+    announce(xds_local, debug_local);
 
     let xds_task = tokio::spawn(xds);
     let debug_task = tokio::spawn(async move { debug.await });
@@ -186,6 +243,15 @@ pub async fn run(
     .await;
     watcher_unwatch(&mut watcher, &dir);
     result
+}
+
+/// Prints the listening lines (tests and the demo read the ports from them).
+fn announce(xds_local: SocketAddr, debug_local: SocketAddr) {
+    println!("xds listening on {xds_local}");
+    println!("debug listening on {debug_local}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tracing::info!(%xds_local, %debug_local, "serving");
 }
 
 fn watcher_unwatch(w: &mut notify::RecommendedWatcher, dir: &Path) {

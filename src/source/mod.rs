@@ -1,4 +1,4 @@
-//! Sources of objects. `files` reads a directory of manifests; the kube watchers come later.
+//! Sources of objects. `files`/`dir` read a directory of manifests; `kube` watches the API server.
 //! A source produces objects with their origin and errors that name where they came from; it
 //! never decides what is served (that is `state` + `translate`).
 
@@ -11,6 +11,7 @@ use crate::model::{Object, ObjectKey};
 
 pub mod dir;
 pub mod files;
+pub mod kube;
 
 /// Where an object came from: a file (relative to the watched directory), the 1-based YAML
 /// document number in it, and for `kind: List` the 0-based item index.

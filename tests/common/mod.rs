@@ -32,6 +32,7 @@ pub mod bootstrap;
 pub mod client;
 pub mod cluster;
 pub mod envoy;
+pub mod fake_apiserver;
 pub mod server;
 pub mod util;
 

@@ -6,10 +6,33 @@ use std::time::{Duration, Instant};
 /// Interval between polls in [`wait_until`] / [`eventually`].
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Bind 127.0.0.1:0, read the port the kernel picked, release it.
-/// Only for values that must be written into a config up front (there is a
-/// small race with other processes; prefer port 0 + discovery when possible).
+/// A port that is free on 127.0.0.1 now, for values that must be written into a config up front
+/// (Envoy listener ports come from the gateway Services in the manifests).
+///
+/// Picked at random *below* the kernel's ephemeral range (`ip_local_port_range`): a port the
+/// kernel handed out for `bind(0)` is also a candidate for every outgoing connection's local
+/// port, so under load another socket could take it before Envoy binds it. Below the range only
+/// another explicit bind can. Falls back to `bind(0)` if no candidate is free.
 pub fn free_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let floor = 10_000u16;
+    if low > floor + 1000 {
+        for _ in 0..64 {
+            let r = {
+                use std::hash::{BuildHasher, Hasher};
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u32(std::process::id());
+                h.finish()
+            };
+            let port = floor + (r % u64::from(low - floor)) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()
 }

@@ -1,0 +1,222 @@
+//! The deploy manifests: `kubectl kustomize` builds the base and each overlay (the real kubectl;
+//! `.ci/run` installs it when missing, `KUBECTL` names another one), and the output is what a
+//! cluster needs: least-privilege RBAC covering every watch, hardened 2-replica Deployment whose
+//! arguments our CLI accepts, the Service ports, the gateway's istio-proxy pointed at that
+//! Service, and the KIngress class.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use clap::Parser;
+use serde::Deserialize;
+use serde_json::Value;
+
+fn kubectl() -> String {
+    std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_string())
+}
+
+/// `kubectl kustomize manifests/<dir>` as JSON values, one per document.
+fn build(dir: &str) -> Vec<Value> {
+    let path = format!("{}/manifests/{dir}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(kubectl())
+        .args(["kustomize", &path])
+        .output()
+        .unwrap_or_else(|e| panic!("running {} kustomize (install kubectl): {e}", kubectl()));
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).expect("yaml document"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, ns: Option<&str>, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| {
+            d["kind"] == kind
+                && d["metadata"]["name"] == name
+                && d["metadata"]["namespace"].as_str() == ns
+        })
+        .unwrap_or_else(|| panic!("no {kind} {ns:?}/{name} in {docs:#?}"))
+}
+
+fn strings(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn base_rbac_is_least_privilege_and_covers_every_watch() {
+    let docs = build("base");
+    let role = find(&docs, "ClusterRole", None, "knative-pilot");
+    let rules = role["rules"].as_array().expect("rules");
+    let read = set(&["get", "list", "watch"]);
+    for r in rules {
+        let verbs = strings(&r["verbs"]);
+        let resources = strings(&r["resources"]);
+        if resources == set(&["ingresses/status"]) {
+            assert_eq!(verbs, set(&["update", "patch"]), "{r}");
+            assert_eq!(
+                strings(&r["apiGroups"]),
+                set(&["networking.internal.knative.dev"])
+            );
+        } else {
+            assert_eq!(verbs, read, "only reads besides ingresses/status: {r}");
+        }
+        assert!(!resources.iter().any(|s| s.contains('*')), "{r}");
+    }
+    // Every resource the kube source lists and watches (and the Endpoints fallback).
+    let allowed = |group: &str, plural: &str| {
+        rules.iter().any(|r| {
+            strings(&r["apiGroups"]).contains(group)
+                && strings(&r["resources"]).contains(plural)
+                && strings(&r["verbs"]).is_superset(&set(&["list", "watch"]))
+        })
+    };
+    for slot in knative_pilot::source::kube::slots(&[]) {
+        for r in std::iter::once(&slot.resource).chain(slot.fallback.as_ref()) {
+            assert!(allowed(r.group, r.plural), "{} not allowed", r.path());
+        }
+    }
+    let binding = find(&docs, "ClusterRoleBinding", None, "knative-pilot");
+    assert_eq!(binding["subjects"][0]["name"], "knative-pilot");
+    assert_eq!(binding["subjects"][0]["namespace"], "knative-pilot");
+    find(
+        &docs,
+        "ServiceAccount",
+        Some("knative-pilot"),
+        "knative-pilot",
+    );
+    find(&docs, "Namespace", None, "knative-pilot");
+    // The Lease: only in our namespace.
+    let lease = find(&docs, "Role", Some("knative-pilot"), "knative-pilot-lease");
+    assert_eq!(strings(&lease["rules"][0]["resources"]), set(&["leases"]));
+    assert_eq!(
+        strings(&lease["rules"][0]["verbs"]),
+        set(&["get", "create", "update"])
+    );
+}
+
+#[test]
+fn base_deployment_is_hardened_probed_and_runs_our_cli() {
+    let docs = build("base");
+    let d = find(&docs, "Deployment", Some("knative-pilot"), "knative-pilot");
+    assert_eq!(d["spec"]["replicas"], 2);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "knative-pilot");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], 15014);
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], 15014);
+    assert!(c["resources"]["requests"]["cpu"].is_string(), "{c}");
+    assert!(c["resources"]["requests"]["memory"].is_string(), "{c}");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(strings(&sc["capabilities"]["drop"]), set(&["ALL"]));
+    // The arguments are a valid `serve --kube` command line for this build.
+    let mut argv = vec!["knative-pilot".to_string()];
+    argv.extend(strings_in_order(&c["args"]));
+    let cli = knative_pilot::cli::Cli::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("Deployment args {argv:?}: {e}"));
+    let knative_pilot::cli::Command::Serve(serve) = cli.command else {
+        panic!("not serve: {argv:?}");
+    };
+    assert!(serve.kube);
+    assert!(serve.xds_addr.ends_with(":15010"));
+    assert!(serve.debug_addr.starts_with("0.0.0.0:") && serve.debug_addr.ends_with(":15014"));
+    // The Lease it uses is in the namespace its Role covers.
+    assert!(serve.status.lease.starts_with("knative-pilot/"));
+    // POD_NAME names the replica in the Lease.
+    assert!(c["env"]
+        .as_array()
+        .is_some_and(|e| e.iter().any(|v| v["name"] == "POD_NAME"
+            && v["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name")));
+
+    let svc = find(&docs, "Service", Some("knative-pilot"), "knative-pilot");
+    let ports: BTreeSet<i64> = svc["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["port"].as_i64())
+        .collect();
+    assert_eq!(ports, BTreeSet::from([15010, 15014]));
+    assert_eq!(
+        svc["spec"]["selector"],
+        d["spec"]["template"]["metadata"]["labels"]
+    );
+}
+
+fn strings_in_order(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+/// The istio-proxy proxy config the gateway pods get: discoveryAddress and auth policy.
+fn proxy_config(docs: &[Value]) -> serde_yaml::Value {
+    let gw = find(
+        docs,
+        "Deployment",
+        Some("istio-system"),
+        "istio-ingressgateway",
+    );
+    let text = gw["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"]
+        .as_str()
+        .expect("proxy.istio.io/config annotation");
+    serde_yaml::from_str(text).expect("proxy config YAML")
+}
+
+#[test]
+fn istio_gateways_overlay_points_istio_proxy_at_our_service() {
+    let docs = build("overlays/istio-gateways");
+    let pc = proxy_config(&docs);
+    // The address is our Service's cluster DNS name and xDS port.
+    let svc = find(&docs, "Service", Some("knative-pilot"), "knative-pilot");
+    let want = format!(
+        "{}.{}.svc:15010",
+        svc["metadata"]["name"].as_str().unwrap_or(""),
+        svc["metadata"]["namespace"].as_str().unwrap_or("")
+    );
+    assert_eq!(pc["discoveryAddress"].as_str(), Some(want.as_str()));
+    assert_eq!(pc["controlPlaneAuthPolicy"].as_str(), Some("NONE"));
+    // net-istio stays the class: config-network is not touched.
+    assert!(!docs.iter().any(|d| d["kind"] == "ConfigMap"));
+    // Everything from the base is there.
+    find(&docs, "Deployment", Some("knative-pilot"), "knative-pilot");
+}
+
+#[test]
+fn ingress_class_overlay_makes_us_the_kingress_class() {
+    let docs = build("overlays/ingress-class");
+    let cm = find(
+        &docs,
+        "ConfigMap",
+        Some("knative-serving"),
+        "config-network",
+    );
+    assert_eq!(
+        cm["data"]["ingress-class"].as_str(),
+        Some(knative_pilot::model::kingress::DEFAULT_CLASS)
+    );
+    // The gateways are pointed at us as well.
+    assert_eq!(
+        proxy_config(&docs)["discoveryAddress"].as_str(),
+        Some("knative-pilot.knative-pilot.svc:15010")
+    );
+}
