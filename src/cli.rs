@@ -153,8 +153,18 @@ pub enum ValidateOutput {
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
     /// Directory of manifests (*.yaml, *.yml, *.json, recursively).
+    #[arg(long, required_unless_present = "kube", conflicts_with = "kube")]
+    pub from: Option<PathBuf>,
+    /// Read the objects from the Kubernetes API instead (one list of everything `serve --kube`
+    /// watches; kubeconfig or in-cluster config, as kube-rs resolves it).
     #[arg(long)]
-    pub from: PathBuf,
+    pub kube: bool,
+    /// With --kube: only these namespaces (repeat or comma-separate; default all).
+    #[arg(long, value_delimiter = ',')]
+    pub namespace: Vec<String>,
+    /// With --kube: give up when the lists have not completed after this long.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub timeout: Duration,
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: ValidateOutput,
     #[command(flatten)]
@@ -524,23 +534,66 @@ fn diff(args: &DiffArgs) -> ExitCode {
     }
 }
 
+/// `validate --kube`: one list of every watched resource.
+fn list_kube(
+    args: &ValidateArgs,
+) -> anyhow::Result<(Vec<crate::state::Change>, Vec<crate::source::InputError>)> {
+    use anyhow::Context;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("--kube: no usable kubeconfig or in-cluster config")?;
+        tokio::time::timeout(
+            args.timeout,
+            crate::source::kube::list_once(client, args.namespace.clone()),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--kube: the lists did not complete within {:?} (see the log for API errors)",
+                args.timeout
+            )
+        })
+    })
+}
+
 fn validate(args: &ValidateArgs) -> ExitCode {
-    if !args.from.is_dir() {
-        eprintln!(
-            "knative-pilot validate: --from {} is not a directory",
-            args.from.display()
-        );
-        return ExitCode::from(2);
-    }
-    let loaded = crate::source::files::load_dir(&args.from);
-    let (inputs, mut load_errors) = crate::state::Inputs::from_sourced(loaded.objects);
-    load_errors.extend(loaded.errors);
+    let (source, inputs, load_errors) = match &args.from {
+        Some(from) => {
+            if !from.is_dir() {
+                eprintln!(
+                    "knative-pilot validate: --from {} is not a directory",
+                    from.display()
+                );
+                return ExitCode::from(2);
+            }
+            let loaded = crate::source::files::load_dir(from);
+            let (inputs, mut load_errors) = crate::state::Inputs::from_sourced(loaded.objects);
+            load_errors.extend(loaded.errors);
+            (from.display().to_string(), inputs, load_errors)
+        }
+        None => match list_kube(args) {
+            Ok((changes, errors)) => {
+                let mut inputs = crate::state::Inputs::default();
+                inputs.apply(changes);
+                ("kube".to_string(), inputs, errors)
+            }
+            Err(e) => {
+                eprintln!("knative-pilot validate: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let findings = crate::validate::validate(&inputs, &load_errors, &args.translate.options());
     let (errors, warnings) = crate::validate::counts(&findings);
     match args.output {
         ValidateOutput::Json => {
             let v = serde_json::json!({
-                "from": args.from.display().to_string(),
+                "from": source,
                 "objects": inputs.len(),
                 "errors": errors,
                 "warnings": warnings,
@@ -561,7 +614,7 @@ fn validate(args: &ValidateArgs) -> ExitCode {
             println!(
                 "{errors} error(s), {warnings} warning(s) in {} object(s) from {}",
                 inputs.len(),
-                args.from.display()
+                source
             );
         }
     }

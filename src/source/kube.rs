@@ -546,6 +546,68 @@ async fn watch_slot(
     }
 }
 
+/// The watch tasks of one source; dropping it stops them.
+struct Watches(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+type Events = mpsc::UnboundedReceiver<(usize, Ev)>;
+
+/// Starts one watch task per slot, all reporting into one channel.
+fn start_watches(
+    client: &kube::Client,
+    slots: &[Slot],
+    missing_retry: Duration,
+) -> (Events, Watches) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let tasks = slots
+        .iter()
+        .enumerate()
+        .map(|(i, slot)| {
+            tokio::spawn(watch_slot(
+                client.clone(),
+                i,
+                slot.clone(),
+                tx.clone(),
+                missing_retry,
+            ))
+        })
+        .collect();
+    (rx, Watches(tasks))
+}
+
+/// Feeds events until every watch has finished its initial list; false if the watches ended.
+async fn initial_lists(state: &mut KubeState, rx: &mut Events) -> bool {
+    while !state.all_synced() {
+        let Some((slot, ev)) = rx.recv().await else {
+            return false;
+        };
+        state.on_event(slot, ev);
+    }
+    true
+}
+
+/// Lists every watched resource once, through the same watches [`run`] starts (stopped after
+/// their initial lists): the changes that build the inputs, and the objects that did not parse.
+/// For one-shot commands (`validate --kube`).
+pub async fn list_once(
+    client: kube::Client,
+    namespaces: Vec<String>,
+) -> (Vec<Change>, Vec<InputError>) {
+    let slots = slots(&namespaces);
+    let mut state = KubeState::new(&slots);
+    let (mut rx, watches) = start_watches(&client, &slots, Duration::from_secs(3600));
+    initial_lists(&mut state, &mut rx).await;
+    drop(watches);
+    (state.take_changes(), state.errors())
+}
+
 /// Runs the kube source: starts a watch per slot, waits until every initial list is done, hands
 /// everything to the hub in one [`Hub::apply`], then batches further events (quiet `quiet`
 /// after the last one, at most `max` after the first) until the process ends.
@@ -559,35 +621,10 @@ pub async fn run(
 ) {
     let slots = slots(&namespaces);
     let mut state = KubeState::new(&slots);
-    let (tx, mut rx) = mpsc::unbounded_channel();
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (i, slot) in slots.iter().enumerate() {
-        tasks.push(tokio::spawn(watch_slot(
-            client.clone(),
-            i,
-            slot.clone(),
-            tx.clone(),
-            missing_retry,
-        )));
-    }
-    drop(tx);
-    struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            for t in &self.0 {
-                t.abort();
-            }
-        }
-    }
-    let _tasks = AbortOnDrop(tasks);
-
-    // The initial lists.
-    while !state.all_synced() {
-        let Some((slot, ev)) = rx.recv().await else {
-            return;
-        };
-        state.on_event(slot, ev);
+    let (mut rx, _tasks) = start_watches(&client, &slots, missing_retry);
+    if !initial_lists(&mut state, &mut rx).await {
+        return;
     }
     let changes = state.take_changes();
     tracing::info!(
