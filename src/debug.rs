@@ -88,7 +88,7 @@ async fn metrics(State(s): State<DebugState>) -> Response {
             StatusCode::OK,
             [(
                 axum::http::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                "text/plain; version=0.0.4; charset=utf-8",
             )],
             text,
         )

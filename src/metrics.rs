@@ -15,18 +15,22 @@
 //! | `knative_pilot_input_errors` | gauge | input problems currently reported (objects left out or kept at their last good version) |
 //! | `knative_pilot_generation` | gauge | generation of the inputs last translated |
 //!
-//! Counters follow OpenMetrics: the samples carry the `_total` suffix
-//! (`pilot_xds_pushes_total{type="cds"}`). Gauges about state (connections, inputs) are read
-//! from the hub and the connection registry when scraped, so they are never stale.
+//! The exposition is the Prometheus text format (0.0.4), as istiod serves it: counters keep their
+//! exact names (`pilot_xds_pushes{type="cds"}`, not OpenMetrics' `pilot_xds_pushes_total`), so
+//! dashboards and alerts written for istiod work unchanged. Gauges about state (connections,
+//! inputs) are read from the hub and the connection registry when scraped, so they are never
+//! stale.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::encode_registry;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::hub::Hub;
@@ -63,15 +67,41 @@ fn size_histogram() -> Histogram {
     Histogram::new(exponential_buckets(256.0, 4.0, 10))
 }
 
+/// A counter exposed under its exact name, as istiod's are: `# TYPE name counter` and samples
+/// `name{...} N` (prometheus-client's own counter always appends OpenMetrics' `_total`).
+#[derive(Debug, Default, Clone)]
+pub struct PlainCounter(Counter);
+
+impl PlainCounter {
+    pub fn inc(&self) {
+        self.0.inc();
+    }
+}
+
+impl TypedMetric for PlainCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for PlainCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // The gauge encoding writes the sample under the bare name.
+        encoder.encode_gauge(&self.0.get())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
 /// All metrics of one server.
 pub struct Metrics {
     registry: Registry,
     xds_connected: Gauge,
-    pushes: Family<Labels, Counter>,
+    pushes: Family<Labels, PlainCounter>,
     push_time: HistogramFamily,
     config_size: HistogramFamily,
-    rejects: Family<Labels, Counter>,
-    acks: Family<Labels, Counter>,
+    rejects: Family<Labels, PlainCounter>,
+    acks: Family<Labels, PlainCounter>,
     convergence: Histogram,
     services: Gauge,
     inputs: Family<Labels, Gauge>,
@@ -94,7 +124,7 @@ impl Metrics {
             "Number of endpoints connected to this pilot using XDS",
             xds_connected.clone(),
         );
-        let pushes = Family::<Labels, Counter>::default();
+        let pushes = Family::<Labels, PlainCounter>::default();
         registry.register(
             "pilot_xds_pushes",
             "Pilot build and send errors for lds, rds, cds and eds",
@@ -112,7 +142,7 @@ impl Metrics {
             "Distribution of configuration sizes pushed to clients",
             config_size.clone(),
         );
-        let rejects = Family::<Labels, Counter>::default();
+        let rejects = Family::<Labels, PlainCounter>::default();
         registry.register(
             "pilot_total_xds_rejects",
             "Total number of XDS responses from pilot rejected by proxy",
@@ -130,7 +160,7 @@ impl Metrics {
             "Total services known to pilot",
             services.clone(),
         );
-        let acks = Family::<Labels, Counter>::default();
+        let acks = Family::<Labels, PlainCounter>::default();
         registry.register(
             "knative_pilot_xds_acks",
             "xDS responses ACKed by proxies",
@@ -192,7 +222,7 @@ impl Metrics {
         self.convergence.observe(elapsed.as_secs_f64());
     }
 
-    /// The Prometheus text exposition (OpenMetrics), state gauges refreshed first.
+    /// The Prometheus text exposition (format 0.0.4), state gauges refreshed first.
     pub fn render(&self, hub: &Hub, connections: &ConnectionRegistry) -> Result<String, String> {
         self.xds_connected.set(connections.len() as i64);
         let inputs = hub.raw_inputs();
@@ -212,7 +242,7 @@ impl Metrics {
         self.generation
             .set(i64::try_from(hub.generation()).unwrap_or(i64::MAX));
         let mut out = String::new();
-        encode(&mut out, &self.registry).map_err(|e| format!("encoding metrics: {e}"))?;
+        encode_registry(&mut out, &self.registry).map_err(|e| format!("encoding metrics: {e}"))?;
         Ok(sort_samples(&out))
     }
 }
@@ -292,11 +322,11 @@ mod tests {
         let hub = Hub::new(crate::translate::Options::default());
         let text = m.render(&hub, &ConnectionRegistry::new()).unwrap();
         assert!(
-            text.contains("pilot_xds_pushes_total{type=\"rds\"} 2\n"),
+            text.contains("pilot_xds_pushes{type=\"rds\"} 2\n"),
             "{text}"
         );
         assert!(
-            text.contains("pilot_xds_pushes_total{type=\"cds\"} 1\n"),
+            text.contains("pilot_xds_pushes{type=\"cds\"} 1\n"),
             "{text}"
         );
         assert!(
@@ -304,11 +334,23 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("pilot_total_xds_rejects_total{type=\"rds\"} 1\n"),
+            text.contains("pilot_total_xds_rejects{type=\"rds\"} 1\n"),
             "{text}"
         );
         assert!(text.contains("pilot_xds 0\n"), "{text}");
-        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(text.contains("# TYPE pilot_xds_pushes counter\n"), "{text}");
+        assert!(
+            !text.lines().filter(|l| !l.starts_with('#')).any(|l| l
+                .split(['{', ' '])
+                .next()
+                .unwrap_or("")
+                .ends_with("_total")),
+            "istiod's names, no OpenMetrics suffix: {text}"
+        );
+        assert!(
+            !text.contains("# EOF"),
+            "Prometheus text format, not OpenMetrics"
+        );
         let again = m.render(&hub, &ConnectionRegistry::new()).unwrap();
         assert_eq!(text, again);
     }

@@ -142,9 +142,9 @@ async fn metrics_and_debug_endpoints_answer_with_real_values() {
     let s0 = scrape(&server).await;
     assert_eq!(m(&s0, "pilot_xds"), 2.0, "{s0:#?}");
     for t in ["cds", "eds", "lds", "rds"] {
-        let k = format!("pilot_xds_pushes_total{{type=\"{t}\"}}");
+        let k = format!("pilot_xds_pushes{{type=\"{t}\"}}");
         assert!(m(&s0, &k) >= 2.0, "{k}: {s0:#?}");
-        let acks = format!("knative_pilot_xds_acks_total{{type=\"{t}\"}}");
+        let acks = format!("knative_pilot_xds_acks{{type=\"{t}\"}}");
         assert!(m(&s0, &acks) >= 2.0, "{acks}: {s0:#?}");
         let size = format!("pilot_xds_config_size_bytes_sum{{type=\"{t}\"}}");
         assert!(m(&s0, &size) > 0.0, "{size}: {s0:#?}");
@@ -159,7 +159,7 @@ async fn metrics_and_debug_endpoints_answer_with_real_values() {
     assert_eq!(m(&s0, "knative_pilot_inputs{kind=\"Endpoints\"}"), 1.0);
     assert_eq!(m(&s0, "knative_pilot_input_errors"), 0.0);
     assert_eq!(m(&s0, "knative_pilot_generation"), gen as f64);
-    assert_eq!(m(&s0, "pilot_total_xds_rejects_total{type=\"rds\"}"), 0.0);
+    assert_eq!(m(&s0, "pilot_total_xds_rejects{type=\"rds\"}"), 0.0);
 
     // --- /debug/connections and /debug/syncz.
     let c = server.get_json("/debug/connections").await;
@@ -208,9 +208,9 @@ async fn metrics_and_debug_endpoints_answer_with_real_values() {
     let gen2 = wait_synced(&server, gen, 2).await;
     let s1 = scrape(&server).await;
     // The header lives in the routes: both Envoys got a new RouteConfiguration and ACKed it.
-    let k = "pilot_xds_pushes_total{type=\"rds\"}";
+    let k = "pilot_xds_pushes{type=\"rds\"}";
     assert!(m(&s1, k) >= m(&s0, k) + 2.0, "{k}: {s0:#?} {s1:#?}");
-    let acks = "knative_pilot_xds_acks_total{type=\"rds\"}";
+    let acks = "knative_pilot_xds_acks{type=\"rds\"}";
     assert!(m(&s1, acks) >= m(&s0, acks) + 2.0, "{acks}");
     assert!(
         m(&s1, "pilot_proxy_convergence_time_count")
@@ -222,7 +222,7 @@ async fn metrics_and_debug_endpoints_answer_with_real_values() {
     // time, and logged at WARN.
     dir.write("bad-vs.yaml", &regex_virtual_service("("));
     wait_metric(&server, "an RDS reject", |s| {
-        m(s, "pilot_total_xds_rejects_total{type=\"rds\"}") >= 1.0
+        m(s, "pilot_total_xds_rejects{type=\"rds\"}") >= 1.0
     })
     .await;
     let syncz = server.get_json("/debug/syncz").await;
