@@ -26,25 +26,7 @@ async fn https_by_sni_with_sds_secret_and_http_redirects() {
     let dir = ManifestDir::new();
     dir.write(
         "gateways.yaml",
-        &format!(
-            r#"apiVersion: v1
-kind: Service
-metadata: {{name: istio-ingressgateway, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  ports:
-  - {{name: http2, port: 80, targetPort: {http_port}}}
-  - {{name: https, port: 443, targetPort: {https_port}}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: cluster-local-gateway, namespace: istio-system}}
-spec:
-  selector: {{istio: cluster-local-gateway}}
-  ports:
-  - {{name: http2, port: 80, targetPort: {local_port}}}
-"#
-        ),
+        &gateway_services_with(http_port, Some(https_port), local_port),
     );
     dir.write("secret.yaml", &secret_yaml());
     dir.write(

@@ -600,24 +600,10 @@ async fn a_tls_secret_added_later_reaches_envoy_over_sds() {
     let b = Backend::start("secure").await;
     let (http_port, https_port, local_port) = (free_port(), free_port(), free_port());
     let api = FakeApiServer::start().await;
-    api.apply_yaml(&format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: istio-ingressgateway, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  ports:
-  - {{name: http2, port: 80, targetPort: {http_port}}}
-  - {{name: https, port: 443, targetPort: {https_port}}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: cluster-local-gateway, namespace: istio-system}}
-spec:
-  selector: {{istio: cluster-local-gateway}}
-  ports:
-  - {{name: http2, port: 80, targetPort: {local_port}}}
-"#
+    api.apply_yaml(&gateway_services_with(
+        http_port,
+        Some(https_port),
+        local_port,
     ));
     serve_backend(&api, "secure-00001", &b);
     api.apply_yaml(

@@ -17,6 +17,19 @@ use super::util::free_port;
 /// Gateway Services that map Gateway port 80 to the given container ports, so that the two
 /// gateway Envoys can listen on free loopback ports.
 pub fn gateway_services(external_port: u16, local_port: u16) -> String {
+    gateway_services_with(external_port, None, local_port)
+}
+
+/// [`gateway_services`], with the external gateway's port 443 (`https`) mapped to `https_port`
+/// when given.
+pub fn gateway_services_with(
+    external_port: u16,
+    https_port: Option<u16>,
+    local_port: u16,
+) -> String {
+    let https = https_port
+        .map(|p| format!("  - {{name: https, port: 443, targetPort: {p}}}\n"))
+        .unwrap_or_default();
     format!(
         r#"apiVersion: v1
 kind: Service
@@ -25,7 +38,7 @@ spec:
   selector: {{istio: ingressgateway}}
   ports:
   - {{name: http2, port: 80, targetPort: {external_port}}}
----
+{https}---
 apiVersion: v1
 kind: Service
 metadata: {{name: cluster-local-gateway, namespace: istio-system}}
