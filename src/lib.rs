@@ -20,6 +20,7 @@
 //! - [`hub`]: the xDS cache: sources apply [`state::Change`]s, it translates and publishes a
 //!   snapshot per proxy label set.
 //! - [`serve`]: the runtime (file watch, debounce, servers); [`debug`]: the debug HTTP routes.
+//! - [`envoy_bin`]: finding stock Envoy (demo, tests).
 //! - [`dump`]: Envoy admin `/config_dump` JSON; [`cli`], [`demo`], [`pipeline`]: entry points.
 //! - Operating it: [`diff`] (semantic comparison of config dumps), [`validate`] (findings about
 //!   the inputs), [`metrics`] (Prometheus, istiod's names).
@@ -31,6 +32,7 @@ pub mod debug;
 pub mod demo;
 pub mod diff;
 pub mod dump;
+pub mod envoy_bin;
 pub mod hub;
 pub mod khash;
 pub mod lease;

