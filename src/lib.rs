@@ -33,5 +33,6 @@ pub mod pipeline;
 pub mod serve;
 pub mod source;
 pub mod state;
+pub mod synth;
 pub mod translate;
 pub mod xds;

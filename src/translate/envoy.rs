@@ -603,9 +603,9 @@ fn blackhole_cluster() -> Cluster {
     }
 }
 
-/// Builds the Envoy resources from what the translator gathered.
-pub(crate) fn build(t: &mut Translator<'_>) -> ProxyConfig {
-    // Listeners: one per (bind, container port).
+/// The listeners of the translator's servers (one per bind and container port), and the route
+/// configurations they use (name -> gateway port). Registers the TLS secrets they need.
+pub(crate) fn build_listeners(t: &mut Translator<'_>) -> (Vec<Listener>, BTreeMap<String, u32>) {
     let mut by_listener: BTreeMap<(String, u32), Vec<ServerCtx>> = BTreeMap::new();
     for s in &t.servers {
         by_listener
@@ -623,39 +623,50 @@ pub(crate) fn build(t: &mut Translator<'_>) -> ProxyConfig {
         }
     }
     listeners.sort_by(|a, b| a.name.cmp(&b.name));
-    let routes: Vec<RouteConfiguration> = route_names
-        .iter()
-        .map(|(name, port)| route_configuration(name, *port, t.vhosts.get(name)))
-        .collect();
-    // Only clusters that a served route references (a cluster created for an object that was
-    // then left out, or for another gateway's hosts, is not sent).
-    let mut used: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
-    for name in route_names.keys() {
-        for vh in t.vhosts.get(name).into_iter().flat_map(|m| m.values()) {
-            for r in &vh.routes {
-                if let Action::Route { destinations, .. } = &r.action {
-                    used.extend(destinations.iter().map(|d| d.cluster.as_str()));
-                }
-            }
-        }
+    (listeners, route_names)
+}
+
+/// The route configuration `name` for the virtual hosts placed on it.
+pub(crate) fn route_config(
+    name: &str,
+    port: u32,
+    vhosts: Option<&BTreeMap<String, VirtualHostIr>>,
+) -> RouteConfiguration {
+    route_configuration(name, port, vhosts)
+}
+
+/// The clusters a virtual host's routes send traffic to (with repeats).
+pub(crate) fn vhost_clusters(vh: &VirtualHostIr) -> impl Iterator<Item = &str> {
+    vh.routes.iter().flat_map(|r| match &r.action {
+        Action::Route { destinations, .. } => destinations
+            .iter()
+            .map(|d| d.cluster.as_str())
+            .collect::<Vec<_>>(),
+        Action::Redirect { .. } => Vec::new(),
+    })
+}
+
+/// The Cluster resource of a cluster.
+pub(crate) fn cluster_resource(c: &ClusterIr) -> Cluster {
+    cluster(c)
+}
+
+/// The load assignment of an EDS cluster (`None` for DNS clusters, which carry their own).
+pub(crate) fn assignment(c: &ClusterIr) -> Option<ClusterLoadAssignment> {
+    match &c.kind {
+        ClusterKind::Eds { endpoints } => Some(load_assignment(&c.name, endpoints)),
+        ClusterKind::Dns { .. } => None,
     }
-    let served: Vec<&ClusterIr> = t
-        .clusters
-        .values()
-        .filter(|c| used.contains(c.name.as_str()))
-        .collect();
-    let mut clusters: Vec<Cluster> = served.iter().map(|c| cluster(c)).collect();
-    clusters.push(blackhole_cluster());
-    clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    let endpoints = served
-        .iter()
-        .filter_map(|c| match &c.kind {
-            ClusterKind::Eds { endpoints } => Some(load_assignment(&c.name, endpoints)),
-            ClusterKind::Dns { .. } => None,
-        })
-        .collect();
-    let secrets = t
-        .secrets
+}
+
+/// The cluster every gateway has.
+pub(crate) fn blackhole() -> Cluster {
+    blackhole_cluster()
+}
+
+/// The SDS secrets the translator registered.
+pub(crate) fn secrets(t: &Translator<'_>) -> Vec<Secret> {
+    t.secrets
         .iter()
         .map(|(name, (crt, key))| Secret {
             name: name.clone(),
@@ -671,7 +682,34 @@ pub(crate) fn build(t: &mut Translator<'_>) -> ProxyConfig {
                 ..Default::default()
             })),
         })
+        .collect()
+}
+
+/// Builds the Envoy resources from what the translator gathered.
+pub(crate) fn build(t: &mut Translator<'_>) -> ProxyConfig {
+    let (listeners, route_names) = build_listeners(t);
+    let routes: Vec<RouteConfiguration> = route_names
+        .iter()
+        .map(|(name, port)| route_configuration(name, *port, t.vhosts.get(name)))
         .collect();
+    // Only clusters that a served route references (a cluster created for an object that was
+    // then left out, or for another gateway's hosts, is not sent).
+    let mut used: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for name in route_names.keys() {
+        for vh in t.vhosts.get(name).into_iter().flat_map(|m| m.values()) {
+            used.extend(vhost_clusters(vh));
+        }
+    }
+    let served: Vec<&ClusterIr> = t
+        .clusters
+        .values()
+        .filter(|c| used.contains(c.name.as_str()))
+        .collect();
+    let mut clusters: Vec<Cluster> = served.iter().map(|c| cluster(c)).collect();
+    clusters.push(blackhole_cluster());
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    let endpoints = served.iter().filter_map(|c| assignment(c)).collect();
+    let secrets = secrets(t);
     ProxyConfig {
         listeners,
         routes,
