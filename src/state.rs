@@ -147,6 +147,11 @@ impl Inputs {
         out
     }
 
+    /// The shared entry of an object.
+    pub fn entry(&self, key: &ObjectKey) -> Option<&Arc<Entry>> {
+        self.objects.get(key)
+    }
+
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Entry> {
         self.objects
             .get(&ObjectKey {
