@@ -29,16 +29,15 @@ fn labels(istio: &str) -> std::collections::BTreeMap<String, String> {
 fn cold(c: &mut Criterion) {
     let mut g = c.benchmark_group("cold_translate");
     g.sample_size(10);
-    for n in [1000usize] {
-        let inputs = Synth::new(n, Form::Route).inputs();
-        g.bench_function(format!("{n}"), |b| {
-            b.iter(|| {
-                for l in ["ingressgateway", "cluster-local-gateway"] {
-                    black_box(Engine::new(&inputs, &Options::default(), &labels(l)));
-                }
-            })
-        });
-    }
+    let n = 1000usize;
+    let inputs = Synth::new(n, Form::Route).inputs();
+    g.bench_function(format!("{n}"), |b| {
+        b.iter(|| {
+            for l in ["ingressgateway", "cluster-local-gateway"] {
+                black_box(Engine::new(&inputs, &Options::default(), &labels(l)));
+            }
+        })
+    });
     g.finish();
 }
 
@@ -78,7 +77,7 @@ fn changes(c: &mut Criterion) {
                 || {
                     round += 1;
                     let objs = synth.service(n + 1, 90);
-                    if round % 2 == 0 {
+                    if round.is_multiple_of(2) {
                         objs.into_iter().map(|v| Change::Upsert(entry(v))).collect()
                     } else {
                         objs.into_iter()

@@ -354,8 +354,18 @@ impl ScriptedEnvoy {
             if want == have && self.names.contains_key(t) {
                 continue;
             }
-            let added: Vec<String> = want.iter().filter(|n| !have.contains(n)).cloned().collect();
-            let removed: Vec<String> = have.iter().filter(|n| !want.contains(n)).cloned().collect();
+            let want_set: std::collections::BTreeSet<&String> = want.iter().collect();
+            let have_set: std::collections::BTreeSet<&String> = have.iter().collect();
+            let added: Vec<String> = want
+                .iter()
+                .filter(|n| !have_set.contains(n))
+                .cloned()
+                .collect();
+            let removed: Vec<String> = have
+                .iter()
+                .filter(|n| !want_set.contains(n))
+                .cloned()
+                .collect();
             self.names.insert(t, want.clone());
             let out = match &self.conn {
                 Conn::Sotw(_) => self.request(t, want, Vec::new()),
