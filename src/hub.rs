@@ -12,27 +12,44 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::model::ObjectKey;
+use crate::model::{Kind, ObjectKey};
 use crate::source::InputError;
-use crate::state::{Change, Inputs};
+use crate::state::{Change, Entry, Inputs};
+use crate::translate::incremental::{Engine, ObjectChange};
 use crate::translate::{self, Options};
 use crate::xds::{cache, ConfigSource, ProxyIdentity, Snapshot};
 
 /// Labels identify what a proxy gets: proxies with equal labels share one snapshot channel.
 type ProxyKey = BTreeMap<String, String>;
 
+/// What the hub holds under one lock: raw and served inputs, the incremental translation per
+/// proxy key, and the last-good bookkeeping.
+#[derive(Default)]
+struct State {
+    /// The inputs as the sources gave them (before last-good substitution).
+    raw: Inputs,
+    /// The inputs translated: raw, with the last good version of objects that turned bad.
+    served: Inputs,
+    /// One incremental engine per proxy key (connected, or one of the two gateways).
+    engines: BTreeMap<ProxyKey, Engine>,
+    /// The last version of each object that translated without error.
+    last_good: BTreeMap<ObjectKey, Arc<Entry>>,
+    /// Objects whose raw version is bad and whose last good one is served: their raw errors.
+    kept: BTreeMap<ObjectKey, Vec<InputError>>,
+    load_errors: Vec<InputError>,
+    /// Objects named by translation errors after the last change.
+    bad: BTreeSet<ObjectKey>,
+}
+
 /// The xDS cache and the current inputs.
 pub struct Hub {
     pub(crate) opts: Options,
-    /// The inputs as the sources gave them (before last-good substitution).
-    raw: Mutex<Inputs>,
+    state: Mutex<State>,
     ready: AtomicBool,
     generation: AtomicU64,
     inputs: RwLock<Arc<Inputs>>,
     errors: RwLock<Vec<InputError>>,
     proxies: Mutex<BTreeMap<ProxyKey, watch::Sender<Arc<Snapshot>>>>,
-    /// The last version of each object that translated without error.
-    last_good: Mutex<BTreeMap<ObjectKey, Arc<crate::state::Entry>>>,
     /// When recent generations started (for the convergence time metric).
     generation_times: Mutex<std::collections::VecDeque<(u64, Instant)>>,
 }
@@ -40,17 +57,31 @@ pub struct Hub {
 /// How many generation start times the hub remembers.
 const GENERATION_TIMES: usize = 256;
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Kinds whose objects can be left out for errors (and so have a last good version).
+fn translatable(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::VirtualService | Kind::KIngress | Kind::Route | Kind::Gateway
+    )
+}
+
 impl Hub {
     pub fn new(opts: Options) -> Arc<Hub> {
         Arc::new(Hub {
             opts,
-            raw: Mutex::new(Inputs::default()),
+            state: Mutex::new(State::default()),
             ready: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             inputs: RwLock::new(Arc::new(Inputs::default())),
             errors: RwLock::new(Vec::new()),
             proxies: Mutex::new(BTreeMap::new()),
-            last_good: Mutex::new(BTreeMap::new()),
             generation_times: Mutex::new(std::collections::VecDeque::new()),
         })
     }
@@ -69,151 +100,155 @@ impl Hub {
 
     /// The inputs as the sources last gave them (bad objects included).
     pub fn raw_inputs(&self) -> Inputs {
-        match self.raw.lock() {
-            Ok(r) => r.clone(),
-            Err(r) => r.into_inner().clone(),
-        }
-    }
-
-    /// Applies a source's changes and replaces its load errors, then translates and publishes
-    /// (see [`Hub::update`]).
-    pub fn apply(&self, changes: Vec<Change>, load_errors: Vec<InputError>) {
-        let inputs = {
-            let mut raw = match self.raw.lock() {
-                Ok(r) => r,
-                Err(r) => r.into_inner(),
-            };
-            raw.apply(changes);
-            raw.clone()
-        };
-        self.update_served(inputs, load_errors);
+        lock(&self.state).raw.clone()
     }
 
     pub fn errors(&self) -> Vec<InputError> {
         self.errors.read().map(|e| e.clone()).unwrap_or_default()
     }
 
-    fn translate_for(
-        &self,
-        inputs: &Inputs,
-        labels: &ProxyKey,
-        generation: u64,
-    ) -> (Snapshot, Vec<InputError>) {
-        let t = translate::translate(inputs, &self.opts, labels);
-        (cache::snapshot(generation, &t.config), t.errors)
-    }
-
     /// The snapshot a proxy with these labels would get now (for debug endpoints).
     pub fn snapshot_for(&self, labels: &ProxyKey) -> Snapshot {
-        let inputs = self.inputs();
-        self.translate_for(&inputs, labels, self.generation()).0
-    }
-
-    /// Installs new inputs: translates for every connected proxy key and publishes the new
-    /// snapshots. Marks the hub ready after the first call.
-    ///
-    /// Nothing already served is lost to bad input: an object that now fails to translate is
-    /// reported, and its last version that translated cleanly keeps being served (until the
-    /// object is deleted or fixed).
-    pub fn update(&self, inputs: Inputs, load_errors: Vec<InputError>) {
-        match self.raw.lock() {
-            Ok(mut r) => *r = inputs.clone(),
-            Err(r) => *r.into_inner() = inputs.clone(),
+        {
+            let st = lock(&self.state);
+            if let Some(e) = st.engines.get(labels) {
+                return e.snapshot(self.generation());
+            }
         }
-        self.update_served(inputs, load_errors);
+        let inputs = self.inputs();
+        let t = translate::translate(&inputs, &self.opts, labels);
+        cache::snapshot(self.generation(), &t.config)
     }
 
-    fn update_served(&self, inputs: Inputs, load_errors: Vec<InputError>) {
+    /// Installs new inputs (the changes from the current raw inputs, then [`Hub::apply`]).
+    pub fn update(&self, inputs: Inputs, load_errors: Vec<InputError>) {
+        let changes = lock(&self.state).raw.changes_to(&inputs);
+        self.apply(changes, load_errors);
+    }
+
+    /// Applies a source's changes and replaces its load errors, re-translates what they touch
+    /// for every proxy key and publishes the new snapshots. Marks the hub ready after the first
+    /// call.
+    ///
+    /// Nothing already served is lost to bad input: an object that changes to a version that
+    /// fails to translate is reported, and its last version that translated cleanly keeps being
+    /// served (until the object is deleted or fixed).
+    pub fn apply(&self, changes: Vec<Change>, load_errors: Vec<InputError>) {
         let generation = self.generation.load(Ordering::Acquire) + 1;
         let started = Instant::now();
         {
-            let mut times = match self.generation_times.lock() {
-                Ok(t) => t,
-                Err(t) => t.into_inner(),
-            };
+            let mut times = lock(&self.generation_times);
             if times.len() >= GENERATION_TIMES {
                 times.pop_front();
             }
             times.push_back((generation, started));
         }
-        let mut proxies = match self.proxies.lock() {
-            Ok(p) => p,
-            Err(p) => p.into_inner(),
-        };
-        // Forget proxy keys nobody listens to any more.
+        let mut proxies = lock(&self.proxies);
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        st.load_errors = load_errors;
+        // Raw inputs, and the keys whose raw version changed.
+        let mut changed: BTreeSet<ObjectKey> = BTreeSet::new();
+        for c in changes {
+            changed.insert(match &c {
+                Change::Upsert(e) => e.object.key(),
+                Change::Delete(k) => k.clone(),
+            });
+            st.raw.apply([c]);
+        }
+        // Forget proxy keys nobody listens to any more; keep the two gateways' engines (their
+        // errors matter even with no proxy connected).
         proxies.retain(|_, tx| tx.receiver_count() > 0);
-        let mut keys: Vec<ProxyKey> = proxies.keys().cloned().collect();
-        // Errors of objects no connected proxy sees still matter: translate the two gateways.
+        let mut keys: BTreeSet<ProxyKey> = proxies.keys().cloned().collect();
         for gw in [&self.opts.external_gateway, &self.opts.local_gateway] {
-            if let Some(labels) = translate::gateway_labels(&inputs, &self.opts, gw) {
-                if !keys.contains(&labels) {
-                    keys.push(labels);
-                }
+            if let Some(labels) = translate::gateway_labels(&st.raw, &self.opts, gw) {
+                keys.insert(labels);
             }
         }
-        let translate_all = |inputs: &Inputs| -> (BTreeMap<ProxyKey, Snapshot>, Vec<InputError>) {
-            let mut snaps = BTreeMap::new();
-            let mut errors = Vec::new();
-            for labels in &keys {
-                let (snap, errs) = self.translate_for(inputs, labels, generation);
-                errors.extend(errs);
-                snaps.insert(labels.clone(), snap);
+        st.engines.retain(|k, _| keys.contains(k));
+        // Served inputs: the raw version of every changed object (re-judged below).
+        let mut oc = Vec::new();
+        for key in &changed {
+            st.kept.remove(key);
+            let new = st.raw.entry(key).cloned();
+            oc.push(served_change(&mut st.served, key, new));
+        }
+        for e in st.engines.values_mut() {
+            e.apply(&st.served, &oc);
+        }
+        for k in &keys {
+            if !st.engines.contains_key(k) {
+                let e = Engine::new(&st.served, &self.opts, k);
+                st.engines.insert(k.clone(), e);
             }
-            (snaps, errors)
-        };
-        let (mut snaps, translate_errors) = translate_all(&inputs);
-        let bad: BTreeSet<ObjectKey> = translate_errors
-            .iter()
-            .filter_map(|e| e.object.clone())
-            .collect();
-        let mut errors = load_errors;
-        errors.extend(translate_errors);
-        let mut served = inputs;
-        {
-            let mut last_good = match self.last_good.lock() {
-                Ok(l) => l,
-                Err(l) => l.into_inner(),
-            };
-            let mut kept = Vec::new();
-            for key in &bad {
-                if let (Some(prev), Some(now)) = (
-                    last_good.get(key),
-                    served.get(key.kind, &key.namespace, &key.name),
-                ) {
-                    if prev.object != now.object {
-                        kept.push(prev.clone());
-                    }
+        }
+        // A changed object that is now bad: serve its last good version, if it had one.
+        let mut restore = Vec::new();
+        for key in changed.iter().filter(|k| translatable(k.kind)) {
+            let errors: Vec<InputError> =
+                st.engines.values().flat_map(|e| e.errors_of(key)).collect();
+            let now = st.served.get(key.kind, &key.namespace, &key.name);
+            match (now, st.last_good.get(key)) {
+                (None, _) => {
+                    st.last_good.remove(key);
                 }
-            }
-            // Remember what translated cleanly; forget what was deleted.
-            last_good.retain(|k, _| served.get(k.kind, &k.namespace, &k.name).is_some());
-            for (k, e) in served.entries() {
-                if !bad.contains(k) {
-                    last_good.insert(k.clone(), e.clone());
-                }
-            }
-            if !kept.is_empty() {
-                for e in &mut errors {
-                    if e.object
-                        .as_ref()
-                        .is_some_and(|k| kept.iter().any(|p| &p.object.key() == k))
-                    {
+                (Some(_), _) if errors.is_empty() => {}
+                (Some(now), Some(prev)) if prev.object != now.object => {
+                    let mut errors = errors;
+                    for e in &mut errors {
                         e.message.push_str("; its previous version is still served");
                     }
+                    st.kept.insert(key.clone(), errors);
+                    restore.push(served_change(&mut st.served, key, Some(prev.clone())));
                 }
-                for prev in kept {
-                    served.insert_entry(prev);
-                }
-                snaps = translate_all(&served).0;
+                _ => {}
             }
         }
-        for (labels, tx) in proxies.iter() {
-            if let Some(snap) = snaps.remove(labels) {
-                tx.send_replace(Arc::new(snap));
+        if !restore.is_empty() {
+            for e in st.engines.values_mut() {
+                e.apply(&st.served, &restore);
             }
         }
+        // Errors: load errors, translation errors (of objects not kept), kept objects' errors.
+        let mut errors = st.load_errors.clone();
+        let mut bad = BTreeSet::new();
+        for e in st.engines.values() {
+            for err in e.errors() {
+                if let Some(k) = &err.object {
+                    if st.kept.contains_key(k) {
+                        continue;
+                    }
+                    bad.insert(k.clone());
+                }
+                errors.push(err);
+            }
+        }
+        errors.extend(st.kept.values().flatten().cloned());
         errors.sort();
         errors.dedup();
+        // Remember what translates cleanly now: changed objects, and objects that were bad.
+        let recheck: Vec<ObjectKey> = changed
+            .iter()
+            .chain(st.bad.iter())
+            .filter(|k| translatable(k.kind) && !bad.contains(*k) && !st.kept.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in recheck {
+            match st.served.entry(&k) {
+                Some(e) => {
+                    st.last_good.insert(k, e.clone());
+                }
+                None => {
+                    st.last_good.remove(&k);
+                }
+            }
+        }
+        st.bad = bad;
+        for (labels, tx) in proxies.iter() {
+            if let Some(e) = st.engines.get(labels) {
+                tx.send_replace(Arc::new(e.snapshot(generation)));
+            }
+        }
         for e in &errors {
             tracing::warn!(error = %e, "input left out");
         }
@@ -222,7 +257,7 @@ impl Hub {
         // inputs it read.
         self.generation.store(generation, Ordering::Release);
         if let Ok(mut w) = self.inputs.write() {
-            *w = Arc::new(served);
+            *w = Arc::new(st.served.clone());
         }
         if let Ok(mut w) = self.errors.write() {
             *w = errors;
@@ -231,19 +266,31 @@ impl Hub {
         tracing::info!(
             generation,
             proxies = proxies.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_us = started.elapsed().as_micros() as u64,
             "translated"
         );
     }
 }
 
+/// Sets the served version of one object; returns the change as engines see it.
+fn served_change(served: &mut Inputs, key: &ObjectKey, new: Option<Arc<Entry>>) -> ObjectChange {
+    let old = served.entry(key).cloned();
+    match &new {
+        Some(e) => served.insert_entry(e.clone()),
+        None => {
+            served.remove(key);
+        }
+    }
+    ObjectChange {
+        key: key.clone(),
+        old,
+        new,
+    }
+}
+
 impl ConfigSource for Hub {
     fn generation_time(&self, generation: u64) -> Option<Instant> {
-        let times = match self.generation_times.lock() {
-            Ok(t) => t,
-            Err(t) => t.into_inner(),
-        };
-        times
+        lock(&self.generation_times)
             .iter()
             .find(|(g, _)| *g == generation)
             .map(|(_, t)| *t)
@@ -253,19 +300,23 @@ impl ConfigSource for Hub {
         if !self.is_ready() {
             return None;
         }
-        let mut proxies = match self.proxies.lock() {
-            Ok(p) => p,
-            Err(p) => p.into_inner(),
-        };
+        let mut proxies = lock(&self.proxies);
         if let Some(tx) = proxies.get(&proxy.labels) {
             return Some(tx.subscribe());
         }
-        let inputs = self.inputs();
-        let t = translate::translate(&inputs, &self.opts, &proxy.labels);
-        if t.gateways.is_empty() {
-            tracing::warn!(node = %proxy.id, labels = ?proxy.labels, "no Gateway selects this proxy; serving it an empty config");
-        }
-        let snap = cache::snapshot(self.generation(), &t.config);
+        let mut st = lock(&self.state);
+        let generation = self.generation();
+        let snap = {
+            let st = &mut *st;
+            let engine = st
+                .engines
+                .entry(proxy.labels.clone())
+                .or_insert_with(|| Engine::new(&st.served, &self.opts, &proxy.labels));
+            if engine.gateways().is_empty() {
+                tracing::warn!(node = %proxy.id, labels = ?proxy.labels, "no Gateway selects this proxy; serving it an empty config");
+            }
+            engine.snapshot(generation)
+        };
         let (tx, rx) = watch::channel(Arc::new(snap));
         proxies.insert(proxy.labels.clone(), tx);
         Some(rx)

@@ -43,6 +43,7 @@ pub mod serve;
 pub mod source;
 pub mod state;
 pub mod status;
+pub mod synth;
 pub mod translate;
 pub mod validate;
 pub mod xds;

@@ -2,8 +2,9 @@
 //! remove, translation reads. Iteration order is sorted (kind, namespace, name), so everything
 //! derived from it is deterministic.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+use imbl::{OrdMap, OrdSet};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -28,11 +29,13 @@ pub enum Change {
     Delete(ObjectKey),
 }
 
+/// Persistent maps (`imbl`): cloning the inputs (to publish them, or to keep the served version
+/// beside the raw one) is O(1), and an insert copies only one path of the tree.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
-    objects: BTreeMap<ObjectKey, Arc<Entry>>,
+    objects: OrdMap<ObjectKey, Arc<Entry>>,
     /// (namespace, service) -> EndpointSlice names.
-    slices_by_service: BTreeMap<(String, String), BTreeSet<String>>,
+    slices_by_service: OrdMap<(String, String), OrdSet<String>>,
 }
 
 impl Inputs {
@@ -142,6 +145,11 @@ impl Inputs {
             }
         }
         out
+    }
+
+    /// The shared entry of an object.
+    pub fn entry(&self, key: &ObjectKey) -> Option<&Arc<Entry>> {
+        self.objects.get(key)
     }
 
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Entry> {

@@ -72,7 +72,10 @@ fn snapshot(generation: u64, listener_prefix: &str) -> Arc<Snapshot> {
     );
     Arc::new(Snapshot {
         generation,
-        resources,
+        resources: resources
+            .into_iter()
+            .map(|(t, m)| (t, m.into_iter().collect()))
+            .collect(),
     })
 }
 

@@ -311,7 +311,7 @@ fn route(r: &RouteIr) -> Route {
     }
 }
 
-fn virtual_host(vh: &VirtualHostIr) -> VirtualHost {
+pub(crate) fn virtual_host(vh: &VirtualHostIr) -> VirtualHost {
     VirtualHost {
         name: format!("{}:{}", vh.host, vh.port),
         domains: vec![vh.host.clone()],
@@ -603,9 +603,9 @@ fn blackhole_cluster() -> Cluster {
     }
 }
 
-/// Builds the Envoy resources from what the translator gathered.
-pub(crate) fn build(t: &mut Translator<'_>) -> ProxyConfig {
-    // Listeners: one per (bind, container port).
+/// The listeners of the translator's servers (one per bind and container port), and the route
+/// configurations they use (name -> gateway port). Registers the TLS secrets they need.
+pub(crate) fn build_listeners(t: &mut Translator<'_>) -> (Vec<Listener>, BTreeMap<String, u32>) {
     let mut by_listener: BTreeMap<(String, u32), Vec<ServerCtx>> = BTreeMap::new();
     for s in &t.servers {
         by_listener
@@ -623,39 +623,81 @@ pub(crate) fn build(t: &mut Translator<'_>) -> ProxyConfig {
         }
     }
     listeners.sort_by(|a, b| a.name.cmp(&b.name));
-    let routes: Vec<RouteConfiguration> = route_names
-        .iter()
-        .map(|(name, port)| route_configuration(name, *port, t.vhosts.get(name)))
-        .collect();
-    // Only clusters that a served route references (a cluster created for an object that was
-    // then left out, or for another gateway's hosts, is not sent).
-    let mut used: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
-    for name in route_names.keys() {
-        for vh in t.vhosts.get(name).into_iter().flat_map(|m| m.values()) {
-            for r in &vh.routes {
-                if let Action::Route { destinations, .. } = &r.action {
-                    used.extend(destinations.iter().map(|d| d.cluster.as_str()));
-                }
-            }
-        }
+    (listeners, route_names)
+}
+
+/// The name of a virtual host (`<host>:<port>`), the order of virtual hosts in a route
+/// configuration.
+pub(crate) fn vhost_name(vh: &VirtualHostIr) -> String {
+    format!("{}:{}", vh.host, vh.port)
+}
+
+/// The encoding of `route_config(name, port, vhosts)` from already encoded virtual hosts (in
+/// name order): byte-identical to encoding the message, without building or re-measuring the
+/// virtual hosts. prost writes fields in declaration order, and `name` (1) and
+/// `virtual_hosts` (2) come first, so the virtual hosts go right after the name.
+pub(crate) fn route_config_bytes<'a>(
+    name: &str,
+    port: u32,
+    encoded_vhosts: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
+    if encoded_vhosts.len() == 0 {
+        return route_configuration(name, port, None).encode_to_vec();
     }
-    let served: Vec<&ClusterIr> = t
-        .clusters
-        .values()
-        .filter(|c| used.contains(c.name.as_str()))
-        .collect();
-    let mut clusters: Vec<Cluster> = served.iter().map(|c| cluster(c)).collect();
-    clusters.push(blackhole_cluster());
-    clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    let endpoints = served
-        .iter()
-        .filter_map(|c| match &c.kind {
-            ClusterKind::Eds { endpoints } => Some(load_assignment(&c.name, endpoints)),
-            ClusterKind::Dns { .. } => None,
-        })
-        .collect();
-    let secrets = t
-        .secrets
+    let empty = RouteConfiguration {
+        virtual_hosts: Vec::new(),
+        ..route_configuration(name, port, None)
+    };
+    let shell = empty.encode_to_vec();
+    // Field 1 (name): tag, length, bytes; absent when the name is empty.
+    let head = if name.is_empty() {
+        0
+    } else {
+        1 + prost::encoding::encoded_len_varint(name.len() as u64) + name.len()
+    };
+    let mut out = Vec::with_capacity(shell.len() + 64);
+    out.extend_from_slice(&shell[..head]);
+    for vh in encoded_vhosts {
+        out.push(0x12); // field 2, length-delimited
+        prost::encoding::encode_varint(vh.len() as u64, &mut out);
+        out.extend_from_slice(vh);
+    }
+    out.extend_from_slice(&shell[head..]);
+    out
+}
+
+/// The clusters a virtual host's routes send traffic to (with repeats).
+pub(crate) fn vhost_clusters(vh: &VirtualHostIr) -> impl Iterator<Item = &str> {
+    vh.routes.iter().flat_map(|r| match &r.action {
+        Action::Route { destinations, .. } => destinations
+            .iter()
+            .map(|d| d.cluster.as_str())
+            .collect::<Vec<_>>(),
+        Action::Redirect { .. } => Vec::new(),
+    })
+}
+
+/// The Cluster resource of a cluster.
+pub(crate) fn cluster_resource(c: &ClusterIr) -> Cluster {
+    cluster(c)
+}
+
+/// The load assignment of an EDS cluster (`None` for DNS clusters, which carry their own).
+pub(crate) fn assignment(c: &ClusterIr) -> Option<ClusterLoadAssignment> {
+    match &c.kind {
+        ClusterKind::Eds { endpoints } => Some(load_assignment(&c.name, endpoints)),
+        ClusterKind::Dns { .. } => None,
+    }
+}
+
+/// The cluster every gateway has.
+pub(crate) fn blackhole() -> Cluster {
+    blackhole_cluster()
+}
+
+/// The SDS secrets the translator registered.
+pub(crate) fn secrets(t: &Translator<'_>) -> Vec<Secret> {
+    t.secrets
         .iter()
         .map(|(name, (crt, key))| Secret {
             name: name.clone(),
@@ -671,7 +713,34 @@ pub(crate) fn build(t: &mut Translator<'_>) -> ProxyConfig {
                 ..Default::default()
             })),
         })
+        .collect()
+}
+
+/// Builds the Envoy resources from what the translator gathered.
+pub(crate) fn build(t: &mut Translator<'_>) -> ProxyConfig {
+    let (listeners, route_names) = build_listeners(t);
+    let routes: Vec<RouteConfiguration> = route_names
+        .iter()
+        .map(|(name, port)| route_configuration(name, *port, t.vhosts.get(name)))
         .collect();
+    // Only clusters that a served route references (a cluster created for an object that was
+    // then left out, or for another gateway's hosts, is not sent).
+    let mut used: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for name in route_names.keys() {
+        for vh in t.vhosts.get(name).into_iter().flat_map(|m| m.values()) {
+            used.extend(vhost_clusters(vh));
+        }
+    }
+    let served: Vec<&ClusterIr> = t
+        .clusters
+        .values()
+        .filter(|c| used.contains(c.name.as_str()))
+        .collect();
+    let mut clusters: Vec<Cluster> = served.iter().map(|c| cluster(c)).collect();
+    clusters.push(blackhole_cluster());
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    let endpoints = served.iter().filter_map(|c| assignment(c)).collect();
+    let secrets = secrets(t);
     ProxyConfig {
         listeners,
         routes,

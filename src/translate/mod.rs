@@ -19,6 +19,7 @@ use crate::source::InputError;
 use crate::state::Inputs;
 
 pub mod envoy;
+pub mod incremental;
 pub mod ir;
 
 use ir::*;
@@ -239,52 +240,8 @@ pub fn translate(
     opts: &Options,
     labels: &BTreeMap<String, String>,
 ) -> Translation {
-    let mut t = Translator {
-        inputs,
-        opts,
-        errors: Vec::new(),
-        servers: Vec::new(),
-        vhosts: BTreeMap::new(),
-        clusters: BTreeMap::new(),
-        created: Vec::new(),
-        secrets: BTreeMap::new(),
-        owners: BTreeMap::new(),
-    };
-    let mut all_gateways = gateways(inputs, opts);
-    t.add_kingress_tls_servers(&mut all_gateways);
-    let selected: Vec<GatewayInfo> = all_gateways
-        .into_iter()
-        .filter(|g| is_subset(&g.spec.selector, labels))
-        .collect();
-    for g in &selected {
-        for s in &g.spec.servers {
-            if !(server_is_http(s) || server_is_https(s)) {
-                continue;
-            }
-            let https = server_is_https(s);
-            let route_name = if https {
-                format!(
-                    "https.{}.{}.{}.{}",
-                    s.port.number, s.port.name, g.name, g.namespace
-                )
-            } else {
-                format!("http.{}", s.port.number)
-            };
-            t.servers.push(ServerCtx {
-                gateway: g.id(),
-                gateway_ns: g.namespace.clone(),
-                gateway_name: g.name.clone(),
-                server: s.clone(),
-                container_port: s
-                    .port
-                    .target_port
-                    .unwrap_or_else(|| container_port(inputs, labels, s.port.number)),
-                bind: s.bind.clone().unwrap_or_else(|| opts.bind_address.clone()),
-                https,
-                route_name,
-            });
-        }
-    }
+    let mut t = Translator::new(inputs, opts);
+    let gateways = t.setup_servers(labels);
     t.translate_virtual_services();
     t.translate_kingresses();
     t.translate_routes();
@@ -294,9 +251,164 @@ pub fn translate(
     errors.dedup();
     Translation {
         config,
-        gateways: selected.iter().map(|g| g.id()).collect(),
+        gateways,
         errors,
     }
+}
+
+/// What a proxy's gateways give every object: the servers, the listeners and secrets built from
+/// them, and the route configurations those listeners use. Depends on Gateways, gateway
+/// Services, Secrets and KIngress TLS entries only.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Context {
+    pub servers: Vec<ServerCtx>,
+    pub gateways: Vec<String>,
+    pub listeners: Vec<envoy_types::pb::envoy::config::listener::v3::Listener>,
+    pub secrets: Vec<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>,
+    /// Served route configuration name -> gateway port.
+    pub route_ports: BTreeMap<String, u32>,
+    pub errors: Vec<InputError>,
+}
+
+/// The [`Context`] of a proxy with these labels.
+pub(crate) fn context(
+    inputs: &Inputs,
+    opts: &Options,
+    labels: &BTreeMap<String, String>,
+) -> Context {
+    let mut t = Translator::new(inputs, opts);
+    let gateways = t.setup_servers(labels);
+    let (listeners, route_ports) = envoy::build_listeners(&mut t);
+    Context {
+        servers: t.servers.clone(),
+        gateways,
+        listeners,
+        secrets: envoy::secrets(&t),
+        route_ports,
+        errors: std::mem::take(&mut t.errors),
+    }
+}
+
+/// Where an EDS cluster's endpoints come from: Service `ns/name`, port name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClusterSource {
+    pub namespace: String,
+    pub service: String,
+    pub port_name: String,
+}
+
+/// One object translated on its own: its virtual hosts merged per (route configuration, host),
+/// the clusters it references, the Services it read, or the error that left it out.
+#[derive(Debug, Clone)]
+pub(crate) struct Fragment {
+    pub vhosts: BTreeMap<(String, String), std::sync::Arc<VirtualHostIr>>,
+    pub clusters: Vec<(ClusterIr, ClusterSource)>,
+    pub services: BTreeSet<(String, String)>,
+    pub error: Option<InputError>,
+    /// Full translation order: VirtualServices, KIngresses, Routes, each oldest first.
+    pub order: (u8, String, ObjectKey),
+    /// Duplicate-host precedence (smallest wins): timestamped before not, oldest, then key.
+    pub precedence: (bool, String, ObjectKey),
+}
+
+/// Ready addresses of Service `ns/name`'s port named `port_name`, as an EDS cluster holds them.
+pub(crate) fn ready_endpoints_of(
+    inputs: &Inputs,
+    opts: &Options,
+    src: &ClusterSource,
+) -> Vec<(String, u32)> {
+    let t = Translator::new(inputs, opts);
+    t.ready_endpoints_named(&src.namespace, &src.service, &src.port_name)
+}
+
+/// Whether a KIngress or a VirtualService labelled for this Route describes its traffic (then
+/// the Route itself is not translated). Scans VirtualServices: see the engine for an indexed form.
+pub(crate) fn kingress_class_matches(inputs: &Inputs, opts: &Options, meta: &ObjectMeta) -> bool {
+    Translator::new(inputs, opts)
+        .kingress_class(meta)
+        .as_deref()
+        == Some(opts.ingress_class.as_str())
+}
+
+/// Translates one VirtualService, KIngress (any class: the caller checks) or Route (the caller
+/// checks it has no KIngress or VirtualService) on its own, against a proxy's servers.
+pub(crate) fn translate_one(
+    inputs: &Inputs,
+    opts: &Options,
+    servers: &[ServerCtx],
+    key: &ObjectKey,
+) -> Option<Fragment> {
+    let entry = inputs.get(key.kind, &key.namespace, &key.name)?;
+    let mut t = Translator::new(inputs, opts);
+    t.servers = servers.to_vec();
+    t.defer = true;
+    let meta = entry.object.metadata().clone();
+    let rank = match &entry.object {
+        Object::VirtualService(vs) => {
+            t.translate_object(key, &meta, |t| t.virtual_service(key, &vs.spec));
+            0
+        }
+        Object::KIngress(ing) => {
+            t.knative_spec(key, &meta, &ing.spec, false);
+            1
+        }
+        Object::Route(route) => {
+            let ropts = knative::RouteOptions {
+                domain: t.default_domain(),
+                cluster_domain: opts.cluster_domain.clone(),
+                ..Default::default()
+            };
+            match knative::ingress_from_route(route, &ropts) {
+                Ok(spec) => t.knative_spec(key, &meta, &spec, true),
+                Err(msg) => t.error(key, msg),
+            }
+            2
+        }
+        _ => return None,
+    };
+    let age = creation(&meta);
+    let mut vhosts: BTreeMap<(String, String), VirtualHostIr> = BTreeMap::new();
+    for p in std::mem::take(&mut t.deferred) {
+        match vhosts.entry((p.route_name.clone(), p.host.clone())) {
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                let vh = o.get_mut();
+                vh.routes.extend(p.routes);
+                vh.require_tls |= p.require_tls;
+            }
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(VirtualHostIr {
+                    host: p.host,
+                    port: p.port,
+                    routes: p.routes,
+                    require_tls: p.require_tls,
+                });
+            }
+        }
+    }
+    let error = t.errors.pop();
+    let clusters = t
+        .clusters
+        .into_values()
+        .map(|c| {
+            let src = t.cluster_src.remove(&c.name).unwrap_or(ClusterSource {
+                namespace: String::new(),
+                service: String::new(),
+                port_name: String::new(),
+            });
+            (c, src)
+        })
+        .collect();
+    Some(Fragment {
+        vhosts: vhosts
+            .into_iter()
+            .map(|(k, v)| (k, std::sync::Arc::new(v)))
+            .collect(),
+        clusters,
+        services: t.reads,
+        error,
+        order: (rank, age.clone(), key.clone()),
+        precedence: (age.is_empty(), age, key.clone()),
+    })
 }
 
 pub(crate) struct Translator<'a> {
@@ -313,6 +425,13 @@ pub(crate) struct Translator<'a> {
     pub secrets: BTreeMap<String, (Vec<u8>, Vec<u8>)>,
     /// (route config, host) -> the object that claimed it, with its age.
     owners: BTreeMap<(String, String), (String, ObjectKey)>,
+    /// Translating one object alone: placements are collected in `deferred`, not placed.
+    defer: bool,
+    deferred: Vec<Placement>,
+    /// Services (ns, name) looked up for clusters, found or not.
+    reads: BTreeSet<(String, String)>,
+    /// Cluster name -> where its endpoints come from.
+    cluster_src: BTreeMap<String, ClusterSource>,
 }
 
 /// A virtual host's worth of routes produced by one object, before it is placed.
@@ -397,7 +516,68 @@ fn is_h2c_port(p: &k8s_openapi::api::core::v1::ServicePort) -> bool {
         || p.app_protocol.as_deref() == Some("kubernetes.io/h2c")
 }
 
-impl Translator<'_> {
+impl<'a> Translator<'a> {
+    fn new(inputs: &'a Inputs, opts: &'a Options) -> Translator<'a> {
+        Translator {
+            inputs,
+            opts,
+            errors: Vec::new(),
+            servers: Vec::new(),
+            vhosts: BTreeMap::new(),
+            clusters: BTreeMap::new(),
+            created: Vec::new(),
+            secrets: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            defer: false,
+            deferred: Vec::new(),
+            reads: BTreeSet::new(),
+            cluster_src: BTreeMap::new(),
+        }
+    }
+
+    /// Picks the Gateways that select a proxy with these labels and records their HTTP(S)
+    /// servers; returns the Gateway ids.
+    fn setup_servers(&mut self, labels: &BTreeMap<String, String>) -> Vec<String> {
+        let inputs = self.inputs;
+        let opts = self.opts;
+        let mut all_gateways = gateways(inputs, opts);
+        self.add_kingress_tls_servers(&mut all_gateways);
+        let selected: Vec<GatewayInfo> = all_gateways
+            .into_iter()
+            .filter(|g| is_subset(&g.spec.selector, labels))
+            .collect();
+        for g in &selected {
+            for s in &g.spec.servers {
+                if !(server_is_http(s) || server_is_https(s)) {
+                    continue;
+                }
+                let https = server_is_https(s);
+                let route_name = if https {
+                    format!(
+                        "https.{}.{}.{}.{}",
+                        s.port.number, s.port.name, g.name, g.namespace
+                    )
+                } else {
+                    format!("http.{}", s.port.number)
+                };
+                self.servers.push(ServerCtx {
+                    gateway: g.id(),
+                    gateway_ns: g.namespace.clone(),
+                    gateway_name: g.name.clone(),
+                    server: s.clone(),
+                    container_port: s
+                        .port
+                        .target_port
+                        .unwrap_or_else(|| container_port(inputs, labels, s.port.number)),
+                    bind: s.bind.clone().unwrap_or_else(|| opts.bind_address.clone()),
+                    https,
+                    route_name,
+                });
+            }
+        }
+        selected.iter().map(|g| g.id()).collect()
+    }
+
     /// Objects of one kind, oldest first (creationTimestamp, then namespace/name), so that
     /// duplicate hosts resolve to the oldest object.
     fn oldest_first<T: Clone>(
@@ -426,10 +606,12 @@ impl Translator<'_> {
     ) {
         let mark = self.created.len();
         match f(self) {
+            Ok(placements) if self.defer => self.deferred.extend(placements),
             Ok(placements) => self.place(key, meta, placements),
             Err(msg) => {
                 for name in self.created.drain(mark..) {
                     self.clusters.remove(&name);
+                    self.cluster_src.remove(&name);
                 }
                 self.error(key, msg);
             }
@@ -457,6 +639,7 @@ impl Translator<'_> {
         port: Option<&IntOrString>,
         knative_revision_fallback: bool,
     ) -> Result<String, String> {
+        self.reads.insert((ns.to_string(), name.to_string()));
         let svc: Option<Service> = self.inputs.service(ns, name).cloned();
         let svc = match svc {
             Some(s) => s,
@@ -542,6 +725,14 @@ impl Translator<'_> {
             }
         };
         self.created.push(cname.clone());
+        self.cluster_src.insert(
+            cname.clone(),
+            ClusterSource {
+                namespace: ns.to_string(),
+                service: name.to_string(),
+                port_name: sp.name.clone().unwrap_or_default(),
+            },
+        );
         self.clusters.insert(
             cname.clone(),
             ClusterIr {
@@ -561,13 +752,16 @@ impl Translator<'_> {
         name: &str,
         sp: &k8s_openapi::api::core::v1::ServicePort,
     ) -> Vec<(String, u32)> {
-        let want = sp.name.clone().unwrap_or_default();
+        self.ready_endpoints_named(ns, name, sp.name.as_deref().unwrap_or(""))
+    }
+
+    fn ready_endpoints_named(&self, ns: &str, name: &str, want: &str) -> Vec<(String, u32)> {
         let mut out = BTreeSet::new();
         let slices = self.inputs.endpoint_slices(ns, name);
         if !slices.is_empty() {
             for slice in slices {
                 let ports = slice.ports.iter().flatten();
-                let Some(port) = endpoint_port(ports.map(|p| (p.name.as_deref(), p.port)), &want)
+                let Some(port) = endpoint_port(ports.map(|p| (p.name.as_deref(), p.port)), want)
                 else {
                     continue;
                 };
@@ -585,7 +779,7 @@ impl Translator<'_> {
             for subset in eps.subsets.iter().flatten() {
                 let ports = subset.ports.iter().flatten();
                 let Some(port) =
-                    endpoint_port(ports.map(|p| (p.name.as_deref(), Some(p.port))), &want)
+                    endpoint_port(ports.map(|p| (p.name.as_deref(), Some(p.port))), want)
                 else {
                     continue;
                 };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use super::{Resource, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+use super::{Resource, ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 use crate::translate::envoy::any;
 use crate::translate::ProxyConfig;
 
@@ -17,29 +17,46 @@ pub fn version_of(bytes: &[u8]) -> String {
     hex::encode(&digest[..8])
 }
 
+/// Packs and versions one resource.
+pub fn resource<M: Message + prost::Name>(name: &str, m: &M) -> Arc<Resource> {
+    let body = any(m);
+    let version = version_of(&body.value);
+    Arc::new(Resource {
+        name: name.to_string(),
+        version,
+        body,
+    })
+}
+
+/// A resource from its already encoded message.
+pub fn resource_from_bytes(name: &str, type_url: &str, value: Vec<u8>) -> Arc<Resource> {
+    let version = version_of(&value);
+    Arc::new(Resource {
+        name: name.to_string(),
+        version,
+        body: envoy_types::pb::google::protobuf::Any {
+            type_url: type_url.to_string(),
+            value,
+        },
+    })
+}
+
 fn insert<M: Message + prost::Name>(
-    map: &mut BTreeMap<&'static str, BTreeMap<String, Arc<Resource>>>,
+    map: &mut BTreeMap<&'static str, ResourceMap>,
     type_url: &'static str,
     name: &str,
     m: &M,
 ) {
-    let body = any(m);
-    let version = version_of(&body.value);
-    map.entry(type_url).or_default().insert(
-        name.to_string(),
-        Arc::new(Resource {
-            name: name.to_string(),
-            version,
-            body,
-        }),
-    );
+    map.entry(type_url)
+        .or_default()
+        .insert(name.to_string(), resource(name, m));
 }
 
 /// The snapshot a proxy should hold for this config.
 pub fn snapshot(generation: u64, config: &ProxyConfig) -> Snapshot {
     let mut resources = BTreeMap::new();
     for t in [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET] {
-        resources.insert(t, BTreeMap::new());
+        resources.insert(t, ResourceMap::new());
     }
     for c in &config.clusters {
         insert(&mut resources, CLUSTER, &c.name, c);

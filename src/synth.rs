@@ -1,0 +1,468 @@
+//! A synthetic Knative cluster of N services, for benchmarks and equivalence tests.
+//!
+//! Each service `svc-<i>` in namespace `ns-<i % namespaces>` has a Route whose status splits
+//! 90/10 over two revisions and tags the second one `latest` (so it has a tag host); every tenth
+//! service is cluster-local, the others external (and, as Knative does, also cluster-local
+//! hosts). Each revision has its Service (`http` 80 -> 8012) and Endpoints with three ready
+//! addresses. The traffic is given as Routes (translated through the KIngress Knative would
+//! build), as KIngresses of our class, or as VirtualServices shaped as net-istio writes them.
+//! The two gateway Services map port 80 to 8080 (external) and 8081 (cluster-local).
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::model::kingress::{IngressSpec, CLASS_ANNOTATION, DEFAULT_CLASS};
+use crate::model::{knative, parse_object, Object};
+use crate::source::{Origin, Sourced};
+use crate::state::Inputs;
+
+/// How the traffic of each service is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Form {
+    /// Knative Routes (with status), translated through the KIngress Knative would build.
+    #[default]
+    Route,
+    /// KIngresses of our class.
+    Kingress,
+    /// VirtualServices as net-istio writes them for a KIngress.
+    Virtualservice,
+}
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synth {
+    pub services: usize,
+    pub namespaces: usize,
+    pub form: Form,
+}
+
+impl Synth {
+    pub fn new(services: usize, form: Form) -> Synth {
+        Synth {
+            services,
+            namespaces: services.div_ceil(100).max(1),
+            form,
+        }
+    }
+
+    pub fn namespace(&self, i: usize) -> String {
+        format!("ns-{}", i % self.namespaces)
+    }
+
+    /// The two gateway Services.
+    pub fn gateway_services(&self) -> Vec<Value> {
+        [
+            ("istio-ingressgateway", "ingressgateway", 8080),
+            ("cluster-local-gateway", "cluster-local-gateway", 8081),
+        ]
+        .into_iter()
+        .map(|(name, istio, target)| {
+            json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": "istio-system"},
+                "spec": {"selector": {"istio": istio},
+                         "ports": [{"name": "http2", "port": 80, "targetPort": target}]}
+            })
+        })
+        .collect()
+    }
+
+    /// The objects of service `i` (traffic object first, then revision Services and Endpoints),
+    /// with `split` percent to the first revision (90 normally).
+    pub fn service(&self, i: usize, split: i64) -> Vec<Value> {
+        let ns = self.namespace(i);
+        let name = format!("svc-{i}");
+        let local = i % 10 == 9;
+        let revs = [format!("{name}-00001"), format!("{name}-00002")];
+        let mut out = Vec::new();
+        let route = self.route(&ns, &name, &revs, split, local);
+        match self.form {
+            Form::Route => out.push(route),
+            Form::Kingress | Form::Virtualservice => {
+                let spec = self.kingress_spec(&route);
+                if self.form == Form::Kingress {
+                    out.push(json!({
+                        "apiVersion": "networking.internal.knative.dev/v1alpha1",
+                        "kind": "Ingress",
+                        "metadata": {"name": name, "namespace": ns,
+                                     "annotations": {CLASS_ANNOTATION: DEFAULT_CLASS},
+                                     "labels": {"serving.knative.dev/route": name,
+                                                "serving.knative.dev/routeNamespace": ns}},
+                        "spec": spec,
+                    }));
+                } else {
+                    out.push(virtual_service(&ns, &name, &spec));
+                }
+            }
+        }
+        for (r, rev) in revs.iter().enumerate() {
+            out.push(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": rev, "namespace": ns,
+                             "labels": {"serving.knative.dev/revision": rev}},
+                "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8012}]}
+            }));
+            out.push(self.endpoints(i, r, 0));
+        }
+        out
+    }
+
+    /// The Endpoints of revision `r` of service `i`; `variant` changes one address.
+    pub fn endpoints(&self, i: usize, r: usize, variant: usize) -> Value {
+        let ns = self.namespace(i);
+        let rev = format!("svc-{i}-0000{}", r + 1);
+        let base = i * 2 + r;
+        let addrs: Vec<Value> = (0..3)
+            .map(|k| {
+                let n = base * 3 + k + if k == 0 { variant * 7919 } else { 0 };
+                json!({"ip": format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)})
+            })
+            .collect();
+        json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": rev, "namespace": ns},
+            "subsets": [{"addresses": addrs, "ports": [{"name": "http", "port": 8012}]}]
+        })
+    }
+
+    fn route(&self, ns: &str, name: &str, revs: &[String; 2], split: i64, local: bool) -> Value {
+        let (url, turl) = if local {
+            (
+                format!("http://{name}.{ns}.svc.cluster.local"),
+                format!("http://latest-{name}.{ns}.svc.cluster.local"),
+            )
+        } else {
+            (
+                format!("http://{name}.{ns}.example.com"),
+                format!("http://latest-{name}.{ns}.example.com"),
+            )
+        };
+        let mut meta = json!({"name": name, "namespace": ns});
+        if local {
+            meta["labels"] = json!({"networking.knative.dev/visibility": "cluster-local"});
+        }
+        json!({
+            "apiVersion": "serving.knative.dev/v1", "kind": "Route",
+            "metadata": meta,
+            "status": {"url": url, "traffic": [
+                {"revisionName": revs[0], "percent": split},
+                {"revisionName": revs[1], "percent": 100 - split},
+                {"revisionName": revs[1], "percent": 0, "tag": "latest", "url": turl},
+            ]}
+        })
+    }
+
+    fn kingress_spec(&self, route: &Value) -> IngressSpec {
+        match parse_object(route.clone()) {
+            Ok(Some(Object::Route(r))) => {
+                let opts = knative::RouteOptions {
+                    domain: "example.com".to_string(),
+                    cluster_domain: "cluster.local".to_string(),
+                    ..Default::default()
+                };
+                knative::ingress_from_route(&r, &opts).unwrap_or_default()
+            }
+            _ => IngressSpec::default(),
+        }
+    }
+
+    /// Every object.
+    pub fn values(&self) -> Vec<Value> {
+        let mut out = self.gateway_services();
+        for i in 0..self.services {
+            out.extend(self.service(i, 90));
+        }
+        out
+    }
+
+    /// The inputs, as a source would give them.
+    pub fn inputs(&self) -> Inputs {
+        let objects = self
+            .values()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(doc, v)| {
+                let object = parse_object(v).ok().flatten()?;
+                Some(Sourced {
+                    object,
+                    origin: Origin {
+                        file: "synth".into(),
+                        doc: doc + 1,
+                        item: None,
+                    },
+                })
+            })
+            .collect::<Vec<_>>();
+        Inputs::from_sourced(objects).0
+    }
+
+    /// Writes a manifest directory: `gateways.json` and one JSON `List` per namespace.
+    pub fn write_dir(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let list = |items: Vec<Value>| json!({"apiVersion": "v1", "kind": "List", "items": items});
+        std::fs::write(
+            dir.join("gateways.json"),
+            serde_json::to_vec(&list(self.gateway_services()))?,
+        )?;
+        for n in 0..self.namespaces {
+            let items: Vec<Value> = (n..self.services)
+                .step_by(self.namespaces)
+                .flat_map(|i| self.service(i, 90))
+                .collect();
+            std::fs::write(
+                dir.join(format!("ns-{n}.json")),
+                serde_json::to_vec(&list(items))?,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The VirtualService net-istio writes for a KIngress (`<name>-ingress`, both gateways, one
+/// HTTP route per rule and path, matched by `:authority` prefix and gateway).
+fn virtual_service(ns: &str, name: &str, spec: &IngressSpec) -> Value {
+    let ext = "knative-serving/knative-ingress-gateway";
+    let local = "knative-serving/cluster-local-gateway";
+    let mut hosts: Vec<String> = Vec::new();
+    let mut http = Vec::new();
+    for rule in &spec.rules {
+        let gw = if rule.visibility.as_deref() == Some("ClusterLocal") {
+            local
+        } else {
+            ext
+        };
+        hosts.extend(rule.hosts.iter().cloned());
+        for path in rule.http.iter().flat_map(|h| h.paths.iter()) {
+            let matches: Vec<Value> = rule
+                .hosts
+                .iter()
+                .map(|h| json!({"authority": {"prefix": h}, "gateways": [gw]}))
+                .collect();
+            let route: Vec<Value> = path
+                .splits
+                .iter()
+                .map(|s| {
+                    json!({
+                        "destination": {
+                            "host": format!("{}.{}.svc.cluster.local", s.service_name, s.service_namespace),
+                            "port": {"number": 80}
+                        },
+                        "headers": {"request": {"set": s.append_headers.clone().unwrap_or_default()}},
+                        "weight": s.percent
+                    })
+                })
+                .collect();
+            let mut r = json!({"match": matches, "route": route, "retries": {}, "timeout": "900s"});
+            if let Some(h) = &path.append_headers {
+                r["headers"] = json!({"request": {"set": h}});
+            }
+            http.push(r);
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    json!({
+        "apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+        "metadata": {"name": format!("{name}-ingress"), "namespace": ns,
+                     "labels": {"networking.internal.knative.dev/ingress": name,
+                                "serving.knative.dev/route": name,
+                                "serving.knative.dev/routeNamespace": ns}},
+        "spec": {"gateways": [local, ext], "hosts": hosts, "http": http}
+    })
+}
+
+/// A scripted Envoy for measuring what goes on the wire: drives an in-process
+/// [`crate::xds::conn`] state machine (SotW or Delta) the way Envoy does (wildcard clusters and
+/// listeners, load assignments, routes and secrets by name, following what the snapshot names),
+/// ACKs every response, and counts the encoded bytes of the responses.
+pub struct ScriptedEnvoy {
+    conn: Conn,
+    target: std::sync::Arc<crate::xds::Snapshot>,
+    /// Names subscribed per by-name type.
+    names: std::collections::BTreeMap<&'static str, Vec<String>>,
+    nonces: std::collections::BTreeMap<String, String>,
+}
+
+enum Conn {
+    Sotw(crate::xds::conn::SotwConnection),
+    Delta(crate::xds::conn::DeltaConnection),
+}
+
+/// Bytes and responses of one exchange.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Wire {
+    pub responses: usize,
+    /// Protobuf-encoded response bytes (gRPC adds 5 bytes of framing per response).
+    pub bytes: usize,
+    pub resources: usize,
+}
+
+impl ScriptedEnvoy {
+    /// Connects and takes everything; returns the initial exchange.
+    pub fn connect(
+        mode: crate::xds::conn::Mode,
+        snapshot: std::sync::Arc<crate::xds::Snapshot>,
+    ) -> (ScriptedEnvoy, Wire) {
+        use crate::xds::conn::{DeltaConnection, Mode, SotwConnection};
+        let conn = match mode {
+            Mode::Sotw => Conn::Sotw(SotwConnection::new(snapshot.clone())),
+            Mode::Delta => Conn::Delta(DeltaConnection::new(snapshot.clone())),
+        };
+        let mut e = ScriptedEnvoy {
+            conn,
+            target: snapshot,
+            names: Default::default(),
+            nonces: Default::default(),
+        };
+        let mut wire = Wire::default();
+        for t in [crate::xds::CLUSTER, crate::xds::LISTENER] {
+            let out = e.request(t, Vec::new(), Vec::new());
+            e.settle(out, &mut wire);
+        }
+        e.follow(&mut wire);
+        (e, wire)
+    }
+
+    /// A new snapshot: everything sent until the Envoy holds it.
+    pub fn push(&mut self, snapshot: std::sync::Arc<crate::xds::Snapshot>) -> Wire {
+        self.target = snapshot.clone();
+        let mut wire = Wire::default();
+        let out = match &mut self.conn {
+            Conn::Sotw(c) => Out::Sotw(c.on_snapshot(snapshot)),
+            Conn::Delta(c) => Out::Delta(c.on_snapshot(snapshot)),
+        };
+        self.settle(out, &mut wire);
+        self.follow(&mut wire);
+        wire
+    }
+
+    /// Subscribes by name to the load assignments, routes and secrets the snapshot has, as
+    /// Envoy does once it holds the clusters and listeners naming them.
+    fn follow(&mut self, wire: &mut Wire) {
+        use crate::xds::{ENDPOINT, ROUTE, SECRET};
+        for t in [ENDPOINT, ROUTE, SECRET] {
+            let want: Vec<String> = self
+                .target
+                .of_type(t)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            let have = self.names.get(t).cloned().unwrap_or_default();
+            if want.is_empty() && have.is_empty() && !self.names.contains_key(t) && t == SECRET {
+                continue;
+            }
+            if want == have && self.names.contains_key(t) {
+                continue;
+            }
+            let want_set: std::collections::BTreeSet<&String> = want.iter().collect();
+            let have_set: std::collections::BTreeSet<&String> = have.iter().collect();
+            let added: Vec<String> = want
+                .iter()
+                .filter(|n| !have_set.contains(n))
+                .cloned()
+                .collect();
+            let removed: Vec<String> = have
+                .iter()
+                .filter(|n| !want_set.contains(n))
+                .cloned()
+                .collect();
+            self.names.insert(t, want.clone());
+            let out = match &self.conn {
+                Conn::Sotw(_) => self.request(t, want, Vec::new()),
+                Conn::Delta(_) => self.request(t, added, removed),
+            };
+            self.settle(out, wire);
+        }
+    }
+
+    fn request(&mut self, t: &str, names: Vec<String>, unsubscribe: Vec<String>) -> Out {
+        use envoy_types::pb::envoy::service::discovery::v3::{
+            DeltaDiscoveryRequest, DiscoveryRequest,
+        };
+        let nonce = self.nonces.get(t).cloned().unwrap_or_default();
+        match &mut self.conn {
+            Conn::Sotw(c) => Out::Sotw(c.on_request(DiscoveryRequest {
+                type_url: t.to_string(),
+                resource_names: names,
+                response_nonce: nonce,
+                ..Default::default()
+            })),
+            Conn::Delta(c) => Out::Delta(c.on_request(DeltaDiscoveryRequest {
+                type_url: t.to_string(),
+                resource_names_subscribe: names,
+                resource_names_unsubscribe: unsubscribe,
+                response_nonce: nonce,
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// Counts the responses and ACKs them until the connection has nothing more to send.
+    fn settle(&mut self, mut out: Out, wire: &mut Wire) {
+        use envoy_types::pb::envoy::service::discovery::v3::{
+            DeltaDiscoveryRequest, DiscoveryRequest,
+        };
+        use prost::Message;
+        loop {
+            let next = match (&mut self.conn, out) {
+                (Conn::Sotw(c), Out::Sotw(rs)) => {
+                    let mut next = Vec::new();
+                    for r in rs {
+                        wire.responses += 1;
+                        wire.bytes += r.encoded_len();
+                        wire.resources += r.resources.len();
+                        self.nonces.insert(r.type_url.clone(), r.nonce.clone());
+                        let names = self
+                            .names
+                            .iter()
+                            .find(|(t, _)| **t == r.type_url)
+                            .map(|(_, n)| n.clone())
+                            .unwrap_or_default();
+                        next.extend(c.on_request(DiscoveryRequest {
+                            type_url: r.type_url.clone(),
+                            version_info: r.version_info.clone(),
+                            resource_names: names,
+                            response_nonce: r.nonce.clone(),
+                            ..Default::default()
+                        }));
+                    }
+                    Out::Sotw(next)
+                }
+                (Conn::Delta(c), Out::Delta(rs)) => {
+                    let mut next = Vec::new();
+                    for r in rs {
+                        wire.responses += 1;
+                        wire.bytes += r.encoded_len();
+                        wire.resources += r.resources.len() + r.removed_resources.len();
+                        self.nonces.insert(r.type_url.clone(), r.nonce.clone());
+                        next.extend(c.on_request(DeltaDiscoveryRequest {
+                            type_url: r.type_url.clone(),
+                            response_nonce: r.nonce.clone(),
+                            ..Default::default()
+                        }));
+                    }
+                    Out::Delta(next)
+                }
+                _ => return,
+            };
+            if next.is_empty() {
+                return;
+            }
+            out = next;
+        }
+    }
+}
+
+enum Out {
+    Sotw(Vec<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse>),
+    Delta(Vec<envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse>),
+}
+
+impl Out {
+    fn is_empty(&self) -> bool {
+        match self {
+            Out::Sotw(v) => v.is_empty(),
+            Out::Delta(v) => v.is_empty(),
+        }
+    }
+}
