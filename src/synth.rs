@@ -205,11 +205,11 @@ impl Synth {
             dir.join("gateways.json"),
             serde_json::to_vec(&list(self.gateway_services()))?,
         )?;
-        let mut by_ns: Vec<Vec<Value>> = vec![Vec::new(); self.namespaces];
-        for i in 0..self.services {
-            by_ns[i % self.namespaces].extend(self.service(i, 90));
-        }
-        for (n, items) in by_ns.into_iter().enumerate() {
+        for n in 0..self.namespaces {
+            let items: Vec<Value> = (n..self.services)
+                .step_by(self.namespaces)
+                .flat_map(|i| self.service(i, 90))
+                .collect();
             std::fs::write(
                 dir.join(format!("ns-{n}.json")),
                 serde_json::to_vec(&list(items))?,
@@ -270,4 +270,199 @@ fn virtual_service(ns: &str, name: &str, spec: &IngressSpec) -> Value {
                                 "serving.knative.dev/routeNamespace": ns}},
         "spec": {"gateways": [local, ext], "hosts": hosts, "http": http}
     })
+}
+
+/// A scripted Envoy for measuring what goes on the wire: drives an in-process
+/// [`crate::xds::conn`] state machine (SotW or Delta) the way Envoy does (wildcard clusters and
+/// listeners, load assignments, routes and secrets by name, following what the snapshot names),
+/// ACKs every response, and counts the encoded bytes of the responses.
+pub struct ScriptedEnvoy {
+    conn: Conn,
+    target: std::sync::Arc<crate::xds::Snapshot>,
+    /// Names subscribed per by-name type.
+    names: std::collections::BTreeMap<&'static str, Vec<String>>,
+    nonces: std::collections::BTreeMap<String, String>,
+}
+
+enum Conn {
+    Sotw(crate::xds::conn::SotwConnection),
+    Delta(crate::xds::conn::DeltaConnection),
+}
+
+/// Bytes and responses of one exchange.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Wire {
+    pub responses: usize,
+    /// Protobuf-encoded response bytes (gRPC adds 5 bytes of framing per response).
+    pub bytes: usize,
+    pub resources: usize,
+}
+
+impl ScriptedEnvoy {
+    /// Connects and takes everything; returns the initial exchange.
+    pub fn connect(
+        mode: crate::xds::conn::Mode,
+        snapshot: std::sync::Arc<crate::xds::Snapshot>,
+    ) -> (ScriptedEnvoy, Wire) {
+        use crate::xds::conn::{DeltaConnection, Mode, SotwConnection};
+        let conn = match mode {
+            Mode::Sotw => Conn::Sotw(SotwConnection::new(snapshot.clone())),
+            Mode::Delta => Conn::Delta(DeltaConnection::new(snapshot.clone())),
+        };
+        let mut e = ScriptedEnvoy {
+            conn,
+            target: snapshot,
+            names: Default::default(),
+            nonces: Default::default(),
+        };
+        let mut wire = Wire::default();
+        for t in [crate::xds::CLUSTER, crate::xds::LISTENER] {
+            let out = e.request(t, Vec::new(), Vec::new());
+            e.settle(out, &mut wire);
+        }
+        e.follow(&mut wire);
+        (e, wire)
+    }
+
+    /// A new snapshot: everything sent until the Envoy holds it.
+    pub fn push(&mut self, snapshot: std::sync::Arc<crate::xds::Snapshot>) -> Wire {
+        self.target = snapshot.clone();
+        let mut wire = Wire::default();
+        let out = match &mut self.conn {
+            Conn::Sotw(c) => Out::Sotw(c.on_snapshot(snapshot)),
+            Conn::Delta(c) => Out::Delta(c.on_snapshot(snapshot)),
+        };
+        self.settle(out, &mut wire);
+        self.follow(&mut wire);
+        wire
+    }
+
+    /// Subscribes by name to the load assignments, routes and secrets the snapshot has, as
+    /// Envoy does once it holds the clusters and listeners naming them.
+    fn follow(&mut self, wire: &mut Wire) {
+        use crate::xds::{ENDPOINT, ROUTE, SECRET};
+        for t in [ENDPOINT, ROUTE, SECRET] {
+            let want: Vec<String> = self
+                .target
+                .of_type(t)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            let have = self.names.get(t).cloned().unwrap_or_default();
+            if want.is_empty() && have.is_empty() && !self.names.contains_key(t) && t == SECRET {
+                continue;
+            }
+            if want == have && self.names.contains_key(t) {
+                continue;
+            }
+            let want_set: std::collections::BTreeSet<&String> = want.iter().collect();
+            let have_set: std::collections::BTreeSet<&String> = have.iter().collect();
+            let added: Vec<String> = want
+                .iter()
+                .filter(|n| !have_set.contains(n))
+                .cloned()
+                .collect();
+            let removed: Vec<String> = have
+                .iter()
+                .filter(|n| !want_set.contains(n))
+                .cloned()
+                .collect();
+            self.names.insert(t, want.clone());
+            let out = match &self.conn {
+                Conn::Sotw(_) => self.request(t, want, Vec::new()),
+                Conn::Delta(_) => self.request(t, added, removed),
+            };
+            self.settle(out, wire);
+        }
+    }
+
+    fn request(&mut self, t: &str, names: Vec<String>, unsubscribe: Vec<String>) -> Out {
+        use envoy_types::pb::envoy::service::discovery::v3::{
+            DeltaDiscoveryRequest, DiscoveryRequest,
+        };
+        let nonce = self.nonces.get(t).cloned().unwrap_or_default();
+        match &mut self.conn {
+            Conn::Sotw(c) => Out::Sotw(c.on_request(DiscoveryRequest {
+                type_url: t.to_string(),
+                resource_names: names,
+                response_nonce: nonce,
+                ..Default::default()
+            })),
+            Conn::Delta(c) => Out::Delta(c.on_request(DeltaDiscoveryRequest {
+                type_url: t.to_string(),
+                resource_names_subscribe: names,
+                resource_names_unsubscribe: unsubscribe,
+                response_nonce: nonce,
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// Counts the responses and ACKs them until the connection has nothing more to send.
+    fn settle(&mut self, mut out: Out, wire: &mut Wire) {
+        use envoy_types::pb::envoy::service::discovery::v3::{
+            DeltaDiscoveryRequest, DiscoveryRequest,
+        };
+        use prost::Message;
+        loop {
+            let next = match (&mut self.conn, out) {
+                (Conn::Sotw(c), Out::Sotw(rs)) => {
+                    let mut next = Vec::new();
+                    for r in rs {
+                        wire.responses += 1;
+                        wire.bytes += r.encoded_len();
+                        wire.resources += r.resources.len();
+                        self.nonces.insert(r.type_url.clone(), r.nonce.clone());
+                        let names = self
+                            .names
+                            .iter()
+                            .find(|(t, _)| **t == r.type_url)
+                            .map(|(_, n)| n.clone())
+                            .unwrap_or_default();
+                        next.extend(c.on_request(DiscoveryRequest {
+                            type_url: r.type_url.clone(),
+                            version_info: r.version_info.clone(),
+                            resource_names: names,
+                            response_nonce: r.nonce.clone(),
+                            ..Default::default()
+                        }));
+                    }
+                    Out::Sotw(next)
+                }
+                (Conn::Delta(c), Out::Delta(rs)) => {
+                    let mut next = Vec::new();
+                    for r in rs {
+                        wire.responses += 1;
+                        wire.bytes += r.encoded_len();
+                        wire.resources += r.resources.len() + r.removed_resources.len();
+                        self.nonces.insert(r.type_url.clone(), r.nonce.clone());
+                        next.extend(c.on_request(DeltaDiscoveryRequest {
+                            type_url: r.type_url.clone(),
+                            response_nonce: r.nonce.clone(),
+                            ..Default::default()
+                        }));
+                    }
+                    Out::Delta(next)
+                }
+                _ => return,
+            };
+            if next.is_empty() {
+                return;
+            }
+            out = next;
+        }
+    }
+}
+
+enum Out {
+    Sotw(Vec<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse>),
+    Delta(Vec<envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse>),
+}
+
+impl Out {
+    fn is_empty(&self) -> bool {
+        match self {
+            Out::Sotw(v) => v.is_empty(),
+            Out::Delta(v) => v.is_empty(),
+        }
+    }
 }

@@ -311,7 +311,7 @@ fn route(r: &RouteIr) -> Route {
     }
 }
 
-fn virtual_host(vh: &VirtualHostIr) -> VirtualHost {
+pub(crate) fn virtual_host(vh: &VirtualHostIr) -> VirtualHost {
     VirtualHost {
         name: format!("{}:{}", vh.host, vh.port),
         domains: vec![vh.host.clone()],
@@ -626,13 +626,44 @@ pub(crate) fn build_listeners(t: &mut Translator<'_>) -> (Vec<Listener>, BTreeMa
     (listeners, route_names)
 }
 
-/// The route configuration `name` for the virtual hosts placed on it.
-pub(crate) fn route_config(
+/// The name of a virtual host (`<host>:<port>`), the order of virtual hosts in a route
+/// configuration.
+pub(crate) fn vhost_name(vh: &VirtualHostIr) -> String {
+    format!("{}:{}", vh.host, vh.port)
+}
+
+/// The encoding of `route_config(name, port, vhosts)` from already encoded virtual hosts (in
+/// name order): byte-identical to encoding the message, without building or re-measuring the
+/// virtual hosts. prost writes fields in declaration order, and `name` (1) and
+/// `virtual_hosts` (2) come first, so the virtual hosts go right after the name.
+pub(crate) fn route_config_bytes<'a>(
     name: &str,
     port: u32,
-    vhosts: Option<&BTreeMap<String, VirtualHostIr>>,
-) -> RouteConfiguration {
-    route_configuration(name, port, vhosts)
+    encoded_vhosts: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
+    if encoded_vhosts.len() == 0 {
+        return route_configuration(name, port, None).encode_to_vec();
+    }
+    let empty = RouteConfiguration {
+        virtual_hosts: Vec::new(),
+        ..route_configuration(name, port, None)
+    };
+    let shell = empty.encode_to_vec();
+    // Field 1 (name): tag, length, bytes; absent when the name is empty.
+    let head = if name.is_empty() {
+        0
+    } else {
+        1 + prost::encoding::encoded_len_varint(name.len() as u64) + name.len()
+    };
+    let mut out = Vec::with_capacity(shell.len() + 64);
+    out.extend_from_slice(&shell[..head]);
+    for vh in encoded_vhosts {
+        out.push(0x12); // field 2, length-delimited
+        prost::encoding::encode_varint(vh.len() as u64, &mut out);
+        out.extend_from_slice(vh);
+    }
+    out.extend_from_slice(&shell[head..]);
+    out
 }
 
 /// The clusters a virtual host's routes send traffic to (with repeats).

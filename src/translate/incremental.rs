@@ -23,8 +23,9 @@ use std::sync::Arc;
 use crate::model::{Kind, Object, ObjectKey};
 use crate::source::InputError;
 use crate::state::{Entry, Inputs, SERVICE_NAME_LABEL};
-use crate::xds::cache::resource;
+use crate::xds::cache::{resource, resource_from_bytes};
 use crate::xds::{ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+use prost::Message;
 
 use super::envoy;
 use super::ir::{ClusterKind, VirtualHostIr};
@@ -70,6 +71,8 @@ pub struct Engine {
     slot_errors: BTreeMap<Slot, Vec<InputError>>,
     /// Winning virtual hosts: route configuration -> host -> virtual host.
     vhosts: BTreeMap<String, BTreeMap<String, VirtualHostIr>>,
+    /// The same, encoded: route configuration -> virtual host name -> `VirtualHost` bytes.
+    encoded: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     clusters: BTreeMap<String, ClusterEntry>,
     clusters_by_service: BTreeMap<SvcKey, BTreeSet<String>>,
     /// VirtualServices labelled for a Route: route name -> (routeNamespace label, VS key).
@@ -128,6 +131,7 @@ impl Engine {
             slots: BTreeMap::new(),
             slot_errors: BTreeMap::new(),
             vhosts: BTreeMap::new(),
+            encoded: BTreeMap::new(),
             clusters: BTreeMap::new(),
             clusters_by_service: BTreeMap::new(),
             vs_by_route: BTreeMap::new(),
@@ -535,6 +539,21 @@ impl Engine {
                 }
                 touched.routes.insert(route.clone());
             }
+            if let Some(old) = old_vh {
+                let name = envoy::vhost_name(old);
+                if let Some(m) = self.encoded.get_mut(route) {
+                    m.remove(&name);
+                    if m.is_empty() {
+                        self.encoded.remove(route);
+                    }
+                }
+            }
+            if let Some(vh) = &new_vh {
+                self.encoded.entry(route.clone()).or_default().insert(
+                    envoy::vhost_name(vh),
+                    envoy::virtual_host(vh).encode_to_vec(),
+                );
+            }
             match new_vh {
                 Some(vh) => {
                     self.vhosts
@@ -554,17 +573,29 @@ impl Engine {
         }
     }
 
+    /// A route configuration from its encoded virtual hosts.
+    fn route_resource(&self, route: &str, port: u32) -> Arc<crate::xds::Resource> {
+        let vhs = self.encoded.get(route);
+        let bytes = envoy::route_config_bytes(
+            route,
+            port,
+            vhs.into_iter()
+                .flat_map(|m| m.values())
+                .map(Vec::as_slice)
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        resource_from_bytes(route, ROUTE, bytes)
+    }
+
     /// Re-encodes what was touched.
     fn emit(&mut self, touched: &Touched) {
         for route in &touched.routes {
             let Some(port) = self.ctx.route_ports.get(route) else {
                 continue;
             };
-            let rc = envoy::route_config(route, *port, self.vhosts.get(route));
-            self.res
-                .entry(ROUTE)
-                .or_default()
-                .insert(route.clone(), resource(route, &rc));
+            let r = self.route_resource(route, *port);
+            self.res.entry(ROUTE).or_default().insert(route.clone(), r);
         }
         for name in touched.clusters.union(&touched.assignments) {
             let served = self
@@ -623,6 +654,7 @@ impl Engine {
         self.slots.clear();
         self.slot_errors.clear();
         self.vhosts.clear();
+        self.encoded.clear();
         self.clusters.clear();
         self.clusters_by_service.clear();
         self.vs_by_route.clear();
@@ -664,8 +696,7 @@ impl Engine {
             put(&mut res, SECRET, &s.name, resource(&s.name, s));
         }
         for (route, port) in &self.ctx.route_ports {
-            let rc = envoy::route_config(route, *port, self.vhosts.get(route));
-            put(&mut res, ROUTE, route, resource(route, &rc));
+            put(&mut res, ROUTE, route, self.route_resource(route, *port));
         }
         let blackhole = envoy::blackhole();
         put(

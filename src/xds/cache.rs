@@ -28,6 +28,19 @@ pub fn resource<M: Message + prost::Name>(name: &str, m: &M) -> Arc<Resource> {
     })
 }
 
+/// A resource from its already encoded message.
+pub fn resource_from_bytes(name: &str, type_url: &str, value: Vec<u8>) -> Arc<Resource> {
+    let version = version_of(&value);
+    Arc::new(Resource {
+        name: name.to_string(),
+        version,
+        body: envoy_types::pb::google::protobuf::Any {
+            type_url: type_url.to_string(),
+            value,
+        },
+    })
+}
+
 fn insert<M: Message + prost::Name>(
     map: &mut BTreeMap<&'static str, ResourceMap>,
     type_url: &'static str,

@@ -1,0 +1,185 @@
+//! Whole-pipeline figures at scale, printed as a Markdown table row per measurement:
+//! cold start (load a manifest directory, translate and encode for both gateways, connect a
+//! SotW and a Delta Envoy per gateway) with peak RSS, then single changes (one endpoint, one
+//! traffic split, one service added, one deleted): server time and bytes to each gateway.
+//!
+//! `cargo bench --bench scale -- [N] [route|kingress|virtualservice]` (N defaults to 1000).
+//! Run one N per process: peak RSS (VmHWM) is per process.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use knative_pilot::hub::Hub;
+use knative_pilot::model::parse_object;
+use knative_pilot::source::Origin;
+use knative_pilot::state::{Change, Entry};
+use knative_pilot::synth::{Form, ScriptedEnvoy, Synth, Wire};
+use knative_pilot::translate::Options;
+use knative_pilot::xds::conn::Mode;
+use knative_pilot::xds::{ConfigSource, ProxyIdentity, Snapshot};
+use serde_json::Value;
+
+fn vm_hwm_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn entry(v: Value) -> Arc<Entry> {
+    let object = parse_object(v).ok().flatten().expect("synth object");
+    Arc::new(Entry {
+        object,
+        origin: Some(Origin {
+            file: "bench".into(),
+            doc: 1,
+            item: None,
+        }),
+    })
+}
+
+fn proxy(istio: &str) -> ProxyIdentity {
+    ProxyIdentity {
+        id: format!("router~10.0.0.1~{istio}.istio-system~istio-system.svc.cluster.local"),
+        namespace: Some("istio-system".into()),
+        labels: [("istio".to_string(), istio.to_string())].into(),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+struct Gateway {
+    rx: tokio::sync::watch::Receiver<Arc<Snapshot>>,
+    sotw: ScriptedEnvoy,
+    delta: ScriptedEnvoy,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let form = match args.get(1).map(String::as_str) {
+        Some("kingress") => Form::Kingress,
+        Some("virtualservice") => Form::Virtualservice,
+        _ => Form::Route,
+    };
+    let synth = Synth::new(n, form);
+    let dir = tempfile::tempdir().expect("tempdir");
+    synth.write_dir(dir.path()).expect("write manifests");
+    let rss_before = vm_hwm_mb();
+
+    // Cold start.
+    let t0 = Instant::now();
+    let (inputs, errors) = knative_pilot::pipeline::load(dir.path());
+    let t_load = t0.elapsed();
+    assert!(errors.is_empty(), "{errors:?}");
+    let objects = inputs.len();
+    let hub = Hub::new(Options::default());
+    hub.update(inputs, Vec::new());
+    let t_translate = t0.elapsed() - t_load;
+    let mut gws: Vec<Gateway> = Vec::new();
+    let mut initial = Vec::new();
+    for istio in ["ingressgateway", "cluster-local-gateway"] {
+        let rx = hub.subscribe(&proxy(istio)).expect("ready");
+        let snap = rx.borrow().clone();
+        let (sotw, ws) = ScriptedEnvoy::connect(Mode::Sotw, snap.clone());
+        let (delta, wd) = ScriptedEnvoy::connect(Mode::Delta, snap);
+        initial.push((istio, ws, wd));
+        gws.push(Gateway { rx, sotw, delta });
+    }
+    let t_cold = t0.elapsed();
+    let rss = vm_hwm_mb();
+    println!("## N = {n} services ({form:?}), {objects} objects");
+    println!();
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!("| cold start: load manifest dir | {} |", ms(t_load));
+    println!(
+        "| cold start: translate + encode (both gateways) | {} |",
+        ms(t_translate)
+    );
+    println!(
+        "| cold start: total incl. first SotW+Delta push per gateway | {} |",
+        ms(t_cold)
+    );
+    println!(
+        "| peak RSS (VmHWM) after cold start | {rss:.0} MB (generator alone: {rss_before:.0} MB) |"
+    );
+    for (istio, ws, wd) in &initial {
+        println!(
+            "| initial push to {istio}: SotW / Delta | {:.1} MB / {:.1} MB |",
+            ws.bytes as f64 / 1e6,
+            wd.bytes as f64 / 1e6
+        );
+    }
+
+    // Single changes, 5 rounds each; median server time.
+    let mid = n / 2;
+    let mut round = 0usize;
+    let mut change = |what: &str| -> Vec<Change> {
+        round += 1;
+        match what {
+            "endpoint" => vec![Change::Upsert(entry(synth.endpoints(mid, 0, round)))],
+            "split" => vec![Change::Upsert(entry(
+                synth.service(mid, [80, 70][round % 2])[0].clone(),
+            ))],
+            "add" => synth
+                .service(n + round, 90)
+                .into_iter()
+                .map(|v| Change::Upsert(entry(v)))
+                .collect(),
+            _ => synth
+                .service(round, 90)
+                .into_iter()
+                .map(|v| Change::Delete(entry(v).object.key()))
+                .collect(),
+        }
+    };
+    for what in ["endpoint", "split", "add", "delete"] {
+        let mut apply = Vec::new();
+        let mut push = Vec::new();
+        let mut wires: Vec<(Wire, Wire)> = Vec::new();
+        for _ in 0..5 {
+            let changes = change(what);
+            let t = Instant::now();
+            hub.apply(changes, Vec::new());
+            apply.push(t.elapsed());
+            let mut push_t = Duration::ZERO;
+            let mut w = Vec::new();
+            for g in &mut gws {
+                let snap = g.rx.borrow_and_update().clone();
+                let t = Instant::now();
+                let ws = g.sotw.push(snap.clone());
+                let wd = g.delta.push(snap);
+                push_t += t.elapsed();
+                w.push((ws, wd));
+            }
+            push.push(push_t);
+            wires = w;
+        }
+        apply.sort();
+        push.sort();
+        println!(
+            "| {what}: hub apply (translate + encode, both gateways), median of 5 | {} |",
+            ms(apply[2])
+        );
+        println!(
+            "| {what}: connection work (SotW + Delta, both gateways), median of 5 | {} |",
+            ms(push[2])
+        );
+        for ((ws, wd), gw) in wires.iter().zip(["external", "cluster-local"]) {
+            println!(
+                "| {what}: bytes to {gw} gateway, SotW / Delta | {} B / {} B ({} / {} responses) |",
+                ws.bytes, wd.bytes, ws.responses, wd.responses
+            );
+        }
+    }
+}
