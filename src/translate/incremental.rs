@@ -70,10 +70,14 @@ pub struct Engine {
     slots: BTreeMap<Slot, BTreeSet<Order>>,
     slot_errors: BTreeMap<Slot, Vec<InputError>>,
     /// Winning virtual hosts: route configuration -> host -> virtual host.
-    vhosts: BTreeMap<String, BTreeMap<String, VirtualHostIr>>,
+    vhosts: BTreeMap<String, BTreeMap<String, Arc<VirtualHostIr>>>,
     /// The same, encoded: route configuration -> virtual host name -> `VirtualHost` bytes.
     encoded: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     clusters: BTreeMap<String, ClusterEntry>,
+    /// Clusters whose fragment references dropped to zero during the current change.
+    unreferenced: BTreeSet<String>,
+    /// Objects whose translation failed (their fragment's error).
+    failed: BTreeSet<ObjectKey>,
     clusters_by_service: BTreeMap<SvcKey, BTreeSet<String>>,
     /// VirtualServices labelled for a Route: route name -> (routeNamespace label, VS key).
     vs_by_route: BTreeMap<String, BTreeSet<(Option<String>, ObjectKey)>>,
@@ -133,6 +137,8 @@ impl Engine {
             vhosts: BTreeMap::new(),
             encoded: BTreeMap::new(),
             clusters: BTreeMap::new(),
+            unreferenced: BTreeSet::new(),
+            failed: BTreeSet::new(),
             clusters_by_service: BTreeMap::new(),
             vs_by_route: BTreeMap::new(),
             vs_by_ingress: BTreeMap::new(),
@@ -159,7 +165,11 @@ impl Engine {
     /// Every translation error, sorted.
     pub fn errors(&self) -> Vec<InputError> {
         let mut out: Vec<InputError> = self.ctx.errors.clone();
-        out.extend(self.frags.values().filter_map(|f| f.error.clone()));
+        out.extend(
+            self.failed
+                .iter()
+                .filter_map(|k| self.frags.get(k).and_then(|f| f.error.clone())),
+        );
         out.extend(self.slot_errors.values().flatten().cloned());
         out.sort();
         out.dedup();
@@ -405,8 +415,12 @@ impl Engine {
         for (c, _) in &f.clusters {
             if let Some(e) = self.clusters.get_mut(&c.name) {
                 e.frag_refs = e.frag_refs.saturating_sub(1);
+                if e.frag_refs == 0 {
+                    self.unreferenced.insert(c.name.clone());
+                }
             }
         }
+        self.failed.remove(key);
     }
 
     fn add_fragment(&mut self, inputs: &Inputs, key: &ObjectKey, touched: &mut Touched) {
@@ -464,6 +478,9 @@ impl Engine {
                     );
                 }
             }
+        }
+        if f.error.is_some() {
+            self.failed.insert(key.clone());
         }
         self.frags.insert(key.clone(), f);
     }
@@ -627,13 +644,10 @@ impl Engine {
 
     /// Forgets clusters no fragment references any more.
     fn collect_clusters(&mut self) {
-        let dead: Vec<String> = self
-            .clusters
-            .iter()
-            .filter(|(_, e)| e.frag_refs == 0)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in dead {
+        for name in std::mem::take(&mut self.unreferenced) {
+            if self.clusters.get(&name).is_none_or(|e| e.frag_refs > 0) {
+                continue;
+            }
             if let Some(e) = self.clusters.remove(&name) {
                 let svc = (e.src.namespace.clone(), e.src.service.clone());
                 if let Some(set) = self.clusters_by_service.get_mut(&svc) {
@@ -656,6 +670,8 @@ impl Engine {
         self.vhosts.clear();
         self.encoded.clear();
         self.clusters.clear();
+        self.unreferenced.clear();
+        self.failed.clear();
         self.clusters_by_service.clear();
         self.vs_by_route.clear();
         self.vs_by_ingress.clear();

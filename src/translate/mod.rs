@@ -283,7 +283,7 @@ pub(crate) struct ClusterSource {
 /// the clusters it references, the Services it read, or the error that left it out.
 #[derive(Debug, Clone)]
 pub(crate) struct Fragment {
-    pub vhosts: BTreeMap<(String, String), VirtualHostIr>,
+    pub vhosts: BTreeMap<(String, String), std::sync::Arc<VirtualHostIr>>,
     pub clusters: Vec<(ClusterIr, ClusterSource)>,
     pub services: BTreeSet<(String, String)>,
     pub error: Option<InputError>,
@@ -381,7 +381,10 @@ pub(crate) fn translate_one(
         })
         .collect();
     Some(Fragment {
-        vhosts,
+        vhosts: vhosts
+            .into_iter()
+            .map(|(k, v)| (k, std::sync::Arc::new(v)))
+            .collect(),
         clusters,
         services: t.reads,
         error,

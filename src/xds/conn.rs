@@ -32,7 +32,7 @@ use prost::Message;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Resource, Snapshot, CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE};
+use super::{Resource, ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE};
 
 /// Version recorded for a resource whose state on the Envoy is unknown (after a NACK the Envoy may
 /// have applied part of a response). Never equal to a real version, so it is always resent.
@@ -48,16 +48,43 @@ pub fn is_served(type_url: &str) -> bool {
     PUSH_ORDER.contains(&type_url)
 }
 
-/// Deterministic version string for a set of resources: hash of the sorted `name:version` pairs.
-pub fn set_version<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+/// One `name:version` pair's share of a set version.
+fn pair_hash(name: &str, version: &str) -> u64 {
     let mut h = Sha256::new();
-    for (name, version) in pairs {
-        h.update(name.as_bytes());
-        h.update([0u8]);
-        h.update(version.as_bytes());
-        h.update([b'\n']);
+    h.update(name.as_bytes());
+    h.update([0u8]);
+    h.update(version.as_bytes());
+    let d = h.finalize();
+    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+/// The sum (mod 2^64) of the pair hashes of a set: order-independent, so a change of one pair
+/// updates it in O(1).
+fn set_sum<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> u64 {
+    pairs
+        .into_iter()
+        .fold(0u64, |acc, (n, v)| acc.wrapping_add(pair_hash(n, v)))
+}
+
+fn sum_version(sum: u64) -> String {
+    format!("{sum:016x}")
+}
+
+/// Deterministic version string for a set of resources: the sum of a hash of each
+/// `name:version` pair (so it can be updated per changed pair).
+pub fn set_version<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    sum_version(set_sum(pairs))
+}
+
+fn retain_covered(versions: &mut Versions, sub: &Subscription) {
+    let gone: Vec<String> = versions
+        .keys()
+        .filter(|n| !sub.covers(n))
+        .cloned()
+        .collect();
+    for n in gone {
+        versions.remove(&n);
     }
-    hex::encode(&h.finalize()[..8])
 }
 
 /// Which ADS flavour a connection speaks.
@@ -151,11 +178,15 @@ struct TypeState {
     requested: bool,
     sub: Subscription,
     /// What the Envoy holds, as far as we know: name -> version (`UNKNOWN` after a NACK).
-    held: BTreeMap<String, String>,
+    held: Versions,
+    /// When the Envoy holds exactly the covered part of this resource map (no retained entries
+    /// in it): that map and the set sum of `held`. A new target is then diffed against it in
+    /// O(changes) (persistent maps share unchanged subtrees).
+    synced: Option<(ResourceMap, u64)>,
     /// A response must be sent even if nothing changed (initial request, new names).
     force: bool,
     /// The versions of a NACKed response; not resent while the desired state equals them.
-    rejected: Option<BTreeMap<String, String>>,
+    rejected: Option<Versions>,
     last_nonce: Option<String>,
     last_version: Option<String>,
     last_acked_version: Option<String>,
@@ -181,7 +212,10 @@ struct Pending {
     nonce: String,
     version: String,
     /// What the Envoy holds for this type once it ACKs.
-    versions: BTreeMap<String, String>,
+    versions: Versions,
+    /// The target map the response was built from (when no retained entry was in it) and the
+    /// set sum of `versions`.
+    basis: Option<(ResourceMap, u64)>,
     /// Names added, changed or removed by the response.
     touched: Vec<String>,
 }
@@ -196,7 +230,11 @@ struct Outgoing {
     removed: Vec<String>,
 }
 
-type Versions = BTreeMap<String, String>;
+type Versions = imbl::OrdMap<String, String>;
+
+/// Covered changes from a synced map to the target: new or changed resources, removed
+/// (name, version held).
+type SyncedDiff = (Vec<Arc<Resource>>, Vec<(String, String)>);
 
 /// The protocol logic shared by SotW and Delta.
 #[derive(Debug)]
@@ -267,6 +305,9 @@ impl Core {
 
     /// Whether the Envoy holds exactly the desired state of a type; no allocation.
     fn held_is_desired(&self, type_url: &str, st: &TypeState) -> bool {
+        if let Some(changes) = self.synced_diff(type_url, st) {
+            return changes.0.is_empty() && changes.1.is_empty();
+        }
         let target = self.target.of_type(type_url);
         let mut count = 0usize;
         let mut check = |name: &String, r: &Arc<Resource>| {
@@ -297,6 +338,43 @@ impl Core {
             }
         }
         count == st.held.len()
+    }
+
+    /// When the Envoy holds exactly a known map of this type and nothing is retained for it: the
+    /// covered changes from that map to the target (new resources, removed names), found by
+    /// a diff that skips shared subtrees.
+    fn synced_diff(
+        &self,
+        type_url: &str,
+        st: &TypeState,
+    ) -> Option<SyncedDiff> {
+        let (basis, _) = st.synced.as_ref()?;
+        if self.retained.get(type_url).is_some_and(|r| !r.is_empty()) {
+            return None;
+        }
+        let empty = ResourceMap::new();
+        let target = self.target.of_type(type_url).unwrap_or(&empty);
+        let mut changed = Vec::new();
+        let mut removed = Vec::new();
+        if basis.ptr_eq(target) {
+            return Some((changed, removed));
+        }
+        for item in basis.diff(target) {
+            match item {
+                imbl::ordmap::DiffItem::Add(n, r)
+                | imbl::ordmap::DiffItem::Update { new: (n, r), .. } => {
+                    if st.sub.covers(n) {
+                        changed.push(r.clone());
+                    }
+                }
+                imbl::ordmap::DiffItem::Remove(n, r) => {
+                    if st.sub.covers(n) {
+                        removed.push((n.clone(), r.version.clone()));
+                    }
+                }
+            }
+        }
+        Some((changed, removed))
     }
 
     /// Whether the Envoy holds exactly the desired state of a type (vacuously true if it never
@@ -333,6 +411,7 @@ impl Core {
         match error {
             None => {
                 st.held = p.versions;
+                st.synced = p.basis;
                 st.rejected = None;
                 st.last_acked_version = Some(p.version);
                 st.last_acked_nonce = Some(p.nonce);
@@ -348,6 +427,7 @@ impl Core {
                     "Envoy NACKed xDS response"
                 );
                 // The Envoy keeps its previous state, but may have applied part of the response.
+                st.synced = None;
                 for name in &p.touched {
                     st.held.insert(name.clone(), UNKNOWN.to_string());
                 }
@@ -370,14 +450,15 @@ impl Core {
     }
 
     /// Drop the subscription-independent bookkeeping for names the Envoy no longer subscribes to.
+    /// (Only called when the subscription changed: otherwise everything held is covered.)
     fn drop_uncovered(&mut self, type_url: &str) {
         let Some(st) = self.types.get_mut(type_url) else {
             return;
         };
         let sub = st.sub.clone();
-        st.held.retain(|n, _| sub.covers(n));
+        retain_covered(&mut st.held, &sub);
         if let Some(p) = self.pending.get_mut(type_url) {
-            p.versions.retain(|n, _| sub.covers(n));
+            retain_covered(&mut p.versions, &sub);
             if !sub.wildcard && sub.names.is_empty() {
                 // The Envoy dropped the whole type: it may never ACK the outstanding response
                 // (a Delta Envoy drops responses for types it no longer watches). Do not stall.
@@ -461,6 +542,25 @@ impl Core {
     fn set_target(&mut self, snap: Arc<Snapshot>) {
         let old = std::mem::replace(&mut self.target, snap);
         for t in [CLUSTER, ENDPOINT] {
+            if !self.pending.contains_key(t) {
+                if let Some(st) = self.types.get(t) {
+                    if let Some((basis, _)) = &st.synced {
+                        if let Some((_, removed)) = self.synced_diff(t, st) {
+                            // Held exactly `basis`: what it loses is what to retain.
+                            let keep: BTreeMap<String, Arc<Resource>> = removed
+                                .iter()
+                                .filter_map(|(n, _)| basis.get(n).map(|r| (n.clone(), r.clone())))
+                                .collect();
+                            if keep.is_empty() {
+                                self.retained.remove(t);
+                            } else {
+                                self.retained.insert(t, keep);
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
             let mut held: BTreeMap<&String, &String> = BTreeMap::new();
             if let Some(st) = self.types.get(t) {
                 held.extend(st.held.iter());
@@ -526,6 +626,47 @@ impl Core {
             if !st.requested {
                 continue;
             }
+            if !st.force && st.rejected.is_none() {
+                if let (Some((_, sum)), Some((changed, removed))) =
+                    (&st.synced, self.synced_diff(t, st))
+                {
+                    if changed.is_empty() && removed.is_empty() {
+                        continue;
+                    }
+                    // O(changes): the held map and its sum, updated.
+                    let mut versions = st.held.clone();
+                    let mut sum = *sum;
+                    for (n, v) in &removed {
+                        sum = sum.wrapping_sub(pair_hash(n, v));
+                        versions.remove(n);
+                    }
+                    for r in &changed {
+                        if let Some(v) = versions.get(&r.name) {
+                            sum = sum.wrapping_sub(pair_hash(&r.name, v));
+                        }
+                        sum = sum.wrapping_add(pair_hash(&r.name, &r.version));
+                        versions.insert(r.name.clone(), r.version.clone());
+                    }
+                    let mut touched: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
+                    let removed: Vec<String> = removed.into_iter().map(|(n, _)| n).collect();
+                    touched.extend(removed.iter().cloned());
+                    let (resources, removed) = match self.mode {
+                        Mode::Sotw => {
+                            (self.desired(t, &st.sub).into_values().collect(), Vec::new())
+                        }
+                        Mode::Delta => (changed, removed),
+                    };
+                    let basis = self.target.of_type(t).cloned().unwrap_or_default();
+                    return Some(self.send(
+                        t,
+                        versions,
+                        Some((basis, sum)),
+                        touched,
+                        resources,
+                        removed,
+                    ));
+                }
+            }
             if !st.force && self.held_is_desired(t, st) {
                 continue;
             }
@@ -554,32 +695,55 @@ impl Core {
                 Mode::Sotw => (desired.into_values().collect(), Vec::new()),
                 Mode::Delta => (changed, removed),
             };
-            let version = set_version(versions.iter());
-            let nonce = self.next_nonce();
-            let st = self.state(t);
-            st.force = false;
-            st.last_nonce = Some(nonce.clone());
-            st.last_version = Some(version.clone());
-            st.responses += 1;
-            self.pending.insert(
-                t,
-                Pending {
-                    type_url: t,
-                    nonce: nonce.clone(),
-                    version: version.clone(),
-                    versions,
-                    touched,
-                },
-            );
-            return Some(Outgoing {
-                type_url: t.to_string(),
-                nonce,
-                version,
-                resources,
-                removed,
-            });
+            let sum = set_sum(versions.iter());
+            let basis = if self.retained.get(t).is_some_and(|r| !r.is_empty()) {
+                None
+            } else {
+                Some((self.target.of_type(t).cloned().unwrap_or_default(), sum))
+            };
+            return Some(self.send(t, versions, basis, touched, resources, removed));
         }
         None
+    }
+
+    /// Records and returns the next response of the push sequence.
+    fn send(
+        &mut self,
+        t: &'static str,
+        versions: Versions,
+        basis: Option<(ResourceMap, u64)>,
+        touched: Vec<String>,
+        resources: Vec<Arc<Resource>>,
+        removed: Vec<String>,
+    ) -> Outgoing {
+        let version = match &basis {
+            Some((_, sum)) => sum_version(*sum),
+            None => set_version(versions.iter()),
+        };
+        let nonce = self.next_nonce();
+        let st = self.state(t);
+        st.force = false;
+        st.last_nonce = Some(nonce.clone());
+        st.last_version = Some(version.clone());
+        st.responses += 1;
+        self.pending.insert(
+            t,
+            Pending {
+                type_url: t,
+                nonce: nonce.clone(),
+                version: version.clone(),
+                versions,
+                basis,
+                touched,
+            },
+        );
+        Outgoing {
+            type_url: t.to_string(),
+            nonce,
+            version,
+            resources,
+            removed,
+        }
     }
 
     /// Recompute `acked_generation` after an event.
@@ -707,10 +871,17 @@ impl SotwConnection {
             st.force = true;
         }
         st.requested = true;
-        st.sub = Subscription { wildcard, names };
+        let sub = Subscription { wildcard, names };
+        let changed = st.sub != sub;
+        if changed {
+            st.synced = None;
+        }
+        st.sub = sub;
         // Names the Envoy no longer asks for are forgotten: it ignores them, and when it asks again
         // they are sent again.
-        core.drop_uncovered(t);
+        if changed {
+            core.drop_uncovered(t);
+        }
         core.pump()
     }
 
@@ -779,6 +950,12 @@ impl DeltaConnection {
             }
         }
         let st = core.state(t);
+        if !st.requested
+            || !req.resource_names_subscribe.is_empty()
+            || !req.resource_names_unsubscribe.is_empty()
+        {
+            st.synced = None;
+        }
         if !st.requested {
             st.requested = true;
             let wildcard = req.resource_names_subscribe.is_empty()
@@ -828,6 +1005,8 @@ impl DeltaConnection {
                 }
             }
         } else {
+            let sub_changed = !req.resource_names_subscribe.is_empty()
+                || !req.resource_names_unsubscribe.is_empty();
             for name in req.resource_names_subscribe {
                 if name == "*" {
                     st.sub.wildcard = true;
@@ -842,7 +1021,9 @@ impl DeltaConnection {
                     st.sub.names.remove(name);
                 }
             }
-            core.drop_uncovered(t);
+            if sub_changed {
+                core.drop_uncovered(t);
+            }
         }
         core.pump()
     }
