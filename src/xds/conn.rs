@@ -343,11 +343,7 @@ impl Core {
     /// When the Envoy holds exactly a known map of this type and nothing is retained for it: the
     /// covered changes from that map to the target (new resources, removed names), found by
     /// a diff that skips shared subtrees.
-    fn synced_diff(
-        &self,
-        type_url: &str,
-        st: &TypeState,
-    ) -> Option<SyncedDiff> {
+    fn synced_diff(&self, type_url: &str, st: &TypeState) -> Option<SyncedDiff> {
         let (basis, _) = st.synced.as_ref()?;
         if self.retained.get(type_url).is_some_and(|r| !r.is_empty()) {
             return None;
