@@ -28,6 +28,21 @@ pub enum Command {
     /// Start a working demo on this machine: seed services, echo backends, server, and both
     /// gateways when stock Envoy is installed.
     Demo(crate::demo::DemoArgs),
+    /// Write a synthetic Knative cluster of N services as a manifest directory (for benchmarks).
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SynthArgs {
+    /// Number of Knative services.
+    #[arg(long, default_value_t = 1000)]
+    pub services: usize,
+    /// Directory to write (created if missing).
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// How the traffic of each service is given.
+    #[arg(long = "as", value_enum, default_value_t = crate::synth::Form::Route)]
+    pub form: crate::synth::Form,
 }
 
 /// Translation settings shared by every command.
@@ -134,6 +149,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Synth(args) => {
+            let synth = crate::synth::Synth::new(args.services, args.form);
+            match synth.write_dir(&args.out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing {}: {e}", args.out.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Render(args) => {
             init_logging(LogFormat::Text);
             render(&args)
