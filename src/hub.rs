@@ -1,7 +1,8 @@
 //! The xDS cache: for every distinct set of proxy labels that has connected, the latest
 //! snapshot in a `watch` channel (which holds only the latest value: a slow Envoy never makes a
-//! queue grow). Sources feed it [`Change`]s; it keeps the raw inputs, translates, retains the
-//! last good version of objects that turn bad, and publishes. Until the first
+//! queue grow). Sources feed it [`Change`]s; it keeps the raw inputs, updates one incremental
+//! [`Engine`] per proxy label set (only what a change touches is translated and encoded again),
+//! retains the last good version of objects that change into bad ones, and publishes. Until the first
 //! [`Hub::apply`]/[`Hub::update`] the hub is not ready: streams are answered `Unavailable` and
 //! `/ready` says 503.
 
