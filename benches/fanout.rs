@@ -98,12 +98,13 @@ async fn run(streams: usize, n: usize) {
         let (ready_tx, done_tx, mut go_rx) = (ready_tx.clone(), done_tx.clone(), go_rx.clone());
         let target = target.clone();
         let node = node(i, istio);
+        // Connect one at a time: a burst of 1,000 connects can overflow the listen backlog.
+        let mut client =
+            match AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await {
+                Ok(c) => c.max_decoding_message_size(usize::MAX),
+                Err(e) => panic!("connect: {e}"),
+            };
         tokio::spawn(async move {
-            let mut client =
-                match AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await {
-                    Ok(c) => c.max_decoding_message_size(usize::MAX),
-                    Err(e) => panic!("connect: {e}"),
-                };
             let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
             let _ = tx.send(DeltaDiscoveryRequest {
                 node: Some(node),
