@@ -152,28 +152,34 @@ fn main() {
             let t = Instant::now();
             hub.apply(changes, Vec::new());
             apply.push(t.elapsed());
-            let mut push_t = Duration::ZERO;
+            let (mut sotw_t, mut delta_t) = (Duration::ZERO, Duration::ZERO);
             let mut w = Vec::new();
             for g in &mut gws {
                 let snap = g.rx.borrow_and_update().clone();
                 let t = Instant::now();
                 let ws = g.sotw.push(snap.clone());
+                sotw_t += t.elapsed();
+                let t = Instant::now();
                 let wd = g.delta.push(snap);
-                push_t += t.elapsed();
+                delta_t += t.elapsed();
                 w.push((ws, wd));
             }
-            push.push(push_t);
+            push.push((sotw_t, delta_t));
             wires = w;
         }
         apply.sort();
-        push.sort();
         println!(
             "| {what}: hub apply (translate + encode, both gateways), median of 5 | {} |",
             ms(apply[2])
         );
+        let mut sotw: Vec<Duration> = push.iter().map(|p| p.0).collect();
+        let mut delta: Vec<Duration> = push.iter().map(|p| p.1).collect();
+        sotw.sort();
+        delta.sort();
         println!(
-            "| {what}: connection work (SotW + Delta, both gateways), median of 5 | {} |",
-            ms(push[2])
+            "| {what}: connection state machines until ACKed, SotW / Delta (both gateways), median of 5 | {} / {} |",
+            ms(sotw[2]),
+            ms(delta[2])
         );
         for ((ws, wd), gw) in wires.iter().zip(["external", "cluster-local"]) {
             println!(

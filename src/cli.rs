@@ -35,6 +35,21 @@ pub enum Command {
     /// document, and a one-line fix. Exit 0 when there is no error (warnings allowed), 1 when
     /// there are errors, 2 on a usage or I/O error.
     Validate(ValidateArgs),
+    /// Write a synthetic Knative cluster of N services as a manifest directory (for benchmarks).
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SynthArgs {
+    /// Number of Knative services.
+    #[arg(long, default_value_t = 1000)]
+    pub services: usize,
+    /// Directory to write (created if missing).
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// How the traffic of each service is given.
+    #[arg(long = "as", value_enum, default_value_t = crate::synth::Form::Route)]
+    pub form: crate::synth::Form,
 }
 
 /// Translation settings shared by every command.
@@ -285,6 +300,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Synth(args) => {
+            let synth = crate::synth::Synth::new(args.services, args.form);
+            match synth.write_dir(&args.out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing {}: {e}", args.out.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Render(args) => {
             init_logging(LogFormat::Text);
             render(&args)

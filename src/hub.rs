@@ -1,7 +1,8 @@
 //! The xDS cache: for every distinct set of proxy labels that has connected, the latest
 //! snapshot in a `watch` channel (which holds only the latest value: a slow Envoy never makes a
-//! queue grow). Sources feed it [`Change`]s; it keeps the raw inputs, translates, retains the
-//! last good version of objects that turn bad, and publishes. Until the first
+//! queue grow). Sources feed it [`Change`]s; it keeps the raw inputs, updates one incremental
+//! [`Engine`] per proxy label set (only what a change touches is translated and encoded again),
+//! retains the last good version of objects that change into bad ones, and publishes. Until the first
 //! [`Hub::apply`]/[`Hub::update`] the hub is not ready: streams are answered `Unavailable` and
 //! `/ready` says 503.
 
@@ -176,12 +177,20 @@ impl Hub {
         for e in st.engines.values_mut() {
             e.apply(&st.served, &oc);
         }
-        for k in &keys {
-            if !st.engines.contains_key(k) {
-                let e = Engine::new(&st.served, &self.opts, k);
-                st.engines.insert(k.clone(), e);
-            }
-        }
+        // New proxy keys (the two gateways at the first load): built in parallel.
+        let missing: Vec<&ProxyKey> = keys
+            .iter()
+            .filter(|k| !st.engines.contains_key(*k))
+            .collect();
+        let served = &st.served;
+        let built: Vec<(ProxyKey, Engine)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = missing
+                .iter()
+                .map(|k| scope.spawn(move || ((*k).clone(), Engine::new(served, &self.opts, k))))
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        st.engines.extend(built);
         // A changed object that is now bad: serve its last good version, if it had one.
         let mut restore = Vec::new();
         for key in changed.iter().filter(|k| translatable(k.kind)) {

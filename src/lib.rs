@@ -15,10 +15,13 @@
 //! - [`status`], [`lease`]: KIngress status written by the one replica holding the Lease.
 //! - [`state`]: the indexed set of objects; no I/O.
 //! - [`translate`]: objects in, Envoy resources out, named as istiod names them; no I/O, no clocks.
+//!   [`translate::incremental`] keeps the same output up to date per change, with work
+//!   proportional to the change.
 //! - [`xds`]: snapshots (versioned resources), the I/O-free ADS connection state machine, and
 //!   the tonic service around it.
-//! - [`hub`]: the xDS cache: sources apply [`state::Change`]s, it translates and publishes a
-//!   snapshot per proxy label set.
+//! - [`hub`]: the xDS cache: sources apply [`state::Change`]s, it translates what they touch and
+//!   publishes a snapshot per proxy label set.
+//! - [`synth`]: a synthetic Knative cluster of N services and a scripted Envoy, for benchmarks.
 //! - [`serve`]: the runtime (file watch, debounce, servers); [`debug`]: the debug HTTP routes.
 //! - [`envoy_bin`]: finding stock Envoy (demo, tests).
 //! - [`dump`]: Envoy admin `/config_dump` JSON; [`cli`], [`demo`], [`pipeline`]: entry points.

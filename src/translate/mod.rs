@@ -5,6 +5,10 @@
 //! VirtualServices, KIngresses (our class) and Routes (with neither) to the intermediate model in
 //! [`ir`], then build Envoy protos in [`envoy`]. Objects that cannot be translated are reported as
 //! [`InputError`]s and left out; everything else still translates.
+//!
+//! [`translate`] does it all at once (render, goldens, the reference); [`incremental::Engine`]
+//! reuses the same per-object code (`translate_one`, `context`) to keep a proxy's resources
+//! up to date change by change, byte-identical to [`translate`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
