@@ -53,6 +53,19 @@ async fn start_server(api: &FakeApiServer, token: &str, extra: &[&str]) -> Serve
     Server::start_with_env(&args, &[("KUBECONFIG", kubeconfig.as_str())]).await
 }
 
+/// Starts the server on the fake API server, waits until it is ready, then starts the external
+/// gateway Envoy against it and waits until that is ready.
+async fn serve_external(api: &FakeApiServer, extra: &[&str], api_type: ApiType) -> (Server, Envoy) {
+    let server = start_server(api, "a", extra).await;
+    eventually(WAIT, "/ready", || async {
+        ready_status(&server).await == 200
+    })
+    .await;
+    let envoy = start_gateway(&server, "istio-ingressgateway-0", EXTERNAL_LABELS, api_type).await;
+    envoy.wait_ready(WAIT).await;
+    (server, envoy)
+}
+
 async fn ready_status(server: &Server) -> u16 {
     server.get("/ready").await.map(|r| r.status).unwrap_or(0)
 }
@@ -420,19 +433,7 @@ async fn dropped_watches_resume_and_410_relists_apply_missed_deletions() {
             "hello-00001",
         ));
     }
-    let server = start_server(&api, "a", &[]).await;
-    eventually(WAIT, "/ready", || async {
-        ready_status(&server).await == 200
-    })
-    .await;
-    let envoy = start_gateway(
-        &server,
-        "istio-ingressgateway-0",
-        EXTERNAL_LABELS,
-        ApiType::Grpc,
-    )
-    .await;
-    envoy.wait_ready(WAIT).await;
+    let (server, _envoy) = serve_external(&api, &[], ApiType::Grpc).await;
     wait_backend(
         ext_port,
         "keep.default.example.com",
@@ -526,19 +527,7 @@ async fn missing_crds_are_skipped_and_endpoints_replace_unserved_endpoint_slices
         &["hello.default.example.com"],
         "hello-00001",
     ));
-    let server = start_server(&api, "a", &[]).await;
-    eventually(WAIT, "/ready", || async {
-        ready_status(&server).await == 200
-    })
-    .await;
-    let envoy = start_gateway(
-        &server,
-        "istio-ingressgateway-0",
-        EXTERNAL_LABELS,
-        ApiType::Grpc,
-    )
-    .await;
-    envoy.wait_ready(WAIT).await;
+    let (server, _envoy) = serve_external(&api, &[], ApiType::Grpc).await;
     wait_backend(
         ext_port,
         "hello.default.example.com",
@@ -861,19 +850,7 @@ async fn a_crd_installed_later_is_picked_up_on_the_next_retry() {
     api.set_missing(vs, true);
     api.apply_yaml(&gateway_services(ext_port, local_port));
     serve_backend(&api, "hello-00001", &v1);
-    let server = start_server(&api, "a", &["--missing-retry", "1s"]).await;
-    eventually(WAIT, "/ready", || async {
-        ready_status(&server).await == 200
-    })
-    .await;
-    let envoy = start_gateway(
-        &server,
-        "istio-ingressgateway-0",
-        EXTERNAL_LABELS,
-        ApiType::Grpc,
-    )
-    .await;
-    envoy.wait_ready(WAIT).await;
+    let (server, _envoy) = serve_external(&api, &["--missing-retry", "1s"], ApiType::Grpc).await;
 
     // Istio is installed: the CRD is served, and a VirtualService appears.
     api.set_missing(vs, false);
