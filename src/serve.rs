@@ -27,7 +27,6 @@ use crate::cli::ServeArgs;
 use crate::hub::Hub;
 use crate::source::dir::DirState;
 use crate::source::files;
-use crate::state::Inputs;
 use crate::xds::server::{AdsService, ConnectionRegistry};
 
 /// Runs `serve` on a fresh tokio runtime until SIGTERM or Ctrl-C.
@@ -211,17 +210,17 @@ pub async fn run(
     // The first full load. Until it is translated, streams are answered Unavailable and
     // /ready says 503: an Envoy never gets an empty config because we just started.
     let load_dir = dir.clone();
-    let (state, inputs, errors) = tokio::task::spawn_blocking(move || {
+    let (state, changes, errors) = tokio::task::spawn_blocking(move || {
         let mut state = DirState::default();
-        state.reload(&load_dir, None);
-        let (inputs, errors) = state.inputs();
-        (state, inputs, errors)
+        let changes = state.reload(&load_dir, None);
+        let errors = state.errors();
+        (state, changes, errors)
     })
     .await
     .context("initial load")?;
-    tracing::info!(objects = inputs.len(), errors = errors.len(), dir = %dir.display(), "initial load");
+    tracing::info!(objects = changes.len(), errors = errors.len(), dir = %dir.display(), "initial load");
     let hub2 = hub.clone();
-    tokio::task::spawn_blocking(move || hub2.apply(Inputs::default().changes_to(&inputs), errors))
+    tokio::task::spawn_blocking(move || hub2.apply(changes, errors))
         .await
         .context("initial translation")?;
     let reload_task = tokio::spawn(reload_loop(
@@ -297,13 +296,12 @@ async fn reload_loop(
         }
         // Reading and translating is CPU work: keep it off the async workers' hot path.
         tokio::task::block_in_place(|| {
-            if rescan {
-                state.reload(&dir, None);
+            let changes = if rescan {
+                state.reload(&dir, None)
             } else {
-                state.reload(&dir, Some(&changed));
-            }
-            let (inputs, errors) = state.inputs();
-            let changes = hub.raw_inputs().changes_to(&inputs);
+                state.reload(&dir, Some(&changed))
+            };
+            let errors = state.errors();
             tracing::info!(
                 files = changed.len(),
                 rescan,
