@@ -47,6 +47,15 @@ fn sotw_wildcard_type(type_url: &str) -> bool {
     type_url == CLUSTER || type_url == LISTENER || type_url == SCOPED_ROUTE
 }
 
+/// Types whose SotW responses carry only the resources that changed. Envoy hands a SotW RDS
+/// response to the watch of each route configuration it names and leaves the others as they
+/// are (`GrpcMuxImpl`: "onConfigUpdate should be called only on watches that have updates in
+/// the message for EDS/RDS"), so a change to one of many RouteConfigurations (scoped route
+/// layout: one per host) resends only that one.
+fn sotw_changed_only(type_url: &str) -> bool {
+    type_url == ROUTE
+}
+
 /// Whether we serve this type URL.
 pub fn is_served(type_url: &str) -> bool {
     PUSH_ORDER.contains(&type_url)
@@ -654,9 +663,10 @@ impl Core {
                     let removed: Vec<String> = removed.into_iter().map(|(n, _)| n).collect();
                     touched.extend(removed.iter().cloned());
                     let (resources, removed) = match self.mode {
-                        Mode::Sotw => {
+                        Mode::Sotw if !sotw_changed_only(t) => {
                             (self.desired(t, &st.sub).into_values().collect(), Vec::new())
                         }
+                        Mode::Sotw => (changed, Vec::new()),
                         Mode::Delta => (changed, removed),
                     };
                     let basis = self.target.of_type(t).cloned().unwrap_or_default();
@@ -695,7 +705,10 @@ impl Core {
             let mut touched: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
             touched.extend(removed.iter().cloned());
             let (resources, removed) = match self.mode {
-                Mode::Sotw => (desired.into_values().collect(), Vec::new()),
+                Mode::Sotw if !sotw_changed_only(t) => {
+                    (desired.into_values().collect(), Vec::new())
+                }
+                Mode::Sotw => (changed, Vec::new()),
                 Mode::Delta => (changed, removed),
             };
             let sum = set_sum(versions.iter());
