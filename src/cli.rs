@@ -70,6 +70,18 @@ pub struct TranslateArgs {
     /// Kubernetes cluster domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Route layout of plain-HTTP listeners: `istio` (one RouteConfiguration per port, as
+    /// istiod) or `scoped` (scoped RDS: one scope and RouteConfiguration per host, so a change
+    /// to one service resends only its own; wildcard hosts are not served).
+    #[arg(long, value_enum, default_value = "istio")]
+    pub route_layout: RouteLayoutArg,
+}
+
+/// `--route-layout` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RouteLayoutArg {
+    Istio,
+    Scoped,
 }
 
 impl TranslateArgs {
@@ -80,6 +92,10 @@ impl TranslateArgs {
             local_gateway: self.local_gateway.clone(),
             bind_address: self.bind_address.clone(),
             cluster_domain: self.cluster_domain.clone(),
+            route_layout: match self.route_layout {
+                RouteLayoutArg::Istio => crate::translate::RouteLayout::Istio,
+                RouteLayoutArg::Scoped => crate::translate::RouteLayout::Scoped,
+            },
         }
     }
 }

@@ -207,6 +207,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
             local_gateway: "knative-serving/cluster-local-gateway".to_string(),
             bind_address: "127.0.0.1".to_string(),
             cluster_domain: "cluster.local".to_string(),
+            route_layout: crate::cli::RouteLayoutArg::Istio,
         },
     };
     let mut children = Killed(Vec::new());

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use serde_json::{json, Map, Value};
 
-use crate::xds::{Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+use crate::xds::{Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
 
 static POOL: OnceLock<Result<DescriptorPool, String>> = OnceLock::new();
 
@@ -90,13 +90,29 @@ pub fn config_dump(snapshot: &Snapshot) -> Result<Value, String> {
         .into_iter()
         .map(|(n, v, s)| json!({"name": n, "version_info": v, "secret": redact(s)}))
         .collect();
-    Ok(json!({
-        "configs": [
-            {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "dynamic_active_clusters": clusters},
-            {"@type": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump", "dynamic_endpoint_configs": endpoints},
-            {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "dynamic_listeners": listeners},
-            {"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump", "dynamic_route_configs": routes},
-            {"@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump", "dynamic_active_secrets": secrets},
-        ]
-    }))
+    // Scoped route configurations (scoped route layout only), grouped as Envoy's admin groups
+    // them: by the HCM's `scoped_routes` name, which prefixes every scope's name
+    // (`http.80/<host>`).
+    let mut scoped: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    for (n, _, s) in items(SCOPED_ROUTE)? {
+        let group = n.split_once('/').map(|(g, _)| g).unwrap_or(&n).to_string();
+        scoped.entry(group).or_default().push(s);
+    }
+    let scoped: Vec<Value> = scoped
+        .into_iter()
+        .map(|(name, configs)| json!({"name": name, "scoped_route_configs": configs}))
+        .collect();
+    let mut configs = vec![
+        json!({"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "dynamic_active_clusters": clusters}),
+        json!({"@type": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump", "dynamic_endpoint_configs": endpoints}),
+        json!({"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "dynamic_listeners": listeners}),
+    ];
+    if !scoped.is_empty() {
+        configs.push(json!({"@type": "type.googleapis.com/envoy.admin.v3.ScopedRoutesConfigDump", "dynamic_scoped_route_configs": scoped}));
+    }
+    configs.extend([
+        json!({"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump", "dynamic_route_configs": routes}),
+        json!({"@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump", "dynamic_active_secrets": secrets}),
+    ]);
+    Ok(json!({ "configs": configs }))
 }

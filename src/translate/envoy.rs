@@ -34,10 +34,11 @@ use envoy_types::pb::envoy::config::route::v3::{
     route::Action as RouteActionKind,
     route_action::{ClusterSpecifier, HostRewriteSpecifier, MaxStreamDuration},
     route_match::PathSpecifier,
+    scoped_route_configuration::{key::fragment::Type as KeyFragmentType, key::Fragment, Key},
     virtual_host::TlsRequirementType,
     weighted_cluster::ClusterWeight,
     HeaderMatcher, RedirectAction, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch,
-    VirtualHost, WeightedCluster,
+    ScopedRouteConfiguration, VirtualHost, WeightedCluster,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -46,7 +47,16 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
         UpgradeConfig,
     },
     http_filter::ConfigType as HttpFilterConfigType,
-    HttpConnectionManager, HttpFilter, Rds,
+    scoped_routes::{
+        scope_key_builder::{
+            fragment_builder::{
+                header_value_extractor::ExtractType, HeaderValueExtractor, Type as FragmentType,
+            },
+            FragmentBuilder,
+        },
+        ConfigSpecifier, ScopeKeyBuilder,
+    },
+    HttpConnectionManager, HttpFilter, Rds, ScopedRds, ScopedRoutes,
 };
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -68,7 +78,7 @@ use envoy_types::pb::google::protobuf::{
 use prost::Message;
 
 use super::ir::*;
-use super::{ProxyConfig, ServerCtx, Translator};
+use super::{Options, ProxyConfig, RouteLayout, ServerCtx, Translator};
 
 pub const HCM: &str = "envoy.filters.network.http_connection_manager";
 pub const BLACKHOLE: &str = "BlackHoleCluster";
@@ -351,14 +361,80 @@ fn route_configuration(
     }
 }
 
-fn hcm(stat_prefix: &str, route_name: &str) -> HttpConnectionManager {
+/// Whether route configuration `route` is laid out as scopes (scoped layout, plain HTTP).
+pub(crate) fn is_scoped(opts: &Options, route: &str) -> bool {
+    opts.route_layout == RouteLayout::Scoped && route.starts_with("http.")
+}
+
+/// The name of the scope of `host` on scoped route configuration `route`, and of the
+/// RouteConfiguration that scope uses: `http.80/<host>`.
+pub(crate) fn scoped_name(route: &str, host: &str) -> String {
+    format!("{route}/{host}")
+}
+
+/// Whether a host can be a scope key: an exact host (the key is compared as a string).
+pub(crate) fn scopable(host: &str) -> bool {
+    !host.contains('*')
+}
+
+/// The RouteConfiguration of one scope: the virtual host alone.
+pub(crate) fn scoped_route_configuration(route: &str, vh: &VirtualHostIr) -> RouteConfiguration {
+    RouteConfiguration {
+        name: scoped_name(route, &vh.host),
+        virtual_hosts: vec![virtual_host(vh)],
+        validate_clusters: Some(BoolValue { value: false }),
+        ignore_port_in_host_matching: true,
+        ..Default::default()
+    }
+}
+
+/// The scope of `host` on scoped route configuration `route`: key = the host.
+pub(crate) fn scope(route: &str, host: &str) -> ScopedRouteConfiguration {
+    let name = scoped_name(route, host);
+    ScopedRouteConfiguration {
+        route_configuration_name: name.clone(),
+        name,
+        key: Some(Key {
+            fragments: vec![Fragment {
+                r#type: Some(KeyFragmentType::StringKey(host.to_string())),
+            }],
+        }),
+        ..Default::default()
+    }
+}
+
+fn route_specifier(route_name: &str, scoped: bool) -> RouteSpecifier {
+    if !scoped {
+        return RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: route_name.to_string(),
+        });
+    }
+    // The key: the `:authority` host without its port.
+    RouteSpecifier::ScopedRoutes(ScopedRoutes {
+        name: route_name.to_string(),
+        scope_key_builder: Some(ScopeKeyBuilder {
+            fragments: vec![FragmentBuilder {
+                r#type: Some(FragmentType::HeaderValueExtractor(HeaderValueExtractor {
+                    name: ":authority".to_string(),
+                    element_separator: ":".to_string(),
+                    extract_type: Some(ExtractType::Index(0)),
+                })),
+            }],
+        }),
+        rds_config_source: Some(ads()),
+        config_specifier: Some(ConfigSpecifier::ScopedRds(ScopedRds {
+            scoped_rds_config_source: Some(ads()),
+            ..Default::default()
+        })),
+    })
+}
+
+fn hcm(stat_prefix: &str, route_name: &str, scoped: bool) -> HttpConnectionManager {
     HttpConnectionManager {
         codec_type: CodecType::Auto as i32,
         stat_prefix: stat_prefix.to_string(),
-        route_specifier: Some(RouteSpecifier::Rds(Rds {
-            config_source: Some(ads()),
-            route_config_name: route_name.to_string(),
-        })),
+        route_specifier: Some(route_specifier(route_name, scoped)),
         http_filters: vec![HttpFilter {
             name: "envoy.filters.http.router".to_string(),
             config_type: Some(HttpFilterConfigType::TypedConfig(any(&Router::default()))),
@@ -413,6 +489,7 @@ fn listener(
                 config_type: Some(FilterConfigType::TypedConfig(any(&hcm(
                     &stat_prefix,
                     &http.route_name,
+                    is_scoped(t.opts, &http.route_name),
                 )))),
             }],
             ..Default::default()
@@ -478,6 +555,7 @@ fn listener(
                 config_type: Some(FilterConfigType::TypedConfig(any(&hcm(
                     &stat_prefix,
                     &s.route_name,
+                    false,
                 )))),
             }],
             transport_socket: Some(TransportSocket {
@@ -719,10 +797,25 @@ pub(crate) fn secrets(t: &Translator<'_>) -> Vec<Secret> {
 /// Builds the Envoy resources from what the translator gathered.
 pub(crate) fn build(t: &mut Translator<'_>) -> ProxyConfig {
     let (listeners, route_names) = build_listeners(t);
-    let routes: Vec<RouteConfiguration> = route_names
-        .iter()
-        .map(|(name, port)| route_configuration(name, *port, t.vhosts.get(name)))
-        .collect();
+    let mut routes: Vec<RouteConfiguration> = Vec::new();
+    let mut scoped_routes: Vec<ScopedRouteConfiguration> = Vec::new();
+    // Envoy's scoped RDS subscription is a wildcard: every scoped listener of the proxy sees
+    // every scope, so a host has one scope per proxy (the first route configuration by name).
+    let mut scoped_hosts: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for (name, port) in &route_names {
+        if !is_scoped(t.opts, name) {
+            routes.push(route_configuration(name, *port, t.vhosts.get(name)));
+            continue;
+        }
+        for (host, vh) in t.vhosts.get(name).into_iter().flatten() {
+            if scopable(host) && scoped_hosts.insert(host) {
+                routes.push(scoped_route_configuration(name, vh));
+                scoped_routes.push(scope(name, host));
+            }
+        }
+    }
+    routes.sort_by(|a, b| a.name.cmp(&b.name));
+    scoped_routes.sort_by(|a, b| a.name.cmp(&b.name));
     // Only clusters that a served route references (a cluster created for an object that was
     // then left out, or for another gateway's hosts, is not sent).
     let mut used: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
@@ -744,6 +837,7 @@ pub(crate) fn build(t: &mut Translator<'_>) -> ProxyConfig {
     ProxyConfig {
         listeners,
         routes,
+        scoped_routes,
         clusters,
         endpoints,
         secrets,

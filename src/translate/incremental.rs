@@ -15,7 +15,9 @@
 //! - the resources as persistent maps: a change re-encodes only what it touched.
 //!
 //! The Istio-shaped layout keeps every virtual host of a port in one RouteConfiguration
-//! (`http.80`): a change to a virtual host re-encodes that whole RouteConfiguration.
+//! (`http.80`): a change to a virtual host re-encodes that whole RouteConfiguration. In the
+//! scoped layout ([`super::RouteLayout::Scoped`]) a changed host re-encodes only its own scope
+//! and RouteConfiguration (`http.80/<host>`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -23,8 +25,9 @@ use std::sync::Arc;
 use crate::model::{Kind, Object, ObjectKey};
 use crate::source::InputError;
 use crate::state::{Entry, Inputs, SERVICE_NAME_LABEL};
+use crate::xds::cache::SNAPSHOT_TYPES;
 use crate::xds::cache::{resource, resource_from_bytes};
-use crate::xds::{ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+use crate::xds::{ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
 use prost::Message;
 
 use super::envoy;
@@ -93,6 +96,8 @@ pub struct Engine {
 struct Touched {
     slots: BTreeSet<Slot>,
     routes: BTreeSet<String>,
+    /// Hosts whose virtual host changed on a scoped route configuration.
+    scoped_hosts: BTreeSet<String>,
     clusters: BTreeSet<String>,
     assignments: BTreeSet<String>,
 }
@@ -554,7 +559,11 @@ impl Engine {
                         }
                     }
                 }
-                touched.routes.insert(route.clone());
+                if envoy::is_scoped(&self.opts, route) {
+                    touched.scoped_hosts.insert(host.clone());
+                } else {
+                    touched.routes.insert(route.clone());
+                }
             }
             if let Some(old) = old_vh {
                 let name = envoy::vhost_name(old);
@@ -565,7 +574,10 @@ impl Engine {
                     }
                 }
             }
-            if let Some(vh) = &new_vh {
+            if let Some(vh) = new_vh
+                .as_ref()
+                .filter(|_| !envoy::is_scoped(&self.opts, route))
+            {
                 self.encoded.entry(route.clone()).or_default().insert(
                     envoy::vhost_name(vh),
                     envoy::virtual_host(vh).encode_to_vec(),
@@ -614,6 +626,9 @@ impl Engine {
             let r = self.route_resource(route, *port);
             self.res.entry(ROUTE).or_default().insert(route.clone(), r);
         }
+        for host in &touched.scoped_hosts {
+            self.emit_scoped_host(host);
+        }
         for name in touched.clusters.union(&touched.assignments) {
             let served = self
                 .clusters
@@ -639,6 +654,47 @@ impl Engine {
                     eds.remove(name);
                 }
             }
+        }
+    }
+
+    /// Scoped layout: the scope and RouteConfiguration of `host` on every scoped route
+    /// configuration (the first one by name that has the host owns its scope, as in a full
+    /// translation).
+    fn emit_scoped_host(&mut self, host: &str) {
+        let scoped: Vec<&String> = self
+            .ctx
+            .route_ports
+            .keys()
+            .filter(|r| envoy::is_scoped(&self.opts, r))
+            .collect();
+        let winner = scoped.iter().copied().find(|r| {
+            envoy::scopable(host) && self.vhosts.get(*r).is_some_and(|m| m.contains_key(host))
+        });
+        let mut put = Vec::new();
+        let mut drop = Vec::new();
+        for r in scoped {
+            let name = envoy::scoped_name(r, host);
+            match self.vhosts.get(r).and_then(|m| m.get(host)) {
+                Some(vh) if Some(r) == winner => put.push((
+                    resource(&name, &envoy::scoped_route_configuration(r, vh)),
+                    resource(&name, &envoy::scope(r, host)),
+                )),
+                _ => drop.push(name),
+            }
+        }
+        for (rc, sc) in put {
+            self.res
+                .entry(ROUTE)
+                .or_default()
+                .insert(rc.name.clone(), rc);
+            self.res
+                .entry(SCOPED_ROUTE)
+                .or_default()
+                .insert(sc.name.clone(), sc);
+        }
+        for name in drop {
+            self.res.entry(ROUTE).or_default().remove(&name);
+            self.res.entry(SCOPED_ROUTE).or_default().remove(&name);
         }
     }
 
@@ -697,7 +753,7 @@ impl Engine {
         }
         self.resolve_slots(inputs, &mut touched);
         let mut res: BTreeMap<&'static str, ResourceMap> = BTreeMap::new();
-        for t in [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET] {
+        for t in SNAPSHOT_TYPES {
             res.insert(t, ResourceMap::new());
         }
         let put = |res: &mut BTreeMap<&'static str, ResourceMap>, t, name: &str, r| {
@@ -711,8 +767,21 @@ impl Engine {
         for s in &self.ctx.secrets {
             put(&mut res, SECRET, &s.name, resource(&s.name, s));
         }
+        let mut scoped_hosts: BTreeSet<&str> = BTreeSet::new();
         for (route, port) in &self.ctx.route_ports {
-            put(&mut res, ROUTE, route, self.route_resource(route, *port));
+            if !envoy::is_scoped(&self.opts, route) {
+                put(&mut res, ROUTE, route, self.route_resource(route, *port));
+                continue;
+            }
+            for (host, vh) in self.vhosts.get(route).into_iter().flatten() {
+                if envoy::scopable(host) && scoped_hosts.insert(host) {
+                    let name = envoy::scoped_name(route, host);
+                    let rc = envoy::scoped_route_configuration(route, vh);
+                    put(&mut res, ROUTE, &name, resource(&name, &rc));
+                    let sc = envoy::scope(route, host);
+                    put(&mut res, SCOPED_ROUTE, &name, resource(&name, &sc));
+                }
+            }
         }
         let blackhole = envoy::blackhole();
         put(
@@ -873,8 +942,8 @@ mod tests {
         }
     }
 
-    fn check(engine: &Engine, inputs: &Inputs, l: &Labels, what: &str) {
-        let full = crate::translate::translate(inputs, &Options::default(), l);
+    fn check(engine: &Engine, inputs: &Inputs, opts: &Options, l: &Labels, what: &str) {
+        let full = crate::translate::translate(inputs, opts, l);
         let want = cache::snapshot(7, &full.config);
         let got = engine.snapshot(7);
         if got != want {
@@ -894,28 +963,36 @@ mod tests {
         assert_eq!(engine.errors(), full.errors, "{what}: errors");
     }
 
+    pub(super) fn scoped() -> Options {
+        Options {
+            route_layout: crate::translate::RouteLayout::Scoped,
+            ..Options::default()
+        }
+    }
+
     #[test]
     fn incremental_changes_give_the_snapshot_of_a_full_translation() {
-        for (form, seed) in [
-            (Form::Route, 1u64),
-            (Form::Kingress, 2),
-            (Form::Virtualservice, 3),
-            (Form::Route, 4),
+        for (form, seed, opts) in [
+            (Form::Route, 1u64, Options::default()),
+            (Form::Kingress, 2, Options::default()),
+            (Form::Virtualservice, 3, Options::default()),
+            (Form::Route, 4, Options::default()),
+            (Form::Route, 5, scoped()),
+            (Form::Kingress, 6, scoped()),
+            (Form::Virtualservice, 7, scoped()),
         ] {
             let synth = Synth::new(12, form);
             let mut inputs = synth.inputs();
             let gws = [labels("ingressgateway"), labels("cluster-local-gateway")];
-            let mut engines: Vec<Engine> = gws
-                .iter()
-                .map(|l| Engine::new(&inputs, &Options::default(), l))
-                .collect();
+            let mut engines: Vec<Engine> =
+                gws.iter().map(|l| Engine::new(&inputs, &opts, l)).collect();
             for (e, l) in engines.iter().zip(&gws) {
-                check(e, &inputs, l, "initial");
+                check(e, &inputs, &opts, l, "initial");
             }
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             for step in 1..=150 {
                 let changes = random_change(&mut rng, &synth, &inputs, step);
-                let what = format!("{form:?} step {step}: {changes:?}");
+                let what = format!("{form:?} {:?} step {step}: {changes:?}", opts.route_layout);
                 let mut oc = Vec::new();
                 for c in changes {
                     let key = match &c {
@@ -933,7 +1010,7 @@ mod tests {
                 }
                 for (e, l) in engines.iter_mut().zip(&gws) {
                     e.apply(&inputs, &oc);
-                    check(e, &inputs, l, &what);
+                    check(e, &inputs, &opts, l, &what);
                 }
             }
         }
@@ -993,46 +1070,47 @@ mod golden_inputs {
             }
             cases += 1;
             let (all, _) = crate::pipeline::load(&input);
-            let opts = Options::default();
-            let mut labels: Vec<Labels> = crate::translate::gateways(&all, &opts)
-                .into_iter()
-                .map(|g| g.spec.selector)
-                .collect();
-            labels.dedup();
-            let entries: Vec<Arc<Entry>> = all.entries().map(|(_, e)| e.clone()).collect();
-            let mut inputs = Inputs::default();
-            let mut engines: Vec<Engine> = labels
-                .iter()
-                .map(|l| Engine::new(&inputs, &opts, l))
-                .collect();
-            let steps = entries
-                .iter()
-                .map(|e| Change::Upsert(e.clone()))
-                .chain(entries.iter().rev().map(|e| Change::Delete(e.object.key())));
-            for (n, c) in steps.enumerate() {
-                let key = match &c {
-                    Change::Upsert(e) => e.object.key(),
-                    Change::Delete(k) => k.clone(),
-                };
-                let old = inputs.entry(&key).cloned();
-                inputs.apply([c]);
-                let new = inputs.entry(&key).cloned();
-                let oc = [ObjectChange { key, old, new }];
-                for (e, l) in engines.iter_mut().zip(&labels) {
-                    e.apply(&inputs, &oc);
-                    let full = crate::translate::translate(&inputs, &opts, l);
-                    assert_eq!(
-                        e.snapshot(1),
-                        cache::snapshot(1, &full.config),
-                        "{}: step {n}, labels {l:?}",
-                        dir.path().display()
-                    );
-                    assert_eq!(
-                        e.errors(),
-                        full.errors,
-                        "{}: step {n}",
-                        dir.path().display()
-                    );
+            for opts in [Options::default(), super::tests::scoped()] {
+                let mut labels: Vec<Labels> = crate::translate::gateways(&all, &opts)
+                    .into_iter()
+                    .map(|g| g.spec.selector)
+                    .collect();
+                labels.dedup();
+                let entries: Vec<Arc<Entry>> = all.entries().map(|(_, e)| e.clone()).collect();
+                let mut inputs = Inputs::default();
+                let mut engines: Vec<Engine> = labels
+                    .iter()
+                    .map(|l| Engine::new(&inputs, &opts, l))
+                    .collect();
+                let steps = entries
+                    .iter()
+                    .map(|e| Change::Upsert(e.clone()))
+                    .chain(entries.iter().rev().map(|e| Change::Delete(e.object.key())));
+                for (n, c) in steps.enumerate() {
+                    let key = match &c {
+                        Change::Upsert(e) => e.object.key(),
+                        Change::Delete(k) => k.clone(),
+                    };
+                    let old = inputs.entry(&key).cloned();
+                    inputs.apply([c]);
+                    let new = inputs.entry(&key).cloned();
+                    let oc = [ObjectChange { key, old, new }];
+                    for (e, l) in engines.iter_mut().zip(&labels) {
+                        e.apply(&inputs, &oc);
+                        let full = crate::translate::translate(&inputs, &opts, l);
+                        assert_eq!(
+                            e.snapshot(1),
+                            cache::snapshot(1, &full.config),
+                            "{}: step {n}, labels {l:?}",
+                            dir.path().display()
+                        );
+                        assert_eq!(
+                            e.errors(),
+                            full.errors,
+                            "{}: step {n}",
+                            dir.path().display()
+                        );
+                    }
                 }
             }
         }

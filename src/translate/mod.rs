@@ -40,6 +40,21 @@ pub struct Options {
     /// Address listeners bind to (istio: `0.0.0.0`, or the Gateway server's `bind`).
     pub bind_address: String,
     pub cluster_domain: String,
+    /// How plain-HTTP route configurations are laid out (`--route-layout`).
+    pub route_layout: RouteLayout,
+}
+
+/// How virtual hosts of plain-HTTP listeners are laid out in RDS resources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteLayout {
+    /// As istiod: one RouteConfiguration per port (`http.80`) holding every virtual host.
+    #[default]
+    Istio,
+    /// Scoped RDS: the HCM selects a scope by the `:authority` host (port stripped); each host has
+    /// one ScopedRouteConfiguration and one RouteConfiguration holding only its virtual host
+    /// (both named `http.<port>/<host>`), so a change to one host resends only those. HTTPS
+    /// listeners stay on plain RDS. Wildcard hosts cannot be scope keys and are not served.
+    Scoped,
 }
 
 impl Default for Options {
@@ -50,6 +65,7 @@ impl Default for Options {
             local_gateway: "knative-serving/cluster-local-gateway".to_string(),
             bind_address: "0.0.0.0".to_string(),
             cluster_domain: "cluster.local".to_string(),
+            route_layout: RouteLayout::Istio,
         }
     }
 }
@@ -59,6 +75,8 @@ impl Default for Options {
 pub struct ProxyConfig {
     pub listeners: Vec<envoy_types::pb::envoy::config::listener::v3::Listener>,
     pub routes: Vec<envoy_types::pb::envoy::config::route::v3::RouteConfiguration>,
+    /// Scopes (scoped route layout only).
+    pub scoped_routes: Vec<envoy_types::pb::envoy::config::route::v3::ScopedRouteConfiguration>,
     pub clusters: Vec<envoy_types::pb::envoy::config::cluster::v3::Cluster>,
     pub endpoints: Vec<envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment>,
     pub secrets: Vec<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>,

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use super::{Resource, ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+use super::{
+    Resource, ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET,
+};
 use crate::translate::envoy::any;
 use crate::translate::ProxyConfig;
 
@@ -52,10 +54,13 @@ fn insert<M: Message + prost::Name>(
         .insert(name.to_string(), resource(name, m));
 }
 
+/// The types every snapshot has a (possibly empty) map for.
+pub const SNAPSHOT_TYPES: [&str; 6] = [CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE, SECRET];
+
 /// The snapshot a proxy should hold for this config.
 pub fn snapshot(generation: u64, config: &ProxyConfig) -> Snapshot {
     let mut resources = BTreeMap::new();
-    for t in [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET] {
+    for t in SNAPSHOT_TYPES {
         resources.insert(t, ResourceMap::new());
     }
     for c in &config.clusters {
@@ -69,6 +74,9 @@ pub fn snapshot(generation: u64, config: &ProxyConfig) -> Snapshot {
     }
     for r in &config.routes {
         insert(&mut resources, ROUTE, &r.name, r);
+    }
+    for s in &config.scoped_routes {
+        insert(&mut resources, SCOPED_ROUTE, &s.name, s);
     }
     for s in &config.secrets {
         insert(&mut resources, SECRET, &s.name, s);

@@ -5,15 +5,16 @@
 //! [`Core`] that tracks, per type URL, what the Envoy subscribes to and what it holds (name ->
 //! version), and decides what to send next:
 //!
-//! * Push order CDS, EDS, LDS, RDS, SDS with at most one outstanding (un-acked) response per
-//!   connection: the next type is sent only once the previous response was ACKed or NACKed. One
-//!   exception: EDS may be sent while CDS is outstanding, because an initialized Envoy (also one
-//!   that reconnects) does not ACK a CDS response until its new EDS clusters have warmed, i.e.
+//! * Push order CDS, EDS, LDS, SRDS, RDS, SDS with at most one outstanding (un-acked) response
+//!   per connection: the next type is sent only once the previous response was ACKed or NACKed.
+//!   One exception: EDS may be sent while CDS is outstanding, because an initialized Envoy (also
+//!   one that reconnects) does not ACK a CDS response until its new EDS clusters have warmed, i.e.
 //!   received their load assignments (xDS protocol, "Resource warming"); waiting for that ACK
-//!   would deadlock.
+//!   would deadlock. Likewise RDS may be sent while SRDS (scoped route layout) is outstanding:
+//!   new scopes warm on their RouteConfigurations.
 //! * Make before break: clusters and cluster load assignments the Envoy holds that are absent from
 //!   a new snapshot are retained (kept in SotW sets, not listed as removed in Delta) until the
-//!   listeners and routes of that snapshot are ACKed; a final CDS/EDS push then removes them.
+//!   listeners, scopes and routes of that snapshot are ACKed; a final CDS/EDS push then removes them.
 //! * Unchanged types are not resent; a NACKed set of versions is not resent until it changes.
 //! * Type URLs we do not serve get one empty response per subscription, never an error.
 //!
@@ -32,15 +33,27 @@ use prost::Message;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Resource, ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE};
+use super::{
+    Resource, ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE,
+};
 
 /// Version recorded for a resource whose state on the Envoy is unknown (after a NACK the Envoy may
 /// have applied part of a response). Never equal to a real version, so it is always resent.
 const UNKNOWN: &str = "";
 
-/// Types that are wildcard when a SotW request names nothing (legacy wildcard).
+/// Types that are wildcard when a SotW request names nothing (legacy wildcard). Envoy
+/// subscribes to scoped route configurations without names too (all scopes of the stream).
 fn sotw_wildcard_type(type_url: &str) -> bool {
-    type_url == CLUSTER || type_url == LISTENER
+    type_url == CLUSTER || type_url == LISTENER || type_url == SCOPED_ROUTE
+}
+
+/// Types whose SotW responses carry only the resources that changed. Envoy hands a SotW RDS
+/// response to the watch of each route configuration it names and leaves the others as they
+/// are (`GrpcMuxImpl`: "onConfigUpdate should be called only on watches that have updates in
+/// the message for EDS/RDS"), so a change to one of many RouteConfigurations (scoped route
+/// layout: one per host) resends only that one.
+fn sotw_changed_only(type_url: &str) -> bool {
+    type_url == ROUTE
 }
 
 /// Whether we serve this type URL.
@@ -601,12 +614,15 @@ impl Core {
             &PUSH_ORDER
         } else if self.pending.len() == 1 && self.pending.contains_key(CLUSTER) {
             &[ENDPOINT]
+        } else if self.pending.len() == 1 && self.pending.contains_key(SCOPED_ROUTE) {
+            &[ROUTE]
         } else {
             return None;
         };
         if self.pending.is_empty()
             && !self.retained.is_empty()
             && self.settled(LISTENER)
+            && self.settled(SCOPED_ROUTE)
             && self.settled(ROUTE)
         {
             tracing::debug!(
@@ -647,9 +663,10 @@ impl Core {
                     let removed: Vec<String> = removed.into_iter().map(|(n, _)| n).collect();
                     touched.extend(removed.iter().cloned());
                     let (resources, removed) = match self.mode {
-                        Mode::Sotw => {
+                        Mode::Sotw if !sotw_changed_only(t) => {
                             (self.desired(t, &st.sub).into_values().collect(), Vec::new())
                         }
+                        Mode::Sotw => (changed, Vec::new()),
                         Mode::Delta => (changed, removed),
                     };
                     let basis = self.target.of_type(t).cloned().unwrap_or_default();
@@ -688,7 +705,10 @@ impl Core {
             let mut touched: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
             touched.extend(removed.iter().cloned());
             let (resources, removed) = match self.mode {
-                Mode::Sotw => (desired.into_values().collect(), Vec::new()),
+                Mode::Sotw if !sotw_changed_only(t) => {
+                    (desired.into_values().collect(), Vec::new())
+                }
+                Mode::Sotw => (changed, Vec::new()),
                 Mode::Delta => (changed, removed),
             };
             let sum = set_sum(versions.iter());

@@ -10,13 +10,16 @@ pub mod cache;
 pub mod conn;
 pub mod server;
 
-/// Type URLs we serve, in push order (make before break): CDS, EDS, LDS, RDS, SDS.
+/// Type URLs we serve, in push order (make before break): CDS, EDS, LDS, SRDS, RDS, SDS. SRDS
+/// (scoped route configurations, only in the scoped route layout) goes before RDS: Envoy asks for
+/// a scope's RouteConfiguration only once it holds the scope.
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const SCOPED_ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration";
 pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
-pub const PUSH_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
+pub const PUSH_ORDER: [&str; 6] = [CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE, SECRET];
 
 /// One named xDS resource with its version (a hash of its deterministic encoding).
 #[derive(Debug, Clone, PartialEq)]
