@@ -3,7 +3,8 @@
 //! SotW and a Delta Envoy per gateway) with peak RSS, then single changes (one endpoint, one
 //! traffic split, one service added, one deleted): server time and bytes to each gateway.
 //!
-//! `cargo bench --bench scale -- [N] [route|kingress|virtualservice]` (N defaults to 1000).
+//! `cargo bench --bench scale -- [N] [route|kingress|virtualservice] [istio|scoped]` (N defaults
+//! to 1000; the last argument is the route layout, `--route-layout`, default `istio`).
 //! Run one N per process: peak RSS (VmHWM) is per process.
 
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use knative_pilot::model::parse_object;
 use knative_pilot::source::Origin;
 use knative_pilot::state::{Change, Entry};
 use knative_pilot::synth::{Form, ScriptedEnvoy, Synth, Wire};
-use knative_pilot::translate::Options;
+use knative_pilot::translate::{Options, RouteLayout};
 use knative_pilot::xds::conn::Mode;
 use knative_pilot::xds::{ConfigSource, ProxyIdentity, Snapshot};
 use serde_json::Value;
@@ -71,6 +72,10 @@ fn main() {
         Some("virtualservice") => Form::Virtualservice,
         _ => Form::Route,
     };
+    let layout = match args.get(2).map(String::as_str) {
+        Some("scoped") => RouteLayout::Scoped,
+        _ => RouteLayout::Istio,
+    };
     let synth = Synth::new(n, form);
     let dir = tempfile::tempdir().expect("tempdir");
     synth.write_dir(dir.path()).expect("write manifests");
@@ -82,7 +87,10 @@ fn main() {
     let t_load = t0.elapsed();
     assert!(errors.is_empty(), "{errors:?}");
     let objects = inputs.len();
-    let hub = Hub::new(Options::default());
+    let hub = Hub::new(Options {
+        route_layout: layout,
+        ..Options::default()
+    });
     hub.update(inputs, Vec::new());
     let t_translate = t0.elapsed() - t_load;
     let mut gws: Vec<Gateway> = Vec::new();
@@ -97,7 +105,7 @@ fn main() {
     }
     let t_cold = t0.elapsed();
     let rss = vm_hwm_mb();
-    println!("## N = {n} services ({form:?}), {objects} objects");
+    println!("## N = {n} services ({form:?}, {layout:?} route layout), {objects} objects");
     println!();
     println!("| figure | value |");
     println!("|---|---|");

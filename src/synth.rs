@@ -273,8 +273,8 @@ fn virtual_service(ns: &str, name: &str, spec: &IngressSpec) -> Value {
 }
 
 /// A scripted Envoy for measuring what goes on the wire: drives an in-process
-/// [`crate::xds::conn`] state machine (SotW or Delta) the way Envoy does (wildcard clusters and
-/// listeners, load assignments, routes and secrets by name, following what the snapshot names),
+/// [`crate::xds::conn`] state machine (SotW or Delta) the way Envoy does (wildcard clusters,
+/// listeners and scopes, load assignments, routes and secrets by name, following what the snapshot names),
 /// ACKs every response, and counts the encoded bytes of the responses.
 pub struct ScriptedEnvoy {
     conn: Conn,
@@ -316,7 +316,19 @@ impl ScriptedEnvoy {
             nonces: Default::default(),
         };
         let mut wire = Wire::default();
-        for t in [crate::xds::CLUSTER, crate::xds::LISTENER] {
+        // Scoped route layout: Envoy's scoped RDS subscription is a wildcard too.
+        let scoped = e
+            .target
+            .of_type(crate::xds::SCOPED_ROUTE)
+            .is_some_and(|m| !m.is_empty());
+        for t in [
+            crate::xds::CLUSTER,
+            crate::xds::LISTENER,
+            crate::xds::SCOPED_ROUTE,
+        ] {
+            if t == crate::xds::SCOPED_ROUTE && !scoped {
+                continue;
+            }
             let out = e.request(t, Vec::new(), Vec::new());
             e.settle(out, &mut wire);
         }

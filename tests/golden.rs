@@ -5,7 +5,10 @@
 //!
 //! Each rendered config is also checked by stock Envoy itself: `envoy --mode validate` on a
 //! bootstrap holding the rendered resources statically (RDS inlined, EDS as static endpoints,
-//! SDS as static secrets). The test fails when Envoy is missing.
+//! SDS as static secrets; scoped RDS as an inline list of scopes with inline RouteConfigurations).
+//! The test fails when Envoy is missing.
+//!
+//! Cases named `scoped-*` are rendered in the scoped route layout (`--route-layout scoped`).
 
 mod common;
 
@@ -13,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use knative_pilot::dump::any_to_json;
 use knative_pilot::pipeline;
-use knative_pilot::translate::{self, Options};
-use knative_pilot::xds::{Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+use knative_pilot::translate::{self, Options, RouteLayout};
+use knative_pilot::xds::{Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
 use serde_json::{json, Value};
 
 fn cases() -> Vec<PathBuf> {
@@ -69,6 +72,39 @@ fn static_bootstrap(snap: &Snapshot) -> String {
                     hcm.as_object_mut().unwrap().shift_remove("rds");
                     hcm["route_config"] = rc;
                 }
+                if let Some(name) = hcm["scoped_routes"]["name"].as_str().map(str::to_string) {
+                    let prefix = format!("{name}/");
+                    let scopes: Vec<Value> = resources(snap, SCOPED_ROUTE)
+                        .iter()
+                        .filter(|s| s["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
+                        .map(|s| {
+                            let rc_name = s["route_configuration_name"].as_str().unwrap_or("");
+                            let rc =
+                                routes
+                                    .iter()
+                                    .find(|r| r["name"] == rc_name)
+                                    .unwrap_or_else(|| {
+                                        panic!(
+                                            "scope uses route config {rc_name} that is not served"
+                                        )
+                                    });
+                            let mut rc = strip_type(rc);
+                            rc["validate_clusters"] = json!(true);
+                            let mut s = strip_type(s);
+                            s.as_object_mut()
+                                .unwrap()
+                                .shift_remove("route_configuration_name");
+                            s["route_configuration"] = rc;
+                            s
+                        })
+                        .collect();
+                    let sr = hcm["scoped_routes"].as_object_mut().unwrap();
+                    sr.shift_remove("scoped_rds");
+                    sr.insert(
+                        "scoped_route_configurations_list".into(),
+                        json!({ "scoped_route_configurations": scopes }),
+                    );
+                }
             }
             if let Some(tls) = chain.get_mut("transport_socket") {
                 for sds in tls["typed_config"]["common_tls_context"]
@@ -115,10 +151,17 @@ fn golden_cases_render_as_expected_and_envoy_accepts_them() {
         !cases.is_empty(),
         "expected golden cases under testdata/, found {cases:?}"
     );
-    let opts = Options::default();
     let mut failures = Vec::new();
     for case in &cases {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let opts = Options {
+            route_layout: if name.starts_with("scoped-") {
+                RouteLayout::Scoped
+            } else {
+                RouteLayout::Istio
+            },
+            ..Options::default()
+        };
         let (inputs, mut errors) = pipeline::load(&case.join("input"));
         let expected_dir = case.join("expected");
         if update() {

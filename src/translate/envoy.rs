@@ -361,9 +361,16 @@ fn route_configuration(
     }
 }
 
-/// Whether route configuration `route` is laid out as scopes (scoped layout, plain HTTP).
-pub(crate) fn is_scoped(opts: &Options, route: &str) -> bool {
-    opts.route_layout == RouteLayout::Scoped && route.starts_with("http.")
+/// In the scoped layout, the route configuration to lay out as scopes: the proxy's plain-HTTP
+/// route configuration when it has exactly one (see [`RouteLayout::Scoped`]).
+fn scoped_route(
+    opts: &Options,
+    http_routes: &std::collections::BTreeSet<String>,
+) -> Option<String> {
+    match (opts.route_layout, http_routes.len()) {
+        (RouteLayout::Scoped, 1) => http_routes.first().cloned(),
+        _ => None,
+    }
 }
 
 /// The name of the scope of `host` on scoped route configuration `route`, and of the
@@ -489,7 +496,7 @@ fn listener(
                 config_type: Some(FilterConfigType::TypedConfig(any(&hcm(
                     &stat_prefix,
                     &http.route_name,
-                    is_scoped(t.opts, &http.route_name),
+                    t.scoped_route.as_deref() == Some(http.route_name.as_str()),
                 )))),
             }],
             ..Default::default()
@@ -691,6 +698,12 @@ pub(crate) fn build_listeners(t: &mut Translator<'_>) -> (Vec<Listener>, BTreeMa
             .or_default()
             .push(s.clone());
     }
+    // The plain-HTTP chain of a listener uses its first HTTP server's route configuration.
+    let http_routes: std::collections::BTreeSet<String> = by_listener
+        .values()
+        .filter_map(|ss| ss.iter().find(|s| !s.https).map(|s| s.route_name.clone()))
+        .collect();
+    t.scoped_route = scoped_route(t.opts, &http_routes);
     let mut listeners = Vec::new();
     let mut route_names: BTreeMap<String, u32> = BTreeMap::new();
     for ((bind, port), servers) in &by_listener {
@@ -799,16 +812,13 @@ pub(crate) fn build(t: &mut Translator<'_>) -> ProxyConfig {
     let (listeners, route_names) = build_listeners(t);
     let mut routes: Vec<RouteConfiguration> = Vec::new();
     let mut scoped_routes: Vec<ScopedRouteConfiguration> = Vec::new();
-    // Envoy's scoped RDS subscription is a wildcard: every scoped listener of the proxy sees
-    // every scope, so a host has one scope per proxy (the first route configuration by name).
-    let mut scoped_hosts: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for (name, port) in &route_names {
-        if !is_scoped(t.opts, name) {
+        if t.scoped_route.as_deref() != Some(name.as_str()) {
             routes.push(route_configuration(name, *port, t.vhosts.get(name)));
             continue;
         }
         for (host, vh) in t.vhosts.get(name).into_iter().flatten() {
-            if scopable(host) && scoped_hosts.insert(host) {
+            if scopable(host) {
                 routes.push(scoped_route_configuration(name, vh));
                 scoped_routes.push(scope(name, host));
             }

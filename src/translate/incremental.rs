@@ -559,7 +559,7 @@ impl Engine {
                         }
                     }
                 }
-                if envoy::is_scoped(&self.opts, route) {
+                if self.ctx.scoped_route.as_ref() == Some(route) {
                     touched.scoped_hosts.insert(host.clone());
                 } else {
                     touched.routes.insert(route.clone());
@@ -576,7 +576,7 @@ impl Engine {
             }
             if let Some(vh) = new_vh
                 .as_ref()
-                .filter(|_| !envoy::is_scoped(&self.opts, route))
+                .filter(|_| self.ctx.scoped_route.as_ref() != Some(route))
             {
                 self.encoded.entry(route.clone()).or_default().insert(
                     envoy::vhost_name(vh),
@@ -657,44 +657,29 @@ impl Engine {
         }
     }
 
-    /// Scoped layout: the scope and RouteConfiguration of `host` on every scoped route
-    /// configuration (the first one by name that has the host owns its scope, as in a full
-    /// translation).
+    /// Scoped layout: the scope and RouteConfiguration of `host` on the scoped route
+    /// configuration.
     fn emit_scoped_host(&mut self, host: &str) {
-        let scoped: Vec<&String> = self
-            .ctx
-            .route_ports
-            .keys()
-            .filter(|r| envoy::is_scoped(&self.opts, r))
-            .collect();
-        let winner = scoped.iter().copied().find(|r| {
-            envoy::scopable(host) && self.vhosts.get(*r).is_some_and(|m| m.contains_key(host))
-        });
-        let mut put = Vec::new();
-        let mut drop = Vec::new();
-        for r in scoped {
-            let name = envoy::scoped_name(r, host);
-            match self.vhosts.get(r).and_then(|m| m.get(host)) {
-                Some(vh) if Some(r) == winner => put.push((
-                    resource(&name, &envoy::scoped_route_configuration(r, vh)),
-                    resource(&name, &envoy::scope(r, host)),
-                )),
-                _ => drop.push(name),
+        let Some(route) = self.ctx.scoped_route.clone() else {
+            return;
+        };
+        let name = envoy::scoped_name(&route, host);
+        let vh = self
+            .vhosts
+            .get(&route)
+            .and_then(|m| m.get(host))
+            .filter(|_| envoy::scopable(host));
+        match vh {
+            Some(vh) => {
+                let rc = resource(&name, &envoy::scoped_route_configuration(&route, vh));
+                let sc = resource(&name, &envoy::scope(&route, host));
+                self.res.entry(ROUTE).or_default().insert(name.clone(), rc);
+                self.res.entry(SCOPED_ROUTE).or_default().insert(name, sc);
             }
-        }
-        for (rc, sc) in put {
-            self.res
-                .entry(ROUTE)
-                .or_default()
-                .insert(rc.name.clone(), rc);
-            self.res
-                .entry(SCOPED_ROUTE)
-                .or_default()
-                .insert(sc.name.clone(), sc);
-        }
-        for name in drop {
-            self.res.entry(ROUTE).or_default().remove(&name);
-            self.res.entry(SCOPED_ROUTE).or_default().remove(&name);
+            None => {
+                self.res.entry(ROUTE).or_default().remove(&name);
+                self.res.entry(SCOPED_ROUTE).or_default().remove(&name);
+            }
         }
     }
 
@@ -767,14 +752,13 @@ impl Engine {
         for s in &self.ctx.secrets {
             put(&mut res, SECRET, &s.name, resource(&s.name, s));
         }
-        let mut scoped_hosts: BTreeSet<&str> = BTreeSet::new();
         for (route, port) in &self.ctx.route_ports {
-            if !envoy::is_scoped(&self.opts, route) {
+            if self.ctx.scoped_route.as_ref() != Some(route) {
                 put(&mut res, ROUTE, route, self.route_resource(route, *port));
                 continue;
             }
             for (host, vh) in self.vhosts.get(route).into_iter().flatten() {
-                if envoy::scopable(host) && scoped_hosts.insert(host) {
+                if envoy::scopable(host) {
                     let name = envoy::scoped_name(route, host);
                     let rc = envoy::scoped_route_configuration(route, vh);
                     put(&mut res, ROUTE, &name, resource(&name, &rc));

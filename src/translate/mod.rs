@@ -54,6 +54,10 @@ pub enum RouteLayout {
     /// one ScopedRouteConfiguration and one RouteConfiguration holding only its virtual host
     /// (both named `http.<port>/<host>`), so a change to one host resends only those. HTTPS
     /// listeners stay on plain RDS. Wildcard hosts cannot be scope keys and are not served.
+    /// Envoy's scoped RDS subscription is a wildcard (every scoped listener of an Envoy sees
+    /// every scope, and a scope key holds only the host), so only a proxy with a single
+    /// plain-HTTP route configuration is scoped; one with several (e.g. both gateways on one
+    /// Envoy, on two ports) keeps the Istio layout, which keeps their hosts apart.
     Scoped,
 }
 
@@ -289,6 +293,8 @@ pub(crate) struct Context {
     pub secrets: Vec<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>,
     /// Served route configuration name -> gateway port.
     pub route_ports: BTreeMap<String, u32>,
+    /// The route configuration laid out as scopes (scoped layout only).
+    pub scoped_route: Option<String>,
     pub errors: Vec<InputError>,
 }
 
@@ -307,6 +313,7 @@ pub(crate) fn context(
         listeners,
         secrets: envoy::secrets(&t),
         route_ports,
+        scoped_route: t.scoped_route.clone(),
         errors: std::mem::take(&mut t.errors),
     }
 }
@@ -454,6 +461,8 @@ pub(crate) struct Translator<'a> {
     reads: BTreeSet<(String, String)>,
     /// Cluster name -> where its endpoints come from.
     cluster_src: BTreeMap<String, ClusterSource>,
+    /// The route configuration laid out as scopes (scoped layout, see `envoy::build_listeners`).
+    pub scoped_route: Option<String>,
 }
 
 /// A virtual host's worth of routes produced by one object, before it is placed.
@@ -554,6 +563,7 @@ impl<'a> Translator<'a> {
             deferred: Vec::new(),
             reads: BTreeSet::new(),
             cluster_src: BTreeMap::new(),
+            scoped_route: None,
         }
     }
 
