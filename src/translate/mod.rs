@@ -95,6 +95,18 @@ pub struct Translation {
     pub errors: Vec<InputError>,
 }
 
+/// The request header operations of an Istio `headers` block (none when absent).
+fn request_headers(headers: Option<&crate::model::istio::Headers>) -> HeaderOps {
+    headers
+        .and_then(|h| h.request.as_ref())
+        .map(|r| HeaderOps {
+            set: r.set.clone(),
+            add: r.add.clone(),
+            remove: r.remove.clone(),
+        })
+        .unwrap_or_default()
+}
+
 /// A Gateway as used in translation (from an object or one of the two defaults).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewayInfo {
@@ -1004,16 +1016,7 @@ impl<'a> Translator<'a> {
             m
         };
         // The action, shared by all matches.
-        let route_headers = http
-            .headers
-            .as_ref()
-            .and_then(|h| h.request.as_ref())
-            .map(|r| HeaderOps {
-                set: r.set.clone(),
-                add: r.add.clone(),
-                remove: r.remove.clone(),
-            })
-            .unwrap_or_default();
+        let route_headers = request_headers(http.headers.as_ref());
         let timeout = match &http.timeout {
             Some(t) => Some(parse_duration(t).ok_or_else(|| format!("bad timeout {t:?}"))?),
             None => None,
@@ -1061,16 +1064,7 @@ impl<'a> Translator<'a> {
                     .as_ref()
                     .map(|p| IntOrString::Int(i64::from(p.number)));
                 let cluster = self.cluster_for(&sns, &sname, port.as_ref(), false)?;
-                let dh = d
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.request.as_ref())
-                    .map(|r| HeaderOps {
-                        set: r.set.clone(),
-                        add: r.add.clone(),
-                        remove: r.remove.clone(),
-                    })
-                    .unwrap_or_default();
+                let dh = request_headers(d.headers.as_ref());
                 let weight = d.weight.unwrap_or(if single { 100 } else { 0 });
                 if weight == 0 && !single {
                     continue;

@@ -548,6 +548,15 @@ impl Core {
     }
 
     /// New target snapshot: retain clusters/assignments the Envoy holds that it no longer has.
+    /// A new target snapshot: what to send first, with the ACK bookkeeping brought up to date
+    /// (shared by the SotW and Delta machines).
+    fn retarget(&mut self, snap: Arc<Snapshot>) -> Option<Outgoing> {
+        self.set_target(snap);
+        let out = self.pump();
+        self.refresh_acked();
+        out
+    }
+
     fn set_target(&mut self, snap: Arc<Snapshot>) {
         let old = std::mem::replace(&mut self.target, snap);
         for t in [CLUSTER, ENDPOINT] {
@@ -903,9 +912,7 @@ impl SotwConnection {
 
     /// A new target snapshot for this proxy.
     pub fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
-        self.core.set_target(snap);
-        let out = self.core.pump();
-        self.core.refresh_acked();
+        let out = self.core.retarget(snap);
         self.render(out)
     }
 
@@ -1046,9 +1053,7 @@ impl DeltaConnection {
 
     /// A new target snapshot for this proxy.
     pub fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
-        self.core.set_target(snap);
-        let out = self.core.pump();
-        self.core.refresh_acked();
+        let out = self.core.retarget(snap);
         self.render(out)
     }
 
