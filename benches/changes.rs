@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use knative_pilot::hub::Hub;
 use knative_pilot::model::parse_object;
 use knative_pilot::state::{Change, Entry};
-use knative_pilot::synth::{Form, Synth};
+use knative_pilot::tools::synth::{Form, Synth};
 use knative_pilot::translate::incremental::Engine;
 use knative_pilot::translate::Options;
 use serde_json::Value;

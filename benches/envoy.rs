@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{start_gateway, EXTERNAL_LABELS};
 use common::*;
-use knative_pilot::synth::{Form, Synth};
+use knative_pilot::tools::synth::{Form, Synth};
 use serde_json::{json, Value};
 
 /// The synthetic cluster as a manifest directory (one JSON `List` per namespace), with the

@@ -15,7 +15,7 @@ use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use knative_pilot::hub::Hub;
 use knative_pilot::model::parse_object;
 use knative_pilot::state::{Change, Entry};
-use knative_pilot::synth::{Form, Synth};
+use knative_pilot::tools::synth::{Form, Synth};
 use knative_pilot::translate::Options;
 use knative_pilot::xds::server::{AdsService, ConnectionRegistry};
 use knative_pilot::xds::{CLUSTER, ENDPOINT};

@@ -14,7 +14,7 @@ use knative_pilot::hub::Hub;
 use knative_pilot::model::parse_object;
 use knative_pilot::source::Origin;
 use knative_pilot::state::{Change, Entry};
-use knative_pilot::synth::{Form, ScriptedEnvoy, Synth, Wire};
+use knative_pilot::tools::synth::{Form, ScriptedEnvoy, Synth, Wire};
 use knative_pilot::translate::{Options, RouteLayout};
 use knative_pilot::xds::conn::Mode;
 use knative_pilot::xds::{ConfigSource, ProxyIdentity, Snapshot};

@@ -31,22 +31,14 @@
 //! See ARCHITECTURE.md for the decisions behind each stage.
 
 pub mod cli;
-pub mod debug;
-pub mod demo;
-pub mod diff;
-pub mod dump;
-pub mod envoy_bin;
 pub mod hub;
 pub mod khash;
-pub mod lease;
-pub mod metrics;
 pub mod model;
 pub mod pipeline;
-pub mod serve;
+pub mod runtime;
 pub mod source;
 pub mod state;
-pub mod status;
-pub mod synth;
+pub mod tools;
 pub mod translate;
 pub mod validate;
 pub mod xds;

@@ -14,9 +14,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use knative_pilot::dump::any_to_json;
 use knative_pilot::pipeline;
 use knative_pilot::translate::{self, Options, RouteLayout};
+use knative_pilot::xds::dump::any_to_json;
 use knative_pilot::xds::{Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
 use serde_json::{json, Value};
 
@@ -171,12 +171,12 @@ fn golden_cases_render_as_expected_and_envoy_accepts_them() {
             let id = gw.id();
             let rendered = pipeline::render_gateway(&inputs, &opts, &id).expect("render");
             errors.extend(rendered.errors.iter().cloned());
-            let dump = knative_pilot::dump::config_dump(&rendered.snapshot).expect("dump");
+            let dump = knative_pilot::xds::dump::config_dump(&rendered.snapshot).expect("dump");
             let text = serde_json::to_string_pretty(&dump).unwrap() + "\n";
             // Deterministic: a second render is byte-identical.
             let again = pipeline::render_gateway(&inputs, &opts, &id).expect("render");
             let text2 = serde_json::to_string_pretty(
-                &knative_pilot::dump::config_dump(&again.snapshot).unwrap(),
+                &knative_pilot::xds::dump::config_dump(&again.snapshot).unwrap(),
             )
             .unwrap()
                 + "\n";

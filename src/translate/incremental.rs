@@ -799,7 +799,7 @@ mod tests {
     use crate::model::parse_object;
     use crate::source::Origin;
     use crate::state::Change;
-    use crate::synth::{Form, Synth};
+    use crate::tools::synth::{Form, Synth};
     use crate::xds::cache;
     use serde_json::{json, Value};
 

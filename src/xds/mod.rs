@@ -8,6 +8,7 @@ use envoy_types::pb::google::protobuf::Any;
 
 pub mod cache;
 pub mod conn;
+pub mod dump;
 pub mod server;
 
 /// Type URLs we serve, in push order (make before break): CDS, EDS, LDS, SRDS, RDS, SDS. SRDS

@@ -30,7 +30,7 @@ use tracing::Instrument;
 
 use super::conn::{ConnStatus, DeltaConnection, Mode, SotwConnection};
 use super::{ConfigSource, ProxyIdentity, Snapshot};
-use crate::metrics::{type_short, Metrics};
+use crate::runtime::metrics::{type_short, Metrics};
 
 /// Max gRPC message size, both directions (route configurations get big).
 pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;

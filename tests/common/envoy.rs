@@ -23,7 +23,7 @@ pub const ENVOY_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Envoy must fail, never skip). Cached per test binary.
 pub fn envoy_bin() -> PathBuf {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match BIN.get_or_init(knative_pilot::envoy_bin::find) {
+    match BIN.get_or_init(knative_pilot::tools::envoy_bin::find) {
         Ok(p) => p.clone(),
         Err(e) => panic!(
             "no working Envoy binary found. Set ENVOY_BIN, put `envoy` on PATH, or \

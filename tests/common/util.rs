@@ -69,4 +69,4 @@ where
     }
 }
 
-pub(crate) use knative_pilot::envoy_bin::run_with_timeout;
+pub(crate) use knative_pilot::tools::envoy_bin::run_with_timeout;

@@ -1,5 +1,7 @@
 //! Command line: `render`, `serve`, `demo`, `diff` and `validate`.
 
+pub mod demo;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,7 +29,7 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Start a working demo on this machine: seed services, echo backends, server, and both
     /// gateways when stock Envoy is installed.
-    Demo(crate::demo::DemoArgs),
+    Demo(crate::cli::demo::DemoArgs),
     /// Compare two xDS configurations (Envoy/istiod config dumps, `render` output, or a
     /// manifest directory with --from) resource by resource. Exit 0 equal, 1 different, 2 error.
     Diff(DiffArgs),
@@ -48,8 +50,8 @@ pub struct SynthArgs {
     #[arg(long)]
     pub out: std::path::PathBuf,
     /// How the traffic of each service is given.
-    #[arg(long = "as", value_enum, default_value_t = crate::synth::Form::Route)]
-    pub form: crate::synth::Form,
+    #[arg(long = "as", value_enum, default_value_t = crate::tools::synth::Form::Route)]
+    pub form: crate::tools::synth::Form,
 }
 
 /// Translation settings shared by every command.
@@ -157,11 +159,11 @@ pub struct DiffArgs {
     /// Ignore fields: `[KIND:]name.name` matched against the end of a field path, `*` for any
     /// one name (e.g. `stat_prefix`, `metadata.filter_metadata.istio`, `cluster:circuit_breakers`).
     #[arg(long = "ignore", value_name = "PATTERN")]
-    pub ignore: Vec<crate::diff::Pattern>,
+    pub ignore: Vec<crate::tools::diff::Pattern>,
     /// Leave out resources: `[KIND:]NAME` with `*` wildcards (repeatable), e.g. istiod's
     /// clusters of other namespaces: `cluster:outbound|*||*.kube-system.svc.cluster.local`.
     #[arg(long = "skip", value_name = "PATTERN")]
-    pub skip: Vec<crate::diff::Skip>,
+    pub skip: Vec<crate::tools::diff::Skip>,
     /// Compare only these kinds (repeatable): listener, route_config, virtual_host, cluster,
     /// endpoints, secret. Without it, when a side is a bare list of resources (istioctl
     /// proxy-config cluster|listener|route -o json), only the kinds that list holds.
@@ -317,7 +319,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Synth(args) => {
-            let synth = crate::synth::Synth::new(args.services, args.form);
+            let synth = crate::tools::synth::Synth::new(args.services, args.form);
             match synth.write_dir(&args.out) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -332,7 +334,7 @@ pub fn main() -> ExitCode {
         }
         Command::Demo(args) => {
             init_logging(LogFormat::Text);
-            match crate::demo::run_blocking(args) {
+            match crate::cli::demo::run_blocking(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("knative-pilot demo: {e:#}");
@@ -350,7 +352,7 @@ pub fn main() -> ExitCode {
         }
         Command::Serve(args) => {
             init_logging(args.log_format);
-            match crate::serve::run_blocking(*args) {
+            match crate::runtime::serve::run_blocking(*args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("knative-pilot serve: {e:#}");
@@ -394,7 +396,7 @@ fn render(args: &RenderArgs) -> ExitCode {
     errors.extend(rendered.errors.iter().cloned());
     errors.sort();
     errors.dedup();
-    let dump = match crate::dump::config_dump(&rendered.snapshot) {
+    let dump = match crate::xds::dump::config_dump(&rendered.snapshot) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("knative-pilot render: {e}");
@@ -437,7 +439,7 @@ fn read_dump(path: &std::path::Path) -> Result<serde_json::Value, String> {
     } else {
         std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
     };
-    crate::diff::parse_dump(&text).map_err(|e| format!("{}: {e}", path.display()))
+    crate::tools::diff::parse_dump(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn diff(args: &DiffArgs) -> ExitCode {
@@ -477,7 +479,7 @@ fn diff(args: &DiffArgs) -> ExitCode {
                 dir.display()
             );
         }
-        match crate::dump::config_dump(&rendered.snapshot) {
+        match crate::xds::dump::config_dump(&rendered.snapshot) {
             Ok(d) => sides.push((
                 format!("render --from {} --gateway {}", dir.display(), args.gateway),
                 d,
@@ -487,14 +489,14 @@ fn diff(args: &DiffArgs) -> ExitCode {
     } else if sides.len() != 2 {
         return fail("give two config dumps, or one and --from DIR".into());
     }
-    let opts = crate::diff::Options {
+    let opts = crate::tools::diff::Options {
         keep_static: args.keep_static,
         ignore: args.ignore.clone(),
         skip: args.skip.clone(),
     };
     let mut norm = Vec::new();
     for (label, v) in &sides {
-        match crate::diff::normalize(v, &opts) {
+        match crate::tools::diff::normalize(v, &opts) {
             Ok(n) => {
                 for note in &n.notes {
                     eprintln!("knative-pilot diff: {label}: {note}");
@@ -504,9 +506,9 @@ fn diff(args: &DiffArgs) -> ExitCode {
             Err(e) => return fail(format!("{label}: {e}")),
         }
     }
-    let mut kinds: Option<std::collections::BTreeSet<crate::diff::Kind>> = None;
+    let mut kinds: Option<std::collections::BTreeSet<crate::tools::diff::Kind>> = None;
     for k in &args.kinds {
-        match k.parse::<crate::diff::Kind>() {
+        match k.parse::<crate::tools::diff::Kind>() {
             Ok(k) => {
                 kinds.get_or_insert_with(Default::default).insert(k);
             }
@@ -515,7 +517,7 @@ fn diff(args: &DiffArgs) -> ExitCode {
     }
     if kinds.is_none() {
         for (label, v) in &sides {
-            if let Some(held) = crate::diff::list_kinds(v) {
+            if let Some(held) = crate::tools::diff::list_kinds(v) {
                 let names: Vec<&str> = held.iter().map(|k| k.as_str()).collect();
                 eprintln!(
                     "knative-pilot diff: {label} is a list of {}: comparing only those",
@@ -534,7 +536,7 @@ fn diff(args: &DiffArgs) -> ExitCode {
         }
     }
     let (a, b) = (&norm[0], &norm[1]);
-    let diffs = crate::diff::compare(a, b);
+    let diffs = crate::tools::diff::compare(a, b);
     let compared = a
         .keys()
         .chain(b.keys())
@@ -556,13 +558,13 @@ fn diff(args: &DiffArgs) -> ExitCode {
         }))
         .map(|s| s + "\n")
         .unwrap_or_default(),
-        DiffOutput::Paths => crate::diff::report(&diffs, &sides[0].0, &sides[1].0, compared),
-        DiffOutput::Unified => crate::diff::unified(a, b, &diffs, color),
+        DiffOutput::Paths => crate::tools::diff::report(&diffs, &sides[0].0, &sides[1].0, compared),
+        DiffOutput::Unified => crate::tools::diff::unified(a, b, &diffs, color),
         DiffOutput::Auto => {
-            let mut s = crate::diff::report(&diffs, &sides[0].0, &sides[1].0, compared);
+            let mut s = crate::tools::diff::report(&diffs, &sides[0].0, &sides[1].0, compared);
             if tty && !diffs.is_empty() {
                 s.push('\n');
-                s.push_str(&crate::diff::unified(a, b, &diffs, color));
+                s.push_str(&crate::tools::diff::unified(a, b, &diffs, color));
             }
             s
         }

@@ -17,7 +17,7 @@ static POOL: OnceLock<Result<DescriptorPool, String>> = OnceLock::new();
 /// The Envoy API descriptor pool.
 pub fn pool() -> Result<&'static DescriptorPool, String> {
     POOL.get_or_init(|| {
-        DescriptorPool::decode(&include_bytes!("../proto/envoy_descriptor_set.bin")[..])
+        DescriptorPool::decode(&include_bytes!("../../proto/envoy_descriptor_set.bin")[..])
             .map_err(|e| format!("decoding the Envoy descriptor set: {e}"))
     })
     .as_ref()

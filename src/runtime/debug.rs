@@ -14,7 +14,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::hub::Hub;
-use crate::metrics::{type_short, Metrics};
+use crate::runtime::metrics::{type_short, Metrics};
 use crate::translate;
 use crate::xds::server::{ConnectionInfo, ConnectionRegistry};
 
@@ -76,7 +76,7 @@ async fn config_dump(
             None => return (StatusCode::NOT_FOUND, format!("no gateway {gw:?}\n")).into_response(),
         }
     };
-    match crate::dump::config_dump(&snap) {
+    match crate::xds::dump::config_dump(&snap) {
         Ok(v) => Json(v).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }

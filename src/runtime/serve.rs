@@ -10,9 +10,9 @@
 //! ```
 //!
 //! A source (the manifest directory with `--from`, or the Kubernetes API with `--kube`:
-//! [`crate::source::kube`], plus the KIngress status writer [`crate::status`]) only produces
+//! [`crate::source::kube`], plus the KIngress status writer [`crate::runtime::status`]) only produces
 //! [`Change`](crate::state::Change)s; the [`Hub`](crate::hub::Hub) owns what is served. The debug
-//! HTTP server is in [`crate::debug`].
+//! HTTP server is in [`crate::runtime::debug`].
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -90,7 +90,7 @@ pub async fn run(
     let xds_local: SocketAddr = xds_listener.local_addr()?;
     let debug_local: SocketAddr = debug_listener.local_addr()?;
 
-    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let metrics = Arc::new(crate::runtime::metrics::Metrics::new());
     let ads = AdsService::new(hub.clone(), registry.clone())
         .with_shutdown(stop_rx.clone())
         .with_metrics(metrics.clone());
@@ -104,15 +104,15 @@ pub async fn run(
                 let _ = xds_stop.wait_for(|s| *s).await;
             },
         );
-    let mut debug_app = crate::debug::router(crate::debug::DebugState {
+    let mut debug_app = crate::runtime::debug::router(crate::runtime::debug::DebugState {
         hub: hub.clone(),
         registry: registry.clone(),
         metrics,
     });
     // With --kube, every replica tells the status writer how far its Envoys have got.
-    let progress = Arc::new(crate::status::ProgressShared::default());
+    let progress = Arc::new(crate::runtime::status::ProgressShared::default());
     if args.kube {
-        debug_app = debug_app.merge(crate::status::router(progress.clone()));
+        debug_app = debug_app.merge(crate::runtime::status::router(progress.clone()));
     }
     let mut debug_stop = stop_rx.clone();
     let debug = axum::serve(debug_listener, debug_app).with_graceful_shutdown(async move {
@@ -134,7 +134,7 @@ pub async fn run(
             args.missing_retry,
         ));
         let status = (!args.status.no_status).then(|| {
-            tokio::spawn(crate::status::run(
+            tokio::spawn(crate::runtime::status::run(
                 client,
                 hub.clone(),
                 registry.clone(),

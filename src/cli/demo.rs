@@ -30,7 +30,7 @@ pub struct DemoArgs {
     pub local_port: u16,
 }
 
-const BOOTSTRAP: &str = include_str!("../testdata/bootstrap/gateway-ads.yaml");
+const BOOTSTRAP: &str = include_str!("../../testdata/bootstrap/gateway-ads.yaml");
 
 /// The seed manifests, pointing at backends on the given ports.
 pub fn seed_manifests(
@@ -211,7 +211,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
         },
     };
     let mut children = Killed(Vec::new());
-    let envoy = crate::envoy_bin::find();
+    let envoy = crate::tools::envoy_bin::find();
     if let Ok(bin) = &envoy {
         children.0.push(start_envoy(
             bin,
@@ -255,7 +255,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
          \nEdit {dir}/seed.yaml and the gateways follow. Ctrl-C stops everything.\n",
         dir = dir.display()
     );
-    let result = crate::serve::run(serve, crate::serve::shutdown_signal()).await;
+    let result = crate::runtime::serve::run(serve, crate::runtime::serve::shutdown_signal()).await;
     drop(children);
     result
 }

@@ -4,7 +4,7 @@
 //! gateways' Envoys have got, it computes the status Knative expects (`observedGeneration`,
 //! conditions `LoadBalancerReady`, `NetworkConfigured`, `Ready`, and the public/private load
 //! balancers' `domainInternal`). [`run`] is the writer: only while this replica holds the Lease
-//! ([`crate::lease`]), it compares each KIngress of our class with its desired status and writes
+//! ([`crate::runtime::lease`]), it compares each KIngress of our class with its desired status and writes
 //! differences through the status subresource (merge patch carrying the `resourceVersion` read,
 //! so a concurrent writer makes it a 409; on 409 it re-reads and retries).
 //!
@@ -413,7 +413,7 @@ pub async fn run(
     });
     let lease_api: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(client.clone(), &lease_ns);
-    let lease_task = tokio::spawn(crate::lease::run(
+    let lease_task = tokio::spawn(crate::runtime::lease::run(
         lease_api.clone(),
         lease_name.clone(),
         me.clone(),
@@ -454,7 +454,7 @@ pub async fn run(
             drop(_lease);
             let leading = *leader_rx.borrow();
             if leading {
-                crate::lease::release(&lease_api, &lease_name, &me).await;
+                crate::runtime::lease::release(&lease_api, &lease_name, &me).await;
             }
             return;
         }
