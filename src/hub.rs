@@ -17,8 +17,9 @@ use crate::model::{Kind, ObjectKey};
 use crate::source::InputError;
 use crate::state::{Change, Entry, Inputs};
 use crate::translate::incremental::{Engine, ObjectChange};
-use crate::translate::{self, Options};
-use crate::xds::{cache, ConfigSource, ProxyIdentity, Snapshot};
+use crate::translate::{self, Options, ProxyConfig};
+use crate::xds::resource::{resource, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
+use crate::xds::{ConfigSource, ProxyIdentity, Snapshot};
 
 /// Labels identify what a proxy gets: proxies with equal labels share one snapshot channel.
 type ProxyKey = BTreeMap<String, String>;
@@ -118,7 +119,7 @@ impl Hub {
         }
         let inputs = self.inputs();
         let t = translate::translate(&inputs, &self.opts, labels);
-        cache::snapshot(self.generation(), &t.config)
+        snapshot(self.generation(), &t.config)
     }
 
     /// Installs new inputs (the changes from the current raw inputs, then [`Hub::apply`]).
@@ -279,6 +280,44 @@ impl Hub {
             "translated"
         );
     }
+}
+
+/// The snapshot a proxy should hold for a full translation's config: every resource packed
+/// into `Any` and versioned by a hash of its encoding.
+pub fn snapshot(generation: u64, config: &ProxyConfig) -> Snapshot {
+    let mut all = Vec::new();
+    all.extend(
+        config
+            .clusters
+            .iter()
+            .map(|c| (CLUSTER, resource(&c.name, c))),
+    );
+    all.extend(
+        config
+            .endpoints
+            .iter()
+            .map(|e| (ENDPOINT, resource(&e.cluster_name, e))),
+    );
+    all.extend(
+        config
+            .listeners
+            .iter()
+            .map(|l| (LISTENER, resource(&l.name, l))),
+    );
+    all.extend(config.routes.iter().map(|r| (ROUTE, resource(&r.name, r))));
+    all.extend(
+        config
+            .scoped_routes
+            .iter()
+            .map(|s| (SCOPED_ROUTE, resource(&s.name, s))),
+    );
+    all.extend(
+        config
+            .secrets
+            .iter()
+            .map(|s| (SECRET, resource(&s.name, s))),
+    );
+    Snapshot::from_resources(generation, all)
 }
 
 /// Sets the served version of one object; returns the change as engines see it.

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::source::{files, InputError};
 use crate::state::Inputs;
 use crate::translate::{self, Options, Translation};
-use crate::xds::{cache, Snapshot};
+use crate::xds::Snapshot;
 
 /// What rendering one gateway produced.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ pub fn render_gateway(inputs: &Inputs, opts: &Options, gateway: &str) -> Result<
         )
     })?;
     let translation = translate::translate(inputs, opts, &labels);
-    let snapshot = cache::snapshot(0, &translation.config);
+    let snapshot = crate::hub::snapshot(0, &translation.config);
     let errors = translation.errors.clone();
     Ok(Rendered {
         translation,

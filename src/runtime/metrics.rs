@@ -35,25 +35,11 @@ use prometheus_client::registry::Registry;
 
 use crate::hub::Hub;
 use crate::model::Kind;
+pub use crate::xds::resource::type_short;
 use crate::xds::server::ConnectionRegistry;
-use crate::xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
 
 type Labels = Vec<(&'static str, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
-
-/// istiod's short name of a type URL (`cds`, `eds`, `lds`, `rds`, `sds`; `srds` for scoped
-/// route configurations), else `other`.
-pub fn type_short(type_url: &str) -> &'static str {
-    match type_url {
-        CLUSTER => "cds",
-        ENDPOINT => "eds",
-        LISTENER => "lds",
-        ROUTE => "rds",
-        SCOPED_ROUTE => "srds",
-        SECRET => "sds",
-        _ => "other",
-    }
-}
 
 fn type_label(type_url: &str) -> Labels {
     vec![("type", type_short(type_url).to_string())]

@@ -25,9 +25,11 @@ use std::sync::Arc;
 use crate::model::{Kind, Object, ObjectKey};
 use crate::source::InputError;
 use crate::state::{Entry, Inputs, SERVICE_NAME_LABEL};
-use crate::xds::cache::SNAPSHOT_TYPES;
-use crate::xds::cache::{resource, resource_from_bytes};
-use crate::xds::{ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
+use crate::xds::resource::SNAPSHOT_TYPES;
+use crate::xds::resource::{resource, resource_from_bytes};
+use crate::xds::resource::{
+    ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET,
+};
 use prost::Message;
 
 use super::envoy;
@@ -603,7 +605,7 @@ impl Engine {
     }
 
     /// A route configuration from its encoded virtual hosts.
-    fn route_resource(&self, route: &str, port: u32) -> Arc<crate::xds::Resource> {
+    fn route_resource(&self, route: &str, port: u32) -> Arc<crate::xds::resource::Resource> {
         let vhs = self.encoded.get(route);
         let bytes = envoy::route_config_bytes(
             route,
@@ -796,11 +798,11 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub as cache;
     use crate::model::parse_object;
     use crate::source::Origin;
     use crate::state::Change;
     use crate::tools::synth::{Form, Synth};
-    use crate::xds::cache;
     use serde_json::{json, Value};
 
     fn labels(istio: &str) -> Labels {
@@ -1037,8 +1039,8 @@ mod tests {
 #[cfg(test)]
 mod golden_inputs {
     use super::*;
+    use crate::hub as cache;
     use crate::state::Change;
-    use crate::xds::cache;
     use std::path::Path;
 
     /// Every golden case's inputs, fed object by object (then removed object by object) into an

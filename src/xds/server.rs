@@ -29,8 +29,9 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::conn::{ConnStatus, DeltaConnection, Mode, SotwConnection};
+use super::resource::type_short;
 use super::{ConfigSource, ProxyIdentity, Snapshot};
-use crate::runtime::metrics::{type_short, Metrics};
+use crate::runtime::metrics::Metrics;
 
 /// Max gRPC message size, both directions (route configurations get big).
 pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
