@@ -35,6 +35,8 @@ use prometheus_client::registry::Registry;
 
 use crate::hub::Hub;
 use crate::model::Kind;
+use crate::xds::conn::NackStatus;
+use crate::xds::observe::{Push, StreamObserver};
 pub use crate::xds::resource::type_short;
 use crate::xds::server::ConnectionRegistry;
 
@@ -232,6 +234,25 @@ impl Metrics {
         let mut out = String::new();
         encode_registry(&mut out, &self.registry).map_err(|e| format!("encoding metrics: {e}"))?;
         Ok(sort_samples(&out))
+    }
+}
+
+/// The ADS shell reports its streams' events here (see [`crate::xds::observe`]).
+impl StreamObserver for Metrics {
+    fn pushed(&self, p: &Push<'_>) {
+        self.record_push(p.type_url, p.bytes, p.push_time);
+    }
+
+    fn acked(&self, type_url: &str, _version: &str) {
+        self.record_ack(type_url);
+    }
+
+    fn nacked(&self, type_url: &str, _nack: &NackStatus) {
+        self.record_reject(type_url);
+    }
+
+    fn converged(&self, _generation: u64, elapsed: Duration) {
+        self.record_convergence(elapsed);
     }
 }
 

@@ -93,7 +93,7 @@ pub async fn run(
     let metrics = Arc::new(crate::runtime::metrics::Metrics::new());
     let ads = AdsService::new(hub.clone(), registry.clone())
         .with_shutdown(stop_rx.clone())
-        .with_metrics(metrics.clone());
+        .with_observer(metrics.clone());
     let mut xds_stop = stop_rx.clone();
     let xds = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

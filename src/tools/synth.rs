@@ -341,8 +341,8 @@ impl ScriptedEnvoy {
         self.target = snapshot.clone();
         let mut wire = Wire::default();
         let out = match &mut self.conn {
-            Conn::Sotw(c) => Out::Sotw(c.on_snapshot(snapshot)),
-            Conn::Delta(c) => Out::Delta(c.on_snapshot(snapshot)),
+            Conn::Sotw(c) => Out::Sotw(c.on_snapshot(snapshot).responses),
+            Conn::Delta(c) => Out::Delta(c.on_snapshot(snapshot).responses),
         };
         self.settle(out, &mut wire);
         self.follow(&mut wire);
@@ -393,19 +393,25 @@ impl ScriptedEnvoy {
         };
         let nonce = self.nonces.get(t).cloned().unwrap_or_default();
         match &mut self.conn {
-            Conn::Sotw(c) => Out::Sotw(c.on_request(DiscoveryRequest {
-                type_url: t.to_string(),
-                resource_names: names,
-                response_nonce: nonce,
-                ..Default::default()
-            })),
-            Conn::Delta(c) => Out::Delta(c.on_request(DeltaDiscoveryRequest {
-                type_url: t.to_string(),
-                resource_names_subscribe: names,
-                resource_names_unsubscribe: unsubscribe,
-                response_nonce: nonce,
-                ..Default::default()
-            })),
+            Conn::Sotw(c) => Out::Sotw(
+                c.on_request(DiscoveryRequest {
+                    type_url: t.to_string(),
+                    resource_names: names,
+                    response_nonce: nonce,
+                    ..Default::default()
+                })
+                .responses,
+            ),
+            Conn::Delta(c) => Out::Delta(
+                c.on_request(DeltaDiscoveryRequest {
+                    type_url: t.to_string(),
+                    resource_names_subscribe: names,
+                    resource_names_unsubscribe: unsubscribe,
+                    response_nonce: nonce,
+                    ..Default::default()
+                })
+                .responses,
+            ),
         }
     }
 
@@ -430,13 +436,16 @@ impl ScriptedEnvoy {
                             .find(|(t, _)| **t == r.type_url)
                             .map(|(_, n)| n.clone())
                             .unwrap_or_default();
-                        next.extend(c.on_request(DiscoveryRequest {
-                            type_url: r.type_url.clone(),
-                            version_info: r.version_info.clone(),
-                            resource_names: names,
-                            response_nonce: r.nonce.clone(),
-                            ..Default::default()
-                        }));
+                        next.extend(
+                            c.on_request(DiscoveryRequest {
+                                type_url: r.type_url.clone(),
+                                version_info: r.version_info.clone(),
+                                resource_names: names,
+                                response_nonce: r.nonce.clone(),
+                                ..Default::default()
+                            })
+                            .responses,
+                        );
                     }
                     Out::Sotw(next)
                 }
@@ -447,11 +456,14 @@ impl ScriptedEnvoy {
                         wire.bytes += r.encoded_len();
                         wire.resources += r.resources.len() + r.removed_resources.len();
                         self.nonces.insert(r.type_url.clone(), r.nonce.clone());
-                        next.extend(c.on_request(DeltaDiscoveryRequest {
-                            type_url: r.type_url.clone(),
-                            response_nonce: r.nonce.clone(),
-                            ..Default::default()
-                        }));
+                        next.extend(
+                            c.on_request(DeltaDiscoveryRequest {
+                                type_url: r.type_url.clone(),
+                                response_nonce: r.nonce.clone(),
+                                ..Default::default()
+                            })
+                            .responses,
+                        );
                     }
                     Out::Delta(next)
                 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 pub mod conn;
 pub mod dump;
+pub mod observe;
 pub mod resource;
 pub mod server;
 

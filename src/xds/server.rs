@@ -4,7 +4,9 @@
 //! subscribe to the proxy's snapshot channel (`Unavailable` while the source is not ready), then
 //! feed requests and snapshot changes into the state machine and forward its responses into a small
 //! bounded channel that backs the response stream. Every connection is listed in a
-//! [`ConnectionRegistry`] with its live [`ConnStatus`].
+//! [`ConnectionRegistry`] with its live [`ConnStatus`]. The events the machine returns (ACK,
+//! NACK, converged) and every push are reported to the service's observers
+//! ([`super::observe`]: logs by default, metrics when the runtime adds them).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,10 +30,10 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::conn::{ConnStatus, DeltaConnection, Mode, SotwConnection};
+use super::conn::{ConnStatus, DeltaConnection, Event, Mode, SotwConnection, Step};
+use super::observe::{LogObserver, Observers, Push, StreamObserver};
 use super::resource::type_short;
 use super::{ConfigSource, ProxyIdentity, Snapshot};
-use crate::runtime::metrics::Metrics;
 
 /// Max gRPC message size, both directions (route configurations get big).
 pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
@@ -213,8 +215,8 @@ trait Machine: Send + 'static {
     type Resp: Message + Send + 'static;
     fn new(snap: Arc<Snapshot>) -> Self;
     fn node(req: &Self::Req) -> Option<&Node>;
-    fn on_request(&mut self, req: Self::Req) -> Vec<Self::Resp>;
-    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Vec<Self::Resp>;
+    fn on_request(&mut self, req: Self::Req) -> Step<Self::Resp>;
+    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<Self::Resp>;
     fn status(&self) -> ConnStatus;
     /// (type_url, resources, removed, version, nonce) for the push log line.
     fn describe(resp: &Self::Resp) -> (&str, usize, usize, &str, &str);
@@ -229,10 +231,10 @@ impl Machine for SotwConnection {
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
     }
-    fn on_request(&mut self, req: DiscoveryRequest) -> Vec<DiscoveryResponse> {
+    fn on_request(&mut self, req: DiscoveryRequest) -> Step<DiscoveryResponse> {
         SotwConnection::on_request(self, req)
     }
-    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
+    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<DiscoveryResponse> {
         SotwConnection::on_snapshot(self, snap)
     }
     fn status(&self) -> ConnStatus {
@@ -252,10 +254,10 @@ impl Machine for DeltaConnection {
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
     }
-    fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Vec<DeltaDiscoveryResponse> {
+    fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Step<DeltaDiscoveryResponse> {
         DeltaConnection::on_request(self, req)
     }
-    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
+    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<DeltaDiscoveryResponse> {
         DeltaConnection::on_snapshot(self, snap)
     }
     fn status(&self) -> ConnStatus {
@@ -277,7 +279,7 @@ pub struct AdsService<S: ConfigSource> {
     source: Arc<S>,
     registry: Arc<ConnectionRegistry>,
     shutdown: Option<watch::Receiver<bool>>,
-    metrics: Arc<Metrics>,
+    observers: Observers,
 }
 
 impl<S: ConfigSource> AdsService<S> {
@@ -286,13 +288,13 @@ impl<S: ConfigSource> AdsService<S> {
             source,
             registry,
             shutdown: None,
-            metrics: Arc::new(Metrics::new()),
+            observers: vec![Arc::new(LogObserver)],
         }
     }
 
-    /// Record pushes, ACKs, NACKs and convergence times into these metrics.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
+    /// Also report pushes, ACKs, NACKs and convergence to this observer (after the log).
+    pub fn with_observer(mut self, observer: Arc<dyn StreamObserver>) -> Self {
+        self.observers.push(observer);
         self
     }
 
@@ -334,8 +336,7 @@ impl<S: ConfigSource> AdsService<S> {
         let connected_at = Instant::now();
         let snap = snaps.borrow_and_update().clone();
         let conn = M::new(snap.clone());
-        let status = conn.status();
-        let entry = self.registry.register(&proxy, status.clone(), snap);
+        let entry = self.registry.register(&proxy, conn.status(), snap);
         let span = tracing::info_span!(
             "ads",
             node = %proxy.id,
@@ -344,14 +345,13 @@ impl<S: ConfigSource> AdsService<S> {
         );
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         let shutdown = self.shutdown.clone();
-        let observer = Observer {
+        let reporter = Reporter {
             source: self.source.clone(),
-            metrics: self.metrics.clone(),
+            observers: self.observers.clone(),
             entry,
             connected_at,
-            prev: status,
         };
-        tokio::spawn(drive(conn, incoming, first, snaps, tx, observer, shutdown).instrument(span));
+        tokio::spawn(drive(conn, incoming, first, snaps, tx, reporter, shutdown).instrument(span));
         Ok(ReceiverStream::new(rx))
     }
 }
@@ -367,105 +367,82 @@ async fn shutdown_requested(rx: &mut Option<watch::Receiver<bool>>) {
 }
 
 /// Forward responses to the client; false when it has gone away or shutdown was requested while
-/// waiting for it to read.
-/// One INFO line per response (type, resource count, bytes) in a `push` span; the push time is
-/// measured from `event_at` (when the request or snapshot that caused it arrived).
-async fn forward<M: Machine>(
+/// waiting for it to read. Each response is sent in a `push` span and reported to the observers
+/// once handed to the stream, with its push time measured from `event_at` (when the request or
+/// snapshot that caused it arrived).
+async fn forward<S: ConfigSource, M: Machine>(
     tx: &mpsc::Sender<Result<M::Resp, Status>>,
     out: Vec<M::Resp>,
     shutdown: &mut Option<watch::Receiver<bool>>,
-    metrics: &Metrics,
+    reporter: &Reporter<S>,
     event_at: Instant,
 ) -> bool {
     for resp in out {
         let bytes = resp.encoded_len();
         let (type_url, resources, removed, version, nonce) = M::describe(&resp);
-        let type_url = type_url.to_string();
-        let span = tracing::info_span!("push", xds_type = type_short(&type_url), version, nonce);
-        span.in_scope(|| {
-            tracing::info!(
-                type_url = type_url.as_str(),
-                resources,
-                removed,
-                bytes,
-                "xDS push"
-            )
-        });
+        let (type_url, version, nonce) =
+            (type_url.to_string(), version.to_string(), nonce.to_string());
+        let span = tracing::info_span!(
+            "push",
+            xds_type = type_short(&type_url),
+            version = version.as_str(),
+            nonce = nonce.as_str()
+        );
         tokio::select! {
-            sent = tx.send(Ok(resp)).instrument(span) => if sent.is_err() {
+            sent = tx.send(Ok(resp)).instrument(span.clone()) => if sent.is_err() {
                 return false;
             },
             _ = shutdown_requested(shutdown) => return false,
         }
-        metrics.record_push(&type_url, bytes, event_at.elapsed());
+        let push = Push {
+            type_url: &type_url,
+            resources,
+            removed,
+            version: &version,
+            nonce: &nonce,
+            bytes,
+            push_time: event_at.elapsed(),
+        };
+        span.in_scope(|| reporter.each(|o| o.pushed(&push)));
     }
     true
 }
 
-/// Watches a connection's status after every event: counts ACKs and NACKs (NACKs logged at WARN
-/// with Envoy's message), records convergence, and updates the registry.
-struct Observer<S: ConfigSource> {
+/// Reports a stream's events to the observers and keeps its registry entry up to date.
+struct Reporter<S: ConfigSource> {
     source: Arc<S>,
-    metrics: Arc<Metrics>,
+    observers: Observers,
     entry: RegistryEntry,
     connected_at: Instant,
-    prev: ConnStatus,
 }
 
-impl<S: ConfigSource> Observer<S> {
-    fn observe(&mut self, status: ConnStatus) {
-        for (type_url, st) in &status.types {
-            let (acks0, nacks0) = self
-                .prev
-                .types
-                .get(type_url)
-                .map(|p| (p.acks, p.nacks))
-                .unwrap_or((0, 0));
-            let xds_type = type_short(type_url);
-            for _ in acks0..st.acks {
-                self.metrics.record_ack(type_url);
-            }
-            if st.acks > acks0 {
-                tracing::debug!(
-                    xds_type,
-                    version = st.last_acked_version.as_deref().unwrap_or(""),
-                    "ACK"
-                );
-            }
-            if st.nacks > nacks0 {
-                for _ in nacks0..st.nacks {
-                    self.metrics.record_reject(type_url);
+impl<S: ConfigSource> Reporter<S> {
+    fn each(&self, f: impl Fn(&dyn StreamObserver)) {
+        for o in &self.observers {
+            f(o.as_ref());
+        }
+    }
+
+    /// The events of one input, then the connection's new status into the registry.
+    fn report(&self, events: &[Event], status: ConnStatus) {
+        for ev in events {
+            match ev {
+                Event::Ack { type_url, version } => self.each(|o| o.acked(type_url, version)),
+                Event::Nack { type_url, nack } => {
+                    self.entry.record_nack(type_url);
+                    self.each(|o| o.nacked(type_url, nack));
                 }
-                self.entry.record_nack(type_url);
-                if let Some(n) = &st.last_nack {
-                    tracing::warn!(
-                        xds_type,
-                        version = n.version.as_str(),
-                        nonce = n.nonce.as_str(),
-                        resources = ?n.resources,
-                        error = n.message.as_str(),
-                        "NACK: Envoy rejected the config"
-                    );
+                Event::Converged { generation } => {
+                    let since = self
+                        .source
+                        .generation_time(*generation)
+                        .map_or(self.connected_at, |t| t.max(self.connected_at));
+                    let elapsed = since.elapsed();
+                    self.each(|o| o.converged(*generation, elapsed));
                 }
             }
         }
-        if status.acked_generation != self.prev.acked_generation {
-            if let Some(g) = status.acked_generation {
-                let since = self
-                    .source
-                    .generation_time(g)
-                    .map_or(self.connected_at, |t| t.max(self.connected_at));
-                let elapsed = since.elapsed();
-                self.metrics.record_convergence(elapsed);
-                tracing::info!(
-                    generation = g,
-                    elapsed_ms = elapsed.as_millis() as u64,
-                    "converged: every type ACKed"
-                );
-            }
-        }
-        self.entry.update(status.clone());
-        self.prev = status;
+        self.entry.update(status);
     }
 }
 
@@ -476,20 +453,19 @@ async fn drive<S: ConfigSource, M: Machine>(
     first: M::Req,
     mut snaps: watch::Receiver<Arc<Snapshot>>,
     tx: mpsc::Sender<Result<M::Resp, Status>>,
-    mut observer: Observer<S>,
+    reporter: Reporter<S>,
     mut shutdown: Option<watch::Receiver<bool>>,
 ) {
     tracing::info!("ADS stream connected");
-    let metrics = observer.metrics.clone();
     let event_at = Instant::now();
-    let out = conn.on_request(first);
-    observer.observe(conn.status());
-    if !forward::<M>(&tx, out, &mut shutdown, &metrics, event_at).await {
+    let step = conn.on_request(first);
+    reporter.report(&step.events, conn.status());
+    if !forward::<S, M>(&tx, step.responses, &mut shutdown, &reporter, event_at).await {
         return;
     }
     loop {
         let event_at: Instant;
-        let out = tokio::select! {
+        let step = tokio::select! {
             _ = shutdown_requested(&mut shutdown) => {
                 tracing::info!("shutdown: closing ADS stream");
                 break;
@@ -509,7 +485,7 @@ async fn drive<S: ConfigSource, M: Machine>(
                 Ok(()) => {
                     event_at = Instant::now();
                     let snap = snaps.borrow_and_update().clone();
-                    observer.entry.set_snapshot(snap.clone());
+                    reporter.entry.set_snapshot(snap.clone());
                     conn.on_snapshot(snap)
                 }
                 Err(_) => {
@@ -518,8 +494,8 @@ async fn drive<S: ConfigSource, M: Machine>(
                 }
             },
         };
-        observer.observe(conn.status());
-        if !forward::<M>(&tx, out, &mut shutdown, &metrics, event_at).await {
+        reporter.report(&step.events, conn.status());
+        if !forward::<S, M>(&tx, step.responses, &mut shutdown, &reporter, event_at).await {
             break;
         }
     }

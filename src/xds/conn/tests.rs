@@ -15,7 +15,7 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use super::{DeltaConnection, SotwConnection};
+use super::{DeltaConnection, Event, SotwConnection};
 use crate::xds::{Resource, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE};
 
 const PROXY_CONFIG: &str = "type.googleapis.com/istio.mesh.v1alpha1.ProxyConfig";
@@ -165,7 +165,7 @@ impl Sotw {
     }
 
     fn send(&mut self, req: DiscoveryRequest) -> Vec<DiscoveryResponse> {
-        let out = self.c.on_request(req);
+        let out = self.c.on_request(req).responses;
         self.see(out)
     }
 
@@ -201,7 +201,7 @@ impl Sotw {
     }
 
     fn snapshot(&mut self, s: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
-        let out = self.c.on_snapshot(s);
+        let out = self.c.on_snapshot(s).responses;
         self.see(out)
     }
 
@@ -557,7 +557,7 @@ fn dreq(t: &str, sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscoveryReq
 
 impl Delta {
     fn send(&mut self, r: DeltaDiscoveryRequest) -> Vec<DeltaDiscoveryResponse> {
-        self.c.on_request(r)
+        self.c.on_request(r).responses
     }
     fn sub(&mut self, t: &str, names: &[&str]) -> Vec<DeltaDiscoveryResponse> {
         self.send(dreq(t, names, &[], ""))
@@ -619,7 +619,7 @@ fn delta_endpoint_only_change_sends_only_changed_assignment() {
         .get_mut(ENDPOINT)
         .unwrap()
         .insert("b".into(), res(ENDPOINT, "b", 2));
-    let eds = one(e.c.on_snapshot(Arc::new(s2)));
+    let eds = one(e.c.on_snapshot(Arc::new(s2)).responses);
     assert_eq!(eds.type_url, ENDPOINT);
     assert_eq!(dnames(&eds), ["b"]);
     assert_eq!(eds.resources[0].version, ver(ENDPOINT, "b", 2));
@@ -641,7 +641,7 @@ fn delta_cluster_removal_waits_for_route_ack() {
         ],
     );
     // Clusters unchanged apart from the removal: no CDS/EDS yet, routes first.
-    let rds = one(e.c.on_snapshot(s2));
+    let rds = one(e.c.on_snapshot(s2).responses);
     assert_eq!(rds.type_url, ROUTE);
     assert_eq!(dnames(&rds), ["r"]);
     let cds = one(e.ack(&rds));
@@ -666,7 +666,7 @@ fn delta_removed_assignment_of_still_subscribed_cluster_is_removed_after_routes(
             (ROUTE, "r", 2),
         ],
     );
-    let lds = one(e.c.on_snapshot(s2));
+    let lds = one(e.c.on_snapshot(s2).responses);
     assert_eq!(lds.type_url, LISTENER);
     assert!(lds.removed_resources.is_empty());
     let rds = one(e.ack(&lds));
@@ -743,7 +743,7 @@ fn delta_stale_nonce_still_applies_subscriptions_and_nack_not_resent() {
             (ROUTE, "r2", 1),
         ],
     );
-    let lds = one(e.c.on_snapshot(s2));
+    let lds = one(e.c.on_snapshot(s2).responses);
     assert_eq!(lds.type_url, LISTENER);
     // Subscribe r2 with a stale nonce: not an ACK, but the subscription counts.
     assert!(e.send(dreq(ROUTE, &["r2"], &[], "1")).is_empty());
@@ -770,7 +770,7 @@ fn delta_stale_nonce_still_applies_subscriptions_and_nack_not_resent() {
             (ROUTE, "r2", 1),
         ],
     );
-    let eds = one(e.c.on_snapshot(s3));
+    let eds = one(e.c.on_snapshot(s3).responses);
     assert_eq!(eds.type_url, ENDPOINT);
     assert!(e.ack(&eds).is_empty());
     // r2 fixed: sent and acked.
@@ -786,7 +786,7 @@ fn delta_stale_nonce_still_applies_subscriptions_and_nack_not_resent() {
             (ROUTE, "r2", 2),
         ],
     );
-    let rds = one(e.c.on_snapshot(s4));
+    let rds = one(e.c.on_snapshot(s4).responses);
     assert_eq!(dnames(&rds), ["r2"]);
     assert!(e.ack(&rds).is_empty());
     assert_eq!(e.acked(), Some(4));
@@ -815,7 +815,7 @@ fn delta_outstanding_response_of_fully_unsubscribed_type_does_not_stall() {
             (ROUTE, "r", 2),
         ],
     );
-    let lds = one(e.c.on_snapshot(s2));
+    let lds = one(e.c.on_snapshot(s2).responses);
     assert!(e.ack(&lds).into_iter().any(|r| r.type_url == ROUTE));
     // The Envoy drops its last route watch and will never ACK that RDS response.
     assert!(e.send(dreq(ROUTE, &[], &["r"], "")).is_empty());
@@ -831,7 +831,7 @@ fn delta_outstanding_response_of_fully_unsubscribed_type_does_not_stall() {
             (ROUTE, "r", 2),
         ],
     );
-    let eds = one(e.c.on_snapshot(s3));
+    let eds = one(e.c.on_snapshot(s3).responses);
     assert_eq!(eds.type_url, ENDPOINT);
 }
 
@@ -943,10 +943,63 @@ fn delta_scoped_routes_wildcard_and_removal() {
     assert!(e.ack(&srds).is_empty());
     assert!(e.ack(&rds).is_empty());
     assert_eq!(e.acked(), Some(1));
-    let srds = one(e.c.on_snapshot(scoped_gen(2, 1, 1, false)));
+    let srds = one(e.c.on_snapshot(scoped_gen(2, 1, 1, false)).responses);
     assert_eq!(srds.type_url, SCOPED_ROUTE);
     assert!(srds.resources.is_empty());
     assert_eq!(srds.removed_resources, ["s2"]);
     assert!(e.ack(&srds).is_empty());
     assert_eq!(e.acked(), Some(2));
+}
+
+#[test]
+fn steps_return_acks_nacks_and_convergence_once() {
+    let mut c = SotwConnection::new(snap(1, &[(CLUSTER, "a", 1)]));
+    let step = c.on_request(DiscoveryRequest {
+        type_url: CLUSTER.into(),
+        ..Default::default()
+    });
+    assert!(step.events.is_empty(), "{:?}", step.events);
+    let cds = one(step.responses);
+    let ack = |c: &mut SotwConnection, r: &DiscoveryResponse, error: Option<&str>| {
+        c.on_request(DiscoveryRequest {
+            type_url: CLUSTER.into(),
+            version_info: r.version_info.clone(),
+            response_nonce: r.nonce.clone(),
+            error_detail: error.map(rpc_error),
+            ..Default::default()
+        })
+    };
+    let step = ack(&mut c, &cds, None);
+    assert!(step.responses.is_empty());
+    assert_eq!(
+        step.events,
+        [
+            Event::Ack {
+                type_url: CLUSTER.into(),
+                version: cds.version_info.clone()
+            },
+            Event::Converged { generation: 1 }
+        ]
+    );
+    // A new snapshot, NACKed: one NACK event (the machine itself logs nothing), no convergence.
+    let step = c.on_snapshot(snap(2, &[(CLUSTER, "a", 2)]));
+    assert!(step.events.is_empty(), "{:?}", step.events);
+    let cds2 = one(step.responses);
+    let step = ack(&mut c, &cds2, Some("bad cluster"));
+    match &step.events[..] {
+        [Event::Nack { type_url, nack }] => {
+            assert_eq!(type_url, CLUSTER);
+            assert_eq!(nack.message, "bad cluster");
+            assert_eq!(nack.nonce, cds2.nonce);
+            assert_eq!(nack.resources, ["a"]);
+        }
+        other => panic!("expected one NACK event, got {other:?}"),
+    }
+    // Fixed: the ACK converges on generation 3, once.
+    let cds3 = one(c.on_snapshot(snap(3, &[(CLUSTER, "a", 3)])).responses);
+    let step = ack(&mut c, &cds3, None);
+    assert_eq!(step.events.len(), 2, "{:?}", step.events);
+    assert_eq!(step.events[1], Event::Converged { generation: 3 });
+    let step = c.on_snapshot(snap(3, &[(CLUSTER, "a", 3)]));
+    assert!(step.responses.is_empty() && step.events.is_empty());
 }

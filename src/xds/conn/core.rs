@@ -1,51 +1,23 @@
-//! I/O-free ADS connection state machine.
-//!
-//! One [`SotwConnection`] or [`DeltaConnection`] per ADS stream. Requests and snapshot updates go
-//! in, responses come out; there is no tokio, no clock and no I/O in here. Both flavours share one
-//! [`Core`] that tracks, per type URL, what the Envoy subscribes to and what it holds (name ->
-//! version), and decides what to send next:
-//!
-//! * Push order CDS, EDS, LDS, SRDS, RDS, SDS with at most one outstanding (un-acked) response
-//!   per connection: the next type is sent only once the previous response was ACKed or NACKed.
-//!   One exception: EDS may be sent while CDS is outstanding, because an initialized Envoy (also
-//!   one that reconnects) does not ACK a CDS response until its new EDS clusters have warmed, i.e.
-//!   received their load assignments (xDS protocol, "Resource warming"); waiting for that ACK
-//!   would deadlock. Likewise RDS may be sent while SRDS (scoped route layout) is outstanding:
-//!   new scopes warm on their RouteConfigurations.
-//! * Make before break: clusters and cluster load assignments the Envoy holds that are absent from
-//!   a new snapshot are retained (kept in SotW sets, not listed as removed in Delta) until the
-//!   listeners, scopes and routes of that snapshot are ACKed; a final CDS/EDS push then removes them.
-//! * Unchanged types are not resent; a NACKed set of versions is not resent until it changes.
-//! * Type URLs we do not serve get one empty response per subscription, never an error.
-//!
-//! The connection holds only the target `Arc<Snapshot>`, the retained removals (Arcs), and per
-//! type: subscription, name -> version held by the Envoy, nonces and counters.
+//! The protocol logic shared by the SotW and Delta machines: per type URL, what the Envoy
+//! subscribes to and holds, the outstanding responses, the retained removals (make before
+//! break), the push sequence, and the events (ACK, NACK, converged) each input produced.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    Resource as PbResource,
-};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
-use prost::Message;
-use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::{
+    is_served, pair_hash, set_sum, set_version, sotw_wildcard_type, sum_version, ConnStatus, Event,
+    Mode, NackStatus, Outstanding, TypeStatus,
+};
+use crate::xds::resource::{
     Resource, ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE,
 };
 
 /// Version recorded for a resource whose state on the Envoy is unknown (after a NACK the Envoy may
 /// have applied part of a response). Never equal to a real version, so it is always resent.
-const UNKNOWN: &str = "";
-
-/// Types that are wildcard when a SotW request names nothing (legacy wildcard). Envoy
-/// subscribes to scoped route configurations without names too (all scopes of the stream).
-fn sotw_wildcard_type(type_url: &str) -> bool {
-    type_url == CLUSTER || type_url == LISTENER || type_url == SCOPED_ROUTE
-}
+pub(super) const UNKNOWN: &str = "";
 
 /// Types whose SotW responses carry only the resources that changed. Envoy hands a SotW RDS
 /// response to the watch of each route configuration it names and leaves the others as they
@@ -56,40 +28,7 @@ fn sotw_changed_only(type_url: &str) -> bool {
     type_url == ROUTE
 }
 
-/// Whether we serve this type URL.
-pub fn is_served(type_url: &str) -> bool {
-    PUSH_ORDER.contains(&type_url)
-}
-
-/// One `name:version` pair's share of a set version.
-fn pair_hash(name: &str, version: &str) -> u64 {
-    let mut h = Sha256::new();
-    h.update(name.as_bytes());
-    h.update([0u8]);
-    h.update(version.as_bytes());
-    let d = h.finalize();
-    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
-}
-
-/// The sum (mod 2^64) of the pair hashes of a set: order-independent, so a change of one pair
-/// updates it in O(1).
-fn set_sum<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> u64 {
-    pairs
-        .into_iter()
-        .fold(0u64, |acc, (n, v)| acc.wrapping_add(pair_hash(n, v)))
-}
-
-fn sum_version(sum: u64) -> String {
-    format!("{sum:016x}")
-}
-
-/// Deterministic version string for a set of resources: the sum of a hash of each
-/// `name:version` pair (so it can be updated per changed pair).
-pub fn set_version<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
-    sum_version(set_sum(pairs))
-}
-
-fn retain_covered(versions: &mut Versions, sub: &Subscription) {
+pub(super) fn retain_covered(versions: &mut Versions, sub: &Subscription) {
     let gone: Vec<String> = versions
         .keys()
         .filter(|n| !sub.covers(n))
@@ -100,171 +39,101 @@ fn retain_covered(versions: &mut Versions, sub: &Subscription) {
     }
 }
 
-/// Which ADS flavour a connection speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Sotw,
-    Delta,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Sotw => "sotw",
-            Mode::Delta => "delta",
-        }
-    }
-}
-
-/// Debug/metrics view of one connection (cheap to build, serializable).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ConnStatus {
-    pub mode: Mode,
-    /// Generation of the snapshot this connection is converging to.
-    pub target_generation: u64,
-    /// Latest generation this Envoy has fully ACKed: every type it subscribes to holds exactly what
-    /// that snapshot says (removals included). `None` until the first time that happens.
-    pub acked_generation: Option<u64>,
-    /// The un-acked response of the push sequence, if any.
-    pub outstanding: Option<Outstanding>,
-    /// Clusters / load assignments kept for make-before-break, not yet removed.
-    pub retained_removals: usize,
-    pub types: BTreeMap<String, TypeStatus>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Outstanding {
-    pub type_url: String,
-    pub nonce: String,
-}
-
-/// Per type URL status.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TypeStatus {
-    pub served: bool,
-    pub wildcard: bool,
-    /// Explicitly subscribed names (besides the wildcard).
-    pub subscribed: Vec<String>,
-    /// Number of resources the Envoy holds as far as we know.
-    pub resources_held: usize,
-    /// Whether the Envoy holds exactly what the target snapshot says for this type.
-    pub in_sync: bool,
-    pub last_sent_version: Option<String>,
-    pub last_sent_nonce: Option<String>,
-    pub last_acked_version: Option<String>,
-    pub last_acked_nonce: Option<String>,
-    pub last_nack: Option<NackStatus>,
-    pub responses_sent: u64,
-    pub acks: u64,
-    pub nacks: u64,
-    pub stale_requests: u64,
-    /// Sum of the encoded lengths of the responses sent for this type.
-    pub bytes_sent: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NackStatus {
-    pub nonce: String,
-    pub version: String,
-    pub message: String,
-    /// Names of the resources the NACKed response added, changed or removed.
-    pub resources: Vec<String>,
-}
-
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Subscription {
-    wildcard: bool,
-    names: BTreeSet<String>,
+pub(super) struct Subscription {
+    pub(super) wildcard: bool,
+    pub(super) names: BTreeSet<String>,
 }
 
 impl Subscription {
-    fn covers(&self, name: &str) -> bool {
+    pub(super) fn covers(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
     }
 }
 
 #[derive(Debug, Default)]
-struct TypeState {
-    served: bool,
+pub(super) struct TypeState {
+    pub(super) served: bool,
     /// The Envoy has sent at least one request for this type.
-    requested: bool,
-    sub: Subscription,
+    pub(super) requested: bool,
+    pub(super) sub: Subscription,
     /// What the Envoy holds, as far as we know: name -> version (`UNKNOWN` after a NACK).
-    held: Versions,
+    pub(super) held: Versions,
     /// When the Envoy holds exactly the covered part of this resource map (no retained entries
     /// in it): that map and the set sum of `held`. A new target is then diffed against it in
     /// O(changes) (persistent maps share unchanged subtrees).
-    synced: Option<(ResourceMap, u64)>,
+    pub(super) synced: Option<(ResourceMap, u64)>,
     /// A response must be sent even if nothing changed (initial request, new names).
-    force: bool,
+    pub(super) force: bool,
     /// The versions of a NACKed response; not resent while the desired state equals them.
-    rejected: Option<Versions>,
-    last_nonce: Option<String>,
-    last_version: Option<String>,
-    last_acked_version: Option<String>,
-    last_acked_nonce: Option<String>,
-    last_nack: Option<NackStatus>,
-    responses: u64,
-    acks: u64,
-    nacks: u64,
-    stale: u64,
-    bytes: u64,
+    pub(super) rejected: Option<Versions>,
+    pub(super) last_nonce: Option<String>,
+    pub(super) last_version: Option<String>,
+    pub(super) last_acked_version: Option<String>,
+    pub(super) last_acked_nonce: Option<String>,
+    pub(super) last_nack: Option<NackStatus>,
+    pub(super) responses: u64,
+    pub(super) acks: u64,
+    pub(super) nacks: u64,
+    pub(super) stale: u64,
+    pub(super) bytes: u64,
 }
 
 impl TypeState {
-    fn is_latest_nonce(&self, nonce: &str) -> bool {
+    pub(super) fn is_latest_nonce(&self, nonce: &str) -> bool {
         self.last_nonce.as_deref() == Some(nonce)
     }
 }
 
 /// The outstanding response of the push sequence.
 #[derive(Debug)]
-struct Pending {
-    type_url: &'static str,
-    nonce: String,
-    version: String,
+pub(super) struct Pending {
+    pub(super) type_url: &'static str,
+    pub(super) nonce: String,
+    pub(super) version: String,
     /// What the Envoy holds for this type once it ACKs.
-    versions: Versions,
+    pub(super) versions: Versions,
     /// The target map the response was built from (when no retained entry was in it) and the
     /// set sum of `versions`.
-    basis: Option<(ResourceMap, u64)>,
+    pub(super) basis: Option<(ResourceMap, u64)>,
     /// Names added, changed or removed by the response.
-    touched: Vec<String>,
+    pub(super) touched: Vec<String>,
 }
 
 /// One response to send, independent of the wire flavour.
 #[derive(Debug)]
-struct Outgoing {
-    type_url: String,
-    nonce: String,
-    version: String,
-    resources: Vec<Arc<Resource>>,
-    removed: Vec<String>,
+pub(super) struct Outgoing {
+    pub(super) type_url: String,
+    pub(super) nonce: String,
+    pub(super) version: String,
+    pub(super) resources: Vec<Arc<Resource>>,
+    pub(super) removed: Vec<String>,
 }
 
-type Versions = imbl::OrdMap<String, String>;
+pub(super) type Versions = imbl::OrdMap<String, String>;
 
 /// Covered changes from a synced map to the target: new or changed resources, removed
 /// (name, version held).
-type SyncedDiff = (Vec<Arc<Resource>>, Vec<(String, String)>);
+pub(super) type SyncedDiff = (Vec<Arc<Resource>>, Vec<(String, String)>);
 
 /// The protocol logic shared by SotW and Delta.
 #[derive(Debug)]
-struct Core {
-    mode: Mode,
-    target: Arc<Snapshot>,
-    types: BTreeMap<String, TypeState>,
+pub(super) struct Core {
+    pub(super) mode: Mode,
+    pub(super) target: Arc<Snapshot>,
+    pub(super) types: BTreeMap<String, TypeState>,
     /// Outstanding responses by type: at most one, or CDS and EDS (see the module docs).
-    pending: BTreeMap<&'static str, Pending>,
+    pub(super) pending: BTreeMap<&'static str, Pending>,
     /// Resources the Envoy holds that the target no longer has, kept until LDS/RDS are ACKed.
-    retained: BTreeMap<&'static str, BTreeMap<String, Arc<Resource>>>,
-    nonce_counter: u64,
-    acked_generation: Option<u64>,
+    pub(super) retained: BTreeMap<&'static str, BTreeMap<String, Arc<Resource>>>,
+    pub(super) nonce_counter: u64,
+    pub(super) acked_generation: Option<u64>,
+    /// Events of the input being handled, handed out by [`Core::take_events`].
+    pub(super) events: Vec<Event>,
 }
 
 impl Core {
-    fn new(mode: Mode, target: Arc<Snapshot>) -> Self {
+    pub(super) fn new(mode: Mode, target: Arc<Snapshot>) -> Self {
         Core {
             mode,
             target,
@@ -273,15 +142,16 @@ impl Core {
             retained: BTreeMap::new(),
             nonce_counter: 0,
             acked_generation: None,
+            events: Vec::new(),
         }
     }
 
-    fn next_nonce(&mut self) -> String {
+    pub(super) fn next_nonce(&mut self) -> String {
         self.nonce_counter += 1;
         self.nonce_counter.to_string()
     }
 
-    fn state(&mut self, type_url: &str) -> &mut TypeState {
+    pub(super) fn state(&mut self, type_url: &str) -> &mut TypeState {
         self.types
             .entry(type_url.to_string())
             .or_insert_with(|| TypeState {
@@ -291,7 +161,11 @@ impl Core {
     }
 
     /// What the Envoy should hold for a type: target plus retained, filtered by subscription.
-    fn desired(&self, type_url: &str, sub: &Subscription) -> BTreeMap<String, Arc<Resource>> {
+    pub(super) fn desired(
+        &self,
+        type_url: &str,
+        sub: &Subscription,
+    ) -> BTreeMap<String, Arc<Resource>> {
         let mut out = BTreeMap::new();
         if let Some(ret) = self.retained.get(type_url) {
             for (name, r) in ret {
@@ -317,7 +191,7 @@ impl Core {
     }
 
     /// Whether the Envoy holds exactly the desired state of a type; no allocation.
-    fn held_is_desired(&self, type_url: &str, st: &TypeState) -> bool {
+    pub(super) fn held_is_desired(&self, type_url: &str, st: &TypeState) -> bool {
         if let Some(changes) = self.synced_diff(type_url, st) {
             return changes.0.is_empty() && changes.1.is_empty();
         }
@@ -356,7 +230,7 @@ impl Core {
     /// When the Envoy holds exactly a known map of this type and nothing is retained for it: the
     /// covered changes from that map to the target (new resources, removed names), found by
     /// a diff that skips shared subtrees.
-    fn synced_diff(&self, type_url: &str, st: &TypeState) -> Option<SyncedDiff> {
+    pub(super) fn synced_diff(&self, type_url: &str, st: &TypeState) -> Option<SyncedDiff> {
         let (basis, _) = st.synced.as_ref()?;
         if self.retained.get(type_url).is_some_and(|r| !r.is_empty()) {
             return None;
@@ -388,7 +262,7 @@ impl Core {
 
     /// Whether the Envoy holds exactly the desired state of a type (vacuously true if it never
     /// asked for the type).
-    fn in_sync(&self, type_url: &str) -> bool {
+    pub(super) fn in_sync(&self, type_url: &str) -> bool {
         match self.types.get(type_url) {
             Some(st) if st.requested => {
                 let pending_here = self.pending.contains_key(type_url);
@@ -401,14 +275,14 @@ impl Core {
     /// In sync, and actually asked for when the target has resources of this type (a
     /// reconnecting Envoy has not asked for listeners and routes yet when it asks for clusters;
     /// the clusters it still routes to must not be removed before it has).
-    fn settled(&self, type_url: &str) -> bool {
+    pub(super) fn settled(&self, type_url: &str) -> bool {
         let requested = self.types.get(type_url).is_some_and(|st| st.requested);
         let has = self.target.of_type(type_url).is_some_and(|m| !m.is_empty());
         self.in_sync(type_url) && (requested || !has)
     }
 
     /// Handle the nonce of a request for a served type: ACK or NACK of the outstanding response.
-    fn resolve(&mut self, type_url: &str, nonce: &str, error: Option<&RpcStatus>) {
+    pub(super) fn resolve(&mut self, type_url: &str, nonce: &str, error: Option<&RpcStatus>) {
         let matches = self.pending.get(type_url).is_some_and(|p| p.nonce == nonce);
         if !matches {
             return;
@@ -422,19 +296,15 @@ impl Core {
                 st.held = p.versions;
                 st.synced = p.basis;
                 st.rejected = None;
-                st.last_acked_version = Some(p.version);
+                st.last_acked_version = Some(p.version.clone());
                 st.last_acked_nonce = Some(p.nonce);
                 st.acks += 1;
+                self.events.push(Event::Ack {
+                    type_url: type_url.to_string(),
+                    version: p.version,
+                });
             }
             Some(err) => {
-                tracing::warn!(
-                    type_url,
-                    nonce = %p.nonce,
-                    version = %p.version,
-                    error = %err.message,
-                    resources = ?p.touched,
-                    "Envoy NACKed xDS response"
-                );
                 // The Envoy keeps its previous state, but may have applied part of the response.
                 st.synced = None;
                 for name in &p.touched {
@@ -442,25 +312,30 @@ impl Core {
                 }
                 st.rejected = Some(p.versions);
                 st.nacks += 1;
-                st.last_nack = Some(NackStatus {
+                let nack = NackStatus {
                     nonce: p.nonce,
                     version: p.version,
                     message: err.message.clone(),
                     resources: p.touched,
+                };
+                st.last_nack = Some(nack.clone());
+                self.events.push(Event::Nack {
+                    type_url: type_url.to_string(),
+                    nack,
                 });
             }
         }
     }
 
     /// Count a request whose nonce is not the latest we sent for its type.
-    fn stale(&mut self, type_url: &str, nonce: &str) {
+    pub(super) fn stale(&mut self, type_url: &str, nonce: &str) {
         tracing::debug!(type_url, nonce, "ignoring stale xDS request nonce");
         self.state(type_url).stale += 1;
     }
 
     /// Drop the subscription-independent bookkeeping for names the Envoy no longer subscribes to.
     /// (Only called when the subscription changed: otherwise everything held is covered.)
-    fn drop_uncovered(&mut self, type_url: &str) {
+    pub(super) fn drop_uncovered(&mut self, type_url: &str) {
         let Some(st) = self.types.get_mut(type_url) else {
             return;
         };
@@ -478,7 +353,7 @@ impl Core {
     }
 
     /// A response for a type we do not serve: empty, so the Envoy does not wait or break.
-    fn unserved(&mut self, type_url: &str) -> Outgoing {
+    pub(super) fn unserved(&mut self, type_url: &str) -> Outgoing {
         let nonce = self.next_nonce();
         let version = set_version(std::iter::empty());
         let st = self.state(type_url);
@@ -496,22 +371,31 @@ impl Core {
     }
 
     /// ACK/NACK bookkeeping for a type we do not serve.
-    fn unserved_ack(&mut self, type_url: &str, error: Option<&RpcStatus>) {
+    pub(super) fn unserved_ack(&mut self, type_url: &str, error: Option<&RpcStatus>) {
         let st = self.state(type_url);
         match error {
             None => {
                 st.acks += 1;
                 st.last_acked_nonce = st.last_nonce.clone();
                 st.last_acked_version = st.last_version.clone();
+                let version = st.last_acked_version.clone().unwrap_or_default();
+                self.events.push(Event::Ack {
+                    type_url: type_url.to_string(),
+                    version,
+                });
             }
             Some(err) => {
-                tracing::warn!(type_url, error = %err.message, "Envoy NACKed empty response");
                 st.nacks += 1;
-                st.last_nack = Some(NackStatus {
+                let nack = NackStatus {
                     nonce: st.last_nonce.clone().unwrap_or_default(),
                     version: st.last_version.clone().unwrap_or_default(),
                     message: err.message.clone(),
                     resources: Vec::new(),
+                };
+                st.last_nack = Some(nack.clone());
+                self.events.push(Event::Nack {
+                    type_url: type_url.to_string(),
+                    nack,
                 });
             }
         }
@@ -520,7 +404,7 @@ impl Core {
     /// Requests the push logic does not handle: no type URL (ignored), or a type we do not
     /// serve (answered empty once per request that is not an ACK of that answer). `None` when
     /// the request is for a served type.
-    fn screen(
+    pub(super) fn screen(
         &mut self,
         type_url: &str,
         nonce: &str,
@@ -543,21 +427,21 @@ impl Core {
         Some(Some(self.unserved(type_url)))
     }
 
-    fn retained_count(&self) -> usize {
+    pub(super) fn retained_count(&self) -> usize {
         self.retained.values().map(BTreeMap::len).sum()
     }
 
     /// New target snapshot: retain clusters/assignments the Envoy holds that it no longer has.
     /// A new target snapshot: what to send first, with the ACK bookkeeping brought up to date
     /// (shared by the SotW and Delta machines).
-    fn retarget(&mut self, snap: Arc<Snapshot>) -> Option<Outgoing> {
+    pub(super) fn retarget(&mut self, snap: Arc<Snapshot>) -> Option<Outgoing> {
         self.set_target(snap);
         let out = self.pump();
         self.refresh_acked();
         out
     }
 
-    fn set_target(&mut self, snap: Arc<Snapshot>) {
+    pub(super) fn set_target(&mut self, snap: Arc<Snapshot>) {
         let old = std::mem::replace(&mut self.target, snap);
         for t in [CLUSTER, ENDPOINT] {
             if !self.pending.contains_key(t) {
@@ -618,7 +502,7 @@ impl Core {
     /// Send the next response of the push sequence, if any is due and none is outstanding (or only
     /// CDS is outstanding and EDS is due: the Envoy waits for the assignments of warming clusters
     /// before it ACKs CDS).
-    fn pump(&mut self) -> Option<Outgoing> {
+    pub(super) fn pump(&mut self) -> Option<Outgoing> {
         let order: &[&'static str] = if self.pending.is_empty() {
             &PUSH_ORDER
         } else if self.pending.len() == 1 && self.pending.contains_key(CLUSTER) {
@@ -732,7 +616,7 @@ impl Core {
     }
 
     /// Records and returns the next response of the push sequence.
-    fn send(
+    pub(super) fn send(
         &mut self,
         t: &'static str,
         versions: Versions,
@@ -772,7 +656,7 @@ impl Core {
     }
 
     /// Recompute `acked_generation` after an event.
-    fn refresh_acked(&mut self) {
+    pub(super) fn refresh_acked(&mut self) {
         if !self.pending.is_empty() || !self.retained.is_empty() {
             return;
         }
@@ -797,15 +681,24 @@ impl Core {
             }
         }
         if any {
-            self.acked_generation = Some(self.target.generation);
+            let generation = self.target.generation;
+            if self.acked_generation != Some(generation) {
+                self.events.push(Event::Converged { generation });
+            }
+            self.acked_generation = Some(generation);
         }
     }
 
-    fn note_bytes(&mut self, type_url: &str, len: usize) {
+    pub(super) fn note_bytes(&mut self, type_url: &str, len: usize) {
         self.state(type_url).bytes += len as u64;
     }
 
-    fn status(&self) -> ConnStatus {
+    /// The events since the last call, in order.
+    pub(super) fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub(super) fn status(&self) -> ConnStatus {
         let types = self
             .types
             .iter()
@@ -846,247 +739,3 @@ impl Core {
         }
     }
 }
-
-/// State-of-the-world ADS connection.
-#[derive(Debug)]
-pub struct SotwConnection {
-    core: Core,
-}
-
-impl SotwConnection {
-    pub fn new(snapshot: Arc<Snapshot>) -> Self {
-        SotwConnection {
-            core: Core::new(Mode::Sotw, snapshot),
-        }
-    }
-
-    /// Handle one request from the Envoy; returns the responses to send, in order.
-    pub fn on_request(&mut self, req: DiscoveryRequest) -> Vec<DiscoveryResponse> {
-        let out = self.handle_request(req);
-        self.core.refresh_acked();
-        self.render(out)
-    }
-
-    fn handle_request(&mut self, req: DiscoveryRequest) -> Option<Outgoing> {
-        let t = req.type_url.as_str();
-        let nonce = req.response_nonce.as_str();
-        if let Some(handled) = self.core.screen(t, nonce, req.error_detail.as_ref()) {
-            return handled;
-        }
-        let core = &mut self.core;
-        if !nonce.is_empty() {
-            if !core.state(t).is_latest_nonce(nonce) {
-                // SotW: a stale request is ignored entirely; a newer one will follow.
-                core.stale(t, nonce);
-                return None;
-            }
-            core.resolve(t, nonce, req.error_detail.as_ref());
-        }
-        let wildcard = req.resource_names.iter().any(|n| n == "*")
-            || (req.resource_names.is_empty() && sotw_wildcard_type(t));
-        let names: BTreeSet<String> = req
-            .resource_names
-            .into_iter()
-            .filter(|n| n != "*")
-            .collect();
-        let st = core.state(t);
-        let added =
-            (wildcard && !st.sub.wildcard) || names.iter().any(|n| !st.sub.names.contains(n));
-        if nonce.is_empty() || added {
-            st.force = true;
-        }
-        st.requested = true;
-        let sub = Subscription { wildcard, names };
-        let changed = st.sub != sub;
-        if changed {
-            st.synced = None;
-        }
-        st.sub = sub;
-        // Names the Envoy no longer asks for are forgotten: it ignores them, and when it asks again
-        // they are sent again.
-        if changed {
-            core.drop_uncovered(t);
-        }
-        core.pump()
-    }
-
-    /// A new target snapshot for this proxy.
-    pub fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
-        let out = self.core.retarget(snap);
-        self.render(out)
-    }
-
-    pub fn status(&self) -> ConnStatus {
-        self.core.status()
-    }
-
-    fn render(&mut self, out: Option<Outgoing>) -> Vec<DiscoveryResponse> {
-        out.into_iter()
-            .map(|o| {
-                let resp = DiscoveryResponse {
-                    version_info: o.version,
-                    resources: o.resources.iter().map(|r| r.body.clone()).collect(),
-                    type_url: o.type_url,
-                    nonce: o.nonce,
-                    ..Default::default()
-                };
-                self.core.note_bytes(&resp.type_url, resp.encoded_len());
-                resp
-            })
-            .collect()
-    }
-}
-
-/// Incremental (Delta) ADS connection.
-#[derive(Debug)]
-pub struct DeltaConnection {
-    core: Core,
-}
-
-impl DeltaConnection {
-    pub fn new(snapshot: Arc<Snapshot>) -> Self {
-        DeltaConnection {
-            core: Core::new(Mode::Delta, snapshot),
-        }
-    }
-
-    /// Handle one request from the Envoy; returns the responses to send, in order.
-    pub fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Vec<DeltaDiscoveryResponse> {
-        let out = self.handle_request(req);
-        self.core.refresh_acked();
-        self.render(out)
-    }
-
-    fn handle_request(&mut self, req: DeltaDiscoveryRequest) -> Option<Outgoing> {
-        let t = req.type_url.as_str();
-        let nonce = req.response_nonce.as_str();
-        if let Some(handled) = self.core.screen(t, nonce, req.error_detail.as_ref()) {
-            return handled;
-        }
-        let core = &mut self.core;
-        if !nonce.is_empty() {
-            if core.state(t).is_latest_nonce(nonce) {
-                core.resolve(t, nonce, req.error_detail.as_ref());
-            } else {
-                // Delta: the nonce is stale, but subscription changes still apply.
-                core.stale(t, nonce);
-            }
-        }
-        let st = core.state(t);
-        if !st.requested
-            || !req.resource_names_subscribe.is_empty()
-            || !req.resource_names_unsubscribe.is_empty()
-        {
-            st.synced = None;
-        }
-        if !st.requested {
-            st.requested = true;
-            let wildcard = req.resource_names_subscribe.is_empty()
-                || req.resource_names_subscribe.iter().any(|n| n == "*");
-            st.sub = Subscription {
-                wildcard,
-                names: req
-                    .resource_names_subscribe
-                    .into_iter()
-                    .filter(|n| n != "*")
-                    .collect(),
-            };
-            // A wildcard subscription is always answered, even when empty, so the Envoy's
-            // initialization does not wait for the fetch timeout.
-            st.force = wildcard;
-            for (name, version) in req.initial_resource_versions {
-                if st.sub.covers(&name) {
-                    st.held.insert(name, version);
-                }
-            }
-            // A reconnecting Envoy (e.g. after our restart) may still route to clusters we no
-            // longer have: keep them (by name; their bodies are never resent since the Envoy
-            // holds these versions) until listeners and routes are ACKed, then remove them.
-            if t == CLUSTER || t == ENDPOINT {
-                let held: Vec<(String, String)> = st
-                    .held
-                    .iter()
-                    .map(|(n, v)| (n.clone(), v.clone()))
-                    .collect();
-                let type_url: &'static str = if t == CLUSTER { CLUSTER } else { ENDPOINT };
-                for (name, version) in held {
-                    if core
-                        .target
-                        .of_type(type_url)
-                        .is_some_and(|m| m.contains_key(&name))
-                    {
-                        continue;
-                    }
-                    core.retained.entry(type_url).or_default().insert(
-                        name.clone(),
-                        Arc::new(Resource {
-                            name,
-                            version,
-                            body: Default::default(),
-                        }),
-                    );
-                }
-            }
-        } else {
-            let sub_changed = !req.resource_names_subscribe.is_empty()
-                || !req.resource_names_unsubscribe.is_empty();
-            for name in req.resource_names_subscribe {
-                if name == "*" {
-                    st.sub.wildcard = true;
-                } else {
-                    st.sub.names.insert(name);
-                }
-            }
-            for name in &req.resource_names_unsubscribe {
-                if name == "*" {
-                    st.sub.wildcard = false;
-                } else {
-                    st.sub.names.remove(name);
-                }
-            }
-            if sub_changed {
-                core.drop_uncovered(t);
-            }
-        }
-        core.pump()
-    }
-
-    /// A new target snapshot for this proxy.
-    pub fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
-        let out = self.core.retarget(snap);
-        self.render(out)
-    }
-
-    pub fn status(&self) -> ConnStatus {
-        self.core.status()
-    }
-
-    fn render(&mut self, out: Option<Outgoing>) -> Vec<DeltaDiscoveryResponse> {
-        out.into_iter()
-            .map(|o| {
-                let resp = DeltaDiscoveryResponse {
-                    system_version_info: o.version,
-                    resources: o
-                        .resources
-                        .iter()
-                        .map(|r| PbResource {
-                            name: r.name.clone(),
-                            version: r.version.clone(),
-                            resource: Some(r.body.clone()),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    type_url: o.type_url,
-                    removed_resources: o.removed,
-                    nonce: o.nonce,
-                    ..Default::default()
-                };
-                self.core.note_bytes(&resp.type_url, resp.encoded_len());
-                resp
-            })
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests;

@@ -1,0 +1,173 @@
+//! The incremental (Delta) flavour: requests subscribe and unsubscribe names; a reconnecting
+//! Envoy reports what it holds (`initial_resource_versions`), and the clusters it holds that we no
+//! longer have are retained until its listeners and routes are ACKed.
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as PbResource,
+};
+use prost::Message;
+
+use super::core::{Core, Outgoing, Subscription};
+use super::{ConnStatus, Mode, Step};
+use crate::xds::resource::{Resource, Snapshot, CLUSTER, ENDPOINT};
+
+/// Incremental (Delta) ADS connection.
+#[derive(Debug)]
+pub struct DeltaConnection {
+    core: Core,
+}
+
+impl DeltaConnection {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        DeltaConnection {
+            core: Core::new(Mode::Delta, snapshot),
+        }
+    }
+
+    /// Handle one request from the Envoy; returns the responses to send, in order.
+    pub fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Step<DeltaDiscoveryResponse> {
+        let out = self.handle_request(req);
+        self.core.refresh_acked();
+        self.step(out)
+    }
+
+    fn handle_request(&mut self, req: DeltaDiscoveryRequest) -> Option<Outgoing> {
+        let t = req.type_url.as_str();
+        let nonce = req.response_nonce.as_str();
+        if let Some(handled) = self.core.screen(t, nonce, req.error_detail.as_ref()) {
+            return handled;
+        }
+        let core = &mut self.core;
+        if !nonce.is_empty() {
+            if core.state(t).is_latest_nonce(nonce) {
+                core.resolve(t, nonce, req.error_detail.as_ref());
+            } else {
+                // Delta: the nonce is stale, but subscription changes still apply.
+                core.stale(t, nonce);
+            }
+        }
+        let st = core.state(t);
+        if !st.requested
+            || !req.resource_names_subscribe.is_empty()
+            || !req.resource_names_unsubscribe.is_empty()
+        {
+            st.synced = None;
+        }
+        if !st.requested {
+            st.requested = true;
+            let wildcard = req.resource_names_subscribe.is_empty()
+                || req.resource_names_subscribe.iter().any(|n| n == "*");
+            st.sub = Subscription {
+                wildcard,
+                names: req
+                    .resource_names_subscribe
+                    .into_iter()
+                    .filter(|n| n != "*")
+                    .collect(),
+            };
+            // A wildcard subscription is always answered, even when empty, so the Envoy's
+            // initialization does not wait for the fetch timeout.
+            st.force = wildcard;
+            for (name, version) in req.initial_resource_versions {
+                if st.sub.covers(&name) {
+                    st.held.insert(name, version);
+                }
+            }
+            // A reconnecting Envoy (e.g. after our restart) may still route to clusters we no
+            // longer have: keep them (by name; their bodies are never resent since the Envoy
+            // holds these versions) until listeners and routes are ACKed, then remove them.
+            if t == CLUSTER || t == ENDPOINT {
+                let held: Vec<(String, String)> = st
+                    .held
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .collect();
+                let type_url: &'static str = if t == CLUSTER { CLUSTER } else { ENDPOINT };
+                for (name, version) in held {
+                    if core
+                        .target
+                        .of_type(type_url)
+                        .is_some_and(|m| m.contains_key(&name))
+                    {
+                        continue;
+                    }
+                    core.retained.entry(type_url).or_default().insert(
+                        name.clone(),
+                        Arc::new(Resource {
+                            name,
+                            version,
+                            body: Default::default(),
+                        }),
+                    );
+                }
+            }
+        } else {
+            let sub_changed = !req.resource_names_subscribe.is_empty()
+                || !req.resource_names_unsubscribe.is_empty();
+            for name in req.resource_names_subscribe {
+                if name == "*" {
+                    st.sub.wildcard = true;
+                } else {
+                    st.sub.names.insert(name);
+                }
+            }
+            for name in &req.resource_names_unsubscribe {
+                if name == "*" {
+                    st.sub.wildcard = false;
+                } else {
+                    st.sub.names.remove(name);
+                }
+            }
+            if sub_changed {
+                core.drop_uncovered(t);
+            }
+        }
+        core.pump()
+    }
+
+    /// A new target snapshot for this proxy.
+    pub fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<DeltaDiscoveryResponse> {
+        let out = self.core.retarget(snap);
+        self.step(out)
+    }
+
+    fn step(&mut self, out: Option<Outgoing>) -> Step<DeltaDiscoveryResponse> {
+        let responses = self.render(out);
+        Step {
+            responses,
+            events: self.core.take_events(),
+        }
+    }
+
+    pub fn status(&self) -> ConnStatus {
+        self.core.status()
+    }
+
+    fn render(&mut self, out: Option<Outgoing>) -> Vec<DeltaDiscoveryResponse> {
+        out.into_iter()
+            .map(|o| {
+                let resp = DeltaDiscoveryResponse {
+                    system_version_info: o.version,
+                    resources: o
+                        .resources
+                        .iter()
+                        .map(|r| PbResource {
+                            name: r.name.clone(),
+                            version: r.version.clone(),
+                            resource: Some(r.body.clone()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    type_url: o.type_url,
+                    removed_resources: o.removed,
+                    nonce: o.nonce,
+                    ..Default::default()
+                };
+                self.core.note_bytes(&resp.type_url, resp.encoded_len());
+                resp
+            })
+            .collect()
+    }
+}

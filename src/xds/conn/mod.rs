@@ -1,0 +1,174 @@
+//! I/O-free ADS connection state machine.
+//!
+//! One [`SotwConnection`] or [`DeltaConnection`] per ADS stream. Requests and snapshot updates go
+//! in, responses come out; there is no tokio, no clock and no I/O in here. Both flavours share one
+//! `Core` (`core.rs`; the flavours are `sotw.rs` and `delta.rs`) that tracks, per type URL, what the Envoy subscribes to and what it holds (name ->
+//! version), and decides what to send next:
+//!
+//! * Push order CDS, EDS, LDS, SRDS, RDS, SDS with at most one outstanding (un-acked) response
+//!   per connection: the next type is sent only once the previous response was ACKed or NACKed.
+//!   One exception: EDS may be sent while CDS is outstanding, because an initialized Envoy (also
+//!   one that reconnects) does not ACK a CDS response until its new EDS clusters have warmed, i.e.
+//!   received their load assignments (xDS protocol, "Resource warming"); waiting for that ACK
+//!   would deadlock. Likewise RDS may be sent while SRDS (scoped route layout) is outstanding:
+//!   new scopes warm on their RouteConfigurations.
+//! * Make before break: clusters and cluster load assignments the Envoy holds that are absent from
+//!   a new snapshot are retained (kept in SotW sets, not listed as removed in Delta) until the
+//!   listeners, scopes and routes of that snapshot are ACKed; a final CDS/EDS push then removes them.
+//! * Unchanged types are not resent; a NACKed set of versions is not resent until it changes.
+//! * Type URLs we do not serve get one empty response per subscription, never an error.
+//!
+//! The connection holds only the target `Arc<Snapshot>`, the retained removals (Arcs), and per
+//! type: subscription, name -> version held by the Envoy, nonces and counters.
+//!
+//! Each input returns a [`Step`]: the responses to send and the [`Event`]s it caused (ACK,
+//! NACK, converged), which the server reports to its observers (`super::observe`). The machine
+//! logs nothing about them itself.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::xds::resource::{CLUSTER, LISTENER, PUSH_ORDER, SCOPED_ROUTE};
+
+mod core;
+mod delta;
+mod sotw;
+
+pub use delta::DeltaConnection;
+pub use sotw::SotwConnection;
+
+/// Types that are wildcard when a SotW request names nothing (legacy wildcard). Envoy
+/// subscribes to scoped route configurations without names too (all scopes of the stream).
+fn sotw_wildcard_type(type_url: &str) -> bool {
+    type_url == CLUSTER || type_url == LISTENER || type_url == SCOPED_ROUTE
+}
+
+/// Whether we serve this type URL.
+pub fn is_served(type_url: &str) -> bool {
+    PUSH_ORDER.contains(&type_url)
+}
+
+/// One `name:version` pair's share of a set version.
+fn pair_hash(name: &str, version: &str) -> u64 {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update([0u8]);
+    h.update(version.as_bytes());
+    let d = h.finalize();
+    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+/// The sum (mod 2^64) of the pair hashes of a set: order-independent, so a change of one pair
+/// updates it in O(1).
+fn set_sum<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> u64 {
+    pairs
+        .into_iter()
+        .fold(0u64, |acc, (n, v)| acc.wrapping_add(pair_hash(n, v)))
+}
+
+fn sum_version(sum: u64) -> String {
+    format!("{sum:016x}")
+}
+
+/// Deterministic version string for a set of resources: the sum of a hash of each
+/// `name:version` pair (so it can be updated per changed pair).
+pub fn set_version<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    sum_version(set_sum(pairs))
+}
+
+/// Which ADS flavour a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Sotw,
+    Delta,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sotw => "sotw",
+            Mode::Delta => "delta",
+        }
+    }
+}
+
+/// Debug/metrics view of one connection (cheap to build, serializable).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnStatus {
+    pub mode: Mode,
+    /// Generation of the snapshot this connection is converging to.
+    pub target_generation: u64,
+    /// Latest generation this Envoy has fully ACKed: every type it subscribes to holds exactly what
+    /// that snapshot says (removals included). `None` until the first time that happens.
+    pub acked_generation: Option<u64>,
+    /// The un-acked response of the push sequence, if any.
+    pub outstanding: Option<Outstanding>,
+    /// Clusters / load assignments kept for make-before-break, not yet removed.
+    pub retained_removals: usize,
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outstanding {
+    pub type_url: String,
+    pub nonce: String,
+}
+
+/// Per type URL status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TypeStatus {
+    pub served: bool,
+    pub wildcard: bool,
+    /// Explicitly subscribed names (besides the wildcard).
+    pub subscribed: Vec<String>,
+    /// Number of resources the Envoy holds as far as we know.
+    pub resources_held: usize,
+    /// Whether the Envoy holds exactly what the target snapshot says for this type.
+    pub in_sync: bool,
+    pub last_sent_version: Option<String>,
+    pub last_sent_nonce: Option<String>,
+    pub last_acked_version: Option<String>,
+    pub last_acked_nonce: Option<String>,
+    pub last_nack: Option<NackStatus>,
+    pub responses_sent: u64,
+    pub acks: u64,
+    pub nacks: u64,
+    pub stale_requests: u64,
+    /// Sum of the encoded lengths of the responses sent for this type.
+    pub bytes_sent: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NackStatus {
+    pub nonce: String,
+    pub version: String,
+    pub message: String,
+    /// Names of the resources the NACKed response added, changed or removed.
+    pub resources: Vec<String>,
+}
+
+/// Something an input to the machine caused that observers want to know (metrics, logs).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The Envoy ACKed the response with this version.
+    Ack { type_url: String, version: String },
+    /// The Envoy NACKed a response.
+    Nack { type_url: String, nack: NackStatus },
+    /// The Envoy now holds everything this generation's snapshot says, every type ACKed.
+    Converged { generation: u64 },
+}
+
+/// What one input (a request or a new snapshot) produced: the responses to send, in order,
+/// and the events.
+#[derive(Debug)]
+#[must_use]
+pub struct Step<R> {
+    pub responses: Vec<R>,
+    pub events: Vec<Event>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+//! The state-of-the-world flavour: every request names the whole subscription; a request with
+//! a stale nonce is ignored.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use prost::Message;
+
+use super::core::{Core, Outgoing, Subscription};
+use super::{sotw_wildcard_type, ConnStatus, Mode, Step};
+use crate::xds::resource::Snapshot;
+
+/// State-of-the-world ADS connection.
+#[derive(Debug)]
+pub struct SotwConnection {
+    core: Core,
+}
+
+impl SotwConnection {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        SotwConnection {
+            core: Core::new(Mode::Sotw, snapshot),
+        }
+    }
+
+    /// Handle one request from the Envoy; returns the responses to send, in order.
+    pub fn on_request(&mut self, req: DiscoveryRequest) -> Step<DiscoveryResponse> {
+        let out = self.handle_request(req);
+        self.core.refresh_acked();
+        self.step(out)
+    }
+
+    fn handle_request(&mut self, req: DiscoveryRequest) -> Option<Outgoing> {
+        let t = req.type_url.as_str();
+        let nonce = req.response_nonce.as_str();
+        if let Some(handled) = self.core.screen(t, nonce, req.error_detail.as_ref()) {
+            return handled;
+        }
+        let core = &mut self.core;
+        if !nonce.is_empty() {
+            if !core.state(t).is_latest_nonce(nonce) {
+                // SotW: a stale request is ignored entirely; a newer one will follow.
+                core.stale(t, nonce);
+                return None;
+            }
+            core.resolve(t, nonce, req.error_detail.as_ref());
+        }
+        let wildcard = req.resource_names.iter().any(|n| n == "*")
+            || (req.resource_names.is_empty() && sotw_wildcard_type(t));
+        let names: BTreeSet<String> = req
+            .resource_names
+            .into_iter()
+            .filter(|n| n != "*")
+            .collect();
+        let st = core.state(t);
+        let added =
+            (wildcard && !st.sub.wildcard) || names.iter().any(|n| !st.sub.names.contains(n));
+        if nonce.is_empty() || added {
+            st.force = true;
+        }
+        st.requested = true;
+        let sub = Subscription { wildcard, names };
+        let changed = st.sub != sub;
+        if changed {
+            st.synced = None;
+        }
+        st.sub = sub;
+        // Names the Envoy no longer asks for are forgotten: it ignores them, and when it asks again
+        // they are sent again.
+        if changed {
+            core.drop_uncovered(t);
+        }
+        core.pump()
+    }
+
+    /// A new target snapshot for this proxy.
+    pub fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<DiscoveryResponse> {
+        let out = self.core.retarget(snap);
+        self.step(out)
+    }
+
+    fn step(&mut self, out: Option<Outgoing>) -> Step<DiscoveryResponse> {
+        let responses = self.render(out);
+        Step {
+            responses,
+            events: self.core.take_events(),
+        }
+    }
+
+    pub fn status(&self) -> ConnStatus {
+        self.core.status()
+    }
+
+    fn render(&mut self, out: Option<Outgoing>) -> Vec<DiscoveryResponse> {
+        out.into_iter()
+            .map(|o| {
+                let resp = DiscoveryResponse {
+                    version_info: o.version,
+                    resources: o.resources.iter().map(|r| r.body.clone()).collect(),
+                    type_url: o.type_url,
+                    nonce: o.nonce,
+                    ..Default::default()
+                };
+                self.core.note_bytes(&resp.type_url, resp.encoded_len());
+                resp
+            })
+            .collect()
+    }
+}
