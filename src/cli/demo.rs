@@ -11,7 +11,8 @@ use anyhow::Context;
 use axum::extract::Request;
 use clap::Args;
 
-use crate::cli::{LogFormat, ServeArgs, TranslateArgs};
+use crate::cli::TranslateArgs;
+use crate::runtime::config::{Debounce, ServeConfig, SourceConfig};
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -190,17 +191,14 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
             local_backend,
         ),
     )?;
-    let serve = ServeArgs {
-        from: Some(dir.clone()),
-        kube: false,
-        namespace: Vec::new(),
-        missing_retry: crate::source::kube::MISSING_RETRY,
-        status: crate::cli::StatusArgs::defaults(),
+    let serve = ServeConfig {
+        source: SourceConfig::Dir(dir.clone()),
         xds_addr: format!("127.0.0.1:{}", args.xds_port),
         debug_addr: format!("127.0.0.1:{}", args.debug_port),
-        debounce_after: std::time::Duration::from_millis(100),
-        debounce_max: std::time::Duration::from_secs(1),
-        log_format: LogFormat::Text,
+        debounce: Debounce {
+            quiet: std::time::Duration::from_millis(100),
+            max: std::time::Duration::from_secs(1),
+        },
         translate: TranslateArgs {
             ingress_class: crate::model::kingress::DEFAULT_CLASS.to_string(),
             external_gateway: "knative-serving/knative-ingress-gateway".to_string(),
@@ -208,7 +206,8 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
             bind_address: "127.0.0.1".to_string(),
             cluster_domain: "cluster.local".to_string(),
             route_layout: crate::cli::RouteLayoutArg::Istio,
-        },
+        }
+        .options(),
     };
     let mut children = Killed(Vec::new());
     let envoy = crate::tools::envoy_bin::find();
@@ -255,7 +254,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
          \nEdit {dir}/seed.yaml and the gateways follow. Ctrl-C stops everything.\n",
         dir = dir.display()
     );
-    let result = crate::runtime::serve::run(serve, crate::runtime::serve::shutdown_signal()).await;
+    let result = crate::runtime::serve::run(serve, crate::runtime::shutdown::signal()).await;
     drop(children);
     result
 }

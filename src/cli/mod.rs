@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::runtime::config::{Debounce, KubeConfig, ServeConfig, SourceConfig, StatusConfig};
 use crate::translate::Options;
 
 #[derive(Debug, Parser)]
@@ -279,14 +280,42 @@ pub struct StatusArgs {
 }
 
 impl StatusArgs {
-    /// The defaults the flags have.
-    pub fn defaults() -> StatusArgs {
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            status: StatusArgs,
-        }
-        Only::parse_from(["knative-pilot"]).status
+    /// The status writer's configuration; `None` with `--no-status`.
+    pub fn config(&self) -> Option<StatusConfig> {
+        (!self.no_status).then(|| StatusConfig {
+            public_lb_domain: self.public_lb_domain.clone(),
+            private_lb_domain: self.private_lb_domain.clone(),
+            peers: self.peers.clone(),
+            lease: self.lease.clone(),
+            identity: self.identity.clone(),
+            lease_duration: self.lease_duration,
+            lease_renew: self.lease_renew,
+        })
+    }
+}
+
+impl ServeArgs {
+    /// The runtime's configuration: the flags, turned once into plain structs.
+    pub fn config(&self) -> anyhow::Result<ServeConfig> {
+        let source = match (&self.from, self.kube) {
+            (_, true) => SourceConfig::Kube(KubeConfig {
+                namespaces: self.namespace.clone(),
+                missing_retry: self.missing_retry,
+                status: self.status.config(),
+            }),
+            (Some(d), false) => SourceConfig::Dir(d.clone()),
+            (None, false) => anyhow::bail!("serve needs --from DIR or --kube"),
+        };
+        Ok(ServeConfig {
+            source,
+            xds_addr: self.xds_addr.clone(),
+            debug_addr: self.debug_addr.clone(),
+            debounce: Debounce {
+                quiet: self.debounce_after,
+                max: self.debounce_max,
+            },
+            translate: self.translate.options(),
+        })
     }
 }
 
@@ -352,7 +381,7 @@ pub fn main() -> ExitCode {
         }
         Command::Serve(args) => {
             init_logging(args.log_format);
-            match crate::runtime::serve::run_blocking(*args) {
+            match args.config().and_then(crate::runtime::serve::run_blocking) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("knative-pilot serve: {e:#}");

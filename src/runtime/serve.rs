@@ -1,314 +1,194 @@
 //! `knative-pilot serve`: the runtime that ties the stages together.
 //!
 //! ```text
-//!  files (notify) --debounce--> DirState reloads changed files --> Vec<Change> --> Hub::apply
-//!                                                                                  |  translate
-//!                                                                                  v  per proxy key
-//!                                              watch::Sender<Arc<Snapshot>> per proxy key (labels)
-//!                                                                                  |
-//!                                              ADS streams (one state machine each) <- Envoys
+//!  source (dir: notify -> DirState reloads; kube: watchers -> KubeState)
+//!     | Batch { changes, errors } on a channel
+//!     v
+//!  runtime::debounce (quiet / max) --> Hub::apply --> translate per proxy key
+//!                                                     |
+//!                                 watch::Sender<Arc<Snapshot>> per proxy key (labels)
+//!                                                     |
+//!                                 ADS streams (one state machine each) <- Envoys
 //! ```
 //!
-//! A source (the manifest directory with `--from`, or the Kubernetes API with `--kube`:
-//! [`crate::source::kube`], plus the KIngress status writer [`crate::runtime::status`]) only produces
-//! [`Change`](crate::state::Change)s; the [`Hub`](crate::hub::Hub) owns what is served. The debug
-//! HTTP server is in [`crate::runtime::debug`].
+//! A source (the manifest directory, or the Kubernetes API: [`crate::source::kube`], plus the
+//! KIngress status writer [`super::status`]) only produces [`Change`](crate::state::Change)s; the
+//! [`Hub`] owns what is served. The debug HTTP server is in [`super::debug`]; the stop signal and
+//! the drain in [`super::shutdown`].
 
-use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{mpsc, watch};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
-use crate::cli::ServeArgs;
+use super::config::{Debounce, KubeConfig, ServeConfig, SourceConfig};
+use super::shutdown::{self, Stop};
 use crate::hub::Hub;
-use crate::source::dir::DirState;
-use crate::source::files;
+use crate::source::Batch;
 use crate::xds::server::{AdsService, ConnectionRegistry};
 
 /// Runs `serve` on a fresh tokio runtime until SIGTERM or Ctrl-C.
-pub fn run_blocking(args: ServeArgs) -> anyhow::Result<()> {
+pub fn run_blocking(config: ServeConfig) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(run(args, shutdown_signal()))
+    rt.block_on(run(config, shutdown::signal()))
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {},
-            r = tokio::signal::ctrl_c() => r?,
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    tracing::info!("shutting down");
-    Ok(())
+/// The source, prepared before anything listens (so a bad `--from` or kubeconfig fails fast).
+enum Prepared {
+    Dir(PathBuf),
+    Kube(kube::Client, KubeConfig),
 }
 
 /// Serves until `shutdown` completes.
 pub async fn run(
-    args: ServeArgs,
-    shutdown: impl std::future::Future<Output = anyhow::Result<()>> + Send,
+    config: ServeConfig,
+    shutdown: impl Future<Output = anyhow::Result<()>> + Send,
 ) -> anyhow::Result<()> {
-    let dir = match (&args.from, args.kube) {
-        (_, true) => None,
-        (Some(d), false) => {
+    let prepared = match &config.source {
+        SourceConfig::Dir(d) => {
             anyhow::ensure!(d.is_dir(), "--from {} is not a directory", d.display());
-            Some(d.clone())
+            Prepared::Dir(d.clone())
         }
-        (None, false) => anyhow::bail!("serve needs --from DIR or --kube"),
-    };
-    let kube_client = if args.kube {
-        Some(
+        SourceConfig::Kube(k) => Prepared::Kube(
             kube::Client::try_default()
                 .await
                 .context("--kube: no usable kubeconfig or in-cluster config")?,
-        )
-    } else {
-        None
+            k.clone(),
+        ),
     };
-    let hub = Hub::new(args.translate.options());
+    let hub = Hub::new(config.translate.clone());
     let registry = Arc::new(ConnectionRegistry::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
-
+    let stop = Stop::new();
     // Listeners first, so that Envoys and probes find us; streams get Unavailable until ready.
-    let xds_listener = tokio::net::TcpListener::bind(&args.xds_addr)
+    let xds_listener = TcpListener::bind(&config.xds_addr)
         .await
-        .with_context(|| format!("binding --xds-addr {}", args.xds_addr))?;
-    let debug_listener = tokio::net::TcpListener::bind(&args.debug_addr)
+        .with_context(|| format!("binding --xds-addr {}", config.xds_addr))?;
+    let debug_listener = TcpListener::bind(&config.debug_addr)
         .await
-        .with_context(|| format!("binding --debug-addr {}", args.debug_addr))?;
-    let xds_local: SocketAddr = xds_listener.local_addr()?;
-    let debug_local: SocketAddr = debug_listener.local_addr()?;
-
-    let metrics = Arc::new(crate::runtime::metrics::Metrics::new());
-    let ads = AdsService::new(hub.clone(), registry.clone())
-        .with_shutdown(stop_rx.clone())
-        .with_observer(metrics.clone());
-    let mut xds_stop = stop_rx.clone();
-    let xds = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(ads.server())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
-            async move {
-                let _ = xds_stop.wait_for(|s| *s).await;
-            },
-        );
-    let mut debug_app = crate::runtime::debug::router(crate::runtime::debug::DebugState {
+        .with_context(|| format!("binding --debug-addr {}", config.debug_addr))?;
+    let addrs = (xds_listener.local_addr()?, debug_listener.local_addr()?);
+    // With --kube, every replica tells the status writer how far its Envoys have got.
+    let progress = Arc::new(super::status::ProgressShared::default());
+    let servers = Servers {
         hub: hub.clone(),
         registry: registry.clone(),
-        metrics,
-    });
-    // With --kube, every replica tells the status writer how far its Envoys have got.
-    let progress = Arc::new(crate::runtime::status::ProgressShared::default());
-    if args.kube {
-        debug_app = debug_app.merge(crate::runtime::status::router(progress.clone()));
-    }
-    let mut debug_stop = stop_rx.clone();
-    let debug = axum::serve(debug_listener, debug_app).with_graceful_shutdown(async move {
-        let _ = debug_stop.wait_for(|s| *s).await;
-    });
-
-    let Some(dir) = dir else {
-        // The kube source: watchers (and, unless --no-status, the status writer).
-        let client = kube_client.context("kube client")?;
-        announce(xds_local, debug_local);
-        let xds_task = tokio::spawn(xds);
-        let debug_task = tokio::spawn(async move { debug.await });
-        let source = tokio::spawn(crate::source::kube::run(
-            client.clone(),
-            args.namespace.clone(),
-            hub.clone(),
-            args.debounce_after,
-            args.debounce_max,
-            args.missing_retry,
-        ));
-        let status = (!args.status.no_status).then(|| {
-            tokio::spawn(crate::runtime::status::run(
-                client,
-                hub.clone(),
-                registry.clone(),
-                args.status.clone(),
-                progress.clone(),
-                stop_rx.clone(),
-            ))
-        });
-        let result = shutdown.await;
-        let _ = stop_tx.send(true);
-        source.abort();
-        if let Some(s) = status {
+        progress: matches!(prepared, Prepared::Kube(..)).then(|| progress.clone()),
+    };
+    let (batches, batch_rx) = mpsc::unbounded_channel::<Batch>();
+    match prepared {
+        Prepared::Kube(client, kube) => {
+            announce(addrs);
+            let servers = servers.spawn(xds_listener, debug_listener, &stop);
+            let source = tokio::spawn(crate::source::kube::run(
+                client.clone(),
+                kube.namespaces.clone(),
+                kube.missing_retry,
+                batches,
+            ));
+            let debounce = spawn_debounce(&hub, batch_rx, config.debounce);
+            let status = kube.status.map(|status| {
+                tokio::spawn(super::status::run(
+                    client,
+                    hub.clone(),
+                    registry.clone(),
+                    status,
+                    progress,
+                    stop.receiver(),
+                ))
+            });
+            let result = shutdown.await;
+            stop.stop();
+            source.abort();
+            debounce.abort();
             // It releases the Lease if it holds it.
-            let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+            shutdown::drain(status.into_iter().collect(), shutdown::GRACE).await;
+            // Streams end on the stop signal; give the servers a moment to finish writing.
+            shutdown::drain(servers, shutdown::GRACE).await;
+            result
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            let _ = xds_task.await;
-            let _ = debug_task.await;
-        })
-        .await;
-        return result;
-    };
+        Prepared::Dir(dir) => {
+            // The watcher starts before the initial load, so no change is missed.
+            let (watcher, events) = crate::source::dir::watch(&dir)
+                .with_context(|| format!("watching {}", dir.display()))?;
+            announce(addrs);
+            let servers = servers.spawn(xds_listener, debug_listener, &stop);
+            let source = tokio::spawn(crate::source::dir::run(dir, events, batches));
+            let debounce = spawn_debounce(&hub, batch_rx, config.debounce);
+            let result = shutdown.await;
+            stop.stop();
+            source.abort();
+            debounce.abort();
+            shutdown::drain(servers, shutdown::GRACE).await;
+            drop(watcher);
+            result
+        }
+    }
+}
 
-    // The file watcher feeds changed paths into the debounce loop.
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Option<PathBuf>>();
-    let mut watcher = {
-        use notify::Watcher;
-        let tx = ev_tx.clone();
-        let root = dir.canonicalize().unwrap_or_else(|_| dir.clone());
-        let mut w =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-                Ok(ev) => {
-                    if matches!(ev.kind, notify::EventKind::Access(_)) {
-                        return;
-                    }
-                    if ev.need_rescan() {
-                        let _ = tx.send(None);
-                    }
-                    for p in ev.paths {
-                        let Ok(rel) = p.strip_prefix(&root).map(|r| r.to_path_buf()) else {
-                            continue;
-                        };
-                        let hidden = rel
-                            .components()
-                            .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
-                        if files::is_manifest(&rel) {
-                            let _ = tx.send(Some(rel));
-                        } else if !hidden
-                            && !rel.as_os_str().is_empty()
-                            && (p.is_dir() || (!p.exists() && rel.extension().is_none()))
-                        {
-                            // A directory came or went: rescan.
-                            let _ = tx.send(None);
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "file watch error; rescanning");
-                    let _ = tx.send(None);
-                }
-            })
-            .context("starting the file watcher")?;
-        w.watch(&dir, notify::RecursiveMode::Recursive)
-            .with_context(|| format!("watching {}", dir.display()))?;
-        w
-    };
+fn spawn_debounce(
+    hub: &Arc<Hub>,
+    rx: mpsc::UnboundedReceiver<Batch>,
+    window: Debounce,
+) -> JoinHandle<()> {
+    tokio::spawn(super::debounce::run(hub.clone(), rx, window))
+}
 
-    announce(xds_local, debug_local);
+/// What the ADS and debug servers serve.
+struct Servers {
+    hub: Arc<Hub>,
+    registry: Arc<ConnectionRegistry>,
+    /// With `--kube`: this replica's per-KIngress progress, on `/debug/kingress_progress`.
+    progress: Option<Arc<super::status::ProgressShared>>,
+}
 
-    let xds_task = tokio::spawn(xds);
-    let debug_task = tokio::spawn(async move { debug.await });
-
-    // The first full load. Until it is translated, streams are answered Unavailable and
-    // /ready says 503: an Envoy never gets an empty config because we just started.
-    let load_dir = dir.clone();
-    let (state, changes, errors) = tokio::task::spawn_blocking(move || {
-        let mut state = DirState::default();
-        let changes = state.reload(&load_dir, None);
-        let errors = state.errors();
-        (state, changes, errors)
-    })
-    .await
-    .context("initial load")?;
-    tracing::info!(objects = changes.len(), errors = errors.len(), dir = %dir.display(), "initial load");
-    let hub2 = hub.clone();
-    tokio::task::spawn_blocking(move || hub2.apply(changes, errors))
-        .await
-        .context("initial translation")?;
-    let reload_task = tokio::spawn(reload_loop(
-        dir.clone(),
-        state,
-        hub.clone(),
-        ev_rx,
-        args.debounce_after,
-        args.debounce_max,
-    ));
-    let result = shutdown.await;
-    let _ = stop_tx.send(true);
-    reload_task.abort();
-    // Streams end on the stop signal; give the servers a moment to finish writing.
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = xds_task.await;
-        let _ = debug_task.await;
-    })
-    .await;
-    watcher_unwatch(&mut watcher, &dir);
-    result
+impl Servers {
+    /// Starts the ADS server (its streams end on `stop`) and the debug HTTP server.
+    fn spawn(self, xds: TcpListener, debug: TcpListener, stop: &Stop) -> Vec<JoinHandle<()>> {
+        let metrics = Arc::new(super::metrics::Metrics::new());
+        let ads = AdsService::new(self.hub.clone(), self.registry.clone())
+            .with_shutdown(stop.receiver())
+            .with_observer(metrics.clone());
+        let xds = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(ads.server())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(xds),
+                stop.stopped(),
+            );
+        let mut app = super::debug::router(super::debug::DebugState {
+            hub: self.hub,
+            registry: self.registry,
+            metrics,
+        });
+        if let Some(progress) = self.progress {
+            app = app.merge(super::status::router(progress));
+        }
+        let debug = axum::serve(debug, app).with_graceful_shutdown(stop.stopped());
+        vec![
+            tokio::spawn(async move {
+                let _ = xds.await;
+            }),
+            tokio::spawn(async move {
+                let _ = debug.await;
+            }),
+        ]
+    }
 }
 
 /// Prints the listening lines (tests and the demo read the ports from them).
-fn announce(xds_local: SocketAddr, debug_local: SocketAddr) {
+fn announce((xds_local, debug_local): (SocketAddr, SocketAddr)) {
     println!("xds listening on {xds_local}");
     println!("debug listening on {debug_local}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tracing::info!(%xds_local, %debug_local, "serving");
-}
-
-fn watcher_unwatch(w: &mut notify::RecommendedWatcher, dir: &Path) {
-    use notify::Watcher;
-    let _ = w.unwatch(dir);
-}
-
-/// Debounces file events (`quiet` after the last one, at most `max` after the first), then
-/// reloads the changed files and publishes.
-async fn reload_loop(
-    dir: PathBuf,
-    mut state: DirState,
-    hub: Arc<Hub>,
-    mut events: mpsc::UnboundedReceiver<Option<PathBuf>>,
-    quiet: Duration,
-    max: Duration,
-) {
-    loop {
-        let Some(first) = events.recv().await else {
-            return;
-        };
-        let started = Instant::now();
-        let mut changed: BTreeSet<PathBuf> = BTreeSet::new();
-        let mut rescan = false;
-        let mut note = |e: Option<PathBuf>, changed: &mut BTreeSet<PathBuf>| match e {
-            Some(p) => {
-                changed.insert(p);
-            }
-            None => rescan = true,
-        };
-        note(first, &mut changed);
-        let mut last = Instant::now();
-        loop {
-            let deadline = (last + quiet).min(started + max);
-            match tokio::time::timeout_at(deadline.into(), events.recv()).await {
-                Ok(Some(e)) => {
-                    note(e, &mut changed);
-                    last = Instant::now();
-                }
-                Ok(None) => return,
-                Err(_) => break,
-            }
-        }
-        // Reading and translating is CPU work: keep it off the async workers' hot path.
-        tokio::task::block_in_place(|| {
-            let changes = if rescan {
-                state.reload(&dir, None)
-            } else {
-                state.reload(&dir, Some(&changed))
-            };
-            let errors = state.errors();
-            tracing::info!(
-                files = changed.len(),
-                rescan,
-                changes = changes.len(),
-                "inputs changed"
-            );
-            hub.apply(changes, errors);
-        });
-    }
 }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::cli::StatusArgs;
+use super::config::StatusConfig;
 use crate::hub::Hub;
 use crate::model::kingress::CLASS_ANNOTATION;
 use crate::model::{KIngress, Kind, Object, ObjectKey};
@@ -396,7 +396,7 @@ pub async fn run(
     client: kube::Client,
     hub: Arc<Hub>,
     registry: Arc<ConnectionRegistry>,
-    args: StatusArgs,
+    args: StatusConfig,
     shared: Arc<ProgressShared>,
     mut stop: watch::Receiver<bool>,
 ) {

@@ -1,15 +1,131 @@
 //! The manifest directory as a source: per-file object sets, reloaded file by file. A reload
 //! costs what the changed files hold, not what the directory holds: it yields the [`Change`]s
-//! for the objects those files define (or defined).
+//! for the objects those files define (or defined). [`watch`] follows the directory (notify)
+//! and [`run`] turns its events into [`Batch`]es.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
 use crate::model::ObjectKey;
 use crate::source::files::{self, Loaded};
-use crate::source::InputError;
+use crate::source::{Batch, BatchSender, InputError};
 use crate::state::{Change, Entry};
+
+/// What the file watcher reports: a manifest that changed (relative to the directory), or
+/// `None`: rescan the whole directory (a directory came or went, or events were lost).
+pub type FileEvent = Option<PathBuf>;
+
+/// Starts watching `dir` recursively. Events come on the returned channel until the watcher is
+/// dropped.
+pub fn watch(
+    dir: &Path,
+) -> notify::Result<(
+    notify::RecommendedWatcher,
+    mpsc::UnboundedReceiver<FileEvent>,
+)> {
+    use notify::Watcher;
+    let (tx, rx) = mpsc::unbounded_channel::<FileEvent>();
+    let root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+        Ok(ev) => {
+            if matches!(ev.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+            if ev.need_rescan() {
+                let _ = tx.send(None);
+            }
+            for p in ev.paths {
+                if let Some(e) = file_event(&root, &p) {
+                    let _ = tx.send(e);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "file watch error; rescanning");
+            let _ = tx.send(None);
+        }
+    })?;
+    w.watch(dir, notify::RecursiveMode::Recursive)?;
+    Ok((w, rx))
+}
+
+/// What a path notify reports means: a manifest changed, a directory came or went (rescan), or
+/// nothing (hidden files, other files).
+fn file_event(root: &Path, p: &Path) -> Option<FileEvent> {
+    let rel = p.strip_prefix(root).ok()?.to_path_buf();
+    let hidden = rel
+        .components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+    if files::is_manifest(&rel) {
+        Some(Some(rel))
+    } else if !hidden
+        && !rel.as_os_str().is_empty()
+        && (p.is_dir() || (!p.exists() && rel.extension().is_none()))
+    {
+        Some(None)
+    } else {
+        None
+    }
+}
+
+/// Runs the directory source: the initial load as the first batch, then one reload per run of
+/// queued file events (each changed file read once), sent as a batch, until the watcher or the
+/// receiver goes away.
+pub async fn run(dir: PathBuf, mut events: mpsc::UnboundedReceiver<FileEvent>, tx: BatchSender) {
+    let load_dir = dir.clone();
+    let initial = tokio::task::spawn_blocking(move || {
+        let mut state = DirState::default();
+        let changes = state.reload(&load_dir, None);
+        let errors = state.errors();
+        (state, Batch { changes, errors })
+    })
+    .await;
+    let (mut state, initial) = match initial {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            tracing::error!(error = %e, dir = %dir.display(), "initial load failed");
+            return;
+        }
+    };
+    tracing::info!(objects = initial.changes.len(), errors = initial.errors.len(), dir = %dir.display(), "initial load");
+    if tx.send(initial).is_err() {
+        return;
+    }
+    while let Some(first) = events.recv().await {
+        let mut changed: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut rescan = false;
+        let mut note = |e: FileEvent| match e {
+            Some(p) => {
+                changed.insert(p);
+            }
+            None => rescan = true,
+        };
+        note(first);
+        while let Ok(e) = events.try_recv() {
+            note(e);
+        }
+        // Reading files is blocking work: keep it off the async workers' hot path.
+        let batch = tokio::task::block_in_place(|| {
+            let changes = state.reload(&dir, (!rescan).then_some(&changed));
+            Batch {
+                changes,
+                errors: state.errors(),
+            }
+        });
+        tracing::debug!(
+            files = changed.len(),
+            rescan,
+            changes = batch.changes.len(),
+            "files reloaded"
+        );
+        if tx.send(batch).is_err() {
+            return;
+        }
+    }
+}
 
 /// The manifest directory as per-file object sets, so that one file's change touches only that
 /// file's objects, and a file that stops parsing keeps serving what it served before.

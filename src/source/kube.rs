@@ -1,18 +1,19 @@
 //! The Kubernetes API as a source: one `kube::runtime::watcher` per watched kind (and
-//! namespace, with `--namespace`), whose events become [`Change`]s for [`Hub::apply`].
+//! namespace, with `--namespace`), whose events become [`Change`]s, sent as [`Batch`]es.
 //!
 //! ```text
-//!  watcher(Route) ─┐                      KubeState (pure)                 debounce
-//!  watcher(...)   ─┼─ mpsc<(slot, Ev)> ──> per-slot keys, relist diffs, ──> Vec<Change> ──> Hub::apply
+//!  watcher(Route) ─┐                      KubeState (pure)                 Batch channel
+//!  watcher(...)   ─┼─ mpsc<(slot, Ev)> ──> per-slot keys, relist diffs, ──> Vec<Change> ──> runtime::debounce
 //!  watcher(Secret)─┘                       parse errors (kind ns/name)
 //! ```
 //!
 //! - Every object goes through [`parse_object`], the parser the manifest files use, so the two
 //!   sources can never translate differently. Kube objects have no file origin (`origin: None`):
 //!   errors name `kind ns/name`.
-//! - Nothing is handed to the hub until every watch has finished its initial list (an
-//!   uninstalled CRD counts as an empty, finished list); then one `Hub::apply` carries everything.
-//!   Afterwards events are batched with the same debounce as the files (`--debounce-after/max`).
+//! - Nothing is sent until every watch has finished its initial list (an uninstalled CRD counts
+//!   as an empty, finished list); then one batch carries everything. Afterwards every run of
+//!   queued events is one batch (sent only when it changed something or the errors); the
+//!   runtime's debouncer batches them as it does the files' (`--debounce-after/max`).
 //! - A relist (`Init` .. `InitDone`: first start, 410 Gone, or a watch that could not resume)
 //!   replaces the slot's objects: objects that vanished while disconnected are deleted, objects
 //!   still there are kept (and not re-sent when unchanged).
@@ -35,9 +36,8 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher;
 use tokio::sync::mpsc;
 
-use crate::hub::Hub;
 use crate::model::{kind_from_name, parse_object, Kind, ObjectKey, ParseError};
-use crate::source::InputError;
+use crate::source::{Batch, BatchSender, InputError};
 use crate::state::{Change, Entry};
 
 /// How often a resource that was not served (404) is listed again, by default.
@@ -608,16 +608,14 @@ pub async fn list_once(
     (state.take_changes(), state.errors())
 }
 
-/// Runs the kube source: starts a watch per slot, waits until every initial list is done, hands
-/// everything to the hub in one [`Hub::apply`], then batches further events (quiet `quiet`
-/// after the last one, at most `max` after the first) until the process ends.
+/// Runs the kube source: starts a watch per slot, waits until every initial list is done, sends
+/// everything as one batch, then one batch per run of queued events that changed something (or
+/// the errors), until the process ends or the receiver goes away.
 pub async fn run(
     client: kube::Client,
     namespaces: Vec<String>,
-    hub: Arc<Hub>,
-    quiet: Duration,
-    max: Duration,
     missing_retry: Duration,
+    tx: BatchSender,
 ) {
     let slots = slots(&namespaces);
     let mut state = KubeState::new(&slots);
@@ -627,43 +625,38 @@ pub async fn run(
         return;
     }
     let changes = state.take_changes();
+    let mut sent_errors = state.errors();
     tracing::info!(
         objects = changes.len(),
-        errors = state.errors().len(),
+        errors = sent_errors.len(),
         missing = ?state.missing(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "initial lists done"
     );
-    let mut applied_errors = state.errors();
-    let errors = applied_errors.clone();
-    tokio::task::block_in_place(|| hub.apply(changes, errors));
-
-    loop {
-        let Some((slot, ev)) = rx.recv().await else {
-            return;
-        };
+    let initial = Batch {
+        changes,
+        errors: sent_errors.clone(),
+    };
+    if tx.send(initial).is_err() {
+        return;
+    }
+    while let Some((slot, ev)) = rx.recv().await {
         state.on_event(slot, ev);
-        let first = Instant::now();
-        let mut last = first;
-        loop {
-            let deadline = (last + quiet).min(first + max);
-            match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-                Ok(Some((slot, ev))) => {
-                    state.on_event(slot, ev);
-                    last = Instant::now();
-                }
-                Ok(None) => return,
-                Err(_) => break,
-            }
+        while let Ok((slot, ev)) = rx.try_recv() {
+            state.on_event(slot, ev);
         }
         let errors = state.errors();
-        if !state.has_pending() && errors == applied_errors {
+        if !state.has_pending() && errors == sent_errors {
             continue;
         }
-        applied_errors = errors.clone();
-        let changes = state.take_changes();
-        tracing::info!(changes = changes.len(), "inputs changed");
-        tokio::task::block_in_place(|| hub.apply(changes, errors));
+        sent_errors = errors.clone();
+        let batch = Batch {
+            changes: state.take_changes(),
+            errors,
+        };
+        if tx.send(batch).is_err() {
+            return;
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Sources of objects. `files`/`dir` read a directory of manifests; `kube` watches the API server.
 //! A source produces objects with their origin and errors that name where they came from; it
-//! never decides what is served (that is `state` + `translate`).
+//! never decides what is served (that is `state` + `translate`). Running, a source sends
+//! [`Batch`]es of [`Change`]s on a channel; it never calls the hub (the runtime's one debouncer
+//! batches them into `Hub::apply`).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -8,6 +10,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::model::{Object, ObjectKey};
+use crate::state::Change;
 
 pub mod dir;
 pub mod files;
@@ -32,6 +35,17 @@ impl fmt::Display for Origin {
         Ok(())
     }
 }
+
+/// What a running source reports: changes to apply in order, and the source's load errors now
+/// (they replace the ones it reported before).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub changes: Vec<Change>,
+    pub errors: Vec<InputError>,
+}
+
+/// The channel a source reports on.
+pub type BatchSender = tokio::sync::mpsc::UnboundedSender<Batch>;
 
 /// One object read by a source.
 #[derive(Debug, Clone, PartialEq)]
