@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::model::{Kind, ObjectKey};
 use crate::source::InputError;
-use crate::state::{Change, Entry, Inputs};
+use crate::state::{keep_last_good, Change, Entry, Inputs, PREVIOUS_VERSION_SERVED};
 use crate::translate::incremental::{Engine, ObjectChange};
 use crate::translate::{self, Options, ProxyConfig};
 use crate::xds::resource::{resource, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
@@ -197,21 +197,20 @@ impl Hub {
         for key in changed.iter().filter(|k| translatable(k.kind)) {
             let errors: Vec<InputError> =
                 st.engines.values().flat_map(|e| e.errors_of(key)).collect();
-            let now = st.served.get(key.kind, &key.namespace, &key.name);
-            match (now, st.last_good.get(key)) {
-                (None, _) => {
-                    st.last_good.remove(key);
-                }
-                (Some(_), _) if errors.is_empty() => {}
-                (Some(now), Some(prev)) if prev.object != now.object => {
-                    let mut errors = errors;
-                    for e in &mut errors {
-                        e.message.push_str("; its previous version is still served");
-                    }
-                    st.kept.insert(key.clone(), errors);
-                    restore.push(served_change(&mut st.served, key, Some(prev.clone())));
-                }
-                _ => {}
+            let Some(now) = st.served.get(key.kind, &key.namespace, &key.name) else {
+                st.last_good.remove(key);
+                continue;
+            };
+            // The last good version, unless it is the version that failed now.
+            let last = st
+                .last_good
+                .get(key)
+                .filter(|prev| prev.object != now.object)
+                .cloned();
+            let mut errors = errors;
+            if let Some(prev) = keep_last_good(&mut errors, last, PREVIOUS_VERSION_SERVED) {
+                st.kept.insert(key.clone(), errors);
+                restore.push(served_change(&mut st.served, key, Some(prev)));
             }
         }
         if !restore.is_empty() {

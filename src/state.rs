@@ -29,6 +29,33 @@ pub enum Change {
     Delete(ObjectKey),
 }
 
+/// The note on an error whose object's previous version is still served.
+pub const PREVIOUS_VERSION_SERVED: &str = "; its previous version is still served";
+/// The note on an error of a file that stopped parsing, whose previous objects are still served.
+pub const PREVIOUS_OBJECTS_SERVED: &str = "; the file's previous objects are still served";
+
+/// The last-good policy, in one place for every stage that applies it (a file that stops
+/// parsing: `source::dir`; an object that stops parsing: `source::kube`; an object that stops
+/// translating: `hub`): when the new version of something fails (`errors` is not empty) and
+/// there is a last good version, that one keeps being served and every error says so (`note`
+/// appended). Returns the version to serve instead of the new one; `None` when the new one is
+/// good, or bad with nothing good before it (it is then left out).
+pub fn keep_last_good<'e, T>(
+    errors: impl IntoIterator<Item = &'e mut InputError>,
+    last_good: Option<T>,
+    note: &str,
+) -> Option<T> {
+    let mut errors: Vec<&mut InputError> = errors.into_iter().collect();
+    if errors.is_empty() {
+        return None;
+    }
+    let kept = last_good?;
+    for e in &mut errors {
+        e.message.push_str(note);
+    }
+    Some(kept)
+}
+
 /// Persistent maps (`imbl`): cloning the inputs (to publish them, or to keep the served version
 /// beside the raw one) is O(1), and an insert copies only one path of the tree.
 #[derive(Debug, Clone, Default)]
@@ -40,7 +67,8 @@ pub struct Inputs {
 
 impl Inputs {
     /// Builds the state from a source's objects. A second object with the same kind/ns/name is
-    /// reported and left out (the first one read wins).
+    /// reported and left out (the first one read wins). This is the one implementation of "first
+    /// definition wins": the directory source applies it to the definitions of each object.
     pub fn from_sourced(objects: impl IntoIterator<Item = Sourced>) -> (Inputs, Vec<InputError>) {
         let mut inputs = Inputs::default();
         let mut errors = Vec::new();

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::model::ObjectKey;
 use crate::source::files::{self, Loaded};
 use crate::source::{Batch, BatchSender, InputError};
-use crate::state::{Change, Entry};
+use crate::state::{keep_last_good, Change, Entry, Inputs, PREVIOUS_OBJECTS_SERVED};
 
 /// What the file watcher reports: a manifest that changed (relative to the directory), or
 /// `None`: rescan the whole directory (a directory came or went, or events were lost).
@@ -198,12 +198,7 @@ impl DirState {
         }
         let mut changes = Vec::new();
         for key in touched {
-            let defs = self.definitions(&key);
-            let duplicated = defs.len() > 1;
-            let first = defs.first().map(|first| Entry {
-                object: first.object.clone(),
-                origin: Some(first.origin.clone()),
-            });
+            let (first, duplicated) = self.in_force(&key);
             if duplicated {
                 self.duplicates.insert(key.clone());
             } else {
@@ -211,8 +206,7 @@ impl DirState {
             }
             match first {
                 Some(entry) => {
-                    if self.current.get(&key).is_none_or(|c| **c != entry) {
-                        let entry = Arc::new(entry);
+                    if self.current.get(&key).is_none_or(|c| **c != *entry) {
                         self.current.insert(key, entry.clone());
                         changes.push(Change::Upsert(entry));
                     }
@@ -231,25 +225,26 @@ impl DirState {
     /// longer yields.
     fn load(&self, dir: &Path, rel: &Path) -> Loaded {
         let mut loaded = files::load_file(dir, rel);
-        let broken = loaded.errors.iter().any(|e| e.object.is_none());
-        if broken {
-            if let Some(prev) = self.files.get(rel) {
-                let now: BTreeSet<ObjectKey> =
-                    loaded.objects.iter().map(|s| s.object.key()).collect();
-                for s in &prev.objects {
-                    if !now.contains(&s.object.key()) {
-                        loaded.objects.push(s.clone());
-                    }
-                }
-                for e in &mut loaded.errors {
-                    if e.object.is_none() {
-                        e.message
-                            .push_str("; the file's previous objects are still served");
-                    }
+        // Errors that name no object: the file (or a document of it) did not parse.
+        let broken = loaded.errors.iter_mut().filter(|e| e.object.is_none());
+        if let Some(prev) = keep_last_good(broken, self.files.get(rel), PREVIOUS_OBJECTS_SERVED) {
+            let now: BTreeSet<ObjectKey> = loaded.objects.iter().map(|s| s.object.key()).collect();
+            for s in &prev.objects {
+                if !now.contains(&s.object.key()) {
+                    loaded.objects.push(s.clone());
                 }
             }
         }
         loaded
+    }
+
+    /// The definition in force of an object (first definition wins, as
+    /// [`Inputs::from_sourced`] decides it), and whether it has more than one.
+    fn in_force(&self, key: &ObjectKey) -> (Option<Arc<Entry>>, bool) {
+        let defs = self.definitions(key);
+        let duplicated = defs.len() > 1;
+        let (one, _) = Inputs::from_sourced(defs.into_iter().cloned());
+        (one.entry(key).cloned(), duplicated)
     }
 
     /// Every definition of an object, the one in force first.
@@ -272,16 +267,7 @@ impl DirState {
             .collect();
         for key in &self.duplicates {
             let defs = self.definitions(key);
-            let Some((first, rest)) = defs.split_first() else {
-                continue;
-            };
-            for d in rest {
-                errors.push(InputError {
-                    object: Some(key.clone()),
-                    origin: Some(d.origin.clone()),
-                    message: format!("defined twice; keeping the one from {}", first.origin),
-                });
-            }
+            errors.extend(Inputs::from_sourced(defs.into_iter().cloned()).1);
         }
         errors
     }

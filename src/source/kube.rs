@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 
 use crate::model::{kind_from_name, parse_object, Kind, ObjectKey, ParseError};
 use crate::source::{Batch, BatchSender, InputError};
-use crate::state::{Change, Entry};
+use crate::state::{keep_last_good, Change, Entry, PREVIOUS_VERSION_SERVED};
 
 /// How often a resource that was not served (404) is listed again, by default.
 pub const MISSING_RETRY: Duration = Duration::from_secs(60);
@@ -378,19 +378,15 @@ impl KubeState {
                 };
                 match key {
                     Some(key) => {
-                        let message = if self.current.contains_key(&key) {
-                            format!("{message}; its previous version is still served")
-                        } else {
-                            message
+                        let mut error = InputError {
+                            object: Some(key.clone()),
+                            origin: None,
+                            message,
                         };
-                        self.errors.insert(
-                            key.clone(),
-                            InputError {
-                                object: Some(key.clone()),
-                                origin: None,
-                                message,
-                            },
-                        );
+                        // The current version (if any) stays as it is: nothing to change.
+                        let last = self.current.get(&key);
+                        keep_last_good([&mut error], last, PREVIOUS_VERSION_SERVED);
+                        self.errors.insert(key.clone(), error);
                         Some(key)
                     }
                     None => {
