@@ -3,7 +3,8 @@
 //! [`desired_status`] is pure: from a KIngress, what our translation made of it, and how far the
 //! gateways' Envoys have got, it computes the status Knative expects (`observedGeneration`,
 //! conditions `LoadBalancerReady`, `NetworkConfigured`, `Ready`, and the public/private load
-//! balancers' `domainInternal`). [`run`] is the writer: only while this replica holds the Lease
+//! balancers' `domainInternal`). [`run`] is the writer (`writer.rs`; the replicas' progress
+//! exchange is `progress.rs`): only while this replica holds the Lease
 //! ([`crate::runtime::lease`]), it compares each KIngress of our class with its desired status and writes
 //! differences through the status subresource (merge patch carrying the `resourceVersion` read,
 //! so a concurrent writer makes it a 409; on 409 it re-reads and retries).
@@ -20,21 +21,21 @@
 //! here waits for it. With no Envoy of a needed gateway connected, the KIngress is not Ready,
 //! and the reason says so. KIngresses without our class annotation are never touched.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::watch;
 
-use super::config::StatusConfig;
-use crate::hub::Hub;
 use crate::model::kingress::CLASS_ANNOTATION;
-use crate::model::{KIngress, Kind, Object, ObjectKey};
-use crate::translate;
-use crate::xds::server::{ConnectionInfo, ConnectionRegistry};
+use crate::model::KIngress;
+use crate::xds::server::ConnectionInfo;
+
+mod progress;
+mod writer;
+
+pub use progress::{router, ProgressShared};
+pub use writer::run;
 
 /// How often the writer compares desired and current status.
 pub const TICK: Duration = Duration::from_millis(200);
@@ -149,58 +150,6 @@ pub fn peer_addresses(inputs: &crate::state::Inputs, service: &str, me: &str) ->
     out.sort();
     out.dedup();
     out
-}
-
-/// Asks one replica for its progress.
-async fn fetch_progress(addr: &str) -> Result<ProgressMap, String> {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let uri: hyper::Uri = format!("http://{addr}/debug/kingress_progress")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    let resp = tokio::time::timeout(Duration::from_secs(1), client.get(uri))
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        return Err(format!("HTTP {}", resp.status()));
-    }
-    let body = tokio::time::timeout(Duration::from_secs(2), resp.into_body().collect())
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| e.to_string())
-}
-
-/// This replica's progress, shared with the debug route.
-#[derive(Debug, Default)]
-pub struct ProgressShared {
-    progress: std::sync::RwLock<Arc<ProgressMap>>,
-}
-
-impl ProgressShared {
-    pub fn get(&self) -> Arc<ProgressMap> {
-        self.progress.read().map(|p| p.clone()).unwrap_or_default()
-    }
-
-    fn set(&self, p: ProgressMap) {
-        if let Ok(mut w) = self.progress.write() {
-            *w = Arc::new(p);
-        }
-    }
-}
-
-/// `GET /debug/kingress_progress`: this replica's [`ProgressMap`].
-pub fn router(shared: Arc<ProgressShared>) -> axum::Router {
-    axum::Router::new().route(
-        "/debug/kingress_progress",
-        axum::routing::get(move || {
-            let shared = shared.clone();
-            async move { axum::Json((*shared.get()).clone()) }
-        }),
-    )
 }
 
 /// The load balancers we report.
@@ -362,272 +311,10 @@ pub fn gateway_progress(
     p
 }
 
-fn rfc3339_now() -> String {
+pub(crate) fn rfc3339_now() -> String {
     // Knative's apis.VolatileTime is RFC 3339 with second precision.
     let now = k8s_openapi::jiff::Timestamp::now();
     now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-/// Per KIngress: its spec's identity (`metadata.generation`, which the API server bumps on
-/// every spec change; the spec's JSON when absent) and the hub generation that first carried it.
-type Tracked = BTreeMap<ObjectKey, (SpecId, u64)>;
-
-/// What one writer pass looked at: hub generation, (connection, ACKed generation), leading,
-/// the other replicas' reports.
-type Pass = (u64, Vec<(u64, Option<u64>)>, bool, PeerReports);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum SpecId {
-    Generation(i64),
-    Json(String),
-}
-
-fn spec_id(ing: &KIngress) -> SpecId {
-    match ing.metadata.generation {
-        Some(g) => SpecId::Generation(g),
-        None => SpecId::Json(serde_json::to_string(&ing.spec).unwrap_or_default()),
-    }
-}
-
-/// The status writer. Runs until `stop` turns true; writes only while this replica holds the
-/// Lease. On stop it releases the Lease if it holds it, so another replica takes over at once
-/// instead of after the lease duration.
-pub async fn run(
-    client: kube::Client,
-    hub: Arc<Hub>,
-    registry: Arc<ConnectionRegistry>,
-    args: StatusConfig,
-    shared: Arc<ProgressShared>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let (leader_tx, leader_rx) = watch::channel(false);
-    let (lease_ns, lease_name) = match args.lease.split_once('/') {
-        Some((ns, n)) => (ns.to_string(), n.to_string()),
-        None => ("default".to_string(), args.lease.clone()),
-    };
-    let me = args.identity.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "knative-pilot".to_string());
-        format!("{host}-{}", std::process::id())
-    });
-    let lease_api: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(client.clone(), &lease_ns);
-    let lease_task = tokio::spawn(crate::runtime::lease::run(
-        lease_api.clone(),
-        lease_name.clone(),
-        me.clone(),
-        args.lease_duration,
-        args.lease_renew,
-        leader_tx,
-    ));
-    struct Abort(tokio::task::JoinHandle<()>);
-    impl Drop for Abort {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let _lease = Abort(lease_task);
-    let lbs = LoadBalancers {
-        public_domain: args.public_lb_domain.clone(),
-        private_domain: args.private_lb_domain.clone(),
-    };
-    let ar = ApiResource {
-        group: "networking.internal.knative.dev".into(),
-        version: "v1alpha1".into(),
-        api_version: "networking.internal.knative.dev/v1alpha1".into(),
-        kind: "Ingress".into(),
-        plural: "ingresses".into(),
-    };
-    let mut tracked: Tracked = BTreeMap::new();
-    // What the last pass looked at: a pass with the same hub generation, the same ACK progress
-    // and the same leadership, with no retry due, would find nothing new.
-    let mut last_pass: Option<Pass> = None;
-    let mut retry_at: BTreeMap<ObjectKey, (Instant, Duration)> = BTreeMap::new();
-    loop {
-        let stopping = tokio::select! {
-            _ = tokio::time::sleep(TICK) => false,
-            // The stop signal only ever turns true (or its sender goes away).
-            _ = stop.changed() => true,
-        };
-        if stopping {
-            drop(_lease);
-            let leading = *leader_rx.borrow();
-            if leading {
-                crate::runtime::lease::release(&lease_api, &lease_name, &me).await;
-            }
-            return;
-        }
-        if !hub.is_ready() {
-            continue;
-        }
-        // Inputs first, then the generation: the hub stores the generation before the inputs it
-        // translated, so this generation is at least the one that carried these inputs.
-        let inputs = hub.inputs();
-        let generation = hub.generation();
-        let errors = hub.errors();
-        let conns = registry.list();
-        let leading = *leader_rx.borrow();
-        let acks: Vec<(u64, Option<u64>)> = conns
-            .iter()
-            .map(|c| (c.conn_id, c.status.acked_generation))
-            .collect();
-        // The other replicas' progress, when we write.
-        let peers: PeerReports = if leading {
-            let addrs = peer_addresses(&inputs, &args.peers, &me);
-            let reports = futures::future::join_all(addrs.iter().map(|a| fetch_progress(a))).await;
-            addrs.into_iter().zip(reports).collect()
-        } else {
-            Vec::new()
-        };
-        let pass = Some((generation, acks, leading, peers.clone()));
-        if pass == last_pass && retry_at.is_empty() {
-            continue;
-        }
-        last_pass = pass;
-        let ext = translate::gateway_labels(&inputs, &hub.opts, "external");
-        let local = translate::gateway_labels(&inputs, &hub.opts, "local");
-        let mut own: ProgressMap = BTreeMap::new();
-        let mut seen: BTreeSet<ObjectKey> = BTreeSet::new();
-        let mut ours: Vec<(&ObjectKey, &KIngress, u64, Vec<GatewayProgress>)> = Vec::new();
-        for (key, entry) in inputs.of_kind(Kind::KIngress) {
-            let Object::KIngress(ing) = &entry.object else {
-                continue;
-            };
-            if !is_ours(ing, &hub.opts.ingress_class) {
-                continue;
-            }
-            seen.insert(key.clone());
-            let spec = spec_id(ing);
-            let first = match tracked.get(key) {
-                Some((s, g)) if *s == spec => *g,
-                _ => {
-                    tracked.insert(key.clone(), (spec, generation));
-                    generation
-                }
-            };
-            let (need_ext, need_local) = needed_gateways(ing);
-            let mut gateways = Vec::new();
-            if need_ext {
-                gateways.push(gateway_progress(
-                    &hub.opts.external_gateway,
-                    ext.as_ref(),
-                    &conns,
-                    first,
-                ));
-            }
-            if need_local {
-                gateways.push(gateway_progress(
-                    &hub.opts.local_gateway,
-                    local.as_ref(),
-                    &conns,
-                    first,
-                ));
-            }
-            own.insert(
-                format!("{}/{}", key.namespace, key.name),
-                ReplicaProgress {
-                    generation: ing.metadata.generation,
-                    gateways: gateways.clone(),
-                },
-            );
-            ours.push((key, ing, first, gateways));
-        }
-        shared.set(own);
-        tracked.retain(|k, _| seen.contains(k));
-        retry_at.retain(|k, _| seen.contains(k));
-        if !leading {
-            continue;
-        }
-        for (key, ing, first, gateways) in ours {
-            if retry_at
-                .get(key)
-                .is_some_and(|(at, _)| Instant::now() < *at)
-            {
-                continue;
-            }
-            let (gateways, replicas_waiting) = combine(
-                &gateways,
-                &format!("{}/{}", key.namespace, key.name),
-                ing.metadata.generation,
-                &peers,
-            );
-            let translate_error = errors
-                .iter()
-                .find(|e| e.object.as_ref() == Some(key))
-                .map(|e| e.message.clone());
-            let facts = Facts {
-                generation: first,
-                gateways,
-                translate_error,
-                replicas_waiting,
-            };
-            let desired = desired_status(ing, &facts, &lbs, &rfc3339_now());
-            if ing.status.as_ref() == Some(&desired) {
-                retry_at.remove(key);
-                continue;
-            }
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &key.namespace, &ar);
-            match write(&api, ing, &facts, &lbs).await {
-                Ok(()) => {
-                    retry_at.remove(key);
-                    tracing::info!(ingress = %key, ready = facts_ready(&desired), "KIngress status written");
-                }
-                Err(e) => {
-                    let wait = retry_at
-                        .get(key)
-                        .map(|(_, w)| (*w * 2).min(Duration::from_secs(30)))
-                        .unwrap_or(Duration::from_millis(500));
-                    retry_at.insert(key.clone(), (Instant::now() + wait, wait));
-                    tracing::warn!(ingress = %key, error = %e, retry_in_ms = wait.as_millis() as u64, "writing KIngress status failed");
-                }
-            }
-        }
-    }
-}
-
-fn facts_ready(status: &Value) -> bool {
-    status["conditions"].as_array().is_some_and(|c| {
-        c.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
-}
-
-/// Patches the status subresource with the `resourceVersion` we computed from; on 409 re-reads
-/// the object and retries (a few times) against its current status and version.
-async fn write(
-    api: &Api<DynamicObject>,
-    ing: &KIngress,
-    facts: &Facts,
-    lbs: &LoadBalancers,
-) -> anyhow::Result<()> {
-    let name = ing.metadata.name.clone().unwrap_or_default();
-    let mut current = ing.clone();
-    let mut attempt = 0;
-    loop {
-        let desired = desired_status(&current, facts, lbs, &rfc3339_now());
-        let patch = json!({
-            "metadata": {"resourceVersion": current.metadata.resource_version},
-            "status": desired,
-        });
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 && attempt < 3 => {
-                attempt += 1;
-                let fresh = api.get_status(&name).await?;
-                let fresh: KIngress = serde_json::from_value(serde_json::to_value(fresh)?)?;
-                if fresh.spec != ing.spec || fresh.metadata.generation != ing.metadata.generation {
-                    // Changed under us: the next round computes from the new spec.
-                    return Ok(());
-                }
-                current = fresh;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,364 @@
+//! The status writer: every [`TICK`](super::TICK) it looks at the hub and the connections,
+//! publishes this replica's progress, and, only while this replica holds the Lease, writes the
+//! status of each KIngress of our class whose desired status differs from its current one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::progress::{fetch_progress, ProgressShared};
+use super::{
+    combine, desired_status, gateway_progress, is_ours, needed_gateways, peer_addresses,
+    rfc3339_now, Facts, GatewayProgress, LoadBalancers, PeerReports, ProgressMap, ReplicaProgress,
+    TICK,
+};
+use crate::hub::Hub;
+use crate::model::{KIngress, Kind, Object, ObjectKey};
+use crate::runtime::config::StatusConfig;
+use crate::source::InputError;
+use crate::translate;
+use crate::xds::server::{ConnectionInfo, ConnectionRegistry};
+
+/// Per KIngress: its spec's identity (`metadata.generation`, which the API server bumps on
+/// every spec change; the spec's JSON when absent) and the hub generation that first carried it.
+type Tracked = BTreeMap<ObjectKey, (SpecId, u64)>;
+
+/// What one writer pass looked at: hub generation, (connection, ACKed generation), leading,
+/// the other replicas' reports.
+type Pass = (u64, Vec<(u64, Option<u64>)>, bool, PeerReports);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SpecId {
+    Generation(i64),
+    Json(String),
+}
+
+fn spec_id(ing: &KIngress) -> SpecId {
+    match ing.metadata.generation {
+        Some(g) => SpecId::Generation(g),
+        None => SpecId::Json(serde_json::to_string(&ing.spec).unwrap_or_default()),
+    }
+}
+
+/// One KIngress of our class, as this pass sees it: the hub generation that first carried its
+/// spec and this replica's progress per needed gateway.
+struct Ours<'a> {
+    key: &'a ObjectKey,
+    ing: &'a KIngress,
+    first: u64,
+    gateways: Vec<GatewayProgress>,
+}
+
+/// Aborts the task when dropped.
+struct Abort(tokio::task::JoinHandle<()>);
+
+impl Drop for Abort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The status writer. Runs until `stop` turns true; writes only while this replica holds the
+/// Lease. On stop it releases the Lease if it holds it, so another replica takes over at once
+/// instead of after the lease duration.
+pub async fn run(
+    client: kube::Client,
+    hub: Arc<Hub>,
+    registry: Arc<ConnectionRegistry>,
+    config: StatusConfig,
+    shared: Arc<ProgressShared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let (lease_ns, lease_name) = match config.lease.split_once('/') {
+        Some((ns, n)) => (ns.to_string(), n.to_string()),
+        None => ("default".to_string(), config.lease.clone()),
+    };
+    let me = config.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "knative-pilot".to_string());
+        format!("{host}-{}", std::process::id())
+    });
+    let lease_api: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &lease_ns);
+    let lease = Abort(tokio::spawn(crate::runtime::lease::run(
+        lease_api.clone(),
+        lease_name.clone(),
+        me.clone(),
+        config.lease_duration,
+        config.lease_renew,
+        leader_tx,
+    )));
+    let mut writer = Writer {
+        client,
+        hub,
+        registry,
+        shared,
+        lbs: LoadBalancers {
+            public_domain: config.public_lb_domain.clone(),
+            private_domain: config.private_lb_domain.clone(),
+        },
+        config,
+        me,
+        tracked: BTreeMap::new(),
+        last_pass: None,
+        retry_at: BTreeMap::new(),
+    };
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(TICK) => false,
+            // The stop signal only ever turns true (or its sender goes away).
+            _ = stop.changed() => true,
+        };
+        if stopping {
+            drop(lease);
+            let leading = *leader_rx.borrow();
+            if leading {
+                crate::runtime::lease::release(&lease_api, &lease_name, &writer.me).await;
+            }
+            return;
+        }
+        let leading = *leader_rx.borrow();
+        writer.pass(leading).await;
+    }
+}
+
+/// What the writer keeps between passes.
+struct Writer {
+    client: kube::Client,
+    hub: Arc<Hub>,
+    registry: Arc<ConnectionRegistry>,
+    shared: Arc<ProgressShared>,
+    lbs: LoadBalancers,
+    config: StatusConfig,
+    /// Our identity in the Lease (and our pod, among the peers).
+    me: String,
+    tracked: Tracked,
+    /// What the last pass looked at: a pass with the same hub generation, the same ACK progress
+    /// and the same leadership, with no retry due, would find nothing new.
+    last_pass: Option<Pass>,
+    retry_at: BTreeMap<ObjectKey, (Instant, Duration)>,
+}
+
+impl Writer {
+    /// One look at the hub and the connections; writes what differs when `leading`.
+    async fn pass(&mut self, leading: bool) {
+        if !self.hub.is_ready() {
+            return;
+        }
+        // Inputs first, then the generation: the hub stores the generation before the inputs it
+        // translated, so this generation is at least the one that carried these inputs.
+        let inputs = self.hub.inputs();
+        let generation = self.hub.generation();
+        let errors = self.hub.errors();
+        let conns = self.registry.list();
+        let acks: Vec<(u64, Option<u64>)> = conns
+            .iter()
+            .map(|c| (c.conn_id, c.status.acked_generation))
+            .collect();
+        // The other replicas' progress, when we write.
+        let peers: PeerReports = if leading {
+            let addrs = peer_addresses(&inputs, &self.config.peers, &self.me);
+            let reports = futures::future::join_all(addrs.iter().map(|a| fetch_progress(a))).await;
+            addrs.into_iter().zip(reports).collect()
+        } else {
+            Vec::new()
+        };
+        let pass = Some((generation, acks, leading, peers.clone()));
+        if pass == self.last_pass && self.retry_at.is_empty() {
+            return;
+        }
+        self.last_pass = pass;
+        let ours = self.track(&inputs, generation, &conns);
+        if !leading {
+            return;
+        }
+        for one in ours {
+            self.write_one(one, &peers, &errors).await;
+        }
+    }
+
+    /// The KIngresses of our class with their progress; publishes this replica's progress and
+    /// forgets KIngresses that are gone.
+    fn track<'a>(
+        &mut self,
+        inputs: &'a crate::state::Inputs,
+        generation: u64,
+        conns: &[ConnectionInfo],
+    ) -> Vec<Ours<'a>> {
+        let opts = &self.hub.opts;
+        let ext = translate::gateway_labels(inputs, opts, "external");
+        let local = translate::gateway_labels(inputs, opts, "local");
+        let mut own: ProgressMap = BTreeMap::new();
+        let mut seen: BTreeSet<ObjectKey> = BTreeSet::new();
+        let mut ours = Vec::new();
+        for (key, entry) in inputs.of_kind(Kind::KIngress) {
+            let Object::KIngress(ing) = &entry.object else {
+                continue;
+            };
+            if !is_ours(ing, &opts.ingress_class) {
+                continue;
+            }
+            seen.insert(key.clone());
+            let spec = spec_id(ing);
+            let first = match self.tracked.get(key) {
+                Some((s, g)) if *s == spec => *g,
+                _ => {
+                    self.tracked.insert(key.clone(), (spec, generation));
+                    generation
+                }
+            };
+            let (need_ext, need_local) = needed_gateways(ing);
+            let mut gateways = Vec::new();
+            if need_ext {
+                gateways.push(gateway_progress(
+                    &opts.external_gateway,
+                    ext.as_ref(),
+                    conns,
+                    first,
+                ));
+            }
+            if need_local {
+                gateways.push(gateway_progress(
+                    &opts.local_gateway,
+                    local.as_ref(),
+                    conns,
+                    first,
+                ));
+            }
+            own.insert(
+                format!("{}/{}", key.namespace, key.name),
+                ReplicaProgress {
+                    generation: ing.metadata.generation,
+                    gateways: gateways.clone(),
+                },
+            );
+            ours.push(Ours {
+                key,
+                ing,
+                first,
+                gateways,
+            });
+        }
+        self.shared.set(own);
+        self.tracked.retain(|k, _| seen.contains(k));
+        self.retry_at.retain(|k, _| seen.contains(k));
+        ours
+    }
+
+    /// Writes one KIngress's status if it differs from the desired one (unless a retry of it is
+    /// not due yet); a failed write is retried with a growing delay.
+    async fn write_one(&mut self, one: Ours<'_>, peers: &PeerReports, errors: &[InputError]) {
+        let Ours {
+            key,
+            ing,
+            first,
+            gateways,
+        } = one;
+        if self
+            .retry_at
+            .get(key)
+            .is_some_and(|(at, _)| Instant::now() < *at)
+        {
+            return;
+        }
+        let (gateways, replicas_waiting) = combine(
+            &gateways,
+            &format!("{}/{}", key.namespace, key.name),
+            ing.metadata.generation,
+            peers,
+        );
+        let translate_error = errors
+            .iter()
+            .find(|e| e.object.as_ref() == Some(key))
+            .map(|e| e.message.clone());
+        let facts = Facts {
+            generation: first,
+            gateways,
+            translate_error,
+            replicas_waiting,
+        };
+        let desired = desired_status(ing, &facts, &self.lbs, &rfc3339_now());
+        if ing.status.as_ref() == Some(&desired) {
+            self.retry_at.remove(key);
+            return;
+        }
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &key.namespace, &kingress_resource());
+        match write(&api, ing, &facts, &self.lbs).await {
+            Ok(()) => {
+                self.retry_at.remove(key);
+                tracing::info!(ingress = %key, ready = facts_ready(&desired), "KIngress status written");
+            }
+            Err(e) => {
+                let wait = self
+                    .retry_at
+                    .get(key)
+                    .map(|(_, w)| (*w * 2).min(Duration::from_secs(30)))
+                    .unwrap_or(Duration::from_millis(500));
+                self.retry_at
+                    .insert(key.clone(), (Instant::now() + wait, wait));
+                tracing::warn!(ingress = %key, error = %e, retry_in_ms = wait.as_millis() as u64, "writing KIngress status failed");
+            }
+        }
+    }
+}
+
+fn kingress_resource() -> ApiResource {
+    ApiResource {
+        group: "networking.internal.knative.dev".into(),
+        version: "v1alpha1".into(),
+        api_version: "networking.internal.knative.dev/v1alpha1".into(),
+        kind: "Ingress".into(),
+        plural: "ingresses".into(),
+    }
+}
+
+fn facts_ready(status: &Value) -> bool {
+    status["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+/// Patches the status subresource with the `resourceVersion` we computed from; on 409 re-reads
+/// the object and retries (a few times) against its current status and version.
+async fn write(
+    api: &Api<DynamicObject>,
+    ing: &KIngress,
+    facts: &Facts,
+    lbs: &LoadBalancers,
+) -> anyhow::Result<()> {
+    let name = ing.metadata.name.clone().unwrap_or_default();
+    let mut current = ing.clone();
+    let mut attempt = 0;
+    loop {
+        let desired = desired_status(&current, facts, lbs, &rfc3339_now());
+        let patch = json!({
+            "metadata": {"resourceVersion": current.metadata.resource_version},
+            "status": desired,
+        });
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < 3 => {
+                attempt += 1;
+                let fresh = api.get_status(&name).await?;
+                let fresh: KIngress = serde_json::from_value(serde_json::to_value(fresh)?)?;
+                if fresh.spec != ing.spec || fresh.metadata.generation != ing.metadata.generation {
+                    // Changed under us: the next round computes from the new spec.
+                    return Ok(());
+                }
+                current = fresh;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
