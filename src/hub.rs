@@ -149,15 +149,7 @@ impl Hub {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         st.load_errors = load_errors;
-        // Raw inputs, and the keys whose raw version changed.
-        let mut changed: BTreeSet<ObjectKey> = BTreeSet::new();
-        for c in changes {
-            changed.insert(match &c {
-                Change::Upsert(e) => e.object.key(),
-                Change::Delete(k) => k.clone(),
-            });
-            st.raw.apply([c]);
-        }
+        let changed = st.apply_raw(changes);
         // Forget proxy keys nobody listens to any more; keep the two gateways' engines (their
         // errors matter even with no proxy connected).
         proxies.retain(|_, tx| tx.receiver_count() > 0);
@@ -168,91 +160,11 @@ impl Hub {
             }
         }
         st.engines.retain(|k, _| keys.contains(k));
-        // Served inputs: the raw version of every changed object (re-judged below).
-        let mut oc = Vec::new();
-        for key in &changed {
-            st.kept.remove(key);
-            let new = st.raw.entry(key).cloned();
-            oc.push(served_change(&mut st.served, key, new));
-        }
-        for e in st.engines.values_mut() {
-            e.apply(&st.served, &oc);
-        }
-        // New proxy keys (the two gateways at the first load): built in parallel.
-        let missing: Vec<&ProxyKey> = keys
-            .iter()
-            .filter(|k| !st.engines.contains_key(*k))
-            .collect();
-        let served = &st.served;
-        let built: Vec<(ProxyKey, Engine)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = missing
-                .iter()
-                .map(|k| scope.spawn(move || ((*k).clone(), Engine::new(served, &self.opts, k))))
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
-        st.engines.extend(built);
-        // A changed object that is now bad: serve its last good version, if it had one.
-        let mut restore = Vec::new();
-        for key in changed.iter().filter(|k| translatable(k.kind)) {
-            let errors: Vec<InputError> =
-                st.engines.values().flat_map(|e| e.errors_of(key)).collect();
-            let Some(now) = st.served.get(key.kind, &key.namespace, &key.name) else {
-                st.last_good.remove(key);
-                continue;
-            };
-            // The last good version, unless it is the version that failed now.
-            let last = st
-                .last_good
-                .get(key)
-                .filter(|prev| prev.object != now.object)
-                .cloned();
-            let mut errors = errors;
-            if let Some(prev) = keep_last_good(&mut errors, last, PREVIOUS_VERSION_SERVED) {
-                st.kept.insert(key.clone(), errors);
-                restore.push(served_change(&mut st.served, key, Some(prev)));
-            }
-        }
-        if !restore.is_empty() {
-            for e in st.engines.values_mut() {
-                e.apply(&st.served, &restore);
-            }
-        }
-        // Errors: load errors, translation errors (of objects not kept), kept objects' errors.
-        let mut errors = st.load_errors.clone();
-        let mut bad = BTreeSet::new();
-        for e in st.engines.values() {
-            for err in e.errors() {
-                if let Some(k) = &err.object {
-                    if st.kept.contains_key(k) {
-                        continue;
-                    }
-                    bad.insert(k.clone());
-                }
-                errors.push(err);
-            }
-        }
-        errors.extend(st.kept.values().flatten().cloned());
-        errors.sort();
-        errors.dedup();
-        // Remember what translates cleanly now: changed objects, and objects that were bad.
-        let recheck: Vec<ObjectKey> = changed
-            .iter()
-            .chain(st.bad.iter())
-            .filter(|k| translatable(k.kind) && !bad.contains(*k) && !st.kept.contains_key(*k))
-            .cloned()
-            .collect();
-        for k in recheck {
-            match st.served.entry(&k) {
-                Some(e) => {
-                    st.last_good.insert(k, e.clone());
-                }
-                None => {
-                    st.last_good.remove(&k);
-                }
-            }
-        }
-        st.bad = bad;
+        st.serve_raw(&changed);
+        st.add_engines(&keys, &self.opts);
+        st.restore_last_good(&changed);
+        let (errors, bad) = st.errors();
+        st.remember_good(&changed, bad);
         for (labels, tx) in proxies.iter() {
             if let Some(e) = st.engines.get(labels) {
                 tx.send_replace(Arc::new(e.snapshot(generation)));
@@ -278,6 +190,128 @@ impl Hub {
             elapsed_us = started.elapsed().as_micros() as u64,
             "translated"
         );
+    }
+}
+
+/// The steps of [`Hub::apply`], in order.
+impl State {
+    /// The raw inputs updated; returns the keys whose raw version changed.
+    fn apply_raw(&mut self, changes: Vec<Change>) -> BTreeSet<ObjectKey> {
+        let mut changed: BTreeSet<ObjectKey> = BTreeSet::new();
+        for c in changes {
+            changed.insert(match &c {
+                Change::Upsert(e) => e.object.key(),
+                Change::Delete(k) => k.clone(),
+            });
+            self.raw.apply([c]);
+        }
+        changed
+    }
+
+    /// Served inputs: the raw version of every changed object (re-judged by
+    /// [`State::restore_last_good`]), applied to every engine.
+    fn serve_raw(&mut self, changed: &BTreeSet<ObjectKey>) {
+        let mut oc = Vec::new();
+        for key in changed {
+            self.kept.remove(key);
+            let new = self.raw.entry(key).cloned();
+            oc.push(served_change(&mut self.served, key, new));
+        }
+        for e in self.engines.values_mut() {
+            e.apply(&self.served, &oc);
+        }
+    }
+
+    /// Engines for new proxy keys (the two gateways at the first load), built in parallel.
+    fn add_engines(&mut self, keys: &BTreeSet<ProxyKey>, opts: &Options) {
+        let missing: Vec<&ProxyKey> = keys
+            .iter()
+            .filter(|k| !self.engines.contains_key(*k))
+            .collect();
+        let served = &self.served;
+        let built: Vec<(ProxyKey, Engine)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = missing
+                .iter()
+                .map(|k| scope.spawn(move || ((*k).clone(), Engine::new(served, opts, k))))
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        self.engines.extend(built);
+    }
+
+    /// A changed object that is now bad: serve its last good version, if it had one.
+    fn restore_last_good(&mut self, changed: &BTreeSet<ObjectKey>) {
+        let mut restore = Vec::new();
+        for key in changed.iter().filter(|k| translatable(k.kind)) {
+            let errors: Vec<InputError> = self
+                .engines
+                .values()
+                .flat_map(|e| e.errors_of(key))
+                .collect();
+            let Some(now) = self.served.get(key.kind, &key.namespace, &key.name) else {
+                self.last_good.remove(key);
+                continue;
+            };
+            // The last good version, unless it is the version that failed now.
+            let last = self
+                .last_good
+                .get(key)
+                .filter(|prev| prev.object != now.object)
+                .cloned();
+            let mut errors = errors;
+            if let Some(prev) = keep_last_good(&mut errors, last, PREVIOUS_VERSION_SERVED) {
+                self.kept.insert(key.clone(), errors);
+                restore.push(served_change(&mut self.served, key, Some(prev)));
+            }
+        }
+        if !restore.is_empty() {
+            for e in self.engines.values_mut() {
+                e.apply(&self.served, &restore);
+            }
+        }
+    }
+
+    /// Errors: load errors, translation errors (of objects not kept), kept objects' errors,
+    /// sorted; and the objects that translation errors name.
+    fn errors(&self) -> (Vec<InputError>, BTreeSet<ObjectKey>) {
+        let mut errors = self.load_errors.clone();
+        let mut bad = BTreeSet::new();
+        for e in self.engines.values() {
+            for err in e.errors() {
+                if let Some(k) = &err.object {
+                    if self.kept.contains_key(k) {
+                        continue;
+                    }
+                    bad.insert(k.clone());
+                }
+                errors.push(err);
+            }
+        }
+        errors.extend(self.kept.values().flatten().cloned());
+        errors.sort();
+        errors.dedup();
+        (errors, bad)
+    }
+
+    /// Remembers what translates cleanly now: changed objects, and objects that were bad.
+    fn remember_good(&mut self, changed: &BTreeSet<ObjectKey>, bad: BTreeSet<ObjectKey>) {
+        let recheck: Vec<ObjectKey> = changed
+            .iter()
+            .chain(self.bad.iter())
+            .filter(|k| translatable(k.kind) && !bad.contains(*k) && !self.kept.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in recheck {
+            match self.served.entry(&k) {
+                Some(e) => {
+                    self.last_good.insert(k, e.clone());
+                }
+                None => {
+                    self.last_good.remove(&k);
+                }
+            }
+        }
+        self.bad = bad;
     }
 }
 
