@@ -477,47 +477,10 @@ fn diff(args: &DiffArgs) -> ExitCode {
         eprintln!("knative-pilot diff: {e}");
         ExitCode::from(2)
     };
-    let mut sides: Vec<(String, serde_json::Value)> = Vec::new();
-    for p in &args.dumps {
-        match read_dump(p) {
-            Ok(v) => sides.push((p.display().to_string(), v)),
-            Err(e) => return fail(e),
-        }
-    }
-    if let Some(dir) = &args.from {
-        if sides.len() != 1 {
-            return fail("with --from give exactly one config dump (side A)".into());
-        }
-        if !dir.is_dir() {
-            return fail(format!("--from {} is not a directory", dir.display()));
-        }
-        let (inputs, errors) = crate::pipeline::load(dir);
-        let rendered = match crate::pipeline::render_gateway(
-            &inputs,
-            &args.translate.options(),
-            &args.gateway,
-        ) {
-            Ok(r) => r,
-            Err(e) => return fail(e),
-        };
-        let problems = errors.len() + rendered.errors.len();
-        if problems > 0 {
-            eprintln!(
-                "knative-pilot diff: note: {problems} input problem(s) in {}; the objects named \
-                 were left out of side B (see `knative-pilot validate`)",
-                dir.display()
-            );
-        }
-        match crate::xds::dump::config_dump(&rendered.snapshot) {
-            Ok(d) => sides.push((
-                format!("render --from {} --gateway {}", dir.display(), args.gateway),
-                d,
-            )),
-            Err(e) => return fail(e),
-        }
-    } else if sides.len() != 2 {
-        return fail("give two config dumps, or one and --from DIR".into());
-    }
+    let sides = match diff_sides(args) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
     let opts = crate::tools::diff::Options {
         keep_static: args.keep_static,
         ignore: args.ignore.clone(),
@@ -535,34 +498,14 @@ fn diff(args: &DiffArgs) -> ExitCode {
             Err(e) => return fail(format!("{label}: {e}")),
         }
     }
-    let mut kinds: Option<std::collections::BTreeSet<crate::tools::diff::Kind>> = None;
-    for k in &args.kinds {
-        match k.parse::<crate::tools::diff::Kind>() {
-            Ok(k) => {
-                kinds.get_or_insert_with(Default::default).insert(k);
-            }
-            Err(e) => return fail(e),
-        }
-    }
-    if kinds.is_none() {
-        for (label, v) in &sides {
-            if let Some(held) = crate::tools::diff::list_kinds(v) {
-                let names: Vec<&str> = held.iter().map(|k| k.as_str()).collect();
-                eprintln!(
-                    "knative-pilot diff: {label} is a list of {}: comparing only those",
-                    names.join(", ")
-                );
-                kinds = Some(match kinds {
-                    Some(k) => k.intersection(&held).copied().collect(),
-                    None => held,
-                });
+    match diff_kinds(args, &sides) {
+        Ok(Some(kinds)) => {
+            for n in norm.iter_mut() {
+                n.retain(|(k, _), _| kinds.contains(k));
             }
         }
-    }
-    if let Some(kinds) = &kinds {
-        for n in norm.iter_mut() {
-            n.retain(|(k, _), _| kinds.contains(k));
-        }
+        Ok(None) => {}
+        Err(e) => return fail(e),
     }
     let (a, b) = (&norm[0], &norm[1]);
     let diffs = crate::tools::diff::compare(a, b);
@@ -604,6 +547,70 @@ fn diff(args: &DiffArgs) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// The two sides of `diff`: the dumps given, or one dump and the config rendered `--from`.
+fn diff_sides(args: &DiffArgs) -> Result<Vec<(String, serde_json::Value)>, String> {
+    let mut sides: Vec<(String, serde_json::Value)> = Vec::new();
+    for p in &args.dumps {
+        sides.push((p.display().to_string(), read_dump(p)?));
+    }
+    if let Some(dir) = &args.from {
+        if sides.len() != 1 {
+            return Err("with --from give exactly one config dump (side A)".into());
+        }
+        if !dir.is_dir() {
+            return Err(format!("--from {} is not a directory", dir.display()));
+        }
+        let (inputs, errors) = crate::pipeline::load(dir);
+        let rendered =
+            crate::pipeline::render_gateway(&inputs, &args.translate.options(), &args.gateway)?;
+        let problems = errors.len() + rendered.errors.len();
+        if problems > 0 {
+            eprintln!(
+                "knative-pilot diff: note: {problems} input problem(s) in {}; the objects named \
+                 were left out of side B (see `knative-pilot validate`)",
+                dir.display()
+            );
+        }
+        let dump = crate::xds::dump::config_dump(&rendered.snapshot)?;
+        sides.push((
+            format!("render --from {} --gateway {}", dir.display(), args.gateway),
+            dump,
+        ));
+    } else if sides.len() != 2 {
+        return Err("give two config dumps, or one and --from DIR".into());
+    }
+    Ok(sides)
+}
+
+/// The kinds `diff` compares: `--kind`, else the kinds a bare list of resources holds (`None`:
+/// every kind).
+fn diff_kinds(
+    args: &DiffArgs,
+    sides: &[(String, serde_json::Value)],
+) -> Result<Option<std::collections::BTreeSet<crate::tools::diff::Kind>>, String> {
+    let mut kinds: Option<std::collections::BTreeSet<crate::tools::diff::Kind>> = None;
+    for k in &args.kinds {
+        let k = k.parse::<crate::tools::diff::Kind>()?;
+        kinds.get_or_insert_with(Default::default).insert(k);
+    }
+    if kinds.is_none() {
+        for (label, v) in sides {
+            if let Some(held) = crate::tools::diff::list_kinds(v) {
+                let names: Vec<&str> = held.iter().map(|k| k.as_str()).collect();
+                eprintln!(
+                    "knative-pilot diff: {label} is a list of {}: comparing only those",
+                    names.join(", ")
+                );
+                kinds = Some(match kinds {
+                    Some(k) => k.intersection(&held).copied().collect(),
+                    None => held,
+                });
+            }
+        }
+    }
+    Ok(kinds)
 }
 
 /// `validate --kube`: one list of every watched resource.

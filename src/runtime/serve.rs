@@ -45,7 +45,7 @@ pub fn run_blocking(config: ServeConfig) -> anyhow::Result<()> {
 /// The source, prepared before anything listens (so a bad `--from` or kubeconfig fails fast).
 enum Prepared {
     Dir(PathBuf),
-    Kube(kube::Client, KubeConfig),
+    Kube(Box<(kube::Client, KubeConfig)>),
 }
 
 /// Serves until `shutdown` completes.
@@ -58,12 +58,12 @@ pub async fn run(
             anyhow::ensure!(d.is_dir(), "--from {} is not a directory", d.display());
             Prepared::Dir(d.clone())
         }
-        SourceConfig::Kube(k) => Prepared::Kube(
+        SourceConfig::Kube(k) => Prepared::Kube(Box::new((
             kube::Client::try_default()
                 .await
                 .context("--kube: no usable kubeconfig or in-cluster config")?,
             k.clone(),
-        ),
+        ))),
     };
     let hub = Hub::new(config.translate.clone());
     let registry = Arc::new(ConnectionRegistry::default());
@@ -85,7 +85,8 @@ pub async fn run(
     };
     let (batches, batch_rx) = mpsc::unbounded_channel::<Batch>();
     match prepared {
-        Prepared::Kube(client, kube) => {
+        Prepared::Kube(kube) => {
+            let (client, kube) = *kube;
             announce(addrs);
             let servers = servers.spawn(xds_listener, debug_listener, &stop);
             let source = tokio::spawn(crate::source::kube::run(

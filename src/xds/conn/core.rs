@@ -8,8 +8,8 @@ use std::sync::Arc;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 
 use super::{
-    is_served, pair_hash, set_sum, set_version, sotw_wildcard_type, sum_version, ConnStatus, Event,
-    Mode, NackStatus, Outstanding, TypeStatus,
+    is_served, pair_hash, set_sum, set_version, sotw_wildcard_type, sum_version, Event, Mode,
+    NackStatus,
 };
 use crate::xds::resource::{
     Resource, ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE,
@@ -502,6 +502,12 @@ impl Core {
     /// Send the next response of the push sequence, if any is due and none is outstanding (or only
     /// CDS is outstanding and EDS is due: the Envoy waits for the assignments of warming clusters
     /// before it ACKs CDS).
+    ///
+    /// One piece on purpose: it walks the push order once and, for the first type that is due,
+    /// builds the response either in O(changes) from the map the Envoy is known to hold, or by
+    /// the full comparison; both branches end in the same [`Core::send`] and must apply the
+    /// same rules (subscription, rejected versions, SotW changed-only types), which is easiest
+    /// to check side by side.
     pub(super) fn pump(&mut self) -> Option<Outgoing> {
         let order: &[&'static str] = if self.pending.is_empty() {
             &PUSH_ORDER
@@ -696,46 +702,5 @@ impl Core {
     /// The events since the last call, in order.
     pub(super) fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
-    }
-
-    pub(super) fn status(&self) -> ConnStatus {
-        let types = self
-            .types
-            .iter()
-            .map(|(t, st)| {
-                let in_sync = if st.served { self.in_sync(t) } else { true };
-                (
-                    t.clone(),
-                    TypeStatus {
-                        served: st.served,
-                        wildcard: st.sub.wildcard,
-                        subscribed: st.sub.names.iter().cloned().collect(),
-                        resources_held: st.held.len(),
-                        in_sync,
-                        last_sent_version: st.last_version.clone(),
-                        last_sent_nonce: st.last_nonce.clone(),
-                        last_acked_version: st.last_acked_version.clone(),
-                        last_acked_nonce: st.last_acked_nonce.clone(),
-                        last_nack: st.last_nack.clone(),
-                        responses_sent: st.responses,
-                        acks: st.acks,
-                        nacks: st.nacks,
-                        stale_requests: st.stale,
-                        bytes_sent: st.bytes,
-                    },
-                )
-            })
-            .collect();
-        ConnStatus {
-            mode: self.mode,
-            target_generation: self.target.generation,
-            acked_generation: self.acked_generation,
-            outstanding: self.pending.values().next().map(|p| Outstanding {
-                type_url: p.type_url.to_string(),
-                nonce: p.nonce.clone(),
-            }),
-            retained_removals: self.retained_count(),
-            types,
-        }
     }
 }

@@ -150,6 +150,50 @@ pub struct NackStatus {
     pub resources: Vec<String>,
 }
 
+impl core::Core {
+    /// The debug/metrics view of the connection.
+    pub(super) fn status(&self) -> ConnStatus {
+        let types = self
+            .types
+            .iter()
+            .map(|(t, st)| {
+                let in_sync = if st.served { self.in_sync(t) } else { true };
+                (
+                    t.clone(),
+                    TypeStatus {
+                        served: st.served,
+                        wildcard: st.sub.wildcard,
+                        subscribed: st.sub.names.iter().cloned().collect(),
+                        resources_held: st.held.len(),
+                        in_sync,
+                        last_sent_version: st.last_version.clone(),
+                        last_sent_nonce: st.last_nonce.clone(),
+                        last_acked_version: st.last_acked_version.clone(),
+                        last_acked_nonce: st.last_acked_nonce.clone(),
+                        last_nack: st.last_nack.clone(),
+                        responses_sent: st.responses,
+                        acks: st.acks,
+                        nacks: st.nacks,
+                        stale_requests: st.stale,
+                        bytes_sent: st.bytes,
+                    },
+                )
+            })
+            .collect();
+        ConnStatus {
+            mode: self.mode,
+            target_generation: self.target.generation,
+            acked_generation: self.acked_generation,
+            outstanding: self.pending.values().next().map(|p| Outstanding {
+                type_url: p.type_url.to_string(),
+                nonce: p.nonce.clone(),
+            }),
+            retained_removals: self.retained_count(),
+            types,
+        }
+    }
+}
+
 /// Something an input to the machine caused that observers want to know (metrics, logs).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
