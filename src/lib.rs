@@ -1,34 +1,42 @@
 //! knative-pilot: an xDS control plane that serves Envoy gateways for Knative traffic.
 //!
-//! Data flows one way, and each stage can be tested without the ones around it:
+//! Data flows one way, and each stage can be tested without the ones around it. The folders are
+//! the stages:
 //!
 //! ```text
-//! source::files ──> state::Inputs ──> translate (pure) ──> xds::cache / hub::Hub ──> xds::server
-//!   manifests        indexed objects    ir -> envoy protos   snapshot per proxy        ADS streams,
-//!   (file, doc)      sorted, no I/O     errors name objects  labels (watch channel)    xds::conn state
-//!                                                                                       machine each
+//! model ──> source ──(Batch of state::Change on a channel)──> runtime::debounce ──> hub ──> xds ──> Envoys
+//!   │        files, dir, kube                                   quiet / max          │      conn (I/O-free),
+//!   │                                                                                │      observe, server
+//!   └──> state ──> translate (pure: Inputs in, resources out) ───────────────────────┘
+//! runtime (serve, debug, metrics, status, lease) wires the stages; tools and cli sit on top.
 //! ```
 //!
 //! - [`model`]: the objects (KIngress, Route/Revision, Istio Gateway/VirtualService, k8s core).
-//! - [`source`]: where objects come from (manifest files, or kube watchers); every error names
-//!   the object, and the file and document when there is one.
-//! - [`status`], [`lease`]: KIngress status written by the one replica holding the Lease.
-//! - [`state`]: the indexed set of objects; no I/O.
+//! - [`source`]: where objects come from (manifest files and the watched directory, or kube
+//!   watchers); every error names the object, and the file and document when there is one.
+//!   Running sources send [`source::Batch`]es on a channel; they never call the hub.
+//! - [`state`]: the indexed set of objects, and the two input rules every stage shares: first
+//!   definition wins ([`state::Inputs::from_sourced`]) and keep the last good version
+//!   ([`state::keep_last_good`]); no I/O.
 //! - [`translate`]: objects in, Envoy resources out, named as istiod names them; no I/O, no clocks.
 //!   [`translate::incremental`] keeps the same output up to date per change, with work
-//!   proportional to the change.
-//! - [`xds`]: snapshots (versioned resources), the I/O-free ADS connection state machine, and
-//!   the tonic service around it.
-//! - [`hub`]: the xDS cache: sources apply [`state::Change`]s, it translates what they touch and
+//!   proportional to the change. It imports only [`xds::resource`] of `xds`.
+//! - [`hub`]: the xDS cache: it applies [`state::Change`]s, translates what they touch and
 //!   publishes a snapshot per proxy label set.
-//! - [`synth`]: a synthetic Knative cluster of N services and a scripted Envoy, for benchmarks.
-//! - [`serve`]: the runtime (file watch, debounce, servers); [`debug`]: the debug HTTP routes.
-//! - [`envoy_bin`]: finding stock Envoy (demo, tests).
-//! - [`dump`]: Envoy admin `/config_dump` JSON; [`cli`], [`demo`], [`pipeline`]: entry points.
-//! - Operating it: [`diff`] (semantic comparison of config dumps), [`validate`] (findings about
-//!   the inputs), [`metrics`] (Prometheus, istiod's names).
+//! - [`xds`]: [`xds::resource`] (resources, snapshots, type URLs in push order: the leaf), the
+//!   I/O-free ADS connection state machine ([`xds::conn`], which returns responses and events),
+//!   the observer interface stream events are reported through ([`xds::observe`]), the tonic
+//!   service around them ([`xds::server`]), and [`xds::dump`] (Envoy admin `/config_dump` JSON).
+//! - [`runtime`]: plain config structs, serve wiring, the one debouncer, shutdown and drain,
+//!   the debug HTTP routes, metrics (Prometheus, istiod's names), KIngress status written by
+//!   the one replica holding the Lease.
+//! - Tools: [`tools`] (diff: semantic comparison of config dumps; synth: a synthetic cluster and
+//!   a scripted Envoy for benchmarks; envoy_bin: finding stock Envoy), [`validate`] (findings
+//!   about the inputs), [`pipeline`] (the stages glued for one-shot use: `render`, goldens).
+//! - [`cli`]: clap structs and commands (and the demo); the only module that knows clap.
 //!
-//! See ARCHITECTURE.md for the decisions behind each stage.
+//! `tests/layering.rs` holds the imports to these layers; ARCHITECTURE.md lists the allowed
+//! edges and the decisions behind each stage.
 
 pub mod cli;
 pub mod hub;
