@@ -16,7 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("source", &["model", "state"]),
     ("translate", &["model", "state", "xds::resource", "khash"]),
     ("xds::resource", &[]),
-    ("xds", &["model", "xds::resource"]),
+    ("xds", &["xds::resource"]),
     (
         "hub",
         &["model", "state", "translate", "xds", "xds::resource"],
