@@ -286,6 +286,18 @@ impl Envoy {
         names
     }
 
+    /// Names of the dynamic clusters still warming (created, waiting for their endpoints).
+    pub async fn warming_cluster_names(&self) -> Vec<String> {
+        let dump = self.config_dump().await;
+        let mut names = Vec::new();
+        for section in dump_sections(&dump, "ClustersConfigDump") {
+            for c in array(section, "dynamic_warming_clusters") {
+                push_str(&mut names, &c["cluster"]["name"]);
+            }
+        }
+        names
+    }
+
     /// Names of all clusters (static + dynamic active) from the config dump.
     pub async fn cluster_names(&self) -> Vec<String> {
         let dump = self.config_dump().await;
