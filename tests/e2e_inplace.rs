@@ -19,9 +19,7 @@ use common::cluster::*;
 use common::*;
 
 const NS: &str = "default";
-const READY: Duration = Duration::from_secs(30);
 const CONVERGE: Duration = Duration::from_secs(20);
-const EXT_POD: &str = "istio-ingressgateway-0";
 
 fn host(name: &str) -> String {
     format!("{name}.{NS}.example.com")
@@ -101,17 +99,9 @@ fn ingress(name: &str, service: &str, port: u16) -> String {
     )
 }
 
-async fn start(dir: &ManifestDir, api: ApiType) -> (Server, Envoy) {
-    let server = Server::start(&[
-        "--from",
-        dir.path().to_str().expect("utf-8 temp path"),
-        "--bind-address",
-        "127.0.0.1",
-    ])
-    .await;
-    let envoy = start_gateway(&server, EXT_POD, EXTERNAL_LABELS, api).await;
-    envoy.wait_ready(READY).await;
-    (server, envoy)
+/// The server over `files` and one external gateway Envoy speaking `api`.
+async fn start(files: &[(&str, String)], api: ApiType) -> Gateways {
+    Fixture::new().files(files).external(api).start().await
 }
 
 /// Waits until a request for `host` is answered 200 by `backend` over `proto` (the backend's
@@ -147,17 +137,20 @@ async fn converged(envoy: &Envoy, port: u16, host: &str, backend: &str, proto: &
 /// The port rename of the issue, then a KIngress added afterwards.
 async fn port_renamed_in_place(api: ApiType) {
     let backend = Backend::start("app").await;
-    let (ext_port, local_port) = gateway_ports();
-    let dir = ManifestDir::new();
-    dir.write("gateways.yaml", &gateway_services(ext_port, local_port));
-    dir.write("service.yaml", &service("app-00001", true));
-    dir.write("endpoints.yaml", &endpoints("app-00001", backend.port()));
-    dir.write("ingress.yaml", &ingress("app", "app-00001", 80));
-    let (_server, envoy) = start(&dir, api).await;
-    converged(&envoy, ext_port, &host("app"), "app", "HTTP/2.0").await;
+    let gw = start(
+        &[
+            ("service.yaml", service("app-00001", true)),
+            ("endpoints.yaml", endpoints("app-00001", backend.port())),
+            ("ingress.yaml", ingress("app", "app-00001", 80)),
+        ],
+        api,
+    )
+    .await;
+    let (dir, envoy, ext_port) = (&gw.dir, gw.envoy(), gw.ext_port);
+    converged(envoy, ext_port, &host("app"), "app", "HTTP/2.0").await;
 
     dir.write("service.yaml", &service("app-00001", false));
-    converged(&envoy, ext_port, &host("app"), "app", "HTTP/1.1").await;
+    converged(envoy, ext_port, &host("app"), "app", "HTTP/1.1").await;
 
     // The gateway still takes new config.
     let other = Backend::start("other").await;
@@ -167,10 +160,10 @@ async fn port_renamed_in_place(api: ApiType) {
         &endpoints("other-00001", other.port()),
     );
     dir.write("other-ingress.yaml", &ingress("other", "other-00001", 80));
-    converged(&envoy, ext_port, &host("other"), "other", "HTTP/1.1").await;
+    converged(envoy, ext_port, &host("other"), "other", "HTTP/1.1").await;
     // And back to h2c.
     dir.write("service.yaml", &service("app-00001", true));
-    converged(&envoy, ext_port, &host("app"), "app", "HTTP/2.0").await;
+    converged(envoy, ext_port, &host("app"), "app", "HTTP/2.0").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,9 +180,6 @@ async fn port_renamed_in_place_delta() {
 async fn service_and_endpoints_in_one_write(api: ApiType) {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
-    let (ext_port, local_port) = gateway_ports();
-    let dir = ManifestDir::new();
-    dir.write("gateways.yaml", &gateway_services(ext_port, local_port));
     let both = |h2c: bool, port: u16| {
         format!(
             "{}---\n{}",
@@ -197,12 +187,18 @@ async fn service_and_endpoints_in_one_write(api: ApiType) {
             endpoints("app-00001", port)
         )
     };
-    dir.write("app.yaml", &both(true, a.port()));
-    dir.write("ingress.yaml", &ingress("app", "app-00001", 80));
-    let (_server, envoy) = start(&dir, api).await;
-    converged(&envoy, ext_port, &host("app"), "a", "HTTP/2.0").await;
+    let gw = start(
+        &[
+            ("app.yaml", both(true, a.port())),
+            ("ingress.yaml", ingress("app", "app-00001", 80)),
+        ],
+        api,
+    )
+    .await;
+    let (dir, envoy, ext_port) = (&gw.dir, gw.envoy(), gw.ext_port);
+    converged(envoy, ext_port, &host("app"), "a", "HTTP/2.0").await;
     dir.write("app.yaml", &both(false, b.port()));
-    converged(&envoy, ext_port, &host("app"), "b", "HTTP/1.1").await;
+    converged(envoy, ext_port, &host("app"), "b", "HTTP/1.1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,21 +216,24 @@ async fn service_and_endpoints_in_one_write_delta() {
 async fn external_name_and_back(api: ApiType) {
     let eds = Backend::start("eds").await;
     let dns = Backend::start("dns").await;
-    let (ext_port, local_port) = gateway_ports();
-    let dir = ManifestDir::new();
-    dir.write("gateways.yaml", &gateway_services(ext_port, local_port));
-    dir.write("service.yaml", &cluster_ip_service("app-00001", dns.port()));
-    dir.write("endpoints.yaml", &endpoints("app-00001", eds.port()));
-    dir.write("ingress.yaml", &ingress("app", "app-00001", dns.port()));
-    let (_server, envoy) = start(&dir, api).await;
-    converged(&envoy, ext_port, &host("app"), "eds", "HTTP/1.1").await;
+    let gw = start(
+        &[
+            ("service.yaml", cluster_ip_service("app-00001", dns.port())),
+            ("endpoints.yaml", endpoints("app-00001", eds.port())),
+            ("ingress.yaml", ingress("app", "app-00001", dns.port())),
+        ],
+        api,
+    )
+    .await;
+    let (dir, envoy, ext_port) = (&gw.dir, gw.envoy(), gw.ext_port);
+    converged(envoy, ext_port, &host("app"), "eds", "HTTP/1.1").await;
     dir.write(
         "service.yaml",
         &external_name_service("app-00001", dns.port()),
     );
-    converged(&envoy, ext_port, &host("app"), "dns", "HTTP/1.1").await;
+    converged(envoy, ext_port, &host("app"), "dns", "HTTP/1.1").await;
     dir.write("service.yaml", &cluster_ip_service("app-00001", dns.port()));
-    converged(&envoy, ext_port, &host("app"), "eds", "HTTP/1.1").await;
+    converged(envoy, ext_port, &host("app"), "eds", "HTTP/1.1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,15 +251,18 @@ async fn external_name_and_back_delta() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_and_readded_within_one_debounce_window() {
     let backend = Backend::start("app").await;
-    let (ext_port, local_port) = gateway_ports();
-    let dir = ManifestDir::new();
-    dir.write("gateways.yaml", &gateway_services(ext_port, local_port));
-    dir.write("service.yaml", &service("app-00001", true));
-    dir.write("endpoints.yaml", &endpoints("app-00001", backend.port()));
-    dir.write("ingress.yaml", &ingress("app", "app-00001", 80));
-    let (_server, envoy) = start(&dir, ApiType::DeltaGrpc).await;
-    converged(&envoy, ext_port, &host("app"), "app", "HTTP/2.0").await;
+    let gw = start(
+        &[
+            ("service.yaml", service("app-00001", true)),
+            ("endpoints.yaml", endpoints("app-00001", backend.port())),
+            ("ingress.yaml", ingress("app", "app-00001", 80)),
+        ],
+        ApiType::DeltaGrpc,
+    )
+    .await;
+    let (dir, envoy, ext_port) = (&gw.dir, gw.envoy(), gw.ext_port);
+    converged(envoy, ext_port, &host("app"), "app", "HTTP/2.0").await;
     dir.remove("service.yaml");
     dir.write("service.yaml", &service("app-00001", false));
-    converged(&envoy, ext_port, &host("app"), "app", "HTTP/1.1").await;
+    converged(envoy, ext_port, &host("app"), "app", "HTTP/1.1").await;
 }
