@@ -358,11 +358,11 @@ async fn endpoint_move_follows_traffic_with_eds_only() {
     let local_load = Load::start(local_port, &local_host("app"));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = [
-        connection(&server, EXT_POD).await,
-        connection(&server, LOCAL_POD).await,
+        connection(server, EXT_POD).await,
+        connection(server, LOCAL_POD).await,
     ];
     dir.write("rev-endpoints.yaml", &eps_b);
-    let gen2 = wait_synced(&server, gen, 2).await;
+    let gen2 = wait_synced(server, gen, 2).await;
     assert_eq!(
         ext_check.seen(&ext_host("app")).await,
         want("backend-b", "1")
@@ -372,8 +372,8 @@ async fn endpoint_move_follows_traffic_with_eds_only() {
         want("backend-b", "1")
     );
     let after = [
-        connection(&server, EXT_POD).await,
-        connection(&server, LOCAL_POD).await,
+        connection(server, EXT_POD).await,
+        connection(server, LOCAL_POD).await,
     ];
     for (b4, af) in before.iter().zip(&after) {
         let who = format!("{} ({})", af["node_id"], af["mode"]);
@@ -599,7 +599,7 @@ async fn nacked_route_keeps_last_good_and_later_fix_converges() {
         &kingress("extra", "extra-00001", "1"),
     );
     for (pod, who) in [(EXT_POD, "external SotW"), (LOCAL_POD, "local Delta")] {
-        let nack = wait_rds_nack(&server, pod).await;
+        let nack = wait_rds_nack(server, pod).await;
         eprintln!("{who} RDS NACK: {nack}");
         let msg = nack["message"].as_str().unwrap_or_default();
         assert!(
@@ -614,7 +614,7 @@ async fn nacked_route_keeps_last_good_and_later_fix_converges() {
         );
     }
     assert_eq!(
-        generation(&server).await,
+        generation(server).await,
         gen + 1,
         "the change was translated as more than one generation"
     );
@@ -652,7 +652,7 @@ async fn nacked_route_keeps_last_good_and_later_fix_converges() {
     }
     assert_eq!(ext_check.get(&ext_host("extra")).await.status, 404);
     for (pod, want_mode) in [(EXT_POD, "sotw"), (LOCAL_POD, "delta")] {
-        let c = connection(&server, pod).await;
+        let c = connection(server, pod).await;
         assert_eq!(c["mode"], want_mode);
         for t in [CDS, EDS, LDS] {
             assert_eq!(type_status(&c, t)["in_sync"], true, "{pod} {t}: {c:#}");
@@ -663,7 +663,7 @@ async fn nacked_route_keeps_last_good_and_later_fix_converges() {
 
     // The fix converges.
     dir.write("bad-vs.yaml", &regex_virtual_service("/.*"));
-    wait_synced(&server, gen + 1, 2).await;
+    wait_synced(server, gen + 1, 2).await;
     assert_eq!(
         ext_check.seen(&ext_host("app")).await,
         want("backend-b", "2")
@@ -738,7 +738,7 @@ async fn latency_from_write_to_first_served_request() {
         );
         rds_sotw.push(s);
         rds_delta.push(d);
-        gen = wait_synced(&server, gen, 2).await;
+        gen = wait_synced(server, gen, 2).await;
 
         // Endpoint move.
         let (eps, next) = if backend == "backend-a" {
@@ -756,7 +756,7 @@ async fn latency_from_write_to_first_served_request() {
         );
         eds_sotw.push(s);
         eds_delta.push(d);
-        gen = wait_synced(&server, gen, 2).await;
+        gen = wait_synced(server, gen, 2).await;
     }
     eprintln!(
         "latency write -> first served request (median of 5, debounce 100ms included): \
