@@ -33,6 +33,8 @@ pub mod client;
 pub mod cluster;
 pub mod envoy;
 pub mod fake_apiserver;
+pub mod fixture;
+pub mod load;
 pub mod server;
 pub mod util;
 
@@ -43,5 +45,7 @@ pub use client::{
     ws_echo, HttpClient, HttpVersion, Response,
 };
 pub use envoy::{envoy_bin, envoy_validate, Envoy};
+pub use fixture::{serve_dir, Fixture, Gateways, EXT_POD, LOCAL_POD};
+pub use load::Load;
 pub use server::Server;
 pub use util::{eventually, free_port, wait_until};

@@ -65,6 +65,10 @@ pub(super) struct TypeState {
     pub(super) synced: Option<(ResourceMap, u64)>,
     /// A response must be sent even if nothing changed (initial request, new names).
     pub(super) force: bool,
+    /// Names to send again although the Envoy holds their version: the load assignments of
+    /// EDS clusters a CDS response updated (the updated cluster warms until its assignment is
+    /// answered, also when unchanged), and names a Delta Envoy subscribes to again.
+    pub(super) resend: BTreeSet<String>,
     /// The versions of a NACKed response; not resent while the desired state equals them.
     pub(super) rejected: Option<Versions>,
     pub(super) last_nonce: Option<String>,
@@ -333,6 +337,16 @@ impl Core {
         self.state(type_url).stale += 1;
     }
 
+    /// The Envoy's subscription of a type changed: what it holds is no longer exactly the covered
+    /// part of a known map, neither now nor once it ACKs the outstanding response (which was built
+    /// for the old subscription: a name subscribed meanwhile is not in it).
+    pub(super) fn subscription_changed(&mut self, type_url: &str) {
+        self.state(type_url).synced = None;
+        if let Some(p) = self.pending.get_mut(type_url) {
+            p.basis = None;
+        }
+    }
+
     /// Drop the subscription-independent bookkeeping for names the Envoy no longer subscribes to.
     /// (Only called when the subscription changed: otherwise everything held is covered.)
     pub(super) fn drop_uncovered(&mut self, type_url: &str) {
@@ -434,69 +448,23 @@ impl Core {
     /// New target snapshot: retain clusters/assignments the Envoy holds that it no longer has.
     /// A new target snapshot: what to send first, with the ACK bookkeeping brought up to date
     /// (shared by the SotW and Delta machines).
-    pub(super) fn retarget(&mut self, snap: Arc<Snapshot>) -> Option<Outgoing> {
+    pub(super) fn retarget(&mut self, snap: Arc<Snapshot>) -> Vec<Outgoing> {
         self.set_target(snap);
-        let out = self.pump();
+        let out = self.pump_all();
         self.refresh_acked();
         out
     }
 
-    pub(super) fn set_target(&mut self, snap: Arc<Snapshot>) {
-        let old = std::mem::replace(&mut self.target, snap);
-        for t in [CLUSTER, ENDPOINT] {
-            if !self.pending.contains_key(t) {
-                if let Some(st) = self.types.get(t) {
-                    if let Some((basis, _)) = &st.synced {
-                        if let Some((_, removed)) = self.synced_diff(t, st) {
-                            // Held exactly `basis`: what it loses is what to retain.
-                            let keep: BTreeMap<String, Arc<Resource>> = removed
-                                .iter()
-                                .filter_map(|(n, _)| basis.get(n).map(|r| (n.clone(), r.clone())))
-                                .collect();
-                            if keep.is_empty() {
-                                self.retained.remove(t);
-                            } else {
-                                self.retained.insert(t, keep);
-                            }
-                            continue;
-                        }
-                    }
-                }
-            }
-            let mut held: BTreeMap<&String, &String> = BTreeMap::new();
-            if let Some(st) = self.types.get(t) {
-                held.extend(st.held.iter());
-            }
-            if let Some(p) = self.pending.get(t) {
-                held.extend(p.versions.iter());
-            }
-            let new_res = self.target.of_type(t);
-            let old_res = old.of_type(t);
-            let old_ret = self.retained.get(t);
-            let mut keep = BTreeMap::new();
-            for (name, version) in held {
-                if new_res.is_some_and(|m| m.contains_key(name)) {
-                    continue;
-                }
-                let candidates = [
-                    old_res.and_then(|m| m.get(name)),
-                    old_ret.and_then(|m| m.get(name)),
-                ];
-                let pick = candidates
-                    .iter()
-                    .flatten()
-                    .find(|r| &r.version == version)
-                    .or_else(|| candidates.iter().flatten().next());
-                if let Some(r) = pick {
-                    keep.insert(name.clone(), Arc::clone(r));
-                }
-            }
-            if keep.is_empty() {
-                self.retained.remove(t);
-            } else {
-                self.retained.insert(t, keep);
-            }
+    /// Every response of the push sequence that may go now: the next one, and EDS right after a
+    /// CDS response (the clusters it adds or updates warm on their assignments, and the Envoy
+    /// does not ACK CDS before they have warmed, nor, a Delta Envoy whose subscriptions did not
+    /// change, ask for them).
+    pub(super) fn pump_all(&mut self) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        while let Some(o) = self.pump() {
+            out.push(o);
         }
+        out
     }
 
     /// Send the next response of the push sequence, if any is due and none is outstanding (or only
@@ -537,7 +505,8 @@ impl Core {
             if !st.requested {
                 continue;
             }
-            if !st.force && st.rejected.is_none() {
+            let resend = self.resend_due(t, st);
+            if !st.force && !resend && st.rejected.is_none() {
                 if let (Some((_, sum)), Some((changed, removed))) =
                     (&st.synced, self.synced_diff(t, st))
                 {
@@ -558,6 +527,11 @@ impl Core {
                         sum = sum.wrapping_add(pair_hash(&r.name, &r.version));
                         versions.insert(r.name.clone(), r.version.clone());
                     }
+                    let basis = self.target.of_type(t).cloned().unwrap_or_default();
+                    if self.removal_needs_no_response(t, changed.is_empty()) {
+                        self.assume_held(t, versions, Some((basis, sum)));
+                        continue;
+                    }
                     let mut touched: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
                     let removed: Vec<String> = removed.into_iter().map(|(n, _)| n).collect();
                     touched.extend(removed.iter().cloned());
@@ -568,7 +542,6 @@ impl Core {
                         Mode::Sotw => (changed, Vec::new()),
                         Mode::Delta => (changed, removed),
                     };
-                    let basis = self.target.of_type(t).cloned().unwrap_or_default();
                     return Some(self.send(
                         t,
                         versions,
@@ -579,7 +552,7 @@ impl Core {
                     ));
                 }
             }
-            if !st.force && self.held_is_desired(t, st) {
+            if !st.force && !resend && self.held_is_desired(t, st) {
                 continue;
             }
             let desired = self.desired(t, &st.sub);
@@ -587,12 +560,12 @@ impl Core {
                 .iter()
                 .map(|(n, r)| (n.clone(), r.version.clone()))
                 .collect();
-            if !st.force && st.rejected.as_ref() == Some(&versions) {
+            if !st.force && !resend && st.rejected.as_ref() == Some(&versions) {
                 continue;
             }
             let changed: Vec<Arc<Resource>> = desired
                 .values()
-                .filter(|r| st.held.get(&r.name) != Some(&r.version))
+                .filter(|r| st.held.get(&r.name) != Some(&r.version) || st.resend.contains(&r.name))
                 .cloned()
                 .collect();
             let removed: Vec<String> = st
@@ -601,6 +574,16 @@ impl Core {
                 .filter(|n| !desired.contains_key(*n))
                 .cloned()
                 .collect();
+            let sum = set_sum(versions.iter());
+            let basis = if self.retained.get(t).is_some_and(|r| !r.is_empty()) {
+                None
+            } else {
+                Some((self.target.of_type(t).cloned().unwrap_or_default(), sum))
+            };
+            if !st.force && self.removal_needs_no_response(t, changed.is_empty()) {
+                self.assume_held(t, versions, basis);
+                continue;
+            }
             let mut touched: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
             touched.extend(removed.iter().cloned());
             let (resources, removed) = match self.mode {
@@ -609,12 +592,6 @@ impl Core {
                 }
                 Mode::Sotw => (changed, Vec::new()),
                 Mode::Delta => (changed, removed),
-            };
-            let sum = set_sum(versions.iter());
-            let basis = if self.retained.get(t).is_some_and(|r| !r.is_empty()) {
-                None
-            } else {
-                Some((self.target.of_type(t).cloned().unwrap_or_default(), sum))
             };
             return Some(self.send(t, versions, basis, touched, resources, removed));
         }
@@ -635,9 +612,13 @@ impl Core {
             Some((_, sum)) => sum_version(*sum),
             None => set_version(versions.iter()),
         };
+        if t == CLUSTER {
+            self.resend_updated_assignments(&versions, &touched);
+        }
         let nonce = self.next_nonce();
         let st = self.state(t);
         st.force = false;
+        st.resend.clear();
         st.last_nonce = Some(nonce.clone());
         st.last_version = Some(version.clone());
         st.responses += 1;

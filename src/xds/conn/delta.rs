@@ -33,11 +33,11 @@ impl DeltaConnection {
         self.step(out)
     }
 
-    fn handle_request(&mut self, req: DeltaDiscoveryRequest) -> Option<Outgoing> {
+    fn handle_request(&mut self, req: DeltaDiscoveryRequest) -> Vec<Outgoing> {
         let t = req.type_url.as_str();
         let nonce = req.response_nonce.as_str();
         if let Some(handled) = self.core.screen(t, nonce, req.error_detail.as_ref()) {
-            return handled;
+            return handled.into_iter().collect();
         }
         let core = &mut self.core;
         if !nonce.is_empty() {
@@ -48,13 +48,13 @@ impl DeltaConnection {
                 core.stale(t, nonce);
             }
         }
-        let st = core.state(t);
-        if !st.requested
+        if !core.state(t).requested
             || !req.resource_names_subscribe.is_empty()
             || !req.resource_names_unsubscribe.is_empty()
         {
-            st.synced = None;
+            core.subscription_changed(t);
         }
+        let st = core.state(t);
         if !st.requested {
             st.requested = true;
             let wildcard = req.resource_names_subscribe.is_empty()
@@ -110,6 +110,10 @@ impl DeltaConnection {
                 if name == "*" {
                     st.sub.wildcard = true;
                 } else {
+                    // Subscribing again to a name it holds: the Envoy wants it sent again.
+                    if st.held.contains_key(&name) {
+                        st.resend.insert(name.clone());
+                    }
                     st.sub.names.insert(name);
                 }
             }
@@ -124,7 +128,7 @@ impl DeltaConnection {
                 core.drop_uncovered(t);
             }
         }
-        core.pump()
+        core.pump_all()
     }
 
     /// A new target snapshot for this proxy.
@@ -133,7 +137,7 @@ impl DeltaConnection {
         self.step(out)
     }
 
-    fn step(&mut self, out: Option<Outgoing>) -> Step<DeltaDiscoveryResponse> {
+    fn step(&mut self, out: Vec<Outgoing>) -> Step<DeltaDiscoveryResponse> {
         let responses = self.render(out);
         Step {
             responses,
@@ -145,7 +149,7 @@ impl DeltaConnection {
         self.core.status()
     }
 
-    fn render(&mut self, out: Option<Outgoing>) -> Vec<DeltaDiscoveryResponse> {
+    fn render(&mut self, out: Vec<Outgoing>) -> Vec<DeltaDiscoveryResponse> {
         out.into_iter()
             .map(|o| {
                 let resp = DeltaDiscoveryResponse {

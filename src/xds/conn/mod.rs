@@ -12,6 +12,16 @@
 //!   received their load assignments (xDS protocol, "Resource warming"); waiting for that ACK
 //!   would deadlock. Likewise RDS may be sent while SRDS (scoped route layout) is outstanding:
 //!   new scopes warm on their RouteConfigurations.
+//! * EDS goes out right after every CDS response, in the same batch, and carries the assignment
+//!   of every EDS cluster that response updated even when the assignment is unchanged: Envoy
+//!   replaces an updated cluster by a new one that warms until its assignment arrives again, and
+//!   neither a SotW nor a Delta Envoy whose subscriptions did not change asks for it. Without it
+//!   the cluster warms forever and, since Envoy holds the CDS ACK meanwhile, the gateway takes no
+//!   further config. A Delta Envoy subscribing again to a name it holds gets it again.
+//! * A SotW response for a by-name type (EDS, RDS, SDS) that would only leave resources out is not
+//!   sent: the Envoy drops those by unsubscribing, and an Envoy that watches nothing of the type
+//!   any more (its EDS clusters became DNS clusters) accepts it without an ACK, which would stall
+//!   the push sequence.
 //! * Make before break: clusters and cluster load assignments the Envoy holds that are absent from
 //!   a new snapshot are retained (kept in SotW sets, not listed as removed in Delta) until the
 //!   listeners, scopes and routes of that snapshot are ACKed; a final CDS/EDS push then removes them.
@@ -34,6 +44,8 @@ use crate::xds::resource::{CLUSTER, LISTENER, PUSH_ORDER, SCOPED_ROUTE};
 
 mod core;
 mod delta;
+mod resend;
+mod retain;
 mod sotw;
 
 pub use delta::DeltaConnection;

@@ -31,18 +31,18 @@ impl SotwConnection {
         self.step(out)
     }
 
-    fn handle_request(&mut self, req: DiscoveryRequest) -> Option<Outgoing> {
+    fn handle_request(&mut self, req: DiscoveryRequest) -> Vec<Outgoing> {
         let t = req.type_url.as_str();
         let nonce = req.response_nonce.as_str();
         if let Some(handled) = self.core.screen(t, nonce, req.error_detail.as_ref()) {
-            return handled;
+            return handled.into_iter().collect();
         }
         let core = &mut self.core;
         if !nonce.is_empty() {
             if !core.state(t).is_latest_nonce(nonce) {
                 // SotW: a stale request is ignored entirely; a newer one will follow.
                 core.stale(t, nonce);
-                return None;
+                return Vec::new();
             }
             core.resolve(t, nonce, req.error_detail.as_ref());
         }
@@ -62,16 +62,16 @@ impl SotwConnection {
         st.requested = true;
         let sub = Subscription { wildcard, names };
         let changed = st.sub != sub;
-        if changed {
-            st.synced = None;
-        }
         st.sub = sub;
+        if changed {
+            core.subscription_changed(t);
+        }
         // Names the Envoy no longer asks for are forgotten: it ignores them, and when it asks again
         // they are sent again.
         if changed {
             core.drop_uncovered(t);
         }
-        core.pump()
+        core.pump_all()
     }
 
     /// A new target snapshot for this proxy.
@@ -80,7 +80,7 @@ impl SotwConnection {
         self.step(out)
     }
 
-    fn step(&mut self, out: Option<Outgoing>) -> Step<DiscoveryResponse> {
+    fn step(&mut self, out: Vec<Outgoing>) -> Step<DiscoveryResponse> {
         let responses = self.render(out);
         Step {
             responses,
@@ -92,7 +92,7 @@ impl SotwConnection {
         self.core.status()
     }
 
-    fn render(&mut self, out: Option<Outgoing>) -> Vec<DiscoveryResponse> {
+    fn render(&mut self, out: Vec<Outgoing>) -> Vec<DiscoveryResponse> {
         out.into_iter()
             .map(|o| {
                 let resp = DiscoveryResponse {

@@ -1,0 +1,71 @@
+//! Make before break: on a new target snapshot, the clusters and load assignments the Envoy
+//! holds that the target no longer has are retained until its listeners, scopes and routes are
+//! ACKed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::core::Core;
+use crate::xds::resource::{Resource, Snapshot, CLUSTER, ENDPOINT};
+
+impl Core {
+    /// Sets the new target; what the Envoy holds (or is being sent) of CDS/EDS that the new
+    /// target lacks is retained, with the body it was sent with.
+    pub(super) fn set_target(&mut self, snap: Arc<Snapshot>) {
+        let old = std::mem::replace(&mut self.target, snap);
+        for t in [CLUSTER, ENDPOINT] {
+            if !self.pending.contains_key(t) {
+                if let Some(st) = self.types.get(t) {
+                    if let Some((basis, _)) = &st.synced {
+                        if let Some((_, removed)) = self.synced_diff(t, st) {
+                            // Held exactly `basis`: what it loses is what to retain.
+                            let keep: BTreeMap<String, Arc<Resource>> = removed
+                                .iter()
+                                .filter_map(|(n, _)| basis.get(n).map(|r| (n.clone(), r.clone())))
+                                .collect();
+                            if keep.is_empty() {
+                                self.retained.remove(t);
+                            } else {
+                                self.retained.insert(t, keep);
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
+            let mut held: BTreeMap<&String, &String> = BTreeMap::new();
+            if let Some(st) = self.types.get(t) {
+                held.extend(st.held.iter());
+            }
+            if let Some(p) = self.pending.get(t) {
+                held.extend(p.versions.iter());
+            }
+            let new_res = self.target.of_type(t);
+            let old_res = old.of_type(t);
+            let old_ret = self.retained.get(t);
+            let mut keep = BTreeMap::new();
+            for (name, version) in held {
+                if new_res.is_some_and(|m| m.contains_key(name)) {
+                    continue;
+                }
+                let candidates = [
+                    old_res.and_then(|m| m.get(name)),
+                    old_ret.and_then(|m| m.get(name)),
+                ];
+                let pick = candidates
+                    .iter()
+                    .flatten()
+                    .find(|r| &r.version == version)
+                    .or_else(|| candidates.iter().flatten().next());
+                if let Some(r) = pick {
+                    keep.insert(name.clone(), Arc::clone(r));
+                }
+            }
+            if keep.is_empty() {
+                self.retained.remove(t);
+            } else {
+                self.retained.insert(t, keep);
+            }
+        }
+    }
+}
