@@ -278,6 +278,42 @@ mod tests {
     }
 
     #[test]
+    fn the_last_good_version_is_kept_only_when_the_new_one_fails_and_says_so() {
+        let error = |m: &str| InputError {
+            object: None,
+            origin: None,
+            message: m.to_string(),
+        };
+        // Good now: serve the new version, whatever came before.
+        let mut none: Vec<InputError> = Vec::new();
+        assert_eq!(
+            keep_last_good(&mut none, Some(1), PREVIOUS_VERSION_SERVED),
+            None
+        );
+        // Bad, nothing good before: left out, the error as it is.
+        let mut errors = vec![error("bad")];
+        assert_eq!(
+            keep_last_good(&mut errors, None::<u8>, PREVIOUS_VERSION_SERVED),
+            None
+        );
+        assert_eq!(errors[0].message, "bad");
+        // Bad, with a last good version: that one is served and every error says so.
+        let mut errors = vec![error("bad"), error("worse")];
+        assert_eq!(
+            keep_last_good(&mut errors, Some(7), PREVIOUS_VERSION_SERVED),
+            Some(7)
+        );
+        assert_eq!(
+            errors[0].message,
+            "bad; its previous version is still served"
+        );
+        assert_eq!(
+            errors[1].message,
+            "worse; its previous version is still served"
+        );
+    }
+
+    #[test]
     fn changes_to_then_apply_reproduces_the_newer_inputs() {
         let svc = |name: &str, port: u16| {
             format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{ports: [{{port: {port}}}]}}\n---\n")
