@@ -51,8 +51,30 @@ pub struct SynthArgs {
     #[arg(long)]
     pub out: std::path::PathBuf,
     /// How the traffic of each service is given.
-    #[arg(long = "as", value_enum, default_value_t = crate::tools::synth::Form::Route)]
-    pub form: crate::tools::synth::Form,
+    #[arg(long = "as", value_enum, default_value_t = FormArg::Route)]
+    pub form: FormArg,
+}
+
+/// `synth --as` values ([`crate::tools::synth::Form`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormArg {
+    /// Knative Routes (with status), translated through the KIngress Knative would build.
+    Route,
+    /// KIngresses of our class.
+    Kingress,
+    /// VirtualServices as net-istio writes them for a KIngress.
+    Virtualservice,
+}
+
+impl From<FormArg> for crate::tools::synth::Form {
+    fn from(f: FormArg) -> Self {
+        use crate::tools::synth::Form;
+        match f {
+            FormArg::Route => Form::Route,
+            FormArg::Kingress => Form::Kingress,
+            FormArg::Virtualservice => Form::Virtualservice,
+        }
+    }
 }
 
 /// Translation settings shared by every command.
@@ -348,7 +370,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Synth(args) => {
-            let synth = crate::tools::synth::Synth::new(args.services, args.form);
+            let synth = crate::tools::synth::Synth::new(args.services, args.form.into());
             match synth.write_dir(&args.out) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -18,7 +18,7 @@ use crate::source::{Origin, Sourced};
 use crate::state::Inputs;
 
 /// How the traffic of each service is given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Form {
     /// Knative Routes (with status), translated through the KIngress Knative would build.
     #[default]
