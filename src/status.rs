@@ -31,7 +31,6 @@ use tokio::sync::watch;
 
 use crate::cli::StatusArgs;
 use crate::hub::Hub;
-use crate::model::kingress::CLASS_ANNOTATION;
 use crate::model::{KIngress, Kind, Object, ObjectKey};
 use crate::translate;
 use crate::xds::server::{ConnectionInfo, ConnectionRegistry};
@@ -208,15 +207,6 @@ pub fn router(shared: Arc<ProgressShared>) -> axum::Router {
 pub struct LoadBalancers {
     pub public_domain: String,
     pub private_domain: String,
-}
-
-/// Whether this KIngress carries our class annotation (the only ones we touch).
-pub fn is_ours(ing: &KIngress, class: &str) -> bool {
-    ing.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(CLASS_ANNOTATION))
-        .is_some_and(|c| c == class)
 }
 
 /// Whether the KIngress needs the (external, local) gateway.
@@ -494,7 +484,7 @@ pub async fn run(
             let Object::KIngress(ing) = &entry.object else {
                 continue;
             };
-            if !is_ours(ing, &hub.opts.ingress_class) {
+            if !translate::ownership::is_ours(&inputs, &ing.metadata, &hub.opts.ingress_class) {
                 continue;
             }
             seen.insert(key.clone());
@@ -815,21 +805,5 @@ endpoints:
             vec!["10.0.0.2:15014".to_string()]
         );
         assert!(peer_addresses(&inputs, "knative-pilot/other", "me").is_empty());
-    }
-
-    #[test]
-    fn only_our_class() {
-        let mut i = ing(&["ExternalIP"]);
-        assert!(!is_ours(&i, "ours"));
-        i.metadata.annotations = Some(BTreeMap::from([(
-            CLASS_ANNOTATION.to_string(),
-            "istio.ingress.networking.knative.dev".to_string(),
-        )]));
-        assert!(!is_ours(&i, "ours"));
-        i.metadata.annotations = Some(BTreeMap::from([(
-            CLASS_ANNOTATION.to_string(),
-            "ours".to_string(),
-        )]));
-        assert!(is_ours(&i, "ours"));
     }
 }

@@ -299,7 +299,7 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
         let Object::KIngress(ing) = &e.object else {
             continue;
         };
-        let class = translate::kingress_class(inputs, &ing.metadata);
+        let class = translate::ownership::kingress_class(inputs, &ing.metadata);
         if class.as_deref() == Some(opts.ingress_class.as_str()) {
             continue;
         }

@@ -25,6 +25,7 @@ use crate::state::Inputs;
 pub mod envoy;
 pub mod incremental;
 pub mod ir;
+pub mod ownership;
 
 use ir::*;
 
@@ -119,24 +120,6 @@ impl GatewayInfo {
     pub fn id(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
-}
-
-/// A KIngress's class: its `networking.knative.dev/ingress.class` annotation, else the
-/// `ingress-class` (or legacy `ingress.class`) of `knative-serving/config-network`.
-pub fn kingress_class(inputs: &Inputs, meta: &ObjectMeta) -> Option<String> {
-    if let Some(c) = meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(kingress::CLASS_ANNOTATION))
-    {
-        return Some(c.clone());
-    }
-    let data = inputs
-        .config_map("knative-serving", "config-network")
-        .and_then(|cm| cm.data.as_ref())?;
-    data.get("ingress-class")
-        .or_else(|| data.get("ingress.class"))
-        .cloned()
 }
 
 /// The Gateways of the inputs, or the two defaults when there are none.
@@ -365,10 +348,7 @@ pub(crate) fn ready_endpoints_of(
 /// Whether a KIngress or a VirtualService labelled for this Route describes its traffic (then
 /// the Route itself is not translated). Scans VirtualServices: see the engine for an indexed form.
 pub(crate) fn kingress_class_matches(inputs: &Inputs, opts: &Options, meta: &ObjectMeta) -> bool {
-    Translator::new(inputs, opts)
-        .kingress_class(meta)
-        .as_deref()
-        == Some(opts.ingress_class.as_str())
+    ownership::is_ours(inputs, meta, &opts.ingress_class)
 }
 
 /// Translates one VirtualService, KIngress (any class: the caller checks) or Route (the caller
@@ -1143,10 +1123,6 @@ impl<'a> Translator<'a> {
 
     // ----- KIngress and Route -----
 
-    fn kingress_class(&self, meta: &ObjectMeta) -> Option<String> {
-        kingress_class(self.inputs, meta)
-    }
-
     /// The default domain from `knative-serving/config-domain`, else `example.com`.
     fn default_domain(&self) -> String {
         let Some(data) = self
@@ -1170,9 +1146,7 @@ impl<'a> Translator<'a> {
             _ => None,
         });
         for (key, ing) in ings {
-            if self.kingress_class(&ing.metadata).as_deref()
-                != Some(self.opts.ingress_class.as_str())
-            {
+            if !ownership::is_ours(self.inputs, &ing.metadata, &self.opts.ingress_class) {
                 continue;
             }
             self.knative_spec(&key, &ing.metadata, &ing.spec, false);
@@ -1413,9 +1387,7 @@ impl<'a> Translator<'a> {
             let Object::KIngress(ing) = &e.object else {
                 continue;
             };
-            if self.kingress_class(&ing.metadata).as_deref()
-                != Some(self.opts.ingress_class.as_str())
-            {
+            if !ownership::is_ours(self.inputs, &ing.metadata, &self.opts.ingress_class) {
                 continue;
             }
             for (i, tls) in ing.spec.tls.iter().enumerate() {
