@@ -9,8 +9,9 @@ use imbl::{OrdMap, OrdSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::model::diag::{ErrorCode, InputError, Origin};
 use crate::model::{Kind, Object, ObjectKey};
-use crate::source::{InputError, Origin, Sourced};
+use crate::source::Sourced;
 
 /// One known object and where it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +59,7 @@ impl Inputs {
                             .map(|o| o.to_string())
                             .unwrap_or_else(|| "elsewhere".to_string())
                     ),
+                    code: ErrorCode::Invalid,
                 });
                 continue;
             }

@@ -24,8 +24,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::model::diag::{ErrorCode, InputError, Origin};
 use crate::model::{Kind, Object, ObjectKey};
-use crate::source::{InputError, Origin};
 use crate::state::Inputs;
 use crate::translate::{self, Options};
 
@@ -72,58 +72,30 @@ impl std::fmt::Display for Finding {
     }
 }
 
-/// Classifies a translator or loader error.
+/// The finding code and fix of a translator or loader error, by its code.
 fn classify(e: &InputError) -> (&'static str, String) {
-    let m = e.message.as_str();
-    if e.object.is_none() {
-        return (
-            "parse",
+    let fix = match e.code {
+        ErrorCode::Parse => {
             "fix the document as the message says (YAML syntax at the position given, \
              apiVersion and kind), or move the file out of the directory"
-                .into(),
-        );
-    }
-    if m.contains("already claimed by") || m.contains("also claimed by") {
-        return (
-            "duplicate-host",
+        }
+        ErrorCode::DuplicateHost => {
             "serve each host from one object: remove it from one of them or delete the duplicate"
-                .into(),
-        );
-    }
-    if m.contains("percents sum to") {
-        return (
-            "split-percent",
-            "make the split percents of that path add up to 100".into(),
-        );
-    }
-    if m.contains("TLS Secret") && m.contains("not found") {
-        return (
-            "tls-secret-missing",
-            "create that kubernetes.io/tls Secret, or correct the secret / credential name".into(),
-        );
-    }
-    if m.contains("not a TLS pair") {
-        return (
-            "tls-secret-invalid",
-            "put both tls.crt and tls.key (PEM) in the Secret's data".into(),
-        );
-    }
-    if m.contains("backend Service") && m.contains("not found") {
-        return (
-            "missing-service",
-            "create the Service, or correct the service name and namespace".into(),
-        );
-    }
-    if m.contains("has no port") {
-        return (
-            "missing-port",
-            "use a port the Service has (number or name), or add the port to the Service".into(),
-        );
-    }
-    (
-        "invalid",
-        "correct the object as the message says; until then it is left out".into(),
-    )
+        }
+        ErrorCode::SplitPercent => "make the split percents of that path add up to 100",
+        ErrorCode::TlsSecretMissing => {
+            "create that kubernetes.io/tls Secret, or correct the secret / credential name"
+        }
+        ErrorCode::TlsSecretInvalid => "put both tls.crt and tls.key (PEM) in the Secret's data",
+        ErrorCode::MissingService => {
+            "create the Service, or correct the service name and namespace"
+        }
+        ErrorCode::MissingPort => {
+            "use a port the Service has (number or name), or add the port to the Service"
+        }
+        ErrorCode::Invalid => "correct the object as the message says; until then it is left out",
+    };
+    (e.code.as_str(), fix.to_string())
 }
 
 /// Every problem in `inputs` (plus the source's `load_errors`), sorted, errors first per object.
@@ -160,7 +132,10 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
         let t = translate::translate(inputs, opts, labels);
         for e in &t.errors {
             let (code, fix) = classify(e);
-            let owners = if code.starts_with("tls-secret") {
+            let owners = if matches!(
+                e.code,
+                ErrorCode::TlsSecretMissing | ErrorCode::TlsSecretInvalid
+            ) {
                 kingresses_with_secret(inputs, e)
             } else {
                 Vec::new()

@@ -377,7 +377,41 @@ fn base_path(ns: &str, targets: &[Target], opts: &RouteOptions) -> HttpIngressPa
     }
 }
 
-fn http_option(route: &Route, opts: &RouteOptions) -> Result<Option<String>, String> {
+/// Why a Route's KIngress cannot be derived (the text is the message users read).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("incorrect http-protocol annotation: {0}")]
+    HttpOption(String),
+    #[error("route has no metadata.name")]
+    NoName,
+    #[error("route {0} has no metadata.namespace")]
+    NoNamespace(String),
+    #[error("route {0} has no status")]
+    NoStatus(String),
+    #[error("route {0} has no status.traffic")]
+    NoTraffic(String),
+    #[error("route {id}: status.traffic[{index}] has no revisionName")]
+    NoRevisionName { id: String, index: usize },
+    #[error("route {id}: status.traffic[{index}] has percent {percent}, outside 0..100")]
+    PercentOutOfRange {
+        id: String,
+        index: usize,
+        percent: i64,
+    },
+    #[error("route {id}: status.traffic percents sum to {total}, not 100")]
+    PercentSum { id: String, total: i64 },
+}
+
+impl RouteError {
+    pub fn code(&self) -> super::diag::ErrorCode {
+        match self {
+            RouteError::PercentSum { .. } => super::diag::ErrorCode::SplitPercent,
+            _ => super::diag::ErrorCode::Invalid,
+        }
+    }
+}
+
+fn http_option(route: &Route, opts: &RouteOptions) -> Result<Option<String>, RouteError> {
     let annotated = route.metadata.annotations.as_ref().and_then(|a| {
         HTTP_OPTION_ANNOTATIONS
             .iter()
@@ -388,7 +422,7 @@ fn http_option(route: &Route, opts: &RouteOptions) -> Result<Option<String>, Str
         return match v.to_ascii_lowercase().as_str() {
             "enabled" => Ok(Some("Enabled".to_string())),
             "redirected" => Ok(Some("Redirected".to_string())),
-            other => Err(format!("incorrect http-protocol annotation: {other}")),
+            other => Err(RouteError::HttpOption(other.to_string())),
         };
     }
     Ok(match opts.http_protocol.to_ascii_lowercase().as_str() {
@@ -415,26 +449,26 @@ fn http_option(route: &Route, opts: &RouteOptions) -> Result<Option<String>, Str
 ///
 /// TLS is left empty (certificates are not modelled); `httpOption` follows config-network and the
 /// route's annotations.
-pub fn ingress_from_route(route: &Route, opts: &RouteOptions) -> Result<IngressSpec, String> {
+pub fn ingress_from_route(route: &Route, opts: &RouteOptions) -> Result<IngressSpec, RouteError> {
     let name = route
         .metadata
         .name
         .as_deref()
         .filter(|n| !n.is_empty())
-        .ok_or("route has no metadata.name")?;
+        .ok_or(RouteError::NoName)?;
     let ns = route
         .metadata
         .namespace
         .as_deref()
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| format!("route {name} has no metadata.namespace"))?;
+        .ok_or_else(|| RouteError::NoNamespace(name.to_string()))?;
     let id = format!("{ns}/{name}");
     let status = route
         .status
         .as_ref()
-        .ok_or_else(|| format!("route {id} has no status"))?;
+        .ok_or_else(|| RouteError::NoStatus(id.clone()))?;
     if status.traffic.is_empty() {
-        return Err(format!("route {id} has no status.traffic"));
+        return Err(RouteError::NoTraffic(id));
     }
 
     let local_suffix = format!(".svc.{}", opts.cluster_domain);
@@ -451,12 +485,17 @@ pub fn ingress_from_route(route: &Route, opts: &RouteOptions) -> Result<IngressS
             .revision_name
             .as_deref()
             .filter(|r| !r.is_empty())
-            .ok_or_else(|| format!("route {id}: status.traffic[{i}] has no revisionName"))?;
+            .ok_or_else(|| RouteError::NoRevisionName {
+                id: id.clone(),
+                index: i,
+            })?;
         let percent = tt.percent.unwrap_or(0);
         if !(0..=100).contains(&percent) {
-            return Err(format!(
-                "route {id}: status.traffic[{i}] has percent {percent}, outside 0..100"
-            ));
+            return Err(RouteError::PercentOutOfRange {
+                id,
+                index: i,
+                percent,
+            });
         }
         total += percent;
         let target = || Target {
@@ -473,9 +512,7 @@ pub fn ingress_from_route(route: &Route, opts: &RouteOptions) -> Result<IngressS
         groups.entry(String::new()).or_default().push(target());
     }
     if total != 100 {
-        return Err(format!(
-            "route {id}: status.traffic percents sum to {total}, not 100"
-        ));
+        return Err(RouteError::PercentSum { id, total });
     }
     let groups: BTreeMap<String, Vec<Target>> = groups
         .into_iter()
@@ -915,10 +952,12 @@ mod tests {
         r.status = None;
         assert!(ingress_from_route(&r, &opts)
             .expect_err("no status")
+            .to_string()
             .contains("no status"));
         let r = route("my-service", None, vec![]);
         assert!(ingress_from_route(&r, &opts)
             .expect_err("no traffic")
+            .to_string()
             .contains("status.traffic"));
         let r = route(
             "my-service",
@@ -927,6 +966,7 @@ mod tests {
         );
         assert!(ingress_from_route(&r, &opts)
             .expect_err("sum")
+            .to_string()
             .contains("sum to 90"));
         let mut r = canary_route();
         if let Some(s) = r.status.as_mut() {
@@ -934,6 +974,7 @@ mod tests {
         }
         assert!(ingress_from_route(&r, &opts)
             .expect_err("no revision")
+            .to_string()
             .contains("revisionName"));
     }
 

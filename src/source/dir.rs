@@ -164,6 +164,7 @@ impl DirState {
                     object: Some(key.clone()),
                     origin: Some(d.origin.clone()),
                     message: format!("defined twice; keeping the one from {}", first.origin),
+                    code: crate::source::ErrorCode::Invalid,
                 });
             }
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{InputError, Origin, Sourced};
+use super::{ErrorCode, InputError, Origin, Sourced};
 use crate::model::{parse_object, ParseError};
 
 /// Everything read from one file (or a whole directory).
@@ -75,6 +75,7 @@ pub fn load_dir(dir: &Path) -> Loaded {
             object: None,
             origin: None,
             message: format!("reading directory {}: {e}", dir.display()),
+            code: ErrorCode::Parse,
         }),
     }
     loaded
@@ -95,6 +96,7 @@ pub fn load_file(dir: &Path, rel: &Path) -> Loaded {
                     item: None,
                 }),
                 message: format!("cannot read file: {e}"),
+                code: ErrorCode::Parse,
             }],
         },
     }
@@ -138,6 +140,7 @@ pub fn parse_text(file: &Path, text: &str) -> Loaded {
                 object: None,
                 origin: Some(origin(doc_no, None)),
                 message,
+                code: ErrorCode::Parse,
             }),
             Ok(serde_json::Value::Null) => {}
             Ok(value) => {
@@ -177,6 +180,7 @@ fn push_one(loaded: &mut Loaded, value: serde_json::Value, origin: Origin) {
             object: None,
             origin: Some(origin),
             message: "document has no kind".to_string(),
+            code: ErrorCode::Parse,
         }),
         Err(ParseError::Invalid {
             kind: _,
@@ -194,10 +198,16 @@ fn push_one(loaded: &mut Loaded, value: serde_json::Value, origin: Origin) {
             } else {
                 message
             };
+            let code = if object.is_none() {
+                ErrorCode::Parse
+            } else {
+                ErrorCode::Invalid
+            };
             loaded.errors.push(InputError {
                 object,
                 origin: Some(origin),
                 message,
+                code,
             })
         }
     }

@@ -389,6 +389,7 @@ impl KubeState {
                                 object: Some(key.clone()),
                                 origin: None,
                                 message,
+                                code: crate::source::ErrorCode::Invalid,
                             },
                         );
                         Some(key)
@@ -400,6 +401,7 @@ impl KubeState {
                                 object: None,
                                 origin: None,
                                 message: format!("{}: {message}", resource.api_kind),
+                                code: crate::source::ErrorCode::Parse,
                             },
                         );
                         None

@@ -22,27 +22,24 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::model::diag::InputError;
 use crate::model::{Kind, Object, ObjectKey};
-use crate::source::InputError;
 use crate::state::{Entry, Inputs, SERVICE_NAME_LABEL};
 use crate::xds::cache::SNAPSHOT_TYPES;
 use crate::xds::cache::{resource, resource_from_bytes};
 use crate::xds::{ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
 use prost::Message;
 
+use super::assemble::{self, Sink, VirtualHosts};
+use super::backend::{ready_endpoints_of, ClusterSource, SvcKey};
+use super::claims::{self, Order, RouteLabels, Slot};
 use super::envoy;
-use super::ir::{ClusterKind, VirtualHostIr};
-use super::{
-    context, is_subset, kingress_class_matches, ready_endpoints_of, translate_one, ClusterIr,
-    ClusterSource, Context, Fragment, Options,
-};
+use super::fragment::{translate_one, Fragment};
+use super::gateway::{context, is_subset, Context};
+use super::ir::{ClusterIr, ClusterKind, VirtualHostIr};
+use super::{ownership, Options};
 
 type Labels = BTreeMap<String, String>;
-/// (route configuration name, host).
-type Slot = (String, String);
-/// (namespace, name) of a Service.
-type SvcKey = (String, String);
-type Order = (u8, String, ObjectKey);
 
 /// One change as the engine sees it: the key, the entry before and the entry after.
 #[derive(Debug, Clone)]
@@ -73,7 +70,7 @@ pub struct Engine {
     slots: BTreeMap<Slot, BTreeSet<Order>>,
     slot_errors: BTreeMap<Slot, Vec<InputError>>,
     /// Winning virtual hosts: route configuration -> host -> virtual host.
-    vhosts: BTreeMap<String, BTreeMap<String, Arc<VirtualHostIr>>>,
+    vhosts: VirtualHosts,
     /// The same, encoded: route configuration -> virtual host name -> `VirtualHost` bytes.
     encoded: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     clusters: BTreeMap<String, ClusterEntry>,
@@ -103,17 +100,8 @@ struct Touched {
 }
 
 fn vs_route_labels(entry: &Entry) -> (Option<(String, Option<String>)>, Option<String>) {
-    let labels = entry.object.metadata().labels.clone().unwrap_or_default();
-    let by_route = labels.get("serving.knative.dev/route").map(|r| {
-        (
-            r.clone(),
-            labels.get("serving.knative.dev/routeNamespace").cloned(),
-        )
-    });
-    let by_ingress = labels
-        .get("networking.internal.knative.dev/ingress")
-        .cloned();
-    (by_route, by_ingress)
+    let labels = RouteLabels::of(entry.object.metadata());
+    (labels.route, labels.ingress)
 }
 
 fn slice_service(entry: &Entry) -> Option<SvcKey> {
@@ -307,7 +295,7 @@ impl Engine {
                     continue;
                 };
                 if let ClusterKind::Eds { endpoints } = &mut c.ir.kind {
-                    let now = ready_endpoints_of(inputs, &self.opts, &c.src);
+                    let now = ready_endpoints_of(inputs, &c.src);
                     if *endpoints != now {
                         *endpoints = now;
                         touched.assignments.insert(name);
@@ -382,18 +370,31 @@ impl Engine {
         }
     }
 
-    /// A KIngress or a VirtualService labelled for this Route describes its traffic.
+    /// A KIngress or a VirtualService labelled for this Route describes its traffic (the rule
+    /// of [`claims::route_is_shadowed`], asked of the VirtualServices the index names).
     fn route_has_ingress(&self, inputs: &Inputs, key: &ObjectKey) -> bool {
-        inputs
-            .get(Kind::KIngress, &key.namespace, &key.name)
-            .is_some()
-            || self.vs_by_route.get(&key.name).is_some_and(|s| {
-                s.iter()
-                    .any(|(ns, _)| ns.as_ref().is_none_or(|ns| ns == &key.namespace))
-            })
-            || self
-                .vs_by_ingress
-                .contains_key(&(key.namespace.clone(), key.name.clone()))
+        let by_route = self
+            .vs_by_route
+            .get(&key.name)
+            .into_iter()
+            .flatten()
+            .map(|(_, k)| k);
+        let by_ingress = self
+            .vs_by_ingress
+            .get(&(key.namespace.clone(), key.name.clone()))
+            .into_iter()
+            .flatten();
+        let candidates = by_route.chain(by_ingress).filter_map(|k| {
+            let e = inputs.get(k.kind, &k.namespace, &k.name)?;
+            Some((k.namespace.as_str(), RouteLabels::of(e.object.metadata())))
+        });
+        claims::route_is_shadowed(
+            inputs
+                .get(Kind::KIngress, &key.namespace, &key.name)
+                .is_some(),
+            candidates,
+            key,
+        )
     }
 
     fn remove_fragment(&mut self, key: &ObjectKey, touched: &mut Touched) {
@@ -434,7 +435,9 @@ impl Engine {
         };
         let wanted = match (&entry.object, key.kind) {
             (Object::VirtualService(_), _) => true,
-            (Object::KIngress(i), _) => kingress_class_matches(inputs, &self.opts, &i.metadata),
+            (Object::KIngress(i), _) => {
+                ownership::is_ours(inputs, &i.metadata, &self.opts.ingress_class)
+            }
             (Object::Route(_), _) => !self.route_has_ingress(inputs, key),
             _ => false,
         };
@@ -497,36 +500,16 @@ impl Engine {
         let slots: Vec<Slot> = touched.slots.iter().cloned().collect();
         for slot in slots {
             let (route, host) = &slot;
-            let mut owner: Option<&Fragment> = None;
-            let mut errors = Vec::new();
-            let error = |key: &ObjectKey, message: String| InputError {
-                object: Some(key.clone()),
-                origin: inputs
-                    .get(key.kind, &key.namespace, &key.name)
-                    .and_then(|e| e.origin.clone()),
-                message,
-            };
-            for (_, _, k) in self.slots.get(&slot).into_iter().flatten() {
-                let Some(f) = self.frags.get(k) else { continue };
-                match owner {
-                    None => owner = Some(f),
-                    Some(o) => {
-                        let (ok, fk) = (&o.order.2, &f.order.2);
-                        if f.precedence < o.precedence {
-                            errors.push(error(
-                                ok,
-                                format!("host {host} is also claimed by older {fk}; left out here"),
-                            ));
-                            owner = Some(f);
-                        } else {
-                            errors.push(error(
-                                fk,
-                                format!("host {host} is already claimed by {ok}; left out here"),
-                            ));
-                        }
-                    }
-                }
-            }
+            let claimants = self
+                .slots
+                .get(&slot)
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, _, k)| self.frags.get(k));
+            let claims::Claim {
+                winner: owner,
+                errors,
+            } = claims::resolve(inputs, host, claimants);
             let new_vh = owner.and_then(|f| f.vhosts.get(&slot)).cloned();
             if errors.is_empty() {
                 self.slot_errors.remove(&slot);
@@ -602,83 +585,36 @@ impl Engine {
         }
     }
 
-    /// A route configuration from its encoded virtual hosts.
-    fn route_resource(&self, route: &str, port: u32) -> Arc<crate::xds::Resource> {
-        let vhs = self.encoded.get(route);
-        let bytes = envoy::route_config_bytes(
-            route,
-            port,
-            vhs.into_iter()
-                .flat_map(|m| m.values())
-                .map(Vec::as_slice)
-                .collect::<Vec<_>>()
-                .into_iter(),
-        );
-        resource_from_bytes(route, ROUTE, bytes)
-    }
-
-    /// Re-encodes what was touched.
+    /// Re-encodes what was touched, through the same [`Sink`] steps as a rebuild.
     fn emit(&mut self, touched: &Touched) {
+        let mut sink = MapSink {
+            res: &mut self.res,
+            encoded: &self.encoded,
+        };
         for route in &touched.routes {
-            let Some(port) = self.ctx.route_ports.get(route) else {
-                continue;
-            };
-            let r = self.route_resource(route, *port);
-            self.res.entry(ROUTE).or_default().insert(route.clone(), r);
+            if let Some(port) = self.ctx.route_ports.get(route) {
+                sink.route_configuration(route, *port, None);
+            }
         }
-        for host in &touched.scoped_hosts {
-            self.emit_scoped_host(host);
+        if let Some(route) = &self.ctx.scoped_route {
+            for host in &touched.scoped_hosts {
+                let vh = self
+                    .vhosts
+                    .get(route)
+                    .and_then(|m| m.get(host))
+                    .filter(|_| envoy::scopable(host));
+                match vh {
+                    Some(vh) => sink.scoped_host(route, vh),
+                    None => sink.remove_scoped_host(route, host),
+                }
+            }
         }
         for name in touched.clusters.union(&touched.assignments) {
-            let served = self
-                .clusters
-                .get(name)
-                .filter(|e| e.served_refs > 0)
-                .map(|e| e.ir.clone());
-            let cds = self.res.entry(CLUSTER).or_default();
-            match &served {
-                Some(ir) if touched.clusters.contains(name) => {
-                    cds.insert(name.clone(), resource(name, &envoy::cluster_resource(ir)));
-                }
-                Some(_) => {}
-                None => {
-                    cds.remove(name);
-                }
-            }
-            let eds = self.res.entry(ENDPOINT).or_default();
-            match served.as_ref().and_then(envoy::assignment) {
-                Some(cla) => {
-                    eds.insert(name.clone(), resource(name, &cla));
-                }
-                None => {
-                    eds.remove(name);
-                }
-            }
-        }
-    }
-
-    /// Scoped layout: the scope and RouteConfiguration of `host` on the scoped route
-    /// configuration.
-    fn emit_scoped_host(&mut self, host: &str) {
-        let Some(route) = self.ctx.scoped_route.clone() else {
-            return;
-        };
-        let name = envoy::scoped_name(&route, host);
-        let vh = self
-            .vhosts
-            .get(&route)
-            .and_then(|m| m.get(host))
-            .filter(|_| envoy::scopable(host));
-        match vh {
-            Some(vh) => {
-                let rc = resource(&name, &envoy::scoped_route_configuration(&route, vh));
-                let sc = resource(&name, &envoy::scope(&route, host));
-                self.res.entry(ROUTE).or_default().insert(name.clone(), rc);
-                self.res.entry(SCOPED_ROUTE).or_default().insert(name, sc);
-            }
-            None => {
-                self.res.entry(ROUTE).or_default().remove(&name);
-                self.res.entry(SCOPED_ROUTE).or_default().remove(&name);
+            let served = self.clusters.get(name).filter(|e| e.served_refs > 0);
+            match served {
+                Some(e) if touched.clusters.contains(name) => sink.cluster(&e.ir),
+                Some(e) => sink.assignment(&e.ir),
+                None => sink.remove_cluster(name),
             }
         }
     }
@@ -741,363 +677,105 @@ impl Engine {
         for t in SNAPSHOT_TYPES {
             res.insert(t, ResourceMap::new());
         }
-        let put = |res: &mut BTreeMap<&'static str, ResourceMap>, t, name: &str, r| {
-            if let Some(m) = res.get_mut(t) {
-                m.insert(name.to_string(), r);
-            }
+        let mut sink = MapSink {
+            res: &mut res,
+            encoded: &self.encoded,
         };
-        for l in &self.ctx.listeners {
-            put(&mut res, LISTENER, &l.name, resource(&l.name, l));
-        }
-        for s in &self.ctx.secrets {
-            put(&mut res, SECRET, &s.name, resource(&s.name, s));
-        }
-        for (route, port) in &self.ctx.route_ports {
-            if self.ctx.scoped_route.as_ref() != Some(route) {
-                put(&mut res, ROUTE, route, self.route_resource(route, *port));
-                continue;
-            }
-            for (host, vh) in self.vhosts.get(route).into_iter().flatten() {
-                if envoy::scopable(host) {
-                    let name = envoy::scoped_name(route, host);
-                    let rc = envoy::scoped_route_configuration(route, vh);
-                    put(&mut res, ROUTE, &name, resource(&name, &rc));
-                    let sc = envoy::scope(route, host);
-                    put(&mut res, SCOPED_ROUTE, &name, resource(&name, &sc));
-                }
-            }
-        }
-        let blackhole = envoy::blackhole();
-        put(
-            &mut res,
-            CLUSTER,
-            &blackhole.name,
-            resource(&blackhole.name, &blackhole),
-        );
-        for (name, e) in &self.clusters {
-            if e.served_refs == 0 {
-                continue;
-            }
-            put(
-                &mut res,
-                CLUSTER,
-                name,
-                resource(name, &envoy::cluster_resource(&e.ir)),
-            );
-            if let Some(cla) = envoy::assignment(&e.ir) {
-                put(&mut res, ENDPOINT, name, resource(name, &cla));
-            }
-        }
+        let served = self
+            .clusters
+            .values()
+            .filter(|e| e.served_refs > 0)
+            .map(|e| &e.ir);
+        assemble::assemble(&self.ctx, &self.vhosts, served, &mut sink);
         self.res = res;
         self.collect_clusters();
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::parse_object;
-    use crate::source::Origin;
-    use crate::state::Change;
-    use crate::synth::{Form, Synth};
-    use crate::xds::cache;
-    use serde_json::{json, Value};
+/// Puts assembled resources into the engine's persistent maps; Istio-layout route
+/// configurations are spliced from the cached encoded virtual hosts.
+struct MapSink<'a> {
+    res: &'a mut BTreeMap<&'static str, ResourceMap>,
+    encoded: &'a BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+}
 
-    fn labels(istio: &str) -> Labels {
-        BTreeMap::from([("istio".to_string(), istio.to_string())])
+impl MapSink<'_> {
+    fn put(&mut self, t: &'static str, name: &str, r: Arc<crate::xds::Resource>) {
+        self.res.entry(t).or_default().insert(name.to_string(), r);
     }
 
-    fn entry(v: Value, doc: usize) -> Arc<Entry> {
-        let object = parse_object(v).ok().flatten().expect("synth objects parse");
-        Arc::new(Entry {
-            object,
-            origin: Some(Origin {
-                file: "step".into(),
-                doc,
-                item: None,
-            }),
-        })
+    fn remove(&mut self, t: &'static str, name: &str) {
+        self.res.entry(t).or_default().remove(name);
     }
 
-    /// xorshift: deterministic pseudo-random steps without a dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
+    fn remove_scoped_host(&mut self, route: &str, host: &str) {
+        let name = envoy::scoped_name(route, host);
+        self.remove(ROUTE, &name);
+        self.remove(SCOPED_ROUTE, &name);
+    }
+
+    /// An EDS cluster's load assignment alone (its endpoints changed).
+    fn assignment(&mut self, c: &ClusterIr) {
+        match envoy::assignment(c) {
+            Some(cla) => self.put(ENDPOINT, &c.name, resource(&c.name, &cla)),
+            None => self.remove(ENDPOINT, &c.name),
         }
     }
 
-    /// One random change: upserts/deletes of traffic objects, Services, Endpoints, and the rarer
-    /// context changes (gateway Service, ConfigMap, KIngress TLS), plus broken objects and
-    /// duplicate hosts.
-    fn random_change(rng: &mut Rng, synth: &Synth, inputs: &Inputs, step: usize) -> Vec<Change> {
-        let n = synth.services + 5;
-        let i = rng.next(n);
-        let objs = synth.service(i, 90);
-        let key_of = |v: &Value| entry(v.clone(), 0).object.key();
-        match rng.next(12) {
-            // Traffic split changes (sometimes invalid: 95 + 10).
-            0 | 1 => {
-                let split = [90, 50, 0, 100, 95][rng.next(5)];
-                let mut v = synth.service(i, split)[0].clone();
-                if split == 95 {
-                    if let Some(t) = v.pointer_mut("/status/traffic/1/percent") {
-                        *t = json!(10);
-                    }
-                    if let Some(t) = v.pointer_mut("/spec/rules/0/http/paths/0/splits/1/percent") {
-                        *t = json!(10);
-                    }
-                }
-                vec![Change::Upsert(entry(v, step))]
-            }
-            // Add a whole service, or delete its traffic object.
-            2 => objs
-                .into_iter()
-                .map(|v| Change::Upsert(entry(v, step)))
-                .collect(),
-            3 => vec![Change::Delete(key_of(&objs[0]))],
-            // Endpoints change / disappear.
-            4 | 5 => vec![Change::Upsert(entry(
-                synth.endpoints(i, rng.next(2), step),
-                step,
-            ))],
-            6 => vec![Change::Delete(key_of(&objs[2]))],
-            // A revision Service changes its port (breaks its dependents) or comes back.
-            7 => {
-                let mut v = objs[1].clone();
-                if rng.next(2) == 0 {
-                    v["spec"]["ports"][0]["port"] = json!(81);
-                }
-                vec![Change::Upsert(entry(v, step))]
-            }
-            // Duplicate hosts: a second object claims service i's hosts.
-            8 => {
-                let mut v = objs[0].clone();
-                v["metadata"]["name"] = json!(format!("dup-{i}"));
-                v["metadata"]["creationTimestamp"] = json!(if rng.next(2) == 0 {
-                    "2020-01-01T00:00:00Z"
-                } else {
-                    "2030-01-01T00:00:00Z"
-                });
-                vec![Change::Upsert(entry(v, step))]
-            }
-            // A KIngress (of our class or another) next to a Route: precedence.
-            9 => {
-                let ns = synth.namespace(i);
-                let class = if rng.next(2) == 0 {
-                    "other"
-                } else {
-                    crate::model::kingress::DEFAULT_CLASS
-                };
-                let v = json!({
-                    "apiVersion": "networking.internal.knative.dev/v1alpha1", "kind": "Ingress",
-                    "metadata": {"name": format!("svc-{i}"), "namespace": ns,
-                                 "annotations": {"networking.knative.dev/ingress.class": class}},
-                    "spec": {"rules": [{"hosts": [format!("k-{i}.example.com")], "visibility": "ExternalIP",
-                        "http": {"paths": [{"splits": [{"serviceNamespace": ns,
-                            "serviceName": format!("svc-{i}-00001"), "servicePort": 80, "percent": 100}]}]}}]}
-                });
-                if inputs
-                    .get(Kind::KIngress, &ns, &format!("svc-{i}"))
-                    .is_some()
-                    && rng.next(2) == 0
-                {
-                    vec![Change::Delete(key_of(&v))]
-                } else {
-                    vec![Change::Upsert(entry(v, step))]
-                }
-            }
-            // Context: the external gateway Service moves its port, or config-domain changes.
-            10 => {
-                let mut v = synth.gateway_services()[0].clone();
-                v["spec"]["ports"][0]["targetPort"] = json!(8080 + rng.next(3));
-                vec![Change::Upsert(entry(v, step))]
-            }
-            _ => {
-                let domain = ["example.com", "example.org"][rng.next(2)];
-                let v = json!({"apiVersion": "v1", "kind": "ConfigMap",
-                    "metadata": {"name": "config-domain", "namespace": "knative-serving"},
-                    "data": {domain: ""}});
-                vec![Change::Upsert(entry(v, step))]
-            }
-        }
+    fn remove_cluster(&mut self, name: &str) {
+        self.remove(CLUSTER, name);
+        self.remove(ENDPOINT, name);
     }
+}
 
-    fn check(engine: &Engine, inputs: &Inputs, opts: &Options, l: &Labels, what: &str) {
-        let full = crate::translate::translate(inputs, opts, l);
-        let want = cache::snapshot(7, &full.config);
-        let got = engine.snapshot(7);
-        if got != want {
-            for (t, m) in &want.resources {
-                let g = got.resources.get(t).cloned().unwrap_or_default();
-                for (n, r) in m {
-                    if g.get(n).map(|x| &x.version) != Some(&r.version) {
-                        panic!("{what}: {t} {n} differs (or is missing) from a full translation");
-                    }
-                }
-                for n in g.keys() {
-                    assert!(m.contains_key(n), "{what}: {t} {n} should not be there");
-                }
-            }
-            panic!("{what}: snapshots differ");
-        }
-        assert_eq!(engine.errors(), full.errors, "{what}: errors");
+impl Sink for MapSink<'_> {
+    fn listener(&mut self, l: &envoy_types::pb::envoy::config::listener::v3::Listener) {
+        self.put(LISTENER, &l.name, resource(&l.name, l));
     }
-
-    pub(super) fn scoped() -> Options {
-        Options {
-            route_layout: crate::translate::RouteLayout::Scoped,
-            ..Options::default()
-        }
+    fn secret(
+        &mut self,
+        s: &envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret,
+    ) {
+        self.put(SECRET, &s.name, resource(&s.name, s));
     }
-
-    #[test]
-    fn incremental_changes_give_the_snapshot_of_a_full_translation() {
-        for (form, seed, opts) in [
-            (Form::Route, 1u64, Options::default()),
-            (Form::Kingress, 2, Options::default()),
-            (Form::Virtualservice, 3, Options::default()),
-            (Form::Route, 4, Options::default()),
-            (Form::Route, 5, scoped()),
-            (Form::Kingress, 6, scoped()),
-            (Form::Virtualservice, 7, scoped()),
-        ] {
-            let synth = Synth::new(12, form);
-            let mut inputs = synth.inputs();
-            let gws = [labels("ingressgateway"), labels("cluster-local-gateway")];
-            let mut engines: Vec<Engine> =
-                gws.iter().map(|l| Engine::new(&inputs, &opts, l)).collect();
-            for (e, l) in engines.iter().zip(&gws) {
-                check(e, &inputs, &opts, l, "initial");
-            }
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            for step in 1..=150 {
-                let changes = random_change(&mut rng, &synth, &inputs, step);
-                let what = format!("{form:?} {:?} step {step}: {changes:?}", opts.route_layout);
-                let mut oc = Vec::new();
-                for c in changes {
-                    let key = match &c {
-                        Change::Upsert(e) => e.object.key(),
-                        Change::Delete(k) => k.clone(),
-                    };
-                    let old = inputs
-                        .get(key.kind, &key.namespace, &key.name)
-                        .map(|e| Arc::new(e.clone()));
-                    inputs.apply([c.clone()]);
-                    let new = inputs
-                        .get(key.kind, &key.namespace, &key.name)
-                        .map(|e| Arc::new(e.clone()));
-                    oc.push(ObjectChange { key, old, new });
-                }
-                for (e, l) in engines.iter_mut().zip(&gws) {
-                    e.apply(&inputs, &oc);
-                    check(e, &inputs, &opts, l, &what);
-                }
-            }
-        }
+    fn route_configuration(
+        &mut self,
+        name: &str,
+        port: u32,
+        _vhosts: Option<&BTreeMap<String, Arc<VirtualHostIr>>>,
+    ) {
+        let vhs: Vec<&[u8]> = self
+            .encoded
+            .get(name)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .map(Vec::as_slice)
+            .collect();
+        let bytes = envoy::route_config_bytes(name, port, vhs.into_iter());
+        self.put(ROUTE, name, resource_from_bytes(name, ROUTE, bytes));
     }
-
-    #[test]
-    fn an_endpoint_change_touches_only_its_assignment() {
-        let synth = Synth::new(50, Form::Route);
-        let mut inputs = synth.inputs();
-        let l = labels("ingressgateway");
-        let mut engine = Engine::new(&inputs, &Options::default(), &l);
-        let before = engine.snapshot(1);
-        let e = entry(synth.endpoints(3, 0, 1), 1);
-        let key = e.object.key();
-        let old = inputs
-            .get(key.kind, &key.namespace, &key.name)
-            .map(|e| Arc::new(e.clone()));
-        inputs.apply([Change::Upsert(e.clone())]);
-        engine.apply(
-            &inputs,
-            &[ObjectChange {
-                key,
-                old,
-                new: Some(e),
-            }],
+    fn scoped_host(&mut self, route: &str, vh: &VirtualHostIr) {
+        let name = envoy::scoped_name(route, &vh.host);
+        let rc = envoy::scoped_route_configuration(route, vh);
+        self.put(ROUTE, &name, resource(&name, &rc));
+        self.put(
+            SCOPED_ROUTE,
+            &name,
+            resource(&name, &envoy::scope(route, &vh.host)),
         );
-        let after = engine.snapshot(2);
-        let mut changed = Vec::new();
-        for (t, m) in &after.resources {
-            for (n, r) in m {
-                if before.resources[t].get(n).map(|x| &x.version) != Some(&r.version) {
-                    changed.push(n.clone());
-                }
-            }
-        }
-        assert_eq!(changed, ["outbound|80||svc-3-00001.ns-0.svc.cluster.local"]);
+    }
+    fn static_cluster(&mut self, c: &envoy_types::pb::envoy::config::cluster::v3::Cluster) {
+        self.put(CLUSTER, &c.name, resource(&c.name, c));
+    }
+    fn cluster(&mut self, c: &ClusterIr) {
+        self.put(
+            CLUSTER,
+            &c.name,
+            resource(&c.name, &envoy::cluster_resource(c)),
+        );
+        self.assignment(c);
     }
 }
 
 #[cfg(test)]
-mod golden_inputs {
-    use super::*;
-    use crate::state::Change;
-    use crate::xds::cache;
-    use std::path::Path;
-
-    /// Every golden case's inputs, fed object by object (then removed object by object) into an
-    /// engine per gateway: after each step the engine holds what a full translation gives.
-    #[test]
-    fn golden_inputs_fed_one_object_at_a_time_match_full_translation() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-        let mut cases = 0;
-        for dir in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            let input = dir.path().join("input");
-            if !input.is_dir() {
-                continue;
-            }
-            cases += 1;
-            let (all, _) = crate::pipeline::load(&input);
-            for opts in [Options::default(), super::tests::scoped()] {
-                let mut labels: Vec<Labels> = crate::translate::gateways(&all, &opts)
-                    .into_iter()
-                    .map(|g| g.spec.selector)
-                    .collect();
-                labels.dedup();
-                let entries: Vec<Arc<Entry>> = all.entries().map(|(_, e)| e.clone()).collect();
-                let mut inputs = Inputs::default();
-                let mut engines: Vec<Engine> = labels
-                    .iter()
-                    .map(|l| Engine::new(&inputs, &opts, l))
-                    .collect();
-                let steps = entries
-                    .iter()
-                    .map(|e| Change::Upsert(e.clone()))
-                    .chain(entries.iter().rev().map(|e| Change::Delete(e.object.key())));
-                for (n, c) in steps.enumerate() {
-                    let key = match &c {
-                        Change::Upsert(e) => e.object.key(),
-                        Change::Delete(k) => k.clone(),
-                    };
-                    let old = inputs.entry(&key).cloned();
-                    inputs.apply([c]);
-                    let new = inputs.entry(&key).cloned();
-                    let oc = [ObjectChange { key, old, new }];
-                    for (e, l) in engines.iter_mut().zip(&labels) {
-                        e.apply(&inputs, &oc);
-                        let full = crate::translate::translate(&inputs, &opts, l);
-                        assert_eq!(
-                            e.snapshot(1),
-                            cache::snapshot(1, &full.config),
-                            "{}: step {n}, labels {l:?}",
-                            dir.path().display()
-                        );
-                        assert_eq!(
-                            e.errors(),
-                            full.errors,
-                            "{}: step {n}",
-                            dir.path().display()
-                        );
-                    }
-                }
-            }
-        }
-        assert!(cases >= 10, "golden cases found: {cases}");
-    }
-}
+mod tests;
