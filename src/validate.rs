@@ -101,29 +101,49 @@ fn classify(e: &InputError) -> (&'static str, String) {
 /// Every problem in `inputs` (plus the source's `load_errors`), sorted, errors first per object.
 pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> Vec<Finding> {
     let mut out: BTreeSet<Finding> = BTreeSet::new();
-    for e in load_errors {
+    out.extend(load_errors.iter().map(|e| {
         let (code, fix) = classify(e);
-        out.insert(Finding {
+        Finding {
             severity: Severity::Error,
             code,
             object: e.object.clone(),
             origin: e.origin.clone(),
             message: e.message.clone(),
             fix,
-        });
-    }
-    let origin_of = |k: &ObjectKey| -> Option<Origin> {
-        inputs
-            .get(k.kind, &k.namespace, &k.name)
-            .and_then(|e| e.origin.clone())
-    };
-
-    // What the translator detects, for every gateway; and the Services it routes to that have
-    // no ready endpoint.
+        }
+    }));
     let gateways = translate::gateways(inputs, opts);
+    let empty_services = translator_errors(inputs, opts, &gateways, &mut out);
+    no_ready_endpoints(inputs, empty_services, &mut out);
+    unknown_gateways(inputs, &gateways, &mut out);
+    invalid_regexes(inputs, &mut out);
+    foreign_classes(inputs, opts, &mut out);
+    let mut v: Vec<Finding> = out.into_iter().collect();
+    v.sort_by(|a, b| {
+        (&a.object, &a.origin, a.severity, a.code, &a.message)
+            .cmp(&(&b.object, &b.origin, b.severity, b.code, &b.message))
+    });
+    v
+}
+
+fn origin_of(inputs: &Inputs, k: &ObjectKey) -> Option<Origin> {
+    inputs
+        .get(k.kind, &k.namespace, &k.name)
+        .and_then(|e| e.origin.clone())
+}
+
+/// What the translator detects, for every gateway (classified by code; a TLS error of a server
+/// made for a KIngress names the KIngress). Returns the Services traffic is routed to that have
+/// no ready endpoint.
+fn translator_errors(
+    inputs: &Inputs,
+    opts: &Options,
+    gateways: &[translate::GatewayInfo],
+    out: &mut BTreeSet<Finding>,
+) -> BTreeSet<(String, String)> {
     let mut empty_services: BTreeSet<(String, String)> = BTreeSet::new();
     let mut label_sets: BTreeSet<BTreeMap<String, String>> = BTreeSet::new();
-    for g in &gateways {
+    for g in gateways {
         if let Some(labels) = translate::gateway_labels(inputs, opts, &g.id()) {
             label_sets.insert(labels);
         }
@@ -156,7 +176,7 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
                 out.insert(Finding {
                     severity: Severity::Error,
                     code,
-                    origin: origin_of(&owner),
+                    origin: origin_of(inputs, &owner),
                     object: Some(owner),
                     message: format!("{}{}", e.message, via.unwrap_or_default()),
                     fix: fix.clone(),
@@ -172,6 +192,15 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
             }
         }
     }
+    empty_services
+}
+
+/// Services traffic is routed to with no ready endpoint (requests get 503).
+fn no_ready_endpoints(
+    inputs: &Inputs,
+    empty_services: BTreeSet<(String, String)>,
+    out: &mut BTreeSet<Finding>,
+) {
     for (ns, name) in empty_services {
         let key = ObjectKey {
             kind: Kind::Service,
@@ -181,7 +210,7 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
         out.insert(Finding {
             severity: Severity::Warning,
             code: "no-ready-endpoints",
-            origin: origin_of(&key),
+            origin: origin_of(inputs, &key),
             object: Some(key),
             message: format!(
                 "traffic is routed to Service {ns}/{name}, which has no ready endpoint: requests \
@@ -193,8 +222,14 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
             ),
         });
     }
+}
 
-    // VirtualServices naming a Gateway that does not exist.
+/// VirtualServices naming a Gateway that does not exist.
+fn unknown_gateways(
+    inputs: &Inputs,
+    gateways: &[translate::GatewayInfo],
+    out: &mut BTreeSet<Finding>,
+) {
     let known: BTreeSet<String> = gateways.iter().map(|g| g.id()).collect();
     for (key, e) in inputs.of_kind(Kind::VirtualService) {
         let Object::VirtualService(vs) = &e.object else {
@@ -225,9 +260,11 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
             }
         }
     }
+}
 
-    // VirtualService regexes Envoy would reject (it compiles them with RE2; the regex crate
-    // accepts the same syntax, without look-around or backreferences).
+/// VirtualService regexes Envoy would reject (it compiles them with RE2; the regex crate
+/// accepts the same syntax, without look-around or backreferences).
+fn invalid_regexes(inputs: &Inputs, out: &mut BTreeSet<Finding>) {
     for (key, e) in inputs.of_kind(Kind::VirtualService) {
         let Object::VirtualService(vs) = &e.object else {
             continue;
@@ -268,8 +305,10 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
             }
         }
     }
+}
 
-    // KIngresses of another class that no VirtualService was generated for.
+/// KIngresses of another class that no VirtualService was generated for.
+fn foreign_classes(inputs: &Inputs, opts: &Options, out: &mut BTreeSet<Finding>) {
     for (key, e) in inputs.of_kind(Kind::KIngress) {
         let Object::KIngress(ing) = &e.object else {
             continue;
@@ -308,12 +347,6 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
             ),
         });
     }
-    let mut v: Vec<Finding> = out.into_iter().collect();
-    v.sort_by(|a, b| {
-        (&a.object, &a.origin, a.severity, a.code, &a.message)
-            .cmp(&(&b.object, &b.origin, b.severity, b.code, &b.message))
-    });
-    v
 }
 
 /// KIngresses whose `spec.tls` names the Secret a translator TLS error is about (the message

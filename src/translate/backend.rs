@@ -89,45 +89,7 @@ impl<'a> Backends<'a> {
             None => return Err(missing()),
         };
         let spec = svc.spec.clone().unwrap_or_default();
-        let ports = spec.ports.clone().unwrap_or_default();
-        let sp = match port {
-            None if ports.len() == 1 => ports[0].clone(),
-            None => {
-                return Err(TranslateError::AmbiguousPort {
-                    ns: ns.to_string(),
-                    name: name.to_string(),
-                    count: ports.len(),
-                })
-            }
-            Some(IntOrString::Int(n)) => match ports.iter().find(|p| i64::from(p.port) == *n) {
-                Some(p) => p.clone(),
-                None if spec.type_.as_deref() == Some("ExternalName") && ports.is_empty() => {
-                    ServicePort {
-                        port: i32::try_from(*n).map_err(|_| TranslateError::BadPortNumber(*n))?,
-                        ..Default::default()
-                    }
-                }
-                None => {
-                    return Err(TranslateError::NoPortNumber {
-                        ns: ns.to_string(),
-                        name: name.to_string(),
-                        port: *n,
-                    })
-                }
-            },
-            Some(IntOrString::String(s)) => {
-                match ports.iter().find(|p| p.name.as_deref() == Some(s)) {
-                    Some(p) => p.clone(),
-                    None => {
-                        return Err(TranslateError::NoPortNamed {
-                            ns: ns.to_string(),
-                            name: name.to_string(),
-                            port: s.clone(),
-                        })
-                    }
-                }
-            }
-        };
+        let sp = service_port(ns, name, &spec, port)?;
         if sp.port <= 0 || sp.port > 65535 {
             return Err(TranslateError::BadServicePort {
                 ns: ns.to_string(),
@@ -175,6 +137,53 @@ impl<'a> Backends<'a> {
         self.clusters.insert(cname.clone(), (ir, src));
         Ok(cname)
     }
+}
+
+/// The Service port `port` selects (by number or name; `None`: the Service's only port). An
+/// ExternalName Service without ports takes any port number.
+fn service_port(
+    ns: &str,
+    name: &str,
+    spec: &ServiceSpec,
+    port: Option<&IntOrString>,
+) -> Result<ServicePort, TranslateError> {
+    let ports = spec.ports.clone().unwrap_or_default();
+    Ok(match port {
+        None if ports.len() == 1 => ports[0].clone(),
+        None => {
+            return Err(TranslateError::AmbiguousPort {
+                ns: ns.to_string(),
+                name: name.to_string(),
+                count: ports.len(),
+            })
+        }
+        Some(IntOrString::Int(n)) => match ports.iter().find(|p| i64::from(p.port) == *n) {
+            Some(p) => p.clone(),
+            None if spec.type_.as_deref() == Some("ExternalName") && ports.is_empty() => {
+                ServicePort {
+                    port: i32::try_from(*n).map_err(|_| TranslateError::BadPortNumber(*n))?,
+                    ..Default::default()
+                }
+            }
+            None => {
+                return Err(TranslateError::NoPortNumber {
+                    ns: ns.to_string(),
+                    name: name.to_string(),
+                    port: *n,
+                })
+            }
+        },
+        Some(IntOrString::String(s)) => match ports.iter().find(|p| p.name.as_deref() == Some(s)) {
+            Some(p) => p.clone(),
+            None => {
+                return Err(TranslateError::NoPortNamed {
+                    ns: ns.to_string(),
+                    name: name.to_string(),
+                    port: s.clone(),
+                })
+            }
+        },
+    })
 }
 
 /// Ready addresses of Service `ns/name`'s port named `want`, from its EndpointSlices, or its

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::model::kingress::IngressSpec;
+use crate::model::kingress::{HttpIngressPath, IngressSpec};
 use crate::model::ObjectKey;
 use crate::state::Inputs;
 
@@ -69,95 +69,8 @@ pub(super) fn placements(
         let mut routes = Vec::new();
         let mut probe_routes = Vec::new();
         for (pi, path) in http.paths.iter().enumerate() {
-            let total: i64 = path.splits.iter().map(|s| s.percent).sum();
-            if path.splits.is_empty() {
-                return Err(TranslateError::NoSplits { rule: ri, path: pi });
-            }
-            if total != 100 {
-                return Err(TranslateError::SplitSum {
-                    rule: ri,
-                    path: pi,
-                    total,
-                });
-            }
-            let mut destinations = Vec::new();
-            for s in &path.splits {
-                if s.percent < 0 || s.percent > 100 {
-                    return Err(TranslateError::BadPercent {
-                        rule: ri,
-                        path: pi,
-                        percent: s.percent,
-                    });
-                }
-                let sns = if s.service_namespace.is_empty() {
-                    key.namespace.clone()
-                } else {
-                    s.service_namespace.clone()
-                };
-                let cluster =
-                    b.cluster_for(&sns, &s.service_name, Some(&s.service_port), from_route)?;
-                if s.percent == 0 {
-                    continue;
-                }
-                destinations.push(WeightedDestination {
-                    cluster,
-                    weight: s.percent as u32,
-                    headers: HeaderOps {
-                        set: s.append_headers.clone().unwrap_or_default(),
-                        ..Default::default()
-                    },
-                });
-            }
-            let mut headers_ops = HeaderOps {
-                set: path.append_headers.clone().unwrap_or_default(),
-                ..Default::default()
-            };
-            if destinations.len() == 1 {
-                headers_ops = headers_ops.merged(&destinations[0].headers);
-                destinations[0].headers = HeaderOps::default();
-            }
-            let mut header_matches: Vec<HeaderMatchIr> = path
-                .headers
-                .iter()
-                .flatten()
-                .map(|(n, m)| HeaderMatchIr {
-                    name: n.to_ascii_lowercase(),
-                    matcher: StringMatchIr::Exact(m.exact.clone()),
-                })
-                .collect();
-            header_matches.sort_by(|a, b| a.name.cmp(&b.name));
-            let route = RouteIr {
-                name: None,
-                path: PathMatch::Prefix(
-                    path.path
-                        .clone()
-                        .filter(|p| !p.is_empty())
-                        .unwrap_or_else(|| "/".to_string()),
-                ),
-                headers: header_matches,
-                action: Action::Route {
-                    destinations,
-                    timeout: None,
-                    retry: Retry::None,
-                    host_rewrite: path.rewrite_host.clone().filter(|h| !h.is_empty()),
-                    prefix_rewrite: None,
-                },
-                headers_ops,
-                metadata: Some(("knative-pilot".to_string(), config_path.clone())),
-            };
-            // The probe copy: matches `K-Network-Hash: override` and sets the hash.
-            let mut probe = route.clone();
-            probe.headers.retain(|h| h.name != "k-network-hash");
-            probe.headers.push(HeaderMatchIr {
-                name: "k-network-hash".to_string(),
-                matcher: StringMatchIr::Exact("override".to_string()),
-            });
-            probe.headers.sort_by(|a, b| a.name.cmp(&b.name));
-            probe
-                .headers_ops
-                .set
-                .insert("K-Network-Hash".to_string(), hash.clone());
-            probe_routes.push(probe);
+            let route = path_route(b, key, (ri, pi), path, from_route, &config_path)?;
+            probe_routes.push(probe_of(&route, &hash));
             routes.push(route);
         }
         probe_routes.extend(routes);
@@ -198,4 +111,109 @@ pub(super) fn placements(
         }
     }
     Ok(placements)
+}
+
+/// The route of one KIngress path (rule `ri`, path `pi`): its splits as weighted destinations
+/// (0% splits still need their cluster, as Knative keeps them warm), its header matches and
+/// header operations.
+fn path_route(
+    b: &mut Backends<'_>,
+    key: &ObjectKey,
+    (ri, pi): (usize, usize),
+    path: &HttpIngressPath,
+    from_route: bool,
+    config_path: &str,
+) -> Result<RouteIr, TranslateError> {
+    let total: i64 = path.splits.iter().map(|s| s.percent).sum();
+    if path.splits.is_empty() {
+        return Err(TranslateError::NoSplits { rule: ri, path: pi });
+    }
+    if total != 100 {
+        return Err(TranslateError::SplitSum {
+            rule: ri,
+            path: pi,
+            total,
+        });
+    }
+    let mut destinations = Vec::new();
+    for s in &path.splits {
+        if s.percent < 0 || s.percent > 100 {
+            return Err(TranslateError::BadPercent {
+                rule: ri,
+                path: pi,
+                percent: s.percent,
+            });
+        }
+        let sns = if s.service_namespace.is_empty() {
+            key.namespace.clone()
+        } else {
+            s.service_namespace.clone()
+        };
+        let cluster = b.cluster_for(&sns, &s.service_name, Some(&s.service_port), from_route)?;
+        if s.percent == 0 {
+            continue;
+        }
+        destinations.push(WeightedDestination {
+            cluster,
+            weight: s.percent as u32,
+            headers: HeaderOps {
+                set: s.append_headers.clone().unwrap_or_default(),
+                ..Default::default()
+            },
+        });
+    }
+    let mut headers_ops = HeaderOps {
+        set: path.append_headers.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    if destinations.len() == 1 {
+        headers_ops = headers_ops.merged(&destinations[0].headers);
+        destinations[0].headers = HeaderOps::default();
+    }
+    let mut header_matches: Vec<HeaderMatchIr> = path
+        .headers
+        .iter()
+        .flatten()
+        .map(|(n, m)| HeaderMatchIr {
+            name: n.to_ascii_lowercase(),
+            matcher: StringMatchIr::Exact(m.exact.clone()),
+        })
+        .collect();
+    header_matches.sort_by(|a, b| a.name.cmp(&b.name));
+    let route = RouteIr {
+        name: None,
+        path: PathMatch::Prefix(
+            path.path
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "/".to_string()),
+        ),
+        headers: header_matches,
+        action: Action::Route {
+            destinations,
+            timeout: None,
+            retry: Retry::None,
+            host_rewrite: path.rewrite_host.clone().filter(|h| !h.is_empty()),
+            prefix_rewrite: None,
+        },
+        headers_ops,
+        metadata: Some(("knative-pilot".to_string(), config_path.to_string())),
+    };
+    Ok(route)
+}
+
+/// The probe copy of a route: matches `K-Network-Hash: override` and sets the hash.
+fn probe_of(route: &RouteIr, hash: &str) -> RouteIr {
+    let mut probe = route.clone();
+    probe.headers.retain(|h| h.name != "k-network-hash");
+    probe.headers.push(HeaderMatchIr {
+        name: "k-network-hash".to_string(),
+        matcher: StringMatchIr::Exact("override".to_string()),
+    });
+    probe.headers.sort_by(|a, b| a.name.cmp(&b.name));
+    probe
+        .headers_ops
+        .set
+        .insert("K-Network-Hash".to_string(), hash.to_string());
+    probe
 }

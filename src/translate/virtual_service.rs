@@ -201,33 +201,7 @@ fn http_route(
         if http.route.is_empty() {
             return Err(TranslateError::NoRouteNorRedirect);
         }
-        let mut destinations = Vec::new();
-        let single = http.route.len() == 1;
-        for d in &http.route {
-            let (sns, sname) = service_of_host(&d.destination.host, ns, &cx.opts.cluster_domain);
-            if sns.is_empty() {
-                return Err(TranslateError::ForeignHost(d.destination.host.clone()));
-            }
-            let port = d
-                .destination
-                .port
-                .as_ref()
-                .map(|p| IntOrString::Int(i64::from(p.number)));
-            let cluster = b.cluster_for(&sns, &sname, port.as_ref(), false)?;
-            let dh = request_headers(d.headers.as_ref());
-            let weight = d.weight.unwrap_or(if single { 100 } else { 0 });
-            if weight == 0 && !single {
-                continue;
-            }
-            destinations.push(WeightedDestination {
-                cluster,
-                weight,
-                headers: dh,
-            });
-        }
-        if destinations.is_empty() {
-            return Err(TranslateError::AllWeightsZero);
-        }
+        let mut destinations = destinations(cx, b, ns, http)?;
         if destinations.len() == 1 {
             // One destination: istiod applies its header operations at route level.
             let d = &mut destinations[0];
@@ -253,42 +227,89 @@ fn http_route(
     if matches.is_empty() {
         return Ok(vec![base]);
     }
-    let mut out = Vec::new();
-    for m in matches {
-        let mut r = base.clone();
-        if let Some(uri) = &m.uri {
-            r.path = if let Some(p) = &uri.exact {
-                PathMatch::Exact(p.clone())
-            } else if let Some(p) = &uri.prefix {
-                PathMatch::Prefix(p.clone())
-            } else if let Some(p) = &uri.regex {
-                PathMatch::Regex(p.clone())
-            } else {
-                PathMatch::Prefix("/".to_string())
-            };
+    matches
+        .into_iter()
+        .map(|m| matched(&base, m, http))
+        .collect()
+}
+
+/// The weighted destinations of an `http` route's `route` list (weight 0 left out, a single
+/// destination gets 100).
+fn destinations(
+    cx: &ObjectCx<'_>,
+    b: &mut Backends<'_>,
+    ns: &str,
+    http: &crate::model::istio::HttpRoute,
+) -> Result<Vec<WeightedDestination>, TranslateError> {
+    let mut destinations = Vec::new();
+    let single = http.route.len() == 1;
+    for d in &http.route {
+        let (sns, sname) = service_of_host(&d.destination.host, ns, &cx.opts.cluster_domain);
+        if sns.is_empty() {
+            return Err(TranslateError::ForeignHost(d.destination.host.clone()));
         }
-        let mut headers = Vec::new();
-        if let Some(a) = &m.authority {
-            headers.push(HeaderMatchIr {
-                name: ":authority".to_string(),
-                matcher: string_match(a).ok_or(TranslateError::EmptyAuthorityMatch)?,
-            });
+        let port = d
+            .destination
+            .port
+            .as_ref()
+            .map(|p| IntOrString::Int(i64::from(p.number)));
+        let cluster = b.cluster_for(&sns, &sname, port.as_ref(), false)?;
+        let dh = request_headers(d.headers.as_ref());
+        let weight = d.weight.unwrap_or(if single { 100 } else { 0 });
+        if weight == 0 && !single {
+            continue;
         }
-        for (name, sm) in &m.headers {
-            headers.push(HeaderMatchIr {
-                name: name.to_ascii_lowercase(),
-                matcher: string_match(sm)
-                    .ok_or_else(|| TranslateError::EmptyHeaderMatch(name.clone()))?,
-            });
-        }
-        headers.sort_by(|a, b| a.name.cmp(&b.name));
-        r.headers = headers;
-        if let (Some(rn), Some(mn)) = (&http.name, &m.name) {
-            r.name = Some(format!("{rn}.{mn}"));
-        }
-        out.push(r);
+        destinations.push(WeightedDestination {
+            cluster,
+            weight,
+            headers: dh,
+        });
     }
-    Ok(out)
+    if destinations.is_empty() {
+        return Err(TranslateError::AllWeightsZero);
+    }
+    Ok(destinations)
+}
+
+/// The route of one match of an `http` route: the shared action, this match's path and header
+/// matchers, and the `<route name>.<match name>` name.
+fn matched(
+    base: &RouteIr,
+    m: &crate::model::istio::HttpMatchRequest,
+    http: &crate::model::istio::HttpRoute,
+) -> Result<RouteIr, TranslateError> {
+    let mut r = base.clone();
+    if let Some(uri) = &m.uri {
+        r.path = if let Some(p) = &uri.exact {
+            PathMatch::Exact(p.clone())
+        } else if let Some(p) = &uri.prefix {
+            PathMatch::Prefix(p.clone())
+        } else if let Some(p) = &uri.regex {
+            PathMatch::Regex(p.clone())
+        } else {
+            PathMatch::Prefix("/".to_string())
+        };
+    }
+    let mut headers = Vec::new();
+    if let Some(a) = &m.authority {
+        headers.push(HeaderMatchIr {
+            name: ":authority".to_string(),
+            matcher: string_match(a).ok_or(TranslateError::EmptyAuthorityMatch)?,
+        });
+    }
+    for (name, sm) in &m.headers {
+        headers.push(HeaderMatchIr {
+            name: name.to_ascii_lowercase(),
+            matcher: string_match(sm)
+                .ok_or_else(|| TranslateError::EmptyHeaderMatch(name.clone()))?,
+        });
+    }
+    headers.sort_by(|a, b| a.name.cmp(&b.name));
+    r.headers = headers;
+    if let (Some(rn), Some(mn)) = (&http.name, &m.name) {
+        r.name = Some(format!("{rn}.{mn}"));
+    }
+    Ok(r)
 }
 
 /// Can a route's `:authority` matcher match requests for `host` (with or without a port)?

@@ -150,50 +150,7 @@ fn listener(
         };
         has_tls = true;
         used.push((s.route_name.clone(), s.server.port.number));
-        let mut server_names: Vec<String> = s
-            .server
-            .hosts
-            .iter()
-            .map(|h| {
-                h.split_once('/')
-                    .map(|(_, h)| h)
-                    .unwrap_or(h)
-                    .to_ascii_lowercase()
-            })
-            .filter(|h| h != "*")
-            .collect();
-        server_names.sort();
-        server_names.dedup();
-        let tls = DownstreamTlsContext {
-            common_tls_context: Some(CommonTlsContext {
-                alpn_protocols: vec!["h2".to_string(), "http/1.1".to_string()],
-                tls_certificate_sds_secret_configs: vec![SdsSecretConfig {
-                    name: sds,
-                    sds_config: Some(ads()),
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        chains.push(FilterChain {
-            filter_chain_match: Some(FilterChainMatch {
-                server_names,
-                ..Default::default()
-            }),
-            filters: vec![Filter {
-                name: HCM.to_string(),
-                config_type: Some(FilterConfigType::TypedConfig(any(&hcm(
-                    &stat_prefix,
-                    &s.route_name,
-                    false,
-                )))),
-            }],
-            transport_socket: Some(TransportSocket {
-                name: "envoy.transport_sockets.tls".to_string(),
-                config_type: Some(TransportConfigType::TypedConfig(any(&tls))),
-            }),
-            ..Default::default()
-        });
+        chains.push(tls_chain(s, sds, &stat_prefix));
     }
     if chains.is_empty() {
         return (None, used);
@@ -218,4 +175,52 @@ fn listener(
         ..Default::default()
     };
     (Some(l), used)
+}
+
+/// The TLS filter chain of an HTTPS server, selected by SNI (its hosts, `*` left out).
+fn tls_chain(s: &ServerCtx, sds: String, stat_prefix: &str) -> FilterChain {
+    let mut server_names: Vec<String> = s
+        .server
+        .hosts
+        .iter()
+        .map(|h| {
+            h.split_once('/')
+                .map(|(_, h)| h)
+                .unwrap_or(h)
+                .to_ascii_lowercase()
+        })
+        .filter(|h| h != "*")
+        .collect();
+    server_names.sort();
+    server_names.dedup();
+    let tls = DownstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            alpn_protocols: vec!["h2".to_string(), "http/1.1".to_string()],
+            tls_certificate_sds_secret_configs: vec![SdsSecretConfig {
+                name: sds,
+                sds_config: Some(ads()),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    FilterChain {
+        filter_chain_match: Some(FilterChainMatch {
+            server_names,
+            ..Default::default()
+        }),
+        filters: vec![Filter {
+            name: HCM.to_string(),
+            config_type: Some(FilterConfigType::TypedConfig(any(&hcm(
+                stat_prefix,
+                &s.route_name,
+                false,
+            )))),
+        }],
+        transport_socket: Some(TransportSocket {
+            name: "envoy.transport_sockets.tls".to_string(),
+            config_type: Some(TransportConfigType::TypedConfig(any(&tls))),
+        }),
+        ..Default::default()
+    }
 }
