@@ -26,17 +26,16 @@ use crate::model::diag::InputError;
 use crate::model::{Kind, Object, ObjectKey};
 use crate::state::{Entry, Inputs, SERVICE_NAME_LABEL};
 use crate::xds::cache::SNAPSHOT_TYPES;
-use crate::xds::cache::{resource, resource_from_bytes};
-use crate::xds::{ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
+use crate::xds::{ResourceMap, Snapshot};
 use prost::Message;
 
 use super::assemble::{self, Sink, VirtualHosts};
 use super::backend::{ready_endpoints_of, ClusterSource, SvcKey};
-use super::claims::{self, Order, RouteLabels, Slot};
+use super::claims::{self, Order, Slot};
 use super::envoy;
 use super::fragment::{translate_one, Fragment};
 use super::gateway::{context, is_subset, Context};
-use super::ir::{ClusterIr, ClusterKind, VirtualHostIr};
+use super::ir::{ClusterIr, ClusterKind};
 use super::{ownership, Options};
 
 type Labels = BTreeMap<String, String>;
@@ -97,11 +96,6 @@ struct Touched {
     scoped_hosts: BTreeSet<String>,
     clusters: BTreeSet<String>,
     assignments: BTreeSet<String>,
-}
-
-fn vs_route_labels(entry: &Entry) -> (Option<(String, Option<String>)>, Option<String>) {
-    let labels = RouteLabels::of(entry.object.metadata());
-    (labels.route, labels.ingress)
 }
 
 fn slice_service(entry: &Entry) -> Option<SvcKey> {
@@ -306,95 +300,6 @@ impl Engine {
         self.resolve_slots(inputs, &mut touched);
         self.emit(&touched);
         self.collect_clusters();
-    }
-
-    /// Routes whose precedence a VirtualService's labels affect.
-    fn vs_routes(&self, vs: &Entry) -> Vec<ObjectKey> {
-        let (by_route, by_ingress) = vs_route_labels(vs);
-        let mut out = Vec::new();
-        let route = |ns: &str, name: &str| ObjectKey {
-            kind: Kind::Route,
-            namespace: ns.to_string(),
-            name: name.to_string(),
-        };
-        if let Some((name, ns)) = by_route {
-            match ns {
-                Some(ns) => out.push(route(&ns, &name)),
-                None => {
-                    for ns in self.routes_by_name.get(&name).into_iter().flatten() {
-                        out.push(route(ns, &name));
-                    }
-                }
-            }
-        }
-        if let Some(name) = by_ingress {
-            out.push(route(&vs.object.key().namespace, &name));
-        }
-        out
-    }
-
-    fn index_vs(&mut self, key: &ObjectKey, vs: &Entry) {
-        let (by_route, by_ingress) = vs_route_labels(vs);
-        if let Some((name, ns)) = by_route {
-            self.vs_by_route
-                .entry(name)
-                .or_default()
-                .insert((ns, key.clone()));
-        }
-        if let Some(name) = by_ingress {
-            self.vs_by_ingress
-                .entry((key.namespace.clone(), name))
-                .or_default()
-                .insert(key.clone());
-        }
-    }
-
-    fn unindex_vs(&mut self, key: &ObjectKey, vs: &Entry) {
-        let (by_route, by_ingress) = vs_route_labels(vs);
-        if let Some((name, ns)) = by_route {
-            if let Some(set) = self.vs_by_route.get_mut(&name) {
-                set.remove(&(ns, key.clone()));
-                if set.is_empty() {
-                    self.vs_by_route.remove(&name);
-                }
-            }
-        }
-        if let Some(name) = by_ingress {
-            let ik = (key.namespace.clone(), name);
-            if let Some(set) = self.vs_by_ingress.get_mut(&ik) {
-                set.remove(key);
-                if set.is_empty() {
-                    self.vs_by_ingress.remove(&ik);
-                }
-            }
-        }
-    }
-
-    /// A KIngress or a VirtualService labelled for this Route describes its traffic (the rule
-    /// of [`claims::route_is_shadowed`], asked of the VirtualServices the index names).
-    fn route_has_ingress(&self, inputs: &Inputs, key: &ObjectKey) -> bool {
-        let by_route = self
-            .vs_by_route
-            .get(&key.name)
-            .into_iter()
-            .flatten()
-            .map(|(_, k)| k);
-        let by_ingress = self
-            .vs_by_ingress
-            .get(&(key.namespace.clone(), key.name.clone()))
-            .into_iter()
-            .flatten();
-        let candidates = by_route.chain(by_ingress).filter_map(|k| {
-            let e = inputs.get(k.kind, &k.namespace, &k.name)?;
-            Some((k.namespace.as_str(), RouteLabels::of(e.object.metadata())))
-        });
-        claims::route_is_shadowed(
-            inputs
-                .get(Kind::KIngress, &key.namespace, &key.name)
-                .is_some(),
-            candidates,
-            key,
-        )
     }
 
     fn remove_fragment(&mut self, key: &ObjectKey, touched: &mut Touched) {
@@ -692,90 +597,9 @@ impl Engine {
     }
 }
 
-/// Puts assembled resources into the engine's persistent maps; Istio-layout route
-/// configurations are spliced from the cached encoded virtual hosts.
-struct MapSink<'a> {
-    res: &'a mut BTreeMap<&'static str, ResourceMap>,
-    encoded: &'a BTreeMap<String, BTreeMap<String, Vec<u8>>>,
-}
-
-impl MapSink<'_> {
-    fn put(&mut self, t: &'static str, name: &str, r: Arc<crate::xds::Resource>) {
-        self.res.entry(t).or_default().insert(name.to_string(), r);
-    }
-
-    fn remove(&mut self, t: &'static str, name: &str) {
-        self.res.entry(t).or_default().remove(name);
-    }
-
-    fn remove_scoped_host(&mut self, route: &str, host: &str) {
-        let name = envoy::scoped_name(route, host);
-        self.remove(ROUTE, &name);
-        self.remove(SCOPED_ROUTE, &name);
-    }
-
-    /// An EDS cluster's load assignment alone (its endpoints changed).
-    fn assignment(&mut self, c: &ClusterIr) {
-        match envoy::assignment(c) {
-            Some(cla) => self.put(ENDPOINT, &c.name, resource(&c.name, &cla)),
-            None => self.remove(ENDPOINT, &c.name),
-        }
-    }
-
-    fn remove_cluster(&mut self, name: &str) {
-        self.remove(CLUSTER, name);
-        self.remove(ENDPOINT, name);
-    }
-}
-
-impl Sink for MapSink<'_> {
-    fn listener(&mut self, l: &envoy_types::pb::envoy::config::listener::v3::Listener) {
-        self.put(LISTENER, &l.name, resource(&l.name, l));
-    }
-    fn secret(
-        &mut self,
-        s: &envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret,
-    ) {
-        self.put(SECRET, &s.name, resource(&s.name, s));
-    }
-    fn route_configuration(
-        &mut self,
-        name: &str,
-        port: u32,
-        _vhosts: Option<&BTreeMap<String, Arc<VirtualHostIr>>>,
-    ) {
-        let vhs: Vec<&[u8]> = self
-            .encoded
-            .get(name)
-            .into_iter()
-            .flat_map(|m| m.values())
-            .map(Vec::as_slice)
-            .collect();
-        let bytes = envoy::route_config_bytes(name, port, vhs.into_iter());
-        self.put(ROUTE, name, resource_from_bytes(name, ROUTE, bytes));
-    }
-    fn scoped_host(&mut self, route: &str, vh: &VirtualHostIr) {
-        let name = envoy::scoped_name(route, &vh.host);
-        let rc = envoy::scoped_route_configuration(route, vh);
-        self.put(ROUTE, &name, resource(&name, &rc));
-        self.put(
-            SCOPED_ROUTE,
-            &name,
-            resource(&name, &envoy::scope(route, &vh.host)),
-        );
-    }
-    fn static_cluster(&mut self, c: &envoy_types::pb::envoy::config::cluster::v3::Cluster) {
-        self.put(CLUSTER, &c.name, resource(&c.name, c));
-    }
-    fn cluster(&mut self, c: &ClusterIr) {
-        self.put(
-            CLUSTER,
-            &c.name,
-            resource(&c.name, &envoy::cluster_resource(c)),
-        );
-        self.assignment(c);
-    }
-}
-
+mod precedence;
+mod sink;
 #[cfg(test)]
 mod tests;
+
+use sink::MapSink;
