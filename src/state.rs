@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::model::diag::{ErrorCode, InputError, Origin};
+use crate::model::Sourced;
 use crate::model::{Kind, Object, ObjectKey};
-use crate::source::Sourced;
 
 /// One known object and where it came from.
 #[derive(Debug, Clone, PartialEq)]

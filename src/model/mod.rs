@@ -62,6 +62,13 @@ impl fmt::Display for Kind {
     }
 }
 
+/// One object read by a source, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sourced {
+    pub object: Object,
+    pub origin: diag::Origin,
+}
+
 /// Identity of one object: kind, namespace, name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ObjectKey {

@@ -2,17 +2,11 @@
 //! A source produces objects with their origin and errors that name where they came from; it
 //! never decides what is served (that is `state` + `translate`).
 
-/// The diagnostics types live in [`crate::model::diag`]; re-exported for the sources.
+/// The diagnostics types and [`Sourced`] live in [`crate::model`] (so `state` depends on
+/// `model` only); re-exported for the sources.
 pub use crate::model::diag::{ErrorCode, InputError, Origin};
-use crate::model::Object;
+pub use crate::model::Sourced;
 
 pub mod dir;
 pub mod files;
 pub mod kube;
-
-/// One object read by a source.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sourced {
-    pub object: Object,
-    pub origin: Origin,
-}

@@ -2,14 +2,14 @@
 //!
 //! For one proxy (identified by its pod labels) translation runs in stages, each a module:
 //!
-//! 1. [`gateway`]: the Gateways that select the proxy, their servers and container ports (through
+//! 1. `gateway`: the Gateways that select the proxy, their servers and container ports (through
 //!    the Services that select the gateway pods), TLS Secrets resolved, listeners and secrets;
-//! 2. per object, on its own ([`fragment`]): [`virtual_service`], [`kingress`] (ours, see
-//!    [`ownership`]) and [`route`] (with neither) reduce to the intermediate model in [`ir`], with
-//!    the clusters they need from [`backend`];
-//! 3. [`claims`]: which objects are translated at all (route precedence), and who keeps a host
+//! 2. per object, on its own (`fragment`): `virtual_service`, `kingress` (ours, see
+//!    [`ownership`]) and `route` (with neither) reduce to the intermediate model in [`ir`], with
+//!    the clusters they need from `backend`;
+//! 3. `claims`: which objects are translated at all (route precedence), and who keeps a host
 //!    two objects claim (duplicate hosts);
-//! 4. [`assemble`]: the winning virtual hosts and served clusters to resources, in both route
+//! 4. `assemble`: the winning virtual hosts and served clusters to resources, in both route
 //!    layouts, through the pure proto builders of [`envoy`].
 //!
 //! Objects that cannot be translated are reported as [`InputError`]s (with an
@@ -25,19 +25,19 @@ use std::collections::BTreeMap;
 use crate::model::diag::InputError;
 use crate::state::Inputs;
 
-pub mod assemble;
-pub mod backend;
-pub mod claims;
+pub(crate) mod assemble;
+pub(crate) mod backend;
+pub(crate) mod claims;
 pub mod envoy;
 pub mod error;
-pub mod fragment;
-pub mod gateway;
+pub(crate) mod fragment;
+pub(crate) mod gateway;
 pub mod incremental;
 pub mod ir;
-pub mod kingress;
+pub(crate) mod kingress;
 pub mod ownership;
-pub mod route;
-pub mod virtual_service;
+pub(crate) mod route;
+pub(crate) mod virtual_service;
 
 pub use gateway::{container_port, gateway_labels, gateways, GatewayInfo};
 

@@ -4,7 +4,7 @@
 //!
 //! - [`routes`]: routes, virtual hosts, route configurations (both layouts), and the splicing of
 //!   encoded virtual hosts the incremental engine uses;
-//! - [`listeners`]: listeners, HTTP connection managers, TLS filter chains;
+//! - [`listeners`](mod@listeners): listeners, HTTP connection managers, TLS filter chains;
 //! - [`clusters`]: clusters, load assignments, the blackhole cluster, SDS secrets.
 //!
 //! Determinism: prost encodes `map` fields (Struct, Metadata) from a HashMap, so every map we

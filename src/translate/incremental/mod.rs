@@ -2,17 +2,19 @@
 //! proportional to the change.
 //!
 //! The [`Engine`] keeps, per proxy label set:
-//! - the proxy's [`Context`] (servers, listeners, secrets, served route configurations): rebuilt
-//!   from scratch when a Gateway, a ConfigMap, a Secret, a gateway Service (one whose selector
-//!   picks this proxy) or a KIngress with TLS entries changes: those are rare;
-//! - one [`Fragment`] per VirtualService / KIngress / Route: its virtual hosts, its clusters and
+//! - the proxy's gateway `Context` (servers, listeners, secrets, served route configurations):
+//!   rebuilt from scratch when a Gateway, a ConfigMap, a Secret, a gateway Service (one whose
+//!   selector picks this proxy) or a KIngress with TLS entries changes: those are rare;
+//! - one `Fragment` per VirtualService / KIngress / Route: its virtual hosts, its clusters and
 //!   the Services it read, so that a Service change re-translates only its dependents;
 //! - per (route configuration, host) slot, the objects claiming it, so the duplicate-host rule
-//!   (oldest object wins, the others are reported) is re-decided only for touched slots;
+//!   (oldest object wins, the others are reported) is re-decided only for touched slots, by the
+//!   same `claims::resolve` the full translation uses;
 //! - the clusters with reference counts (from fragments, and from winning virtual hosts on
 //!   served route configurations), indexed by Service, so an endpoint change re-reads only the
 //!   endpoints of that Service's clusters;
-//! - the resources as persistent maps: a change re-encodes only what it touched.
+//! - the resources as persistent maps: a change re-encodes only what it touched, through the
+//!   same assembly steps (`assemble::Sink`) a rebuild walks.
 //!
 //! The Istio-shaped layout keeps every virtual host of a port in one RouteConfiguration
 //! (`http.80`): a change to a virtual host re-encodes that whole RouteConfiguration. In the

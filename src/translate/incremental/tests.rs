@@ -2,8 +2,8 @@
 //! inputs fed object by object.
 
 use super::*;
+use crate::model::diag::Origin;
 use crate::model::parse_object;
-use crate::source::Origin;
 use crate::state::Change;
 use crate::synth::{Form, Synth};
 use crate::xds::cache;
