@@ -3,7 +3,7 @@
 //! additionally reads a bare number as milliseconds (`--debounce 100`).
 //!
 //! The value is computed exactly (decimal digits to nanoseconds, no floating point), as Go
-//! does; a negative sign, exponents, `inf` and `nan` are rejected.
+//! does; a leading `+` is allowed, a negative sign, exponents, `inf` and `nan` are rejected.
 
 use std::time::Duration;
 
@@ -31,7 +31,8 @@ pub fn parse_go(s: &str) -> Result<Duration, DurationError> {
     if t == "0" {
         return Ok(Duration::ZERO);
     }
-    let mut rest = t;
+    // Go allows a sign; a negative duration is never meaningful here.
+    let mut rest = t.strip_prefix('+').unwrap_or(t);
     let mut nanos: u128 = 0;
     if rest.is_empty() {
         return Err(bad());
@@ -102,6 +103,8 @@ mod tests {
         assert_eq!(parse_go("250us"), Ok(Duration::from_micros(250)));
         assert_eq!(parse_go(" 0.3s "), Ok(Duration::from_millis(300)));
         assert_eq!(parse_go("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_go("+5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_go(".5s"), Ok(Duration::from_millis(500)));
         for bad in [
             "x", "", "10", "-1s", "1e3s", "nans", "infs", "1..2s", ".s", "1sx",
         ] {
