@@ -32,6 +32,9 @@ pub(crate) fn default_domain(inputs: &Inputs) -> String {
         .unwrap_or_else(|| "example.com".to_string())
 }
 
+/// Where a KIngress spec's routes go (`from_route`: the spec Knative would build for a Route,
+/// whose revision Services may be absent from the inputs), per rule: the plain-HTTP servers of
+/// its gateway, and for hosts with `spec.tls` the HTTPS servers made for them.
 pub(super) fn placements(
     cx: &ObjectCx<'_>,
     b: &mut Backends<'_>,

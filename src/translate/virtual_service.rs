@@ -52,6 +52,8 @@ fn service_of_host(host: &str, default_ns: &str, cluster_domain: &str) -> (Strin
     }
 }
 
+/// Where a VirtualService's routes go: per server of the Gateways it names, the hosts that server
+/// admits, each with the routes whose `:authority` match can match it.
 pub(super) fn placements(
     cx: &ObjectCx<'_>,
     b: &mut Backends<'_>,
@@ -138,6 +140,8 @@ pub(super) fn placements(
     Ok(placements)
 }
 
+/// The routes of one `http` entry on `gateway` (none when its matches all name other gateways):
+/// one per match, sharing the action.
 fn http_route(
     cx: &ObjectCx<'_>,
     b: &mut Backends<'_>,
