@@ -90,13 +90,7 @@ async fn envoy_dump(
     labels: Labels,
     api: ApiType,
 ) -> (tempfile::NamedTempFile, Server, Envoy) {
-    let server = Server::start(&[
-        "--from",
-        dir.path().to_str().unwrap(),
-        "--bind-address",
-        "127.0.0.1",
-    ])
-    .await;
+    let server = serve_dir(dir, &[]).await;
     let envoy = start_gateway(&server, "gateway-0", labels, api).await;
     envoy.wait_ready(READY).await;
     wait_synced(&server, 0, 1).await;
