@@ -60,6 +60,7 @@ impl Inputs {
                             .unwrap_or_else(|| "elsewhere".to_string())
                     ),
                     code: ErrorCode::Invalid,
+                    subject: None,
                 });
                 continue;
             }

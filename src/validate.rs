@@ -349,12 +349,15 @@ fn foreign_classes(inputs: &Inputs, opts: &Options, out: &mut BTreeSet<Finding>)
     }
 }
 
-/// KIngresses whose `spec.tls` names the Secret a translator TLS error is about (the message
-/// names it as `ns/name`), when the error is reported against a Gateway.
+/// KIngresses whose `spec.tls` names the Secret a translator TLS error is about (its subject),
+/// when the error is reported against a Gateway.
 fn kingresses_with_secret(inputs: &Inputs, e: &InputError) -> Vec<ObjectKey> {
     if e.object.as_ref().map(|k| k.kind) != Some(Kind::Gateway) {
         return Vec::new();
     }
+    let Some(secret) = e.subject.as_ref().filter(|s| s.kind == Kind::Secret) else {
+        return Vec::new();
+    };
     inputs
         .of_kind(Kind::KIngress)
         .filter(|(_, entry)| match &entry.object {
@@ -364,8 +367,7 @@ fn kingresses_with_secret(inputs: &Inputs, e: &InputError) -> Vec<ObjectKey> {
                 } else {
                     t.secret_namespace.clone()
                 };
-                let secret = format!("Secret {ns}/{} ", t.secret_name);
-                e.message.contains(&secret)
+                ns == secret.namespace && t.secret_name == secret.name
             }),
             _ => false,
         })

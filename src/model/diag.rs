@@ -76,9 +76,9 @@ impl fmt::Display for ErrorCode {
 
 /// A problem with the inputs: names the object when known and where it came from.
 ///
-/// Ordered by object, origin and message (the code comes last and follows from the message), so
-/// sorted error lists read as before codes existed. The code is not serialized: the JSON of
-/// `/debug` pages stays as it was.
+/// Ordered by object, origin and message (code and subject come last and follow from the
+/// message), so sorted error lists read as before codes existed. Code and subject are not
+/// serialized: the JSON of `/debug` pages stays as it was.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct InputError {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,6 +88,10 @@ pub struct InputError {
     pub message: String,
     #[serde(skip)]
     pub code: ErrorCode,
+    /// The other object the problem is about, when there is one (the Secret a TLS error names),
+    /// so tools can relate errors to objects without reading the message.
+    #[serde(skip)]
+    pub subject: Option<ObjectKey>,
 }
 
 impl InputError {
@@ -103,6 +107,7 @@ impl InputError {
             origin,
             message: message.into(),
             code,
+            subject: None,
         }
     }
 }

@@ -165,6 +165,7 @@ impl DirState {
                     origin: Some(d.origin.clone()),
                     message: format!("defined twice; keeping the one from {}", first.origin),
                     code: crate::source::ErrorCode::Invalid,
+                    subject: None,
                 });
             }
         }

@@ -76,6 +76,7 @@ pub fn load_dir(dir: &Path) -> Loaded {
             origin: None,
             message: format!("reading directory {}: {e}", dir.display()),
             code: ErrorCode::Parse,
+            subject: None,
         }),
     }
     loaded
@@ -97,6 +98,7 @@ pub fn load_file(dir: &Path, rel: &Path) -> Loaded {
                 }),
                 message: format!("cannot read file: {e}"),
                 code: ErrorCode::Parse,
+                subject: None,
             }],
         },
     }
@@ -141,6 +143,7 @@ pub fn parse_text(file: &Path, text: &str) -> Loaded {
                 origin: Some(origin(doc_no, None)),
                 message,
                 code: ErrorCode::Parse,
+                subject: None,
             }),
             Ok(serde_json::Value::Null) => {}
             Ok(value) => {
@@ -181,6 +184,7 @@ fn push_one(loaded: &mut Loaded, value: serde_json::Value, origin: Origin) {
             origin: Some(origin),
             message: "document has no kind".to_string(),
             code: ErrorCode::Parse,
+            subject: None,
         }),
         Err(ParseError::Invalid {
             kind: _,
@@ -208,6 +212,7 @@ fn push_one(loaded: &mut Loaded, value: serde_json::Value, origin: Origin) {
                 origin: Some(origin),
                 message,
                 code,
+                subject: None,
             })
         }
     }

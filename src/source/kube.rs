@@ -390,6 +390,7 @@ impl KubeState {
                                 origin: None,
                                 message,
                                 code: crate::source::ErrorCode::Invalid,
+                                subject: None,
                             },
                         );
                         Some(key)
@@ -402,6 +403,7 @@ impl KubeState {
                                 origin: None,
                                 message: format!("{}: {message}", resource.api_kind),
                                 code: crate::source::ErrorCode::Parse,
+                                subject: None,
                             },
                         );
                         None

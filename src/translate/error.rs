@@ -108,6 +108,19 @@ impl TranslateError {
         }
     }
 
+    /// The other object this error is about: the Secret of a TLS error.
+    pub fn subject(&self) -> Option<ObjectKey> {
+        match self {
+            TranslateError::SecretNotFound { ns, name }
+            | TranslateError::NotTlsPair { ns, name } => Some(ObjectKey {
+                kind: crate::model::Kind::Secret,
+                namespace: ns.clone(),
+                name: name.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// This error filed against `key` (its origin looked up in the inputs).
     pub(crate) fn against(
         self,
@@ -117,6 +130,9 @@ impl TranslateError {
         let origin = inputs
             .get(key.kind, &key.namespace, &key.name)
             .and_then(|e| e.origin.clone());
-        crate::model::diag::InputError::of(key.clone(), origin, self.code(), self.to_string())
+        let mut e =
+            crate::model::diag::InputError::of(key.clone(), origin, self.code(), self.to_string());
+        e.subject = self.subject();
+        e
     }
 }

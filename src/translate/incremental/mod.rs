@@ -449,7 +449,7 @@ impl Engine {
                         }
                     }
                 }
-                if self.ctx.scoped_route.as_ref() == Some(route) {
+                if assemble::is_scoped(&self.ctx, route) {
                     touched.scoped_hosts.insert(host.clone());
                 } else {
                     touched.routes.insert(route.clone());
@@ -466,7 +466,7 @@ impl Engine {
             }
             if let Some(vh) = new_vh
                 .as_ref()
-                .filter(|_| self.ctx.scoped_route.as_ref() != Some(route))
+                .filter(|_| !assemble::is_scoped(&self.ctx, route))
             {
                 self.encoded.entry(route.clone()).or_default().insert(
                     envoy::vhost_name(vh),
