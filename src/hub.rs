@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::model::diag::InputError;
 use crate::model::{Kind, ObjectKey};
-use crate::source::InputError;
 use crate::state::{keep_last_good, Change, Entry, Inputs, PREVIOUS_VERSION_SERVED};
 use crate::translate::incremental::{Engine, ObjectChange};
 use crate::translate::{self, Options, ProxyConfig};

@@ -9,8 +9,9 @@ use imbl::{OrdMap, OrdSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::model::diag::{ErrorCode, InputError, Origin};
+use crate::model::Sourced;
 use crate::model::{Kind, Object, ObjectKey};
-use crate::source::{InputError, Origin, Sourced};
 
 /// One known object and where it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +87,8 @@ impl Inputs {
                             .map(|o| o.to_string())
                             .unwrap_or_else(|| "elsewhere".to_string())
                     ),
+                    code: ErrorCode::Invalid,
+                    subject: None,
                 });
                 continue;
             }
@@ -283,6 +286,8 @@ mod tests {
             object: None,
             origin: None,
             message: m.to_string(),
+            code: crate::model::diag::ErrorCode::Invalid,
+            subject: None,
         };
         // Good now: serve the new version, whatever came before.
         let mut none: Vec<InputError> = Vec::new();

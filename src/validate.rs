@@ -24,8 +24,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::model::diag::{ErrorCode, InputError, Origin};
 use crate::model::{Kind, Object, ObjectKey};
-use crate::source::{InputError, Origin};
 use crate::state::Inputs;
 use crate::translate::{self, Options};
 
@@ -72,86 +72,78 @@ impl std::fmt::Display for Finding {
     }
 }
 
-/// Classifies a translator or loader error.
+/// The finding code and fix of a translator or loader error, by its code.
 fn classify(e: &InputError) -> (&'static str, String) {
-    let m = e.message.as_str();
-    if e.object.is_none() {
-        return (
-            "parse",
+    let fix = match e.code {
+        ErrorCode::Parse => {
             "fix the document as the message says (YAML syntax at the position given, \
              apiVersion and kind), or move the file out of the directory"
-                .into(),
-        );
-    }
-    if m.contains("already claimed by") || m.contains("also claimed by") {
-        return (
-            "duplicate-host",
+        }
+        ErrorCode::DuplicateHost => {
             "serve each host from one object: remove it from one of them or delete the duplicate"
-                .into(),
-        );
-    }
-    if m.contains("percents sum to") {
-        return (
-            "split-percent",
-            "make the split percents of that path add up to 100".into(),
-        );
-    }
-    if m.contains("TLS Secret") && m.contains("not found") {
-        return (
-            "tls-secret-missing",
-            "create that kubernetes.io/tls Secret, or correct the secret / credential name".into(),
-        );
-    }
-    if m.contains("not a TLS pair") {
-        return (
-            "tls-secret-invalid",
-            "put both tls.crt and tls.key (PEM) in the Secret's data".into(),
-        );
-    }
-    if m.contains("backend Service") && m.contains("not found") {
-        return (
-            "missing-service",
-            "create the Service, or correct the service name and namespace".into(),
-        );
-    }
-    if m.contains("has no port") {
-        return (
-            "missing-port",
-            "use a port the Service has (number or name), or add the port to the Service".into(),
-        );
-    }
-    (
-        "invalid",
-        "correct the object as the message says; until then it is left out".into(),
-    )
+        }
+        ErrorCode::SplitPercent => "make the split percents of that path add up to 100",
+        ErrorCode::TlsSecretMissing => {
+            "create that kubernetes.io/tls Secret, or correct the secret / credential name"
+        }
+        ErrorCode::TlsSecretInvalid => "put both tls.crt and tls.key (PEM) in the Secret's data",
+        ErrorCode::MissingService => {
+            "create the Service, or correct the service name and namespace"
+        }
+        ErrorCode::MissingPort => {
+            "use a port the Service has (number or name), or add the port to the Service"
+        }
+        ErrorCode::Invalid => "correct the object as the message says; until then it is left out",
+    };
+    (e.code.as_str(), fix.to_string())
 }
 
 /// Every problem in `inputs` (plus the source's `load_errors`), sorted, errors first per object.
 pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> Vec<Finding> {
     let mut out: BTreeSet<Finding> = BTreeSet::new();
-    for e in load_errors {
+    out.extend(load_errors.iter().map(|e| {
         let (code, fix) = classify(e);
-        out.insert(Finding {
+        Finding {
             severity: Severity::Error,
             code,
             object: e.object.clone(),
             origin: e.origin.clone(),
             message: e.message.clone(),
             fix,
-        });
-    }
-    let origin_of = |k: &ObjectKey| -> Option<Origin> {
-        inputs
-            .get(k.kind, &k.namespace, &k.name)
-            .and_then(|e| e.origin.clone())
-    };
-
-    // What the translator detects, for every gateway; and the Services it routes to that have
-    // no ready endpoint.
+        }
+    }));
     let gateways = translate::gateways(inputs, opts);
+    let empty_services = translator_errors(inputs, opts, &gateways, &mut out);
+    no_ready_endpoints(inputs, empty_services, &mut out);
+    unknown_gateways(inputs, &gateways, &mut out);
+    invalid_regexes(inputs, &mut out);
+    foreign_classes(inputs, opts, &mut out);
+    let mut v: Vec<Finding> = out.into_iter().collect();
+    v.sort_by(|a, b| {
+        (&a.object, &a.origin, a.severity, a.code, &a.message)
+            .cmp(&(&b.object, &b.origin, b.severity, b.code, &b.message))
+    });
+    v
+}
+
+fn origin_of(inputs: &Inputs, k: &ObjectKey) -> Option<Origin> {
+    inputs
+        .get(k.kind, &k.namespace, &k.name)
+        .and_then(|e| e.origin.clone())
+}
+
+/// What the translator detects, for every gateway (classified by code; a TLS error of a server
+/// made for a KIngress names the KIngress). Returns the Services traffic is routed to that have
+/// no ready endpoint.
+fn translator_errors(
+    inputs: &Inputs,
+    opts: &Options,
+    gateways: &[translate::GatewayInfo],
+    out: &mut BTreeSet<Finding>,
+) -> BTreeSet<(String, String)> {
     let mut empty_services: BTreeSet<(String, String)> = BTreeSet::new();
     let mut label_sets: BTreeSet<BTreeMap<String, String>> = BTreeSet::new();
-    for g in &gateways {
+    for g in gateways {
         if let Some(labels) = translate::gateway_labels(inputs, opts, &g.id()) {
             label_sets.insert(labels);
         }
@@ -160,7 +152,10 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
         let t = translate::translate(inputs, opts, labels);
         for e in &t.errors {
             let (code, fix) = classify(e);
-            let owners = if code.starts_with("tls-secret") {
+            let owners = if matches!(
+                e.code,
+                ErrorCode::TlsSecretMissing | ErrorCode::TlsSecretInvalid
+            ) {
                 kingresses_with_secret(inputs, e)
             } else {
                 Vec::new()
@@ -181,7 +176,7 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
                 out.insert(Finding {
                     severity: Severity::Error,
                     code,
-                    origin: origin_of(&owner),
+                    origin: origin_of(inputs, &owner),
                     object: Some(owner),
                     message: format!("{}{}", e.message, via.unwrap_or_default()),
                     fix: fix.clone(),
@@ -197,6 +192,15 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
             }
         }
     }
+    empty_services
+}
+
+/// Services traffic is routed to with no ready endpoint (requests get 503).
+fn no_ready_endpoints(
+    inputs: &Inputs,
+    empty_services: BTreeSet<(String, String)>,
+    out: &mut BTreeSet<Finding>,
+) {
     for (ns, name) in empty_services {
         let key = ObjectKey {
             kind: Kind::Service,
@@ -206,7 +210,7 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
         out.insert(Finding {
             severity: Severity::Warning,
             code: "no-ready-endpoints",
-            origin: origin_of(&key),
+            origin: origin_of(inputs, &key),
             object: Some(key),
             message: format!(
                 "traffic is routed to Service {ns}/{name}, which has no ready endpoint: requests \
@@ -218,8 +222,14 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
             ),
         });
     }
+}
 
-    // VirtualServices naming a Gateway that does not exist.
+/// VirtualServices naming a Gateway that does not exist.
+fn unknown_gateways(
+    inputs: &Inputs,
+    gateways: &[translate::GatewayInfo],
+    out: &mut BTreeSet<Finding>,
+) {
     let known: BTreeSet<String> = gateways.iter().map(|g| g.id()).collect();
     for (key, e) in inputs.of_kind(Kind::VirtualService) {
         let Object::VirtualService(vs) = &e.object else {
@@ -250,9 +260,11 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
             }
         }
     }
+}
 
-    // VirtualService regexes Envoy would reject (it compiles them with RE2; the regex crate
-    // accepts the same syntax, without look-around or backreferences).
+/// VirtualService regexes Envoy would reject (it compiles them with RE2; the regex crate
+/// accepts the same syntax, without look-around or backreferences).
+fn invalid_regexes(inputs: &Inputs, out: &mut BTreeSet<Finding>) {
     for (key, e) in inputs.of_kind(Kind::VirtualService) {
         let Object::VirtualService(vs) = &e.object else {
             continue;
@@ -293,13 +305,15 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
             }
         }
     }
+}
 
-    // KIngresses of another class that no VirtualService was generated for.
+/// KIngresses of another class that no VirtualService was generated for.
+fn foreign_classes(inputs: &Inputs, opts: &Options, out: &mut BTreeSet<Finding>) {
     for (key, e) in inputs.of_kind(Kind::KIngress) {
         let Object::KIngress(ing) = &e.object else {
             continue;
         };
-        let class = translate::kingress_class(inputs, &ing.metadata);
+        let class = translate::ownership::kingress_class(inputs, &ing.metadata);
         if class.as_deref() == Some(opts.ingress_class.as_str()) {
             continue;
         }
@@ -333,20 +347,17 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
             ),
         });
     }
-    let mut v: Vec<Finding> = out.into_iter().collect();
-    v.sort_by(|a, b| {
-        (&a.object, &a.origin, a.severity, a.code, &a.message)
-            .cmp(&(&b.object, &b.origin, b.severity, b.code, &b.message))
-    });
-    v
 }
 
-/// KIngresses whose `spec.tls` names the Secret a translator TLS error is about (the message
-/// names it as `ns/name`), when the error is reported against a Gateway.
+/// KIngresses whose `spec.tls` names the Secret a translator TLS error is about (its subject),
+/// when the error is reported against a Gateway.
 fn kingresses_with_secret(inputs: &Inputs, e: &InputError) -> Vec<ObjectKey> {
     if e.object.as_ref().map(|k| k.kind) != Some(Kind::Gateway) {
         return Vec::new();
     }
+    let Some(secret) = e.subject.as_ref().filter(|s| s.kind == Kind::Secret) else {
+        return Vec::new();
+    };
     inputs
         .of_kind(Kind::KIngress)
         .filter(|(_, entry)| match &entry.object {
@@ -356,8 +367,7 @@ fn kingresses_with_secret(inputs: &Inputs, e: &InputError) -> Vec<ObjectKey> {
                 } else {
                     t.secret_namespace.clone()
                 };
-                let secret = format!("Secret {ns}/{} ", t.secret_name);
-                e.message.contains(&secret)
+                ns == secret.namespace && t.secret_name == secret.name
             }),
             _ => false,
         })

@@ -258,6 +258,53 @@ async fn status_for_our_class_ready_once_acked_written_by_the_lease_holder() {
     );
 }
 
+/// A KIngress without the class annotation is ours when config-network's ingress class says so
+/// (`ingress-class`, or the legacy `ingress.class`): it is served, and it is marked Ready too
+/// (the status writer and the translator ask the same question).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kingress_selected_through_config_network_becomes_ready() {
+    let v1 = Backend::start("v1").await;
+    let (ext_port, local_port) = gateway_ports();
+    let api = FakeApiServer::start().await;
+    api.apply_yaml(&gateway_services(ext_port, local_port));
+    let both = revision_service(NS, "hello-00001", &[], false);
+    api.apply_yaml(both.split_once("---\n").expect("Service --- Endpoints").0);
+    api.apply(common::fake_apiserver::endpoint_slice(
+        NS,
+        "hello-00001-x",
+        "hello-00001",
+        v1.port(),
+    ));
+    api.apply_yaml(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: config-network\n  namespace: \
+         knative-serving\ndata:\n  ingress-class: knative-pilot.ingress.networking.knative.dev\n",
+    );
+    api.apply_yaml(&with_class(
+        &one_rule("by-config", &["by-config.default.example.com"], false),
+        None,
+    ));
+    api.apply_yaml(&with_class(
+        &one_rule("theirs", &["theirs.default.example.com"], false),
+        Some("istio.ingress.networking.knative.dev"),
+    ));
+    let a = start_server(&api, "a").await;
+    let _envoy = start_gateway(
+        &a,
+        "istio-ingressgateway-a",
+        EXTERNAL_LABELS,
+        ApiType::DeltaGrpc,
+    )
+    .await;
+    wait_status(&api, "by-config", "ready through config-network", |s| {
+        ready(s, 1)
+    })
+    .await;
+    let r = http_get(ext_port, "by-config.default.example.com", "/", &[]).await;
+    assert_eq!((r.status, r.backend()), (200, Some("v1")));
+    // The annotation still wins over config-network.
+    assert_eq!(status(&api, "theirs"), Value::Null);
+}
+
 fn lease_holder(api: &FakeApiServer) -> Option<Value> {
     api.get(
         "coordination.k8s.io/v1",

@@ -347,23 +347,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// `100ms`, `1s`, `2m`, or plain milliseconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1000.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60_000.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(format!("bad duration {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(v * mult / 1000.0))
+/// `100ms`, `1s`, `2m` (Go duration syntax, [`crate::model::duration`]), or plain
+/// milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, crate::model::duration::DurationError> {
+    crate::model::duration::parse_cli(s)
 }
 
 pub fn main() -> ExitCode {

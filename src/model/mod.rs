@@ -8,6 +8,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
+pub mod diag;
+pub mod duration;
 pub mod istio;
 pub mod kingress;
 pub mod knative;
@@ -58,6 +60,13 @@ impl fmt::Display for Kind {
         };
         f.write_str(s)
     }
+}
+
+/// One object read by a source, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sourced {
+    pub object: Object,
+    pub origin: diag::Origin,
 }
 
 /// Identity of one object: kind, namespace, name.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{InputError, Origin, Sourced};
+use super::{ErrorCode, InputError, Origin, Sourced};
 use crate::model::{parse_object, ParseError};
 
 /// Everything read from one file (or a whole directory).
@@ -75,6 +75,8 @@ pub fn load_dir(dir: &Path) -> Loaded {
             object: None,
             origin: None,
             message: format!("reading directory {}: {e}", dir.display()),
+            code: ErrorCode::Parse,
+            subject: None,
         }),
     }
     loaded
@@ -95,6 +97,8 @@ pub fn load_file(dir: &Path, rel: &Path) -> Loaded {
                     item: None,
                 }),
                 message: format!("cannot read file: {e}"),
+                code: ErrorCode::Parse,
+                subject: None,
             }],
         },
     }
@@ -138,6 +142,8 @@ pub fn parse_text(file: &Path, text: &str) -> Loaded {
                 object: None,
                 origin: Some(origin(doc_no, None)),
                 message,
+                code: ErrorCode::Parse,
+                subject: None,
             }),
             Ok(serde_json::Value::Null) => {}
             Ok(value) => {
@@ -177,6 +183,8 @@ fn push_one(loaded: &mut Loaded, value: serde_json::Value, origin: Origin) {
             object: None,
             origin: Some(origin),
             message: "document has no kind".to_string(),
+            code: ErrorCode::Parse,
+            subject: None,
         }),
         Err(ParseError::Invalid {
             kind: _,
@@ -194,10 +202,17 @@ fn push_one(loaded: &mut Loaded, value: serde_json::Value, origin: Origin) {
             } else {
                 message
             };
+            let code = if object.is_none() {
+                ErrorCode::Parse
+            } else {
+                ErrorCode::Invalid
+            };
             loaded.errors.push(InputError {
                 object,
                 origin: Some(origin),
                 message,
+                code,
+                subject: None,
             })
         }
     }

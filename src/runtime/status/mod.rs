@@ -27,7 +27,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::model::kingress::CLASS_ANNOTATION;
 use crate::model::KIngress;
 use crate::xds::server::ConnectionInfo;
 
@@ -157,15 +156,6 @@ pub fn peer_addresses(inputs: &crate::state::Inputs, service: &str, me: &str) ->
 pub struct LoadBalancers {
     pub public_domain: String,
     pub private_domain: String,
-}
-
-/// Whether this KIngress carries our class annotation (the only ones we touch).
-pub fn is_ours(ing: &KIngress, class: &str) -> bool {
-    ing.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(CLASS_ANNOTATION))
-        .is_some_and(|c| c == class)
 }
 
 /// Whether the KIngress needs the (external, local) gateway.
@@ -502,21 +492,5 @@ endpoints:
             vec!["10.0.0.2:15014".to_string()]
         );
         assert!(peer_addresses(&inputs, "knative-pilot/other", "me").is_empty());
-    }
-
-    #[test]
-    fn only_our_class() {
-        let mut i = ing(&["ExternalIP"]);
-        assert!(!is_ours(&i, "ours"));
-        i.metadata.annotations = Some(BTreeMap::from([(
-            CLASS_ANNOTATION.to_string(),
-            "istio.ingress.networking.knative.dev".to_string(),
-        )]));
-        assert!(!is_ours(&i, "ours"));
-        i.metadata.annotations = Some(BTreeMap::from([(
-            CLASS_ANNOTATION.to_string(),
-            "ours".to_string(),
-        )]));
-        assert!(is_ours(&i, "ours"));
     }
 }

@@ -12,9 +12,8 @@ use tokio::sync::watch;
 
 use super::progress::{fetch_progress, ProgressShared};
 use super::{
-    combine, desired_status, gateway_progress, is_ours, needed_gateways, peer_addresses,
-    rfc3339_now, Facts, GatewayProgress, LoadBalancers, PeerReports, ProgressMap, ReplicaProgress,
-    TICK,
+    combine, desired_status, gateway_progress, needed_gateways, peer_addresses, rfc3339_now, Facts,
+    GatewayProgress, LoadBalancers, PeerReports, ProgressMap, ReplicaProgress, TICK,
 };
 use crate::hub::Hub;
 use crate::model::{KIngress, Kind, Object, ObjectKey};
@@ -201,7 +200,7 @@ impl Writer {
             let Object::KIngress(ing) = &entry.object else {
                 continue;
             };
-            if !is_ours(ing, &opts.ingress_class) {
+            if !translate::ownership::is_ours(inputs, &ing.metadata, &opts.ingress_class) {
                 continue;
             }
             seen.insert(key.clone());

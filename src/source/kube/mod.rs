@@ -230,6 +230,8 @@ impl KubeState {
                             object: Some(key.clone()),
                             origin: None,
                             message,
+                            code: crate::source::ErrorCode::Invalid,
+                            subject: None,
                         };
                         // The current version (if any) stays as it is: nothing to change.
                         let last = self.current.get(&key);
@@ -244,6 +246,8 @@ impl KubeState {
                                 object: None,
                                 origin: None,
                                 message: format!("{}: {message}", resource.api_kind),
+                                code: crate::source::ErrorCode::Parse,
+                                subject: None,
                             },
                         );
                         None

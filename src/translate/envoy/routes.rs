@@ -1,0 +1,364 @@
+//! Routes, virtual hosts and route configurations, in both route layouts.
+
+use envoy_types::pb::envoy::config::core::v3::{
+    header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption, Metadata,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    header_matcher::HeaderMatchSpecifier,
+    redirect_action::{PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier},
+    retry_policy::{retry_host_predicate::ConfigType as PredicateConfigType, RetryHostPredicate},
+    route::Action as RouteActionKind,
+    route_action::{ClusterSpecifier, HostRewriteSpecifier, MaxStreamDuration},
+    route_match::PathSpecifier,
+    scoped_route_configuration::{key::fragment::Type as KeyFragmentType, key::Fragment, Key},
+    virtual_host::TlsRequirementType,
+    weighted_cluster::ClusterWeight,
+    HeaderMatcher, RedirectAction, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch,
+    ScopedRouteConfiguration, VirtualHost, WeightedCluster,
+};
+use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    string_matcher::MatchPattern, RegexMatcher, StringMatcher,
+};
+use envoy_types::pb::google::protobuf::{
+    value::Kind as ValueKind, BoolValue, Struct, UInt32Value, Value,
+};
+use prost::Message;
+
+use super::super::ir::*;
+use super::{any, duration, secs};
+
+/// `filter_metadata: {<key>: {config: <value>}}` (single-entry maps: deterministic encoding).
+fn config_metadata(key: &str, value: &str) -> Metadata {
+    let mut inner = Struct::default();
+    inner.fields.insert(
+        "config".to_string(),
+        Value {
+            kind: Some(ValueKind::StringValue(value.to_string())),
+        },
+    );
+    let mut m = Metadata::default();
+    m.filter_metadata.insert(key.to_string(), inner);
+    m
+}
+
+fn header_options(ops: &HeaderOps) -> Vec<HeaderValueOption> {
+    let mut out = Vec::new();
+    for (k, v) in &ops.set {
+        out.push(HeaderValueOption {
+            header: Some(HeaderValue {
+                key: k.clone(),
+                value: v.clone(),
+                ..Default::default()
+            }),
+            append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+            ..Default::default()
+        });
+    }
+    for (k, v) in &ops.add {
+        out.push(HeaderValueOption {
+            header: Some(HeaderValue {
+                key: k.clone(),
+                value: v.clone(),
+                ..Default::default()
+            }),
+            append_action: HeaderAppendAction::AppendIfExistsOrAdd as i32,
+            ..Default::default()
+        });
+    }
+    out.sort_by(|a, b| {
+        let ka = a.header.as_ref().map(|h| h.key.to_ascii_lowercase());
+        let kb = b.header.as_ref().map(|h| h.key.to_ascii_lowercase());
+        ka.cmp(&kb)
+    });
+    out
+}
+
+fn string_matcher(m: &StringMatchIr) -> StringMatcher {
+    let pattern = match m {
+        StringMatchIr::Exact(v) => MatchPattern::Exact(v.clone()),
+        StringMatchIr::Prefix(v) => MatchPattern::Prefix(v.clone()),
+        StringMatchIr::Regex(v) => MatchPattern::SafeRegex(RegexMatcher {
+            regex: v.clone(),
+            ..Default::default()
+        }),
+    };
+    StringMatcher {
+        match_pattern: Some(pattern),
+        ..Default::default()
+    }
+}
+
+fn retry_policy(retry: &Retry) -> Option<RetryPolicy> {
+    let (attempts, per_try, retry_on) = match retry {
+        Retry::None => return None,
+        Retry::IstioDefault => (
+            2,
+            None,
+            "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+                .to_string(),
+        ),
+        Retry::Custom {
+            attempts,
+            per_try_timeout,
+            retry_on,
+        } => (
+            *attempts,
+            *per_try_timeout,
+            retry_on.clone().unwrap_or_else(|| {
+                "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+                    .to_string()
+            }),
+        ),
+    };
+    // Numeric entries of retryOn are status codes.
+    let mut on = Vec::new();
+    let mut codes = Vec::new();
+    for part in retry_on.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.parse::<u32>() {
+            Ok(code) => codes.push(code),
+            Err(_) => on.push(part.to_string()),
+        }
+    }
+    if codes.is_empty() && on.iter().any(|p| p == "retriable-status-codes") {
+        codes.push(503);
+    }
+    Some(RetryPolicy {
+        retry_on: on.join(","),
+        num_retries: Some(UInt32Value { value: attempts }),
+        per_try_timeout: per_try.map(duration),
+        retry_host_predicate: vec![RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".to_string(),
+            config_type: Some(PredicateConfigType::TypedConfig(any(
+                &PreviousHostsPredicate {},
+            ))),
+        }],
+        host_selection_retry_max_attempts: 5,
+        retriable_status_codes: codes,
+        ..Default::default()
+    })
+}
+
+fn route(r: &RouteIr) -> Route {
+    let path = match &r.path {
+        PathMatch::Prefix(p) => PathSpecifier::Prefix(p.clone()),
+        PathMatch::Exact(p) => PathSpecifier::Path(p.clone()),
+        PathMatch::Regex(p) => PathSpecifier::SafeRegex(RegexMatcher {
+            regex: p.clone(),
+            ..Default::default()
+        }),
+    };
+    let headers = r
+        .headers
+        .iter()
+        .map(|h| HeaderMatcher {
+            name: h.name.clone(),
+            header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(string_matcher(
+                &h.matcher,
+            ))),
+            ..Default::default()
+        })
+        .collect();
+    let action = match &r.action {
+        Action::Route {
+            destinations,
+            timeout,
+            retry,
+            host_rewrite,
+            prefix_rewrite,
+        } => {
+            let cluster_specifier = if destinations.len() == 1 {
+                ClusterSpecifier::Cluster(destinations[0].cluster.clone())
+            } else {
+                ClusterSpecifier::WeightedClusters(WeightedCluster {
+                    clusters: destinations
+                        .iter()
+                        .map(|d| ClusterWeight {
+                            name: d.cluster.clone(),
+                            weight: Some(UInt32Value { value: d.weight }),
+                            request_headers_to_add: header_options(&d.headers),
+                            request_headers_to_remove: d.headers.remove.clone(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+            };
+            let t = timeout.map(duration).unwrap_or_else(|| secs(0));
+            RouteActionKind::Route(RouteAction {
+                cluster_specifier: Some(cluster_specifier),
+                timeout: Some(t),
+                max_stream_duration: Some(MaxStreamDuration {
+                    max_stream_duration: timeout.map(duration).or(Some(secs(0))),
+                    grpc_timeout_header_max: Some(t),
+                    ..Default::default()
+                }),
+                retry_policy: retry_policy(retry),
+                host_rewrite_specifier: host_rewrite
+                    .clone()
+                    .map(HostRewriteSpecifier::HostRewriteLiteral),
+                prefix_rewrite: prefix_rewrite.clone().unwrap_or_default(),
+                ..Default::default()
+            })
+        }
+        Action::Redirect {
+            scheme,
+            host,
+            path,
+            code,
+        } => RouteActionKind::Redirect(RedirectAction {
+            host_redirect: host.clone().unwrap_or_default(),
+            scheme_rewrite_specifier: scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
+            path_rewrite_specifier: path.clone().map(PathRewriteSpecifier::PathRedirect),
+            response_code: match code {
+                Some(302) => RedirectResponseCode::Found as i32,
+                Some(303) => RedirectResponseCode::SeeOther as i32,
+                Some(307) => RedirectResponseCode::TemporaryRedirect as i32,
+                Some(308) => RedirectResponseCode::PermanentRedirect as i32,
+                _ => RedirectResponseCode::MovedPermanently as i32,
+            },
+            ..Default::default()
+        }),
+    };
+    Route {
+        name: r.name.clone().unwrap_or_default(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(path),
+            headers,
+            ..Default::default()
+        }),
+        metadata: r.metadata.as_ref().map(|(k, v)| config_metadata(k, v)),
+        request_headers_to_add: header_options(&r.headers_ops),
+        request_headers_to_remove: r.headers_ops.remove.clone(),
+        action: Some(action),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn virtual_host(vh: &VirtualHostIr) -> VirtualHost {
+    VirtualHost {
+        name: format!("{}:{}", vh.host, vh.port),
+        domains: vec![vh.host.clone()],
+        routes: vh.routes.iter().map(route).collect(),
+        require_tls: if vh.require_tls {
+            TlsRequirementType::All as i32
+        } else {
+            TlsRequirementType::None as i32
+        },
+        include_request_attempt_count: true,
+        ..Default::default()
+    }
+}
+
+/// An Istio-layout route configuration: every virtual host of its port (a blackhole one when it
+/// has none).
+pub(crate) fn route_configuration(
+    name: &str,
+    port: u32,
+    vhosts: &[&VirtualHostIr],
+) -> RouteConfiguration {
+    let mut virtual_hosts: Vec<VirtualHost> = vhosts.iter().map(|vh| virtual_host(vh)).collect();
+    virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    if virtual_hosts.is_empty() {
+        virtual_hosts.push(VirtualHost {
+            name: format!("blackhole:{port}"),
+            domains: vec!["*".to_string()],
+            ..Default::default()
+        });
+    }
+    RouteConfiguration {
+        name: name.to_string(),
+        virtual_hosts,
+        validate_clusters: Some(BoolValue { value: false }),
+        ignore_port_in_host_matching: true,
+        ..Default::default()
+    }
+}
+
+/// The name of the scope of `host` on scoped route configuration `route`, and of the
+/// RouteConfiguration that scope uses: `http.80/<host>`.
+pub(crate) fn scoped_name(route: &str, host: &str) -> String {
+    format!("{route}/{host}")
+}
+
+/// Whether a host can be a scope key: an exact host (the key is compared as a string).
+pub(crate) fn scopable(host: &str) -> bool {
+    !host.contains('*')
+}
+
+/// The RouteConfiguration of one scope: the virtual host alone.
+pub(crate) fn scoped_route_configuration(route: &str, vh: &VirtualHostIr) -> RouteConfiguration {
+    RouteConfiguration {
+        name: scoped_name(route, &vh.host),
+        virtual_hosts: vec![virtual_host(vh)],
+        validate_clusters: Some(BoolValue { value: false }),
+        ignore_port_in_host_matching: true,
+        ..Default::default()
+    }
+}
+
+/// The scope of `host` on scoped route configuration `route`: key = the host.
+pub(crate) fn scope(route: &str, host: &str) -> ScopedRouteConfiguration {
+    let name = scoped_name(route, host);
+    ScopedRouteConfiguration {
+        route_configuration_name: name.clone(),
+        name,
+        key: Some(Key {
+            fragments: vec![Fragment {
+                r#type: Some(KeyFragmentType::StringKey(host.to_string())),
+            }],
+        }),
+        ..Default::default()
+    }
+}
+
+/// The name of a virtual host (`<host>:<port>`), the order of virtual hosts in a route
+/// configuration.
+pub(crate) fn vhost_name(vh: &VirtualHostIr) -> String {
+    format!("{}:{}", vh.host, vh.port)
+}
+
+/// The encoding of `route_config(name, port, vhosts)` from already encoded virtual hosts (in
+/// name order): byte-identical to encoding the message, without building or re-measuring the
+/// virtual hosts. prost writes fields in declaration order, and `name` (1) and
+/// `virtual_hosts` (2) come first, so the virtual hosts go right after the name.
+pub(crate) fn route_config_bytes<'a>(
+    name: &str,
+    port: u32,
+    encoded_vhosts: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
+    if encoded_vhosts.len() == 0 {
+        return route_configuration(name, port, &[]).encode_to_vec();
+    }
+    let empty = RouteConfiguration {
+        virtual_hosts: Vec::new(),
+        ..route_configuration(name, port, &[])
+    };
+    let shell = empty.encode_to_vec();
+    // Field 1 (name): tag, length, bytes; absent when the name is empty.
+    let head = if name.is_empty() {
+        0
+    } else {
+        1 + prost::encoding::encoded_len_varint(name.len() as u64) + name.len()
+    };
+    let mut out = Vec::with_capacity(shell.len() + 64);
+    out.extend_from_slice(&shell[..head]);
+    for vh in encoded_vhosts {
+        out.push(0x12); // field 2, length-delimited
+        prost::encoding::encode_varint(vh.len() as u64, &mut out);
+        out.extend_from_slice(vh);
+    }
+    out.extend_from_slice(&shell[head..]);
+    out
+}
+
+/// The clusters a virtual host's routes send traffic to (with repeats).
+pub(crate) fn vhost_clusters(vh: &VirtualHostIr) -> impl Iterator<Item = &str> {
+    vh.routes.iter().flat_map(|r| match &r.action {
+        Action::Route { destinations, .. } => destinations
+            .iter()
+            .map(|d| d.cluster.as_str())
+            .collect::<Vec<_>>(),
+        Action::Redirect { .. } => Vec::new(),
+    })
+}

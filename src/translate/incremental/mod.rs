@@ -1,0 +1,607 @@
+//! Incremental translation for one proxy: the same output as [`super::translate`], with work
+//! proportional to the change.
+//!
+//! The [`Engine`] keeps, per proxy label set:
+//! - the proxy's gateway `Context` (servers, listeners, secrets, served route configurations):
+//!   rebuilt from scratch when a Gateway, a ConfigMap, a Secret, a gateway Service (one whose
+//!   selector picks this proxy) or a KIngress with TLS entries changes: those are rare;
+//! - one `Fragment` per VirtualService / KIngress / Route: its virtual hosts, its clusters and
+//!   the Services it read, so that a Service change re-translates only its dependents;
+//! - per (route configuration, host) slot, the objects claiming it, so the duplicate-host rule
+//!   (oldest object wins, the others are reported) is re-decided only for touched slots, by the
+//!   same `claims::resolve` the full translation uses;
+//! - the clusters with reference counts (from fragments, and from winning virtual hosts on
+//!   served route configurations), indexed by Service, so an endpoint change re-reads only the
+//!   endpoints of that Service's clusters;
+//! - the resources as persistent maps: a change re-encodes only what it touched, through the
+//!   same assembly steps (`assemble::Sink`) a rebuild walks.
+//!
+//! The Istio-shaped layout keeps every virtual host of a port in one RouteConfiguration
+//! (`http.80`): a change to a virtual host re-encodes that whole RouteConfiguration. In the
+//! scoped layout ([`super::RouteLayout::Scoped`]) a changed host re-encodes only its own scope
+//! and RouteConfiguration (`http.80/<host>`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::model::diag::InputError;
+use crate::model::{Kind, Object, ObjectKey};
+use crate::state::{Entry, Inputs, SERVICE_NAME_LABEL};
+use crate::xds::resource::SNAPSHOT_TYPES;
+use crate::xds::resource::{ResourceMap, Snapshot};
+use prost::Message;
+
+use super::assemble::{self, Sink, VirtualHosts};
+use super::backend::{ready_endpoints_of, ClusterSource, SvcKey};
+use super::claims::{self, Order, Slot};
+use super::envoy;
+use super::fragment::{translate_one, Fragment};
+use super::gateway::{context, is_subset, Context};
+use super::ir::{ClusterIr, ClusterKind};
+use super::{ownership, Options};
+
+type Labels = BTreeMap<String, String>;
+
+/// One change as the engine sees it: the key, the entry before and the entry after.
+#[derive(Debug, Clone)]
+pub struct ObjectChange {
+    pub key: ObjectKey,
+    pub old: Option<Arc<Entry>>,
+    pub new: Option<Arc<Entry>>,
+}
+
+#[derive(Debug, Clone)]
+struct ClusterEntry {
+    ir: ClusterIr,
+    src: ClusterSource,
+    /// Fragments that reference it.
+    frag_refs: usize,
+    /// References from winning virtual hosts on served route configurations.
+    served_refs: usize,
+}
+
+/// Incremental translation state for one proxy label set.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    opts: Options,
+    labels: Labels,
+    ctx: Context,
+    frags: BTreeMap<ObjectKey, Fragment>,
+    by_service: BTreeMap<SvcKey, BTreeSet<ObjectKey>>,
+    slots: BTreeMap<Slot, BTreeSet<Order>>,
+    slot_errors: BTreeMap<Slot, Vec<InputError>>,
+    /// Winning virtual hosts: route configuration -> host -> virtual host.
+    vhosts: VirtualHosts,
+    /// The same, encoded: route configuration -> virtual host name -> `VirtualHost` bytes.
+    encoded: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    clusters: BTreeMap<String, ClusterEntry>,
+    /// Clusters whose fragment references dropped to zero during the current change.
+    unreferenced: BTreeSet<String>,
+    /// Objects whose translation failed (their fragment's error).
+    failed: BTreeSet<ObjectKey>,
+    clusters_by_service: BTreeMap<SvcKey, BTreeSet<String>>,
+    /// VirtualServices labelled for a Route: route name -> (routeNamespace label, VS key).
+    vs_by_route: BTreeMap<String, BTreeSet<(Option<String>, ObjectKey)>>,
+    /// VirtualServices labelled for a KIngress: (ns, ingress name) -> VS keys.
+    vs_by_ingress: BTreeMap<SvcKey, BTreeSet<ObjectKey>>,
+    /// Route name -> namespaces that have a Route of that name.
+    routes_by_name: BTreeMap<String, BTreeSet<String>>,
+    res: BTreeMap<&'static str, ResourceMap>,
+}
+
+/// What one change touched, to re-encode.
+#[derive(Default)]
+struct Touched {
+    slots: BTreeSet<Slot>,
+    routes: BTreeSet<String>,
+    /// Hosts whose virtual host changed on a scoped route configuration.
+    scoped_hosts: BTreeSet<String>,
+    clusters: BTreeSet<String>,
+    assignments: BTreeSet<String>,
+}
+
+fn slice_service(entry: &Entry) -> Option<SvcKey> {
+    let Object::EndpointSlice(slice) = &entry.object else {
+        return None;
+    };
+    let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((entry.object.key().namespace, svc.clone()))
+}
+
+fn has_tls(entry: &Entry) -> bool {
+    matches!(&entry.object, Object::KIngress(i) if !i.spec.tls.is_empty())
+}
+
+impl Engine {
+    /// Translates everything for a proxy with these labels.
+    pub fn new(inputs: &Inputs, opts: &Options, labels: &Labels) -> Engine {
+        let mut e = Engine {
+            opts: opts.clone(),
+            labels: labels.clone(),
+            ctx: Context::default(),
+            frags: BTreeMap::new(),
+            by_service: BTreeMap::new(),
+            slots: BTreeMap::new(),
+            slot_errors: BTreeMap::new(),
+            vhosts: BTreeMap::new(),
+            encoded: BTreeMap::new(),
+            clusters: BTreeMap::new(),
+            unreferenced: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            clusters_by_service: BTreeMap::new(),
+            vs_by_route: BTreeMap::new(),
+            vs_by_ingress: BTreeMap::new(),
+            routes_by_name: BTreeMap::new(),
+            res: BTreeMap::new(),
+        };
+        e.rebuild(inputs);
+        e
+    }
+
+    /// Gateways (`ns/name`) that apply to this proxy.
+    pub fn gateways(&self) -> &[String] {
+        &self.ctx.gateways
+    }
+
+    /// The current resources as a snapshot (O(1): the maps are persistent).
+    pub fn snapshot(&self, generation: u64) -> Snapshot {
+        Snapshot {
+            generation,
+            resources: self.res.clone(),
+        }
+    }
+
+    /// Every translation error, sorted.
+    pub fn errors(&self) -> Vec<InputError> {
+        let mut out: Vec<InputError> = self.ctx.errors.clone();
+        out.extend(
+            self.failed
+                .iter()
+                .filter_map(|k| self.frags.get(k).and_then(|f| f.error.clone())),
+        );
+        out.extend(self.slot_errors.values().flatten().cloned());
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The errors that name one object.
+    pub fn errors_of(&self, key: &ObjectKey) -> Vec<InputError> {
+        let mut out: Vec<InputError> = self
+            .ctx
+            .errors
+            .iter()
+            .filter(|e| e.object.as_ref() == Some(key))
+            .cloned()
+            .collect();
+        if let Some(f) = self.frags.get(key) {
+            out.extend(f.error.clone());
+            for slot in f.vhosts.keys() {
+                out.extend(
+                    self.slot_errors
+                        .get(slot)
+                        .into_iter()
+                        .flatten()
+                        .filter(|e| e.object.as_ref() == Some(key))
+                        .cloned(),
+                );
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn selects_this_proxy(&self, entry: &Entry) -> bool {
+        let Object::Service(svc) = &entry.object else {
+            return false;
+        };
+        let selector: Labels = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .unwrap_or_default();
+        !selector.is_empty() && is_subset(&selector, &self.labels)
+    }
+
+    /// Applies changes; `inputs` are the inputs after them.
+    pub fn apply(&mut self, inputs: &Inputs, changes: &[ObjectChange]) {
+        let mut full = false;
+        let mut redo: BTreeSet<ObjectKey> = BTreeSet::new();
+        let mut endpoint_services: BTreeSet<SvcKey> = BTreeSet::new();
+        for c in changes {
+            let entries = || c.old.iter().chain(c.new.iter());
+            let k = &c.key;
+            match k.kind {
+                Kind::Gateway | Kind::ConfigMap | Kind::Secret => full = true,
+                Kind::Service => {
+                    if entries().any(|e| self.selects_this_proxy(e)) {
+                        full = true;
+                    }
+                    let svc = (k.namespace.clone(), k.name.clone());
+                    redo.extend(self.by_service.get(&svc).into_iter().flatten().cloned());
+                }
+                Kind::Endpoints => {
+                    endpoint_services.insert((k.namespace.clone(), k.name.clone()));
+                }
+                Kind::EndpointSlice => {
+                    endpoint_services.extend(entries().filter_map(|e| slice_service(e)));
+                }
+                Kind::KIngress => {
+                    if entries().any(|e| has_tls(e)) {
+                        full = true;
+                    }
+                    redo.insert(k.clone());
+                    redo.insert(ObjectKey {
+                        kind: Kind::Route,
+                        namespace: k.namespace.clone(),
+                        name: k.name.clone(),
+                    });
+                }
+                Kind::VirtualService => {
+                    if let Some(old) = &c.old {
+                        redo.extend(self.vs_routes(old));
+                        self.unindex_vs(k, old);
+                    }
+                    if let Some(new) = &c.new {
+                        self.index_vs(k, new);
+                        redo.extend(self.vs_routes(new));
+                    }
+                    redo.insert(k.clone());
+                }
+                Kind::Route => {
+                    if c.old.is_some() && c.new.is_none() {
+                        if let Some(set) = self.routes_by_name.get_mut(&k.name) {
+                            set.remove(&k.namespace);
+                            if set.is_empty() {
+                                self.routes_by_name.remove(&k.name);
+                            }
+                        }
+                    }
+                    if c.new.is_some() {
+                        self.routes_by_name
+                            .entry(k.name.clone())
+                            .or_default()
+                            .insert(k.namespace.clone());
+                    }
+                    redo.insert(k.clone());
+                }
+                Kind::Revision => {}
+            }
+        }
+        if full {
+            self.rebuild(inputs);
+            return;
+        }
+        let mut touched = Touched::default();
+        for key in &redo {
+            self.remove_fragment(key, &mut touched);
+            self.add_fragment(inputs, key, &mut touched);
+        }
+        for svc in &endpoint_services {
+            let names: Vec<String> = self
+                .clusters_by_service
+                .get(svc)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            for name in names {
+                let Some(c) = self.clusters.get_mut(&name) else {
+                    continue;
+                };
+                if let ClusterKind::Eds { endpoints } = &mut c.ir.kind {
+                    let now = ready_endpoints_of(inputs, &c.src);
+                    if *endpoints != now {
+                        *endpoints = now;
+                        touched.assignments.insert(name);
+                    }
+                }
+            }
+        }
+        self.resolve_slots(inputs, &mut touched);
+        self.emit(&touched);
+        self.collect_clusters();
+    }
+
+    fn remove_fragment(&mut self, key: &ObjectKey, touched: &mut Touched) {
+        let Some(f) = self.frags.remove(key) else {
+            return;
+        };
+        for slot in f.vhosts.keys() {
+            if let Some(set) = self.slots.get_mut(slot) {
+                set.remove(&f.order);
+                if set.is_empty() {
+                    self.slots.remove(slot);
+                }
+            }
+            touched.slots.insert(slot.clone());
+        }
+        for svc in &f.services {
+            if let Some(set) = self.by_service.get_mut(svc) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_service.remove(svc);
+                }
+            }
+        }
+        for (c, _) in &f.clusters {
+            if let Some(e) = self.clusters.get_mut(&c.name) {
+                e.frag_refs = e.frag_refs.saturating_sub(1);
+                if e.frag_refs == 0 {
+                    self.unreferenced.insert(c.name.clone());
+                }
+            }
+        }
+        self.failed.remove(key);
+    }
+
+    fn add_fragment(&mut self, inputs: &Inputs, key: &ObjectKey, touched: &mut Touched) {
+        let Some(entry) = inputs.get(key.kind, &key.namespace, &key.name) else {
+            return;
+        };
+        let wanted = match (&entry.object, key.kind) {
+            (Object::VirtualService(_), _) => true,
+            (Object::KIngress(i), _) => {
+                ownership::is_ours(inputs, &i.metadata, &self.opts.ingress_class)
+            }
+            (Object::Route(_), _) => !self.route_has_ingress(inputs, key),
+            _ => false,
+        };
+        if !wanted {
+            return;
+        }
+        let Some(f) = translate_one(inputs, &self.opts, &self.ctx.servers, key) else {
+            return;
+        };
+        for slot in f.vhosts.keys() {
+            self.slots
+                .entry(slot.clone())
+                .or_default()
+                .insert(f.order.clone());
+            touched.slots.insert(slot.clone());
+        }
+        for svc in &f.services {
+            self.by_service
+                .entry(svc.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        for (c, src) in &f.clusters {
+            match self.clusters.get_mut(&c.name) {
+                Some(e) => {
+                    e.frag_refs += 1;
+                    if e.ir != *c {
+                        e.ir = c.clone();
+                        e.src = src.clone();
+                        touched.clusters.insert(c.name.clone());
+                    }
+                }
+                None => {
+                    self.clusters_by_service
+                        .entry((src.namespace.clone(), src.service.clone()))
+                        .or_default()
+                        .insert(c.name.clone());
+                    self.clusters.insert(
+                        c.name.clone(),
+                        ClusterEntry {
+                            ir: c.clone(),
+                            src: src.clone(),
+                            frag_refs: 1,
+                            served_refs: 0,
+                        },
+                    );
+                }
+            }
+        }
+        if f.error.is_some() {
+            self.failed.insert(key.clone());
+        }
+        self.frags.insert(key.clone(), f);
+    }
+
+    /// Re-decides the owner of each touched slot (the same sequence of claims as a full
+    /// translation, so the same errors), and updates the winning virtual hosts and the cluster
+    /// reference counts.
+    fn resolve_slots(&mut self, inputs: &Inputs, touched: &mut Touched) {
+        let slots: Vec<Slot> = touched.slots.iter().cloned().collect();
+        for slot in slots {
+            let (route, host) = &slot;
+            let claimants = self
+                .slots
+                .get(&slot)
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, _, k)| self.frags.get(k));
+            let claims::Claim {
+                winner: owner,
+                errors,
+            } = claims::resolve(inputs, host, claimants);
+            let new_vh = owner.and_then(|f| f.vhosts.get(&slot)).cloned();
+            if errors.is_empty() {
+                self.slot_errors.remove(&slot);
+            } else {
+                self.slot_errors.insert(slot.clone(), errors);
+            }
+            let old_vh = self.vhosts.get(route).and_then(|m| m.get(host));
+            if old_vh == new_vh.as_ref() {
+                continue;
+            }
+            let served = self.ctx.route_ports.contains_key(route);
+            if served {
+                if let Some(old) = old_vh {
+                    for c in envoy::vhost_clusters(old) {
+                        if let Some(e) = self.clusters.get_mut(c) {
+                            e.served_refs = e.served_refs.saturating_sub(1);
+                            if e.served_refs == 0 {
+                                touched.clusters.insert(c.to_string());
+                            }
+                        }
+                    }
+                }
+                if let Some(new) = &new_vh {
+                    for c in envoy::vhost_clusters(new) {
+                        if let Some(e) = self.clusters.get_mut(c) {
+                            e.served_refs += 1;
+                            if e.served_refs == 1 {
+                                touched.clusters.insert(c.to_string());
+                            }
+                        }
+                    }
+                }
+                if assemble::is_scoped(&self.ctx, route) {
+                    touched.scoped_hosts.insert(host.clone());
+                } else {
+                    touched.routes.insert(route.clone());
+                }
+            }
+            if let Some(old) = old_vh {
+                let name = envoy::vhost_name(old);
+                if let Some(m) = self.encoded.get_mut(route) {
+                    m.remove(&name);
+                    if m.is_empty() {
+                        self.encoded.remove(route);
+                    }
+                }
+            }
+            if let Some(vh) = new_vh
+                .as_ref()
+                .filter(|_| !assemble::is_scoped(&self.ctx, route))
+            {
+                self.encoded.entry(route.clone()).or_default().insert(
+                    envoy::vhost_name(vh),
+                    envoy::virtual_host(vh).encode_to_vec(),
+                );
+            }
+            match new_vh {
+                Some(vh) => {
+                    self.vhosts
+                        .entry(route.clone())
+                        .or_default()
+                        .insert(host.clone(), vh);
+                }
+                None => {
+                    if let Some(m) = self.vhosts.get_mut(route) {
+                        m.remove(host);
+                        if m.is_empty() {
+                            self.vhosts.remove(route);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Re-encodes what was touched, through the same [`Sink`] steps as a rebuild.
+    fn emit(&mut self, touched: &Touched) {
+        let mut sink = MapSink {
+            res: &mut self.res,
+            encoded: &self.encoded,
+        };
+        for route in &touched.routes {
+            if let Some(port) = self.ctx.route_ports.get(route) {
+                sink.route_configuration(route, *port, None);
+            }
+        }
+        if let Some(route) = &self.ctx.scoped_route {
+            for host in &touched.scoped_hosts {
+                let vh = self
+                    .vhosts
+                    .get(route)
+                    .and_then(|m| m.get(host))
+                    .filter(|_| envoy::scopable(host));
+                match vh {
+                    Some(vh) => sink.scoped_host(route, vh),
+                    None => sink.remove_scoped_host(route, host),
+                }
+            }
+        }
+        for name in touched.clusters.union(&touched.assignments) {
+            let served = self.clusters.get(name).filter(|e| e.served_refs > 0);
+            match served {
+                Some(e) if touched.clusters.contains(name) => sink.cluster(&e.ir),
+                Some(e) => sink.assignment(&e.ir),
+                None => sink.remove_cluster(name),
+            }
+        }
+    }
+
+    /// Forgets clusters no fragment references any more.
+    fn collect_clusters(&mut self) {
+        for name in std::mem::take(&mut self.unreferenced) {
+            if self.clusters.get(&name).is_none_or(|e| e.frag_refs > 0) {
+                continue;
+            }
+            if let Some(e) = self.clusters.remove(&name) {
+                let svc = (e.src.namespace.clone(), e.src.service.clone());
+                if let Some(set) = self.clusters_by_service.get_mut(&svc) {
+                    set.remove(&name);
+                    if set.is_empty() {
+                        self.clusters_by_service.remove(&svc);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Translates everything again (the context changed).
+    fn rebuild(&mut self, inputs: &Inputs) {
+        self.ctx = context(inputs, &self.opts, &self.labels);
+        self.frags.clear();
+        self.by_service.clear();
+        self.slots.clear();
+        self.slot_errors.clear();
+        self.vhosts.clear();
+        self.encoded.clear();
+        self.clusters.clear();
+        self.unreferenced.clear();
+        self.failed.clear();
+        self.clusters_by_service.clear();
+        self.vs_by_route.clear();
+        self.vs_by_ingress.clear();
+        self.routes_by_name.clear();
+        for (k, e) in inputs.of_kind(Kind::VirtualService) {
+            self.index_vs(&k.clone(), e);
+        }
+        for (k, _) in inputs.of_kind(Kind::Route) {
+            self.routes_by_name
+                .entry(k.name.clone())
+                .or_default()
+                .insert(k.namespace.clone());
+        }
+        let mut touched = Touched::default();
+        let keys: Vec<ObjectKey> = [Kind::VirtualService, Kind::KIngress, Kind::Route]
+            .into_iter()
+            .flat_map(|kind| inputs.of_kind(kind).map(|(k, _)| k.clone()))
+            .collect();
+        // Fragments agree on a cluster's content (it depends on the Service, the port number
+        // and the endpoints only), short of a Service listing one port number twice.
+        for key in &keys {
+            self.add_fragment(inputs, key, &mut touched);
+        }
+        self.resolve_slots(inputs, &mut touched);
+        let mut res: BTreeMap<&'static str, ResourceMap> = BTreeMap::new();
+        for t in SNAPSHOT_TYPES {
+            res.insert(t, ResourceMap::new());
+        }
+        let mut sink = MapSink {
+            res: &mut res,
+            encoded: &self.encoded,
+        };
+        let served = self
+            .clusters
+            .values()
+            .filter(|e| e.served_refs > 0)
+            .map(|e| &e.ir);
+        assemble::assemble(&self.ctx, &self.vhosts, served, &mut sink);
+        self.res = res;
+        self.collect_clusters();
+    }
+}
+
+mod precedence;
+mod sink;
+#[cfg(test)]
+mod tests;
+
+use sink::MapSink;

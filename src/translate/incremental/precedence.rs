@@ -1,0 +1,105 @@
+//! Route precedence, indexed: which VirtualServices name a Route (by its name, or by its
+//! KIngress's), so that a VirtualService change re-decides only the Routes it names. The rule
+//! itself is [`claims::route_is_shadowed`]; the index only finds its candidates.
+
+use crate::model::{Kind, ObjectKey};
+use crate::state::{Entry, Inputs};
+
+use super::super::claims::{self, RouteLabels};
+use super::Engine;
+
+fn vs_route_labels(entry: &Entry) -> (Option<(String, Option<String>)>, Option<String>) {
+    let labels = RouteLabels::of(entry.object.metadata());
+    (labels.route, labels.ingress)
+}
+
+impl Engine {
+    /// Routes whose precedence a VirtualService's labels affect.
+    pub(super) fn vs_routes(&self, vs: &Entry) -> Vec<ObjectKey> {
+        let (by_route, by_ingress) = vs_route_labels(vs);
+        let mut out = Vec::new();
+        let route = |ns: &str, name: &str| ObjectKey {
+            kind: Kind::Route,
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        };
+        if let Some((name, ns)) = by_route {
+            match ns {
+                Some(ns) => out.push(route(&ns, &name)),
+                None => {
+                    for ns in self.routes_by_name.get(&name).into_iter().flatten() {
+                        out.push(route(ns, &name));
+                    }
+                }
+            }
+        }
+        if let Some(name) = by_ingress {
+            out.push(route(&vs.object.key().namespace, &name));
+        }
+        out
+    }
+
+    pub(super) fn index_vs(&mut self, key: &ObjectKey, vs: &Entry) {
+        let (by_route, by_ingress) = vs_route_labels(vs);
+        if let Some((name, ns)) = by_route {
+            self.vs_by_route
+                .entry(name)
+                .or_default()
+                .insert((ns, key.clone()));
+        }
+        if let Some(name) = by_ingress {
+            self.vs_by_ingress
+                .entry((key.namespace.clone(), name))
+                .or_default()
+                .insert(key.clone());
+        }
+    }
+
+    pub(super) fn unindex_vs(&mut self, key: &ObjectKey, vs: &Entry) {
+        let (by_route, by_ingress) = vs_route_labels(vs);
+        if let Some((name, ns)) = by_route {
+            if let Some(set) = self.vs_by_route.get_mut(&name) {
+                set.remove(&(ns, key.clone()));
+                if set.is_empty() {
+                    self.vs_by_route.remove(&name);
+                }
+            }
+        }
+        if let Some(name) = by_ingress {
+            let ik = (key.namespace.clone(), name);
+            if let Some(set) = self.vs_by_ingress.get_mut(&ik) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.vs_by_ingress.remove(&ik);
+                }
+            }
+        }
+    }
+
+    /// A KIngress or a VirtualService labelled for this Route describes its traffic (the rule
+    /// of [`claims::route_is_shadowed`], asked of the VirtualServices the index names).
+    pub(super) fn route_has_ingress(&self, inputs: &Inputs, key: &ObjectKey) -> bool {
+        let by_route = self
+            .vs_by_route
+            .get(&key.name)
+            .into_iter()
+            .flatten()
+            .map(|(_, k)| k);
+        let by_ingress = self
+            .vs_by_ingress
+            .get(&(key.namespace.clone(), key.name.clone()))
+            .into_iter()
+            .flatten();
+        let candidates = by_route.chain(by_ingress).filter_map(|k| {
+            let e = inputs.get(k.kind, &k.namespace, &k.name)?;
+            Some((k.namespace.as_str(), RouteLabels::of(e.object.metadata())))
+        });
+        claims::route_is_shadowed(
+            inputs
+                .get(Kind::KIngress, &key.namespace, &key.name)
+                .is_some(),
+            candidates,
+            key,
+        )
+    }
+}

@@ -1,0 +1,222 @@
+//! KIngresses (of our class, see [`super::ownership`]) and the Routes without one: Knative's
+//! semantics, as net-istio's VirtualServices would give them. Every path becomes a route and a
+//! probe copy (matching `K-Network-Hash: override`, setting the hash); rules go to the external
+//! or the cluster-local gateway by visibility; hosts with `spec.tls` also go on the HTTPS server
+//! made for them; `httpOption: Redirected` makes the plain-HTTP virtual host require TLS.
+
+use std::collections::BTreeSet;
+
+use crate::model::kingress::{HttpIngressPath, IngressSpec};
+use crate::model::ObjectKey;
+use crate::state::Inputs;
+
+use super::backend::Backends;
+use super::error::TranslateError;
+use super::fragment::{ObjectCx, Placement};
+use super::gateway::host_matches;
+use super::ir::*;
+
+/// The default domain from `knative-serving/config-domain`, else `example.com`.
+pub(crate) fn default_domain(inputs: &Inputs) -> String {
+    let Some(data) = inputs
+        .config_map("knative-serving", "config-domain")
+        .and_then(|cm| cm.data.as_ref())
+    else {
+        return "example.com".to_string();
+    };
+    data.iter()
+        .filter(|(k, _)| !k.starts_with('_'))
+        .find(|(_, v)| v.trim().is_empty())
+        .or_else(|| data.iter().find(|(k, _)| !k.starts_with('_')))
+        .map(|(k, _)| k.clone())
+        .unwrap_or_else(|| "example.com".to_string())
+}
+
+/// Where a KIngress spec's routes go (`from_route`: the spec Knative would build for a Route,
+/// whose revision Services may be absent from the inputs), per rule: the plain-HTTP servers of
+/// its gateway, and for hosts with `spec.tls` the HTTPS servers made for them.
+pub(super) fn placements(
+    cx: &ObjectCx<'_>,
+    b: &mut Backends<'_>,
+    key: &ObjectKey,
+    spec: &IngressSpec,
+    from_route: bool,
+) -> Result<Vec<Placement>, TranslateError> {
+    let defaulted = spec.defaulted();
+    let hash = crate::khash::k_network_hash(&key.namespace, &key.name, spec);
+    let redirected = defaulted.http_option.as_deref() == Some("Redirected");
+    let config_path = if from_route {
+        format!(
+            "/apis/serving.knative.dev/v1/namespaces/{}/routes/{}",
+            key.namespace, key.name
+        )
+    } else {
+        format!(
+            "/apis/networking.internal.knative.dev/v1alpha1/namespaces/{}/ingresses/{}",
+            key.namespace, key.name
+        )
+    };
+    let mut placements = Vec::new();
+    for (ri, rule) in defaulted.rules.iter().enumerate() {
+        let local = rule.visibility.as_deref() == Some("ClusterLocal");
+        let gateway = if local {
+            &cx.opts.local_gateway
+        } else {
+            &cx.opts.external_gateway
+        }
+        .clone();
+        let http = rule
+            .http
+            .as_ref()
+            .ok_or(TranslateError::NoHttp { rule: ri })?;
+        let mut routes = Vec::new();
+        let mut probe_routes = Vec::new();
+        for (pi, path) in http.paths.iter().enumerate() {
+            let route = path_route(b, key, (ri, pi), path, from_route, &config_path)?;
+            probe_routes.push(probe_of(&route, &hash));
+            routes.push(route);
+        }
+        probe_routes.extend(routes);
+        let routes = probe_routes;
+        // Plain HTTP servers of the target gateway.
+        let http_servers = cx.gateway_servers(&gateway, false);
+        let tls_hosts: BTreeSet<String> = defaulted
+            .tls
+            .iter()
+            .flat_map(|t| t.hosts.iter().cloned())
+            .collect();
+        for server in &http_servers {
+            for host in &rule.hosts {
+                placements.push(Placement {
+                    route_name: server.route_name.clone(),
+                    host: host.to_ascii_lowercase(),
+                    port: server.server.port.number,
+                    routes: routes.clone(),
+                    require_tls: redirected && !local,
+                });
+            }
+        }
+        if !local {
+            for server in cx.gateway_servers(&gateway, true) {
+                for host in rule.hosts.iter().filter(|h| tls_hosts.contains(*h)) {
+                    if !server.server.hosts.iter().any(|sh| host_matches(sh, host)) {
+                        continue;
+                    }
+                    placements.push(Placement {
+                        route_name: server.route_name.clone(),
+                        host: host.to_ascii_lowercase(),
+                        port: server.server.port.number,
+                        routes: routes.clone(),
+                        require_tls: false,
+                    });
+                }
+            }
+        }
+    }
+    Ok(placements)
+}
+
+/// The route of one KIngress path (rule `ri`, path `pi`): its splits as weighted destinations
+/// (0% splits still need their cluster, as Knative keeps them warm), its header matches and
+/// header operations.
+fn path_route(
+    b: &mut Backends<'_>,
+    key: &ObjectKey,
+    (ri, pi): (usize, usize),
+    path: &HttpIngressPath,
+    from_route: bool,
+    config_path: &str,
+) -> Result<RouteIr, TranslateError> {
+    let total: i64 = path.splits.iter().map(|s| s.percent).sum();
+    if path.splits.is_empty() {
+        return Err(TranslateError::NoSplits { rule: ri, path: pi });
+    }
+    if total != 100 {
+        return Err(TranslateError::SplitSum {
+            rule: ri,
+            path: pi,
+            total,
+        });
+    }
+    let mut destinations = Vec::new();
+    for s in &path.splits {
+        if s.percent < 0 || s.percent > 100 {
+            return Err(TranslateError::BadPercent {
+                rule: ri,
+                path: pi,
+                percent: s.percent,
+            });
+        }
+        let sns = if s.service_namespace.is_empty() {
+            key.namespace.clone()
+        } else {
+            s.service_namespace.clone()
+        };
+        let cluster = b.cluster_for(&sns, &s.service_name, Some(&s.service_port), from_route)?;
+        if s.percent == 0 {
+            continue;
+        }
+        destinations.push(WeightedDestination {
+            cluster,
+            weight: s.percent as u32,
+            headers: HeaderOps {
+                set: s.append_headers.clone().unwrap_or_default(),
+                ..Default::default()
+            },
+        });
+    }
+    let mut headers_ops = HeaderOps {
+        set: path.append_headers.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    if destinations.len() == 1 {
+        headers_ops = headers_ops.merged(&destinations[0].headers);
+        destinations[0].headers = HeaderOps::default();
+    }
+    let mut header_matches: Vec<HeaderMatchIr> = path
+        .headers
+        .iter()
+        .flatten()
+        .map(|(n, m)| HeaderMatchIr {
+            name: n.to_ascii_lowercase(),
+            matcher: StringMatchIr::Exact(m.exact.clone()),
+        })
+        .collect();
+    header_matches.sort_by(|a, b| a.name.cmp(&b.name));
+    let route = RouteIr {
+        name: None,
+        path: PathMatch::Prefix(
+            path.path
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "/".to_string()),
+        ),
+        headers: header_matches,
+        action: Action::Route {
+            destinations,
+            timeout: None,
+            retry: Retry::None,
+            host_rewrite: path.rewrite_host.clone().filter(|h| !h.is_empty()),
+            prefix_rewrite: None,
+        },
+        headers_ops,
+        metadata: Some(("knative-pilot".to_string(), config_path.to_string())),
+    };
+    Ok(route)
+}
+
+/// The probe copy of a route: matches `K-Network-Hash: override` and sets the hash.
+fn probe_of(route: &RouteIr, hash: &str) -> RouteIr {
+    let mut probe = route.clone();
+    probe.headers.retain(|h| h.name != "k-network-hash");
+    probe.headers.push(HeaderMatchIr {
+        name: "k-network-hash".to_string(),
+        matcher: StringMatchIr::Exact("override".to_string()),
+    });
+    probe.headers.sort_by(|a, b| a.name.cmp(&b.name));
+    probe
+        .headers_ops
+        .set
+        .insert("K-Network-Hash".to_string(), hash.to_string());
+    probe
+}
