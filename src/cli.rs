@@ -221,9 +221,12 @@ pub struct ServeArgs {
     pub missing_retry: Duration,
     #[command(flatten)]
     pub status: StatusArgs,
-    /// ADS gRPC address (plaintext, like istiod's 15010).
+    /// ADS gRPC address (plaintext, like istiod's 15010; its callers are anonymous and never
+    /// get a secret). `off` turns it off.
     #[arg(long, default_value = "0.0.0.0:15010")]
     pub xds_addr: String,
+    #[command(flatten)]
+    pub xds_auth: XdsAuthArgs,
     /// Debug HTTP address: /healthz, /ready, /debug/*.
     #[arg(long, default_value = "127.0.0.1:15014")]
     pub debug_addr: String,
@@ -238,6 +241,57 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub translate: TranslateArgs,
+}
+
+/// The TLS xDS listener and how callers are authenticated (see ARCHITECTURE.md, security model).
+#[derive(Debug, Clone, Args)]
+pub struct XdsAuthArgs {
+    /// TLS ADS address (like istiod's 15012). Served when --tls-cert-file is given.
+    #[arg(long, default_value = "0.0.0.0:15012")]
+    pub xds_tls_addr: String,
+    /// Server certificate chain (PEM) of the TLS listener; re-read when it changes.
+    #[arg(long, requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert-file; re-read when it changes.
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA bundle (PEM) that client certificates must chain to (the mesh root, e.g. Istio's
+    /// istio-ca-root-cert). Without it, callers authenticate with tokens only.
+    #[arg(long, requires = "tls_cert_file")]
+    pub client_ca_file: Option<PathBuf>,
+    /// SPIFFE trust domain of client certificates (spiffe://<trust-domain>/ns/<ns>/sa/<sa>).
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Audience a bearer token must be valid for (repeatable; any one suffices).
+    #[arg(long = "token-audience", default_value = "istio-ca")]
+    pub token_audiences: Vec<String>,
+    /// Use the Kubernetes API (TokenReview, SubjectAccessReview) also with --from. Implied by
+    /// --kube. Without an API, tokens are refused and secrets are authorized by namespace only.
+    #[arg(long)]
+    pub kube_auth: bool,
+    /// How long TokenReview and SubjectAccessReview answers are reused.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub auth_cache_ttl: Duration,
+}
+
+impl XdsAuthArgs {
+    /// The defaults the flags have.
+    pub fn defaults() -> XdsAuthArgs {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            a: XdsAuthArgs,
+        }
+        Only::parse_from(["knative-pilot"]).a
+    }
+
+    pub fn auth_config(&self) -> crate::xds::auth::AuthConfig {
+        crate::xds::auth::AuthConfig {
+            trust_domain: self.trust_domain.clone(),
+            audiences: self.token_audiences.clone(),
+            cache_ttl: self.auth_cache_ttl,
+        }
+    }
 }
 
 /// KIngress status writing (with --kube).

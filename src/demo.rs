@@ -141,7 +141,9 @@ fn start_envoy(
         .replace("{cluster}", &format!("{pod}.istio-system"))
         .replace("{labels}", labels)
         .replace("{api_type}", "DELTA_GRPC")
-        .replace("{xds_port}", &xds_port.to_string());
+        .replace("{xds_port}", &xds_port.to_string())
+        .replace("{xds_metadata}", "")
+        .replace("{xds_tls}", "");
     // Envoy's files go to a hidden directory, which the manifest loader and watcher skip.
     let envoy_dir = dir.join(".envoy");
     std::fs::create_dir_all(&envoy_dir)?;
@@ -197,6 +199,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
         missing_retry: crate::source::kube::MISSING_RETRY,
         status: crate::cli::StatusArgs::defaults(),
         xds_addr: format!("127.0.0.1:{}", args.xds_port),
+        xds_auth: crate::cli::XdsAuthArgs::defaults(),
         debug_addr: format!("127.0.0.1:{}", args.debug_port),
         debounce_after: std::time::Duration::from_millis(100),
         debounce_max: std::time::Duration::from_secs(1),

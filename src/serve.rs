@@ -67,7 +67,7 @@ pub async fn run(
         }
         (None, false) => anyhow::bail!("serve needs --from DIR or --kube"),
     };
-    let kube_client = if args.kube {
+    let kube_client = if args.kube || args.xds_auth.kube_auth {
         Some(
             kube::Client::try_default()
                 .await
@@ -81,29 +81,95 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Listeners first, so that Envoys and probes find us; streams get Unavailable until ready.
-    let xds_listener = tokio::net::TcpListener::bind(&args.xds_addr)
-        .await
-        .with_context(|| format!("binding --xds-addr {}", args.xds_addr))?;
+    let xds_listener = if args.xds_addr == "off" {
+        None
+    } else {
+        Some(
+            tokio::net::TcpListener::bind(&args.xds_addr)
+                .await
+                .with_context(|| format!("binding --xds-addr {}", args.xds_addr))?,
+        )
+    };
+    let tls = bind_tls(&args.xds_auth).await?;
+    anyhow::ensure!(
+        xds_listener.is_some() || tls.is_some(),
+        "--xds-addr off needs --tls-cert-file (no xDS listener otherwise)"
+    );
+    if tls.is_none() && args.kube {
+        tracing::warn!("no TLS xDS listener (--tls-cert-file not given): no caller can be authenticated, so no secret is served");
+    }
     let debug_listener = tokio::net::TcpListener::bind(&args.debug_addr)
         .await
         .with_context(|| format!("binding --debug-addr {}", args.debug_addr))?;
-    let xds_local: SocketAddr = xds_listener.local_addr()?;
+    let xds_local: Option<SocketAddr> =
+        xds_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let tls_local: Option<SocketAddr> = tls.as_ref().map(|t| t.local_addr);
     let debug_local: SocketAddr = debug_listener.local_addr()?;
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let ads = AdsService::new(hub.clone(), registry.clone())
-        .with_shutdown(stop_rx.clone())
-        .with_metrics(metrics.clone());
-    let mut xds_stop = stop_rx.clone();
-    let xds = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(ads.server())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
+    if kube_client.is_none() {
+        tracing::info!("xDS auth: no Kubernetes API (--kube-auth not given): bearer tokens are refused; client-certificate identities get the secrets of their own namespace without a SubjectAccessReview");
+    }
+    let auth = Arc::new(crate::xds::auth::Authenticator::new(
+        args.xds_auth.auth_config(),
+        kube_client.clone(),
+    ));
+    let ads = || {
+        AdsService::new(hub.clone(), registry.clone())
+            .with_shutdown(stop_rx.clone())
+            .with_metrics(metrics.clone())
+            .with_auth(auth.clone())
+    };
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let builder = || {
+        tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)))
+    };
+    let plain = xds_listener.map(|l| {
+        builder()
+            .add_service(ads().server())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(l),
+                stopped(stop_rx.clone()),
+            )
+    });
+    let mut _cert_watcher = None;
+    let secure = match tls {
+        Some(t) => {
+            _cert_watcher = Some(t.watcher);
+            let m = metrics.clone();
+            let incoming = crate::xds::auth::tls::incoming(
+                t.listener,
+                t.config,
+                args.xds_auth.trust_domain.clone(),
+                Arc::new(move |reason| m.record_auth_failure(reason)),
+            );
+            Some(
+                builder()
+                    .add_service(ads().server())
+                    .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
+            )
+        }
+        None => None,
+    };
+    let xds = async move {
+        let (a, b) = tokio::join!(
             async move {
-                let _ = xds_stop.wait_for(|s| *s).await;
+                match plain {
+                    Some(p) => p.await,
+                    None => Ok(()),
+                }
             },
+            async move {
+                match secure {
+                    Some(s) => s.await,
+                    None => Ok(()),
+                }
+            }
         );
+        a.and(b)
+    };
     let mut debug_app = crate::debug::router(crate::debug::DebugState {
         hub: hub.clone(),
         registry: registry.clone(),
@@ -122,7 +188,7 @@ pub async fn run(
     let Some(dir) = dir else {
         // The kube source: watchers (and, unless --no-status, the status writer).
         let client = kube_client.context("kube client")?;
-        announce(xds_local, debug_local);
+        announce(xds_local, tls_local, debug_local);
         let xds_task = tokio::spawn(xds);
         let debug_task = tokio::spawn(async move { debug.await });
         let source = tokio::spawn(crate::source::kube::run(
@@ -202,7 +268,7 @@ pub async fn run(
         w
     };
 
-    announce(xds_local, debug_local);
+    announce(xds_local, tls_local, debug_local);
 
     let xds_task = tokio::spawn(xds);
     let debug_task = tokio::spawn(async move { debug.await });
@@ -245,12 +311,50 @@ pub async fn run(
 }
 
 /// Prints the listening lines (tests and the demo read the ports from them).
-fn announce(xds_local: SocketAddr, debug_local: SocketAddr) {
-    println!("xds listening on {xds_local}");
+fn announce(xds_local: Option<SocketAddr>, tls_local: Option<SocketAddr>, debug_local: SocketAddr) {
+    if let Some(a) = xds_local {
+        println!("xds listening on {a}");
+    }
+    if let Some(a) = tls_local {
+        println!("xds-tls listening on {a}");
+    }
     println!("debug listening on {debug_local}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    tracing::info!(%xds_local, %debug_local, "serving");
+    tracing::info!(?xds_local, ?tls_local, %debug_local, "serving");
+}
+
+/// The TLS xDS listener's parts (see [`bind_tls`]).
+pub struct TlsListener {
+    pub listener: tokio::net::TcpListener,
+    pub local_addr: SocketAddr,
+    pub config: Arc<rustls::ServerConfig>,
+    pub watcher: notify::RecommendedWatcher,
+}
+
+/// Binds `--xds-tls-addr` and loads the certificate (watched for changes) when
+/// `--tls-cert-file` is given.
+async fn bind_tls(args: &crate::cli::XdsAuthArgs) -> anyhow::Result<Option<TlsListener>> {
+    use crate::xds::auth::tls;
+    let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
+        return Ok(None);
+    };
+    let reloading = tls::ReloadingCert::load(tls::TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: args.client_ca_file.clone(),
+    })?;
+    let watcher = reloading.watch()?;
+    let config = tls::server_config(reloading, args.client_ca_file.as_deref())?;
+    let listener = tokio::net::TcpListener::bind(&args.xds_tls_addr)
+        .await
+        .with_context(|| format!("binding --xds-tls-addr {}", args.xds_tls_addr))?;
+    Ok(Some(TlsListener {
+        local_addr: listener.local_addr()?,
+        listener,
+        config,
+        watcher,
+    }))
 }
 
 fn watcher_unwatch(w: &mut notify::RecommendedWatcher, dir: &Path) {

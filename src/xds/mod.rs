@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
 
+pub mod auth;
 pub mod cache;
 pub mod conn;
 pub mod server;
