@@ -107,3 +107,47 @@ impl Ca {
         self.sign(p, "client")
     }
 }
+
+/// The leaf certificate (DER) the TLS server on 127.0.0.1:`port` presents to a new connection
+/// (verified against `ca_pem` for `SERVER_NAME`).
+pub async fn presented_cert(port: u16, ca_pem: &str) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(SERVER_NAME).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
+        .ok_or_else(|| "no server certificate".to_string())
+}
+
+/// The DER of a PEM certificate.
+pub fn der_of(cert_pem: &str) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .expect("pem")
+        .as_ref()
+        .to_vec()
+}
