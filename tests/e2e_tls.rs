@@ -244,25 +244,62 @@ async fn plaintext_envoy_gets_listeners_but_no_secret() {
         .pod("istio-ingressgateway-0", "istio-system")
         .labels(EXTERNAL_LABELS);
     let envoy = Envoy::start(&render_bootstrap(&params)).await;
-    envoy.wait_ready(Duration::from_secs(30)).await;
-    // Plain HTTP works (listeners, routes, clusters are served)...
-    let r = http_get(s.http_port, HOST, "/path", &[]).await;
-    assert_eq!(r.status, 301, "{:?}", r.headers);
-    // ...but the key never reaches it.
-    let dump = envoy.config_dump().await.to_string();
+    // It gets its listeners, but the HTTPS one waits for a secret that never comes (as with
+    // istiod's plaintext port), so the Envoy stays INITIALIZING.
+    eventually(Duration::from_secs(30), "the denial counted", || async {
+        s.server.get("/metrics").await.is_ok_and(|r| {
+            r.body
+                .contains("knative_pilot_sds_denied{reason=\"unauthenticated\"} 1")
+        })
+    })
+    .await;
+    eventually(Duration::from_secs(30), "listeners received", || async {
+        envoy
+            .config_dump()
+            .await
+            .to_string()
+            .contains("dynamic_warming_listeners")
+            || envoy
+                .config_dump()
+                .await
+                .to_string()
+                .contains("dynamic_listeners")
+    })
+    .await;
+    let dump = envoy.config_dump().await;
+    let secrets = dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| {
+            c["@type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("SecretsConfigDump"))
+        })
+        .cloned()
+        .unwrap_or_default();
     assert!(
-        !dump.contains("PRIVATE KEY"),
-        "a private key reached a plaintext Envoy"
+        secrets["dynamic_active_secrets"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "a plaintext Envoy got a secret: {secrets:#}"
+    );
+    assert!(
+        secrets
+            .to_string()
+            .contains("kubernetes://istio-system/secure-tls"),
+        "the secret is asked for (warming): {secrets:#}"
     );
     let (text, _) = curl_https(s.https_port, "/tls", false);
     assert!(
         !text.contains("secure-00001"),
         "HTTPS served without a secret: {text}"
     );
-    let m = s.server.get("/metrics").await.unwrap().body;
-    assert!(
-        m.contains("knative_pilot_sds_denied{reason=\"unauthenticated\"} 1"),
-        "{m}"
+    let conns = s.server.get_json("/debug/syncz").await;
+    assert_eq!(
+        conns["connections"][0]["denied_secrets"]["kubernetes://istio-system/secure-tls"],
+        "unauthenticated",
+        "{conns:#}"
     );
 }
 
