@@ -147,6 +147,10 @@ pub async fn run(
             );
             Some(
                 builder()
+                    // As istiod: streams move to a new connection every 30 minutes, so the
+                    // identity and the SubjectAccessReview answer are taken again.
+                    .max_connection_age(Duration::from_secs(30 * 60))
+                    .max_connection_age_grace(Duration::from_secs(10))
                     .add_service(ads().server())
                     .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
             )

@@ -230,6 +230,11 @@ fn istio_gateways_overlay_points_istio_proxy_at_our_service() {
     let want = format!("{host}:15012");
     assert_eq!(pc["discoveryAddress"].as_str(), Some(want.as_str()));
     assert_eq!(pc["controlPlaneAuthPolicy"].as_str(), Some("MUTUAL_TLS"));
+    assert_eq!(
+        pc["proxyMetadata"]["CA_ADDR"].as_str(),
+        Some("istiod.istio-system.svc:15012"),
+        "workload certificates stay with istiod's CA"
+    );
     // Our TLS listener: the certificate names the host istio-proxy verifies, and the files the
     // arguments name are the mounted Secret's and the mesh root ConfigMap's.
     let cert = find(

@@ -1451,14 +1451,17 @@ impl<'a> Translator<'a> {
     }
 
     /// Looks up a TLS secret for a credential name (`name` in the gateway namespace, or
-    /// `ns/name`), registering it for SDS. Returns the SDS resource name.
+    /// `ns/name`), registering it for SDS. Returns the SDS resource name, always
+    /// `kubernetes://ns/name` with the namespace it was read from: the xDS layer sends a secret
+    /// only to callers of that namespace (istiod resolves a bare `kubernetes://name` in the
+    /// proxy's namespace at push time; we resolve it here, so the name must say where).
     pub(crate) fn tls_secret(
         &mut self,
         gateway_ns: &str,
         credential: &str,
     ) -> Result<String, String> {
         let (ns, name) = split_ns_name(credential, gateway_ns);
-        let sds = format!("kubernetes://{credential}");
+        let sds = format!("kubernetes://{ns}/{name}");
         if self.secrets.contains_key(&sds) {
             return Ok(sds);
         }
