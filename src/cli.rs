@@ -269,6 +269,13 @@ pub struct XdsAuthArgs {
     /// --kube. Without an API, tokens are refused and secrets are authorized by namespace only.
     #[arg(long)]
     pub kube_auth: bool,
+    /// Verify bearer tokens locally with the public keys of this file (a JWKS, e.g. the API
+    /// server's /openid/v1/jwks, or PEM public keys) instead of TokenReview (for --from).
+    #[arg(long)]
+    pub token_jwks_file: Option<PathBuf>,
+    /// With --token-jwks-file: the `iss` a token must carry.
+    #[arg(long, requires = "token_jwks_file")]
+    pub token_issuer: Option<String>,
     /// How long TokenReview and SubjectAccessReview answers are reused.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub auth_cache_ttl: Duration,

@@ -108,12 +108,19 @@ pub async fn run(
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
     if kube_client.is_none() {
-        tracing::info!("xDS auth: no Kubernetes API (--kube-auth not given): bearer tokens are refused; client-certificate identities get the secrets of their own namespace without a SubjectAccessReview");
+        tracing::info!("xDS auth: no Kubernetes API (--kube-auth not given): bearer tokens are verified only with --token-jwks-file; authenticated identities get the secrets of their own namespace without a SubjectAccessReview");
     }
-    let auth = Arc::new(crate::xds::auth::Authenticator::new(
-        args.xds_auth.auth_config(),
-        kube_client.clone(),
-    ));
+    let mut authenticator =
+        crate::xds::auth::Authenticator::new(args.xds_auth.auth_config(), kube_client.clone());
+    if let Some(path) = &args.xds_auth.token_jwks_file {
+        authenticator = authenticator.with_jwt(crate::xds::auth::jwt::JwtVerifier::from_file(
+            path,
+            args.xds_auth.token_audiences.clone(),
+            args.xds_auth.token_issuer.clone(),
+            args.xds_auth.trust_domain.clone(),
+        )?);
+    }
+    let auth = Arc::new(authenticator);
     let ads = || {
         AdsService::new(hub.clone(), registry.clone())
             .with_shutdown(stop_rx.clone())

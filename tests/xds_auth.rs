@@ -91,12 +91,14 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
-        Self::start_with_backend(free_port()).await
+        let certs = tempfile::tempdir().expect("tempdir");
+        Self::start_with(certs, &["--kube-auth"]).await
     }
 
-    async fn start_with_backend(backend_port: u16) -> Fixture {
+    /// With these flags instead of `--kube-auth` (the files they name go into `certs`).
+    async fn start_with(certs: tempfile::TempDir, auth_args: &[&str]) -> Fixture {
+        let backend_port = free_port();
         let ca = Ca::new("mesh root");
-        let certs = tempfile::tempdir().expect("tempdir");
         let (cert, key) = ca.server("server-v1").write(certs.path(), "server");
         let ca_file = ca.write(certs.path(), "ca.crt");
         let (http_port, https_port, local_port) = (free_port(), free_port(), free_port());
@@ -139,25 +141,22 @@ impl Fixture {
             "default",
         );
         let kubeconfig = api.kubeconfig("pilot");
-        let server = Server::start_with_env(
-            &[
-                "--from",
-                dir.path().to_str().unwrap(),
-                "--bind-address",
-                "127.0.0.1",
-                "--xds-tls-addr",
-                "127.0.0.1:0",
-                "--tls-cert-file",
-                cert.to_str().unwrap(),
-                "--tls-key-file",
-                key.to_str().unwrap(),
-                "--client-ca-file",
-                ca_file.to_str().unwrap(),
-                "--kube-auth",
-            ],
-            &[("KUBECONFIG", kubeconfig.as_str())],
-        )
-        .await;
+        let mut args = vec![
+            "--from",
+            dir.path().to_str().unwrap(),
+            "--bind-address",
+            "127.0.0.1",
+            "--xds-tls-addr",
+            "127.0.0.1:0",
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--client-ca-file",
+            ca_file.to_str().unwrap(),
+        ];
+        args.extend_from_slice(auth_args);
+        let server = Server::start_with_env(&args, &[("KUBECONFIG", kubeconfig.as_str())]).await;
         assert!(server.xds_tls_port() > 0, "{}", server.logs());
         eventually(Duration::from_secs(20), "server ready", || async {
             server.get("/ready").await.is_ok_and(|r| r.status == 200)
@@ -733,4 +732,68 @@ async fn other_streams_keep_working_while_callers_are_refused() {
     drop(st);
     let _ = f.ca_file();
     let _ = f.https_port;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_mode_verifies_tokens_with_a_key_file() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let key = rcgen::KeyPair::generate().expect("key");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let jwks = certs.path().join("sa.pub");
+    std::fs::write(&jwks, key.public_key_pem()).unwrap();
+    let f = Fixture::start_with(
+        certs,
+        &[
+            "--token-jwks-file",
+            jwks.to_str().unwrap(),
+            "--token-issuer",
+            "https://kubernetes.default.svc.cluster.local",
+        ],
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sign = |aud: &str, k: &rcgen::KeyPair| {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &serde_json::json!({"sub": GW_SA, "aud": [aud], "exp": now + 600, "iat": now,
+                                "iss": "https://kubernetes.default.svc.cluster.local"}),
+            &EncodingKey::from_ec_pem(k.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let ch = tls_channel(f.server.xds_tls_port(), &f.ca.cert_pem, None)
+        .await
+        .expect("connect");
+    let good = sign("istio-ca", &key);
+    let st = fetch(
+        ch.clone(),
+        node("istio-system"),
+        SECRET,
+        &[GW_SECRET],
+        Some(&good),
+    )
+    .await
+    .expect("stream");
+    assert_eq!(names(&st.first), vec![GW_SECRET.to_string()]);
+    for bad in [
+        sign("other", &key),
+        sign("istio-ca", &rcgen::KeyPair::generate().unwrap()),
+    ] {
+        let err = fetch(
+            ch.clone(),
+            node("istio-system"),
+            SECRET,
+            &[GW_SECRET],
+            Some(&bad),
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    }
+    // No API server was asked.
+    assert_eq!(f.api.review_counts(), (0, 0));
 }

@@ -94,7 +94,7 @@ pub enum TokenError {
     NotServiceAccount(String),
     #[error("TokenReview failed: {0}")]
     Api(String),
-    #[error("no Kubernetes API to verify tokens with (start with --kube or --kube-auth)")]
+    #[error("no way to verify tokens (start with --kube, --kube-auth or --token-jwks-file)")]
     NoApi,
 }
 

@@ -3,7 +3,8 @@
 //! - **Who**: a plaintext connection is [`Caller::Anonymous`]. On the TLS listener the caller
 //!   proves a service-account identity with a client certificate verified against the client CA
 //!   (its SPIFFE URI SAN) or with a service-account JWT in `authorization: Bearer`, verified by
-//!   TokenReview ([`kube::KubeReviewer`], cached); a TLS caller with neither is refused
+//!   TokenReview ([`kube::KubeReviewer`], cached) or, given a key file, locally
+//!   ([`jwt::JwtVerifier`]); a TLS caller with neither is refused
 //!   (`Unauthenticated`).
 //! - **Node**: the node must claim the identity's namespace (and service account, when it sends
 //!   `SERVICE_ACCOUNT`), else the stream is refused (`PermissionDenied`): [`policy::check_node`].
@@ -14,6 +15,7 @@
 //! Nothing here logs or prints a token or a private key.
 
 pub mod identity;
+pub mod jwt;
 pub mod kube;
 pub mod policy;
 pub mod tls;
@@ -81,6 +83,7 @@ impl AuthFailure {
 pub struct Authenticator {
     config: AuthConfig,
     reviewer: Option<kube::KubeReviewer>,
+    jwt: Option<jwt::JwtVerifier>,
 }
 
 impl Default for Authenticator {
@@ -104,7 +107,17 @@ impl Authenticator {
                 config.cache_ttl,
             )
         });
-        Authenticator { config, reviewer }
+        Authenticator {
+            config,
+            reviewer,
+            jwt: None,
+        }
+    }
+
+    /// Verify tokens with these keys instead of TokenReview.
+    pub fn with_jwt(mut self, verifier: jwt::JwtVerifier) -> Self {
+        self.jwt = Some(verifier);
+        self
     }
 
     pub fn config(&self) -> &AuthConfig {
@@ -152,14 +165,12 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthFailure::BadAuthorizationHeader)?;
-        let reviewer = self
-            .reviewer
-            .as_ref()
-            .ok_or(AuthFailure::Token(kube::TokenError::NoApi))?;
-        let identity = reviewer
-            .review_token(token)
-            .await
-            .map_err(AuthFailure::Token)?;
+        let identity = match (&self.jwt, &self.reviewer) {
+            (Some(v), _) => v.verify(token),
+            (None, Some(r)) => r.review_token(token).await,
+            (None, None) => Err(kube::TokenError::NoApi),
+        }
+        .map_err(AuthFailure::Token)?;
         Ok(Caller::Authenticated {
             identity,
             method: AuthMethod::Token,
