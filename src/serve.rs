@@ -353,7 +353,6 @@ async fn bind_tls(args: &crate::cli::XdsAuthArgs) -> anyhow::Result<Option<TlsLi
     let reloading = tls::ReloadingCert::load(tls::TlsFiles {
         cert: cert.clone(),
         key: key.clone(),
-        client_ca: args.client_ca_file.clone(),
     })?;
     let watcher = reloading.watch()?;
     let config = tls::server_config(reloading, args.client_ca_file.as_deref())?;

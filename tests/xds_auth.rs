@@ -84,9 +84,8 @@ struct Fixture {
     api: FakeApiServer,
     server: Server,
     ca: Ca,
-    certs: tempfile::TempDir,
+    _certs: tempfile::TempDir,
     _dir: ManifestDir,
-    https_port: u16,
 }
 
 impl Fixture {
@@ -166,14 +165,9 @@ impl Fixture {
             api,
             server,
             ca,
-            certs,
+            _certs: certs,
             _dir: dir,
-            https_port,
         }
-    }
-
-    fn ca_file(&self) -> std::path::PathBuf {
-        self.certs.path().join("ca.crt")
     }
 }
 
@@ -730,8 +724,6 @@ async fn other_streams_keep_working_while_callers_are_refused() {
         .expect("stream");
     assert_eq!(names(&again.first), vec![GW_SECRET.to_string()]);
     drop(st);
-    let _ = f.ca_file();
-    let _ = f.https_port;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,13 +36,11 @@ pub enum TlsError {
     Config(String),
 }
 
-/// Where the TLS material is.
+/// Where the server certificate chain and its key are (PEM).
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
-    /// CA bundle for client certificates; `None`: no client certificates asked for (tokens only).
-    pub client_ca: Option<PathBuf>,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -180,7 +178,8 @@ impl ResolvesServerCert for ReloadingCert {
 }
 
 /// The rustls server configuration: h2 only, our reloading certificate, and client certificates
-/// optional but verified when presented (a caller may authenticate with a token instead).
+/// optional but verified against `client_ca` when presented (a caller may authenticate with a
+/// token instead); without `client_ca` none are asked for (tokens only).
 pub fn server_config(
     cert: Arc<ReloadingCert>,
     client_ca: Option<&Path>,
