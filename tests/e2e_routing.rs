@@ -51,13 +51,7 @@ async fn seed_services_route_by_host_and_visibility() {
             )
         ),
     );
-    let server = Server::start(&[
-        "--from",
-        dir.path().to_str().unwrap(),
-        "--bind-address",
-        "127.0.0.1",
-    ])
-    .await;
+    let server = serve_dir(&dir, &[]).await;
     let ext = start_gateway(
         &server,
         "istio-ingressgateway-0",
@@ -177,13 +171,7 @@ spec:
             route("default", "shared", &[("shared-00001", 100, None)], false)
         ),
     );
-    let server = Server::start(&[
-        "--from",
-        dir.path().to_str().unwrap(),
-        "--bind-address",
-        "127.0.0.1",
-    ])
-    .await;
+    let server = serve_dir(&dir, &[]).await;
     let envoy = start_gateway(
         &server,
         "istio-ingressgateway-0",

@@ -8,61 +8,27 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use common::cluster::*;
 use common::*;
 use serde_json::Value;
 
-const READY: Duration = Duration::from_secs(30);
 const NS: &str = "default";
 const SRDS: &str = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration";
 const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 
-struct Gateways {
-    ext_port: u16,
-    local_port: u16,
-    ext: Envoy,
-    _local: Envoy,
-    server: Server,
-    dir: ManifestDir,
-}
-
 /// Server in the scoped layout over `files`, an external and a cluster-local gateway speaking
 /// `api`; returns once both ACKed the first translation.
 async fn start(files: &[(&str, String)], api: ApiType) -> Gateways {
-    let (ext_port, local_port) = gateway_ports();
-    let dir = ManifestDir::new();
-    dir.write("gateways.yaml", &gateway_services(ext_port, local_port));
-    for (name, content) in files {
-        dir.write(name, content);
-    }
-    let server = Server::start(&[
-        "--from",
-        dir.path().to_str().unwrap(),
-        "--bind-address",
-        "127.0.0.1",
-        "--route-layout",
-        "scoped",
-    ])
-    .await;
-    let ext = start_gateway(&server, "istio-ingressgateway-0", EXTERNAL_LABELS, api).await;
-    let local = start_gateway(&server, "cluster-local-gateway-0", LOCAL_LABELS, api).await;
-    ext.wait_ready(READY).await;
-    local.wait_ready(READY).await;
-    wait_synced(&server, 0, 2).await;
-    Gateways {
-        ext_port,
-        local_port,
-        ext,
-        _local: local,
-        server,
-        dir,
-    }
+    Fixture::new()
+        .args(&["--route-layout", "scoped"])
+        .files(files)
+        .external(api)
+        .local(api)
+        .start()
+        .await
 }
 
 fn services(backends: &[&Backend]) -> String {
@@ -187,7 +153,7 @@ async fn routing(api: ApiType) {
     let port = gw.ext_port;
 
     // The Envoy holds scopes and one RouteConfiguration per host, no `http.80` table.
-    let dump = gw.ext.config_dump().await;
+    let dump = gw.envoy().config_dump().await;
     let routes = dump_route_configs(&dump);
     assert_eq!(
         routes.keys().cloned().collect::<Vec<_>>(),
@@ -291,7 +257,7 @@ async fn split_change_resends_one_route_configuration(api: ApiType) {
         files.push((f.as_str(), y.clone()));
     }
     let gw = start(&files, api).await;
-    let before_dump = dump_route_configs(&gw.ext.config_dump().await);
+    let before_dump = dump_route_configs(&gw.envoy().config_dump().await);
     assert_eq!(before_dump.len(), 8, "{before_dump:?}");
     let before = ext_connection(&gw.server).await;
     let gen = generation(&gw.server).await;
@@ -311,7 +277,7 @@ async fn split_change_resends_one_route_configuration(api: ApiType) {
         "RDS bytes for one split change: {rds_bytes}"
     );
     // On the Envoy, only svc3's RouteConfiguration changed.
-    let after_dump = dump_route_configs(&gw.ext.config_dump().await);
+    let after_dump = dump_route_configs(&gw.envoy().config_dump().await);
     let changed: Vec<&String> = after_dump
         .iter()
         .filter(|(n, v)| before_dump.get(*n) != Some(*v))
@@ -335,89 +301,6 @@ async fn split_change_resends_one_route_configuration_sotw() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_change_resends_one_route_configuration_delta() {
     split_change_resends_one_route_configuration(ApiType::DeltaGrpc).await;
-}
-
-/// GETs to one host without pause; counts requests and failures (non-200 or transport error).
-struct Load {
-    stop: Arc<AtomicBool>,
-    total: Arc<AtomicU64>,
-    failures: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Load {
-    fn start(port: u16, host: &str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let total = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let (s, t, f, h) = (
-            stop.clone(),
-            total.clone(),
-            failures.clone(),
-            host.to_string(),
-        );
-        let task = tokio::spawn(async move {
-            let started = Instant::now();
-            let mut client: Option<HttpClient> = None;
-            while !s.load(Ordering::SeqCst) {
-                if client.as_ref().is_none_or(HttpClient::is_closed) {
-                    match HttpClient::connect(port).await {
-                        Ok(c) => client = Some(c),
-                        Err(e) => {
-                            t.fetch_add(1, Ordering::SeqCst);
-                            f.lock()
-                                .unwrap()
-                                .push(format!("[{:?}] {e}", started.elapsed()));
-                            continue;
-                        }
-                    }
-                }
-                match client.as_mut().expect("client").get(&h, "/", &[]).await {
-                    Ok(r) if r.status == 200 => {
-                        t.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(r) => {
-                        t.fetch_add(1, Ordering::SeqCst);
-                        f.lock().unwrap().push(format!(
-                            "[{:?}] {}: {}",
-                            started.elapsed(),
-                            r.status,
-                            r.body
-                        ));
-                    }
-                    Err(e) if e.starts_with("connection not ready") => client = None,
-                    Err(e) => {
-                        t.fetch_add(1, Ordering::SeqCst);
-                        f.lock()
-                            .unwrap()
-                            .push(format!("[{:?}] {e}", started.elapsed()));
-                        client = None;
-                    }
-                }
-            }
-        });
-        Load {
-            stop,
-            total,
-            failures,
-            task,
-        }
-    }
-
-    async fn finish_clean(self, min: u64) -> u64 {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.task.await;
-        let total = self.total.load(Ordering::SeqCst);
-        let failures = self.failures.lock().unwrap().clone();
-        assert!(
-            failures.is_empty(),
-            "{} of {total} requests failed: {:?}",
-            failures.len(),
-            &failures[..failures.len().min(10)]
-        );
-        assert!(total >= min, "only {total} requests");
-        total
-    }
 }
 
 /// Split changes, a new revision, a new service (new scope) and a removed service (removed

@@ -1,7 +1,7 @@
 //! TLS termination at the external gateway: a KIngress (our class) with `spec.tls` and
 //! `httpOption: Redirected`. Envoy gets the certificate over SDS (`kubernetes://ns/name`, through
 //! ADS), selects the filter chain by SNI, and plain HTTP answers 301 to https. The HTTPS client
-//! is the system `curl` (a real TLS client with SNI).
+//! is rustls (`common::tls`: a real TLS client with SNI).
 //!
 //! Secrets go only to authenticated callers of their own namespace whose service account may
 //! list secrets there (issue 11): Envoy connects to the TLS xDS port with a client certificate
@@ -12,7 +12,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::cluster::*;
@@ -148,32 +147,29 @@ fn path(p: &Path) -> String {
     p.to_str().expect("utf-8 path").to_string()
 }
 
-/// GET https://HOST/<path> through the gateway with curl: (body + "\n<code> <verify>", stderr).
-fn curl_https(https_port: u16, path: &str, verbose: bool) -> (String, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "-k", "--max-time", "10"])
-        .args(if verbose {
-            &["-v", "-o", "/dev/null"][..]
-        } else {
-            &["-w", "\n%{http_code} %{ssl_verify_result}"][..]
-        })
-        .args(["--resolve", &format!("{HOST}:{https_port}:127.0.0.1")])
-        .arg(format!("https://{HOST}:{https_port}{path}"))
-        .output()
-        .expect("curl (a real TLS client) must be installed");
-    (
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+/// The Secret's certificate (what Envoy must present for HOST).
+fn secret_cert() -> rustls::pki_types::CertificateDer<'static> {
+    secret_certificate(&secret_yaml())
 }
 
-fn assert_https_ok(https_port: u16) {
-    let (text, err) = curl_https(https_port, "/tls", false);
-    assert!(
-        text.trim_end().ends_with("200 18") || text.trim_end().ends_with("200 0"),
-        "curl: {text}\n{err}"
+/// GET https://HOST/tls through the gateway (the Secret's certificate pinned): 200 from the
+/// backend, presenting exactly the Secret's certificate.
+async fn assert_https_ok(https_port: u16) {
+    let cert = secret_cert();
+    let r = https_get(https_port, HOST, "/tls", &Trust::Pinned(cert.clone())).await;
+    assert_eq!(r.response.status, 200, "{}", r.response.body);
+    assert_eq!(r.response.backend(), Some("secure-00001"));
+    assert_eq!(
+        r.peer_certificates.first().map(|c| c.as_ref()),
+        Some(cert.as_ref())
     );
-    assert!(text.contains("\"backend\":\"secure-00001\""), "{text}");
+}
+
+/// Whether HTTPS to HOST answers 200 from the backend now.
+async fn https_works(https_port: u16) -> bool {
+    try_https_get(https_port, HOST, "/tls", &Trust::Pinned(secret_cert()))
+        .await
+        .is_ok_and(|r| r.response.status == 200 && r.response.backend() == Some("secure-00001"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,13 +187,20 @@ async fn https_by_sni_with_sds_secret_over_mtls_xds_and_http_redirects() {
         Some("https://secure.default.example.com/path")
     );
 
-    // HTTPS by SNI with the certificate served over SDS.
-    assert_https_ok(s.https_port);
-    // The certificate Envoy presents is the Secret's (its subject names the host).
-    let (_, verbose) = curl_https(s.https_port, "/", true);
+    // HTTPS by SNI with the certificate served over SDS: the presented certificate is the
+    // Secret's, byte for byte (pinned; its handshake signature is verified).
+    assert_https_ok(s.https_port).await;
+    // Another SNI gets no certificate of this host.
+    let other = try_https_get(
+        s.https_port,
+        "other.default.example.com",
+        "/",
+        &Trust::Pinned(secret_cert()),
+    )
+    .await;
     assert!(
-        verbose.contains("CN=secure.default.example.com"),
-        "{verbose}"
+        other.is_err(),
+        "an unknown SNI was served the Secret's certificate"
     );
     // The secret reached Envoy through SDS, named as Istio names it.
     let dump = envoy.config_dump().await.to_string();
@@ -224,10 +227,10 @@ async fn https_with_a_bearer_token_over_tls_xds() {
     envoy.wait_ready(Duration::from_secs(30)).await;
     wait_synced(&s.server, 0, 1).await;
     eventually(Duration::from_secs(15), "HTTPS served", || async {
-        curl_https(s.https_port, "/tls", false).0.contains("200")
+        https_works(s.https_port).await
     })
     .await;
-    assert_https_ok(s.https_port);
+    assert_https_ok(s.https_port).await;
     let (tr, sar) = s.api.review_counts();
     assert!(
         tr >= 1 && sar >= 1,
@@ -290,10 +293,9 @@ async fn plaintext_envoy_gets_listeners_but_no_secret() {
             .contains("kubernetes://istio-system/secure-tls"),
         "the secret is asked for (warming): {secrets:#}"
     );
-    let (text, _) = curl_https(s.https_port, "/tls", false);
     assert!(
-        !text.contains("secure-00001"),
-        "HTTPS served without a secret: {text}"
+        !https_works(s.https_port).await,
+        "HTTPS served without a secret"
     );
     let conns = s.server.get_json("/debug/syncz").await;
     assert_eq!(
@@ -309,7 +311,7 @@ async fn server_certificate_rotation_keeps_streams_and_serves_new_handshakes() {
     let envoy = s.envoy("istio-ingressgateway-0", true, None).await;
     envoy.wait_ready(Duration::from_secs(30)).await;
     let g = wait_synced(&s.server, 0, 1).await;
-    assert_https_ok(s.https_port);
+    assert_https_ok(s.https_port).await;
     let tls_port = s.server.xds_tls_port();
     let v1 = std::fs::read_to_string(s.certs.path().join("server.crt")).unwrap();
     assert_eq!(
@@ -333,7 +335,7 @@ async fn server_certificate_rotation_keeps_streams_and_serves_new_handshakes() {
     // The Envoy's stream is the same one and still gets updates.
     let conns = s.server.get_json("/debug/connections").await;
     assert_eq!(conns["connections"][0]["conn_id"], conn_id, "{conns:#}");
-    assert_https_ok(s.https_port);
+    assert_https_ok(s.https_port).await;
     s.dir.write(
         "kingress2.yaml",
         &KINGRESS
@@ -343,7 +345,7 @@ async fn server_certificate_rotation_keeps_streams_and_serves_new_handshakes() {
     wait_synced(&s.server, g, 1).await;
     let conns = s.server.get_json("/debug/connections").await;
     assert_eq!(conns["connections"][0]["conn_id"], conn_id, "{conns:#}");
-    assert_https_ok(s.https_port);
+    assert_https_ok(s.https_port).await;
     // A gateway connecting now verifies the new certificate.
     let second = s.envoy("istio-ingressgateway-1", true, None).await;
     second.wait_ready(Duration::from_secs(30)).await;

@@ -13,54 +13,20 @@ use common::cluster::*;
 use common::*;
 use knative_pilot::model::kingress::IngressSpec;
 
-const READY: Duration = Duration::from_secs(30);
 const NS: &str = "default";
 
 /// A running control plane with its manifest directory and the gateway Envoys.
-struct Gateways {
-    /// Port of the external gateway's HTTP listener.
-    ext_port: u16,
-    /// Port of the cluster-local gateway's HTTP listener.
-    local_port: u16,
-    _envoys: Vec<Envoy>,
-    /// Prints its logs when dropped during a panic.
-    _server: Server,
-    _dir: ManifestDir,
-}
-
 /// Writes `files` (plus the gateway Services) into a fresh manifest directory, starts the server,
 /// an external gateway Envoy speaking `ext_api` and, when `local_api` is given, a cluster-local
 /// one; returns once every Envoy has ACKed the first translation.
 async fn start(files: &[(&str, String)], ext_api: ApiType, local_api: Option<ApiType>) -> Gateways {
-    let (ext_port, local_port) = gateway_ports();
-    let dir = ManifestDir::new();
-    dir.write("gateways.yaml", &gateway_services(ext_port, local_port));
-    for (name, content) in files {
-        dir.write(name, content);
+    let f = Fixture::new().files(files).external(ext_api);
+    match local_api {
+        Some(api) => f.local(api),
+        None => f,
     }
-    let server = Server::start(&[
-        "--from",
-        dir.path().to_str().unwrap(),
-        "--bind-address",
-        "127.0.0.1",
-    ])
-    .await;
-    let mut envoys =
-        vec![start_gateway(&server, "istio-ingressgateway-0", EXTERNAL_LABELS, ext_api).await];
-    if let Some(api) = local_api {
-        envoys.push(start_gateway(&server, "cluster-local-gateway-0", LOCAL_LABELS, api).await);
-    }
-    for e in &envoys {
-        e.wait_ready(READY).await;
-    }
-    wait_synced(&server, 0, envoys.len()).await;
-    Gateways {
-        ext_port,
-        local_port,
-        _envoys: envoys,
-        _server: server,
-        _dir: dir,
-    }
+    .start()
+    .await
 }
 
 /// Revision Services (HTTP/1.1 port) for the given backends, one document each.

@@ -11,20 +11,15 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::task::JoinHandle;
 
 use common::cluster::*;
 use common::*;
 
 const READY: Duration = Duration::from_secs(30);
 const NS: &str = "default";
-const EXT_POD: &str = "istio-ingressgateway-0";
-const LOCAL_POD: &str = "cluster-local-gateway-0";
 
 const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
@@ -109,15 +104,28 @@ fn service_and_endpoints(name: &str, ports: &[u16]) -> (String, String) {
     (svc.to_string(), eps.to_string())
 }
 
-async fn start_server(dir: &ManifestDir, extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--from",
-        dir.path().to_str().unwrap(),
-        "--bind-address",
-        "127.0.0.1",
-    ];
-    args.extend_from_slice(extra);
-    Server::start(&args).await
+/// The world most tests here change: revision Service `app-00001` and its Endpoints (on backend
+/// `a`) in separate files, a KIngress `app` adding `X-Gen: <gen>`, and `extra` files; the server,
+/// an external SotW and a cluster-local Delta Envoy, both synced. Returns them with the Endpoints
+/// manifests of the app on `a` and on `b`.
+async fn app_world(
+    a: &Backend,
+    b: &Backend,
+    gen: &str,
+    extra: &[(&str, String)],
+) -> (Gateways, String, String) {
+    let (svc, eps_a) = service_and_endpoints("app-00001", &[a.port()]);
+    let (_, eps_b) = service_and_endpoints("app-00001", &[b.port()]);
+    let gw = Fixture::new()
+        .file("rev-service.yaml", svc)
+        .file("rev-endpoints.yaml", eps_a.clone())
+        .file("kingress.yaml", kingress("app", "app-00001", gen))
+        .files(extra)
+        .external(ApiType::Grpc)
+        .local(ApiType::DeltaGrpc)
+        .start()
+        .await;
+    (gw, eps_a, eps_b)
 }
 
 async fn ext_gateway(server: &Server, api: ApiType) -> Envoy {
@@ -130,127 +138,6 @@ async fn local_gateway(server: &Server, api: ApiType) -> Envoy {
     let e = start_gateway(server, LOCAL_POD, LOCAL_LABELS, api).await;
     e.wait_ready(READY).await;
     e
-}
-
-// ----- load -----
-
-#[derive(Default)]
-struct Counters {
-    total: AtomicU64,
-    failed: AtomicU64,
-    /// The first failures, with the time since the load started.
-    samples: Mutex<Vec<String>>,
-}
-
-/// A client that sends GETs to one host without pause on a keep-alive connection (reconnecting
-/// when it is closed) and counts every request and every failure (non-200 or transport error).
-struct Load {
-    what: String,
-    stop: Arc<AtomicBool>,
-    counters: Arc<Counters>,
-    task: JoinHandle<()>,
-}
-
-impl Load {
-    fn start(port: u16, host: &str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let counters = Arc::new(Counters::default());
-        let (s, c, h) = (stop.clone(), counters.clone(), host.to_string());
-        let task = tokio::spawn(async move {
-            let started = Instant::now();
-            let fail = |msg: String| {
-                c.failed.fetch_add(1, Ordering::SeqCst);
-                let mut samples = c.samples.lock().unwrap();
-                if samples.len() < 20 {
-                    samples.push(format!("[{:?}] {msg}", started.elapsed()));
-                }
-            };
-            let mut client: Option<HttpClient> = None;
-            while !s.load(Ordering::SeqCst) {
-                if client.as_ref().is_none_or(HttpClient::is_closed) {
-                    match HttpClient::connect(port).await {
-                        Ok(cl) => client = Some(cl),
-                        Err(e) => {
-                            c.total.fetch_add(1, Ordering::SeqCst);
-                            fail(e);
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                            continue;
-                        }
-                    }
-                }
-                let cl = client.as_mut().expect("client");
-                match cl.get(&h, "/", &[]).await {
-                    Ok(r) if r.status == 200 => {
-                        c.total.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(r) => {
-                        c.total.fetch_add(1, Ordering::SeqCst);
-                        fail(format!("status {}: {}", r.status, r.body.trim()));
-                    }
-                    // The connection was closed before the request was sent: not a request.
-                    Err(e) if e.starts_with("connection not ready") => client = None,
-                    Err(e) => {
-                        c.total.fetch_add(1, Ordering::SeqCst);
-                        fail(e);
-                        client = None;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-            }
-        });
-        Load {
-            what: format!("{host} via port {port}"),
-            stop,
-            counters,
-            task,
-        }
-    }
-
-    /// (total, failed) so far.
-    fn counts(&self) -> (u64, u64) {
-        (
-            self.counters.total.load(Ordering::SeqCst),
-            self.counters.failed.load(Ordering::SeqCst),
-        )
-    }
-
-    fn samples(&self) -> Vec<String> {
-        self.counters.samples.lock().unwrap().clone()
-    }
-
-    /// Stops the client; returns (total, failed, first failures).
-    async fn finish(self) -> (u64, u64, Vec<String>) {
-        let Load {
-            what,
-            stop,
-            counters,
-            task,
-        } = self;
-        stop.store(true, Ordering::SeqCst);
-        let _ = task.await;
-        let (t, f) = (
-            counters.total.load(Ordering::SeqCst),
-            counters.failed.load(Ordering::SeqCst),
-        );
-        eprintln!("load {what}: {t} requests, {f} failed");
-        let samples = counters.samples.lock().unwrap().clone();
-        (t, f, samples)
-    }
-
-    /// Stops the client and asserts that nothing failed and that it did send requests.
-    async fn finish_clean(self, min_requests: u64) -> u64 {
-        let what = self.what.clone();
-        let (t, f, samples) = self.finish().await;
-        assert_eq!(
-            f, 0,
-            "load {what}: {f} of {t} requests failed; first: {samples:#?}"
-        );
-        assert!(
-            t >= min_requests,
-            "load {what}: only {t} requests (want >= {min_requests})"
-        );
-        t
-    }
 }
 
 /// A keep-alive client for the checks made by the test itself (reconnects when closed).
@@ -365,7 +252,7 @@ async fn updates_under_load(api: ApiType) {
         &revision_service(NS, &revision, &[backends[0].port()], false),
     );
     dir.write("kingress.yaml", &kingress("app", &revision, "0"));
-    let server = start_server(&dir, &[]).await;
+    let server = serve_dir(&dir, &[]).await;
     let envoy = ext_gateway(&server, api).await;
     let mut gen = wait_synced(&server, 0, 1).await;
     let host = ext_host("app");
@@ -453,18 +340,9 @@ async fn updates_under_load_delta() {
 async fn endpoint_move_follows_traffic_with_eds_only() {
     let mut a = Backend::start("backend-a").await;
     let b = Backend::start("backend-b").await;
-    let (ext_port, local_port) = gateway_ports();
-    let dir = ManifestDir::new();
-    dir.write("gateways.yaml", &gateway_services(ext_port, local_port));
-    let (svc, eps_a) = service_and_endpoints("app-00001", &[a.port()]);
-    let (_, eps_b) = service_and_endpoints("app-00001", &[b.port()]);
-    dir.write("rev-service.yaml", &svc);
-    dir.write("rev-endpoints.yaml", &eps_a);
-    dir.write("kingress.yaml", &kingress("app", "app-00001", "1"));
-    let server = start_server(&dir, &[]).await;
-    let ext = ext_gateway(&server, ApiType::Grpc).await;
-    let local = local_gateway(&server, ApiType::DeltaGrpc).await;
-    let gen = wait_synced(&server, 0, 2).await;
+    let (gw, _, eps_b) = app_world(&a, &b, "1", &[]).await;
+    let (ext_port, local_port, gen) = (gw.ext_port, gw.local_port, gw.generation);
+    let (server, dir) = (&gw.server, &gw.dir);
     let mut ext_check = Checker::new(ext_port);
     let mut local_check = Checker::new(local_port);
     assert_eq!(
@@ -480,11 +358,11 @@ async fn endpoint_move_follows_traffic_with_eds_only() {
     let local_load = Load::start(local_port, &local_host("app"));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = [
-        connection(&server, EXT_POD).await,
-        connection(&server, LOCAL_POD).await,
+        connection(server, EXT_POD).await,
+        connection(server, LOCAL_POD).await,
     ];
     dir.write("rev-endpoints.yaml", &eps_b);
-    let gen2 = wait_synced(&server, gen, 2).await;
+    let gen2 = wait_synced(server, gen, 2).await;
     assert_eq!(
         ext_check.seen(&ext_host("app")).await,
         want("backend-b", "1")
@@ -494,8 +372,8 @@ async fn endpoint_move_follows_traffic_with_eds_only() {
         want("backend-b", "1")
     );
     let after = [
-        connection(&server, EXT_POD).await,
-        connection(&server, LOCAL_POD).await,
+        connection(server, EXT_POD).await,
+        connection(server, LOCAL_POD).await,
     ];
     for (b4, af) in before.iter().zip(&after) {
         let who = format!("{} ({})", af["node_id"], af["mode"]);
@@ -520,7 +398,7 @@ async fn endpoint_move_follows_traffic_with_eds_only() {
     local_load.finish_clean(50).await;
     assert_eq!(a.count(), a_count);
     assert!(b.count() > 2);
-    drop((ext, local));
+    drop(gw);
 }
 
 // ----- 3. restarts -----
@@ -543,7 +421,7 @@ async fn envoy_restart_and_server_restart() {
     );
     dir.write("kingress.yaml", &kingress("app", "app-00001", "1"));
     let xds_addr = format!("127.0.0.1:{}", free_port());
-    let mut server = start_server(&dir, &["--xds-addr", &xds_addr]).await;
+    let mut server = serve_dir(&dir, &["--xds-addr", &xds_addr]).await;
     let mut ext = ext_gateway(&server, ApiType::Grpc).await;
     let mut local = local_gateway(&server, ApiType::DeltaGrpc).await;
     let gen = wait_synced(&server, 0, 2).await;
@@ -621,7 +499,7 @@ async fn envoy_restart_and_server_restart() {
     ext_load.finish_clean(50).await;
 
     // Back on the same port, same directory: a new process, generations start again.
-    let server2 = start_server(&dir, &["--xds-addr", &xds_addr]).await;
+    let server2 = serve_dir(&dir, &["--xds-addr", &xds_addr]).await;
     assert_eq!(server2.xds_port(), server.xds_port());
     wait_synced(&server2, 0, 2).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -677,23 +555,16 @@ async fn nacked_route_keeps_last_good_and_later_fix_converges() {
     let b = Backend::start("backend-b").await;
     let bad = Backend::start("bad-00001").await;
     let extra = Backend::start("extra-00001").await;
-    let (ext_port, local_port) = gateway_ports();
-    let dir = ManifestDir::new();
-    dir.write("gateways.yaml", &gateway_services(ext_port, local_port));
-    let (svc, eps_a) = service_and_endpoints("app-00001", &[a.port()]);
-    let (_, eps_b) = service_and_endpoints("app-00001", &[b.port()]);
-    dir.write("rev-service.yaml", &svc);
-    dir.write("rev-endpoints.yaml", &eps_a);
-    dir.write("kingress.yaml", &kingress("app", "app-00001", "1"));
-    dir.write(
-        "rev-bad.yaml",
-        &revision_service(NS, "bad-00001", &[bad.port()], false),
-    );
-    dir.write("bad-vs.yaml", &regex_virtual_service("/.*"));
-    let server = start_server(&dir, &[]).await;
-    let ext = ext_gateway(&server, ApiType::Grpc).await;
-    let local = local_gateway(&server, ApiType::DeltaGrpc).await;
-    let gen = wait_synced(&server, 0, 2).await;
+    let extra_files = [
+        (
+            "rev-bad.yaml",
+            revision_service(NS, "bad-00001", &[bad.port()], false),
+        ),
+        ("bad-vs.yaml", regex_virtual_service("/.*")),
+    ];
+    let (gw, _, eps_b) = app_world(&a, &b, "1", &extra_files).await;
+    let (ext_port, local_port, gen) = (gw.ext_port, gw.local_port, gw.generation);
+    let (server, dir) = (&gw.server, &gw.dir);
     let mut ext_check = Checker::new(ext_port);
     let mut local_check = Checker::new(local_port);
     assert_eq!(
@@ -728,7 +599,7 @@ async fn nacked_route_keeps_last_good_and_later_fix_converges() {
         &kingress("extra", "extra-00001", "1"),
     );
     for (pod, who) in [(EXT_POD, "external SotW"), (LOCAL_POD, "local Delta")] {
-        let nack = wait_rds_nack(&server, pod).await;
+        let nack = wait_rds_nack(server, pod).await;
         eprintln!("{who} RDS NACK: {nack}");
         let msg = nack["message"].as_str().unwrap_or_default();
         assert!(
@@ -743,7 +614,7 @@ async fn nacked_route_keeps_last_good_and_later_fix_converges() {
         );
     }
     assert_eq!(
-        generation(&server).await,
+        generation(server).await,
         gen + 1,
         "the change was translated as more than one generation"
     );
@@ -772,7 +643,7 @@ async fn nacked_route_keeps_last_good_and_later_fix_converges() {
         Some("bad-00001")
     );
     // CDS reached them: the new cluster is there, its host is not routed yet.
-    for envoy in [&ext, &local] {
+    for envoy in &gw.envoys {
         let clusters = envoy.cluster_names().await;
         assert!(
             clusters.iter().any(|c| c.contains("|extra-00001.")),
@@ -781,7 +652,7 @@ async fn nacked_route_keeps_last_good_and_later_fix_converges() {
     }
     assert_eq!(ext_check.get(&ext_host("extra")).await.status, 404);
     for (pod, want_mode) in [(EXT_POD, "sotw"), (LOCAL_POD, "delta")] {
-        let c = connection(&server, pod).await;
+        let c = connection(server, pod).await;
         assert_eq!(c["mode"], want_mode);
         for t in [CDS, EDS, LDS] {
             assert_eq!(type_status(&c, t)["in_sync"], true, "{pod} {t}: {c:#}");
@@ -792,7 +663,7 @@ async fn nacked_route_keeps_last_good_and_later_fix_converges() {
 
     // The fix converges.
     dir.write("bad-vs.yaml", &regex_virtual_service("/.*"));
-    wait_synced(&server, gen + 1, 2).await;
+    wait_synced(server, gen + 1, 2).await;
     assert_eq!(
         ext_check.seen(&ext_host("app")).await,
         want("backend-b", "2")
@@ -847,18 +718,9 @@ async fn first_served(
 async fn latency_from_write_to_first_served_request() {
     let a = Backend::start("backend-a").await;
     let b = Backend::start("backend-b").await;
-    let (ext_port, local_port) = gateway_ports();
-    let dir = ManifestDir::new();
-    dir.write("gateways.yaml", &gateway_services(ext_port, local_port));
-    let (svc, eps_a) = service_and_endpoints("app-00001", &[a.port()]);
-    let (_, eps_b) = service_and_endpoints("app-00001", &[b.port()]);
-    dir.write("rev-service.yaml", &svc);
-    dir.write("rev-endpoints.yaml", &eps_a);
-    dir.write("kingress.yaml", &kingress("app", "app-00001", "0"));
-    let server = start_server(&dir, &[]).await;
-    let _ext = ext_gateway(&server, ApiType::Grpc).await;
-    let _local = local_gateway(&server, ApiType::DeltaGrpc).await;
-    let mut gen = wait_synced(&server, 0, 2).await;
+    let (gw, eps_a, eps_b) = app_world(&a, &b, "0", &[]).await;
+    let (ext_port, local_port, mut gen) = (gw.ext_port, gw.local_port, gw.generation);
+    let (server, dir) = (&gw.server, &gw.dir);
     let (eh, lh) = (ext_host("app"), local_host("app"));
 
     let (mut rds_sotw, mut rds_delta, mut eds_sotw, mut eds_delta) =
@@ -876,7 +738,7 @@ async fn latency_from_write_to_first_served_request() {
         );
         rds_sotw.push(s);
         rds_delta.push(d);
-        gen = wait_synced(&server, gen, 2).await;
+        gen = wait_synced(server, gen, 2).await;
 
         // Endpoint move.
         let (eps, next) = if backend == "backend-a" {
@@ -894,7 +756,7 @@ async fn latency_from_write_to_first_served_request() {
         );
         eds_sotw.push(s);
         eds_delta.push(d);
-        gen = wait_synced(&server, gen, 2).await;
+        gen = wait_synced(server, gen, 2).await;
     }
     eprintln!(
         "latency write -> first served request (median of 5, debounce 100ms included): \

@@ -570,20 +570,6 @@ async fn missing_crds_are_skipped_and_endpoints_replace_unserved_endpoint_slices
     assert!(!logs.contains("watch error"), "{logs}");
 }
 
-/// GET https://`host`/ through the gateway with curl (a real TLS client with SNI); returns
-/// (HTTP code, body).
-fn curl_https(port: u16, host: &str) -> (String, String) {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "-k", "--max-time", "5", "-w", "\n%{http_code}"])
-        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
-        .arg(format!("https://{host}:{port}/"))
-        .output()
-        .expect("curl (a real TLS client) must be installed");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
-    (code.trim().to_string(), body.to_string())
-}
-
 /// The gateway connects as istio-proxy does: TLS xDS with its service-account token (TokenReview
 /// and SubjectAccessReview by the fake API server); the Secret is in the gateway's namespace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -660,23 +646,24 @@ spec:
     .await;
 
     // The Secret arrives (as cert-manager would create it): HTTPS by SNI works.
-    let secret = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/testdata/tls-redirect/input/secret.yaml"
-    ))
-    .expect("secret fixture");
+    let secret = testdata_secret_yaml();
+    let trust = Trust::Pinned(secret_certificate(&secret));
     let mut secret: Value = serde_yaml::from_str(&secret).expect("secret yaml");
     secret["type"] = "kubernetes.io/tls".into();
     secret["metadata"]["namespace"] = "istio-system".into();
     api.apply(secret);
-    let mut last = (String::new(), String::new());
-    let ok = wait_until(WAIT, || {
-        last = curl_https(https_port, "secure.default.example.com");
-        let ok = last.0 == "200" && last.1.contains("\"backend\":\"secure\"");
-        async move { ok }
-    })
-    .await;
-    assert!(ok, "HTTPS after the Secret was added: {last:?}");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let last = try_https_get(https_port, "secure.default.example.com", "/", &trust).await;
+        match &last {
+            Ok(r) if r.response.status == 200 && r.response.backend() == Some("secure") => break,
+            _ if std::time::Instant::now() > deadline => panic!(
+                "HTTPS after the Secret was added: {:?}",
+                last.map(|r| (r.response.status, r.response.body))
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
     let dump = envoy.config_dump().await.to_string();
     assert!(
         dump.contains("kubernetes://istio-system/secure-tls"),

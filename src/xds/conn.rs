@@ -12,6 +12,16 @@
 //!   received their load assignments (xDS protocol, "Resource warming"); waiting for that ACK
 //!   would deadlock. Likewise RDS may be sent while SRDS (scoped route layout) is outstanding:
 //!   new scopes warm on their RouteConfigurations.
+//! * EDS goes out right after every CDS response, in the same batch, and carries the assignment
+//!   of every EDS cluster that response updated even when the assignment is unchanged: Envoy
+//!   replaces an updated cluster by a new one that warms until its assignment arrives again, and
+//!   neither a SotW nor a Delta Envoy whose subscriptions did not change asks for it. Without it
+//!   the cluster warms forever and, since Envoy holds the CDS ACK meanwhile, the gateway takes no
+//!   further config. A Delta Envoy subscribing again to a name it holds gets it again.
+//! * A SotW response for a by-name type (EDS, RDS, SDS) that would only leave resources out is not
+//!   sent: the Envoy drops those by unsubscribing, and an Envoy that watches nothing of the type
+//!   any more (its EDS clusters became DNS clusters) accepts it without an ACK, which would stall
+//!   the push sequence.
 //! * Make before break: clusters and cluster load assignments the Envoy holds that are absent from
 //!   a new snapshot are retained (kept in SotW sets, not listed as removed in Delta) until the
 //!   listeners, scopes and routes of that snapshot are ACKed; a final CDS/EDS push then removes them.
@@ -198,6 +208,10 @@ struct TypeState {
     synced: Option<(ResourceMap, u64)>,
     /// A response must be sent even if nothing changed (initial request, new names).
     force: bool,
+    /// Names to send again although the Envoy holds their version: the load assignments of
+    /// EDS clusters a CDS response updated (the updated cluster warms until its assignment is
+    /// answered, also when unchanged), and names a Delta Envoy subscribes to again.
+    resend: BTreeSet<String>,
     /// The versions of a NACKed response; not resent while the desired state equals them.
     rejected: Option<Versions>,
     last_nonce: Option<String>,
@@ -458,6 +472,16 @@ impl Core {
         self.state(type_url).stale += 1;
     }
 
+    /// The Envoy's subscription of a type changed: what it holds is no longer exactly the covered
+    /// part of a known map, neither now nor once it ACKs the outstanding response (which was built
+    /// for the old subscription: a name subscribed meanwhile is not in it).
+    fn subscription_changed(&mut self, type_url: &str) {
+        self.state(type_url).synced = None;
+        if let Some(p) = self.pending.get_mut(type_url) {
+            p.basis = None;
+        }
+    }
+
     /// Drop the subscription-independent bookkeeping for names the Envoy no longer subscribes to.
     /// (Only called when the subscription changed: otherwise everything held is covered.)
     fn drop_uncovered(&mut self, type_url: &str) {
@@ -550,9 +574,9 @@ impl Core {
     /// New target snapshot: retain clusters/assignments the Envoy holds that it no longer has.
     /// A new target snapshot: what to send first, with the ACK bookkeeping brought up to date
     /// (shared by the SotW and Delta machines).
-    fn retarget(&mut self, snap: Arc<Snapshot>) -> Option<Outgoing> {
+    fn retarget(&mut self, snap: Arc<Snapshot>) -> Vec<Outgoing> {
         self.set_target(snap);
-        let out = self.pump();
+        let out = self.pump_all();
         self.refresh_acked();
         out
     }
@@ -615,6 +639,18 @@ impl Core {
         }
     }
 
+    /// Every response of the push sequence that may go now: the next one, and EDS right after a
+    /// CDS response (the clusters it adds or updates warm on their assignments, and the Envoy
+    /// does not ACK CDS before they have warmed, nor, a Delta Envoy whose subscriptions did not
+    /// change, ask for them).
+    fn pump_all(&mut self) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        while let Some(o) = self.pump() {
+            out.push(o);
+        }
+        out
+    }
+
     /// Send the next response of the push sequence, if any is due and none is outstanding (or only
     /// CDS is outstanding and EDS is due: the Envoy waits for the assignments of warming clusters
     /// before it ACKs CDS).
@@ -647,7 +683,8 @@ impl Core {
             if !st.requested {
                 continue;
             }
-            if !st.force && st.rejected.is_none() {
+            let resend = self.resend_due(t, st);
+            if !st.force && !resend && st.rejected.is_none() {
                 if let (Some((_, sum)), Some((changed, removed))) =
                     (&st.synced, self.synced_diff(t, st))
                 {
@@ -668,6 +705,11 @@ impl Core {
                         sum = sum.wrapping_add(pair_hash(&r.name, &r.version));
                         versions.insert(r.name.clone(), r.version.clone());
                     }
+                    let basis = self.target.of_type(t).cloned().unwrap_or_default();
+                    if self.removal_needs_no_response(t, changed.is_empty()) {
+                        self.assume_held(t, versions, Some((basis, sum)));
+                        continue;
+                    }
                     let mut touched: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
                     let removed: Vec<String> = removed.into_iter().map(|(n, _)| n).collect();
                     touched.extend(removed.iter().cloned());
@@ -678,7 +720,6 @@ impl Core {
                         Mode::Sotw => (changed, Vec::new()),
                         Mode::Delta => (changed, removed),
                     };
-                    let basis = self.target.of_type(t).cloned().unwrap_or_default();
                     return Some(self.send(
                         t,
                         versions,
@@ -689,7 +730,7 @@ impl Core {
                     ));
                 }
             }
-            if !st.force && self.held_is_desired(t, st) {
+            if !st.force && !resend && self.held_is_desired(t, st) {
                 continue;
             }
             let desired = self.desired(t, &st.sub);
@@ -697,12 +738,12 @@ impl Core {
                 .iter()
                 .map(|(n, r)| (n.clone(), r.version.clone()))
                 .collect();
-            if !st.force && st.rejected.as_ref() == Some(&versions) {
+            if !st.force && !resend && st.rejected.as_ref() == Some(&versions) {
                 continue;
             }
             let changed: Vec<Arc<Resource>> = desired
                 .values()
-                .filter(|r| st.held.get(&r.name) != Some(&r.version))
+                .filter(|r| st.held.get(&r.name) != Some(&r.version) || st.resend.contains(&r.name))
                 .cloned()
                 .collect();
             let removed: Vec<String> = st
@@ -711,6 +752,16 @@ impl Core {
                 .filter(|n| !desired.contains_key(*n))
                 .cloned()
                 .collect();
+            let sum = set_sum(versions.iter());
+            let basis = if self.retained.get(t).is_some_and(|r| !r.is_empty()) {
+                None
+            } else {
+                Some((self.target.of_type(t).cloned().unwrap_or_default(), sum))
+            };
+            if !st.force && self.removal_needs_no_response(t, changed.is_empty()) {
+                self.assume_held(t, versions, basis);
+                continue;
+            }
             let mut touched: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
             touched.extend(removed.iter().cloned());
             let (resources, removed) = match self.mode {
@@ -720,15 +771,74 @@ impl Core {
                 Mode::Sotw => (changed, Vec::new()),
                 Mode::Delta => (changed, removed),
             };
-            let sum = set_sum(versions.iter());
-            let basis = if self.retained.get(t).is_some_and(|r| !r.is_empty()) {
-                None
-            } else {
-                Some((self.target.of_type(t).cloned().unwrap_or_default(), sum))
-            };
             return Some(self.send(t, versions, basis, touched, resources, removed));
         }
         None
+    }
+
+    /// A SotW response for a type the Envoy subscribes to by name (EDS, RDS, SDS) that would only
+    /// leave resources out: the Envoy drops such resources by unsubscribing, not because a
+    /// response omits them, and when it no longer watches the type at all (an EDS cluster that
+    /// became a DNS cluster) it accepts an empty response without ACKing it, which would leave the
+    /// response outstanding and stall every later push. Such a change is recorded, not sent.
+    fn removal_needs_no_response(&self, type_url: &str, nothing_changed: bool) -> bool {
+        self.mode == Mode::Sotw && !sotw_wildcard_type(type_url) && nothing_changed
+    }
+
+    /// Records that the Envoy holds `versions` of a type without a response (see
+    /// [`Core::removal_needs_no_response`]).
+    fn assume_held(
+        &mut self,
+        type_url: &str,
+        versions: Versions,
+        basis: Option<(ResourceMap, u64)>,
+    ) {
+        let st = self.state(type_url);
+        st.held = versions;
+        st.synced = basis;
+    }
+
+    /// Whether some name the Envoy must be sent again is in the desired state of this type.
+    fn resend_due(&self, type_url: &str, st: &TypeState) -> bool {
+        !st.resend.is_empty()
+            && st.resend.iter().any(|n| {
+                st.sub.covers(n)
+                    && self
+                        .target
+                        .of_type(type_url)
+                        .is_some_and(|m| m.contains_key(n))
+            })
+    }
+
+    /// A CDS response that carries `versions`: every EDS cluster it updates (the Envoy held it at
+    /// another version) is replaced by a new cluster in the Envoy, which warms until its load
+    /// assignment arrives again; neither a SotW nor a Delta Envoy reliably asks for it (its
+    /// subscription did not change), so it is resent with the CDS response even when unchanged.
+    /// Added clusters need nothing: the Envoy subscribes to their new names.
+    /// `touched`: the names the response adds, changes or removes (O(changes)).
+    fn resend_updated_assignments(&mut self, versions: &Versions, touched: &[String]) {
+        let Some(cds) = self.types.get(CLUSTER) else {
+            return;
+        };
+        let Some(assignments) = self.target.of_type(ENDPOINT) else {
+            return;
+        };
+        let updated: Vec<String> = touched
+            .iter()
+            .filter(|n| {
+                let new = versions.get(*n);
+                let held = cds.held.get(*n);
+                new.is_some() && held.is_some() && new != held && assignments.contains_key(*n)
+            })
+            .cloned()
+            .collect();
+        if updated.is_empty() {
+            return;
+        }
+        let eds = self.state(ENDPOINT);
+        if eds.requested {
+            eds.resend.extend(updated);
+        }
     }
 
     /// Records and returns the next response of the push sequence.
@@ -745,9 +855,13 @@ impl Core {
             Some((_, sum)) => sum_version(*sum),
             None => set_version(versions.iter()),
         };
+        if t == CLUSTER {
+            self.resend_updated_assignments(&versions, &touched);
+        }
         let nonce = self.next_nonce();
         let st = self.state(t);
         st.force = false;
+        st.resend.clear();
         st.last_nonce = Some(nonce.clone());
         st.last_version = Some(version.clone());
         st.responses += 1;
@@ -867,18 +981,18 @@ impl SotwConnection {
         self.render(out)
     }
 
-    fn handle_request(&mut self, req: DiscoveryRequest) -> Option<Outgoing> {
+    fn handle_request(&mut self, req: DiscoveryRequest) -> Vec<Outgoing> {
         let t = req.type_url.as_str();
         let nonce = req.response_nonce.as_str();
         if let Some(handled) = self.core.screen(t, nonce, req.error_detail.as_ref()) {
-            return handled;
+            return handled.into_iter().collect();
         }
         let core = &mut self.core;
         if !nonce.is_empty() {
             if !core.state(t).is_latest_nonce(nonce) {
                 // SotW: a stale request is ignored entirely; a newer one will follow.
                 core.stale(t, nonce);
-                return None;
+                return Vec::new();
             }
             core.resolve(t, nonce, req.error_detail.as_ref());
         }
@@ -898,16 +1012,16 @@ impl SotwConnection {
         st.requested = true;
         let sub = Subscription { wildcard, names };
         let changed = st.sub != sub;
-        if changed {
-            st.synced = None;
-        }
         st.sub = sub;
+        if changed {
+            core.subscription_changed(t);
+        }
         // Names the Envoy no longer asks for are forgotten: it ignores them, and when it asks again
         // they are sent again.
         if changed {
             core.drop_uncovered(t);
         }
-        core.pump()
+        core.pump_all()
     }
 
     /// A new target snapshot for this proxy.
@@ -920,7 +1034,7 @@ impl SotwConnection {
         self.core.status()
     }
 
-    fn render(&mut self, out: Option<Outgoing>) -> Vec<DiscoveryResponse> {
+    fn render(&mut self, out: Vec<Outgoing>) -> Vec<DiscoveryResponse> {
         out.into_iter()
             .map(|o| {
                 let resp = DiscoveryResponse {
@@ -957,11 +1071,11 @@ impl DeltaConnection {
         self.render(out)
     }
 
-    fn handle_request(&mut self, req: DeltaDiscoveryRequest) -> Option<Outgoing> {
+    fn handle_request(&mut self, req: DeltaDiscoveryRequest) -> Vec<Outgoing> {
         let t = req.type_url.as_str();
         let nonce = req.response_nonce.as_str();
         if let Some(handled) = self.core.screen(t, nonce, req.error_detail.as_ref()) {
-            return handled;
+            return handled.into_iter().collect();
         }
         let core = &mut self.core;
         if !nonce.is_empty() {
@@ -972,13 +1086,13 @@ impl DeltaConnection {
                 core.stale(t, nonce);
             }
         }
-        let st = core.state(t);
-        if !st.requested
+        if !core.state(t).requested
             || !req.resource_names_subscribe.is_empty()
             || !req.resource_names_unsubscribe.is_empty()
         {
-            st.synced = None;
+            core.subscription_changed(t);
         }
+        let st = core.state(t);
         if !st.requested {
             st.requested = true;
             let wildcard = req.resource_names_subscribe.is_empty()
@@ -1034,6 +1148,10 @@ impl DeltaConnection {
                 if name == "*" {
                     st.sub.wildcard = true;
                 } else {
+                    // Subscribing again to a name it holds: the Envoy wants it sent again.
+                    if st.held.contains_key(&name) {
+                        st.resend.insert(name.clone());
+                    }
                     st.sub.names.insert(name);
                 }
             }
@@ -1048,7 +1166,7 @@ impl DeltaConnection {
                 core.drop_uncovered(t);
             }
         }
-        core.pump()
+        core.pump_all()
     }
 
     /// A new target snapshot for this proxy.
@@ -1061,7 +1179,7 @@ impl DeltaConnection {
         self.core.status()
     }
 
-    fn render(&mut self, out: Option<Outgoing>) -> Vec<DeltaDiscoveryResponse> {
+    fn render(&mut self, out: Vec<Outgoing>) -> Vec<DeltaDiscoveryResponse> {
         out.into_iter()
             .map(|o| {
                 let resp = DeltaDiscoveryResponse {

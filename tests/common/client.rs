@@ -76,7 +76,9 @@ fn build_request(
         .map_err(|e| format!("bad request: {e}"))
 }
 
-async fn read_response(resp: hyper::Response<hyper::body::Incoming>) -> Result<Response, String> {
+pub(crate) async fn read_response(
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> Result<Response, String> {
     let status = resp.status().as_u16();
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in resp.headers() {

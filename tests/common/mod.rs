@@ -33,8 +33,11 @@ pub mod client;
 pub mod cluster;
 pub mod envoy;
 pub mod fake_apiserver;
+pub mod fixture;
+pub mod load;
 pub mod pki;
 pub mod server;
+pub mod tls;
 pub mod util;
 
 pub use backend::Backend;
@@ -44,5 +47,11 @@ pub use client::{
     ws_echo, HttpClient, HttpVersion, Response,
 };
 pub use envoy::{envoy_bin, envoy_validate, Envoy};
+pub use fixture::{serve_dir, Fixture, Gateways, EXT_POD, LOCAL_POD};
+pub use load::Load;
 pub use server::Server;
+pub use tls::{
+    https_get, pem_certs, secret_certificate, testdata_secret_yaml, try_https_get, TlsResponse,
+    Trust,
+};
 pub use util::{eventually, free_port, wait_until};

@@ -111,6 +111,23 @@ fn dnames(r: &DeltaDiscoveryResponse) -> Vec<String> {
     n
 }
 
+/// The type URLs of a batch of SotW responses, in order.
+fn types(v: &[DiscoveryResponse]) -> Vec<&str> {
+    v.iter().map(|r| r.type_url.as_str()).collect()
+}
+
+/// The type URLs of a batch of Delta responses, in order.
+fn dtypes(v: &[DeltaDiscoveryResponse]) -> Vec<&str> {
+    v.iter().map(|r| r.type_url.as_str()).collect()
+}
+
+/// The two responses of a batch.
+fn two<T: std::fmt::Debug>(mut v: Vec<T>) -> (T, T) {
+    assert_eq!(v.len(), 2, "expected exactly two responses, got {v:?}");
+    let b = v.remove(1);
+    (v.remove(0), b)
+}
+
 fn one<T: std::fmt::Debug>(mut v: Vec<T>) -> T {
     assert_eq!(v.len(), 1, "expected exactly one response, got {v:?}");
     v.remove(0)
@@ -377,10 +394,14 @@ fn sotw_nack_is_recorded_not_resent_and_does_not_block_later_types() {
             (ROUTE, "r", 1),
         ],
     );
-    let cds = one(e.snapshot(s2));
-    assert_eq!(cds.type_url, CLUSTER);
+    // Cluster a is updated: its (unchanged) assignment goes with the CDS response.
+    let out = e.snapshot(s2);
+    assert_eq!(types(&out), [CLUSTER, ENDPOINT]);
+    let (cds, eds) = two(out);
+    assert_eq!(names(&eds), ["a", "b"]);
     // NACK of CDS: the next type in the push order still goes out.
-    let lds = one(e.nack(&cds, "bad cluster a"));
+    assert!(e.nack(&cds, "bad cluster a").is_empty(), "EDS outstanding");
+    let lds = one(e.ack(&eds));
     assert_eq!(lds.type_url, LISTENER);
     let st = e.c.status();
     let nack = st.types[CLUSTER].last_nack.as_ref().unwrap();
@@ -419,9 +440,11 @@ fn sotw_nack_is_recorded_not_resent_and_does_not_block_later_types() {
             (ROUTE, "r", 1),
         ],
     );
-    let cds = one(e.snapshot(s4));
+    let (cds, eds) = two(e.snapshot(s4));
     assert_eq!(cds.type_url, CLUSTER);
     assert_eq!(names(&cds), ["a", "b"]);
+    assert_eq!(eds.type_url, ENDPOINT);
+    assert!(e.ack(&eds).is_empty());
     assert!(e.ack(&cds).is_empty());
     assert_eq!(e.acked(), Some(4));
 }
@@ -455,9 +478,9 @@ fn sotw_cluster_removal_waits_for_lds_and_rds_ack() {
     let rds = one(e.ack(&cds));
     assert_eq!(rds.type_url, ROUTE, "LDS unchanged, not resent");
     assert_eq!(e.c.status().retained_removals, 2);
-    // Routes ACKed: now the final CDS push removes b.
+    // Routes ACKed: now the final CDS push removes b. (A SotW EDS response would not remove
+    // b's assignment: the Envoy drops it by unsubscribing.)
     let cds = one(e.ack(&rds));
-    assert_eq!(cds.type_url, CLUSTER);
     assert_eq!(names(&cds), ["a", "c"]);
     assert_eq!(e.acked(), Some(1));
     // Envoy drops the EDS watch for b (before acking CDS): nothing to send for that.
@@ -644,12 +667,17 @@ fn delta_cluster_removal_waits_for_route_ack() {
     let rds = one(e.c.on_snapshot(s2));
     assert_eq!(rds.type_url, ROUTE);
     assert_eq!(dnames(&rds), ["r"]);
-    let cds = one(e.ack(&rds));
-    assert_eq!(cds.type_url, CLUSTER);
+    let out = e.ack(&rds);
+    assert_eq!(dtypes(&out), [CLUSTER, ENDPOINT]);
+    let (cds, eds) = two(out);
     assert!(cds.resources.is_empty());
     assert_eq!(cds.removed_resources, ["b"]);
-    // Envoy drops its EDS watch for b: no removal needs to be sent for it.
+    // b's assignment is removed with its cluster.
+    assert!(eds.resources.is_empty());
+    assert_eq!(eds.removed_resources, ["b"]);
+    // Envoy drops its EDS watch for b: nothing more to send for it.
     assert!(e.send(dreq(ENDPOINT, &[], &["b"], "")).is_empty());
+    assert!(e.ack(&eds).is_empty());
     assert!(e.ack(&cds).is_empty());
     assert_eq!(e.acked(), Some(2));
 }
@@ -671,13 +699,14 @@ fn delta_removed_assignment_of_still_subscribed_cluster_is_removed_after_routes(
     assert!(lds.removed_resources.is_empty());
     let rds = one(e.ack(&lds));
     assert_eq!(rds.type_url, ROUTE);
-    let cds = one(e.ack(&rds));
+    // The Envoy (misbehaving) keeps the EDS watch for b: EDS removes it explicitly, with the
+    // CDS removal.
+    let (cds, eds) = two(e.ack(&rds));
     assert_eq!(cds.removed_resources, ["b"]);
-    // The Envoy (misbehaving) keeps the EDS watch for b: then EDS removes it explicitly.
-    let eds = one(e.ack(&cds));
     assert_eq!(eds.type_url, ENDPOINT);
     assert_eq!(eds.removed_resources, ["b"]);
     assert!(e.ack(&eds).is_empty());
+    assert!(e.ack(&cds).is_empty());
     assert_eq!(e.acked(), Some(2));
 }
 
@@ -948,5 +977,260 @@ fn delta_scoped_routes_wildcard_and_removal() {
     assert!(srds.resources.is_empty());
     assert_eq!(srds.removed_resources, ["s2"]);
     assert!(e.ack(&srds).is_empty());
+    assert_eq!(e.acked(), Some(2));
+}
+
+#[test]
+fn sotw_cluster_turning_from_eds_to_dns_and_back_does_not_stall() {
+    let mut e = sotw_started();
+    // a becomes a DNS cluster: no assignment any more. No EDS response goes out for that (the
+    // Envoy stops watching a's assignment, and would accept an empty EDS response for a type it
+    // no longer watches without ACKing it).
+    let s2 = snap(
+        2,
+        &[
+            (CLUSTER, "a", 2),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "b", 1),
+            (LISTENER, "l", 1),
+            (ROUTE, "r", 1),
+        ],
+    );
+    let cds = one(e.snapshot(s2));
+    assert_eq!(cds.type_url, CLUSTER);
+    assert!(e.request(ENDPOINT, &["b"]).is_empty());
+    assert!(e.ack(&cds).is_empty());
+    assert_eq!(e.acked(), Some(2));
+    // Back to EDS: the Envoy asks for a's assignment, which is sent.
+    let s3 = snap(
+        3,
+        &[
+            (CLUSTER, "a", 3),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "a", 3),
+            (ENDPOINT, "b", 1),
+            (LISTENER, "l", 1),
+            (ROUTE, "r", 1),
+        ],
+    );
+    let cds = one(e.snapshot(s3));
+    assert_eq!(cds.type_url, CLUSTER);
+    let eds = one(e.request(ENDPOINT, &["a", "b"]));
+    assert_eq!(names(&eds), ["a", "b"]);
+    assert!(e.ack(&eds).is_empty());
+    assert!(e.ack(&cds).is_empty());
+    assert_eq!(e.acked(), Some(3));
+}
+
+#[test]
+fn sotw_eds_removal_to_an_envoy_that_stopped_watching_is_not_sent() {
+    let mut e = sotw_started();
+    // Both clusters become DNS clusters: the Envoy watches no assignment at all.
+    let s2 = snap(
+        2,
+        &[
+            (CLUSTER, "a", 2),
+            (CLUSTER, "b", 2),
+            (LISTENER, "l", 1),
+            (ROUTE, "r", 1),
+        ],
+    );
+    let cds = one(e.snapshot(s2));
+    // Its EDS request naming nothing carries an EDS nonce older than any we might have sent.
+    assert!(e.request(ENDPOINT, &[]).is_empty());
+    assert!(e.ack(&cds).is_empty());
+    assert_eq!(e.acked(), Some(2));
+    let lds = one(e.snapshot(snap(
+        3,
+        &[
+            (CLUSTER, "a", 2),
+            (CLUSTER, "b", 2),
+            (LISTENER, "l", 3),
+            (ROUTE, "r", 1),
+        ],
+    )));
+    assert_eq!(lds.type_url, LISTENER, "later pushes are not stalled");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clusters changed in place: an updated EDS cluster warms until its assignment is answered.
+
+/// gen1 with cluster a updated (e.g. its Service port renamed: new upstream protocol) and the
+/// given variant of a's assignment.
+fn gen_a_updated(generation: u64, eds_variant: u32, listener_variant: u32) -> Arc<Snapshot> {
+    snap(
+        generation,
+        &[
+            (CLUSTER, "a", 2),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "a", eds_variant),
+            (ENDPOINT, "b", 1),
+            (LISTENER, "l", listener_variant),
+            (ROUTE, "r", 1),
+        ],
+    )
+}
+
+#[test]
+fn sotw_updated_cluster_gets_its_unchanged_assignment_and_does_not_stall() {
+    let mut e = sotw_started();
+    let (cds, eds) = two(e.snapshot(gen_a_updated(2, 1, 1)));
+    assert_eq!(cds.type_url, CLUSTER);
+    assert_eq!(
+        eds.type_url, ENDPOINT,
+        "the assignment goes right after CDS"
+    );
+    assert_eq!(names(&eds), ["a", "b"]);
+    // The Envoy re-requests EDS for the new cluster with the latest nonce (an ACK), then ACKs
+    // CDS once a has warmed.
+    assert!(e.ack(&eds).is_empty());
+    assert!(e.ack(&cds).is_empty());
+    assert_eq!(e.acked(), Some(2));
+    // Later changes still flow.
+    let lds = one(e.snapshot(gen_a_updated(3, 1, 2)));
+    assert_eq!(lds.type_url, LISTENER);
+    assert!(e.ack(&lds).is_empty());
+    assert_eq!(e.acked(), Some(3));
+}
+
+#[test]
+fn delta_updated_cluster_gets_its_unchanged_assignment() {
+    let mut e = delta_started();
+    let (cds, eds) = two(e.c.on_snapshot(gen_a_updated(2, 1, 1)));
+    assert_eq!(dnames(&cds), ["a"]);
+    assert_eq!(eds.type_url, ENDPOINT);
+    assert_eq!(dnames(&eds), ["a"], "only the updated cluster's assignment");
+    assert_eq!(eds.resources[0].version, ver(ENDPOINT, "a", 1));
+    // No request from the Envoy is needed for it: its subscriptions did not change.
+    assert!(e.ack(&eds).is_empty());
+    assert!(e.ack(&cds).is_empty());
+    assert_eq!(e.acked(), Some(2));
+    let lds = one(e.c.on_snapshot(gen_a_updated(3, 1, 2)));
+    assert_eq!(lds.type_url, LISTENER);
+}
+
+#[test]
+fn delta_cluster_and_assignment_changed_together_go_out_together() {
+    let mut e = delta_started();
+    let (cds, eds) = two(e.c.on_snapshot(gen_a_updated(2, 5, 1)));
+    assert_eq!(dnames(&cds), ["a"]);
+    assert_eq!(dnames(&eds), ["a"]);
+    assert_eq!(eds.resources[0].version, ver(ENDPOINT, "a", 5));
+    assert!(e.ack(&eds).is_empty());
+    assert!(e.ack(&cds).is_empty());
+    assert_eq!(e.acked(), Some(2));
+}
+
+#[test]
+fn sotw_updated_cluster_while_eds_is_outstanding_is_answered_after_its_ack() {
+    let mut e = sotw_started();
+    // An endpoint change goes out first and stays un-acked ...
+    let mut s2 = (*gen1()).clone();
+    s2.generation = 2;
+    s2.resources
+        .get_mut(ENDPOINT)
+        .unwrap()
+        .insert("b".into(), res(ENDPOINT, "b", 2));
+    let eds = one(e.snapshot(Arc::new(s2)));
+    // ... then cluster a is updated: CDS may not go while EDS is outstanding.
+    let s3 = snap(
+        3,
+        &[
+            (CLUSTER, "a", 2),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "a", 1),
+            (ENDPOINT, "b", 2),
+            (LISTENER, "l", 1),
+            (ROUTE, "r", 1),
+        ],
+    );
+    assert!(e.snapshot(s3).is_empty());
+    let (cds, eds2) = two(e.ack(&eds));
+    assert_eq!(cds.type_url, CLUSTER);
+    assert_eq!(
+        eds2.type_url, ENDPOINT,
+        "a's assignment is resent although b's was acked"
+    );
+    assert!(e.ack(&eds2).is_empty());
+    assert!(e.ack(&cds).is_empty());
+    assert_eq!(e.acked(), Some(3));
+}
+
+#[test]
+fn delta_resubscribing_a_held_name_resends_it() {
+    let mut e = delta_started();
+    let eds = one(e.sub(ENDPOINT, &["a"]));
+    assert_eq!(dnames(&eds), ["a"]);
+    assert_eq!(eds.resources[0].version, ver(ENDPOINT, "a", 1));
+    assert!(e.ack(&eds).is_empty());
+    assert_eq!(e.acked(), Some(1));
+}
+
+#[test]
+fn delta_cluster_turning_from_eds_to_dns_and_back() {
+    let mut e = delta_started();
+    // a becomes a DNS cluster (ExternalName): a new cluster body, no assignment any more.
+    let s2 = snap(
+        2,
+        &[
+            (CLUSTER, "a", 2),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "b", 1),
+            (LISTENER, "l", 1),
+            (ROUTE, "r", 1),
+        ],
+    );
+    // Routes are unchanged, so nothing still needs a's assignment: it is removed with the CDS
+    // update.
+    let (cds, eds) = two(e.c.on_snapshot(s2));
+    assert_eq!(dnames(&cds), ["a"]);
+    assert!(eds.resources.is_empty());
+    assert_eq!(eds.removed_resources, ["a"]);
+    // The DNS cluster has no EDS watch: the Envoy unsubscribes a.
+    assert!(e.send(dreq(ENDPOINT, &[], &["a"], "")).is_empty());
+    assert!(e.ack(&eds).is_empty());
+    assert!(e.ack(&cds).is_empty());
+    assert_eq!(e.acked(), Some(2));
+    // Back to EDS: the Envoy subscribes to a's assignment again, which is sent.
+    let s3 = snap(
+        3,
+        &[
+            (CLUSTER, "a", 3),
+            (CLUSTER, "b", 1),
+            (ENDPOINT, "a", 3),
+            (ENDPOINT, "b", 1),
+            (LISTENER, "l", 1),
+            (ROUTE, "r", 1),
+        ],
+    );
+    let cds = one(e.c.on_snapshot(s3));
+    assert_eq!(dnames(&cds), ["a"]);
+    let eds = one(e.sub(ENDPOINT, &["a"]));
+    assert_eq!(dnames(&eds), ["a"]);
+    assert_eq!(eds.resources[0].version, ver(ENDPOINT, "a", 3));
+    assert!(e.ack(&eds).is_empty());
+    assert!(e.ack(&cds).is_empty());
+    assert_eq!(e.acked(), Some(3));
+}
+
+#[test]
+fn delta_name_subscribed_while_a_response_is_outstanding_is_sent_after_its_ack() {
+    let mut e = delta_started();
+    let items = [
+        (CLUSTER, "a", 1),
+        (CLUSTER, "b", 1),
+        (ENDPOINT, "a", 1),
+        (ENDPOINT, "b", 1),
+        (LISTENER, "l", 1),
+        (ROUTE, "r", 2),
+        (ROUTE, "r2", 1),
+    ];
+    let rds = one(e.c.on_snapshot(snap(2, &items)));
+    assert_eq!(dnames(&rds), ["r"], "r2 is not subscribed yet");
+    // The Envoy subscribes to r2 before it ACKs (e.g. a new scope names it).
+    assert!(e.sub(ROUTE, &["r2"]).is_empty(), "RDS is outstanding");
+    let rds2 = one(e.ack(&rds));
+    assert_eq!(dnames(&rds2), ["r2"]);
+    assert!(e.ack(&rds2).is_empty());
     assert_eq!(e.acked(), Some(2));
 }
