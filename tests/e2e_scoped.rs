@@ -324,15 +324,16 @@ async fn updates_under_load(api: ApiType) {
     let mut gen = generation(&gw.server).await;
     for step in 1..=10i64 {
         // Alternate the whole app between a and b; add and remove a third service.
+        // One file, so that the step is one change (two files may be two generations).
         let percent_a = if step % 2 == 0 { 100 } else { 0 };
-        gw.dir
-            .write("app.yaml", &app("app", a.name(), b.name(), percent_a));
+        let mut manifests = app("app", a.name(), b.name(), percent_a);
         if step % 3 == 0 {
-            gw.dir
-                .write("extra.yaml", &app("extra", a.name(), b.name(), 100));
-        } else if step % 3 == 1 {
-            gw.dir.remove("extra.yaml");
+            manifests = format!(
+                "{manifests}\n---\n{}",
+                app("extra", a.name(), b.name(), 100)
+            );
         }
+        gw.dir.write("app.yaml", &manifests);
         gen = wait_synced(&gw.server, gen, 2).await;
         let want = if percent_a == 100 { a.name() } else { b.name() };
         let r = http_get(port, &ext_host("app"), "/", &[]).await;

@@ -570,9 +570,12 @@ async fn missing_crds_are_skipped_and_endpoints_replace_unserved_endpoint_slices
     assert!(!logs.contains("watch error"), "{logs}");
 }
 
+/// The gateway connects as istio-proxy does: TLS xDS with its service-account token (TokenReview
+/// and SubjectAccessReview by the fake API server); the Secret is in the gateway's namespace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_secret_added_later_reaches_envoy_over_sds() {
     let b = Backend::start("secure").await;
+    let gw_sa = "system:serviceaccount:istio-system:istio-ingressgateway";
     let (http_port, https_port, local_port) = (free_port(), free_port(), free_port());
     let api = FakeApiServer::start().await;
     api.apply_yaml(&gateway_services_with(
@@ -592,7 +595,7 @@ spec:
   tls:
   - hosts: [secure.default.example.com]
     secretName: secure-tls
-    secretNamespace: default
+    secretNamespace: istio-system
   rules:
   - hosts: [secure.default.example.com]
     visibility: ExternalIP
@@ -602,14 +605,36 @@ spec:
         - {serviceNamespace: default, serviceName: secure-00001, servicePort: 80, percent: 100}
 "#,
     );
-    let server = start_server(&api, "a", &[]).await;
-    let envoy = start_gateway(
-        &server,
-        "istio-ingressgateway-0",
-        EXTERNAL_LABELS,
-        ApiType::DeltaGrpc,
+    api.add_token("gw-token", gw_sa, &["istio-ca"]);
+    api.grant(gw_sa, "list", "secrets", "istio-system");
+    let ca = common::pki::Ca::new("mesh root");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = ca.server("server").write(certs.path(), "server");
+    let ca_file = ca.write(certs.path(), "ca.crt");
+    let server = start_server(
+        &api,
+        "a",
+        &[
+            "--xds-tls-addr",
+            "127.0.0.1:0",
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+        ],
     )
     .await;
+    let params = BootstrapParams::new(server.xds_tls_port())
+        .api_type(ApiType::DeltaGrpc)
+        .pod("istio-ingressgateway-0", "istio-system")
+        .labels(EXTERNAL_LABELS)
+        .xds_tls(XdsTls {
+            ca: ca_file.to_str().unwrap().to_string(),
+            server_name: common::pki::SERVER_NAME.to_string(),
+            client_cert: None,
+        })
+        .bearer_token("gw-token");
+    let envoy = Envoy::start(&render_bootstrap(&params)).await;
     envoy.wait_ready(WAIT).await;
     wait_backend(
         http_port,
@@ -625,6 +650,7 @@ spec:
     let trust = Trust::Pinned(secret_certificate(&secret));
     let mut secret: Value = serde_yaml::from_str(&secret).expect("secret yaml");
     secret["type"] = "kubernetes.io/tls".into();
+    secret["metadata"]["namespace"] = "istio-system".into();
     api.apply(secret);
     let deadline = std::time::Instant::now() + WAIT;
     loop {
@@ -640,7 +666,7 @@ spec:
     }
     let dump = envoy.config_dump().await.to_string();
     assert!(
-        dump.contains("kubernetes://default/secure-tls"),
+        dump.contains("kubernetes://istio-system/secure-tls"),
         "secret not in Envoy's config dump"
     );
 }

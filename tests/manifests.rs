@@ -99,6 +99,40 @@ fn base_rbac_is_least_privilege_and_covers_every_watch() {
         "knative-pilot",
     );
     find(&docs, "Namespace", None, "knative-pilot");
+    // xDS auth: create TokenReviews and SubjectAccessReviews, nothing else.
+    let auth = find(&docs, "ClusterRole", None, "knative-pilot-xds-auth");
+    let got: BTreeSet<(String, String, String)> = auth["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| {
+            let (g, res, v) = (
+                strings(&r["apiGroups"]),
+                strings(&r["resources"]),
+                strings(&r["verbs"]),
+            );
+            g.iter()
+                .flat_map(|g| {
+                    res.iter().flat_map(|r| {
+                        v.iter()
+                            .map(|v| (g.clone(), r.clone(), v.clone()))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let want: BTreeSet<(String, String, String)> = [
+        ("authentication.k8s.io", "tokenreviews", "create"),
+        ("authorization.k8s.io", "subjectaccessreviews", "create"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    let b = find(&docs, "ClusterRoleBinding", None, "knative-pilot-xds-auth");
+    assert_eq!(b["roleRef"]["name"], "knative-pilot-xds-auth");
+    assert_eq!(b["subjects"][0]["name"], "knative-pilot");
     // The Lease: only in our namespace.
     let lease = find(&docs, "Role", Some("knative-pilot"), "knative-pilot-lease");
     assert_eq!(strings(&lease["rules"][0]["resources"]), set(&["leases"]));
@@ -153,7 +187,7 @@ fn base_deployment_is_hardened_probed_and_runs_our_cli() {
         .flatten()
         .filter_map(|p| p["port"].as_i64())
         .collect();
-    assert_eq!(ports, BTreeSet::from([15010, 15014]));
+    assert_eq!(ports, BTreeSet::from([15010, 15012, 15014]));
     assert_eq!(
         svc["spec"]["selector"],
         d["spec"]["template"]["metadata"]["labels"]
@@ -188,13 +222,74 @@ fn istio_gateways_overlay_points_istio_proxy_at_our_service() {
     let pc = proxy_config(&docs);
     // The address is our Service's cluster DNS name and xDS port.
     let svc = find(&docs, "Service", Some("knative-pilot"), "knative-pilot");
-    let want = format!(
-        "{}.{}.svc:15010",
+    let host = format!(
+        "{}.{}.svc",
         svc["metadata"]["name"].as_str().unwrap_or(""),
         svc["metadata"]["namespace"].as_str().unwrap_or("")
     );
+    let want = format!("{host}:15012");
     assert_eq!(pc["discoveryAddress"].as_str(), Some(want.as_str()));
-    assert_eq!(pc["controlPlaneAuthPolicy"].as_str(), Some("NONE"));
+    assert_eq!(pc["controlPlaneAuthPolicy"].as_str(), Some("MUTUAL_TLS"));
+    assert_eq!(
+        pc["proxyMetadata"]["CA_ADDR"].as_str(),
+        Some("istiod.istio-system.svc:15012"),
+        "workload certificates stay with istiod's CA"
+    );
+    // Our TLS listener: the certificate names the host istio-proxy verifies, and the files the
+    // arguments name are the mounted Secret's and the mesh root ConfigMap's.
+    let cert = find(
+        &docs,
+        "Certificate",
+        Some("knative-pilot"),
+        "knative-pilot-xds",
+    );
+    assert!(strings(&cert["spec"]["dnsNames"]).contains(&host), "{cert}");
+    let d = find(&docs, "Deployment", Some("knative-pilot"), "knative-pilot");
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    let mut argv = vec!["knative-pilot".to_string()];
+    argv.extend(strings_in_order(&c["args"]));
+    let cli = knative_pilot::cli::Cli::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("Deployment args {argv:?}: {e}"));
+    let knative_pilot::cli::Command::Serve(serve) = cli.command else {
+        panic!("not serve: {argv:?}");
+    };
+    assert_eq!(serve.xds_addr, "off");
+    assert!(serve.xds_auth.xds_tls_addr.ends_with(":15012"));
+    let mounts: Vec<(String, String)> = c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or("").to_string(),
+                m["mountPath"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let volumes = &d["spec"]["template"]["spec"]["volumes"];
+    let source_of = |file: &std::path::Path| -> Value {
+        let (name, _) = mounts
+            .iter()
+            .find(|(_, p)| file.starts_with(p))
+            .unwrap_or_else(|| panic!("{} is not mounted: {mounts:?}", file.display()));
+        volumes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == name.as_str())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let tls = &serve.xds_auth;
+    for f in [&tls.tls_cert_file, &tls.tls_key_file] {
+        let f = f.as_ref().expect("TLS file flags");
+        assert_eq!(
+            source_of(f)["secret"]["secretName"],
+            cert["spec"]["secretName"]
+        );
+    }
+    let ca = tls.client_ca_file.as_ref().expect("--client-ca-file");
+    assert_eq!(source_of(ca)["configMap"]["name"], "istio-ca-root-cert");
     // net-istio stays the class: config-network is not touched.
     assert!(!docs.iter().any(|d| d["kind"] == "ConfigMap"));
     // Everything from the base is there.
@@ -217,6 +312,6 @@ fn ingress_class_overlay_makes_us_the_kingress_class() {
     // The gateways are pointed at us as well.
     assert_eq!(
         proxy_config(&docs)["discoveryAddress"].as_str(),
-        Some("knative-pilot.knative-pilot.svc:15010")
+        Some("knative-pilot.knative-pilot.svc:15012")
     );
 }

@@ -142,7 +142,9 @@ fn start_envoy(
         .replace("{cluster}", &format!("{pod}.istio-system"))
         .replace("{labels}", labels)
         .replace("{api_type}", "DELTA_GRPC")
-        .replace("{xds_port}", &xds_port.to_string());
+        .replace("{xds_port}", &xds_port.to_string())
+        .replace("{xds_metadata}", "")
+        .replace("{xds_tls}", "");
     // Envoy's files go to a hidden directory, which the manifest loader and watcher skip.
     let envoy_dir = dir.join(".envoy");
     std::fs::create_dir_all(&envoy_dir)?;
@@ -193,7 +195,8 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
     )?;
     let serve = ServeConfig {
         source: SourceConfig::Dir(dir.clone()),
-        xds_addr: format!("127.0.0.1:{}", args.xds_port),
+        xds_addr: Some(format!("127.0.0.1:{}", args.xds_port)),
+        xds_auth: crate::runtime::config::XdsAuthConfig::plaintext_only(),
         debug_addr: format!("127.0.0.1:{}", args.debug_port),
         debounce: Debounce {
             quiet: std::time::Duration::from_millis(100),

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::runtime::config::{Debounce, KubeConfig, ServeConfig, SourceConfig, StatusConfig};
+use crate::runtime::config::{
+    Debounce, KubeConfig, ServeConfig, SourceConfig, StatusConfig, XdsAuthConfig,
+};
 use crate::translate::Options;
 
 #[derive(Debug, Parser)]
@@ -246,9 +248,12 @@ pub struct ServeArgs {
     pub missing_retry: Duration,
     #[command(flatten)]
     pub status: StatusArgs,
-    /// ADS gRPC address (plaintext, like istiod's 15010).
+    /// ADS gRPC address (plaintext, like istiod's 15010; its callers are anonymous and never
+    /// get a secret). `off` turns it off.
     #[arg(long, default_value = "0.0.0.0:15010")]
     pub xds_addr: String,
+    #[command(flatten)]
+    pub xds_auth: XdsAuthArgs,
     /// Debug HTTP address: /healthz, /ready, /debug/*.
     #[arg(long, default_value = "127.0.0.1:15014")]
     pub debug_addr: String,
@@ -263,6 +268,64 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub translate: TranslateArgs,
+}
+
+/// The TLS xDS listener and how callers are authenticated (see ARCHITECTURE.md, security model).
+#[derive(Debug, Clone, Args)]
+pub struct XdsAuthArgs {
+    /// TLS ADS address (like istiod's 15012). Served when --tls-cert-file is given.
+    #[arg(long, default_value = "0.0.0.0:15012")]
+    pub xds_tls_addr: String,
+    /// Server certificate chain (PEM) of the TLS listener; re-read when it changes.
+    #[arg(long, requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert-file; re-read when it changes.
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA bundle (PEM) that client certificates must chain to (the mesh root, e.g. Istio's
+    /// istio-ca-root-cert). Without it, callers authenticate with tokens only.
+    #[arg(long, requires = "tls_cert_file")]
+    pub client_ca_file: Option<PathBuf>,
+    /// SPIFFE trust domain of client certificates (spiffe://<trust-domain>/ns/<ns>/sa/<sa>).
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Audience a bearer token must be valid for (repeatable; any one suffices).
+    #[arg(long = "token-audience", default_value = "istio-ca")]
+    pub token_audiences: Vec<String>,
+    /// Use the Kubernetes API (TokenReview, SubjectAccessReview) also with --from. Implied by
+    /// --kube. Without an API, tokens are refused and secrets are authorized by namespace only.
+    #[arg(long)]
+    pub kube_auth: bool,
+    /// Verify bearer tokens locally with the public keys of this file (a JWKS, e.g. the API
+    /// server's /openid/v1/jwks, or PEM public keys) instead of TokenReview (for --from).
+    #[arg(long)]
+    pub token_jwks_file: Option<PathBuf>,
+    /// With --token-jwks-file: the `iss` a token must carry.
+    #[arg(long, requires = "token_jwks_file")]
+    pub token_issuer: Option<String>,
+    /// How long TokenReview and SubjectAccessReview answers are reused.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub auth_cache_ttl: Duration,
+}
+
+impl XdsAuthArgs {
+    /// The runtime's plain configuration of these flags.
+    pub fn config(&self) -> XdsAuthConfig {
+        XdsAuthConfig {
+            tls_addr: self.xds_tls_addr.clone(),
+            tls_cert_file: self.tls_cert_file.clone(),
+            tls_key_file: self.tls_key_file.clone(),
+            client_ca_file: self.client_ca_file.clone(),
+            auth: crate::xds::auth::AuthConfig {
+                trust_domain: self.trust_domain.clone(),
+                audiences: self.token_audiences.clone(),
+                cache_ttl: self.auth_cache_ttl,
+            },
+            kube_auth: self.kube_auth,
+            token_jwks_file: self.token_jwks_file.clone(),
+            token_issuer: self.token_issuer.clone(),
+        }
+    }
 }
 
 /// KIngress status writing (with --kube).
@@ -330,7 +393,8 @@ impl ServeArgs {
         };
         Ok(ServeConfig {
             source,
-            xds_addr: self.xds_addr.clone(),
+            xds_addr: (self.xds_addr != "off").then(|| self.xds_addr.clone()),
+            xds_auth: self.xds_auth.config(),
             debug_addr: self.debug_addr.clone(),
             debounce: Debounce {
                 quiet: self.debounce_after,

@@ -10,8 +10,11 @@ use crate::translate::Options;
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub source: SourceConfig,
-    /// ADS gRPC address (plaintext).
-    pub xds_addr: String,
+    /// ADS gRPC address (plaintext; its callers are anonymous and never get a secret). `None`:
+    /// no plaintext listener.
+    pub xds_addr: Option<String>,
+    /// The TLS ADS listener and how its callers are authenticated.
+    pub xds_auth: XdsAuthConfig,
     /// Debug HTTP address: /healthz, /ready, /metrics, /debug/*.
     pub debug_addr: String,
     pub debounce: Debounce,
@@ -63,4 +66,44 @@ pub struct StatusConfig {
     pub lease_duration: Duration,
     /// How often the holder renews (and others retry).
     pub lease_renew: Duration,
+}
+
+/// The TLS xDS listener and how callers are authenticated (see ARCHITECTURE.md, security model).
+#[derive(Debug, Clone)]
+pub struct XdsAuthConfig {
+    /// TLS ADS address (like istiod's 15012); served when `tls_cert_file` is set.
+    pub tls_addr: String,
+    /// Server certificate chain and key (PEM), re-read when they change.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// CA bundle client certificates must chain to (the mesh root); `None`: tokens only.
+    pub client_ca_file: Option<PathBuf>,
+    /// Trust domain, token audiences, cache time.
+    pub auth: crate::xds::auth::AuthConfig,
+    /// Use the Kubernetes API (TokenReview, SubjectAccessReview) also with a directory source.
+    pub kube_auth: bool,
+    /// Verify bearer tokens locally with these public keys (JWKS or PEM) instead of TokenReview.
+    pub token_jwks_file: Option<PathBuf>,
+    /// With `token_jwks_file`: the `iss` a token must carry.
+    pub token_issuer: Option<String>,
+}
+
+impl XdsAuthConfig {
+    /// No TLS listener, no Kubernetes API: every caller is anonymous and gets no secret.
+    pub fn plaintext_only() -> XdsAuthConfig {
+        XdsAuthConfig {
+            tls_addr: "0.0.0.0:15012".to_string(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            client_ca_file: None,
+            auth: crate::xds::auth::AuthConfig {
+                trust_domain: "cluster.local".to_string(),
+                audiences: vec!["istio-ca".to_string()],
+                cache_ttl: Duration::from_secs(60),
+            },
+            kube_auth: false,
+            token_jwks_file: None,
+            token_issuer: None,
+        }
+    }
 }

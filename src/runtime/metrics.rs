@@ -14,6 +14,8 @@
 //! | `knative_pilot_inputs{kind}` | gauge | input objects by kind |
 //! | `knative_pilot_input_errors` | gauge | input problems currently reported (objects left out or kept at their last good version) |
 //! | `knative_pilot_generation` | gauge | generation of the inputs last translated |
+//! | `knative_pilot_xds_auth_failures{reason}` | counter | streams / TLS handshakes refused: `tls_handshake`, `no_credentials`, `bad_certificate`, `token_rejected`, `token_unverifiable`, `bad_authorization`, `node_mismatch` |
+//! | `knative_pilot_sds_denied{reason}` | counter | secrets not sent to a stream (once per stream and secret): `unauthenticated`, `other_namespace`, `not_permitted`, `unsupported_name` |
 //!
 //! The exposition is the Prometheus text format (0.0.4), as istiod serves it: counters keep their
 //! exact names (`pilot_xds_pushes{type="cds"}`, not OpenMetrics' `pilot_xds_pushes_total`), so
@@ -97,6 +99,8 @@ pub struct Metrics {
     inputs: Family<Labels, Gauge>,
     input_errors: Gauge,
     generation: Gauge,
+    auth_failures: Family<Labels, PlainCounter>,
+    sds_denied: Family<Labels, PlainCounter>,
 }
 
 impl Default for Metrics {
@@ -174,6 +178,18 @@ impl Metrics {
             "Generation of the inputs last translated",
             generation.clone(),
         );
+        let auth_failures = Family::<Labels, PlainCounter>::default();
+        registry.register(
+            "knative_pilot_xds_auth_failures",
+            "ADS streams and TLS handshakes refused, by reason",
+            auth_failures.clone(),
+        );
+        let sds_denied = Family::<Labels, PlainCounter>::default();
+        registry.register(
+            "knative_pilot_sds_denied",
+            "Secrets not sent to an ADS stream (once per stream and secret), by reason",
+            sds_denied.clone(),
+        );
         Metrics {
             registry,
             xds_connected,
@@ -187,7 +203,23 @@ impl Metrics {
             inputs,
             input_errors,
             generation,
+            auth_failures,
+            sds_denied,
         }
+    }
+
+    /// A stream or TLS handshake refused (`reason`: see the module table).
+    pub fn record_auth_failure(&self, reason: &str) {
+        self.auth_failures
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    }
+
+    /// A secret not sent to a stream.
+    pub fn record_secret_denied(&self, reason: &str) {
+        self.sds_denied
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
     }
 
     /// One xDS response handed to a stream.
@@ -239,6 +271,14 @@ impl Metrics {
 
 /// The ADS shell reports its streams' events here (see [`crate::xds::observe`]).
 impl StreamObserver for Metrics {
+    fn auth_failed(&self, reason: &str) {
+        self.record_auth_failure(reason);
+    }
+
+    fn secret_denied(&self, reason: &str) {
+        self.record_secret_denied(reason);
+    }
+
     fn pushed(&self, p: &Push<'_>) {
         self.record_push(p.type_url, p.bytes, p.push_time);
     }

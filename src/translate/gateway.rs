@@ -352,7 +352,9 @@ fn add_kingress_tls_servers(inputs: &Inputs, opts: &Options, gateways: &mut [Gat
 
 /// Looks up the TLS Secret of an HTTPS server's credential name (`name` in the gateway
 /// namespace, or `ns/name`), registering its pair in `pairs` under its SDS name; returns the
-/// SDS name.
+/// SDS name, always `kubernetes://ns/name` with the namespace it was read from: the xDS layer
+/// sends a secret only to callers of that namespace (istiod resolves a bare `kubernetes://name`
+/// in the proxy's namespace at push time; we resolve it here, so the name must say where).
 fn tls_secret(
     inputs: &Inputs,
     s: &ServerCtx,
@@ -367,7 +369,7 @@ fn tls_secret(
         return Err(TranslateError::NoCredential(s.server.port.name.clone()));
     };
     let (ns, name) = split_ns_name(&credential, &s.gateway_ns);
-    let sds = format!("kubernetes://{credential}");
+    let sds = format!("kubernetes://{ns}/{name}");
     if pairs.contains_key(&sds) {
         return Ok(sds);
     }

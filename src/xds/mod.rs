@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub mod auth;
 pub mod conn;
 pub mod dump;
 pub mod observe;

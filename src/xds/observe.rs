@@ -38,6 +38,12 @@ pub trait StreamObserver: Send + Sync + 'static {
     /// The Envoy holds every type of `generation`; `elapsed` is measured from when the source
     /// started making that generation (or the connection, if later).
     fn converged(&self, _generation: u64, _elapsed: Duration) {}
+    /// A stream was refused: its caller did not authenticate, or claimed a node that is not its
+    /// own (`reason`: a short code such as `node_mismatch`). The server logs it itself.
+    fn auth_failed(&self, _reason: &str) {}
+    /// A secret was left out of what a stream's caller receives (`reason`: why), once per
+    /// secret per stream. The server logs it itself.
+    fn secret_denied(&self, _reason: &str) {}
 }
 
 /// The observers of a server, called in order.

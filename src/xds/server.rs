@@ -30,6 +30,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use super::auth::{Authenticator, Caller, DenyReason, PeerInfo, SecretFilter};
 use super::conn::{ConnStatus, DeltaConnection, Event, Mode, SotwConnection, Step};
 use super::observe::{LogObserver, Observers, Push, StreamObserver};
 use super::resource::type_short;
@@ -96,6 +97,10 @@ pub struct ConnectionInfo {
     pub status: ConnStatus,
     /// Per type URL: when (Unix seconds) this Envoy last NACKed a response of that type.
     pub last_nack_at: BTreeMap<String, u64>,
+    /// The authenticated identity (SPIFFE URI), `None` for an anonymous (plaintext) caller.
+    pub identity: Option<String>,
+    /// Secrets of the snapshot this caller was not sent, with the reason.
+    pub denied_secrets: BTreeMap<String, DenyReason>,
     /// The snapshot this connection is serving (what the Envoy is sent; see `status` for what
     /// it has ACKed).
     #[serde(skip)]
@@ -151,6 +156,7 @@ impl ConnectionRegistry {
     fn register(
         self: &Arc<Self>,
         proxy: &ProxyIdentity,
+        caller: &Caller,
         status: ConnStatus,
         snapshot: Arc<Snapshot>,
     ) -> RegistryEntry {
@@ -167,6 +173,8 @@ impl ConnectionRegistry {
                 connected_since,
                 status,
                 last_nack_at: BTreeMap::new(),
+                identity: caller.identity().map(|i| i.spiffe_uri()),
+                denied_secrets: BTreeMap::new(),
                 snapshot,
             },
         );
@@ -193,6 +201,12 @@ impl RegistryEntry {
     fn set_snapshot(&self, snapshot: Arc<Snapshot>) {
         if let Some(mut e) = self.registry.conns.get_mut(&self.conn_id) {
             e.snapshot = snapshot;
+        }
+    }
+
+    fn record_denied(&self, denied: &BTreeMap<String, DenyReason>) {
+        if let Some(mut e) = self.registry.conns.get_mut(&self.conn_id) {
+            e.denied_secrets = denied.clone();
         }
     }
 
@@ -280,6 +294,7 @@ pub struct AdsService<S: ConfigSource> {
     registry: Arc<ConnectionRegistry>,
     shutdown: Option<watch::Receiver<bool>>,
     observers: Observers,
+    auth: Arc<Authenticator>,
 }
 
 impl<S: ConfigSource> AdsService<S> {
@@ -289,6 +304,7 @@ impl<S: ConfigSource> AdsService<S> {
             registry,
             shutdown: None,
             observers: vec![Arc::new(LogObserver)],
+            auth: Arc::new(Authenticator::default()),
         }
     }
 
@@ -296,6 +312,38 @@ impl<S: ConfigSource> AdsService<S> {
     pub fn with_observer(mut self, observer: Arc<dyn StreamObserver>) -> Self {
         self.observers.push(observer);
         self
+    }
+
+    /// Authenticate callers with this (default: no Kubernetes API; plaintext callers are always
+    /// anonymous and get no secret).
+    pub fn with_auth(mut self, auth: Arc<Authenticator>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    fn each(&self, f: impl Fn(&dyn StreamObserver)) {
+        for o in &self.observers {
+            f(o.as_ref());
+        }
+    }
+
+    /// Who is calling (see [`Authenticator::authenticate`]); `Unauthenticated` when a TLS caller
+    /// proves nothing.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let peer = request.extensions().get::<PeerInfo>().cloned();
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes().to_vec());
+        self.auth
+            .authenticate(peer.as_ref(), authorization.as_deref())
+            .await
+            .map_err(|e| {
+                let remote = peer.as_ref().and_then(|p| p.remote);
+                tracing::warn!(?remote, reason = e.reason(), error = %e, "ADS stream refused: not authenticated");
+                self.each(|o| o.auth_failed(e.reason()));
+                Status::unauthenticated(e.to_string())
+            })
     }
 
     /// Streams end (cleanly, status OK) once this channel holds `true`.
@@ -315,6 +363,7 @@ impl<S: ConfigSource> AdsService<S> {
         &self,
         mut incoming: Streaming<M::Req>,
         mode: Mode,
+        caller: Caller,
     ) -> Result<ReceiverStream<Result<M::Resp, Status>>, Status> {
         let first = match incoming.message().await? {
             Some(r) => r,
@@ -327,6 +376,22 @@ impl<S: ConfigSource> AdsService<S> {
         let node = M::node(&first)
             .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
         let proxy = proxy_identity(node);
+        if let Err(e) = super::auth::policy::check_node(
+            &caller,
+            proxy.namespace.as_deref(),
+            meta_str(node, "NAMESPACE"),
+            meta_str(node, "SERVICE_ACCOUNT"),
+        ) {
+            tracing::warn!(identity = %caller.describe(), node = %proxy.id, error = %e, "ADS stream refused: the node is not the caller's");
+            self.each(|o| o.auth_failed("node_mismatch"));
+            return Err(Status::permission_denied(format!(
+                "identity {} may not act as node {:?}: {e}",
+                caller.describe(),
+                proxy.id
+            )));
+        }
+        let may_list_secrets = self.auth.may_list_secrets(&caller).await;
+        let mut filter = SecretFilter::new(caller, may_list_secrets);
         let Some(mut snaps) = self.source.subscribe(&proxy) else {
             tracing::info!(node = %proxy.id, "ADS stream refused: not ready");
             return Err(Status::unavailable(
@@ -335,14 +400,19 @@ impl<S: ConfigSource> AdsService<S> {
         };
         let connected_at = Instant::now();
         let snap = snaps.borrow_and_update().clone();
+        let (snap, denied) = filter.apply(snap);
         let conn = M::new(snap.clone());
-        let entry = self.registry.register(&proxy, conn.status(), snap);
+        let entry = self
+            .registry
+            .register(&proxy, filter.caller(), conn.status(), snap);
         let span = tracing::info_span!(
             "ads",
             node = %proxy.id,
             conn = entry.conn_id,
-            mode = mode.as_str()
+            mode = mode.as_str(),
+            identity = %filter.caller().describe()
         );
+        report_denials(&denied, &filter, &self.observers, &entry, &span);
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         let shutdown = self.shutdown.clone();
         let reporter = Reporter {
@@ -350,10 +420,50 @@ impl<S: ConfigSource> AdsService<S> {
             observers: self.observers.clone(),
             entry,
             connected_at,
+            filter,
         };
         tokio::spawn(drive(conn, incoming, first, snaps, tx, reporter, shutdown).instrument(span));
         Ok(ReceiverStream::new(rx))
     }
+}
+
+/// A string value of the node metadata.
+fn meta_str<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
+    match &node.metadata.as_ref()?.fields.get(key)?.kind {
+        Some(Kind::StringValue(s)) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
+/// Secrets denied for the first time on a stream: one WARN line naming them, the metric, and
+/// the registry (debug endpoints).
+fn report_denials(
+    new: &[(String, DenyReason)],
+    filter: &SecretFilter,
+    observers: &Observers,
+    entry: &RegistryEntry,
+    span: &tracing::Span,
+) {
+    if new.is_empty() {
+        return;
+    }
+    for (_, reason) in new {
+        for o in observers {
+            o.secret_denied(reason.as_str());
+        }
+    }
+    let denied: Vec<String> = new
+        .iter()
+        .map(|(n, r)| format!("{n} ({})", r.as_str()))
+        .collect();
+    span.in_scope(|| {
+        tracing::warn!(
+            identity = %filter.caller().describe(),
+            secrets = ?denied,
+            "SDS: secrets not sent to this caller (connect over the TLS port with an identity of the secret's namespace whose service account may list secrets there)"
+        )
+    });
+    entry.record_denied(filter.denied());
 }
 
 /// Resolves when shutdown is requested (never without a shutdown channel).
@@ -414,6 +524,8 @@ struct Reporter<S: ConfigSource> {
     observers: Observers,
     entry: RegistryEntry,
     connected_at: Instant,
+    /// Removes the secrets this caller may not have from every snapshot.
+    filter: SecretFilter,
 }
 
 impl<S: ConfigSource> Reporter<S> {
@@ -453,7 +565,7 @@ async fn drive<S: ConfigSource, M: Machine>(
     first: M::Req,
     mut snaps: watch::Receiver<Arc<Snapshot>>,
     tx: mpsc::Sender<Result<M::Resp, Status>>,
-    reporter: Reporter<S>,
+    mut reporter: Reporter<S>,
     mut shutdown: Option<watch::Receiver<bool>>,
 ) {
     tracing::info!("ADS stream connected");
@@ -485,6 +597,14 @@ async fn drive<S: ConfigSource, M: Machine>(
                 Ok(()) => {
                     event_at = Instant::now();
                     let snap = snaps.borrow_and_update().clone();
+                    let (snap, denied) = reporter.filter.apply(snap);
+                    report_denials(
+                        &denied,
+                        &reporter.filter,
+                        &reporter.observers,
+                        &reporter.entry,
+                        &tracing::Span::current(),
+                    );
                     reporter.entry.set_snapshot(snap.clone());
                     conn.on_snapshot(snap)
                 }
@@ -511,8 +631,9 @@ impl<S: ConfigSource> AggregatedDiscoveryService for AdsService<S> {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let caller = self.caller(&request).await?;
         let stream = self
-            .start::<SotwConnection>(request.into_inner(), Mode::Sotw)
+            .start::<SotwConnection>(request.into_inner(), Mode::Sotw, caller)
             .await?;
         Ok(Response::new(stream))
     }
@@ -521,8 +642,9 @@ impl<S: ConfigSource> AggregatedDiscoveryService for AdsService<S> {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let caller = self.caller(&request).await?;
         let stream = self
-            .start::<DeltaConnection>(request.into_inner(), Mode::Delta)
+            .start::<DeltaConnection>(request.into_inner(), Mode::Delta, caller)
             .await?;
         Ok(Response::new(stream))
     }

@@ -40,6 +40,37 @@ pub struct BootstrapParams {
     pub api_type: ApiType,
     /// node.cluster; `None` = "istio-ingressgateway.{namespace}".
     pub cluster: Option<String>,
+    /// TLS to the control plane (the xds-grpc cluster's transport socket).
+    pub xds_tls: Option<XdsTls>,
+    /// `authorization: Bearer <token>` on the ADS stream (gRPC initial metadata).
+    pub bearer_token: Option<String>,
+}
+
+/// The xds-grpc cluster's TLS: files Envoy reads (PEM).
+#[derive(Clone, Debug)]
+pub struct XdsTls {
+    /// CA that the server certificate must chain to.
+    pub ca: String,
+    /// The name the server certificate must carry (also sent as SNI).
+    pub server_name: String,
+    /// Client certificate and key (mTLS), if any.
+    pub client_cert: Option<(String, String)>,
+}
+
+impl XdsTls {
+    fn yaml(&self) -> String {
+        let mut certs = String::new();
+        if let Some((c, k)) = &self.client_cert {
+            certs = format!(
+                "          tls_certificates:\n          - certificate_chain: {{filename: \"{c}\"}}\n            private_key: {{filename: \"{k}\"}}\n"
+            );
+        }
+        format!(
+            "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        sni: \"{sn}\"\n        common_tls_context:\n          alpn_protocols: [h2]\n{certs}          validation_context:\n            trusted_ca: {{filename: \"{ca}\"}}\n            match_typed_subject_alt_names:\n            - san_type: DNS\n              matcher: {{exact: \"{sn}\"}}\n",
+            sn = self.server_name,
+            ca = self.ca,
+        )
+    }
 }
 
 impl BootstrapParams {
@@ -53,7 +84,19 @@ impl BootstrapParams {
             labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
             api_type: ApiType::Grpc,
             cluster: None,
+            xds_tls: None,
+            bearer_token: None,
         }
+    }
+
+    pub fn xds_tls(mut self, tls: XdsTls) -> Self {
+        self.xds_tls = Some(tls);
+        self
+    }
+
+    pub fn bearer_token(mut self, token: &str) -> Self {
+        self.bearer_token = Some(token.to_string());
+        self
     }
 
     pub fn api_type(mut self, api_type: ApiType) -> Self {
@@ -101,6 +144,21 @@ pub fn render_bootstrap(p: &BootstrapParams) -> String {
             ("labels", labels),
             ("api_type", p.api_type.as_str().to_string()),
             ("xds_port", p.xds_port.to_string()),
+            (
+                "xds_metadata",
+                p.bearer_token
+                    .as_ref()
+                    .map(|t| {
+                        format!(
+                            "      initial_metadata:\n      - key: authorization\n        value: \"Bearer {t}\""
+                        )
+                    })
+                    .unwrap_or_default(),
+            ),
+            (
+                "xds_tls",
+                p.xds_tls.as_ref().map(XdsTls::yaml).unwrap_or_default(),
+            ),
         ],
     )
 }

@@ -15,6 +15,10 @@
 //! - `.../<name>/status`: `PUT`, and `PATCH` with merge, strategic-merge or apply patches (all
 //!   merged into `status` only), 409 when a given `metadata.resourceVersion` is stale.
 //! - Resources marked missing answer 404 (an uninstalled CRD).
+//! - `POST /apis/authentication.k8s.io/v1/tokenreviews` (TokenReview: tokens registered with
+//!   [`FakeApiServer::add_token`], audiences intersected as the real server does) and
+//!   `POST /apis/authorization.k8s.io/v1/subjectaccessreviews` (SubjectAccessReview: allowed
+//!   for the (user, verb, resource, namespace) tuples granted with [`FakeApiServer::grant`]).
 //!
 //! Tests can hold list responses (to observe the not-ready window), drop every watch
 //! connection, and compact history (expire resourceVersions) while deleting objects, so that a
@@ -76,6 +80,12 @@ struct Store {
     requests: Vec<String>,
     /// Status PATCH/PUTs to answer with 409 before letting one through.
     forced_conflicts: usize,
+    /// TokenReview: token -> (username, audiences it is valid for).
+    tokens: BTreeMap<String, (String, Vec<String>)>,
+    /// SubjectAccessReview: (user, verb, resource, namespace) allowed.
+    grants: BTreeSet<(String, String, String, String)>,
+    token_reviews: usize,
+    access_reviews: usize,
 }
 
 struct Shared {
@@ -469,6 +479,34 @@ impl FakeApiServer {
         self.store().writes.clone()
     }
 
+    /// A token TokenReview accepts for `username` (e.g. `system:serviceaccount:ns:sa`), valid
+    /// for these audiences.
+    pub fn add_token(&self, token: &str, username: &str, audiences: &[&str]) {
+        self.store().tokens.insert(
+            token.to_string(),
+            (
+                username.to_string(),
+                audiences.iter().map(|a| a.to_string()).collect(),
+            ),
+        );
+    }
+
+    /// SubjectAccessReview allows `user` to `verb` `resource` in `namespace`.
+    pub fn grant(&self, user: &str, verb: &str, resource: &str, namespace: &str) {
+        self.store().grants.insert((
+            user.to_string(),
+            verb.to_string(),
+            resource.to_string(),
+            namespace.to_string(),
+        ));
+    }
+
+    /// (TokenReviews, SubjectAccessReviews) answered so far.
+    pub fn review_counts(&self) -> (usize, usize) {
+        let s = self.store();
+        (s.token_reviews, s.access_reviews)
+    }
+
     /// Every request line so far (`METHOD path?query`).
     pub fn requests(&self) -> Vec<String> {
         self.store().requests.clone()
@@ -571,6 +609,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
     };
+    if method == Method::POST && t.resource == "apis/authentication.k8s.io/v1/tokenreviews" {
+        return token_review(&shared, &body);
+    }
+    if method == Method::POST && t.resource == "apis/authorization.k8s.io/v1/subjectaccessreviews" {
+        return access_review(&shared, &body);
+    }
     let fields = q.get("fieldSelector").cloned().unwrap_or_default();
     let is_watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
     match (&method, &t.name) {
@@ -734,6 +778,85 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         }
         _ => error(405, "MethodNotAllowed", "not supported by the fake"),
     }
+}
+
+/// authentication.k8s.io/v1 TokenReview, as the real server answers it: the review echoed with
+/// `status` (`authenticated`, `user`, `audiences` = the requested ones the token is valid for;
+/// without requested audiences the API server's own, here `https://kubernetes.default.svc`).
+fn token_review(shared: &Shared, body: &[u8]) -> Response<Body> {
+    let Ok(mut review) = serde_json::from_slice::<Value>(body) else {
+        return error(400, "BadRequest", "body is not JSON");
+    };
+    let token = review["spec"]["token"].as_str().unwrap_or("").to_string();
+    let wanted: Vec<String> = review["spec"]["audiences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut store = shared.store.lock().unwrap();
+    store.token_reviews += 1;
+    let status = match store.tokens.get(&token) {
+        None => {
+            json!({"user": {}, "error": "[invalid bearer token, square/go-jose: error in cryptographic primitive]"})
+        }
+        Some((user, valid)) => {
+            let wanted = if wanted.is_empty() {
+                vec!["https://kubernetes.default.svc".to_string()]
+            } else {
+                wanted
+            };
+            let both: Vec<&String> = wanted.iter().filter(|a| valid.contains(a)).collect();
+            if both.is_empty() {
+                json!({"user": {}, "error": "[invalid bearer token, token audiences [...] is invalid for the target audiences]"})
+            } else {
+                let ns = user.split(':').nth(2).unwrap_or("");
+                json!({
+                    "authenticated": true,
+                    "user": {
+                        "username": user,
+                        "uid": format!("uid-{user}"),
+                        "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"],
+                    },
+                    "audiences": both,
+                })
+            }
+        }
+    };
+    review["apiVersion"] = "authentication.k8s.io/v1".into();
+    review["kind"] = "TokenReview".into();
+    review["metadata"] = json!({"creationTimestamp": null});
+    review["status"] = status;
+    full(StatusCode::CREATED, &review)
+}
+
+/// authorization.k8s.io/v1 SubjectAccessReview: `status.allowed` from the grants.
+fn access_review(shared: &Shared, body: &[u8]) -> Response<Body> {
+    let Ok(mut review) = serde_json::from_slice::<Value>(body) else {
+        return error(400, "BadRequest", "body is not JSON");
+    };
+    let spec = &review["spec"];
+    let ra = &spec["resourceAttributes"];
+    let key = (
+        spec["user"].as_str().unwrap_or("").to_string(),
+        ra["verb"].as_str().unwrap_or("").to_string(),
+        ra["resource"].as_str().unwrap_or("").to_string(),
+        ra["namespace"].as_str().unwrap_or("").to_string(),
+    );
+    let mut store = shared.store.lock().unwrap();
+    store.access_reviews += 1;
+    let allowed = store.grants.contains(&key);
+    review["apiVersion"] = "authorization.k8s.io/v1".into();
+    review["kind"] = "SubjectAccessReview".into();
+    review["metadata"] = json!({"creationTimestamp": null});
+    review["status"] = if allowed {
+        json!({"allowed": true, "reason": "RBAC: allowed by RoleBinding"})
+    } else {
+        json!({"allowed": false})
+    };
+    full(StatusCode::CREATED, &review)
 }
 
 fn watch_response(

@@ -35,12 +35,13 @@ pub mod envoy;
 pub mod fake_apiserver;
 pub mod fixture;
 pub mod load;
+pub mod pki;
 pub mod server;
 pub mod tls;
 pub mod util;
 
 pub use backend::Backend;
-pub use bootstrap::{fill_template, render_bootstrap, ApiType, BootstrapParams};
+pub use bootstrap::{fill_template, render_bootstrap, ApiType, BootstrapParams, XdsTls};
 pub use client::{
     http2_get, http_get, http_request, try_http2_get, try_http_get, try_http_request, try_ws_echo,
     ws_echo, HttpClient, HttpVersion, Response,

@@ -23,6 +23,7 @@ pub struct Server {
     dir: TempDir,
     stdout: Arc<Mutex<Vec<String>>>,
     xds_port: u16,
+    xds_tls_port: u16,
     debug_port: u16,
 }
 
@@ -88,6 +89,7 @@ impl Server {
             dir,
             stdout,
             xds_port: 0,
+            xds_tls_port: 0,
             debug_port: 0,
         };
         let deadline = Instant::now() + SERVER_START_TIMEOUT;
@@ -95,10 +97,13 @@ impl Server {
             {
                 let lines = server.stdout.lock().unwrap();
                 let xds = parse_port(&lines, "xds listening on");
+                let tls = parse_port(&lines, "xds-tls listening on");
                 let debug = parse_port(&lines, "debug listening on");
-                if let (Some(x), Some(d)) = (xds, debug) {
+                // The debug line comes last.
+                if let (true, Some(d)) = (xds.is_some() || tls.is_some(), debug) {
                     drop(lines);
-                    server.xds_port = x;
+                    server.xds_port = xds.unwrap_or(0);
+                    server.xds_tls_port = tls.unwrap_or(0);
                     server.debug_port = d;
                     return server;
                 }
@@ -127,6 +132,11 @@ impl Server {
 
     pub fn xds_port(&self) -> u16 {
         self.xds_port
+    }
+
+    /// The TLS xDS port (`--xds-tls-addr`), 0 when not serving TLS.
+    pub fn xds_tls_port(&self) -> u16 {
+        self.xds_tls_port
     }
 
     pub fn debug_port(&self) -> u16 {
