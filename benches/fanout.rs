@@ -3,7 +3,14 @@
 //! (wildcard) and to the load assignments of its gateway; then one endpoint changes and we
 //! measure the time until every stream has received the new assignment.
 //!
-//! `cargo bench --bench fanout -- [STREAMS] [N]` (defaults: 1000 streams, 1000 services).
+//! `cargo bench --bench fanout -- [STREAMS] [N] [plain|tls|both]` (defaults: 1000 streams, 1000
+//! services, plain). `tls` connects every stream over the TLS xDS listener with mutual TLS (a
+//! test CA, a SPIFFE client certificate of `istio-system`, as an istio-proxy gateway would);
+//! `both` measures plaintext and then TLS in the same run and prints their ratio.
+
+#[path = "../tests/common/pki.rs"]
+#[allow(dead_code)]
+mod pki;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,34 +58,150 @@ fn node(i: usize, istio: &str) -> Node {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<usize> = raw.iter().filter_map(|a| a.parse().ok()).collect();
     let streams = args.first().copied().unwrap_or(1000);
     let n = args.get(1).copied().unwrap_or(1000);
+    let mode = raw
+        .iter()
+        .find(|a| ["plain", "tls", "both"].contains(&a.as_str()))
+        .map_or("plain", String::as_str);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(streams, n));
+    let mut results = Vec::new();
+    for tls in [false, true] {
+        if (mode == "plain" && tls) || (mode == "tls" && !tls) {
+            continue;
+        }
+        results.push((tls, rt.block_on(run(streams, n, tls))));
+    }
+    if let [(_, plain), (_, tls)] = results.as_slice() {
+        let ratio = |a: Duration, b: Duration| b.as_secs_f64() / a.as_secs_f64().max(1e-9);
+        println!("| TLS / plaintext, same run | ratio |");
+        println!("|---|---|");
+        println!(
+            "| stream start (connect + handshake + first sync), per stream | {:.2} |",
+            ratio(plain.setup, tls.setup)
+        );
+        if let (Some(p), Some(t)) = (plain.median, tls.median) {
+            println!("| one endpoint change, median | {:.2} |", ratio(p, t));
+        }
+        if let (Some(p), Some(t)) = (plain.max, tls.max) {
+            println!("| one endpoint change, max | {:.2} |", ratio(p, t));
+        }
+    }
 }
 
-async fn run(streams: usize, n: usize) {
+/// What one fan-out run measured.
+struct Figures {
+    setup: Duration,
+    median: Option<Duration>,
+    max: Option<Duration>,
+}
+
+/// The TLS side of a run: the server's rustls config (mutual TLS against a test CA) and a client
+/// config presenting a SPIFFE certificate of `istio-system`.
+struct Tls {
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+    _dir: tempfile::TempDir,
+}
+
+fn tls_configs() -> Tls {
+    use knative_pilot::xds::auth::tls;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = pki::Ca::new("fanout-ca");
+    let ca_path = ca.write(dir.path(), "ca.crt");
+    let (cert, key) = ca.server(pki::SERVER_NAME).write(dir.path(), "server");
+    let reloading = tls::ReloadingCert::load(tls::TlsFiles { cert, key }).expect("server cert");
+    let server = tls::server_config(reloading, Some(&ca_path)).expect("server config");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.cert_pem.as_bytes()) {
+        roots.add(c.expect("ca pem")).expect("root");
+    }
+    let id = ca.client("istio-system", "istio-ingressgateway-service-account");
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(id.cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("client cert");
+    let key = PrivateKeyDer::from_pem_slice(id.key.as_bytes()).expect("client key");
+    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .expect("client auth");
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    Tls {
+        server,
+        client: Arc::new(client),
+        _dir: dir,
+    }
+}
+
+/// A channel to the server: plaintext, or TLS with the client config.
+async fn channel(
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> tonic::transport::Channel {
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint");
+    match tls {
+        None => endpoint.connect().await.expect("connect"),
+        Some(cfg) => {
+            let connector = tokio_rustls::TlsConnector::from(cfg);
+            endpoint
+                .connect_with_connector(tower::service_fn(move |_uri| {
+                    let connector = connector.clone();
+                    async move {
+                        let tcp = tokio::net::TcpStream::connect(addr).await?;
+                        let name = rustls::pki_types::ServerName::try_from(pki::SERVER_NAME)
+                            .expect("server name");
+                        let tls = connector.connect(name, tcp).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+                    }
+                }))
+                .await
+                .expect("TLS connect")
+        }
+    }
+}
+
+async fn run(streams: usize, n: usize, use_tls: bool) -> Figures {
     let synth = Synth::new(n, Form::Route);
     let hub = Hub::new(Options::default());
     hub.update(synth.inputs(), Vec::new());
     let registry = Arc::new(ConnectionRegistry::new());
-    let svc = AdsService::new(hub.clone(), registry);
+    let svc = AdsService::new(hub.clone(), registry)
+        .with_auth(Arc::new(knative_pilot::xds::auth::Authenticator::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc.server())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let tls = use_tls.then(tls_configs);
+    let server = tonic::transport::Server::builder().add_service(svc.server());
+    match &tls {
+        None => {
+            tokio::spawn(
+                server
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+        }
+        Some(t) => {
+            let incoming = knative_pilot::xds::auth::tls::incoming(
+                listener,
+                t.server.clone(),
+                "cluster.local".to_string(),
+                Arc::new(|reason| panic!("TLS handshake refused: {reason}")),
+            );
+            tokio::spawn(server.serve_with_incoming(incoming));
+        }
+    }
     // The changed endpoint: revision 1 of service n/2 (on both gateways unless cluster-local).
     let mid = n / 2;
     let target = format!(
@@ -99,11 +222,10 @@ async fn run(streams: usize, n: usize) {
         let target = target.clone();
         let node = node(i, istio);
         // Connect one at a time: a burst of 1,000 connects can overflow the listen backlog.
-        let mut client =
-            match AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await {
-                Ok(c) => c.max_decoding_message_size(usize::MAX),
-                Err(e) => panic!("connect: {e}"),
-            };
+        let mut client = AggregatedDiscoveryServiceClient::new(
+            channel(addr, tls.as_ref().map(|t| t.client.clone())).await,
+        )
+        .max_decoding_message_size(usize::MAX);
         tokio::spawn(async move {
             let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
             let _ = tx.send(DeltaDiscoveryRequest {
@@ -175,10 +297,11 @@ async fn run(streams: usize, n: usize) {
     times.sort();
     let pct =
         |p: f64| times.get(((times.len() as f64 * p) as usize).min(times.len().saturating_sub(1)));
-    println!("| figure | value |");
+    let over = if use_tls { "mutual TLS" } else { "plaintext" };
+    println!("| figure ({over}) | value |");
     println!("|---|---|");
     println!(
-        "| Delta streams connected and synced ({n} services) | {streams} in {:.1} s |",
+        "| Delta streams connected and synced ({n} services), one at a time | {streams} in {:.1} s |",
         setup.as_secs_f64()
     );
     println!(
@@ -191,5 +314,10 @@ async fn run(streams: usize, n: usize) {
             p50.as_secs_f64() * 1e3,
             max.as_secs_f64() * 1e3
         );
+    }
+    Figures {
+        setup,
+        median: pct(0.5).copied(),
+        max: times.last().copied(),
     }
 }
