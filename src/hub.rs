@@ -377,6 +377,14 @@ impl ConfigSource for Hub {
             .map(|(_, t)| *t)
     }
 
+    fn gateways(&self, proxy: &ProxyIdentity) -> Vec<String> {
+        lock(&self.state)
+            .engines
+            .get(&proxy.labels)
+            .map(|e| e.gateways().to_vec())
+            .unwrap_or_default()
+    }
+
     fn subscribe(&self, proxy: &ProxyIdentity) -> Option<watch::Receiver<Arc<Snapshot>>> {
         if !self.is_ready() {
             return None;

@@ -91,7 +91,8 @@ async fn envoy_dump(
     api: ApiType,
 ) -> (tempfile::NamedTempFile, Server, Envoy) {
     // Over mTLS as an identity of `default`, the namespace of the goldens' TLS Secret (a
-    // plaintext Envoy gets no secret); `--from` alone authorizes secrets by namespace.
+    // plaintext Envoy gets no secret); `--from` alone authorizes secrets by namespace. The
+    // goldens' Gateways are knative-serving's: allow-listed for `default` here.
     // Kept beside the manifests (a hidden directory the loader skips) while Envoy runs.
     let certs = dir.path().join(".xds-certs");
     std::fs::create_dir_all(&certs).unwrap();
@@ -114,6 +115,8 @@ async fn envoy_dump(
         key.to_str().unwrap(),
         "--client-ca-file",
         ca_file.to_str().unwrap(),
+        "--gateway-allow",
+        "default=knative-serving",
     ])
     .await;
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();

@@ -85,13 +85,25 @@ struct Fixture {
     server: Server,
     ca: Ca,
     _certs: tempfile::TempDir,
-    _dir: ManifestDir,
+    dir: ManifestDir,
 }
 
 impl Fixture {
+    /// With `--kube-auth`, and `default` identities allowed the (knative-serving) Gateways too,
+    /// so that the secret rules can be tested with a second namespace's identity.
     async fn start() -> Fixture {
         let certs = tempfile::tempdir().expect("tempdir");
-        Self::start_with(certs, &["--kube-auth"]).await
+        Self::start_with(
+            certs,
+            &[
+                "--kube-auth",
+                "--gateway-allow",
+                "istio-system=knative-serving",
+                "--gateway-allow",
+                "default=knative-serving",
+            ],
+        )
+        .await
     }
 
     /// With these flags instead of `--kube-auth` (the files they name go into `certs`).
@@ -166,7 +178,7 @@ impl Fixture {
             server,
             ca,
             _certs: certs,
-            _dir: dir,
+            dir,
         }
     }
 }
@@ -788,4 +800,75 @@ async fn from_mode_verifies_tokens_with_a_key_file() {
     }
     // No API server was asked.
     assert_eq!(f.api.review_counts(), (0, 0));
+}
+
+/// The Gateways of the default layout are knative-serving's, served to istio-system's gateway
+/// pods (the default allow-list). An identity of another namespace whose node selects them is
+/// refused; so is a stream whose node comes to select a Gateway of a namespace that is not
+/// allowed, once that Gateway exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_selecting_a_gateway_of_another_namespace_is_refused() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let f = Fixture::start_with(certs, &["--kube-auth"]).await;
+    let cert = f.ca.client("default", "default");
+    let ch = tls_channel(f.server.xds_tls_port(), &f.ca.cert_pem, Some(&cert))
+        .await
+        .expect("connect");
+    let err = fetch(ch, node("default"), CLUSTER, &[], None)
+        .await
+        .err()
+        .expect("refused");
+    eprintln!("client saw: {err:?}");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains(
+            "may not receive the config of Gateway knative-serving/knative-ingress-gateway"
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        metric(
+            &f.server,
+            "knative_pilot_xds_auth_failures{reason=\"foreign_gateway\"}"
+        )
+        .await,
+        1
+    );
+
+    // The istio-system gateway identity is served ...
+    let gw = f.ca.client("istio-system", "istio-ingressgateway");
+    let ch = tls_channel(f.server.xds_tls_port(), &f.ca.cert_pem, Some(&gw))
+        .await
+        .expect("connect");
+    let mut st = fetch(ch, node("istio-system"), CLUSTER, &[], None)
+        .await
+        .expect("served");
+    assert!(!st.first.resources.is_empty(), "no clusters");
+    // ... until its labels also select a Gateway of a namespace it is not allowed.
+    f.dir.write(
+        "foreign-gateway.yaml",
+        r#"apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {name: hijack, namespace: tenant}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+"#,
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match st._rx.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends in time")
+    .expect("with a status");
+    assert_eq!(ended.code(), tonic::Code::PermissionDenied, "{ended:?}");
+    assert!(ended.message().contains("tenant/hijack"), "{ended:?}");
 }

@@ -306,6 +306,12 @@ pub struct XdsAuthArgs {
     /// How long TokenReview and SubjectAccessReview answers are reused.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub auth_cache_ttl: Duration,
+    /// IDENTITY_NS=GATEWAY_NS: an authenticated identity of IDENTITY_NS may receive the config
+    /// of GATEWAY_NS's Gateways, besides its own namespace's (repeatable; giving it replaces the
+    /// default, net-istio's layout of istio-system gateway pods serving knative-serving's
+    /// Gateways). A stream whose node selects any other Gateway is refused.
+    #[arg(long, default_value = "istio-system=knative-serving")]
+    pub gateway_allow: Vec<String>,
 }
 
 impl XdsAuthArgs {
@@ -324,6 +330,7 @@ impl XdsAuthArgs {
             kube_auth: self.kube_auth,
             token_jwks_file: self.token_jwks_file.clone(),
             token_issuer: self.token_issuer.clone(),
+            gateway_allow: self.gateway_allow.clone(),
         }
     }
 }

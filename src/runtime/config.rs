@@ -86,6 +86,9 @@ pub struct XdsAuthConfig {
     pub token_jwks_file: Option<PathBuf>,
     /// With `token_jwks_file`: the `iss` a token must carry.
     pub token_issuer: Option<String>,
+    /// `IDENTITY_NS=GATEWAY_NS` pairs: an identity of IDENTITY_NS may receive the config of the
+    /// Gateways of GATEWAY_NS (besides its own namespace's).
+    pub gateway_allow: Vec<String>,
 }
 
 impl XdsAuthConfig {
@@ -104,6 +107,7 @@ impl XdsAuthConfig {
             kube_auth: false,
             token_jwks_file: None,
             token_issuer: None,
+            gateway_allow: vec!["istio-system=knative-serving".to_string()],
         }
     }
 }

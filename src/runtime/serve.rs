@@ -91,6 +91,10 @@ pub async fn run(
         registry: registry.clone(),
         progress: matches!(prepared, Prepared::Kube(..)).then(|| progress.clone()),
         auth: Arc::new(authenticator(&config.xds_auth, auth_client)?),
+        gateway_allow: crate::xds::auth::policy::GatewayAllowList::parse(
+            &config.xds_auth.gateway_allow,
+        )
+        .map_err(|e| anyhow::anyhow!("--gateway-allow: {e}"))?,
         trust_domain: config.xds_auth.auth.trust_domain.clone(),
     };
     let (batches, batch_rx) = mpsc::unbounded_channel::<Batch>();
@@ -253,6 +257,7 @@ struct Servers {
     /// With `--kube`: this replica's per-KIngress progress, on `/debug/kingress_progress`.
     progress: Option<Arc<super::status::ProgressShared>>,
     auth: Arc<Authenticator>,
+    gateway_allow: crate::xds::auth::policy::GatewayAllowList,
     trust_domain: String,
 }
 
@@ -266,6 +271,7 @@ impl Servers {
                 .with_shutdown(stop.receiver())
                 .with_observer(metrics.clone())
                 .with_auth(self.auth.clone())
+                .with_gateway_allow_list(self.gateway_allow.clone())
         };
         let builder = || {
             tonic::transport::Server::builder()

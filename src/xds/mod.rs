@@ -36,6 +36,12 @@ pub trait ConfigSource: Send + Sync + 'static {
         proxy: &ProxyIdentity,
     ) -> Option<tokio::sync::watch::Receiver<Arc<Snapshot>>>;
 
+    /// The Gateways (`ns/name`) whose config this proxy's snapshot holds (for the rule that an
+    /// identity only receives the Gateways it may be). Empty when unknown (the default).
+    fn gateways(&self, _proxy: &ProxyIdentity) -> Vec<String> {
+        Vec::new()
+    }
+
     /// When the source started making `generation` (it saw the change that led to it), for the
     /// convergence time metric. `None` when unknown (the default).
     fn generation_time(&self, _generation: u64) -> Option<std::time::Instant> {

@@ -30,6 +30,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use super::auth::policy::{foreign_gateway, GatewayAllowList};
 use super::auth::{Authenticator, Caller, DenyReason, PeerInfo, SecretFilter};
 use super::conn::{ConnStatus, DeltaConnection, Event, Mode, SotwConnection, Step};
 use super::observe::{LogObserver, Observers, Push, StreamObserver};
@@ -295,6 +296,7 @@ pub struct AdsService<S: ConfigSource> {
     shutdown: Option<watch::Receiver<bool>>,
     observers: Observers,
     auth: Arc<Authenticator>,
+    gateway_allow: Arc<GatewayAllowList>,
 }
 
 impl<S: ConfigSource> AdsService<S> {
@@ -305,7 +307,15 @@ impl<S: ConfigSource> AdsService<S> {
             shutdown: None,
             observers: vec![Arc::new(LogObserver)],
             auth: Arc::new(Authenticator::default()),
+            gateway_allow: Arc::new(GatewayAllowList::istio_default()),
         }
+    }
+
+    /// Which Gateways of other namespaces an identity may receive (default: `istio-system`
+    /// gateways may serve `knative-serving`'s Gateways, net-istio's layout).
+    pub fn with_gateway_allow_list(mut self, allow: GatewayAllowList) -> Self {
+        self.gateway_allow = Arc::new(allow);
+        self
     }
 
     /// Also report pushes, ACKs, NACKs and convergence to this observer (after the log).
@@ -344,6 +354,19 @@ impl<S: ConfigSource> AdsService<S> {
                 self.each(|o| o.auth_failed(e.reason()));
                 Status::unauthenticated(e.to_string())
             })
+    }
+
+    /// `PermissionDenied` when the proxy's labels select a Gateway its caller may not be.
+    fn check_gateways(&self, caller: &Caller, proxy: &ProxyIdentity) -> Result<(), Status> {
+        let gateways = self.source.gateways(proxy);
+        match foreign_gateway(caller, &gateways, &self.gateway_allow) {
+            None => Ok(()),
+            Some(g) => {
+                tracing::warn!(identity = %caller.describe(), node = %proxy.id, gateway = g, "ADS stream refused: the node's labels select a Gateway of another namespace");
+                self.each(|o| o.auth_failed("foreign_gateway"));
+                Err(gateway_denied(caller, g))
+            }
+        }
     }
 
     /// Streams end (cleanly, status OK) once this channel holds `true`.
@@ -398,6 +421,7 @@ impl<S: ConfigSource> AdsService<S> {
                 "not ready: initial load not translated yet",
             ));
         };
+        self.check_gateways(filter.caller(), &proxy)?;
         let connected_at = Instant::now();
         let snap = snaps.borrow_and_update().clone();
         let (snap, denied) = filter.apply(snap);
@@ -421,10 +445,21 @@ impl<S: ConfigSource> AdsService<S> {
             entry,
             connected_at,
             filter,
+            gateway_allow: self.gateway_allow.clone(),
+            proxy: proxy.clone(),
         };
         tokio::spawn(drive(conn, incoming, first, snaps, tx, reporter, shutdown).instrument(span));
         Ok(ReceiverStream::new(rx))
     }
+}
+
+/// The status of a stream refused (or ended) for a Gateway its caller may not receive.
+fn gateway_denied(caller: &Caller, gateway: &str) -> Status {
+    Status::permission_denied(format!(
+        "identity {} may not receive the config of Gateway {gateway} (another namespace, not \
+         in the gateway allow-list)",
+        caller.describe()
+    ))
 }
 
 /// A string value of the node metadata.
@@ -526,9 +561,18 @@ struct Reporter<S: ConfigSource> {
     connected_at: Instant,
     /// Removes the secrets this caller may not have from every snapshot.
     filter: SecretFilter,
+    gateway_allow: Arc<GatewayAllowList>,
+    proxy: ProxyIdentity,
 }
 
 impl<S: ConfigSource> Reporter<S> {
+    /// A Gateway of another namespace the proxy's snapshot now holds (a Gateway created or
+    /// changed after the stream started), if its caller may not receive it.
+    fn foreign_gateway(&self) -> Option<String> {
+        let gateways = self.source.gateways(&self.proxy);
+        foreign_gateway(self.filter.caller(), &gateways, &self.gateway_allow).map(str::to_string)
+    }
+
     fn each(&self, f: impl Fn(&dyn StreamObserver)) {
         for o in &self.observers {
             f(o.as_ref());
@@ -597,6 +641,12 @@ async fn drive<S: ConfigSource, M: Machine>(
                 Ok(()) => {
                     event_at = Instant::now();
                     let snap = snaps.borrow_and_update().clone();
+                    if let Some(g) = reporter.foreign_gateway() {
+                        tracing::warn!(gateway = g.as_str(), "ADS stream ended: the node's labels now select a Gateway of another namespace");
+                        reporter.each(|o| o.auth_failed("foreign_gateway"));
+                        let _ = tx.send(Err(gateway_denied(reporter.filter.caller(), &g))).await;
+                        break;
+                    }
                     let (snap, denied) = reporter.filter.apply(snap);
                     report_denials(
                         &denied,

@@ -136,6 +136,13 @@ pub struct GatewayAllowList {
 }
 
 impl GatewayAllowList {
+    /// net-istio's layout: the `istio-system` gateway pods serve `knative-serving`'s Gateways.
+    pub fn istio_default() -> GatewayAllowList {
+        GatewayAllowList {
+            pairs: vec![("istio-system".to_string(), "knative-serving".to_string())],
+        }
+    }
+
     /// Parses `identity-ns=gateway-ns` entries.
     pub fn parse(entries: &[String]) -> Result<GatewayAllowList, String> {
         let mut pairs = Vec::new();
@@ -169,6 +176,21 @@ pub fn may_serve_gateway(caller: &Caller, gateway_ns: &str, allow: &GatewayAllow
     } else {
         Decision::Deny(DenyReason::ForeignGateway)
     }
+}
+
+/// The first of `gateways` (`ns/name`) this caller may not receive the config of, if any.
+pub fn foreign_gateway<'a>(
+    caller: &Caller,
+    gateways: &'a [String],
+    allow: &GatewayAllowList,
+) -> Option<&'a str> {
+    gateways
+        .iter()
+        .find(|g| {
+            let ns = g.split_once('/').map_or("", |(ns, _)| ns);
+            !may_serve_gateway(caller, ns, allow).is_allowed()
+        })
+        .map(String::as_str)
 }
 
 #[cfg(test)]
@@ -265,5 +287,19 @@ mod tests {
             Decision::Deny(DenyReason::ForeignGateway)
         );
         assert!(GatewayAllowList::parse(&["x".into()]).is_err());
+        let gateways = vec![
+            "knative-serving/knative-ingress-gateway".to_string(),
+            "default/mine".to_string(),
+        ];
+        assert_eq!(
+            foreign_gateway(&gw, &gateways, &allow),
+            Some("default/mine")
+        );
+        assert_eq!(foreign_gateway(&gw, &gateways[..1], &allow), None);
+        assert_eq!(
+            foreign_gateway(&Caller::Anonymous, &gateways, &allow),
+            None,
+            "anonymous callers (plaintext) are not restricted by gateway"
+        );
     }
 }
