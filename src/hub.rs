@@ -154,7 +154,7 @@ impl Hub {
         // errors matter even with no proxy connected).
         proxies.retain(|_, tx| tx.receiver_count() > 0);
         let mut keys: BTreeSet<ProxyKey> = proxies.keys().cloned().collect();
-        for gw in [&self.opts.external_gateway, &self.opts.local_gateway] {
+        for gw in ["external", "local"] {
             if let Some(labels) = translate::gateway_labels(&st.raw, &self.opts, gw) {
                 keys.insert(labels);
             }

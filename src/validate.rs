@@ -15,6 +15,7 @@
 //! | `missing-service` / `missing-port` | error | translator: backend Service or port not found |
 //! | `tls-secret-missing` / `tls-secret-invalid` | error | translator: TLS Secret not found or not a tls.crt/tls.key pair |
 //! | `unknown-gateway` | error | analyzer: VirtualService `spec.gateways` naming no Gateway |
+//! | `no-local-gateway` | error | analyzer: a KIngress of ours with ClusterLocal rules while the local gateway (`--local-gateway`, or the well-known name found) does not exist: its cluster-local hosts are served nowhere |
 //! | `invalid-regex` | error | analyzer: a VirtualService regex match that is not RE2 (Envoy would NACK the whole route configuration of that port) |
 //! | `no-ready-endpoints` | warning | analyzer: a Service traffic is routed to has no ready endpoint (503s) |
 //! | `foreign-class` | warning | analyzer: a KIngress of another class that nothing translates |
@@ -116,6 +117,7 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
     let empty_services = translator_errors(inputs, opts, &gateways, &mut out);
     no_ready_endpoints(inputs, empty_services, &mut out);
     unknown_gateways(inputs, &gateways, &mut out);
+    missing_local_gateway(inputs, opts, &gateways, &mut out);
     invalid_regexes(inputs, &mut out);
     foreign_classes(inputs, opts, &mut out);
     let mut v: Vec<Finding> = out.into_iter().collect();
@@ -259,6 +261,53 @@ fn unknown_gateways(
                 });
             }
         }
+    }
+}
+
+/// KIngresses of ours with ClusterLocal rules when the local gateway does not exist (e.g.
+/// `--local-gateway` naming net-istio's old `cluster-local-gateway` in a cluster that has only
+/// `knative-local-gateway`).
+fn missing_local_gateway(
+    inputs: &Inputs,
+    opts: &Options,
+    gateways: &[translate::GatewayInfo],
+    out: &mut BTreeSet<Finding>,
+) {
+    let local = opts.local_gateway(inputs);
+    if gateways.iter().any(|g| g.id() == local) {
+        return;
+    }
+    let known: Vec<String> = gateways.iter().map(|g| g.id()).collect();
+    for (key, e) in inputs.of_kind(Kind::KIngress) {
+        let Object::KIngress(ing) = &e.object else {
+            continue;
+        };
+        if !translate::ownership::is_ours(inputs, &ing.metadata, &opts.ingress_class) {
+            continue;
+        }
+        let local_rules = ing
+            .spec
+            .rules
+            .iter()
+            .filter(|r| r.visibility.as_deref() == Some("ClusterLocal"))
+            .count();
+        if local_rules == 0 {
+            continue;
+        }
+        out.insert(Finding {
+            severity: Severity::Error,
+            code: "no-local-gateway",
+            object: Some(key.clone()),
+            origin: e.origin.clone(),
+            message: format!(
+                "{local_rules} ClusterLocal rule(s), but the local gateway {local} does not exist \
+                 (known: {}): their hosts are served by no gateway",
+                known.join(", ")
+            ),
+            fix: format!(
+                "create Gateway {local}, or pass --local-gateway naming one of the known gateways"
+            ),
+        });
     }
 }
 

@@ -210,3 +210,29 @@ fn clean_inputs_and_usage_errors() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("/nonexistent/manifests"), "{}", r.stderr);
 }
+
+/// net-istio's current objects (`knative-local-gateway`, port 8081, on the ingress gateway pods):
+/// found without flags, so nothing to report; a `--local-gateway` naming the old
+/// `cluster-local-gateway` leaves the ClusterLocal rules without a gateway, which is an error
+/// naming the KIngress.
+#[test]
+fn cluster_local_rules_without_a_local_gateway_are_an_error() {
+    let dir = testdata("net-istio-current");
+    let ok = validate(&["--from", dir.to_str().unwrap()]);
+    assert_eq!(ok.code, 0, "{}\n{}", ok.stdout, ok.stderr);
+    assert!(!ok.stdout.contains("no-local-gateway"), "{}", ok.stdout);
+    let r = validate(&[
+        "--from",
+        dir.to_str().unwrap(),
+        "--local-gateway",
+        "knative-serving/cluster-local-gateway",
+    ]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let (line, fix) = finding(&r.stdout, "error[no-local-gateway] Ingress default/shared");
+    assert!(line.contains("kingress.yaml document 1"), "{line}");
+    assert!(
+        line.contains("the local gateway knative-serving/cluster-local-gateway does not exist"),
+        "{line}"
+    );
+    assert!(fix.contains("--local-gateway"), "{fix}");
+}

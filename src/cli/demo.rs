@@ -205,7 +205,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
         translate: TranslateArgs {
             ingress_class: crate::model::kingress::DEFAULT_CLASS.to_string(),
             external_gateway: "knative-serving/knative-ingress-gateway".to_string(),
-            local_gateway: "knative-serving/cluster-local-gateway".to_string(),
+            local_gateway: None,
             bind_address: "127.0.0.1".to_string(),
             cluster_domain: "cluster.local".to_string(),
             route_layout: crate::cli::RouteLayoutArg::Istio,

@@ -88,9 +88,11 @@ pub struct TranslateArgs {
     /// Gateway (ns/name) that serves ExternalIP rules of KIngresses and Routes.
     #[arg(long, default_value = "knative-serving/knative-ingress-gateway")]
     pub external_gateway: String,
-    /// Gateway (ns/name) that serves ClusterLocal rules.
-    #[arg(long, default_value = "knative-serving/cluster-local-gateway")]
-    pub local_gateway: String,
+    /// Gateway (ns/name) that serves ClusterLocal rules [default:
+    /// knative-serving/knative-local-gateway when that Gateway exists (net-istio today), else
+    /// knative-serving/cluster-local-gateway].
+    #[arg(long)]
+    pub local_gateway: Option<String>,
     /// Address gateway listeners bind to when a Gateway server names no `bind`.
     #[arg(long, default_value = "0.0.0.0")]
     pub bind_address: String,

@@ -46,9 +46,10 @@ pub fn gateways(inputs: &Inputs, opts: &Options) -> Vec<GatewayInfo> {
         })
         .collect();
     if out.is_empty() {
+        let local = opts.local_gateway(inputs);
         for (id, selector) in [
             (&opts.external_gateway, "ingressgateway"),
-            (&opts.local_gateway, "cluster-local-gateway"),
+            (&local, "cluster-local-gateway"),
         ] {
             let (ns, name) = split_ns_name(id, "knative-serving");
             out.push(GatewayInfo {
@@ -82,9 +83,9 @@ pub fn gateway_labels(
     gateway: &str,
 ) -> Option<BTreeMap<String, String>> {
     let id = match gateway {
-        "external" => opts.external_gateway.as_str(),
-        "local" => opts.local_gateway.as_str(),
-        other => other,
+        "external" => opts.external_gateway.clone(),
+        "local" => opts.local_gateway(inputs),
+        other => other.to_string(),
     };
     gateways(inputs, opts)
         .into_iter()
@@ -103,14 +104,31 @@ pub(crate) fn is_subset(sub: &BTreeMap<String, String>, sup: &BTreeMap<String, S
     sub.iter().all(|(k, v)| sup.get(k) == Some(v))
 }
 
+/// The label with which a gateway Service is left out of Gateway port translation, as istiod
+/// does (net-istio puts it on `istio-system/knative-local-gateway`, 80 -> 8081, so that the
+/// external Gateway's port 80 still maps through `istio-ingressgateway` to 8080 while the local
+/// Gateway's port 8081 is used as is).
+pub const DISABLE_PORT_TRANSLATION_LABEL: &str =
+    "experimental.istio.io/disable-gateway-port-translation";
+
 /// The container port a gateway server port maps to, through the Services that select the
-/// gateway pods (Service selector a subset of the pod labels); 80 -> 8080 and 443 -> 8443 when no
+/// gateway pods (Service selector a subset of the pod labels, Services labelled
+/// [`DISABLE_PORT_TRANSLATION_LABEL`] `"true"` left out); 80 -> 8080 and 443 -> 8443 when no
 /// Service says.
 pub fn container_port(inputs: &Inputs, labels: &BTreeMap<String, String>, port: u32) -> u32 {
     for (_, e) in inputs.of_kind(Kind::Service) {
         let Object::Service(svc) = &e.object else {
             continue;
         };
+        let untranslated = svc
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(DISABLE_PORT_TRANSLATION_LABEL))
+            .is_some_and(|v| v == "true");
+        if untranslated {
+            continue;
+        }
         let Some(spec) = &svc.spec else { continue };
         let selector: BTreeMap<String, String> = spec.selector.clone().unwrap_or_default();
         if selector.is_empty() || !is_subset(&selector, labels) {

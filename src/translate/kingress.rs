@@ -60,11 +60,10 @@ pub(super) fn placements(
     for (ri, rule) in defaulted.rules.iter().enumerate() {
         let local = rule.visibility.as_deref() == Some("ClusterLocal");
         let gateway = if local {
-            &cx.opts.local_gateway
+            cx.opts.local_gateway(cx.inputs)
         } else {
-            &cx.opts.external_gateway
-        }
-        .clone();
+            cx.opts.external_gateway.clone()
+        };
         let http = rule
             .http
             .as_ref()

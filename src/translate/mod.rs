@@ -48,8 +48,9 @@ pub struct Options {
     pub ingress_class: String,
     /// `ns/name` of the gateway that serves ExternalIP rules.
     pub external_gateway: String,
-    /// `ns/name` of the gateway that serves ClusterLocal rules.
-    pub local_gateway: String,
+    /// `ns/name` of the gateway that serves ClusterLocal rules; `None`: the one of the two
+    /// well-known names that exists (see [`Options::local_gateway`]).
+    pub local_gateway: Option<String>,
     /// Address listeners bind to (istio: `0.0.0.0`, or the Gateway server's `bind`).
     pub bind_address: String,
     pub cluster_domain: String,
@@ -79,10 +80,36 @@ impl Default for Options {
         Options {
             ingress_class: crate::model::kingress::DEFAULT_CLASS.to_string(),
             external_gateway: "knative-serving/knative-ingress-gateway".to_string(),
-            local_gateway: "knative-serving/cluster-local-gateway".to_string(),
+            local_gateway: None,
             bind_address: "0.0.0.0".to_string(),
             cluster_domain: "cluster.local".to_string(),
             route_layout: RouteLayout::Istio,
+        }
+    }
+}
+
+/// net-istio's cluster-local Gateway today (port 8081 on the ingress gateway pods).
+pub const KNATIVE_LOCAL_GATEWAY: &str = "knative-serving/knative-local-gateway";
+/// net-istio's cluster-local Gateway before 0.20 (its own gateway pods), and our default when
+/// the inputs have no Gateway objects.
+pub const CLUSTER_LOCAL_GATEWAY: &str = "knative-serving/cluster-local-gateway";
+
+impl Options {
+    /// The gateway (`ns/name`) that serves ClusterLocal rules: `--local-gateway` when given,
+    /// else `knative-serving/knative-local-gateway` when that Gateway exists (net-istio since
+    /// 0.20), else `knative-serving/cluster-local-gateway`.
+    pub fn local_gateway(&self, inputs: &Inputs) -> String {
+        if let Some(g) = &self.local_gateway {
+            return g.clone();
+        }
+        let (ns, name) = gateway::split_ns_name(KNATIVE_LOCAL_GATEWAY, "knative-serving");
+        if inputs
+            .get(crate::model::Kind::Gateway, &ns, &name)
+            .is_some()
+        {
+            KNATIVE_LOCAL_GATEWAY.to_string()
+        } else {
+            CLUSTER_LOCAL_GATEWAY.to_string()
         }
     }
 }

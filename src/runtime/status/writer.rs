@@ -224,7 +224,7 @@ impl Writer {
             }
             if need_local {
                 gateways.push(gateway_progress(
-                    &opts.local_gateway,
+                    &opts.local_gateway(inputs),
                     local.as_ref(),
                     conns,
                     first,
