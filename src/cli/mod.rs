@@ -1,4 +1,6 @@
-//! Command line: `render`, `serve`, `demo`, `diff` and `validate`.
+//! Command line: `render`, `serve`, `demo`, `diff`, `validate`, `synth`, `version` and
+//! `completion`. Only this module knows clap: each command turns its flags into plain
+//! configuration once.
 
 pub mod demo;
 
@@ -8,10 +10,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::runtime::config::{
-    Debounce, KubeConfig, ServeConfig, SourceConfig, StatusConfig, XdsAuthConfig,
-};
 use crate::translate::Options;
+
+pub mod serve_args;
+
+pub use serve_args::{ServeArgs, StatusArgs, XdsAuthArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +45,13 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Write a synthetic Knative cluster of N services as a manifest directory (for benchmarks).
     Synth(SynthArgs),
+    /// Print the version (as --version), and the Envoy version it is tested with.
+    Version,
+    /// Print a shell completion script: `source <(knative-pilot completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -231,189 +241,6 @@ pub struct ValidateArgs {
     pub translate: TranslateArgs,
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Directory of manifests to serve and watch.
-    #[arg(long, required_unless_present = "kube", conflicts_with = "kube")]
-    pub from: Option<PathBuf>,
-    /// Watch the Kubernetes API instead of a directory (kubeconfig or in-cluster config, as
-    /// kube-rs resolves it: KUBECONFIG, ~/.kube/config, then the service account).
-    #[arg(long)]
-    pub kube: bool,
-    /// With --kube: watch only these namespaces (repeat or comma-separate; default all).
-    /// ConfigMaps are always read from knative-serving.
-    #[arg(long, value_delimiter = ',')]
-    pub namespace: Vec<String>,
-    /// With --kube: how often a resource that is not served (CRD not installed) is listed
-    /// again.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
-    pub missing_retry: Duration,
-    #[command(flatten)]
-    pub status: StatusArgs,
-    /// ADS gRPC address (plaintext, like istiod's 15010; its callers are anonymous and never
-    /// get a secret). `off` turns it off.
-    #[arg(long, default_value = "0.0.0.0:15010")]
-    pub xds_addr: String,
-    #[command(flatten)]
-    pub xds_auth: XdsAuthArgs,
-    /// Debug HTTP address: /healthz, /ready, /debug/*.
-    #[arg(long, default_value = "127.0.0.1:15014")]
-    pub debug_addr: String,
-    /// Quiet time after the last change before pushing.
-    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
-    pub debounce_after: Duration,
-    /// Longest a burst of changes may delay a push.
-    #[arg(long, value_parser = parse_duration, default_value = "1s")]
-    pub debounce_max: Duration,
-    /// Log format.
-    #[arg(long, value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-    #[command(flatten)]
-    pub translate: TranslateArgs,
-}
-
-/// The TLS xDS listener and how callers are authenticated (see ARCHITECTURE.md, security model).
-#[derive(Debug, Clone, Args)]
-pub struct XdsAuthArgs {
-    /// TLS ADS address (like istiod's 15012). Served when --tls-cert-file is given.
-    #[arg(long, default_value = "0.0.0.0:15012")]
-    pub xds_tls_addr: String,
-    /// Server certificate chain (PEM) of the TLS listener; re-read when it changes.
-    #[arg(long, requires = "tls_key_file")]
-    pub tls_cert_file: Option<PathBuf>,
-    /// Private key (PEM) of --tls-cert-file; re-read when it changes.
-    #[arg(long, requires = "tls_cert_file")]
-    pub tls_key_file: Option<PathBuf>,
-    /// CA bundle (PEM) that client certificates must chain to (the mesh root, e.g. Istio's
-    /// istio-ca-root-cert). Without it, callers authenticate with tokens only.
-    #[arg(long, requires = "tls_cert_file")]
-    pub client_ca_file: Option<PathBuf>,
-    /// SPIFFE trust domain of client certificates (spiffe://<trust-domain>/ns/<ns>/sa/<sa>).
-    #[arg(long, default_value = "cluster.local")]
-    pub trust_domain: String,
-    /// Audience a bearer token must be valid for (repeatable; any one suffices).
-    #[arg(long = "token-audience", default_value = "istio-ca")]
-    pub token_audiences: Vec<String>,
-    /// Use the Kubernetes API (TokenReview, SubjectAccessReview) also with --from. Implied by
-    /// --kube. Without an API, tokens are refused and secrets are authorized by namespace only.
-    #[arg(long)]
-    pub kube_auth: bool,
-    /// Verify bearer tokens locally with the public keys of this file (a JWKS, e.g. the API
-    /// server's /openid/v1/jwks, or PEM public keys) instead of TokenReview (for --from).
-    #[arg(long)]
-    pub token_jwks_file: Option<PathBuf>,
-    /// With --token-jwks-file: the `iss` a token must carry.
-    #[arg(long, requires = "token_jwks_file")]
-    pub token_issuer: Option<String>,
-    /// How long TokenReview and SubjectAccessReview answers are reused.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
-    pub auth_cache_ttl: Duration,
-    /// IDENTITY_NS=GATEWAY_NS: an authenticated identity of IDENTITY_NS may receive the config
-    /// of GATEWAY_NS's Gateways, besides its own namespace's (repeatable; giving it replaces the
-    /// default, net-istio's layout of istio-system gateway pods serving knative-serving's
-    /// Gateways). A stream whose node selects any other Gateway is refused.
-    #[arg(long, default_value = "istio-system=knative-serving")]
-    pub gateway_allow: Vec<String>,
-}
-
-impl XdsAuthArgs {
-    /// The runtime's plain configuration of these flags.
-    pub fn config(&self) -> XdsAuthConfig {
-        XdsAuthConfig {
-            tls_addr: self.xds_tls_addr.clone(),
-            tls_cert_file: self.tls_cert_file.clone(),
-            tls_key_file: self.tls_key_file.clone(),
-            client_ca_file: self.client_ca_file.clone(),
-            auth: crate::xds::auth::AuthConfig {
-                trust_domain: self.trust_domain.clone(),
-                audiences: self.token_audiences.clone(),
-                cache_ttl: self.auth_cache_ttl,
-            },
-            kube_auth: self.kube_auth,
-            token_jwks_file: self.token_jwks_file.clone(),
-            token_issuer: self.token_issuer.clone(),
-            gateway_allow: self.gateway_allow.clone(),
-        }
-    }
-}
-
-/// KIngress status writing (with --kube).
-#[derive(Debug, Clone, Args)]
-pub struct StatusArgs {
-    /// Do not write KIngress status (e.g. when net-istio is the ingress class).
-    #[arg(long)]
-    pub no_status: bool,
-    /// `status.publicLoadBalancer.ingress[0].domainInternal` of our KIngresses.
-    #[arg(
-        long,
-        default_value = "istio-ingressgateway.istio-system.svc.cluster.local"
-    )]
-    pub public_lb_domain: String,
-    /// `status.privateLoadBalancer.ingress[0].domainInternal` of our KIngresses.
-    #[arg(
-        long,
-        default_value = "knative-local-gateway.istio-system.svc.cluster.local"
-    )]
-    pub private_lb_domain: String,
-    /// Service (ns/name) whose ready endpoints are the other replicas: the status writer adds
-    /// up their Envoys' progress (from their `/debug/kingress_progress`).
-    #[arg(long, default_value = "knative-pilot/knative-pilot")]
-    pub peers: String,
-    /// Lease (ns/name) that elects the one replica that writes status.
-    #[arg(long, default_value = "knative-pilot/knative-pilot-status")]
-    pub lease: String,
-    /// Identity in the Lease (default: $POD_NAME, else hostname-pid).
-    #[arg(long, env = "POD_NAME")]
-    pub identity: Option<String>,
-    /// Lease duration: a holder that has not renewed for this long loses it.
-    #[arg(long, value_parser = parse_duration, default_value = "15s")]
-    pub lease_duration: Duration,
-    /// How often the holder renews (and others retry).
-    #[arg(long, value_parser = parse_duration, default_value = "2s")]
-    pub lease_renew: Duration,
-}
-
-impl StatusArgs {
-    /// The status writer's configuration; `None` with `--no-status`.
-    pub fn config(&self) -> Option<StatusConfig> {
-        (!self.no_status).then(|| StatusConfig {
-            public_lb_domain: self.public_lb_domain.clone(),
-            private_lb_domain: self.private_lb_domain.clone(),
-            peers: self.peers.clone(),
-            lease: self.lease.clone(),
-            identity: self.identity.clone(),
-            lease_duration: self.lease_duration,
-            lease_renew: self.lease_renew,
-        })
-    }
-}
-
-impl ServeArgs {
-    /// The runtime's configuration: the flags, turned once into plain structs.
-    pub fn config(&self) -> anyhow::Result<ServeConfig> {
-        let source = match (&self.from, self.kube) {
-            (_, true) => SourceConfig::Kube(KubeConfig {
-                namespaces: self.namespace.clone(),
-                missing_retry: self.missing_retry,
-                status: self.status.config(),
-            }),
-            (Some(d), false) => SourceConfig::Dir(d.clone()),
-            (None, false) => anyhow::bail!("serve needs --from DIR or --kube"),
-        };
-        Ok(ServeConfig {
-            source,
-            xds_addr: (self.xds_addr != "off").then(|| self.xds_addr.clone()),
-            xds_auth: self.xds_auth.config(),
-            debug_addr: self.debug_addr.clone(),
-            debounce: Debounce {
-                quiet: self.debounce_after,
-                max: self.debounce_max,
-            },
-            translate: self.translate.options(),
-        })
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -432,12 +259,38 @@ pub fn main() -> ExitCode {
         Command::Synth(args) => {
             let synth = crate::tools::synth::Synth::new(args.services, args.form.into());
             match synth.write_dir(&args.out) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(()) => {
+                    println!(
+                        "wrote {} services ({} objects) to {}",
+                        args.services,
+                        synth.inputs().len(),
+                        args.out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
-                    eprintln!("error: writing {}: {e}", args.out.display());
-                    ExitCode::FAILURE
+                    eprintln!("knative-pilot synth: writing {}: {e}", args.out.display());
+                    ExitCode::from(2)
                 }
             }
+        }
+        Command::Version => {
+            println!(
+                "knative-pilot {} (tested with Envoy {})",
+                env!("CARGO_PKG_VERSION"),
+                crate::tools::envoy_bin::ENVOY_VERSION
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "knative-pilot",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
         }
         Command::Render(args) => {
             init_logging(LogFormat::Text);
@@ -487,6 +340,21 @@ fn init_logging(format: LogFormat) {
     };
 }
 
+/// Whether a snapshot routes any host: a virtual host other than the `blackhole:<port>` ones.
+fn has_routable_host(snap: &crate::xds::Snapshot) -> bool {
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use prost::Message;
+    snap.of_type(crate::xds::ROUTE)
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, r)| RouteConfiguration::decode(r.body.value.as_slice()).ok())
+        .any(|rc| {
+            rc.virtual_hosts
+                .iter()
+                .any(|vh| !vh.name.starts_with("blackhole:"))
+        })
+}
+
 fn render(args: &RenderArgs) -> ExitCode {
     let opts = args.translate.options();
     if !args.from.is_dir() {
@@ -529,6 +397,13 @@ fn render(args: &RenderArgs) -> ExitCode {
     }
     for e in &errors {
         eprintln!("error: {e}");
+    }
+    if !has_routable_host(&rendered.snapshot) {
+        eprintln!(
+            "knative-pilot render: no routable object for gateway {}: every request gets 404 \
+             (no VirtualService, KIngress of class {} or Route reaches it)",
+            args.gateway, opts.ingress_class
+        );
     }
     if !errors.is_empty() {
         eprintln!("knative-pilot render: {} problem(s); the objects named were left out, everything else rendered", errors.len());

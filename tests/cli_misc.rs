@@ -1,0 +1,82 @@
+//! The small commands: `version` / `--version`, `completion`, `synth`'s report and exit codes.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_knative-pilot"))
+        .args(args)
+        .output()
+        .expect("run knative-pilot");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn render_says_when_nothing_is_routable() {
+    let empty = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/empty/input");
+    let (code, out, err) = run(&["render", "--from", empty, "--gateway", "external"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("blackhole:80"), "{out}");
+    assert!(
+        err.contains("no routable object for gateway external"),
+        "{err}"
+    );
+    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/split-tag/input");
+    let (code, _, err) = run(&["render", "--from", seed, "--gateway", "external"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("no routable object"), "{err}");
+}
+
+#[test]
+fn version_and_dash_dash_version_agree() {
+    let want = env!("CARGO_PKG_VERSION");
+    let (code, out, err) = run(&["--version"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("knative-pilot {want}"));
+    let (code, out, err) = run(&["version"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(&format!("knative-pilot {want} (tested with Envoy 1.40.0)")),
+        "{out}"
+    );
+}
+
+#[test]
+fn completion_scripts_name_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = run(&["completion", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        for word in ["knative-pilot", "render", "serve", "validate", "--from"] {
+            assert!(out.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let (code, _, err) = run(&["completion", "tcsh"]);
+    assert_eq!(code, 2, "an unknown shell is a usage error: {err}");
+}
+
+#[test]
+fn synth_says_what_it_wrote_and_exits_2_when_it_cannot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("cluster");
+    let (code, out, err) = run(&[
+        "synth",
+        "--services",
+        "3",
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("wrote 3 services"), "{out}");
+    assert!(out.contains(out_dir.to_str().expect("utf-8")), "{out}");
+    assert!(std::fs::read_dir(&out_dir).expect("written").count() > 0);
+    // A file where the directory should be: an I/O error, exit 2, naming the path.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "x").expect("write");
+    let bad = blocker.join("cluster");
+    let (code, _, err) = run(&["synth", "--out", bad.to_str().expect("utf-8")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(bad.to_str().expect("utf-8")), "{err}");
+}
