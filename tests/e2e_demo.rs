@@ -99,3 +99,94 @@ async fn demo_serves_the_seed_services_through_both_gateways() {
     .await;
     assert!(gone, "gateway Envoy still running after the demo stopped");
 }
+
+/// A port the demo needs is taken: it says which flag to change, before starting anything.
+#[test]
+fn demo_refuses_a_busy_port_naming_its_flag() {
+    let busy = std::net::TcpListener::bind(("127.0.0.1", free_port())).expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let out = Command::new(env!("CARGO_BIN_EXE_knative-pilot"))
+        .args(["demo", "--external-port", &port.to_string()])
+        .args(["--xds-port", &free_port().to_string()])
+        .args(["--debug-port", &free_port().to_string()])
+        .args(["--local-port", &free_port().to_string()])
+        .env("ENVOY_BIN", envoy_bin())
+        .output()
+        .expect("run demo");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("port {port} on 127.0.0.1 is not free"))
+            && stderr.contains("--external-port"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("curl"),
+        "printed curl lines for a demo that did not start"
+    );
+}
+
+/// Without --dir the demo writes into a temporary directory of its own, and removes it on exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_removes_its_temporary_directory() {
+    use std::io::{BufRead, BufReader};
+    let (xds, debug, ext, local) = (free_port(), free_port(), free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_knative-pilot"))
+        .arg("demo")
+        .args([
+            "--xds-port",
+            &xds.to_string(),
+            "--debug-port",
+            &debug.to_string(),
+        ])
+        .args([
+            "--external-port",
+            &ext.to_string(),
+            "--local-port",
+            &local.to_string(),
+        ])
+        .env("ENVOY_BIN", envoy_bin())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let dir = loop {
+        let line = lines
+            .next()
+            .expect("the demo prints its directory")
+            .expect("utf-8");
+        if let Some(d) = line.strip_prefix("knative-pilot demo: manifests in ") {
+            break std::path::PathBuf::from(d.trim());
+        }
+    };
+    // It prints commands that work from here: through cargo, since it runs from target/.
+    let rest: Vec<String> = lines.by_ref().take(20).map_while(Result::ok).collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("cargo run --release -- validate --from")),
+        "{rest:#?}"
+    );
+    let ready = wait_until(Duration::from_secs(30), || async move {
+        try_http_get(ext, "my-service.default.example.com", "/", &[])
+            .await
+            .is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    assert!(dir.join("seed.yaml").is_file(), "{}", dir.display());
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exited = wait_until(Duration::from_secs(10), || {
+        let done = child.try_wait().ok().flatten().is_some();
+        async move { done }
+    })
+    .await;
+    if !exited {
+        let _ = child.kill();
+    }
+    assert!(ready, "the demo did not serve");
+    assert!(exited, "demo did not exit on SIGTERM");
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}

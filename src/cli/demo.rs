@@ -169,17 +169,64 @@ pub fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
+/// Fails with the flag to change when one of the demo's ports is taken on 127.0.0.1 (before
+/// anything is started or printed).
+fn check_ports(args: &DemoArgs) -> anyhow::Result<()> {
+    for (port, flag) in [
+        (args.external_port, "--external-port"),
+        (args.local_port, "--local-port"),
+        (args.xds_port, "--xds-port"),
+        (args.debug_port, "--debug-port"),
+    ] {
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            anyhow::bail!(
+                "port {port} on 127.0.0.1 is not free ({e}): choose another with {flag} PORT"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// How to run this binary again in the printed commands: the binary itself when it is installed,
+/// `cargo run --release --` when cargo started it (`cargo run` sets `CARGO`) or it runs from a
+/// cargo target directory.
+fn self_command() -> String {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let in_target = exe
+        .components()
+        .any(|c| c.as_os_str() == std::ffi::OsStr::new("target"));
+    if in_target || std::env::var_os("CARGO").is_some() {
+        "cargo run --release --".to_string()
+    } else {
+        "knative-pilot".to_string()
+    }
+}
+
+/// The demo's own temporary directory, removed when the demo ends (not a `--dir` given).
+struct TempDemoDir(Option<PathBuf>);
+
+impl Drop for TempDemoDir {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
 async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let tmp;
+    check_ports(&args)?;
+    let mut cleanup = TempDemoDir(None);
     let dir = match &args.dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
             d.clone()
         }
         None => {
-            tmp = std::env::temp_dir().join(format!("knative-pilot-demo-{}", std::process::id()));
+            let tmp =
+                std::env::temp_dir().join(format!("knative-pilot-demo-{}", std::process::id()));
             std::fs::create_dir_all(&tmp)?;
-            tmp.clone()
+            cleanup.0 = Some(tmp.clone());
+            tmp
         }
     };
     let ext_backend = echo_backend("my-service-00001-nex").await?;
@@ -251,13 +298,16 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
          \n  curl 'http://127.0.0.1:{d}/debug/config_dump?gateway=external'\
          \n  curl 'http://127.0.0.1:{d}/debug/syncz'\
          \n  curl 'http://127.0.0.1:{d}/metrics'\
-         \n  knative-pilot validate --from {dir}\
+         \n  {me} validate --from {dir}\
          \n  curl -s \"http://$(cat {dir}/.envoy/istio-ingressgateway-demo-admin.txt)/config_dump?include_eds\" > envoy.json\
-         \n  knative-pilot diff envoy.json --from {dir} --bind-address 127.0.0.1\n\
+         \n  {me} diff envoy.json --from {dir} --bind-address 127.0.0.1\n\
          \nEdit {dir}/seed.yaml and the gateways follow. Ctrl-C stops everything.\n",
-        dir = dir.display()
+        dir = dir.display(),
+        me = self_command(),
     );
     let result = crate::runtime::serve::run(serve, crate::runtime::shutdown::signal()).await;
+    // The gateways first (they hold files in the directory), then the directory.
     drop(children);
+    drop(cleanup);
     result
 }
