@@ -3,35 +3,60 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 
+/// `knative-pilot demo` on the given ports (xds, debug, external, local), in `dir` if given.
+fn spawn_demo(ports: (u16, u16, u16, u16), dir: Option<&std::path::Path>, stdout: Stdio) -> Child {
+    let (xds, debug, ext, local) = ports;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_knative-pilot"));
+    cmd.arg("demo");
+    if let Some(d) = dir {
+        cmd.arg("--dir").arg(d);
+    }
+    cmd.args([
+        "--xds-port",
+        &xds.to_string(),
+        "--debug-port",
+        &debug.to_string(),
+    ])
+    .args([
+        "--external-port",
+        &ext.to_string(),
+        "--local-port",
+        &local.to_string(),
+    ])
+    .env("ENVOY_BIN", envoy_bin())
+    .stdout(stdout)
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn demo")
+}
+
+/// SIGTERM, then wait up to 10 s (killed if it does not exit); whether it exited by itself.
+async fn stop(child: &mut Child) -> bool {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exited = wait_until(Duration::from_secs(10), || {
+        let done = child.try_wait().ok().flatten().is_some();
+        async move { done }
+    })
+    .await;
+    if !exited {
+        let _ = child.kill();
+    }
+    exited
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_the_seed_services_through_both_gateways() {
-    let (xds, debug, ext, local) = (free_port(), free_port(), free_port(), free_port());
+    let ports = (free_port(), free_port(), free_port(), free_port());
+    let (_, debug, ext, local) = ports;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_knative-pilot"))
-        .args(["demo", "--dir"])
-        .arg(dir.path())
-        .args([
-            "--xds-port",
-            &xds.to_string(),
-            "--debug-port",
-            &debug.to_string(),
-        ])
-        .args([
-            "--external-port",
-            &ext.to_string(),
-            "--local-port",
-            &local.to_string(),
-        ])
-        .env("ENVOY_BIN", envoy_bin())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn demo");
+    let mut child = spawn_demo(ports, Some(dir.path()), Stdio::null());
     let served = wait_until(Duration::from_secs(30), || async move {
         try_http_get(ext, "my-service.default.example.com", "/", &[])
             .await
@@ -68,17 +93,7 @@ async fn demo_serves_the_seed_services_through_both_gateways() {
         .arg(dir.path())
         .output()
         .expect("run validate");
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let exited = wait_until(Duration::from_secs(10), || {
-        let done = child.try_wait().ok().flatten().is_some();
-        async move { done }
-    })
-    .await;
-    if !exited {
-        let _ = child.kill();
-    }
+    let exited = stop(&mut child).await;
     assert!(served, "external gateway never served my-service");
     assert!(local_ok, "local gateway does not serve internal-my-service");
     assert_eq!(ext_404, Ok(404));
@@ -130,26 +145,9 @@ fn demo_refuses_a_busy_port_naming_its_flag() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_removes_its_temporary_directory() {
     use std::io::{BufRead, BufReader};
-    let (xds, debug, ext, local) = (free_port(), free_port(), free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_knative-pilot"))
-        .arg("demo")
-        .args([
-            "--xds-port",
-            &xds.to_string(),
-            "--debug-port",
-            &debug.to_string(),
-        ])
-        .args([
-            "--external-port",
-            &ext.to_string(),
-            "--local-port",
-            &local.to_string(),
-        ])
-        .env("ENVOY_BIN", envoy_bin())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn demo");
+    let ports = (free_port(), free_port(), free_port(), free_port());
+    let ext = ports.2;
+    let mut child = spawn_demo(ports, None, Stdio::piped());
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let dir = loop {
@@ -175,17 +173,7 @@ async fn demo_removes_its_temporary_directory() {
     })
     .await;
     assert!(dir.join("seed.yaml").is_file(), "{}", dir.display());
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let exited = wait_until(Duration::from_secs(10), || {
-        let done = child.try_wait().ok().flatten().is_some();
-        async move { done }
-    })
-    .await;
-    if !exited {
-        let _ = child.kill();
-    }
+    let exited = stop(&mut child).await;
     assert!(ready, "the demo did not serve");
     assert!(exited, "demo did not exit on SIGTERM");
     assert!(!dir.exists(), "{} left behind", dir.display());

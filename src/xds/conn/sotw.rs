@@ -65,10 +65,8 @@ impl SotwConnection {
         st.sub = sub;
         if changed {
             core.subscription_changed(t);
-        }
-        // Names the Envoy no longer asks for are forgotten: it ignores them, and when it asks again
-        // they are sent again.
-        if changed {
+            // Names the Envoy no longer asks for are forgotten: it ignores them, and when it asks
+            // again they are sent again.
             core.drop_uncovered(t);
         }
         core.pump_all()
