@@ -80,3 +80,42 @@ fn synth_says_what_it_wrote_and_exits_2_when_it_cannot() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains(bad.to_str().expect("utf-8")), "{err}");
 }
+
+/// README's "Command line" section names every flag `--help` lists, for every command.
+#[test]
+fn readme_synopsis_names_every_flag_of_help() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("## Command line")
+        .expect("a Command line section");
+    let end = readme[start + 3..]
+        .find("\n## ")
+        .map_or(readme.len(), |i| start + 3 + i);
+    let section = &readme[start..end];
+    let flag = regex::Regex::new(r"--[a-z][a-z0-9-]*").expect("regex");
+    let mut missing = Vec::new();
+    for cmd in [
+        "render",
+        "serve",
+        "demo",
+        "diff",
+        "validate",
+        "synth",
+        "completion",
+    ] {
+        let (code, help, err) = run(&[cmd, "--help"]);
+        assert_eq!(code, 0, "{cmd} --help: {err}");
+        for f in flag.find_iter(&help).map(|m| m.as_str()) {
+            if f != "--help" && f != "--version" && !section.contains(f) {
+                missing.push(format!("{cmd} {f}"));
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "README's Command line section lacks: {missing:?}"
+    );
+}
