@@ -102,23 +102,10 @@ async fn envoy_dump(
     let (ccert, ckey) = ca
         .client("default", "default")
         .write(certs.as_path(), "client");
-    let server = Server::start(&[
-        "--from",
-        dir.path().to_str().unwrap(),
-        "--bind-address",
-        "127.0.0.1",
-        "--xds-tls-addr",
-        "127.0.0.1:0",
-        "--tls-cert-file",
-        cert.to_str().unwrap(),
-        "--tls-key-file",
-        key.to_str().unwrap(),
-        "--client-ca-file",
-        ca_file.to_str().unwrap(),
-        "--gateway-allow",
-        "default=knative-serving",
-    ])
-    .await;
+    let mut args = common::pki::tls_serve_args(dir.path(), &cert, &key, &ca_file);
+    args.extend(["--gateway-allow".into(), "default=knative-serving".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&args).await;
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
     let params = BootstrapParams::new(server.xds_tls_port())
         .api_type(api)

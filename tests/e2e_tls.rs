@@ -86,25 +86,10 @@ async fn setup() -> Setup {
     let api = FakeApiServer::start().await;
     api.grant(GW_SA, "list", "secrets", "istio-system");
     let kubeconfig = api.kubeconfig("pilot");
-    let server = Server::start_with_env(
-        &[
-            "--from",
-            dir.path().to_str().unwrap(),
-            "--bind-address",
-            "127.0.0.1",
-            "--xds-tls-addr",
-            "127.0.0.1:0",
-            "--tls-cert-file",
-            cert.to_str().unwrap(),
-            "--tls-key-file",
-            key.to_str().unwrap(),
-            "--client-ca-file",
-            ca_file.to_str().unwrap(),
-            "--kube-auth",
-        ],
-        &[("KUBECONFIG", kubeconfig.as_str())],
-    )
-    .await;
+    let mut args = common::pki::tls_serve_args(dir.path(), &cert, &key, &ca_file);
+    args.push("--kube-auth".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_with_env(&args, &[("KUBECONFIG", kubeconfig.as_str())]).await;
     Setup {
         _backend: b,
         dir,

@@ -152,21 +152,9 @@ impl Fixture {
             "default",
         );
         let kubeconfig = api.kubeconfig("pilot");
-        let mut args = vec![
-            "--from",
-            dir.path().to_str().unwrap(),
-            "--bind-address",
-            "127.0.0.1",
-            "--xds-tls-addr",
-            "127.0.0.1:0",
-            "--tls-cert-file",
-            cert.to_str().unwrap(),
-            "--tls-key-file",
-            key.to_str().unwrap(),
-            "--client-ca-file",
-            ca_file.to_str().unwrap(),
-        ];
-        args.extend_from_slice(auth_args);
+        let mut args = common::pki::tls_serve_args(dir.path(), &cert, &key, &ca_file);
+        args.extend(auth_args.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = Server::start_with_env(&args, &[("KUBECONFIG", kubeconfig.as_str())]).await;
         assert!(server.xds_tls_port() > 0, "{}", server.logs());
         eventually(Duration::from_secs(20), "server ready", || async {

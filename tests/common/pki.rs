@@ -11,6 +11,27 @@ use rcgen::{
 /// The name the test server certificates carry and Envoy verifies (as istiod's).
 pub const SERVER_NAME: &str = "istiod.istio-system.svc";
 
+/// `serve` arguments for a directory source with the TLS xDS listener on a free port: the
+/// server certificate and key, client certificates checked against `ca`.
+pub fn tls_serve_args(dir: &Path, cert: &Path, key: &Path, ca: &Path) -> Vec<String> {
+    let s = |p: &Path| p.to_str().expect("UTF-8 path").to_string();
+    [
+        "--from".to_string(),
+        s(dir),
+        "--bind-address".into(),
+        "127.0.0.1".into(),
+        "--xds-tls-addr".into(),
+        "127.0.0.1:0".into(),
+        "--tls-cert-file".into(),
+        s(cert),
+        "--tls-key-file".into(),
+        s(key),
+        "--client-ca-file".into(),
+        s(ca),
+    ]
+    .into()
+}
+
 /// A certificate and its key, PEM.
 pub struct Pem {
     pub cert: String,
