@@ -16,7 +16,7 @@
 //! | `tls-secret-missing` / `tls-secret-invalid` | error | translator: TLS Secret not found or not a tls.crt/tls.key pair |
 //! | `unknown-gateway` | error | analyzer: VirtualService `spec.gateways` naming no Gateway |
 //! | `no-local-gateway` | error | analyzer: a KIngress of ours with ClusterLocal rules while the local gateway (`--local-gateway`, or the well-known name found) does not exist: its cluster-local hosts are served nowhere |
-//! | `invalid-regex` | error | analyzer: a VirtualService regex match that is not RE2 (Envoy would NACK the whole route configuration of that port) |
+//! | `envoy-rejects` | error | translator (`translate::check`): a value Envoy would reject (header names and values, RE2 regexes and their program size, hosts, rewrites, durations, weights): the object is left out, so Envoy never rejects the route configuration it shares with every other host |
 //! | `no-ready-endpoints` | warning | analyzer: a Service traffic is routed to has no ready endpoint (503s) |
 //! | `foreign-class` | warning | analyzer: a KIngress of another class that nothing translates |
 //! | `invalid` | error | any other object the translator leaves out |
@@ -94,6 +94,10 @@ fn classify(e: &InputError) -> (&'static str, String) {
         ErrorCode::MissingPort => {
             "use a port the Service has (number or name), or add the port to the Service"
         }
+        ErrorCode::EnvoyRejects => {
+            "correct the value the message quotes (Envoy would reject the route configuration \
+             it shares with every other host); until then the object is left out"
+        }
         ErrorCode::Invalid => "correct the object as the message says; until then it is left out",
     };
     (e.code.as_str(), fix.to_string())
@@ -118,7 +122,6 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
     no_ready_endpoints(inputs, empty_services, &mut out);
     unknown_gateways(inputs, &gateways, &mut out);
     missing_local_gateway(inputs, opts, &gateways, &mut out);
-    invalid_regexes(inputs, &mut out);
     foreign_classes(inputs, opts, &mut out);
     let mut v: Vec<Finding> = out.into_iter().collect();
     v.sort_by(|a, b| {
@@ -308,51 +311,6 @@ fn missing_local_gateway(
                 "create Gateway {local}, or pass --local-gateway naming one of the known gateways"
             ),
         });
-    }
-}
-
-/// VirtualService regexes Envoy would reject (it compiles them with RE2; the regex crate
-/// accepts the same syntax, without look-around or backreferences).
-fn invalid_regexes(inputs: &Inputs, out: &mut BTreeSet<Finding>) {
-    for (key, e) in inputs.of_kind(Kind::VirtualService) {
-        let Object::VirtualService(vs) = &e.object else {
-            continue;
-        };
-        for (ri, route) in vs.spec.http.iter().enumerate() {
-            for (mi, m) in route.matches.iter().enumerate() {
-                let mut fields: Vec<(String, &str)> = Vec::new();
-                if let Some(r) = m.uri.as_ref().and_then(|s| s.regex.as_deref()) {
-                    fields.push(("uri".to_string(), r));
-                }
-                if let Some(r) = m.authority.as_ref().and_then(|s| s.regex.as_deref()) {
-                    fields.push(("authority".to_string(), r));
-                }
-                for (h, sm) in &m.headers {
-                    if let Some(r) = sm.regex.as_deref() {
-                        fields.push((format!("headers.{h}"), r));
-                    }
-                }
-                for (field, r) in fields {
-                    if let Err(err) = regex::Regex::new(r) {
-                        let why = err.to_string();
-                        let why = why.lines().last().unwrap_or_default().trim();
-                        out.insert(Finding {
-                            severity: Severity::Error,
-                            code: "invalid-regex",
-                            object: Some(key.clone()),
-                            origin: e.origin.clone(),
-                            message: format!(
-                                "http[{ri}].match[{mi}].{field} regex {r:?} is not valid RE2 \
-                                 ({why}): Envoy rejects the whole route configuration of that \
-                                 port, so every host on it keeps its previous routes"
-                            ),
-                            fix: "correct the regex (RE2 syntax), or match with prefix/exact"
-                                .to_string(),
-                        });
-                    }
-                }
-            }
-        }
     }
 }
 

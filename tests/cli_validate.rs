@@ -101,8 +101,8 @@ fn analyzer_problems_are_reported_and_warnings_do_not_fail() {
             "create Gateway knative-serving/knative-ingres-gateway, or name one of the known gateways",
         ),
         (
-            "error[invalid-regex] VirtualService default/bad-regex (bad-regex.yaml document 1): http[0].match[1].uri regex \"/(v1\" is not valid RE2 (error: unclosed group): Envoy rejects the whole route configuration of that port",
-            "correct the regex (RE2 syntax)",
+            "error[envoy-rejects] VirtualService default/bad-regex (bad-regex.yaml document 1): host \"regex.default.example.com\": route 1: path regex \"/(v1\" is not valid RE2 (unclosed group) (Envoy would reject it)",
+            "correct the value the message quotes",
         ),
         (
             "error[tls-secret-missing] Ingress default/nocert (tls-missing.yaml document 1): TLS Secret default/missing-tls not found",
@@ -168,7 +168,7 @@ fn json_output_for_machines() {
         .collect();
     for c in [
         "unknown-gateway",
-        "invalid-regex",
+        "envoy-rejects",
         "tls-secret-missing",
         "tls-secret-invalid",
         "no-ready-endpoints",

@@ -123,6 +123,7 @@ async fn app_world(
         .files(extra)
         .external(ApiType::Grpc)
         .local(ApiType::DeltaGrpc)
+        .strict_re2()
         .start()
         .await;
     (gw, eps_a, eps_b)
@@ -587,7 +588,12 @@ async fn nacked_route_keeps_last_good_and_later_fix_converges() {
 
     // One generation: the bad regex, app's endpoints move to B, app's header changes, and a new
     // KIngress `extra` with its own revision Service.
-    dir.write("bad-vs.yaml", &regex_virtual_service("("));
+    // A regex these (strict) Envoys reject and the server accepts: the server leaves out
+    // whatever a default Envoy would reject, so only a stricter Envoy NACKs.
+    dir.write(
+        "bad-vs.yaml",
+        &regex_virtual_service(REGEX_OVER_STRICT_LIMIT),
+    );
     dir.write("rev-endpoints.yaml", &eps_b);
     dir.write("kingress.yaml", &kingress("app", "app-00001", "2"));
     dir.write(

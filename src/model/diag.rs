@@ -47,6 +47,8 @@ pub enum ErrorCode {
     TlsSecretMissing,
     /// A Secret that is not a `tls.crt` / `tls.key` pair.
     TlsSecretInvalid,
+    /// A value Envoy would reject (a header, regex, host, duration...).
+    EnvoyRejects,
     /// Anything else that leaves an object out.
     #[default]
     Invalid,
@@ -63,6 +65,7 @@ impl ErrorCode {
             ErrorCode::MissingPort => "missing-port",
             ErrorCode::TlsSecretMissing => "tls-secret-missing",
             ErrorCode::TlsSecretInvalid => "tls-secret-invalid",
+            ErrorCode::EnvoyRejects => "envoy-rejects",
             ErrorCode::Invalid => "invalid",
         }
     }

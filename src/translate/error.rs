@@ -68,8 +68,18 @@ pub enum TranslateError {
     SecretNotFound { ns: String, name: String },
     #[error("Secret {ns}/{name} is not a TLS pair (needs tls.crt and tls.key)")]
     NotTlsPair { ns: String, name: String },
+    #[error("Secret {ns}/{name}: {reason} (Envoy would reject it)")]
+    BadTlsPair {
+        ns: String,
+        name: String,
+        reason: String,
+    },
     #[error("HTTPS server {0} has no credentialName")]
     NoCredential(String),
+    /// A value Envoy would reject (see `translate::check`): the object is left out rather than
+    /// make Envoy reject the whole resource it shares with other objects.
+    #[error("{0} (Envoy would reject it)")]
+    EnvoyRejects(String),
     /// Filed against the previous owner of a host, when an older object claims it.
     #[error("host {host} is also claimed by older {by}; left out here")]
     ClaimedByOlder { host: String, by: ObjectKey },
@@ -88,7 +98,7 @@ impl TranslateError {
             SplitSum { .. } => ErrorCode::SplitPercent,
             Route(r) => r.code(),
             SecretNotFound { .. } => ErrorCode::TlsSecretMissing,
-            NotTlsPair { .. } => ErrorCode::TlsSecretInvalid,
+            NotTlsPair { .. } | BadTlsPair { .. } => ErrorCode::TlsSecretInvalid,
             ClaimedByOlder { .. } | AlreadyClaimed { .. } => ErrorCode::DuplicateHost,
             AmbiguousPort { .. }
             | BadPortNumber(_)
@@ -105,6 +115,7 @@ impl TranslateError {
             | NoSplits { .. }
             | BadPercent { .. }
             | NoCredential(_) => ErrorCode::Invalid,
+            EnvoyRejects(_) => ErrorCode::EnvoyRejects,
         }
     }
 
@@ -112,7 +123,8 @@ impl TranslateError {
     pub fn subject(&self) -> Option<ObjectKey> {
         match self {
             TranslateError::SecretNotFound { ns, name }
-            | TranslateError::NotTlsPair { ns, name } => Some(ObjectKey {
+            | TranslateError::NotTlsPair { ns, name }
+            | TranslateError::BadTlsPair { ns, name, .. } => Some(ObjectKey {
                 kind: crate::model::Kind::Secret,
                 namespace: ns.clone(),
                 name: name.clone(),

@@ -87,8 +87,15 @@ pub(crate) fn translate_one(
         _ => return None,
     };
     let meta = entry.object.metadata();
+    // What Envoy would reject leaves the object out like any other error (`check`).
+    let result = result.map(merge).and_then(|vhosts| {
+        vhosts
+            .values()
+            .try_for_each(|vh| super::check::virtual_host(vh))
+            .map(|()| vhosts)
+    });
     let (vhosts, clusters, error) = match result {
-        Ok(placements) => (merge(placements), b.clusters.into_values().collect(), None),
+        Ok(vhosts) => (vhosts, b.clusters.into_values().collect(), None),
         // An invalid object places nothing and needs no cluster.
         Err(e) => (BTreeMap::new(), Vec::new(), Some(e.against(inputs, key))),
     };
@@ -105,7 +112,10 @@ pub(crate) fn translate_one(
 /// An object's placements merged per slot (several rules for one host append their routes).
 fn merge(placements: Vec<Placement>) -> BTreeMap<Slot, Arc<VirtualHostIr>> {
     let mut vhosts: BTreeMap<Slot, VirtualHostIr> = BTreeMap::new();
-    for p in placements {
+    for mut p in placements {
+        // Envoy compares domains without case and rejects a route configuration with two
+        // that differ only in case: hosts are claimed (and served) in lower case.
+        p.host.make_ascii_lowercase();
         match vhosts.entry((p.route_name, p.host.clone())) {
             std::collections::btree_map::Entry::Occupied(mut o) => {
                 let vh = o.get_mut();

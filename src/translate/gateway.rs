@@ -167,6 +167,28 @@ pub(crate) struct ServerCtx {
     /// HTTPS servers: the SDS name of their certificate, once its Secret was found and is a TLS
     /// pair (`None`: the server gets no filter chain, and the reason is in the errors).
     pub sds: Option<String>,
+    /// The object errors about this server are filed against: its Gateway, or the KIngress a
+    /// server made for a `spec.tls` entry belongs to.
+    pub owner: ObjectKey,
+}
+
+/// The SNI names an HTTPS server's filter chain matches: its hosts without a namespace part,
+/// in lower case, `*` left out (an empty list matches every name).
+pub(crate) fn sni_names(server: &Server) -> Vec<String> {
+    let mut names: Vec<String> = server
+        .hosts
+        .iter()
+        .map(|h| {
+            h.split_once('/')
+                .map(|(_, h)| h)
+                .unwrap_or(h)
+                .to_ascii_lowercase()
+        })
+        .filter(|h| h != "*")
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn server_is_http(s: &Server) -> bool {
@@ -219,24 +241,30 @@ pub(crate) fn context(
     opts: &Options,
     labels: &BTreeMap<String, String>,
 ) -> Context {
-    let (mut servers, gateways) = servers(inputs, opts, labels);
+    let (servers, gateways) = servers(inputs, opts, labels);
     let mut errors = Vec::new();
+    // A server Envoy would reject a listener for is left out (every listener of a proxy is in
+    // one LDS response: one bad server would stop them all from updating).
+    let mut servers: Vec<ServerCtx> = servers
+        .into_iter()
+        .filter(|s| match listener_address(s) {
+            Ok(()) => true,
+            Err(e) => {
+                errors.push(e.against(inputs, &s.owner));
+                false
+            }
+        })
+        .collect();
     let mut pairs: BTreeMap<String, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
     for s in servers.iter_mut().filter(|s| s.https) {
         match tls_secret(inputs, s, &mut pairs) {
             Ok(sds) => s.sds = Some(sds),
-            Err(e) => {
-                // Synthesized servers belong to a KIngress; name the gateway either way.
-                let (ns, name) = split_ns_name(&s.gateway, "default");
-                let key = ObjectKey {
-                    kind: Kind::Gateway,
-                    namespace: ns,
-                    name,
-                };
-                errors.push(e.against(inputs, &key));
-            }
+            Err(e) => errors.push(e.against(inputs, &s.owner)),
         }
     }
+    distinct_sni(&mut servers, |e, owner| {
+        errors.push(e.against(inputs, owner))
+    });
     let groups = listener_groups(&servers);
     let scoped_route = scoped_route(opts, &groups);
     let (listeners, route_ports) = envoy::listeners(&groups, scoped_route.as_deref());
@@ -248,6 +276,90 @@ pub(crate) fn context(
         scoped_route,
         errors,
         servers,
+    }
+}
+
+/// The address Envoy binds for a server: an IP address and a port it accepts.
+fn listener_address(s: &ServerCtx) -> Result<(), TranslateError> {
+    let what = |why: String| {
+        TranslateError::EnvoyRejects(format!(
+            "server {:?} (port {}): {why}",
+            s.server.port.name, s.server.port.number
+        ))
+    };
+    if s.container_port == 0 || s.container_port > 65535 {
+        return Err(what(format!(
+            "listener port {} is not a TCP port (1-65535)",
+            s.container_port
+        )));
+    }
+    if s.bind.parse::<std::net::IpAddr>().is_err() {
+        return Err(what(format!(
+            "bind address {:?} is not an IP address",
+            s.bind
+        )));
+    }
+    Ok(())
+}
+
+/// Envoy rejects a listener whose TLS filter chains match the same or overlapping SNI names,
+/// or a name with a wildcard anywhere but a leading `*.`. On each listener, HTTPS servers keep
+/// their names in order (a Gateway's own servers first, then KIngress TLS entries oldest
+/// first); a server with a bad name, or a name an earlier server holds, gets no filter chain
+/// and an error naming the other server's owner.
+fn distinct_sni(servers: &mut [ServerCtx], mut report: impl FnMut(TranslateError, &ObjectKey)) {
+    // (bind, port) -> SNI name ("" = every name) -> owner of the server holding it.
+    let mut held: BTreeMap<(String, u32), BTreeMap<String, ObjectKey>> = BTreeMap::new();
+    for s in servers.iter_mut().filter(|s| s.https && s.sds.is_some()) {
+        let names = sni_names(&s.server);
+        let at = |why: String| {
+            TranslateError::EnvoyRejects(format!(
+                "HTTPS server {:?} (port {}): {why}",
+                s.server.port.name, s.server.port.number
+            ))
+        };
+        if let Some(bad) = names.iter().find(|n| {
+            let rest = n.strip_prefix("*.").unwrap_or(n);
+            rest.is_empty() || rest.contains('*')
+        }) {
+            report(
+                at(format!(
+                    "host {bad:?} has a wildcard Envoy does not support in SNI names (only a \
+                     leading \"*.\")"
+                )),
+                &s.owner,
+            );
+            s.sds = None;
+            continue;
+        }
+        let listener = held.entry((s.bind.clone(), s.container_port)).or_default();
+        let keys: Vec<String> = if names.is_empty() {
+            vec![String::new()]
+        } else {
+            names
+        };
+        if let Some((host, other)) = keys
+            .iter()
+            .find_map(|k| listener.get(k).map(|o| (k.clone(), o.clone())))
+        {
+            let host = if host.is_empty() {
+                "*".to_string()
+            } else {
+                host
+            };
+            report(
+                at(format!(
+                    "TLS host {host} on port {} is already served by {other}; left out here",
+                    s.container_port
+                )),
+                &s.owner,
+            );
+            s.sds = None;
+            continue;
+        }
+        for k in keys {
+            listener.insert(k, s.owner.clone());
+        }
     }
 }
 
@@ -287,7 +399,7 @@ fn servers(
     labels: &BTreeMap<String, String>,
 ) -> (Vec<ServerCtx>, Vec<String>) {
     let mut all_gateways = gateways(inputs, opts);
-    add_kingress_tls_servers(inputs, opts, &mut all_gateways);
+    let owners = add_kingress_tls_servers(inputs, opts, &mut all_gateways);
     let selected: Vec<GatewayInfo> = all_gateways
         .into_iter()
         .filter(|g| is_subset(&g.spec.selector, labels))
@@ -320,6 +432,14 @@ fn servers(
                 https,
                 route_name,
                 sds: None,
+                owner: owners
+                    .get(&(g.id(), s.port.name.clone()))
+                    .cloned()
+                    .unwrap_or_else(|| ObjectKey {
+                        kind: Kind::Gateway,
+                        namespace: g.namespace.clone(),
+                        name: g.name.clone(),
+                    }),
             });
         }
     }
@@ -327,22 +447,41 @@ fn servers(
 }
 
 /// KIngress `spec.tls` entries of our class become HTTPS servers (port 443) on the external
-/// gateway, one per entry, as net-istio adds servers to its Gateway.
-fn add_kingress_tls_servers(inputs: &Inputs, opts: &Options, gateways: &mut [GatewayInfo]) {
+/// gateway, one per entry, as net-istio adds servers to its Gateway; oldest KIngress first (a
+/// TLS host two of them name is served by the older, see [`distinct_sni`]). Returns the
+/// KIngress of each server made, by (gateway, server port name).
+fn add_kingress_tls_servers(
+    inputs: &Inputs,
+    opts: &Options,
+    gateways: &mut [GatewayInfo],
+) -> BTreeMap<(String, String), ObjectKey> {
+    let mut owners = BTreeMap::new();
     let Some(gw) = gateways
         .iter_mut()
         .find(|g| g.id() == opts.external_gateway)
     else {
-        return;
+        return owners;
     };
-    for (key, e) in inputs.of_kind(Kind::KIngress) {
-        let Object::KIngress(ing) = &e.object else {
-            continue;
-        };
-        if !ownership::is_ours(inputs, &ing.metadata, &opts.ingress_class) {
-            continue;
-        }
+    let mut ours: Vec<_> = inputs
+        .of_kind(Kind::KIngress)
+        .filter_map(|(key, e)| match &e.object {
+            Object::KIngress(ing)
+                if !ing.spec.tls.is_empty()
+                    && ownership::is_ours(inputs, &ing.metadata, &opts.ingress_class) =>
+            {
+                Some((super::claims::precedence(key, &ing.metadata), key, ing))
+            }
+            _ => None,
+        })
+        .collect();
+    ours.sort_by(|a, b| a.0.cmp(&b.0));
+    let gw_id = gw.id();
+    for (_, key, ing) in ours {
         for (i, tls) in ing.spec.tls.iter().enumerate() {
+            owners.insert(
+                (gw_id.clone(), format!("{}-{}-{i}", key.namespace, key.name)),
+                key.clone(),
+            );
             let sns = if tls.secret_namespace.is_empty() {
                 key.namespace.clone()
             } else {
@@ -366,6 +505,7 @@ fn add_kingress_tls_servers(inputs: &Inputs, opts: &Options, gateways: &mut [Gat
             });
         }
     }
+    owners
 }
 
 /// Looks up the TLS Secret of an HTTPS server's credential name (`name` in the gateway
@@ -401,6 +541,162 @@ fn tls_secret(
     if crt.is_empty() || key.is_empty() {
         return Err(TranslateError::NotTlsPair { ns, name });
     }
+    if let Err(reason) = super::check::tls_pair(&crt, &key) {
+        return Err(TranslateError::BadTlsPair { ns, name, reason });
+    }
     pairs.insert(sds.clone(), (crt, key));
     Ok(sds)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use crate::state::Inputs;
+    use crate::translate::{translate, Options, Translation};
+
+    const CASE: [&str; 4] = [
+        include_str!("../../testdata/tls-redirect/input/istio-gateway-services.yaml"),
+        include_str!("../../testdata/tls-redirect/input/kingress.yaml"),
+        include_str!("../../testdata/tls-redirect/input/revision-services.yaml"),
+        include_str!("../../testdata/tls-redirect/input/secret.yaml"),
+    ];
+
+    /// A second KIngress of ours with one TLS entry.
+    fn kingress(name: &str, created: &str, host: &str, secret: &str) -> String {
+        format!(
+            r#"apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: default
+  creationTimestamp: "{created}"
+  annotations: {{networking.knative.dev/ingress.class: knative-pilot.ingress.networking.knative.dev}}
+spec:
+  rules:
+  - hosts: ["{host}"]
+    visibility: ExternalIP
+    http:
+      paths:
+      - splits: [{{serviceName: secure-00001, serviceNamespace: default, servicePort: 80, percent: 100}}]
+  tls:
+  - hosts: ["{host}"]
+    secretName: {secret}
+    secretNamespace: default
+"#
+        )
+    }
+
+    fn external(extra: &[String]) -> Translation {
+        let mut objects = Vec::new();
+        for (i, text) in CASE
+            .iter()
+            .map(|s| s.to_string())
+            .chain(extra.iter().cloned())
+            .enumerate()
+        {
+            let loaded = crate::source::files::parse_text(Path::new(&format!("{i}.yaml")), &text);
+            assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+            objects.extend(loaded.objects);
+        }
+        let (inputs, _) = Inputs::from_sourced(objects);
+        let labels = BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]);
+        translate(&inputs, &Options::default(), &labels)
+    }
+
+    /// The SNI names of the TLS filter chains of listener `0.0.0.0_8443`.
+    fn tls_chains(t: &Translation) -> Vec<Vec<String>> {
+        let l = t
+            .config
+            .listeners
+            .iter()
+            .find(|l| l.name == "0.0.0.0_8443")
+            .expect("listener 0.0.0.0_8443");
+        l.filter_chains
+            .iter()
+            .filter(|c| c.transport_socket.is_some())
+            .map(|c| {
+                c.filter_chain_match
+                    .clone()
+                    .unwrap_or_default()
+                    .server_names
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_tls_host_two_kingresses_name_is_served_by_the_older_only() {
+        // Created after `secure`, and first by name: it still loses the host.
+        let thief = kingress(
+            "aaa-thief",
+            "2025-01-01T00:00:00Z",
+            "secure.default.example.com",
+            "secure-tls",
+        );
+        let t = external(&[thief]);
+        assert_eq!(
+            tls_chains(&t),
+            vec![vec!["secure.default.example.com".to_string()]]
+        );
+        let err = t
+            .errors
+            .iter()
+            .find(|e| e.object.as_ref().is_some_and(|o| o.name == "aaa-thief"))
+            .unwrap_or_else(|| panic!("{:?}", t.errors));
+        assert!(
+            err.message.contains("TLS host secure.default.example.com on port 8443 is already served by Ingress default/secure"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn a_tls_host_with_a_partial_wildcard_or_a_bad_pair_is_left_out_alone() {
+        let wildcard = kingress(
+            "wild",
+            "2025-01-01T00:00:00Z",
+            "a*.example.com",
+            "secure-tls",
+        );
+        // The certificate of secure-tls with another key.
+        let other_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let secret = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: mismatch, namespace: default}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+            CASE[3]
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("tls.crt: "))
+                .unwrap(),
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, other_key.as_bytes()),
+        );
+        let mismatched = kingress(
+            "mismatched",
+            "2025-01-01T00:00:00Z",
+            "m.example.com",
+            "mismatch",
+        );
+        let t = external(&[wildcard, mismatched, secret]);
+        assert_eq!(
+            tls_chains(&t),
+            vec![vec!["secure.default.example.com".to_string()]]
+        );
+        let msgs: Vec<String> = t
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.object.as_ref().unwrap(), e.message))
+            .collect();
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("Ingress default/wild:") && m.contains("wildcard")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("Ingress default/mismatched:")
+                    && m.contains(
+                        "Secret default/mismatch: tls.key is not the key of the first certificate"
+                    )),
+            "{msgs:#?}"
+        );
+    }
 }

@@ -6,7 +6,8 @@
 //!    the Services that select the gateway pods), TLS Secrets resolved, listeners and secrets;
 //! 2. per object, on its own (`fragment`): `virtual_service`, `kingress` (ours, see
 //!    [`ownership`]) and `route` (with neither) reduce to the intermediate model in [`ir`], with
-//!    the clusters they need from `backend`;
+//!    the clusters they need from `backend`; then [`check`]: a value Envoy would reject leaves
+//!    the object out (so one object never makes Envoy reject a resource it shares);
 //! 3. `claims`: which objects are translated at all (route precedence), and who keeps a host
 //!    two objects claim (duplicate hosts);
 //! 4. `assemble`: the winning virtual hosts and served clusters to resources, in both route
@@ -27,6 +28,7 @@ use crate::state::Inputs;
 
 pub(crate) mod assemble;
 pub(crate) mod backend;
+pub mod check;
 pub(crate) mod claims;
 pub mod envoy;
 pub mod error;

@@ -44,7 +44,22 @@ pub struct BootstrapParams {
     pub xds_tls: Option<XdsTls>,
     /// `authorization: Bearer <token>` on the ADS stream (gRPC initial metadata).
     pub bearer_token: Option<String>,
+    /// Run with [`STRICT_RE2_RUNTIME`]: an Envoy that NACKs a regex the server accepts.
+    pub strict_re2: bool,
 }
+
+/// A bootstrap runtime layer lowering Envoy's RE2 program size limit from 100 (what the server
+/// assumes) to 10, so that [`REGEX_OVER_STRICT_LIMIT`] is rejected by this Envoy only: the way
+/// to make a real Envoy NACK now that the server leaves out everything a default Envoy rejects.
+pub const STRICT_RE2_RUNTIME: &str = "layered_runtime:
+  layers:
+  - name: strict-re2
+    static_layer:
+      re2.max_program_size.error_level: 10
+";
+
+/// A regex well within Envoy's default program size limit and above the strict one.
+pub const REGEX_OVER_STRICT_LIMIT: &str = "/[a-z]{30}";
 
 /// The xds-grpc cluster's TLS: files Envoy reads (PEM).
 #[derive(Clone, Debug)]
@@ -86,7 +101,13 @@ impl BootstrapParams {
             cluster: None,
             xds_tls: None,
             bearer_token: None,
+            strict_re2: false,
         }
+    }
+
+    pub fn strict_re2(mut self, strict: bool) -> Self {
+        self.strict_re2 = strict;
+        self
     }
 
     pub fn xds_tls(mut self, tls: XdsTls) -> Self {
@@ -135,7 +156,7 @@ pub fn render_bootstrap(p: &BootstrapParams) -> String {
         .unwrap_or_else(|| format!("istio-ingressgateway.{}", p.namespace));
     // JSON is valid YAML flow syntax and quotes every key/value safely.
     let labels = serde_json::to_string(&p.labels).expect("labels to json");
-    fill_template(
+    let mut out = fill_template(
         GATEWAY_ADS_TEMPLATE,
         &[
             ("pod", p.pod.clone()),
@@ -160,7 +181,12 @@ pub fn render_bootstrap(p: &BootstrapParams) -> String {
                 p.xds_tls.as_ref().map(XdsTls::yaml).unwrap_or_default(),
             ),
         ],
-    )
+    );
+    if p.strict_re2 {
+        out.push('\n');
+        out.push_str(STRICT_RE2_RUNTIME);
+    }
+    out
 }
 
 /// Replace every `{key}` with its value. Panics if a `{identifier}`

@@ -14,10 +14,9 @@
 
 use std::time::Duration;
 
-use super::bootstrap::ApiType;
+use super::bootstrap::{render_bootstrap, ApiType, BootstrapParams};
 use super::cluster::{
-    gateway_ports, gateway_services, start_gateway, wait_synced, ManifestDir, EXTERNAL_LABELS,
-    LOCAL_LABELS,
+    gateway_ports, gateway_services, wait_synced, ManifestDir, EXTERNAL_LABELS, LOCAL_LABELS,
 };
 use super::envoy::Envoy;
 use super::server::Server;
@@ -54,6 +53,7 @@ pub struct Fixture {
     args: Vec<String>,
     gateways: Vec<GatewaySpec>,
     wait_synced: bool,
+    strict_re2: bool,
 }
 
 impl Default for Fixture {
@@ -74,6 +74,7 @@ impl Fixture {
             args: Vec::new(),
             gateways: Vec::new(),
             wait_synced: true,
+            strict_re2: false,
         }
     }
 
@@ -138,6 +139,13 @@ impl Fixture {
         self
     }
 
+    /// Every Envoy runs with a stricter RE2 limit than the server assumes
+    /// ([`STRICT_RE2_RUNTIME`](super::bootstrap::STRICT_RE2_RUNTIME)): the way to make it NACK.
+    pub fn strict_re2(mut self) -> Fixture {
+        self.strict_re2 = true;
+        self
+    }
+
     /// Return once the Envoys are ready, without waiting for them to ACK the first translation.
     pub fn no_wait_synced(mut self) -> Fixture {
         self.wait_synced = false;
@@ -162,7 +170,12 @@ impl Fixture {
         let server = serve_dir(&dir, &args).await;
         let mut envoys = Vec::new();
         for g in &self.gateways {
-            envoys.push(start_gateway(&server, &g.pod, g.labels, g.api).await);
+            let params = BootstrapParams::new(server.xds_port())
+                .api_type(g.api)
+                .pod(&g.pod, "istio-system")
+                .labels(g.labels)
+                .strict_re2(self.strict_re2);
+            envoys.push(Envoy::start(&render_bootstrap(&params)).await);
         }
         for e in &envoys {
             e.wait_ready(ENVOY_READY).await;

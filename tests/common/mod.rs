@@ -37,11 +37,15 @@ pub mod fixture;
 pub mod load;
 pub mod pki;
 pub mod server;
+pub mod static_bootstrap;
 pub mod tls;
 pub mod util;
 
 pub use backend::Backend;
-pub use bootstrap::{fill_template, render_bootstrap, ApiType, BootstrapParams, XdsTls};
+pub use bootstrap::{
+    fill_template, render_bootstrap, ApiType, BootstrapParams, XdsTls, REGEX_OVER_STRICT_LIMIT,
+    STRICT_RE2_RUNTIME,
+};
 pub use client::{
     http2_get, http_get, http_request, try_http2_get, try_http_get, try_http_request, try_ws_echo,
     ws_echo, HttpClient, HttpVersion, Response,

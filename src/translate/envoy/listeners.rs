@@ -179,20 +179,7 @@ fn listener(
 
 /// The TLS filter chain of an HTTPS server, selected by SNI (its hosts, `*` left out).
 fn tls_chain(s: &ServerCtx, sds: String, stat_prefix: &str) -> FilterChain {
-    let mut server_names: Vec<String> = s
-        .server
-        .hosts
-        .iter()
-        .map(|h| {
-            h.split_once('/')
-                .map(|(_, h)| h)
-                .unwrap_or(h)
-                .to_ascii_lowercase()
-        })
-        .filter(|h| h != "*")
-        .collect();
-    server_names.sort();
-    server_names.dedup();
+    let server_names = super::super::gateway::sni_names(&s.server);
     let tls = DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             alpn_protocols: vec!["h2".to_string(), "http/1.1".to_string()],

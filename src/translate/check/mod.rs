@@ -1,0 +1,367 @@
+//! What Envoy would reject, found before it is sent. Envoy validates every resource it is
+//! given and rejects the whole response when one field is wrong (the shared `http.80`
+//! RouteConfiguration, all ClusterLoadAssignments of a SotW response), so one bad value in one
+//! object would stop every host of a gateway from updating. Every value of a translated
+//! object that ends up in a field Envoy checks is checked here, against the intermediate model
+//! all input kinds are reduced to (VirtualServices, KIngresses and Routes alike, so `serve`,
+//! `render` and `validate` apply the same rules): the object is then left out, with an error
+//! naming it, the host and the value.
+//!
+//! The rules are Envoy 1.40's (each was confirmed with `envoy --mode validate`):
+//! - header names (set, add, remove, match): not empty, at most 16 KiB, no NUL, CR or LF;
+//!   names set, added or removed must not be `:`-prefixed or `host`;
+//! - header values set or added: at most 16 KiB, no NUL, CR or LF, and a valid substitution
+//!   format ([`format`]);
+//! - virtual host domains, host rewrites, redirect hosts and paths, prefix rewrites: no NUL,
+//!   CR or LF;
+//! - header prefix matches and regexes are not empty; regexes are RE2 within Envoy's program
+//!   size limit ([`re2`]);
+//! - timeouts fit Envoy's durations (below 9,223,372,036 s);
+//! - the weights of a split sum to at most 2^32 - 1;
+//! - TLS pairs load ([`tls_pair`]); listener ports, bind addresses and the SNI names of HTTPS
+//!   servers are checked in `gateway` (Envoy rejects a listener whose TLS filter chains
+//!   overlap).
+
+pub mod format;
+pub mod re2;
+
+use std::time::Duration;
+
+use super::error::TranslateError;
+use super::ir::{Action, HeaderOps, PathMatch, Retry, RouteIr, StringMatchIr, VirtualHostIr};
+
+/// Envoy's largest header name or value (`max_bytes: 16384`).
+const MAX_HEADER_BYTES: usize = 16384;
+
+/// The first duration Envoy refuses (its milliseconds must fit an int64 nanosecond count).
+const MAX_DURATION_SECS: u64 = 9_223_372_036;
+
+/// Checks one virtual host an object places: every route's matches, actions and headers.
+pub(crate) fn virtual_host(vh: &VirtualHostIr) -> Result<(), TranslateError> {
+    let at = |what: String| format!("host {:?}: {what}", vh.host);
+    no_control(&vh.host).map_err(|why| reject(at(format!("the host {why}"))))?;
+    for (i, r) in vh.routes.iter().enumerate() {
+        route(r).map_err(|why| reject(at(format!("route {}: {why}", route_label(i, r)))))?;
+    }
+    Ok(())
+}
+
+fn reject(reason: String) -> TranslateError {
+    TranslateError::EnvoyRejects(reason)
+}
+
+fn route_label(i: usize, r: &RouteIr) -> String {
+    match &r.name {
+        Some(n) if !n.is_empty() => format!("{i} ({n:?})"),
+        _ => i.to_string(),
+    }
+}
+
+fn route(r: &RouteIr) -> Result<(), String> {
+    match &r.path {
+        PathMatch::Prefix(_) | PathMatch::Exact(_) => {}
+        PathMatch::Regex(rx) => regex(rx).map_err(|why| format!("path {why}"))?,
+    }
+    for h in &r.headers {
+        header_name(&h.name).map_err(|why| format!("header match name {:?} {why}", h.name))?;
+        match &h.matcher {
+            StringMatchIr::Exact(_) => {}
+            StringMatchIr::Prefix(p) if p.is_empty() => {
+                return Err(format!(
+                    "header match {:?} has an empty prefix (Envoy requires one)",
+                    h.name
+                ))
+            }
+            StringMatchIr::Prefix(_) => {}
+            StringMatchIr::Regex(rx) => {
+                regex(rx).map_err(|why| format!("header match {:?} {why}", h.name))?
+            }
+        }
+    }
+    header_ops(&r.headers_ops)?;
+    match &r.action {
+        Action::Route {
+            destinations,
+            timeout,
+            retry,
+            host_rewrite,
+            prefix_rewrite,
+        } => {
+            for d in destinations {
+                header_ops(&d.headers)
+                    .map_err(|why| format!("destination {}: {why}", d.cluster))?;
+            }
+            let total: u64 = destinations.iter().map(|d| u64::from(d.weight)).sum();
+            if total > u64::from(u32::MAX) {
+                return Err(format!(
+                    "the split weights sum to {total}, more than Envoy's 4294967295"
+                ));
+            }
+            if let Some(t) = timeout {
+                duration(*t).map_err(|why| format!("timeout {why}"))?;
+            }
+            if let Retry::Custom {
+                per_try_timeout: Some(t),
+                ..
+            } = retry
+            {
+                duration(*t).map_err(|why| format!("per-try timeout {why}"))?;
+            }
+            if let Some(h) = host_rewrite {
+                no_control(h).map_err(|why| format!("host rewrite {h:?} {why}"))?;
+            }
+            if let Some(p) = prefix_rewrite {
+                no_control(p).map_err(|why| format!("prefix rewrite {p:?} {why}"))?;
+            }
+        }
+        Action::Redirect { host, path, .. } => {
+            if let Some(h) = host {
+                no_control(h).map_err(|why| format!("redirect host {h:?} {why}"))?;
+            }
+            if let Some(p) = path {
+                no_control(p).map_err(|why| format!("redirect path {p:?} {why}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn regex(rx: &str) -> Result<(), String> {
+    re2::check(rx).map_err(|why| format!("regex {rx:?} {why}"))
+}
+
+fn header_ops(ops: &HeaderOps) -> Result<(), String> {
+    for (verb, k, v) in ops
+        .set
+        .iter()
+        .map(|(k, v)| ("set", k, Some(v)))
+        .chain(ops.add.iter().map(|(k, v)| ("add", k, Some(v))))
+        .chain(ops.remove.iter().map(|k| ("remove", k, None)))
+    {
+        header_name(k).map_err(|why| format!("header to {verb} {k:?} {why}"))?;
+        if k.starts_with(':') || k.eq_ignore_ascii_case("host") {
+            return Err(format!(
+                "header to {verb} {k:?}: Envoy does not let routes {verb} ':'-prefixed or host \
+                 headers"
+            ));
+        }
+        if let Some(v) = v {
+            header_value(v).map_err(|why| format!("value of header to {verb} {k:?} {why}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Envoy's `HTTP_HEADER_NAME` (non-strict), with its length limit.
+pub fn header_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".to_string());
+    }
+    if name.len() > MAX_HEADER_BYTES {
+        return Err(format!("is longer than {MAX_HEADER_BYTES} bytes"));
+    }
+    no_control(name)
+}
+
+/// Envoy's `HTTP_HEADER_VALUE` (non-strict), its length limit and the substitution format.
+pub fn header_value(value: &str) -> Result<(), String> {
+    if value.len() > MAX_HEADER_BYTES {
+        return Err(format!("is longer than {MAX_HEADER_BYTES} bytes"));
+    }
+    no_control(value)?;
+    format::check(value)
+}
+
+/// No NUL, CR or LF (what Envoy's non-strict header rules forbid).
+fn no_control(s: &str) -> Result<(), String> {
+    match s
+        .char_indices()
+        .find(|(_, c)| matches!(c, '\0' | '\r' | '\n'))
+    {
+        Some((i, c)) => Err(format!(
+            "holds {} at byte {i}, which Envoy does not allow there",
+            match c {
+                '\0' => "a NUL",
+                '\r' => "a carriage return",
+                _ => "a line feed",
+            }
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether Envoy can load a TLS pair: `tls.crt` holds PEM certificates that parse, `tls.key` a
+/// PEM private key, and the key belongs to the first certificate (Envoy: "Failed to load
+/// certificate chain", "KEY_VALUES_MISMATCH"). A key type the checker cannot load is taken as
+/// Envoy would (it may well support it); only a provable mismatch is refused.
+pub fn tls_pair(crt: &[u8], key: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(crt)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("tls.crt is not PEM ({e})"))?;
+    if certs.is_empty() {
+        return Err("tls.crt holds no PEM certificate".to_string());
+    }
+    for (i, c) in certs.iter().enumerate() {
+        x509_parser::parse_x509_certificate(c)
+            .map_err(|e| format!("certificate {} of tls.crt does not parse ({e})", i + 1))?;
+    }
+    let key = PrivateKeyDer::from_pem_slice(key)
+        .map_err(|e| format!("tls.key holds no PEM private key ({e})"))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let Ok(signing) = provider.key_provider.load_private_key(key) else {
+        return Ok(());
+    };
+    match rustls::sign::CertifiedKey::new(certs, signing).keys_match() {
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err("tls.key is not the key of the first certificate in tls.crt".to_string())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn duration(d: Duration) -> Result<(), String> {
+    if d.as_secs() >= MAX_DURATION_SECS {
+        return Err(format!(
+            "of {} s is beyond Envoy's largest duration ({} s)",
+            d.as_secs(),
+            MAX_DURATION_SECS - 1
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::ir::{HeaderMatchIr, WeightedDestination};
+
+    fn vh(route: RouteIr) -> VirtualHostIr {
+        VirtualHostIr {
+            host: "a.example.com".into(),
+            port: 80,
+            routes: vec![route],
+            require_tls: false,
+        }
+    }
+
+    fn plain() -> RouteIr {
+        RouteIr {
+            name: None,
+            path: PathMatch::Prefix("/".into()),
+            headers: vec![],
+            action: Action::Route {
+                destinations: vec![WeightedDestination {
+                    cluster: "c".into(),
+                    weight: 100,
+                    headers: HeaderOps::default(),
+                }],
+                timeout: None,
+                retry: Retry::None,
+                host_rewrite: None,
+                prefix_rewrite: None,
+            },
+            headers_ops: HeaderOps::default(),
+            metadata: None,
+        }
+    }
+
+    fn with_set(k: &str, v: &str) -> RouteIr {
+        let mut r = plain();
+        r.headers_ops.set.insert(k.into(), v.into());
+        r
+    }
+
+    #[test]
+    fn what_envoy_rejects_is_refused_with_the_host_and_value() {
+        let cases: Vec<(RouteIr, &str)> = vec![
+            (with_set("x-a", "a\nb"), "line feed"),
+            (with_set("x-a\r", "v"), "carriage return"),
+            (with_set("x-a", "a\0b"), "NUL"),
+            (with_set(":authority", "v"), "':'-prefixed"),
+            (with_set("Host", "v"), "host"),
+            (with_set("", "v"), "empty"),
+            (with_set("x-a", "100%"), "%%"),
+            (with_set("x-a", &"a".repeat(16385)), "16384"),
+            (
+                RouteIr {
+                    path: PathMatch::Regex("(?<=a)b".into()),
+                    ..plain()
+                },
+                "regex",
+            ),
+            (
+                RouteIr {
+                    headers: vec![HeaderMatchIr {
+                        name: "x".into(),
+                        matcher: StringMatchIr::Prefix(String::new()),
+                    }],
+                    ..plain()
+                },
+                "empty prefix",
+            ),
+            (
+                RouteIr {
+                    action: Action::Route {
+                        destinations: vec![],
+                        timeout: Some(Duration::from_secs(MAX_DURATION_SECS)),
+                        retry: Retry::None,
+                        host_rewrite: None,
+                        prefix_rewrite: None,
+                    },
+                    ..plain()
+                },
+                "largest duration",
+            ),
+            (
+                RouteIr {
+                    action: Action::Route {
+                        destinations: vec![],
+                        timeout: None,
+                        retry: Retry::None,
+                        host_rewrite: Some("a\nb".into()),
+                        prefix_rewrite: None,
+                    },
+                    ..plain()
+                },
+                "host rewrite",
+            ),
+            (
+                RouteIr {
+                    action: Action::Route {
+                        destinations: ["a", "b"]
+                            .iter()
+                            .map(|c| WeightedDestination {
+                                cluster: c.to_string(),
+                                weight: u32::MAX,
+                                headers: HeaderOps::default(),
+                            })
+                            .collect(),
+                        timeout: None,
+                        retry: Retry::None,
+                        host_rewrite: None,
+                        prefix_rewrite: None,
+                    },
+                    ..plain()
+                },
+                "weights",
+            ),
+        ];
+        for (r, want) in cases {
+            let err = virtual_host(&vh(r.clone())).expect_err(want).to_string();
+            assert!(err.contains(want), "{err} (want {want})");
+            assert!(err.contains("a.example.com"), "{err}");
+        }
+        let mut bad_host = vh(plain());
+        bad_host.host = "a\n.example.com".into();
+        assert!(virtual_host(&bad_host).is_err());
+        for ok in [
+            plain(),
+            with_set("x-a", "50%% %REQ(x-b)%"),
+            with_set("X-Upper Space", "tab\there é"),
+        ] {
+            assert_eq!(virtual_host(&vh(ok.clone())), Ok(()), "{ok:?}");
+        }
+    }
+}
