@@ -251,7 +251,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
         },
         translate: TranslateArgs {
             ingress_class: crate::model::kingress::DEFAULT_CLASS.to_string(),
-            external_gateway: "knative-serving/knative-ingress-gateway".to_string(),
+            external_gateway: None,
             local_gateway: None,
             bind_address: "127.0.0.1".to_string(),
             cluster_domain: "cluster.local".to_string(),

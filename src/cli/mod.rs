@@ -95,12 +95,14 @@ pub struct TranslateArgs {
     /// KIngress class we translate (annotation networking.knative.dev/ingress.class).
     #[arg(long, default_value = crate::model::kingress::DEFAULT_CLASS)]
     pub ingress_class: String,
-    /// Gateway (ns/name) that serves ExternalIP rules of KIngresses and Routes.
-    #[arg(long, default_value = "knative-serving/knative-ingress-gateway")]
-    pub external_gateway: String,
-    /// Gateway (ns/name) that serves ClusterLocal rules [default:
-    /// knative-serving/knative-local-gateway when that Gateway exists (net-istio today), else
-    /// knative-serving/cluster-local-gateway].
+    /// Gateway (ns/name) that serves ExternalIP rules of KIngresses and Routes [default: the
+    /// default external gateway of net-istio's knative-serving/config-istio, else
+    /// knative-serving/knative-ingress-gateway].
+    #[arg(long)]
+    pub external_gateway: Option<String>,
+    /// Gateway (ns/name) that serves ClusterLocal rules [default: the default local gateway of
+    /// config-istio, else knative-serving/knative-local-gateway when that Gateway exists
+    /// (net-istio today), else knative-serving/cluster-local-gateway].
     #[arg(long)]
     pub local_gateway: Option<String>,
     /// Address gateway listeners bind to when a Gateway server names no `bind`.

@@ -48,7 +48,7 @@ pub fn gateways(inputs: &Inputs, opts: &Options) -> Vec<GatewayInfo> {
     if out.is_empty() {
         let local = opts.local_gateway(inputs);
         for (id, selector) in [
-            (&opts.external_gateway, "ingressgateway"),
+            (&opts.external_gateway(inputs), "ingressgateway"),
             (&local, "cluster-local-gateway"),
         ] {
             let (ns, name) = split_ns_name(id, "knative-serving");
@@ -83,7 +83,7 @@ pub fn gateway_labels(
     gateway: &str,
 ) -> Option<BTreeMap<String, String>> {
     let id = match gateway {
-        "external" => opts.external_gateway.clone(),
+        "external" => opts.external_gateway(inputs),
         "local" => opts.local_gateway(inputs),
         other => other.to_string(),
     };
@@ -242,7 +242,7 @@ pub(crate) fn context(
     labels: &BTreeMap<String, String>,
 ) -> Context {
     let (servers, gateways) = servers(inputs, opts, labels);
-    let mut errors = Vec::new();
+    let mut errors: Vec<InputError> = super::config_istio::error(inputs).into_iter().collect();
     // A server Envoy would reject a listener for is left out (every listener of a proxy is in
     // one LDS response: one bad server would stop them all from updating).
     let mut servers: Vec<ServerCtx> = servers
@@ -456,10 +456,8 @@ fn add_kingress_tls_servers(
     gateways: &mut [GatewayInfo],
 ) -> BTreeMap<(String, String), ObjectKey> {
     let mut owners = BTreeMap::new();
-    let Some(gw) = gateways
-        .iter_mut()
-        .find(|g| g.id() == opts.external_gateway)
-    else {
+    let external = opts.external_gateway(inputs);
+    let Some(gw) = gateways.iter_mut().find(|g| g.id() == external) else {
         return owners;
     };
     let mut ours: Vec<_> = inputs

@@ -62,7 +62,7 @@ pub(super) fn placements(
         let gateway = if local {
             cx.opts.local_gateway(cx.inputs)
         } else {
-            cx.opts.external_gateway.clone()
+            cx.opts.external_gateway(cx.inputs)
         };
         let http = rule
             .http

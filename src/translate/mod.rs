@@ -30,6 +30,7 @@ pub(crate) mod assemble;
 pub(crate) mod backend;
 pub mod check;
 pub(crate) mod claims;
+pub mod config_istio;
 pub mod envoy;
 pub mod error;
 pub(crate) mod fragment;
@@ -48,8 +49,9 @@ pub use gateway::{container_port, gateway_labels, gateways, GatewayInfo};
 pub struct Options {
     /// KIngresses with this class annotation are ours to translate.
     pub ingress_class: String,
-    /// `ns/name` of the gateway that serves ExternalIP rules.
-    pub external_gateway: String,
+    /// `ns/name` of the gateway that serves ExternalIP rules; `None`: the one config-istio
+    /// names, else `knative-serving/knative-ingress-gateway` (see [`Options::external_gateway`]).
+    pub external_gateway: Option<String>,
     /// `ns/name` of the gateway that serves ClusterLocal rules; `None`: the one of the two
     /// well-known names that exists (see [`Options::local_gateway`]).
     pub local_gateway: Option<String>,
@@ -81,7 +83,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             ingress_class: crate::model::kingress::DEFAULT_CLASS.to_string(),
-            external_gateway: "knative-serving/knative-ingress-gateway".to_string(),
+            external_gateway: None,
             local_gateway: None,
             bind_address: "0.0.0.0".to_string(),
             cluster_domain: "cluster.local".to_string(),
@@ -90,6 +92,8 @@ impl Default for Options {
     }
 }
 
+/// net-istio's public Gateway.
+pub const KNATIVE_INGRESS_GATEWAY: &str = "knative-serving/knative-ingress-gateway";
 /// net-istio's cluster-local Gateway today (port 8081 on the ingress gateway pods).
 pub const KNATIVE_LOCAL_GATEWAY: &str = "knative-serving/knative-local-gateway";
 /// net-istio's cluster-local Gateway before 0.20 (its own gateway pods), and our default when
@@ -97,12 +101,29 @@ pub const KNATIVE_LOCAL_GATEWAY: &str = "knative-serving/knative-local-gateway";
 pub const CLUSTER_LOCAL_GATEWAY: &str = "knative-serving/cluster-local-gateway";
 
 impl Options {
+    /// The gateway (`ns/name`) that serves ExternalIP rules: `--external-gateway` when given,
+    /// else the default external gateway of net-istio's config-istio ([`config_istio`]), else
+    /// `knative-serving/knative-ingress-gateway`.
+    pub fn external_gateway(&self, inputs: &Inputs) -> String {
+        if let Some(g) = &self.external_gateway {
+            return g.clone();
+        }
+        config_istio::gateways(inputs)
+            .ok()
+            .and_then(|g| g.external)
+            .unwrap_or_else(|| KNATIVE_INGRESS_GATEWAY.to_string())
+    }
+
     /// The gateway (`ns/name`) that serves ClusterLocal rules: `--local-gateway` when given,
-    /// else `knative-serving/knative-local-gateway` when that Gateway exists (net-istio since
+    /// else the default local gateway of config-istio, else
+    /// `knative-serving/knative-local-gateway` when that Gateway exists (net-istio since
     /// 0.20), else `knative-serving/cluster-local-gateway`.
     pub fn local_gateway(&self, inputs: &Inputs) -> String {
         if let Some(g) = &self.local_gateway {
             return g.clone();
+        }
+        if let Some(g) = config_istio::gateways(inputs).ok().and_then(|g| g.local) {
+            return g;
         }
         let (ns, name) = gateway::split_ns_name(KNATIVE_LOCAL_GATEWAY, "knative-serving");
         if inputs

@@ -216,7 +216,7 @@ impl Writer {
             let mut gateways = Vec::new();
             if need_ext {
                 gateways.push(gateway_progress(
-                    &opts.external_gateway,
+                    &opts.external_gateway(inputs),
                     ext.as_ref(),
                     conns,
                     first,

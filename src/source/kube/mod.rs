@@ -24,8 +24,8 @@
 //!   instead. Other watch errors are logged and retried with kube-runtime's default backoff.
 //! - An object that stops parsing keeps its last good version served, with an error saying so.
 //! - Secrets: only `type=kubernetes.io/tls` (a field selector the API server supports), the kind
-//!   Gateways and KIngresses reference. ConfigMaps: only `knative-serving`'s `config-network` and
-//!   `config-domain`, the two translation reads.
+//!   Gateways and KIngresses reference. ConfigMaps: only `knative-serving`'s `config-network`,
+//!   `config-domain` and `config-istio`, the three translation reads.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

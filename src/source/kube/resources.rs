@@ -14,7 +14,7 @@ pub const MISSING_RETRY: Duration = Duration::from_secs(60);
 /// The namespace of the Knative ConfigMaps translation reads.
 pub const KNATIVE_NAMESPACE: &str = "knative-serving";
 /// The ConfigMaps translation reads.
-pub const CONFIG_MAPS: &[&str] = &["config-network", "config-domain"];
+pub const CONFIG_MAPS: &[&str] = &["config-network", "config-domain", "config-istio"];
 
 /// One kind we watch: its API resource and how to select objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
