@@ -50,8 +50,8 @@ pub fn gateways(inputs: &Inputs) -> Result<IstioGateways, String> {
     let data = cm.data.clone().unwrap_or_default();
     let old = |prefix: &str| -> Option<String> {
         // BTreeMap: keys come sorted.
-        data.iter()
-            .filter_map(|(k, _)| k.strip_prefix(prefix))
+        data.keys()
+            .filter_map(|k| k.strip_prefix(prefix))
             .find(|rest| !rest.is_empty())
             .map(|rest| match rest.split_once('.') {
                 Some((ns, name)) => format!("{ns}/{name}"),
