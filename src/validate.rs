@@ -95,6 +95,9 @@ fn classify(e: &InputError) -> (&'static str, String) {
             "use a port the Service has (number or name), or add the port to the Service"
         }
         ErrorCode::Invalid => "correct the object as the message says; until then it is left out",
+        ErrorCode::RejectedByEnvoy => {
+            "correct the object as Envoy's message says; it is tried again when it changes"
+        }
     };
     (e.code.as_str(), fix.to_string())
 }

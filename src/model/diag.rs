@@ -50,6 +50,9 @@ pub enum ErrorCode {
     /// Anything else that leaves an object out.
     #[default]
     Invalid,
+    /// A gateway's Envoy rejected (NACKed) the resources the object translated to: it is
+    /// quarantined for that gateway until it changes.
+    RejectedByEnvoy,
 }
 
 impl ErrorCode {
@@ -64,6 +67,7 @@ impl ErrorCode {
             ErrorCode::TlsSecretMissing => "tls-secret-missing",
             ErrorCode::TlsSecretInvalid => "tls-secret-invalid",
             ErrorCode::Invalid => "invalid",
+            ErrorCode::RejectedByEnvoy => "rejected-by-envoy",
         }
     }
 }
