@@ -164,9 +164,11 @@ impl Hub {
         }
         st.engines.retain(|k, _| keys.contains(k));
         st.contain.retain(|k, _| keys.contains(k));
+        let before = st.snapshots();
         st.serve_raw(&changed);
         st.add_engines(&keys, &self.opts);
         st.restore_last_good(&changed);
+        st.note_changes(&before, generation);
         let (errors, bad) = st.errors();
         st.remember_good(&changed, bad);
         for e in &errors {
@@ -235,9 +237,11 @@ impl Hub {
         }
         let started = Instant::now();
         let generation = self.start_generation(started);
+        let before = st.snapshots();
         if let (Some(e), Some(c)) = (st.engines.get_mut(key), st.contain.get(key)) {
             e.apply(c.inputs(&st.served), &changes);
         }
+        st.note_changes(&before, generation);
         let (errors, _) = st.errors();
         self.publish(proxies, st, generation, errors);
         tracing::info!(
@@ -275,6 +279,27 @@ impl State {
             oc.push(served_change(&mut self.served, key, new));
         }
         self.apply_engines(&oc);
+    }
+
+    /// Every engine's resources now (O(1) each: persistent maps).
+    fn snapshots(&self) -> BTreeMap<ProxyKey, Snapshot> {
+        self.engines
+            .iter()
+            .map(|(k, e)| (k.clone(), e.snapshot(0)))
+            .collect()
+    }
+
+    /// Tells each key's containment which of its types changed since `before`, at
+    /// `generation` (O(changes): the maps share what did not change).
+    fn note_changes(&mut self, before: &BTreeMap<ProxyKey, Snapshot>, generation: u64) {
+        for (k, e) in &self.engines {
+            let after = e.snapshot(0);
+            self.contain.entry(k.clone()).or_default().changed_at(
+                generation,
+                before.get(k),
+                &after,
+            );
+        }
     }
 
     /// Served changes into every engine: as they are, or against the key's own view when
@@ -494,9 +519,8 @@ impl ConfigSource for Hub {
         if !st.engines.contains_key(&proxy.labels) {
             return;
         }
-        let current = self.generation();
         let c = st.contain.entry(proxy.labels.clone()).or_default();
-        let changes = c.acked(&st.served, type_url, generation, current);
+        let changes = c.acked(&st.served, type_url, generation);
         self.contained(&proxies, st, &proxy.labels, changes);
     }
 
@@ -513,9 +537,7 @@ impl ConfigSource for Hub {
             &st.served,
             engine,
             type_url,
-            generation,
-            current,
-            current + 1,
+            (generation, current + 1),
             nack,
         );
         self.contained(&proxies, st, &proxy.labels, changes);

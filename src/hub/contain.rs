@@ -31,7 +31,9 @@ use crate::model::ObjectKey;
 use crate::state::Inputs;
 use crate::translate::incremental::{Engine, ObjectChange};
 use crate::xds::conn::NackStatus;
-use crate::xds::resource::{type_short, CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE};
+use crate::xds::resource::{
+    type_short, Snapshot, CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE, SNAPSHOT_TYPES,
+};
 
 use super::served_change;
 
@@ -68,6 +70,10 @@ pub(super) struct Containment {
     /// The narrowing under way: the type URL and the generation of its latest step; an ACK
     /// of that type from then on releases the held objects (tried next).
     trial: Option<(String, u64)>,
+    /// Per type URL, the generation since which this key's resources of that type are what
+    /// they are: responses built from older snapshots say nothing about them. (Generations
+    /// are global: another key's change makes new ones without changing this key's.)
+    since: BTreeMap<String, u64>,
 }
 
 impl Containment {
@@ -78,6 +84,27 @@ impl Containment {
 
     fn quarantined(&self, key: &ObjectKey) -> bool {
         self.rejected.contains_key(key) || self.held.contains(key)
+    }
+
+    /// This key's snapshot changes from `before` to `after` at `generation` (`before`:
+    /// `None` for a new engine).
+    pub(super) fn changed_at(
+        &mut self,
+        generation: u64,
+        before: Option<&Snapshot>,
+        after: &Snapshot,
+    ) {
+        for t in SNAPSHOT_TYPES {
+            if before.is_none_or(|b| b.of_type(t) != after.of_type(t)) {
+                self.since.insert(t.to_string(), generation);
+            }
+        }
+    }
+
+    /// Whether a response of `type_url` built at `generation` was built from this key's
+    /// current resources of that type.
+    fn current(&self, type_url: &str, generation: u64) -> bool {
+        generation >= self.since.get(type_url).copied().unwrap_or(0)
     }
 
     /// Objects whose raw version changed are tried again: their quarantine ends (their
@@ -106,17 +133,16 @@ impl Containment {
         Some(own)
     }
 
-    /// An Envoy of this key ACKed `type_url` at `generation` (`current` is the latest
-    /// published): remembers what it accepted, and after the latest step of a narrowing of
-    /// that type releases the held objects. Returns the changes for the engine.
+    /// An Envoy of this key ACKed `type_url` at `generation`: remembers what it accepted,
+    /// and after the latest step of a narrowing of that type releases the held objects.
+    /// Returns the changes for the engine.
     pub(super) fn acked(
         &mut self,
         served: &Inputs,
         type_url: &str,
         generation: u64,
-        current: u64,
     ) -> Vec<ObjectChange> {
-        if generation == current {
+        if self.current(type_url, generation) {
             let now = self.inputs(served).clone();
             self.accepted.insert(type_url.to_string(), now);
         }
@@ -131,22 +157,19 @@ impl Containment {
         out
     }
 
-    /// An Envoy of this key NACKed `type_url` at `generation` (`current` is the latest
-    /// published, `next` the one about to be): narrows the suspects and quarantines one or
-    /// half of them. Returns the changes for the engine (empty: nothing to try).
-    #[allow(clippy::too_many_arguments)]
+    /// An Envoy of this key NACKed `type_url` at `generation` (`next` is the generation about
+    /// to be published): narrows the suspects and quarantines one or half of them. Returns
+    /// the changes for the engine (empty: nothing to try).
     pub(super) fn nacked(
         &mut self,
         served: &Inputs,
         engine: &Engine,
         type_url: &str,
-        generation: u64,
-        current: u64,
-        next: u64,
+        (generation, next): (u64, u64),
         nack: &NackStatus,
     ) -> Vec<ObjectChange> {
         // A NACK of an older snapshot: the current one is on its way and tells more.
-        if generation != current || !CONTAINED.contains(&type_url) {
+        if !self.current(type_url, generation) || !CONTAINED.contains(&type_url) {
             return Vec::new();
         }
         let inputs = self.inputs(served);
