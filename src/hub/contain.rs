@@ -483,6 +483,95 @@ spec:
         assert_incremental_is_full(&hub);
     }
 
+    /// A KIngress `name` on both gateways (an ExternalIP and a ClusterLocal rule).
+    fn both_gateways(name: &str, v: u32) -> String {
+        let local_rule = format!(
+            r#"  - hosts: [{name}.default.svc.cluster.local]
+    visibility: ClusterLocal
+    http:
+      paths:
+      - appendHeaders: {{x-version: "{name}-v{v}"}}
+        splits:
+        - {{serviceNamespace: default, serviceName: {name}, servicePort: 80, percent: 100}}
+---
+apiVersion: v1
+kind: Service"#
+        );
+        kingress(name, v).replacen("---\napiVersion: v1\nkind: Service", &local_rule, 1)
+    }
+
+    #[test]
+    fn each_gateway_contains_its_own_nack_and_one_does_not_make_the_others_stale() {
+        let local = ProxyIdentity {
+            id: "router~1~local.istio-system~istio-system.svc.cluster.local".into(),
+            namespace: Some("istio-system".into()),
+            labels: BTreeMap::from([("istio".to_string(), "cluster-local-gateway".to_string())]),
+        };
+        let yaml = both_gateways("a", 1) + &both_gateways("bad", 1);
+        let hub = Hub::new(Options::default());
+        hub.update(
+            Inputs::from_sourced(parse_text(Path::new("t.yaml"), &yaml).objects).0,
+            vec![],
+        );
+        let ext = hub.subscribe(&proxy()).expect("ready");
+        let loc = hub.subscribe(&local).expect("ready");
+        let local_routes = |rx: &watch::Receiver<Arc<Snapshot>>| {
+            rx.borrow()
+                .of_type(ROUTE)
+                .and_then(|m| m.get("http.8081").or_else(|| m.get("http.80")))
+                .map(|r| String::from_utf8_lossy(&r.body.value).into_owned())
+                .unwrap_or_default()
+        };
+        assert!(
+            local_routes(&loc).contains("bad-v1"),
+            "{}",
+            local_routes(&loc)
+        );
+        // Both Envoys NACK the same generation; the external one is answered first (a new
+        // generation), and the local NACK, built from the older generation, still counts:
+        // nothing of the local gateway changed since.
+        let g = ext.borrow().generation;
+        let local_before = local_routes(&loc);
+        hub.nacked(&proxy(), ROUTE, g, &nack("regex too complex"));
+        assert!(ext.borrow().generation > g);
+        hub.nacked(&local, ROUTE, g, &nack("regex too complex"));
+        assert_ne!(
+            local_routes(&loc),
+            local_before,
+            "the local NACK is acted on"
+        );
+        // Narrowed down on each gateway separately (two suspects each: one held, one tried).
+        for _ in 0..4 {
+            for (p, rx) in [(proxy(), &ext), (local.clone(), &loc)] {
+                let generation = rx.borrow().generation;
+                let body = if p.labels == proxy().labels {
+                    routes(rx)
+                } else {
+                    local_routes(rx)
+                };
+                if body.contains("bad-v1") {
+                    hub.nacked(&p, ROUTE, generation, &nack("regex too complex"));
+                } else {
+                    hub.acked(&p, ROUTE, generation);
+                }
+            }
+        }
+        assert!(!routes(&ext).contains("bad-v1") && routes(&ext).contains("a-v1"));
+        assert!(!local_routes(&loc).contains("bad-v1") && local_routes(&loc).contains("a-v1"));
+        let rejected: Vec<String> = hub
+            .errors()
+            .iter()
+            .filter(|e| e.code == ErrorCode::RejectedByEnvoy)
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(rejected.len(), 2, "one per gateway: {rejected:?}");
+        assert!(rejected
+            .iter()
+            .all(|e| e.starts_with("Ingress default/bad ")));
+        assert!(rejected[0].contains("of gateway knative-serving/cluster-local-gateway"));
+        assert!(rejected[1].contains("of gateway knative-serving/knative-ingress-gateway"));
+    }
+
     #[test]
     fn a_stale_nack_or_an_unknown_resource_changes_nothing() {
         let hub = Hub::new(Options::default());
