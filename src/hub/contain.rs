@@ -572,6 +572,89 @@ kind: Service"#
         assert!(rejected[1].contains("of gateway knative-serving/knative-ingress-gateway"));
     }
 
+    /// A scripted Envoy rejecting any route carrying one of `bad`.
+    fn envoy_rejecting_any(hub: &Hub, rx: &watch::Receiver<Arc<Snapshot>>, bad: &[&str]) -> usize {
+        let mut answers = 0;
+        loop {
+            let generation = rx.borrow().generation;
+            let body = routes(rx);
+            if bad.iter().any(|b| body.contains(b)) {
+                hub.nacked(&proxy(), ROUTE, generation, &nack("rejected"));
+            } else {
+                hub.acked(&proxy(), ROUTE, generation);
+            }
+            answers += 1;
+            assert!(answers < 50, "no end to the narrowing");
+            if rx.borrow().generation == generation {
+                return answers;
+            }
+        }
+    }
+
+    #[test]
+    fn several_bad_objects_are_all_found_and_only_they_are_left_out() {
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+        let objects: Vec<(&str, u32)> = names.iter().map(|n| (*n, 1)).collect();
+        let hub = Hub::new(Options::default());
+        hub.update(inputs(&objects), vec![]);
+        let rx = hub.subscribe(&proxy()).expect("ready");
+        envoy_rejecting_any(&hub, &rx, &["c-v1", "g-v1"]);
+        let served = routes(&rx);
+        for n in ["a", "b", "d", "e", "f", "h"] {
+            assert!(served.contains(&format!("{n}-v1")), "{n}: {served}");
+        }
+        assert!(!served.contains("c-v1") && !served.contains("g-v1"));
+        let rejected: Vec<String> = hub
+            .errors()
+            .iter()
+            .filter_map(|e| e.object.as_ref().map(|o| o.name.clone()))
+            .collect();
+        assert_eq!(rejected, ["c", "g"]);
+        assert_incremental_is_full(&hub);
+    }
+
+    #[test]
+    fn a_rejected_cluster_or_scoped_host_points_at_its_object_at_once() {
+        // A cluster: its Service's clusters come from `bad` only.
+        let hub = Hub::new(Options::default());
+        hub.update(inputs(&[("a", 1), ("bad", 1)]), vec![]);
+        let rx = hub.subscribe(&proxy()).expect("ready");
+        let generation = rx.borrow().generation;
+        let mut n = nack("bad cluster");
+        n.resources = vec!["outbound|80||bad.default.svc.cluster.local".into()];
+        hub.nacked(&proxy(), CLUSTER, generation, &n);
+        let errors = hub.errors();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].to_string().starts_with("Ingress default/bad "));
+        assert!(errors[0].to_string().contains("(cds outbound|80||bad"));
+        assert!(!routes(&rx).contains("bad-v1") && routes(&rx).contains("a-v1"));
+
+        // Scoped layout: the rejected RouteConfiguration is one host's.
+        let opts = Options {
+            route_layout: translate::RouteLayout::Scoped,
+            ..Options::default()
+        };
+        let hub = Hub::new(opts);
+        hub.update(inputs(&[("a", 1), ("bad", 1)]), vec![]);
+        let rx = hub.subscribe(&proxy()).expect("ready");
+        let scoped = "http.80/bad.default.example.com";
+        assert!(rx
+            .borrow()
+            .of_type(ROUTE)
+            .is_some_and(|m| m.contains_key(scoped)));
+        let generation = rx.borrow().generation;
+        let mut n = nack("bad route");
+        n.resources = vec![scoped.into()];
+        hub.nacked(&proxy(), ROUTE, generation, &n);
+        let errors = hub.errors();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].to_string().starts_with("Ingress default/bad "));
+        let routes = rx.borrow().of_type(ROUTE).cloned().unwrap_or_default();
+        assert!(!routes.contains_key(scoped));
+        assert!(routes.contains_key("http.80/a.default.example.com"));
+        assert_incremental_is_full(&hub);
+    }
+
     #[test]
     fn a_stale_nack_or_an_unknown_resource_changes_nothing() {
         let hub = Hub::new(Options::default());
