@@ -2,7 +2,9 @@
 //! snapshot in a `watch` channel (which holds only the latest value: a slow Envoy never makes a
 //! queue grow). Sources feed it [`Change`]s; it keeps the raw inputs, updates one incremental
 //! [`Engine`] per proxy label set (only what a change touches is translated and encoded again),
-//! retains the last good version of objects that change into bad ones, and publishes. Until the first
+//! retains the last good version of objects that change into bad ones, and publishes. What a
+//! gateway's Envoys NACK is narrowed down to the objects behind it and quarantined for that
+//! gateway (`hub/contain.rs`, through [`ConfigSource::nacked`]). Until the first
 //! [`Hub::apply`]/[`Hub::update`] the hub is not ready: streams are answered `Unavailable` and
 //! `/ready` says 503.
 
