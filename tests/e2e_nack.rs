@@ -206,6 +206,10 @@ async fn contains_a_nack(api: ApiType) {
     }
     let err = reported_rejected(&server2).await;
     assert!(err.contains("program size"), "{err}");
+    eprintln!(
+        "fresh server and Envoy: every good host served after {} generations (1 = the load)",
+        generation(&server2).await
+    );
     assert_eq!(
         http_get(port, &host("bad"), "/alpha/x", &[]).await.status,
         404
