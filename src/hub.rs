@@ -2,7 +2,9 @@
 //! snapshot in a `watch` channel (which holds only the latest value: a slow Envoy never makes a
 //! queue grow). Sources feed it [`Change`]s; it keeps the raw inputs, updates one incremental
 //! [`Engine`] per proxy label set (only what a change touches is translated and encoded again),
-//! retains the last good version of objects that change into bad ones, and publishes. Until the first
+//! retains the last good version of objects that change into bad ones, and publishes. What a
+//! gateway's Envoys NACK is narrowed down to the objects behind it and quarantined for that
+//! gateway (`hub/contain.rs`, through [`ConfigSource::nacked`]). Until the first
 //! [`Hub::apply`]/[`Hub::update`] the hub is not ready: streams are answered `Unavailable` and
 //! `/ready` says 503.
 
@@ -18,8 +20,12 @@ use crate::model::{Kind, ObjectKey};
 use crate::state::{keep_last_good, Change, Entry, Inputs, PREVIOUS_VERSION_SERVED};
 use crate::translate::incremental::{Engine, ObjectChange};
 use crate::translate::{self, Options, ProxyConfig};
+use crate::xds::conn::NackStatus;
 use crate::xds::resource::{resource, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
 use crate::xds::{ConfigSource, ProxyIdentity, Snapshot};
+
+mod contain;
+use contain::Containment;
 
 /// Labels identify what a proxy gets: proxies with equal labels share one snapshot channel.
 type ProxyKey = BTreeMap<String, String>;
@@ -41,6 +47,8 @@ struct State {
     load_errors: Vec<InputError>,
     /// Objects named by translation errors after the last change.
     bad: BTreeSet<ObjectKey>,
+    /// Per proxy key with an engine: what its Envoys accepted and rejected (`contain.rs`).
+    contain: BTreeMap<ProxyKey, Containment>,
 }
 
 /// The xDS cache and the current inputs.
@@ -136,20 +144,17 @@ impl Hub {
     /// fails to translate is reported, and its last version that translated cleanly keeps being
     /// served (until the object is deleted or fixed).
     pub fn apply(&self, changes: Vec<Change>, load_errors: Vec<InputError>) {
-        let generation = self.generation.load(Ordering::Acquire) + 1;
         let started = Instant::now();
-        {
-            let mut times = lock(&self.generation_times);
-            if times.len() >= GENERATION_TIMES {
-                times.pop_front();
-            }
-            times.push_back((generation, started));
-        }
         let mut proxies = lock(&self.proxies);
         let mut guard = lock(&self.state);
+        // Under the locks: a stream's NACK also makes a generation (`Hub::nacked`).
+        let generation = self.start_generation(started);
         let st = &mut *guard;
         st.load_errors = load_errors;
         let changed = st.apply_raw(changes);
+        for c in st.contain.values_mut() {
+            c.release(&changed);
+        }
         // Forget proxy keys nobody listens to any more; keep the two gateways' engines (their
         // errors matter even with no proxy connected).
         proxies.retain(|_, tx| tx.receiver_count() > 0);
@@ -160,18 +165,53 @@ impl Hub {
             }
         }
         st.engines.retain(|k, _| keys.contains(k));
+        st.contain.retain(|k, _| keys.contains(k));
+        let before = st.snapshots();
         st.serve_raw(&changed);
         st.add_engines(&keys, &self.opts);
         st.restore_last_good(&changed);
+        st.note_changes(&before, generation);
         let (errors, bad) = st.errors();
         st.remember_good(&changed, bad);
+        for e in &errors {
+            tracing::warn!(error = %e, "input left out");
+        }
+        self.publish(&proxies, st, generation, errors);
+        self.ready.store(true, Ordering::Release);
+        tracing::info!(
+            generation,
+            proxies = proxies.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "translated"
+        );
+    }
+}
+
+impl Hub {
+    /// The number of the next generation, with its start time (call under the proxies lock).
+    fn start_generation(&self, started: Instant) -> u64 {
+        let generation = self.generation.load(Ordering::Acquire) + 1;
+        let mut times = lock(&self.generation_times);
+        if times.len() >= GENERATION_TIMES {
+            times.pop_front();
+        }
+        times.push_back((generation, started));
+        generation
+    }
+
+    /// Sends every proxy key its engine's snapshot of `generation`, then makes the generation,
+    /// the served inputs and `errors` current.
+    fn publish(
+        &self,
+        proxies: &BTreeMap<ProxyKey, watch::Sender<Arc<Snapshot>>>,
+        st: &State,
+        generation: u64,
+        errors: Vec<InputError>,
+    ) {
         for (labels, tx) in proxies.iter() {
             if let Some(e) = st.engines.get(labels) {
                 tx.send_replace(Arc::new(e.snapshot(generation)));
             }
-        }
-        for e in &errors {
-            tracing::warn!(error = %e, "input left out");
         }
         // The generation first, then the inputs it carries: a reader of `inputs()` then
         // `generation()` (the KIngress status writer) never sees a generation older than the
@@ -183,12 +223,35 @@ impl Hub {
         if let Ok(mut w) = self.errors.write() {
             *w = errors;
         }
-        self.ready.store(true, Ordering::Release);
+    }
+
+    /// What an ACK or NACK of one proxy key changed in its quarantine (`changes` against its
+    /// view), applied to its engine and published as a new generation.
+    fn contained(
+        &self,
+        proxies: &BTreeMap<ProxyKey, watch::Sender<Arc<Snapshot>>>,
+        st: &mut State,
+        key: &ProxyKey,
+        changes: Vec<ObjectChange>,
+    ) {
+        if changes.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let generation = self.start_generation(started);
+        let before = st.snapshots();
+        if let (Some(e), Some(c)) = (st.engines.get_mut(key), st.contain.get(key)) {
+            e.apply(c.inputs(&st.served), &changes);
+        }
+        st.note_changes(&before, generation);
+        let (errors, _) = st.errors();
+        self.publish(proxies, st, generation, errors);
         tracing::info!(
             generation,
-            proxies = proxies.len(),
+            labels = ?key,
+            objects = ?changes.iter().map(|c| c.key.to_string()).collect::<Vec<_>>(),
             elapsed_us = started.elapsed().as_micros() as u64,
-            "translated"
+            "NACK containment: quarantine changed"
         );
     }
 }
@@ -217,8 +280,43 @@ impl State {
             let new = self.raw.entry(key).cloned();
             oc.push(served_change(&mut self.served, key, new));
         }
-        for e in self.engines.values_mut() {
-            e.apply(&self.served, &oc);
+        self.apply_engines(&oc);
+    }
+
+    /// Every engine's resources now (O(1) each: persistent maps).
+    fn snapshots(&self) -> BTreeMap<ProxyKey, Snapshot> {
+        self.engines
+            .iter()
+            .map(|(k, e)| (k.clone(), e.snapshot(0)))
+            .collect()
+    }
+
+    /// Tells each key's containment which of its types changed since `before`, at
+    /// `generation` (O(changes): the maps share what did not change).
+    fn note_changes(&mut self, before: &BTreeMap<ProxyKey, Snapshot>, generation: u64) {
+        for (k, e) in &self.engines {
+            let after = e.snapshot(0);
+            self.contain.entry(k.clone()).or_default().changed_at(
+                generation,
+                before.get(k),
+                &after,
+            );
+        }
+    }
+
+    /// Served changes into every engine: as they are, or against the key's own view when
+    /// something is quarantined for it.
+    fn apply_engines(&mut self, oc: &[ObjectChange]) {
+        let keys: Vec<ObjectKey> = oc.iter().map(|c| c.key.clone()).collect();
+        for (pk, e) in self.engines.iter_mut() {
+            let own = self
+                .contain
+                .get_mut(pk)
+                .and_then(|c| c.changes(&self.served, &keys));
+            match (own, self.contain.get(pk)) {
+                (Some(own), Some(c)) => e.apply(c.inputs(&self.served), &own),
+                _ => e.apply(&self.served, oc),
+            }
         }
     }
 
@@ -265,9 +363,7 @@ impl State {
             }
         }
         if !restore.is_empty() {
-            for e in self.engines.values_mut() {
-                e.apply(&self.served, &restore);
-            }
+            self.apply_engines(&restore);
         }
     }
 
@@ -288,6 +384,13 @@ impl State {
             }
         }
         errors.extend(self.kept.values().flatten().cloned());
+        for (pk, c) in &self.contain {
+            let gateway = match self.engines.get(pk).map(|e| e.gateways().join(", ")) {
+                Some(g) if !g.is_empty() => g,
+                _ => format!("{pk:?}"),
+            };
+            errors.extend(c.errors(&self.served, &gateway));
+        }
         errors.sort();
         errors.dedup();
         (errors, bad)
@@ -409,6 +512,37 @@ impl ConfigSource for Hub {
         let (tx, rx) = watch::channel(Arc::new(snap));
         proxies.insert(proxy.labels.clone(), tx);
         Some(rx)
+    }
+
+    fn acked(&self, proxy: &ProxyIdentity, type_url: &str, generation: u64) {
+        let proxies = lock(&self.proxies);
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        if !st.engines.contains_key(&proxy.labels) {
+            return;
+        }
+        let c = st.contain.entry(proxy.labels.clone()).or_default();
+        let changes = c.acked(&st.served, type_url, generation);
+        self.contained(&proxies, st, &proxy.labels, changes);
+    }
+
+    fn nacked(&self, proxy: &ProxyIdentity, type_url: &str, generation: u64, nack: &NackStatus) {
+        let proxies = lock(&self.proxies);
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        let Some(engine) = st.engines.get(&proxy.labels) else {
+            return;
+        };
+        let current = self.generation();
+        let c = st.contain.entry(proxy.labels.clone()).or_default();
+        let changes = c.nacked(
+            &st.served,
+            engine,
+            type_url,
+            (generation, current + 1),
+            nack,
+        );
+        self.contained(&proxies, st, &proxy.labels, changes);
     }
 }
 

@@ -22,7 +22,8 @@
 //!   [`translate::incremental`] keeps the same output up to date per change, with work
 //!   proportional to the change. It imports only [`xds::resource`] of `xds`.
 //! - [`hub`]: the xDS cache: it applies [`state::Change`]s, translates what they touch and
-//!   publishes a snapshot per proxy label set.
+//!   publishes a snapshot per proxy label set; objects behind what an Envoy NACKs are
+//!   narrowed down and quarantined for that gateway.
 //! - [`xds`]: [`xds::resource`] (resources, snapshots, type URLs in push order: the leaf), the
 //!   I/O-free ADS connection state machine ([`xds::conn`], which returns responses and events),
 //!   the observer interface stream events are reported through ([`xds::observe`]), the tonic

@@ -99,6 +99,9 @@ fn classify(e: &InputError) -> (&'static str, String) {
              it shares with every other host); until then the object is left out"
         }
         ErrorCode::Invalid => "correct the object as the message says; until then it is left out",
+        ErrorCode::RejectedByEnvoy => {
+            "correct the object as Envoy's message says; it is tried again when it changes"
+        }
     };
     (e.code.as_str(), fix.to_string())
 }

@@ -52,6 +52,9 @@ pub enum ErrorCode {
     /// Anything else that leaves an object out.
     #[default]
     Invalid,
+    /// A gateway's Envoy rejected (NACKed) the resources the object translated to: it is
+    /// quarantined for that gateway until it changes.
+    RejectedByEnvoy,
 }
 
 impl ErrorCode {
@@ -67,6 +70,7 @@ impl ErrorCode {
             ErrorCode::TlsSecretInvalid => "tls-secret-invalid",
             ErrorCode::EnvoyRejects => "envoy-rejects",
             ErrorCode::Invalid => "invalid",
+            ErrorCode::RejectedByEnvoy => "rejected-by-envoy",
         }
     }
 }

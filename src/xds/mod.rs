@@ -47,4 +47,21 @@ pub trait ConfigSource: Send + Sync + 'static {
     fn generation_time(&self, _generation: u64) -> Option<std::time::Instant> {
         None
     }
+
+    /// An Envoy of this proxy ACKed the response of `type_url` built from the snapshot of
+    /// `generation` (so it accepts what that snapshot holds of the type). Ignored by default.
+    fn acked(&self, _proxy: &ProxyIdentity, _type_url: &str, _generation: u64) {}
+
+    /// An Envoy of this proxy NACKed the response of `type_url` built from the snapshot of
+    /// `generation`: `nack` names the resources the response carried and has Envoy's message.
+    /// The source may change what it serves this proxy in answer (the hub quarantines the
+    /// objects behind them). Ignored by default.
+    fn nacked(
+        &self,
+        _proxy: &ProxyIdentity,
+        _type_url: &str,
+        _generation: u64,
+        _nack: &conn::NackStatus,
+    ) {
+    }
 }

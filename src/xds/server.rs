@@ -583,10 +583,22 @@ impl<S: ConfigSource> Reporter<S> {
     fn report(&self, events: &[Event], status: ConnStatus) {
         for ev in events {
             match ev {
-                Event::Ack { type_url, version } => self.each(|o| o.acked(type_url, version)),
-                Event::Nack { type_url, nack } => {
+                Event::Ack {
+                    type_url,
+                    version,
+                    generation,
+                } => {
+                    self.each(|o| o.acked(type_url, version));
+                    self.source.acked(&self.proxy, type_url, *generation);
+                }
+                Event::Nack {
+                    type_url,
+                    nack,
+                    generation,
+                } => {
                     self.entry.record_nack(type_url);
                     self.each(|o| o.nacked(type_url, nack));
+                    self.source.nacked(&self.proxy, type_url, *generation, nack);
                 }
                 Event::Converged { generation } => {
                     let since = self

@@ -49,6 +49,29 @@ pub struct GatewayProgress {
     pub acked: usize,
 }
 
+/// Why a KIngress is left out: the condition reason and the error's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftOut {
+    /// `TranslationFailed`, or `RejectedByEnvoy` when a gateway's Envoy rejected what it
+    /// translated to (quarantined for that gateway until it changes).
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl LeftOut {
+    /// The reason and message of an error naming the KIngress.
+    pub fn of(e: &crate::model::diag::InputError) -> LeftOut {
+        let reason = match e.code {
+            crate::model::diag::ErrorCode::RejectedByEnvoy => "RejectedByEnvoy",
+            _ => "TranslationFailed",
+        };
+        LeftOut {
+            reason,
+            message: e.message.clone(),
+        }
+    }
+}
+
 /// What the writer knows about one KIngress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
@@ -56,8 +79,8 @@ pub struct Facts {
     pub generation: u64,
     /// One entry per gateway that must serve the KIngress.
     pub gateways: Vec<GatewayProgress>,
-    /// Why translation left the KIngress out, if it did.
-    pub translate_error: Option<String>,
+    /// Why translation (or a gateway's Envoy) left the KIngress out, if it did.
+    pub translate_error: Option<LeftOut>,
     /// Other replicas that keep it from being Ready (not reachable, not there yet).
     pub replicas_waiting: Vec<String>,
 }
@@ -213,7 +236,7 @@ pub fn desired_status(ing: &KIngress, facts: &Facts, lbs: &LoadBalancers, now: &
         status["observedGeneration"] = g.into();
     }
     let conditions = if let Some(err) = &facts.translate_error {
-        let msg = err.as_str();
+        let (reason, msg) = (err.reason, err.message.as_str());
         vec![
             cond(
                 "LoadBalancerReady",
@@ -221,13 +244,8 @@ pub fn desired_status(ing: &KIngress, facts: &Facts, lbs: &LoadBalancers, now: &
                 Some("NotConfigured"),
                 Some("the ingress could not be translated"),
             ),
-            cond(
-                "NetworkConfigured",
-                "False",
-                Some("TranslationFailed"),
-                Some(msg),
-            ),
-            cond("Ready", "False", Some("TranslationFailed"), Some(msg)),
+            cond("NetworkConfigured", "False", Some(reason), Some(msg)),
+            cond("Ready", "False", Some(reason), Some(msg)),
         ]
     } else {
         let waiting: Vec<String> = facts
@@ -410,12 +428,40 @@ mod tests {
     }
 
     #[test]
+    fn a_kingress_an_envoy_rejected_is_not_ready_and_says_why() {
+        let e = crate::model::diag::InputError::of(
+            crate::model::ObjectKey {
+                kind: crate::model::Kind::KIngress,
+                namespace: "default".into(),
+                name: "hello".into(),
+            },
+            None,
+            crate::model::diag::ErrorCode::RejectedByEnvoy,
+            "rejected by Envoy of gateway gw (rds http.80): bad regex; left out there until the object changes",
+        );
+        let facts = Facts {
+            generation: 1,
+            gateways: vec![progress("gw", 1, 1)],
+            translate_error: Some(LeftOut::of(&e)),
+            replicas_waiting: vec![],
+        };
+        let s = desired_status(&ing(&["ExternalIP"]), &facts, &lbs(), "t0");
+        assert_eq!(cond(&s, "Ready")["status"], "False");
+        assert_eq!(cond(&s, "Ready")["reason"], "RejectedByEnvoy");
+        assert_eq!(cond(&s, "Ready")["message"], e.message);
+        assert_eq!(cond(&s, "NetworkConfigured")["reason"], "RejectedByEnvoy");
+    }
+
+    #[test]
     fn translation_errors_are_reported_and_unchanged_status_is_stable() {
         let mut i = ing(&["ExternalIP"]);
         let facts = Facts {
             generation: 1,
             gateways: vec![progress("gw", 1, 1)],
-            translate_error: Some("splits sum to 90".into()),
+            translate_error: Some(LeftOut {
+                reason: "TranslationFailed",
+                message: "splits sum to 90".into(),
+            }),
             replicas_waiting: vec![],
         };
         let s = desired_status(&i, &facts, &lbs(), "t0");

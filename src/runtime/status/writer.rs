@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::progress::{fetch_progress, ProgressShared};
 use super::{
     combine, desired_status, gateway_progress, needed_gateways, peer_addresses, rfc3339_now, Facts,
-    GatewayProgress, LoadBalancers, PeerReports, ProgressMap, ReplicaProgress, TICK,
+    GatewayProgress, LeftOut, LoadBalancers, PeerReports, ProgressMap, ReplicaProgress, TICK,
 };
 use crate::hub::Hub;
 use crate::model::{KIngress, Kind, Object, ObjectKey};
@@ -275,7 +275,7 @@ impl Writer {
         let translate_error = errors
             .iter()
             .find(|e| e.object.as_ref() == Some(key))
-            .map(|e| e.message.clone());
+            .map(LeftOut::of);
         let facts = Facts {
             generation: first,
             gateways,

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use crate::model::diag::InputError;
 use crate::model::{Kind, Object, ObjectKey};
 use crate::state::{Entry, Inputs, SERVICE_NAME_LABEL};
-use crate::xds::resource::SNAPSHOT_TYPES;
 use crate::xds::resource::{ResourceMap, Snapshot};
+use crate::xds::resource::{CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE, SNAPSHOT_TYPES};
 use prost::Message;
 
 use super::assemble::{self, Sink, VirtualHosts};
@@ -189,6 +189,34 @@ impl Engine {
         }
         out.sort();
         out.dedup();
+        out
+    }
+
+    /// The objects whose translation produced these resources of this type (the names of a
+    /// response Envoy rejected): the owners of the winning virtual hosts of a route
+    /// configuration or of one scoped host (`http.80/<host>`, the name of its scope and its
+    /// RouteConfiguration), and the objects whose fragments reference a cluster (or its load
+    /// assignment). Listeners and secrets come from the gateway context: none.
+    pub fn contributors(&self, type_url: &str, names: &[String]) -> BTreeSet<ObjectKey> {
+        let names: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        let mut out = BTreeSet::new();
+        for (key, f) in &self.frags {
+            let hit = match type_url {
+                ROUTE | SCOPED_ROUTE => f.vhosts.iter().any(|((route, host), vh)| {
+                    let named = names.contains(route.as_str())
+                        || names.contains(envoy::scoped_name(route, host).as_str());
+                    named && self.vhosts.get(route).and_then(|m| m.get(host)) == Some(vh)
+                }),
+                CLUSTER | ENDPOINT => f
+                    .clusters
+                    .iter()
+                    .any(|(c, _)| names.contains(c.name.as_str())),
+                _ => false,
+            };
+            if hit {
+                out.insert(key.clone());
+            }
+        }
         out
     }
 

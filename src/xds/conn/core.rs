@@ -102,6 +102,8 @@ pub(super) struct Pending {
     pub(super) basis: Option<(ResourceMap, u64)>,
     /// Names added, changed or removed by the response.
     pub(super) touched: Vec<String>,
+    /// The generation of the snapshot the response was built from.
+    pub(super) generation: u64,
 }
 
 /// One response to send, independent of the wire flavour.
@@ -306,6 +308,7 @@ impl Core {
                 self.events.push(Event::Ack {
                     type_url: type_url.to_string(),
                     version: p.version,
+                    generation: p.generation,
                 });
             }
             Some(err) => {
@@ -326,6 +329,7 @@ impl Core {
                 self.events.push(Event::Nack {
                     type_url: type_url.to_string(),
                     nack,
+                    generation: p.generation,
                 });
             }
         }
@@ -386,6 +390,7 @@ impl Core {
 
     /// ACK/NACK bookkeeping for a type we do not serve.
     pub(super) fn unserved_ack(&mut self, type_url: &str, error: Option<&RpcStatus>) {
+        let generation = self.target.generation;
         let st = self.state(type_url);
         match error {
             None => {
@@ -396,6 +401,7 @@ impl Core {
                 self.events.push(Event::Ack {
                     type_url: type_url.to_string(),
                     version,
+                    generation,
                 });
             }
             Some(err) => {
@@ -410,6 +416,7 @@ impl Core {
                 self.events.push(Event::Nack {
                     type_url: type_url.to_string(),
                     nack,
+                    generation,
                 });
             }
         }
@@ -616,6 +623,7 @@ impl Core {
             self.resend_updated_assignments(&versions, &touched);
         }
         let nonce = self.next_nonce();
+        let generation = self.target.generation;
         let st = self.state(t);
         st.force = false;
         st.resend.clear();
@@ -631,6 +639,7 @@ impl Core {
                 versions,
                 basis,
                 touched,
+                generation,
             },
         );
         Outgoing {

@@ -209,10 +209,19 @@ impl core::Core {
 /// Something an input to the machine caused that observers want to know (metrics, logs).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// The Envoy ACKed the response with this version.
-    Ack { type_url: String, version: String },
-    /// The Envoy NACKed a response.
-    Nack { type_url: String, nack: NackStatus },
+    /// The Envoy ACKed the response with this version, built from the snapshot of this
+    /// generation.
+    Ack {
+        type_url: String,
+        version: String,
+        generation: u64,
+    },
+    /// The Envoy NACKed a response built from the snapshot of this generation.
+    Nack {
+        type_url: String,
+        nack: NackStatus,
+        generation: u64,
+    },
     /// The Envoy now holds everything this generation's snapshot says, every type ACKed.
     Converged { generation: u64 },
 }

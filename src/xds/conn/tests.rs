@@ -1005,7 +1005,8 @@ fn steps_return_acks_nacks_and_convergence_once() {
         [
             Event::Ack {
                 type_url: CLUSTER.into(),
-                version: cds.version_info.clone()
+                version: cds.version_info.clone(),
+                generation: 1,
             },
             Event::Converged { generation: 1 }
         ]
@@ -1016,8 +1017,13 @@ fn steps_return_acks_nacks_and_convergence_once() {
     let cds2 = one(step.responses);
     let step = ack(&mut c, &cds2, Some("bad cluster"));
     match &step.events[..] {
-        [Event::Nack { type_url, nack }] => {
+        [Event::Nack {
+            type_url,
+            nack,
+            generation,
+        }] => {
             assert_eq!(type_url, CLUSTER);
+            assert_eq!(*generation, 2, "the NACKed response's snapshot");
             assert_eq!(nack.message, "bad cluster");
             assert_eq!(nack.nonce, cds2.nonce);
             assert_eq!(nack.resources, ["a"]);
