@@ -648,7 +648,7 @@ spec:
     // The Secret arrives (as cert-manager would create it): HTTPS by SNI works.
     let secret = testdata_secret_yaml();
     let trust = Trust::Pinned(secret_certificate(&secret));
-    let mut secret: Value = serde_yaml::from_str(&secret).expect("secret yaml");
+    let mut secret: Value = serde_saphyr::from_str(&secret).expect("secret yaml");
     secret["type"] = "kubernetes.io/tls".into();
     secret["metadata"]["namespace"] = "istio-system".into();
     api.apply(secret);
@@ -796,7 +796,7 @@ async fn a_bad_update_names_the_object_and_keeps_serving_its_last_good_version()
     .await;
 
     // A malformed update (rules is not a list) of one KIngress, and a change of another.
-    let mut bad: Value = serde_yaml::from_str(&one_rule(
+    let mut bad: Value = serde_saphyr::from_str(&one_rule(
         "hello",
         &["hello.default.example.com"],
         "hello-00001",

@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use clap::Parser;
-use serde::Deserialize;
 use serde_json::Value;
 
 fn kubectl() -> String {
@@ -28,10 +27,7 @@ fn build(dir: &str) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).expect("utf-8");
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| Value::deserialize(d).expect("yaml document"))
-        .filter(|v| !v.is_null())
-        .collect()
+    serde_saphyr::from_multiple::<Value>(&text).expect("yaml documents")
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, ns: Option<&str>, name: &str) -> &'a Value {
@@ -203,7 +199,7 @@ fn strings_in_order(v: &Value) -> Vec<String> {
 }
 
 /// The istio-proxy proxy config the gateway pods get: discoveryAddress and auth policy.
-fn proxy_config(docs: &[Value]) -> serde_yaml::Value {
+fn proxy_config(docs: &[Value]) -> Value {
     let gw = find(
         docs,
         "Deployment",
@@ -213,7 +209,7 @@ fn proxy_config(docs: &[Value]) -> serde_yaml::Value {
     let text = gw["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"]
         .as_str()
         .expect("proxy.istio.io/config annotation");
-    serde_yaml::from_str(text).expect("proxy config YAML")
+    serde_saphyr::from_str(text).expect("proxy config YAML")
 }
 
 #[test]
