@@ -1,5 +1,6 @@
 //! Reads every `*.yaml`, `*.yml` and `*.json` file under a directory: multi-document YAML and
-//! `kind: List` included. Hidden files and editor backups (`.x.swp`, `x~`) are skipped.
+//! `kind: List` included. Hidden paths and editor backups (`.x.swp`, `x~`) are skipped; see
+//! [`is_manifest`].
 
 use std::path::{Path, PathBuf};
 
@@ -20,39 +21,62 @@ impl Loaded {
     }
 }
 
-/// True for a file name we read.
-pub fn is_manifest(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+/// True for a manifest we read, `rel` being its path relative to the directory: a `*.yaml`,
+/// `*.yml` or `*.json` file, not an editor backup (`x~`), with no hidden (`.`) component. The
+/// last rule follows kubelet's layout of a mounted ConfigMap: the files are symlinks
+/// (`f.yaml -> ..data/f.yaml`) into a hidden timestamped directory that `..data` points to, so
+/// only the symlinks are read and nothing is read twice.
+pub fn is_manifest(rel: &Path) -> bool {
+    let hidden = rel
+        .components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+    let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
-    if name.starts_with('.') || name.ends_with('~') {
+    if hidden || name.ends_with('~') {
         return false;
     }
     matches!(
-        path.extension().and_then(|e| e.to_str()),
+        rel.extension().and_then(|e| e.to_str()),
         Some("yaml") | Some("yml") | Some("json")
     )
 }
 
-/// All manifest files under `dir`, sorted, as paths relative to `dir`.
+/// All manifest files under `dir`, sorted, as paths relative to `dir`. Symlinks are followed
+/// (to files and to directories, each directory once); hidden directories are not entered.
 pub fn list_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
+        if !seen.insert(d.canonicalize().unwrap_or_else(|_| d.clone())) {
+            continue;
+        }
         for entry in std::fs::read_dir(&d)? {
             let entry = entry?;
             let path = entry.path();
-            let hidden = path
+            let Ok(rel) = path.strip_prefix(dir) else {
+                continue;
+            };
+            let hidden = rel
                 .file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with('.'));
-            let ft = entry.file_type()?;
-            if ft.is_dir() && !hidden {
-                stack.push(path);
-            } else if is_manifest(&path) && (ft.is_file() || ft.is_symlink()) {
-                if let Ok(rel) = path.strip_prefix(dir) {
-                    out.push(rel.to_path_buf());
+            if hidden {
+                continue;
+            }
+            let mut ft = entry.file_type()?;
+            if ft.is_symlink() {
+                // A dangling link reads as no file.
+                match std::fs::metadata(&path) {
+                    Ok(m) => ft = m.file_type(),
+                    Err(_) => continue,
                 }
+            }
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_file() && is_manifest(rel) {
+                out.push(rel.to_path_buf());
             }
         }
     }
