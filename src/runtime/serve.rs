@@ -110,6 +110,7 @@ pub async fn run(
                 kube.namespaces.clone(),
                 kube.missing_retry,
                 batches,
+                health,
             ));
             let debounce = spawn_debounce(&hub, batch_rx, config.debounce);
             let status = kube.status.map(|status| {
