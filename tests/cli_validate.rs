@@ -92,7 +92,7 @@ fn translator_problems_are_reported_with_object_file_and_fix() {
             "fix the document as the message says",
         ),
         (
-            "error[invalid] Endpoints default/bad-ip (bad-shapes.yaml document 4): subsets[0].addresses[0].ip \"999.1.1.1\" is not an IP address",
+            "error[invalid] Endpoints default/bad-ip-00001 (bad-shapes.yaml document 4): subsets[0].addresses[0].ip \"999.1.1.1\" is not an IP address",
             "left out",
         ),
     ];
@@ -101,7 +101,7 @@ fn translator_problems_are_reported_with_object_file_and_fix() {
         assert!(fix_line.contains(fix), "{head}: {fix_line}");
     }
     let summary = format!(
-        "9 error(s), 0 warning(s) in 23 object(s) from {}\n",
+        "9 error(s), 1 warning(s) in 25 object(s) from {}\n",
         dir.display()
     );
     assert!(r.stdout.ends_with(&summary), "{}", r.stdout);
