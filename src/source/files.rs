@@ -138,8 +138,8 @@ pub fn parse_text(file: &Path, text: &str) -> Loaded {
     let docs: Vec<Result<serde_json::Value, String>> = if is_json {
         // A JSON file may hold several concatenated values.
         serde_json::Deserializer::from_str(text)
-            .into_iter::<serde_json::Value>()
-            .map(|r| r.map_err(|e| format!("malformed JSON: {e}")))
+            .into_iter::<UniqueKeys>()
+            .map(|r| r.map(|u| u.0).map_err(|e| format!("malformed JSON: {e}")))
             .collect()
     } else {
         let options = yaml_options(text.len());
@@ -222,6 +222,74 @@ fn json_type(v: &serde_json::Value) -> &'static str {
         serde_json::Value::String(_) => "a string",
         serde_json::Value::Array(_) => "a list",
         serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// A JSON value whose objects have no duplicate key (serde_json would keep the last one
+/// silently; the YAML parser reports them too).
+struct UniqueKeys(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(UniqueKeys(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(out.into())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(v) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            out.insert(key, v);
+        }
+        Ok(out.into())
     }
 }
 
@@ -324,9 +392,13 @@ fn yaml_error(e: &serde_saphyr::Error, line_offset: usize, len: usize) -> String
             Some(key) => format!("malformed YAML: duplicate key {key:?}{at}"),
             None => format!("malformed YAML: duplicate key{at}"),
         },
+        Error::Budget {
+            breach: serde_saphyr::budget::BudgetBreach::Depth { depth },
+            ..
+        } => format!("YAML nested {depth} deep, more than {MAX_DEPTH}{at}"),
         Error::Budget { breach, .. } => format!(
-            "YAML over the limits for a file of {len} bytes ({}){at}: nested too deep, or \
-             aliases expanding to more than {EXPANSION_FACTOR} times the file",
+            "YAML over the limits for a file of {len} bytes ({}){at}: aliases expanding to \
+             more than {EXPANSION_FACTOR} times the file",
             breach_words(breach)
         ),
         Error::AliasReplayLimitExceeded { .. }
@@ -355,7 +427,6 @@ fn breach_words(b: &serde_saphyr::budget::BudgetBreach) -> String {
         }
         B::Nodes { nodes } => format!("{nodes} nodes"),
         B::Events { events } => format!("{events} parser events"),
-        B::Depth { depth } => format!("nested {depth} deep, more than {MAX_DEPTH}"),
         B::Aliases { aliases } => format!("{aliases} aliases"),
         B::AliasAnchorRatio { aliases, anchors } => {
             format!("{aliases} aliases of {anchors} anchors")
@@ -548,5 +619,21 @@ mod tests {
                 "l.yaml document 2 item 2: a List item must be an object (a mapping), not a list",
             ]
         );
+    }
+
+    #[test]
+    fn json_duplicate_keys_are_reported() {
+        let dup = "{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"a\", \"name\": \"b\"}}\n";
+        let loaded = parse_text(Path::new("s.json"), dup);
+        assert!(loaded.objects.is_empty());
+        let e = loaded.errors[0].to_string();
+        assert!(
+            e.starts_with("s.json document 1: malformed JSON: duplicate key \"name\" at line 1"),
+            "{e}"
+        );
+        let ok = "{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"c\"}, \"x\": [1.5, null, true, -1, \"s\"]}\n\
+                  {\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"d\"}}";
+        let loaded = parse_text(Path::new("s.json"), ok);
+        assert_eq!(loaded.objects.len(), 2, "{:?}", loaded.errors);
     }
 }
