@@ -80,10 +80,15 @@ fn file_event(root: &Path, p: &Path) -> Option<FileEvent> {
 /// The link kubelet swaps atomically to update a mounted ConfigMap or Secret.
 const KUBELET_DATA_LINK: &str = "..data";
 
-/// How long after an event that removed files the directory is looked at again before the
-/// removals are applied: `rm -r` removes the files before the directory, and a directory that
-/// goes away must not be taken as "every object deleted".
-const REMOVAL_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long the events must stop after an event that removed files before the removals are
+/// applied: `rm -r` removes the files before the directory, and a directory that goes away must
+/// not be taken as "every object deleted". Shorter than the debouncer's default quiet time
+/// (100 ms), so the changes before and after the wait still make one generation.
+const REMOVAL_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// At most this many waits of [`REMOVAL_SETTLE`] (a directory still being removed after 1 s is
+/// taken as it is then).
+const SETTLE_ROUNDS: usize = 20;
 
 /// How often a vanished directory is looked for.
 const REAPPEAR_POLL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -149,10 +154,14 @@ pub async fn run(
         let mut changed: BTreeSet<PathBuf> = BTreeSet::new();
         let mut rescan = false;
         let mut pending = vec![first];
-        let mut settled = false;
-        loop {
+        // Something went away: wait until the events stop (for REMOVAL_SETTLE, at most
+        // SETTLE_ROUNDS times), so that a removal of the whole directory is seen whole.
+        for round in 0..=SETTLE_ROUNDS {
             while let Ok(e) = events.try_recv() {
                 pending.push(e);
+            }
+            if round > 0 && pending.is_empty() {
+                break;
             }
             for e in pending.drain(..) {
                 match e {
@@ -163,12 +172,10 @@ pub async fn run(
                 }
             }
             let removed = rescan || changed.iter().any(|p| !dir.join(p).exists());
-            if settled || !removed {
+            if !removed || round == SETTLE_ROUNDS {
                 break;
             }
-            // Something went away: let a removal of the whole directory finish first.
             tokio::time::sleep(REMOVAL_SETTLE).await;
-            settled = true;
         }
         if !dir.is_dir() {
             let why = format!(
