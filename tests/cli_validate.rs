@@ -80,7 +80,7 @@ fn translator_problems_are_reported_with_object_file_and_fix() {
             "create the Service",
         ),
         (
-            "error[parse] bad-shapes.yaml document 1: malformed YAML: duplicate key \"ports\" at line 11, column 3",
+            "error[parse] bad-shapes.yaml document 1: malformed YAML: duplicate key \"ports\" at line 11, column 3 (in Service default/dup-key)",
             "fix the document as the message says",
         ),
         (

@@ -147,7 +147,13 @@ pub fn parse_text(file: &Path, text: &str) -> Loaded {
             .into_iter()
             .map(|(line_offset, doc)| {
                 serde_saphyr::from_str_with_options::<serde_json::Value>(doc, options.clone())
-                    .map_err(|e| yaml_error(&e, line_offset, text.len()))
+                    .map_err(|e| {
+                        let message = yaml_error(&e, line_offset, text.len());
+                        match duplicate_key_object(&e, doc, &options) {
+                            Some(object) => format!("{message} (in {object})"),
+                            None => message,
+                        }
+                    })
             })
             .collect()
     };
@@ -367,6 +373,38 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
         docs.push((start_line, chunk));
     }
     docs
+}
+
+/// For a duplicate key: the object the document would define (`Kind ns/name`), read again
+/// keeping the first of the duplicates, so the message names it. The object itself is not
+/// loaded: which of the values was meant is unknown.
+fn duplicate_key_object(
+    e: &serde_saphyr::Error,
+    doc: &str,
+    options: &serde_saphyr::Options,
+) -> Option<String> {
+    let mut inner = e;
+    while let serde_saphyr::Error::AliasError { error, .. }
+    | serde_saphyr::Error::WithSnippet { error, .. } = inner
+    {
+        inner = error;
+    }
+    if !matches!(inner, serde_saphyr::Error::DuplicateMappingKey { .. }) {
+        return None;
+    }
+    let mut options = options.clone();
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::FirstWins;
+    let v: serde_json::Value = serde_saphyr::from_str_with_options(doc, options).ok()?;
+    let kind = v.get("kind")?.as_str()?;
+    let meta = |k: &str| {
+        v.pointer(&format!("/metadata/{k}"))
+            .and_then(|n| n.as_str())
+    };
+    let name = meta("name")?;
+    Some(format!(
+        "{kind} {}/{name}",
+        meta("namespace").unwrap_or("default")
+    ))
 }
 
 /// The message for a YAML document that does not load, with line numbers in the file.
