@@ -83,3 +83,56 @@ fn bad_objects_are_named_and_left_out_and_the_rest_renders() {
     let (code, _, _) = render(&["--from", "/nonexistent/dir"]);
     assert_eq!(code, 2);
 }
+
+/// A 156 KB file with one 100 KB anchor aliased 20,000 times (2 GB once expanded), next to good
+/// manifests: `render` and `validate` name the file and keep going, the good host renders,
+/// and both run under a 1 GB address-space limit (`ulimit -v`), so the expansion never happens.
+#[test]
+fn an_alias_bomb_is_reported_naming_its_file_within_bounded_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bomb = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bomb, namespace: default}}\ndata:\n  a: &a {}\n  l:\n",
+        "x".repeat(100_000)
+    );
+    for _ in 0..20_000 {
+        bomb.push_str("  - *a\n");
+    }
+    std::fs::write(dir.path().join("bomb.yaml"), &bomb).expect("write bomb");
+    let inputs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/errors/input");
+    for f in [
+        "good.yaml",
+        "istio-gateway-services.yaml",
+        "revision-services.yaml",
+    ] {
+        std::fs::copy(inputs.join(f), dir.path().join(f)).expect("copy a good manifest");
+    }
+    let run = |cmd: &str| {
+        let script = format!("ulimit -v 1048576 && exec \"$0\" {cmd} --from \"$1\"");
+        let out = Command::new("sh")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_knative-pilot")])
+            .arg(dir.path())
+            .output()
+            .expect("run knative-pilot under ulimit");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = run("render --gateway external");
+    assert_eq!(code, 1, "render exits 1 (something left out): {err}");
+    assert!(
+        err.contains("error: bomb.yaml document 1: YAML over the limits for a file of"),
+        "{err}"
+    );
+    assert!(
+        out.contains("\"good.default.example.com\""),
+        "the good host renders"
+    );
+    let (code, out, err) = run("validate");
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        out.contains("bomb.yaml document 1: YAML over the limits"),
+        "{out}\n{err}"
+    );
+}

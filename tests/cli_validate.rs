@@ -1,8 +1,9 @@
 //! `knative-pilot validate`: every listed problem is reported with kind ns/name, file and
 //! document, and a one-line fix; exit codes; `-o json`.
 //!
-//! Fixtures: `testdata/errors/input` (problems the translator finds: parse error, split percents,
-//! missing Service, missing port, duplicate host) and `testdata/validate/manifests` (one file per
+//! Fixtures: `testdata/errors/input` (problems the loader finds: parse error, duplicate key,
+//! `spec: []`, a List item that is not an object, an endpoint IP that is not one; and those the
+//! translator finds: split percents, missing Service, missing port, duplicate host) and `testdata/validate/manifests` (one file per
 //! further problem, each commented with what it should produce).
 
 use std::path::PathBuf;
@@ -78,13 +79,29 @@ fn translator_problems_are_reported_with_object_file_and_fix() {
             "error[missing-service] Ingress default/missing-svc (missing-service.yaml document 1): backend Service default/missing-svc-00001 not found",
             "create the Service",
         ),
+        (
+            "error[parse] bad-shapes.yaml document 1: malformed YAML: duplicate key \"ports\" at line 11, column 3 (in Service default/dup-key)",
+            "fix the document as the message says",
+        ),
+        (
+            "error[invalid] Ingress default/list-spec (bad-shapes.yaml document 2): spec must be a mapping, not a list",
+            "left out",
+        ),
+        (
+            "error[parse] bad-shapes.yaml document 3 item 0: a List item must be an object (a mapping), not a string",
+            "fix the document as the message says",
+        ),
+        (
+            "error[invalid] Endpoints default/bad-ip-00001 (bad-shapes.yaml document 4): subsets[0].addresses[0].ip \"999.1.1.1\" is not an IP address",
+            "left out",
+        ),
     ];
     for (head, fix) in cases {
         let (_, fix_line) = finding(&r.stdout, head);
         assert!(fix_line.contains(fix), "{head}: {fix_line}");
     }
     let summary = format!(
-        "5 error(s), 0 warning(s) in 23 object(s) from {}\n",
+        "9 error(s), 1 warning(s) in 25 object(s) from {}\n",
         dir.display()
     );
     assert!(r.stdout.ends_with(&summary), "{}", r.stdout);

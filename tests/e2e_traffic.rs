@@ -40,10 +40,10 @@ fn services(backends: &[&Backend]) -> String {
 
 /// The namespace, name and spec of a KIngress manifest, as Knative's hash sees them.
 fn parse_kingress(yaml: &str) -> (String, String, IngressSpec) {
-    let v: serde_yaml::Value = serde_yaml::from_str(yaml).expect("kingress yaml");
+    let v: serde_json::Value = serde_saphyr::from_str(yaml).expect("kingress yaml");
     let ns = v["metadata"]["namespace"].as_str().unwrap().to_string();
     let name = v["metadata"]["name"].as_str().unwrap().to_string();
-    let spec: IngressSpec = serde_yaml::from_value(v["spec"].clone()).expect("kingress spec");
+    let spec: IngressSpec = serde_json::from_value(v["spec"].clone()).expect("kingress spec");
     (ns, name, spec)
 }
 

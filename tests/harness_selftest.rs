@@ -265,7 +265,7 @@ async fn ads_bootstrap_renders_validates_and_starts() {
             .pod("gw-1", "knative-serving")
             .labels(&[("istio", "ingressgateway"), ("app", "gw")]);
         let yaml = render_bootstrap(&p);
-        let v: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("rendered yaml parses");
+        let v: serde_json::Value = serde_saphyr::from_str(&yaml).expect("rendered yaml parses");
         assert_eq!(
             v["node"]["id"].as_str(),
             Some("router~127.0.0.1~gw-1.knative-serving~knative-serving.svc.cluster.local")

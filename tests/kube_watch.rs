@@ -648,7 +648,7 @@ spec:
     // The Secret arrives (as cert-manager would create it): HTTPS by SNI works.
     let secret = testdata_secret_yaml();
     let trust = Trust::Pinned(secret_certificate(&secret));
-    let mut secret: Value = serde_yaml::from_str(&secret).expect("secret yaml");
+    let mut secret: Value = serde_saphyr::from_str(&secret).expect("secret yaml");
     secret["type"] = "kubernetes.io/tls".into();
     secret["metadata"]["namespace"] = "istio-system".into();
     api.apply(secret);
@@ -796,7 +796,7 @@ async fn a_bad_update_names_the_object_and_keeps_serving_its_last_good_version()
     .await;
 
     // A malformed update (rules is not a list) of one KIngress, and a change of another.
-    let mut bad: Value = serde_yaml::from_str(&one_rule(
+    let mut bad: Value = serde_saphyr::from_str(&one_rule(
         "hello",
         &["hello.default.example.com"],
         "hello-00001",
@@ -896,4 +896,103 @@ spec:
         "logged once, not on every retry\n{logs}"
     );
     assert!(logs.contains("resource is served now"), "{logs}");
+}
+
+/// Watches that lose their resource never turn into deletions: the KIngress resource failing
+/// (500), then not served (404, a CRD briefly gone in an upgrade), keeps the host served and
+/// `/ready` 200 saying the input is stale; once listed again, `/ready` says plain "ready" and
+/// a change is followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_watches_keep_the_last_objects_served_and_say_so() {
+    let v1 = Backend::start("v1").await;
+    let (ext_port, local_port) = gateway_ports();
+    let api = FakeApiServer::start().await;
+    api.apply_yaml(&gateway_services(ext_port, local_port));
+    serve_backend(&api, "hello-00001", &v1);
+    api.apply_yaml(&one_rule(
+        "hello",
+        &["hello.default.example.com"],
+        "hello-00001",
+    ));
+    let (server, _envoy) = serve_external(&api, &["--missing-retry", "1s"], ApiType::Grpc).await;
+    wait_backend(
+        ext_port,
+        "hello.default.example.com",
+        "/",
+        Some("v1"),
+        "hello",
+    )
+    .await;
+    let kingresses = "apis/networking.internal.knative.dev/v1alpha1/ingresses";
+
+    // The status and body of /ready.
+    async fn ready_body(server: &Server) -> Result<(u16, String), String> {
+        server.get("/ready").await.map(|r| (r.status, r.body))
+    }
+    for (what, lose, restore) in [
+        (
+            "500",
+            Box::new(|| api.set_failing(kingresses, true)) as Box<dyn Fn()>,
+            Box::new(|| api.set_failing(kingresses, false)) as Box<dyn Fn()>,
+        ),
+        (
+            "404",
+            Box::new(|| api.set_missing(kingresses, true)),
+            Box::new(|| api.set_missing(kingresses, false)),
+        ),
+    ] {
+        lose();
+        api.drop_watches();
+        eventually(
+            WAIT,
+            &format!("{what}: /ready says the input is stale"),
+            || async {
+                ready_body(&server)
+                    .await
+                    .is_ok_and(|(status, body)| status == 200 && body.contains("input stale"))
+            },
+        )
+        .await;
+        let (_, body) = ready_body(&server).await.expect("/ready");
+        assert!(
+            body.contains("networking.internal.knative.dev/v1alpha1/ingresses")
+                && body.contains("serving its last 1 objects"),
+            "{what}: {body}"
+        );
+        assert_eq!(
+            get(ext_port, "hello.default.example.com", "/").await,
+            (200, Some("v1".to_string())),
+            "{what}: still served"
+        );
+        assert!(server.logs().contains("kube watches not following"));
+        restore();
+        eventually(
+            WAIT,
+            &format!("{what}: /ready is plain ready again"),
+            || async {
+                ready_body(&server)
+                    .await
+                    .is_ok_and(|(status, body)| status == 200 && body == "ready\n")
+            },
+        )
+        .await;
+    }
+    // Followed again: a new host is served.
+    api.apply_yaml(&one_rule(
+        "hello",
+        &["hello.default.example.com", "again.default.example.com"],
+        "hello-00001",
+    ));
+    wait_backend(
+        ext_port,
+        "again.default.example.com",
+        "/",
+        Some("v1"),
+        "again",
+    )
+    .await;
+    assert_eq!(
+        get(ext_port, "hello.default.example.com", "/").await,
+        (200, Some("v1".to_string()))
+    );
 }

@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use clap::Parser;
-use serde::Deserialize;
 use serde_json::Value;
 
 fn kubectl() -> String {
@@ -28,10 +27,7 @@ fn build(dir: &str) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).expect("utf-8");
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| Value::deserialize(d).expect("yaml document"))
-        .filter(|v| !v.is_null())
-        .collect()
+    serde_saphyr::from_multiple::<Value>(&text).expect("yaml documents")
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, ns: Option<&str>, name: &str) -> &'a Value {
@@ -203,7 +199,7 @@ fn strings_in_order(v: &Value) -> Vec<String> {
 }
 
 /// The istio-proxy proxy config the gateway pods get: discoveryAddress and auth policy.
-fn proxy_config(docs: &[Value]) -> serde_yaml::Value {
+fn proxy_config(docs: &[Value]) -> Value {
     let gw = find(
         docs,
         "Deployment",
@@ -213,7 +209,7 @@ fn proxy_config(docs: &[Value]) -> serde_yaml::Value {
     let text = gw["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"]
         .as_str()
         .expect("proxy.istio.io/config annotation");
-    serde_yaml::from_str(text).expect("proxy config YAML")
+    serde_saphyr::from_str(text).expect("proxy config YAML")
 }
 
 #[test]
@@ -314,4 +310,143 @@ fn ingress_class_overlay_makes_us_the_kingress_class() {
         proxy_config(&docs)["discoveryAddress"].as_str(),
         Some("knative-pilot.knative-pilot.svc:15012")
     );
+}
+
+/// Whether a Kubernetes label selector (matchLabels, matchExpressions In/NotIn/Exists/
+/// DoesNotExist) selects `labels`.
+fn selects(selector: &Value, labels: &[(&str, &str)]) -> bool {
+    let get = |k: &str| labels.iter().find(|(lk, _)| *lk == k).map(|(_, v)| *v);
+    let by_labels = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| get(k) == v.as_str());
+    let by_exprs = selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let key = e["key"].as_str().expect("expression key");
+            let values = strings(&e["values"]);
+            match e["operator"].as_str() {
+                Some("In") => get(key).is_some_and(|v| values.contains(v)),
+                Some("NotIn") => get(key).is_none_or(|v| !values.contains(v)),
+                Some("Exists") => get(key).is_some(),
+                Some("DoesNotExist") => get(key).is_none(),
+                other => panic!("unknown operator {other:?}"),
+            }
+        });
+    by_labels && by_exprs
+}
+
+/// Whether a NetworkPolicy peer admits a pod with `labels` in a namespace with `ns_labels`
+/// (`own_ns`: the pod is in the policy's namespace).
+fn admits(peer: &Value, own_ns: bool, ns_labels: &[(&str, &str)], labels: &[(&str, &str)]) -> bool {
+    let ns_ok = match peer.get("namespaceSelector") {
+        Some(sel) => selects(sel, ns_labels),
+        None => own_ns,
+    };
+    let pod_ok = peer
+        .get("podSelector")
+        .is_none_or(|sel| selects(sel, labels));
+    assert!(peer.get("ipBlock").is_none(), "no ipBlock peers: {peer}");
+    ns_ok && pod_ok
+}
+
+/// The TCP ports a pod with these labels may reach under the policy's ingress rules.
+fn reachable_ports(
+    policy: &Value,
+    own_ns: bool,
+    ns_labels: &[(&str, &str)],
+    labels: &[(&str, &str)],
+) -> BTreeSet<i64> {
+    let mut out = BTreeSet::new();
+    for rule in policy["spec"]["ingress"].as_array().expect("ingress rules") {
+        let from = rule["from"].as_array().expect("every rule names its peers");
+        if from.iter().any(|p| admits(p, own_ns, ns_labels, labels)) {
+            for p in rule["ports"]
+                .as_array()
+                .expect("every rule names its ports")
+            {
+                assert_eq!(p["protocol"], "TCP");
+                out.insert(p["port"].as_i64().expect("numeric port"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_network_policy_admits_only_gateways_to_xds_and_keeps_debug_off_the_pod_network() {
+    let gateway = [("app", "istio-ingressgateway"), ("istio", "ingressgateway")];
+    let old_local_gateway = [
+        ("app", "cluster-local-gateway"),
+        ("istio", "cluster-local-gateway"),
+    ];
+    let istio_system = [("kubernetes.io/metadata.name", "istio-system")];
+    let monitoring = [("kubernetes.io/metadata.name", "monitoring")];
+    let tenant_ns = [("kubernetes.io/metadata.name", "default")];
+    for build_dir in ["base", "overlays/istio-gateways", "overlays/ingress-class"] {
+        let docs = build(build_dir);
+        let policy = find(
+            &docs,
+            "NetworkPolicy",
+            Some("knative-pilot"),
+            "knative-pilot",
+        );
+        let deployment = find(&docs, "Deployment", Some("knative-pilot"), "knative-pilot");
+        let pod_labels: Vec<(String, String)> = deployment["spec"]["template"]["metadata"]
+            ["labels"]
+            .as_object()
+            .expect("pod labels")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        let pod_labels: Vec<(&str, &str)> = pod_labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert!(
+            selects(&policy["spec"]["podSelector"], &pod_labels),
+            "{build_dir}: the policy selects our pods"
+        );
+        assert_eq!(strings(&policy["spec"]["policyTypes"]), set(&["Ingress"]));
+        // The xDS ports our container really listens on, and the debug port.
+        let ports: BTreeSet<i64> = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .as_array()
+            .expect("container ports")
+            .iter()
+            .filter_map(|p| p["containerPort"].as_i64())
+            .collect();
+        let xds: BTreeSet<i64> = ports.iter().copied().filter(|p| *p != 15014).collect();
+        assert!(
+            !xds.is_empty() && ports.contains(&15014),
+            "{build_dir}: {ports:?}"
+        );
+        for gw in [&gateway[..], &old_local_gateway[..]] {
+            let reach = reachable_ports(policy, false, &istio_system, gw);
+            assert!(
+                reach.is_superset(&xds),
+                "{build_dir}: gateways reach xDS {xds:?}: {reach:?}"
+            );
+            assert!(
+                !reach.contains(&15014),
+                "{build_dir}: gateways do not reach debug"
+            );
+        }
+        // A tenant pod, anywhere else, reaches nothing; a pod in istio-system that is no
+        // gateway neither.
+        assert!(reachable_ports(policy, false, &tenant_ns, &[("app", "x")]).is_empty());
+        assert!(reachable_ports(policy, false, &tenant_ns, &gateway).is_empty());
+        assert!(reachable_ports(policy, false, &istio_system, &[("app", "istiod")]).is_empty());
+        // The debug port: our own replicas (the status writer's peers) and monitoring only.
+        assert_eq!(
+            reachable_ports(policy, true, &[], &pod_labels),
+            BTreeSet::from([15014])
+        );
+        assert_eq!(
+            reachable_ports(policy, false, &monitoring, &[("app", "prometheus")]),
+            BTreeSet::from([15014])
+        );
+    }
 }

@@ -388,7 +388,7 @@ fn render(args: &RenderArgs) -> ExitCode {
         Format::Json => serde_json::to_string_pretty(&dump)
             .map(|s| s + "\n")
             .map_err(|e| e.to_string()),
-        Format::Yaml => serde_yaml::to_string(&dump).map_err(|e| e.to_string()),
+        Format::Yaml => serde_saphyr::to_string(&dump).map_err(|e| e.to_string()),
     };
     match text {
         Ok(t) => print!("{t}"),

@@ -8,6 +8,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
+pub mod check;
 pub mod diag;
 pub mod duration;
 pub mod istio;
@@ -176,7 +177,7 @@ pub fn parse_object(value: serde_json::Value) -> Result<Option<Object>, ParseErr
             .to_string()
     };
     let (namespace, name) = (meta_str("namespace"), meta_str("name"));
-    let invalid = |e: serde_json::Error| ParseError::Invalid {
+    let invalid = |message: String| ParseError::Invalid {
         kind: kind.clone(),
         namespace: if namespace.is_empty() {
             "default".to_string()
@@ -184,12 +185,13 @@ pub fn parse_object(value: serde_json::Value) -> Result<Option<Object>, ParseErr
             namespace.clone()
         },
         name: name.clone(),
-        message: e.to_string(),
+        message,
     };
-    fn de<T: serde::de::DeserializeOwned>(
-        v: serde_json::Value,
-    ) -> Result<Box<T>, serde_json::Error> {
-        serde_json::from_value(v).map(Box::new)
+    fn de<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<Box<T>, String> {
+        check::shape(&v)?;
+        serde_json::from_value(v)
+            .map(Box::new)
+            .map_err(|e| e.to_string())
     }
     let obj = match (group, kind.as_str()) {
         ("serving.knative.dev", "Route") => Object::Route(de(value).map_err(invalid)?),
@@ -209,13 +211,9 @@ pub fn parse_object(value: serde_json::Value) -> Result<Option<Object>, ParseErr
         _ => return Ok(None),
     };
     if obj.metadata().name.as_deref().unwrap_or("").is_empty() {
-        return Err(ParseError::Invalid {
-            kind,
-            namespace,
-            name,
-            message: "metadata.name is required".to_string(),
-        });
+        return Err(invalid("metadata.name is required".to_string()));
     }
+    check::values(&obj).map_err(invalid)?;
     Ok(Some(obj))
 }
 

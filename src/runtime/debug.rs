@@ -24,6 +24,8 @@ pub struct DebugState {
     pub hub: Arc<Hub>,
     pub registry: Arc<ConnectionRegistry>,
     pub metrics: Arc<Metrics>,
+    /// Whether the input source follows its input (else it serves its last objects).
+    pub source: crate::source::Health,
 }
 
 /// The debug routes.
@@ -41,7 +43,12 @@ pub fn router(state: DebugState) -> axum::Router {
 
 async fn ready(State(s): State<DebugState>) -> Response {
     if s.hub.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
+        // Still ready when the input is gone: the Envoys are served the last objects, and
+        // taking every replica out of its Service at once would help nobody.
+        match s.source.stale() {
+            None => (StatusCode::OK, "ready\n").into_response(),
+            Some(why) => (StatusCode::OK, format!("ready; input stale: {why}\n")).into_response(),
+        }
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -170,6 +177,7 @@ async fn syncz(State(s): State<DebugState>) -> Response {
         s.registry.list().iter().map(|c| sync_view(&s, c)).collect();
     Json(json!({
         "ready": s.hub.is_ready(),
+        "source_stale": s.source.stale(),
         "generation": s.hub.generation(),
         "connections": conns,
     }))

@@ -86,9 +86,11 @@ pub async fn run(
     };
     // With --kube, every replica tells the status writer how far its Envoys have got.
     let progress = Arc::new(super::status::ProgressShared::default());
+    let health = crate::source::Health::default();
     let servers = Servers {
         hub: hub.clone(),
         registry: registry.clone(),
+        health: health.clone(),
         progress: matches!(prepared, Prepared::Kube(..)).then(|| progress.clone()),
         auth: Arc::new(authenticator(&config.xds_auth, auth_client)?),
         gateway_allow: crate::xds::auth::policy::GatewayAllowList::parse(
@@ -108,6 +110,7 @@ pub async fn run(
                 kube.namespaces.clone(),
                 kube.missing_retry,
                 batches,
+                health,
             ));
             let debounce = spawn_debounce(&hub, batch_rx, config.debounce);
             let status = kube.status.map(|status| {
@@ -136,14 +139,15 @@ pub async fn run(
                 .with_context(|| format!("watching {}", dir.display()))?;
             announce(addrs);
             let servers = servers.spawn(listeners, &stop);
-            let source = tokio::spawn(crate::source::dir::run(dir, events, batches));
+            let source = tokio::spawn(crate::source::dir::run(
+                dir, watcher, events, batches, health,
+            ));
             let debounce = spawn_debounce(&hub, batch_rx, config.debounce);
             let result = shutdown.await;
             stop.stop();
             source.abort();
             debounce.abort();
             shutdown::drain(servers, shutdown::GRACE).await;
-            drop(watcher);
             result
         }
     }
@@ -254,6 +258,8 @@ async fn bind_tls(config: &XdsAuthConfig) -> anyhow::Result<Option<TlsListener>>
 struct Servers {
     hub: Arc<Hub>,
     registry: Arc<ConnectionRegistry>,
+    /// The input source's health, for `/ready`.
+    health: crate::source::Health,
     /// With `--kube`: this replica's per-KIngress progress, on `/debug/kingress_progress`.
     progress: Option<Arc<super::status::ProgressShared>>,
     auth: Arc<Authenticator>,
@@ -314,6 +320,7 @@ impl Servers {
             hub: self.hub,
             registry: self.registry,
             metrics,
+            source: self.health,
         });
         if let Some(progress) = self.progress {
             app = app.merge(super::status::router(progress));

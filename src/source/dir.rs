@@ -1,7 +1,9 @@
 //! The manifest directory as a source: per-file object sets, reloaded file by file. A reload
 //! costs what the changed files hold, not what the directory holds: it yields the [`Change`]s
 //! for the objects those files define (or defined). [`watch`] follows the directory (notify)
-//! and [`run`] turns its events into [`Batch`]es.
+//! and [`run`] turns its events into [`Batch`]es. A vanished directory is not "every object
+//! deleted": its last objects stay served until it reappears. A mounted ConfigMap (kubelet's
+//! `..data` layout) is read through its visible links only and reloaded when `..data` swaps.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -52,8 +54,8 @@ pub fn watch(
     Ok((w, rx))
 }
 
-/// What a path notify reports means: a manifest changed, a directory came or went (rescan), or
-/// nothing (hidden files, other files).
+/// What a path notify reports means: a manifest changed, a directory came or went or a mounted
+/// ConfigMap's `..data` link was swapped (rescan), or nothing (hidden paths, other files).
 fn file_event(root: &Path, p: &Path) -> Option<FileEvent> {
     let rel = p.strip_prefix(root).ok()?.to_path_buf();
     let hidden = rel
@@ -61,6 +63,10 @@ fn file_event(root: &Path, p: &Path) -> Option<FileEvent> {
         .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
     if files::is_manifest(&rel) {
         Some(Some(rel))
+    } else if rel.file_name().is_some_and(|n| n == KUBELET_DATA_LINK) {
+        // kubelet updates a mounted ConfigMap by renaming a new `..data_tmp` link over `..data`:
+        // every visible file (a link through `..data`) may have changed.
+        Some(None)
     } else if !hidden
         && !rel.as_os_str().is_empty()
         && (p.is_dir() || (!p.exists() && rel.extension().is_none()))
@@ -71,10 +77,34 @@ fn file_event(root: &Path, p: &Path) -> Option<FileEvent> {
     }
 }
 
+/// The link kubelet swaps atomically to update a mounted ConfigMap or Secret.
+const KUBELET_DATA_LINK: &str = "..data";
+
+/// How long the events must stop after an event that removed files before the removals are
+/// applied: `rm -r` removes the files before the directory, and a directory that goes away must
+/// not be taken as "every object deleted". Shorter than the debouncer's default quiet time
+/// (100 ms), so the changes before and after the wait still make one generation.
+const REMOVAL_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// At most this many waits of [`REMOVAL_SETTLE`] (a directory still being removed after 1 s is
+/// taken as it is then).
+const SETTLE_ROUNDS: usize = 20;
+
+/// How often a vanished directory is looked for.
+const REAPPEAR_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs the directory source: the initial load as the first batch, then one reload per run of
-/// queued file events (each changed file read once), sent as a batch, until the watcher or the
-/// receiver goes away.
-pub async fn run(dir: PathBuf, mut events: mpsc::UnboundedReceiver<FileEvent>, tx: BatchSender) {
+/// queued file events (each changed file read once), sent as a batch, until the receiver goes
+/// away. If the directory vanishes, nothing is sent (the last objects stay served), `health`
+/// and a WARN line say so, and when it reappears it is watched again and reloaded in full.
+pub async fn run(
+    dir: PathBuf,
+    watcher: notify::RecommendedWatcher,
+    mut events: mpsc::UnboundedReceiver<FileEvent>,
+    tx: BatchSender,
+    health: super::Health,
+) {
+    let mut _watcher = watcher;
     let load_dir = dir.clone();
     let initial = tokio::task::spawn_blocking(move || {
         let mut state = DirState::default();
@@ -94,18 +124,67 @@ pub async fn run(dir: PathBuf, mut events: mpsc::UnboundedReceiver<FileEvent>, t
     if tx.send(initial).is_err() {
         return;
     }
-    while let Some(first) = events.recv().await {
+    loop {
+        if health.stale().is_some() {
+            tokio::time::sleep(REAPPEAR_POLL).await;
+            if !dir.is_dir() {
+                continue;
+            }
+            match watch(&dir) {
+                Ok((w, e)) => (_watcher, events) = (w, e),
+                Err(e) => {
+                    tracing::warn!(error = %e, dir = %dir.display(), "directory is back but cannot be watched yet");
+                    continue;
+                }
+            }
+            let batch = tokio::task::block_in_place(|| Batch {
+                changes: state.reload(&dir, None),
+                errors: state.errors(),
+            });
+            health.set_live();
+            tracing::info!(dir = %dir.display(), changes = batch.changes.len(), "the --from directory is back; following it again");
+            if tx.send(batch).is_err() {
+                return;
+            }
+            continue;
+        }
+        let Some(first) = events.recv().await else {
+            return;
+        };
         let mut changed: BTreeSet<PathBuf> = BTreeSet::new();
         let mut rescan = false;
-        let mut note = |e: FileEvent| match e {
-            Some(p) => {
-                changed.insert(p);
+        let mut pending = vec![first];
+        // Something went away: wait until the events stop (for REMOVAL_SETTLE, at most
+        // SETTLE_ROUNDS times), so that a removal of the whole directory is seen whole.
+        for round in 0..=SETTLE_ROUNDS {
+            while let Ok(e) = events.try_recv() {
+                pending.push(e);
             }
-            None => rescan = true,
-        };
-        note(first);
-        while let Ok(e) = events.try_recv() {
-            note(e);
+            if round > 0 && pending.is_empty() {
+                break;
+            }
+            for e in pending.drain(..) {
+                match e {
+                    Some(p) => {
+                        changed.insert(p);
+                    }
+                    None => rescan = true,
+                }
+            }
+            let removed = rescan || changed.iter().any(|p| !dir.join(p).exists());
+            if !removed || round == SETTLE_ROUNDS {
+                break;
+            }
+            tokio::time::sleep(REMOVAL_SETTLE).await;
+        }
+        if !dir.is_dir() {
+            let why = format!(
+                "the --from directory {} is gone; serving the last objects loaded from it until it reappears",
+                dir.display()
+            );
+            tracing::warn!(dir = %dir.display(), objects = state.current.len(), "{why}");
+            health.set_stale(why);
+            continue;
         }
         // Reading files is blocking work: keep it off the async workers' hot path.
         let batch = tokio::task::block_in_place(|| {
@@ -392,5 +471,28 @@ spec:
         std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
         fed.reload(dir.path(), Some(&["a.yaml"]));
         assert_eq!(fed.inputs.len(), 0, "a deleted file's objects go");
+    }
+
+    #[test]
+    fn kubelet_layout_events_read_only_visible_links_and_rescan_on_data_swap() {
+        let root = Path::new("/m");
+        let ev = |p: &str| file_event(root, &root.join(p));
+        assert_eq!(ev("app.yaml"), Some(Some(PathBuf::from("app.yaml"))));
+        assert_eq!(ev("..2026_12_01_11_00_00.1/app.yaml"), None);
+        assert_eq!(ev("sub/.hidden/app.yaml"), None);
+        assert_eq!(ev("..data_tmp"), None);
+        assert_eq!(ev("..data"), Some(None), "the swap rescans");
+        let dir = tempfile::tempdir().unwrap();
+        let ts = dir.path().join("..2026_12_01_11_00_00.1");
+        std::fs::create_dir(&ts).unwrap();
+        std::fs::write(ts.join("app.yaml"), KINGRESS).unwrap();
+        std::os::unix::fs::symlink("..2026_12_01_11_00_00.1", dir.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/app.yaml", dir.path().join("app.yaml")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).unwrap();
+        assert_eq!(
+            files::list_files(dir.path()).unwrap(),
+            vec![PathBuf::from("app.yaml")],
+            "links followed once, hidden directories skipped"
+        );
     }
 }

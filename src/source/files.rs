@@ -1,9 +1,8 @@
 //! Reads every `*.yaml`, `*.yml` and `*.json` file under a directory: multi-document YAML and
-//! `kind: List` included. Hidden files and editor backups (`.x.swp`, `x~`) are skipped.
+//! `kind: List` included. Hidden paths and editor backups (`.x.swp`, `x~`) are skipped; see
+//! [`is_manifest`].
 
 use std::path::{Path, PathBuf};
-
-use serde::Deserialize;
 
 use super::{ErrorCode, InputError, Origin, Sourced};
 use crate::model::{parse_object, ParseError};
@@ -22,39 +21,62 @@ impl Loaded {
     }
 }
 
-/// True for a file name we read.
-pub fn is_manifest(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+/// True for a manifest we read, `rel` being its path relative to the directory: a `*.yaml`,
+/// `*.yml` or `*.json` file, not an editor backup (`x~`), with no hidden (`.`) component. The
+/// last rule follows kubelet's layout of a mounted ConfigMap: the files are symlinks
+/// (`f.yaml -> ..data/f.yaml`) into a hidden timestamped directory that `..data` points to, so
+/// only the symlinks are read and nothing is read twice.
+pub fn is_manifest(rel: &Path) -> bool {
+    let hidden = rel
+        .components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+    let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
-    if name.starts_with('.') || name.ends_with('~') {
+    if hidden || name.ends_with('~') {
         return false;
     }
     matches!(
-        path.extension().and_then(|e| e.to_str()),
+        rel.extension().and_then(|e| e.to_str()),
         Some("yaml") | Some("yml") | Some("json")
     )
 }
 
-/// All manifest files under `dir`, sorted, as paths relative to `dir`.
+/// All manifest files under `dir`, sorted, as paths relative to `dir`. Symlinks are followed
+/// (to files and to directories, each directory once); hidden directories are not entered.
 pub fn list_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
+        if !seen.insert(d.canonicalize().unwrap_or_else(|_| d.clone())) {
+            continue;
+        }
         for entry in std::fs::read_dir(&d)? {
             let entry = entry?;
             let path = entry.path();
-            let hidden = path
+            let Ok(rel) = path.strip_prefix(dir) else {
+                continue;
+            };
+            let hidden = rel
                 .file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with('.'));
-            let ft = entry.file_type()?;
-            if ft.is_dir() && !hidden {
-                stack.push(path);
-            } else if is_manifest(&path) && (ft.is_file() || ft.is_symlink()) {
-                if let Ok(rel) = path.strip_prefix(dir) {
-                    out.push(rel.to_path_buf());
+            if hidden {
+                continue;
+            }
+            let mut ft = entry.file_type()?;
+            if ft.is_symlink() {
+                // A dangling link reads as no file.
+                match std::fs::metadata(&path) {
+                    Ok(m) => ft = m.file_type(),
+                    Err(_) => continue,
                 }
+            }
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_file() && is_manifest(rel) {
+                out.push(rel.to_path_buf());
             }
         }
     }
@@ -116,58 +138,339 @@ pub fn parse_text(file: &Path, text: &str) -> Loaded {
     let docs: Vec<Result<serde_json::Value, String>> = if is_json {
         // A JSON file may hold several concatenated values.
         serde_json::Deserializer::from_str(text)
-            .into_iter::<serde_json::Value>()
-            .map(|r| r.map_err(|e| format!("malformed JSON: {e}")))
+            .into_iter::<UniqueKeys>()
+            .map(|r| r.map(|u| u.0).map_err(|e| format!("malformed JSON: {e}")))
             .collect()
     } else {
-        let mut docs = Vec::new();
-        for de in serde_yaml::Deserializer::from_str(text) {
-            match serde_json::Value::deserialize(de) {
-                Ok(v) => docs.push(Ok(v)),
-                Err(e) => {
-                    docs.push(Err(format!("malformed YAML: {e}")));
-                    // The YAML stream cannot be resynchronised after a syntax error.
-                    if e.location().is_some() {
-                        break;
-                    }
-                }
-            }
-        }
-        docs
+        let options = yaml_options(text.len());
+        split_documents(text)
+            .into_iter()
+            .map(|(line_offset, doc)| {
+                serde_saphyr::from_str_with_options::<serde_json::Value>(doc, options.clone())
+                    .map_err(|e| {
+                        let message = yaml_error(&e, line_offset, text.len());
+                        match duplicate_key_object(&e, doc, &options) {
+                            Some(object) => format!("{message} (in {object})"),
+                            None => message,
+                        }
+                    })
+            })
+            .collect()
     };
     for (i, doc) in docs.into_iter().enumerate() {
         let doc_no = i + 1;
         match doc {
-            Err(message) => loaded.errors.push(InputError {
-                object: None,
-                origin: Some(origin(doc_no, None)),
-                message,
-                code: ErrorCode::Parse,
-                subject: None,
-            }),
+            Err(message) => loaded
+                .errors
+                .push(parse_error(origin(doc_no, None), message)),
             Ok(serde_json::Value::Null) => {}
             Ok(value) => {
-                let is_list = value.get("kind").and_then(|k| k.as_str()) == Some("List")
-                    || (value.get("items").is_some_and(|i| i.is_array())
-                        && value
-                            .get("kind")
-                            .and_then(|k| k.as_str())
-                            .is_some_and(|k| k.ends_with("List")));
-                if is_list {
-                    let items = match value.get("items") {
-                        Some(serde_json::Value::Array(items)) => items.clone(),
-                        _ => Vec::new(),
-                    };
-                    for (j, item) in items.into_iter().enumerate() {
-                        push_one(&mut loaded, item, origin(doc_no, Some(j)));
-                    }
-                } else {
+                let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+                let is_list = kind == "List"
+                    || (value.get("items").is_some_and(|i| i.is_array()) && kind.ends_with("List"));
+                if !is_list {
                     push_one(&mut loaded, value, origin(doc_no, None));
+                    continue;
+                }
+                match value.get("items") {
+                    Some(serde_json::Value::Array(items)) => {
+                        for (j, item) in items.iter().enumerate() {
+                            if item.is_object() {
+                                push_one(&mut loaded, item.clone(), origin(doc_no, Some(j)));
+                            } else if !item.is_null() {
+                                loaded.errors.push(parse_error(
+                                    origin(doc_no, Some(j)),
+                                    format!(
+                                        "a {kind} item must be an object (a mapping), not {}",
+                                        json_type(item)
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    None | Some(serde_json::Value::Null) => {}
+                    Some(other) => loaded.errors.push(parse_error(
+                        origin(doc_no, None),
+                        format!(
+                            "the items of a {kind} must be a list, not {}",
+                            json_type(other)
+                        ),
+                    )),
                 }
             }
         }
     }
     loaded
+}
+
+/// Parses one YAML document (a config dump) with the limits manifests have.
+pub fn parse_yaml(text: &str) -> Result<serde_json::Value, String> {
+    serde_saphyr::from_str_with_options(text, yaml_options(text.len()))
+        .map_err(|e| yaml_error(&e, 0, text.len()))
+}
+
+fn parse_error(origin: Origin, message: String) -> InputError {
+    InputError {
+        object: None,
+        origin: Some(origin),
+        message,
+        code: ErrorCode::Parse,
+        subject: None,
+    }
+}
+
+/// A JSON value's type, in words, for messages.
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// A JSON value whose objects have no duplicate key (serde_json would keep the last one
+/// silently; the YAML parser reports them too).
+struct UniqueKeys(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(UniqueKeys(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(out.into())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(v) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            out.insert(key, v);
+        }
+        Ok(out.into())
+    }
+}
+
+/// How many times its own size a YAML file may grow to once its aliases are expanded (scalar
+/// bytes, plus [`EXPANSION_ALLOWANCE`]): a manifest repeats a block through aliases a few
+/// times; an alias bomb repeats it thousands of times.
+pub const EXPANSION_FACTOR: usize = 16;
+/// Expansion every file may have whatever its size (1 MiB), so a small file may still alias.
+pub const EXPANSION_ALLOWANCE: usize = 1 << 20;
+/// The deepest nesting of lists and mappings a document may have.
+pub const MAX_DEPTH: usize = 64;
+
+/// The parser's limits for a file of `len` bytes: alias expansion is bounded by a multiple of
+/// the file's size (bytes of scalars, nodes and events), so memory stays proportional to what
+/// is on disk; duplicate keys are errors (Kubernetes rejects them too).
+fn yaml_options(len: usize) -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_total_scalar_bytes = len
+        .saturating_mul(EXPANSION_FACTOR)
+        .saturating_add(EXPANSION_ALLOWANCE);
+    // Without aliases a node or an event takes at least a byte of text; the defaults stay as
+    // the allowance.
+    budget.max_nodes = budget.max_nodes.saturating_add(len);
+    budget.max_events = budget.max_events.saturating_add(len.saturating_mul(2));
+    budget.max_depth = MAX_DEPTH;
+    let mut options = serde_saphyr::Options::default();
+    options.alias_limits.max_total_replayed_events = options
+        .alias_limits
+        .max_total_replayed_events
+        .saturating_add(len);
+    options.budget = Some(budget);
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+    options.with_snippet = false;
+    options
+}
+
+/// The documents of a YAML stream, each with the number of lines before it. A line starting
+/// with `---` or `...` (then a space, a tab or the line's end) can only be a document marker
+/// (YAML forbids it inside content), so this split is exact; parsing each document on its own
+/// keeps one broken document from hiding the ones after it. Text before the first marker is a
+/// document when it holds more than blank lines, comments and directives.
+fn split_documents(text: &str) -> Vec<(usize, &str)> {
+    let marker = |line: &str, m: &str| {
+        line.strip_prefix(m)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
+    };
+    let has_content = |chunk: &str| {
+        chunk.lines().any(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#') && !l.starts_with('%')
+        })
+    };
+    let mut docs = Vec::new();
+    // The current document: its first byte and line, and whether a `---` opened it.
+    let (mut start, mut start_line, mut explicit) = (0usize, 0usize, false);
+    let mut offset = 0usize;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        if marker(line, "---") {
+            let chunk = &text[start..offset];
+            if explicit || has_content(chunk) {
+                docs.push((start_line, chunk));
+            }
+            (start, start_line, explicit) = (offset, n, true);
+        } else if marker(line, "...") {
+            let chunk = &text[start..offset];
+            if explicit || has_content(chunk) {
+                docs.push((start_line, chunk));
+            }
+            (start, start_line, explicit) = (offset + line.len(), n + 1, false);
+        }
+        offset += line.len();
+    }
+    let chunk = &text[start..];
+    if explicit || has_content(chunk) {
+        docs.push((start_line, chunk));
+    }
+    docs
+}
+
+/// For a duplicate key: the object the document would define (`Kind ns/name`), read again
+/// keeping the first of the duplicates, so the message names it. The object itself is not
+/// loaded: which of the values was meant is unknown.
+fn duplicate_key_object(
+    e: &serde_saphyr::Error,
+    doc: &str,
+    options: &serde_saphyr::Options,
+) -> Option<String> {
+    let mut inner = e;
+    while let serde_saphyr::Error::AliasError { error, .. }
+    | serde_saphyr::Error::WithSnippet { error, .. } = inner
+    {
+        inner = error;
+    }
+    if !matches!(inner, serde_saphyr::Error::DuplicateMappingKey { .. }) {
+        return None;
+    }
+    let mut options = options.clone();
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::FirstWins;
+    let v: serde_json::Value = serde_saphyr::from_str_with_options(doc, options).ok()?;
+    let kind = v.get("kind")?.as_str()?;
+    let meta = |k: &str| {
+        v.pointer(&format!("/metadata/{k}"))
+            .and_then(|n| n.as_str())
+    };
+    let name = meta("name")?;
+    Some(format!(
+        "{kind} {}/{name}",
+        meta("namespace").unwrap_or("default")
+    ))
+}
+
+/// The message for a YAML document that does not load, with line numbers in the file.
+fn yaml_error(e: &serde_saphyr::Error, line_offset: usize, len: usize) -> String {
+    use serde_saphyr::Error;
+    let mut inner = e;
+    while let Error::AliasError { error, .. } | Error::WithSnippet { error, .. } = inner {
+        inner = error;
+    }
+    let at = e
+        .location()
+        .filter(|l| l.line() > 0)
+        .map(|l| {
+            format!(
+                " at line {}, column {}",
+                l.line() + line_offset as u64,
+                l.column()
+            )
+        })
+        .unwrap_or_default();
+    match inner {
+        Error::DuplicateMappingKey { key, .. } => match key {
+            Some(key) => format!("malformed YAML: duplicate key {key:?}{at}"),
+            None => format!("malformed YAML: duplicate key{at}"),
+        },
+        Error::Budget {
+            breach: serde_saphyr::budget::BudgetBreach::Depth { depth },
+            ..
+        } => format!("YAML nested {depth} deep, more than {MAX_DEPTH}{at}"),
+        Error::Budget { breach, .. } => format!(
+            "YAML over the limits for a file of {len} bytes ({}){at}: aliases expanding to \
+             more than {EXPANSION_FACTOR} times the file",
+            breach_words(breach)
+        ),
+        Error::AliasReplayLimitExceeded { .. }
+        | Error::AliasExpansionLimitExceeded { .. }
+        | Error::AliasReplayStackDepthExceeded { .. }
+        | Error::AliasReplayCounterOverflow { .. } => format!(
+            "YAML over the limits for a file of {len} bytes (alias expansion){at}: aliases \
+             expanding to more than {EXPANSION_FACTOR} times the file"
+        ),
+        _ => format!(
+            "malformed YAML: {}",
+            e.render_with_options(serde_saphyr::render_options! {
+                snippets: serde_saphyr::SnippetMode::Off,
+                line_offset: line_offset as u64,
+            })
+        ),
+    }
+}
+
+/// A budget breach in words.
+fn breach_words(b: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    match b {
+        B::ScalarBytes { total_scalar_bytes } => {
+            format!("{total_scalar_bytes} bytes of values")
+        }
+        B::Nodes { nodes } => format!("{nodes} nodes"),
+        B::Events { events } => format!("{events} parser events"),
+        B::Aliases { aliases } => format!("{aliases} aliases"),
+        B::AliasAnchorRatio { aliases, anchors } => {
+            format!("{aliases} aliases of {anchors} anchors")
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 fn push_one(loaded: &mut Loaded, value: serde_json::Value, origin: Origin) {
@@ -248,5 +551,127 @@ mod tests {
             second.starts_with("x/svc.yaml document 4: malformed YAML"),
             "{second}"
         );
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        parse_text(Path::new("f.yaml"), text)
+            .errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn documents_split_exactly_and_keep_their_numbers_and_lines() {
+        let text = "# leading comment\n---\n---\na: 1\n...\n# between\n--- \nb: [\n---\nkind: x\nc: 1\nc: 2\n";
+        let docs = split_documents(text);
+        let lines: Vec<usize> = docs.iter().map(|d| d.0).collect();
+        assert_eq!(lines, vec![1, 2, 6, 8], "{docs:?}");
+        let errors = errors(text);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        // A broken document does not hide the next one; lines are the file's.
+        assert!(
+            errors[0].starts_with("f.yaml document 2: document has no kind"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].starts_with("f.yaml document 3: malformed YAML"),
+            "{}",
+            errors[1]
+        );
+        assert!(
+            errors[1].contains("line 8") || errors[1].contains("line 9"),
+            "{}",
+            errors[1]
+        );
+        assert_eq!(
+            errors[2],
+            "f.yaml document 4: malformed YAML: duplicate key \"c\" at line 12, column 1"
+        );
+        // A document that is only a marker still counts.
+        assert_eq!(split_documents("a: 1\n---\n").len(), 2);
+        assert_eq!(split_documents("").len(), 0);
+        assert_eq!(split_documents("---a: 1\n").len(), 1, "not a marker");
+    }
+
+    #[test]
+    fn alias_expansion_is_bounded_by_the_file_size_and_names_the_file() {
+        // One 100 KB anchor aliased 20,000 times: 2 GB once expanded.
+        let mut text = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bomb}}\ndata:\n  a: &a {}\n  l:\n",
+            "x".repeat(100_000)
+        );
+        for _ in 0..20_000 {
+            text.push_str("  - *a\n");
+        }
+        let loaded = parse_text(Path::new("dir/bomb.yaml"), &text);
+        assert!(loaded.objects.is_empty());
+        let e = loaded.errors[0].to_string();
+        assert!(
+            e.starts_with("dir/bomb.yaml document 1: YAML over the limits for a file of"),
+            "{e}"
+        );
+        assert!(
+            e.contains("aliases expanding to more than 16 times the file"),
+            "{e}"
+        );
+        // Billion laughs and deep nesting too.
+        let mut laughs = String::from("a: &a [x,x,x,x,x,x,x,x,x,x]\n");
+        for (n, p) in ["b", "c", "d", "e", "f", "g", "h"]
+            .iter()
+            .zip(["a", "b", "c", "d", "e", "f", "g"])
+        {
+            laughs.push_str(&format!(
+                "{n}: &{n} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"
+            ));
+        }
+        assert!(
+            errors(&laughs)[0].contains("YAML over the limits"),
+            "{:?}",
+            errors(&laughs)
+        );
+        let deep = format!("kind: x\na: {}{}\n", "[".repeat(200), "]".repeat(200));
+        assert!(
+            errors(&deep)[0].contains("nested 65 deep, more than 64"),
+            "{:?}",
+            errors(&deep)
+        );
+        // A few aliases in an ordinary manifest are fine.
+        let ok = "apiVersion: v1\nkind: Service\nmetadata: {name: a, labels: &l {app: a}, annotations: *l}\n";
+        assert!(errors(ok).is_empty(), "{:?}", errors(ok));
+    }
+
+    #[test]
+    fn lists_with_items_that_are_not_objects_are_reported() {
+        let text = "apiVersion: v1\nkind: List\nitems: {a: 1}\n---\n\
+                    apiVersion: v1\nkind: List\nitems:\n- just a string\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\n- [1]\n";
+        let loaded = parse_text(Path::new("l.yaml"), text);
+        assert_eq!(loaded.objects.len(), 1);
+        let errors: Vec<String> = loaded.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            errors,
+            vec![
+                "l.yaml document 1: the items of a List must be a list, not an object",
+                "l.yaml document 2 item 0: a List item must be an object (a mapping), not a string",
+                "l.yaml document 2 item 2: a List item must be an object (a mapping), not a list",
+            ]
+        );
+    }
+
+    #[test]
+    fn json_duplicate_keys_are_reported() {
+        let dup = "{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"a\", \"name\": \"b\"}}\n";
+        let loaded = parse_text(Path::new("s.json"), dup);
+        assert!(loaded.objects.is_empty());
+        let e = loaded.errors[0].to_string();
+        assert!(
+            e.starts_with("s.json document 1: malformed JSON: duplicate key \"name\" at line 1"),
+            "{e}"
+        );
+        let ok = "{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"c\"}, \"x\": [1.5, null, true, -1, \"s\"]}\n\
+                  {\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"d\"}}";
+        let loaded = parse_text(Path::new("s.json"), ok);
+        assert_eq!(loaded.objects.len(), 2, "{:?}", loaded.errors);
     }
 }

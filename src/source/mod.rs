@@ -25,3 +25,30 @@ pub struct Batch {
 
 /// The channel a source reports on.
 pub type BatchSender = tokio::sync::mpsc::UnboundedSender<Batch>;
+
+/// Whether a running source follows its input, shared with `/ready` and `/debug/syncz`. A
+/// source that loses its input (the `--from` directory is gone) keeps the objects it last
+/// sent, so the gateways keep serving them, and says so here until the input is back.
+#[derive(Debug, Clone, Default)]
+pub struct Health(std::sync::Arc<std::sync::RwLock<Option<String>>>);
+
+impl Health {
+    /// The input is gone: `why` (the last objects are kept).
+    pub fn set_stale(&self, why: String) {
+        if let Ok(mut g) = self.0.write() {
+            *g = Some(why);
+        }
+    }
+
+    /// The input is followed again.
+    pub fn set_live(&self) {
+        if let Ok(mut g) = self.0.write() {
+            *g = None;
+        }
+    }
+
+    /// Why the source serves its last objects, if it does.
+    pub fn stale(&self) -> Option<String> {
+        self.0.read().ok().and_then(|g| g.clone())
+    }
+}

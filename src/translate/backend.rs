@@ -207,7 +207,7 @@ pub(crate) fn ready_endpoints(
                 if !ready {
                     continue;
                 }
-                for a in ep.addresses.iter().filter(|a| is_ip(a)) {
+                for a in &ep.addresses {
                     out.insert((a.clone(), port));
                 }
             }
@@ -219,18 +219,12 @@ pub(crate) fn ready_endpoints(
             else {
                 continue;
             };
-            for a in subset.addresses.iter().flatten().filter(|a| is_ip(&a.ip)) {
+            for a in subset.addresses.iter().flatten() {
                 out.insert((a.ip.clone(), port));
             }
         }
     }
     out.into_iter().collect()
-}
-
-/// Only IP addresses can be EDS endpoints (Envoy rejects the whole EDS response for one that
-/// is not). The source reports the object holding such an address; translation never sends it.
-fn is_ip(address: &str) -> bool {
-    address.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// The ready endpoints of a cluster's source.

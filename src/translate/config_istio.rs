@@ -62,7 +62,7 @@ pub fn gateways(inputs: &Inputs) -> Result<IstioGateways, String> {
         let Some(text) = data.get(key).filter(|t| !t.is_empty()) else {
             return Ok(None);
         };
-        let entries: Vec<Entry> = serde_yaml::from_str(text)
+        let entries: Vec<Entry> = serde_saphyr::from_str(text)
             .map_err(|e| format!("{key}: not a list of gateways ({e})"))?;
         let defaults: Vec<&Entry> = entries
             .iter()

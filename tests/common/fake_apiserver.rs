@@ -352,12 +352,7 @@ impl FakeApiServer {
 
     /// Creates or replaces objects (YAML, several documents), as a controller would.
     pub fn apply_yaml(&self, yaml: &str) {
-        use serde::Deserialize;
-        for de in serde_yaml::Deserializer::from_str(yaml) {
-            let v = Value::deserialize(de).expect("yaml");
-            if v.is_null() {
-                continue;
-            }
+        for v in serde_saphyr::from_multiple::<Value>(yaml).expect("yaml") {
             self.apply(v);
         }
     }

@@ -40,7 +40,7 @@ pub fn pem_certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
 /// The certificate (leaf, DER) of a Kubernetes TLS Secret manifest (`data["tls.crt"]`).
 pub fn secret_certificate(secret_yaml: &str) -> CertificateDer<'static> {
     use base64::Engine;
-    let v: serde_yaml::Value = serde_yaml::from_str(secret_yaml).expect("secret yaml");
+    let v: serde_json::Value = serde_saphyr::from_str(secret_yaml).expect("secret yaml");
     let b64 = v["data"]["tls.crt"]
         .as_str()
         .expect("secret has data.tls.crt");

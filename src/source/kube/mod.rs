@@ -18,10 +18,13 @@
 //!   replaces the slot's objects: objects that vanished while disconnected are deleted, objects
 //!   still there are kept (and not re-sent when unchanged).
 //! - A 404 on the list means the resource is not served (CRD not installed): logged once, the
-//!   kind counts as empty and synced, and the list is retried every `--missing-retry`
+//!   kind counts as empty (when it was never listed) and synced, and the list is retried every `--missing-retry`
 //!   ([`MISSING_RETRY`] by default) without
 //!   logging. Where `discovery.k8s.io/v1` EndpointSlices are not served, Endpoints are watched
 //!   instead. Other watch errors are logged and retried with kube-runtime's default backoff.
+//! - A watch that fails, or a resource that answers 404 after it was listed, never deletes
+//!   anything: its last objects stay served until a relist completes (which then deletes what
+//!   vanished); [`KubeState::stale`] says so, for `/ready` and a WARN line.
 //! - An object that stops parsing keeps its last good version served, with an error saying so.
 //! - Secrets: only `type=kubernetes.io/tls` (a field selector the API server supports), the kind
 //!   Gateways and KIngresses reference. ConfigMaps: only `knative-serving`'s `config-network`,
@@ -54,6 +57,8 @@ pub enum Ev {
     Missing,
     /// The slot now watches its fallback resource (EndpointSlices not served: Endpoints).
     Fallback,
+    /// The list or watch failed (other than 404); it is retried.
+    Error(String),
 }
 
 /// The watches' combined view, with no I/O: turns events into changes and errors.
@@ -79,6 +84,8 @@ struct SlotState {
     keys: BTreeSet<ObjectKey>,
     /// During a relist: what has been listed so far.
     relist: Option<BTreeSet<ObjectKey>>,
+    /// Why the watch does not follow its resource now (an error, or 404 after a list).
+    trouble: Option<String>,
 }
 
 impl KubeState {
@@ -92,6 +99,7 @@ impl KubeState {
                     missing: false,
                     keys: BTreeSet::new(),
                     relist: None,
+                    trouble: None,
                 })
                 .collect(),
             ..KubeState::default()
@@ -109,6 +117,25 @@ impl KubeState {
             .iter()
             .filter(|s| s.missing)
             .map(|s| s.resource.path())
+            .collect()
+    }
+
+    /// The synced watches that do not follow their resource now, and how many objects each
+    /// keeps serving: a watch that fails, or a resource that stops being served after it was
+    /// listed, keeps its last objects (never "everything deleted") until a relist succeeds.
+    pub fn stale(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter(|s| s.synced)
+            .filter_map(|s| {
+                s.trouble.as_ref().map(|why| {
+                    format!(
+                        "{}: {why}; serving its last {} objects",
+                        s.resource.path(),
+                        s.keys.len()
+                    )
+                })
+            })
             .collect()
     }
 
@@ -134,6 +161,12 @@ impl KubeState {
         let Some(s) = self.slots.get_mut(slot) else {
             return;
         };
+        if matches!(
+            ev,
+            Ev::InitApply(_) | Ev::InitDone | Ev::Apply(_) | Ev::Delete(_)
+        ) {
+            s.trouble = None;
+        }
         match ev {
             Ev::Init => s.relist = Some(BTreeSet::new()),
             Ev::InitApply(v) => {
@@ -172,11 +205,13 @@ impl KubeState {
                 s.missing = true;
                 s.synced = true;
                 s.relist = None;
-                let gone = std::mem::take(&mut s.keys);
-                for key in gone {
-                    self.delete(key);
+                // Listed before: the objects stay until the resource is listed again (a CRD
+                // briefly not served during an upgrade must not delete every object of it).
+                if !s.keys.is_empty() {
+                    s.trouble = Some("not served (404) after it was listed".to_string());
                 }
             }
+            Ev::Error(e) => s.trouble = Some(format!("watch failing ({e})")),
             Ev::Fallback => {
                 if let Some(f) = fallback_of(&s.resource) {
                     s.resource = f;
@@ -442,5 +477,36 @@ mod tests {
             .map(|s| s.namespace.clone())
             .collect();
         assert_eq!(routes, vec![Some("a".to_string()), Some("b".to_string())]);
+    }
+
+    #[test]
+    fn a_failing_or_unserved_watch_keeps_its_objects_and_says_so() {
+        let (mut st, s, _) = state();
+        st.on_event(s, Ev::Init);
+        st.on_event(s, Ev::InitApply(svc("a", 80)));
+        st.on_event(s, Ev::InitApply(svc("b", 80)));
+        st.on_event(s, Ev::InitDone);
+        sync_all(&mut st);
+        st.take_changes();
+        assert!(st.stale().is_empty());
+        // The watch fails: nothing is deleted, and it says so.
+        st.on_event(s, Ev::Error("503 Service Unavailable".into()));
+        assert!(st.take_changes().is_empty());
+        assert_eq!(
+            st.stale(),
+            vec![
+                "v1/services: watch failing (503 Service Unavailable); serving its last 2 objects"
+            ]
+        );
+        // The resource answers 404 (a CRD briefly not served): still nothing deleted.
+        st.on_event(s, Ev::Missing);
+        assert!(st.take_changes().is_empty());
+        assert_eq!(st.stale().len(), 1);
+        // Listed again: what vanished meanwhile goes, and the watch is healthy.
+        st.on_event(s, Ev::Init);
+        st.on_event(s, Ev::InitApply(svc("a", 80)));
+        st.on_event(s, Ev::InitDone);
+        assert_eq!(names(&st.take_changes()), vec!["-Service ns/b"]);
+        assert!(st.stale().is_empty());
     }
 }

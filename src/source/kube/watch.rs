@@ -41,6 +41,7 @@ async fn watch_slot(
 ) {
     let mut resource = slot.resource.clone();
     let mut reported_missing = false;
+    let mut backoff = watcher::DefaultBackoff::default();
     'restart: loop {
         let mut config = watcher::Config::default();
         if let Some(f) = resource.fields {
@@ -48,7 +49,6 @@ async fn watch_slot(
         }
         let api = api_for(&client, &slot, &resource);
         let mut stream = watcher(api, config).boxed();
-        let mut backoff = watcher::DefaultBackoff::default();
         while let Some(item) = stream.next().await {
             let ev = match item {
                 Ok(ev) => {
@@ -83,7 +83,9 @@ async fn watch_slot(
                         return;
                     }
                     tokio::time::sleep(missing_retry).await;
-                    continue;
+                    // A fresh watcher lists again: a complete list is what tells the state
+                    // the resource is followed again (and what vanished meanwhile).
+                    continue 'restart;
                 }
                 Err(e) => {
                     let wait = backoff.next().unwrap_or(Duration::from_secs(30));
@@ -93,8 +95,11 @@ async fn watch_slot(
                         retry_in_ms = wait.as_millis() as u64,
                         "watch error"
                     );
+                    if tx.send((index, Ev::Error(e.to_string()))).is_err() {
+                        return;
+                    }
                     tokio::time::sleep(wait).await;
-                    continue;
+                    continue 'restart;
                 }
             };
             let to_value = |o: DynamicObject| serde_json::to_value(o).unwrap_or_default();
@@ -189,6 +194,7 @@ pub async fn run(
     namespaces: Vec<String>,
     missing_retry: Duration,
     tx: BatchSender,
+    health: crate::source::Health,
 ) {
     let slots = super::slots(&namespaces);
     let mut state = KubeState::new(&slots);
@@ -213,10 +219,23 @@ pub async fn run(
     if tx.send(initial).is_err() {
         return;
     }
+    let mut stale: Vec<String> = Vec::new();
     while let Some((slot, ev)) = rx.recv().await {
         state.on_event(slot, ev);
         while let Ok((slot, ev)) = rx.try_recv() {
             state.on_event(slot, ev);
+        }
+        let now = state.stale();
+        if now != stale {
+            if now.is_empty() {
+                tracing::info!("every watch follows its resource again");
+                health.set_live();
+            } else {
+                let why = format!("kube watches not following: {}", now.join("; "));
+                tracing::warn!("{why}");
+                health.set_stale(why);
+            }
+            stale = now;
         }
         let errors = state.errors();
         if !state.has_pending() && errors == sent_errors {

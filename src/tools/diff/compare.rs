@@ -216,7 +216,7 @@ pub fn report(diffs: &[Difference], label_a: &str, label_b: &str, compared: usiz
 /// A unified diff of the normalised YAML of each differing resource; ANSI colors when `color`.
 pub fn unified(a: &Resources, b: &Resources, diffs: &[Difference], color: bool) -> String {
     let yaml = |v: Option<&Value>| -> String {
-        v.map(|v| serde_yaml::to_string(v).unwrap_or_default())
+        v.map(|v| serde_saphyr::to_string(v).unwrap_or_default())
             .unwrap_or_default()
     };
     let mut s = String::new();

@@ -229,7 +229,7 @@ pub struct Normalized {
 pub fn parse_dump(text: &str) -> Result<Value, String> {
     match serde_json::from_str::<Value>(text) {
         Ok(v) => Ok(v),
-        Err(json_err) => serde_yaml::from_str::<Value>(text)
+        Err(json_err) => crate::source::files::parse_yaml(text)
             .map_err(|yaml_err| format!("neither JSON ({json_err}) nor YAML ({yaml_err})")),
     }
 }
