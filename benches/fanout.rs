@@ -7,11 +7,21 @@
 //! services, plain). `tls` connects every stream over the TLS xDS listener with mutual TLS (a
 //! test CA, a SPIFFE client certificate of `istio-system`, as an istio-proxy gateway would);
 //! `both` measures plaintext and then TLS in the same run and prints their ratio.
+//!
+//! `cargo bench --bench fanout -- idle [STREAMS] [N]` (defaults: 100 streams, 10,000 services):
+//! what an idle stream costs the server. The clients run in a child process (this binary again,
+//! `idle-clients`), so the server's heap (counted by this binary's allocator) and RSS hold only
+//! the server: first STREAMS Delta streams that sync CDS, EDS, LDS and RDS and ACK everything,
+//! then STREAMS streams that send one request and never read. Printed per stream, beside the
+//! size of the one shared snapshot.
 
 #[path = "../tests/common/pki.rs"]
 #[allow(dead_code)]
 mod pki;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,8 +35,34 @@ use knative_pilot::state::{Change, Entry};
 use knative_pilot::tools::synth::{Form, Synth};
 use knative_pilot::translate::Options;
 use knative_pilot::xds::server::{AdsService, ConnectionRegistry};
-use knative_pilot::xds::{CLUSTER, ENDPOINT};
+use knative_pilot::xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use tokio::sync::{mpsc, watch};
+
+/// The system allocator, counting live heap bytes (for the `idle` figures).
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 fn node(i: usize, istio: &str) -> Node {
     let labels = Struct {
@@ -60,6 +96,25 @@ fn node(i: usize, istio: &str) -> Node {
 fn main() {
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<usize> = raw.iter().filter_map(|a| a.parse().ok()).collect();
+    if raw.first().map(String::as_str) == Some("idle-clients") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let addr = raw[1].parse().expect("address");
+        rt.block_on(idle_clients(addr, args[0], raw[3] == "read"));
+        return;
+    }
+    if raw.iter().any(|a| a == "idle") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let streams = args.first().copied().unwrap_or(100);
+        let n = args.get(1).copied().unwrap_or(10_000);
+        rt.block_on(idle(streams, n));
+        return;
+    }
     let streams = args.first().copied().unwrap_or(1000);
     let n = args.get(1).copied().unwrap_or(1000);
     let mode = raw
@@ -320,4 +375,189 @@ async fn run(streams: usize, n: usize, use_tls: bool) -> Figures {
         median: pct(0.5).copied(),
         max: times.last().copied(),
     }
+}
+
+/// Live heap bytes and RSS (bytes) of this process.
+fn memory() -> (isize, isize) {
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<isize>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    (LIVE.load(Ordering::Relaxed), rss)
+}
+
+fn mib(b: isize) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+/// The server side of the idle figures (see the module docs).
+async fn idle(streams: usize, n: usize) {
+    let synth = Synth::new(n, Form::Route);
+    let hub = Hub::new(Options::default());
+    hub.update(synth.inputs(), Vec::new());
+    let registry = Arc::new(ConnectionRegistry::new());
+    let svc = AdsService::new(hub.clone(), registry.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc.server())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let snapshot_bytes: usize = {
+        let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+        let snap = hub.snapshot_for(&labels);
+        snap.resources
+            .values()
+            .flat_map(|m| m.values())
+            .map(|r| r.body.value.len() + r.name.len() + r.version.len())
+            .sum()
+    };
+    println!("| idle streams, {n} services, server only | value |");
+    println!("|---|---|");
+    println!(
+        "| one gateway's snapshot (resource bodies, names, versions), shared by its streams | {:.1} MiB |",
+        mib(snapshot_bytes as isize)
+    );
+    for read in [true, false] {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let base = memory();
+        let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "idle-clients",
+                &addr.to_string(),
+                &streams.to_string(),
+                if read { "read" } else { "noread" },
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("client process");
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let t0 = Instant::now();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l == "ready" => break,
+                Some(Ok(_)) => {}
+                _ => panic!("client process ended before its streams were ready"),
+            }
+        }
+        let setup = t0.elapsed();
+        // Every stream registered (and, when reading, everything ACKed); then quiet.
+        for _ in 0..600 {
+            if registry.len() == streams && (!read || registry.all_acked(hub.generation())) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let held = memory();
+        let what = if read {
+            "synced Delta streams (CDS, EDS, LDS, RDS ACKed), idle"
+        } else {
+            "streams that sent one CDS request and never read"
+        };
+        println!(
+            "| {what}: {streams} streams, server heap / RSS per stream | {:.1} KiB / {:.1} KiB (setup {:.1} s) |",
+            (held.0 - base.0) as f64 / 1024.0 / streams as f64,
+            (held.1 - base.1) as f64 / 1024.0 / streams as f64,
+            setup.as_secs_f64()
+        );
+        drop(child.stdin.take());
+        let _ = child.wait();
+        for _ in 0..600 {
+            if registry.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = memory();
+        println!(
+            "| … after they disconnected: server heap / RSS above the start | {:.1} MiB / {:.1} MiB |",
+            mib(after.0 - base.0),
+            mib(after.1 - base.1)
+        );
+    }
+    let _ = std::io::stdout().flush();
+}
+
+/// The client process of the idle figures: STREAMS Delta streams, half per gateway, connected
+/// one at a time; prints `ready` once each is synced (or has sent its request, `noread`), then
+/// holds them until stdin closes.
+async fn idle_clients(addr: std::net::SocketAddr, streams: usize, read: bool) {
+    let (ready_tx, mut ready_rx) = mpsc::channel::<()>(streams);
+    let mut held = Vec::new();
+    for i in 0..streams {
+        let istio = if i % 2 == 0 {
+            "ingressgateway"
+        } else {
+            "cluster-local-gateway"
+        };
+        let mut client = AggregatedDiscoveryServiceClient::new(channel(addr, None).await)
+            .max_decoding_message_size(usize::MAX);
+        let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
+        let _ = tx.send(DeltaDiscoveryRequest {
+            node: Some(node(i, istio)),
+            type_url: CLUSTER.to_string(),
+            ..Default::default()
+        });
+        let mut resp = client
+            .delta_aggregated_resources(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+            .await
+            .expect("stream")
+            .into_inner();
+        if !read {
+            held.push((client, tx, resp));
+            let _ = ready_tx.send(()).await;
+            continue;
+        }
+        let ready_tx = ready_tx.clone();
+        tokio::spawn(async move {
+            let mut subscribed = false;
+            let mut ready_sent = false;
+            while let Ok(Some(r)) = resp.message().await {
+                let _ = tx.send(DeltaDiscoveryRequest {
+                    type_url: r.type_url.clone(),
+                    response_nonce: r.nonce.clone(),
+                    ..Default::default()
+                });
+                if r.type_url == CLUSTER && !subscribed {
+                    subscribed = true;
+                    let names = r.resources.iter().map(|x| x.name.clone()).collect();
+                    for (type_url, names) in [
+                        (ENDPOINT, names),
+                        (LISTENER, Vec::new()),
+                        (ROUTE, vec!["http.80".to_string(), "http.8081".to_string()]),
+                    ] {
+                        let _ = tx.send(DeltaDiscoveryRequest {
+                            type_url: type_url.to_string(),
+                            resource_names_subscribe: names,
+                            ..Default::default()
+                        });
+                    }
+                }
+                if r.type_url == ROUTE && !ready_sent {
+                    ready_sent = true;
+                    let _ = ready_tx.send(()).await;
+                }
+            }
+            drop(client);
+        });
+    }
+    for _ in 0..streams {
+        ready_rx.recv().await.expect("stream ready");
+    }
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    drop(held);
 }

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -22,13 +22,35 @@ use crate::translate::incremental::{Engine, ObjectChange};
 use crate::translate::{self, Options, ProxyConfig};
 use crate::xds::conn::NackStatus;
 use crate::xds::resource::{resource, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
-use crate::xds::{ConfigSource, ProxyIdentity, Snapshot};
+use crate::xds::{ConfigSource, ProxyIdentity, Snapshot, SubscribeError};
 
 mod contain;
 use contain::Containment;
 
 /// Labels identify what a proxy gets: proxies with equal labels share one snapshot channel.
 type ProxyKey = BTreeMap<String, String>;
+
+/// How many proxy label sets (each one incremental [`Engine`]: a translation kept up to date)
+/// the hub keeps, and for how long one no connected Envoy uses. The two gateways' own label
+/// sets are not counted and never dropped (their engines report the errors and status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Label sets besides the two gateways' (`--xds-max-label-sets`). A new one beyond it
+    /// takes the slot of the one unused the longest, or is refused when every one is in use.
+    pub max_label_sets: usize,
+    /// An engine no connected Envoy uses is dropped this long after it was first seen unused
+    /// (`--xds-label-set-grace`), so an Envoy restarting (same labels) finds it.
+    pub grace: Duration,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        EngineLimits {
+            max_label_sets: 64,
+            grace: Duration::from_secs(300),
+        }
+    }
+}
 
 /// What the hub holds under one lock: raw and served inputs, the incremental translation per
 /// proxy key, and the last-good bookkeeping.
@@ -60,6 +82,9 @@ pub struct Hub {
     inputs: RwLock<Arc<Inputs>>,
     errors: RwLock<Vec<InputError>>,
     proxies: Mutex<BTreeMap<ProxyKey, watch::Sender<Arc<Snapshot>>>>,
+    engine_limits: EngineLimits,
+    /// Proxy keys without a receiver: since when (taken under the `proxies` lock).
+    unused_since: Mutex<BTreeMap<ProxyKey, Instant>>,
     /// When recent generations started (for the convergence time metric).
     generation_times: Mutex<std::collections::VecDeque<(u64, Instant)>>,
 }
@@ -84,7 +109,14 @@ fn translatable(kind: Kind) -> bool {
 
 impl Hub {
     pub fn new(opts: Options) -> Arc<Hub> {
+        Self::with_engine_limits(opts, EngineLimits::default())
+    }
+
+    /// A hub that keeps at most `limits.max_label_sets` label sets besides the gateways'.
+    pub fn with_engine_limits(opts: Options, limits: EngineLimits) -> Arc<Hub> {
         Arc::new(Hub {
+            engine_limits: limits,
+            unused_since: Mutex::new(BTreeMap::new()),
             opts,
             state: Mutex::new(State::default()),
             ready: AtomicBool::new(false),
@@ -155,9 +187,9 @@ impl Hub {
         for c in st.contain.values_mut() {
             c.release(&changed);
         }
-        // Forget proxy keys nobody listens to any more; keep the two gateways' engines (their
-        // errors matter even with no proxy connected).
-        proxies.retain(|_, tx| tx.receiver_count() > 0);
+        // Forget proxy keys nobody has listened to for the grace period; keep the two gateways'
+        // engines (their errors matter even with no proxy connected).
+        self.sweep(&mut proxies, st, started);
         let mut keys: BTreeSet<ProxyKey> = proxies.keys().cloned().collect();
         for gw in ["external", "local"] {
             if let Some(labels) = translate::gateway_labels(&st.raw, &self.opts, gw) {
@@ -253,6 +285,101 @@ impl Hub {
             elapsed_us = started.elapsed().as_micros() as u64,
             "NACK containment: quarantine changed"
         );
+    }
+}
+
+/// Engine admission and collection: at most [`EngineLimits::max_label_sets`] label sets besides
+/// the gateways', and an engine no Envoy uses dropped after [`EngineLimits::grace`].
+impl Hub {
+    /// Label sets with an engine (a translation kept up to date), the gateways' included.
+    pub fn label_sets(&self) -> usize {
+        lock(&self.state).engines.len()
+    }
+
+    /// Drops the engines (and snapshot channels) of label sets no Envoy has used for the grace
+    /// period, counted from the first call that saw them unused; returns how many engines went.
+    /// The runtime calls this periodically with `Instant::now()`; tests pass later instants.
+    pub fn collect_unused(&self, now: Instant) -> usize {
+        let mut proxies = lock(&self.proxies);
+        let mut st = lock(&self.state);
+        self.sweep(&mut proxies, &mut st, now)
+    }
+
+    /// The two gateways' label sets (never counted, never dropped).
+    fn gateway_keys(&self, st: &State) -> BTreeSet<ProxyKey> {
+        ["external", "local"]
+            .into_iter()
+            .filter_map(|gw| translate::gateway_labels(&st.raw, &self.opts, gw))
+            .collect()
+    }
+
+    fn sweep(
+        &self,
+        proxies: &mut BTreeMap<ProxyKey, watch::Sender<Arc<Snapshot>>>,
+        st: &mut State,
+        now: Instant,
+    ) -> usize {
+        let gateways = self.gateway_keys(st);
+        let mut unused = lock(&self.unused_since);
+        let grace = self.engine_limits.grace;
+        let before = st.engines.len();
+        proxies.retain(|k, tx| {
+            if tx.receiver_count() > 0 {
+                unused.remove(k);
+                return true;
+            }
+            let since = *unused.entry(k.clone()).or_insert(now);
+            if now.saturating_duration_since(since) < grace {
+                return true;
+            }
+            unused.remove(k);
+            if !gateways.contains(k) {
+                tracing::info!(labels = ?k, unused_for = ?now.saturating_duration_since(since), "dropped the engine of a proxy label set no Envoy uses");
+            }
+            false
+        });
+        st.engines
+            .retain(|k, _| proxies.contains_key(k) || gateways.contains(k));
+        let engines = &st.engines;
+        st.contain.retain(|k, _| engines.contains_key(k));
+        before - st.engines.len()
+    }
+
+    /// Room for an engine of a new label set: below the limit, or by dropping the one unused the
+    /// longest; refused when every label set is in use.
+    fn admit(
+        &self,
+        proxies: &mut BTreeMap<ProxyKey, watch::Sender<Arc<Snapshot>>>,
+        st: &mut State,
+        labels: &ProxyKey,
+    ) -> Result<(), SubscribeError> {
+        let gateways = self.gateway_keys(st);
+        if gateways.contains(labels) {
+            return Ok(());
+        }
+        let counted = st.engines.keys().filter(|k| !gateways.contains(*k)).count();
+        if counted < self.engine_limits.max_label_sets {
+            return Ok(());
+        }
+        let mut unused = lock(&self.unused_since);
+        let victim = proxies
+            .iter()
+            .filter(|(k, tx)| tx.receiver_count() == 0 && !gateways.contains(*k))
+            .map(|(k, _)| (unused.get(k).copied(), k))
+            // Unused the longest first; one not yet seen unused by a sweep last.
+            .min_by_key(|(since, _)| (since.is_none(), *since))
+            .map(|(_, k)| k.clone());
+        let Some(victim) = victim else {
+            return Err(SubscribeError::TooManyLabelSets {
+                limit: self.engine_limits.max_label_sets,
+            });
+        };
+        tracing::info!(labels = ?victim, "dropped the engine of an unused proxy label set to admit a new one");
+        proxies.remove(&victim);
+        unused.remove(&victim);
+        st.engines.remove(&victim);
+        st.contain.remove(&victim);
+        Ok(())
     }
 }
 
@@ -488,15 +615,21 @@ impl ConfigSource for Hub {
             .unwrap_or_default()
     }
 
-    fn subscribe(&self, proxy: &ProxyIdentity) -> Option<watch::Receiver<Arc<Snapshot>>> {
+    fn subscribe(
+        &self,
+        proxy: &ProxyIdentity,
+    ) -> Result<watch::Receiver<Arc<Snapshot>>, SubscribeError> {
         if !self.is_ready() {
-            return None;
+            return Err(SubscribeError::NotReady);
         }
         let mut proxies = lock(&self.proxies);
         if let Some(tx) = proxies.get(&proxy.labels) {
-            return Some(tx.subscribe());
+            return Ok(tx.subscribe());
         }
         let mut st = lock(&self.state);
+        if !st.engines.contains_key(&proxy.labels) {
+            self.admit(&mut proxies, &mut st, &proxy.labels)?;
+        }
         let generation = self.generation();
         let snap = {
             let st = &mut *st;
@@ -505,13 +638,13 @@ impl ConfigSource for Hub {
                 .entry(proxy.labels.clone())
                 .or_insert_with(|| Engine::new(&st.served, &self.opts, &proxy.labels));
             if engine.gateways().is_empty() {
-                tracing::warn!(node = %proxy.id, labels = ?proxy.labels, "no Gateway selects this proxy; serving it an empty config");
+                tracing::warn!(node = %proxy.log_id(), labels = ?proxy.labels, "no Gateway selects this proxy; serving it an empty config");
             }
             engine.snapshot(generation)
         };
         let (tx, rx) = watch::channel(Arc::new(snap));
         proxies.insert(proxy.labels.clone(), tx);
-        Some(rx)
+        Ok(rx)
     }
 
     fn acked(&self, proxy: &ProxyIdentity, type_url: &str, generation: u64) {
@@ -602,9 +735,12 @@ spec:
     #[test]
     fn not_ready_until_the_first_update() {
         let hub = Hub::new(Options::default());
-        assert!(hub.subscribe(&proxy()).is_none());
+        assert_eq!(
+            hub.subscribe(&proxy()).err(),
+            Some(SubscribeError::NotReady)
+        );
         hub.update(inputs(&kingress(100)), vec![]);
-        assert!(hub.subscribe(&proxy()).is_some());
+        assert!(hub.subscribe(&proxy()).is_ok());
     }
 
     #[test]
@@ -634,5 +770,107 @@ spec:
         // A broken object with no good past is simply left out.
         hub.update(inputs(&kingress(90)), vec![]);
         assert!(!String::from_utf8_lossy(&route_bytes(&rx)).contains("hello.default.example.com"));
+    }
+
+    fn labelled(app: &str) -> ProxyIdentity {
+        ProxyIdentity {
+            id: format!("gw-{app}"),
+            namespace: None,
+            labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+        }
+    }
+
+    fn limited(max_label_sets: usize, grace: Duration) -> Arc<Hub> {
+        let hub = Hub::with_engine_limits(
+            Options::default(),
+            EngineLimits {
+                max_label_sets,
+                grace,
+            },
+        );
+        hub.update(inputs(&kingress(100)), vec![]);
+        hub
+    }
+
+    #[test]
+    fn label_sets_beyond_the_limit_are_refused_but_the_gateways_never() {
+        let hub = limited(2, Duration::from_secs(300));
+        let gateways = hub.label_sets();
+        assert!(
+            gateways >= 1,
+            "the gateways' engines exist from the first load"
+        );
+        let _a = hub.subscribe(&labelled("a")).unwrap();
+        let _b = hub.subscribe(&labelled("b")).unwrap();
+        assert_eq!(hub.label_sets(), gateways + 2);
+        assert_eq!(
+            hub.subscribe(&labelled("c")).err(),
+            Some(SubscribeError::TooManyLabelSets { limit: 2 })
+        );
+        assert_eq!(
+            hub.label_sets(),
+            gateways + 2,
+            "no engine for the refused one"
+        );
+        // More Envoys of a label set in use, and of the gateways, are always admitted.
+        assert!(hub.subscribe(&labelled("a")).is_ok());
+        assert!(hub.subscribe(&proxy()).is_ok());
+        assert_eq!(hub.label_sets(), gateways + 2);
+    }
+
+    #[test]
+    fn an_unused_engine_is_dropped_after_the_grace_period() {
+        let grace = Duration::from_secs(300);
+        let hub = limited(8, grace);
+        let gateways = hub.label_sets();
+        let a = hub.subscribe(&labelled("a")).unwrap();
+        let b = hub.subscribe(&labelled("b")).unwrap();
+        let gw = hub.subscribe(&proxy()).unwrap();
+        drop((b, gw));
+        let t0 = Instant::now();
+        assert_eq!(hub.collect_unused(t0), 0, "first seen unused");
+        assert_eq!(
+            hub.collect_unused(t0 + grace / 2),
+            0,
+            "within the grace period"
+        );
+        assert_eq!(hub.label_sets(), gateways + 2);
+        assert_eq!(hub.collect_unused(t0 + grace), 1, "b's engine");
+        assert_eq!(
+            hub.label_sets(),
+            gateways + 1,
+            "a (connected) and the gateways' stay"
+        );
+        // Unused, then used again within the grace period: kept.
+        drop(a);
+        assert_eq!(hub.collect_unused(t0 + grace), 0);
+        let _a = hub.subscribe(&labelled("a")).unwrap();
+        assert_eq!(hub.collect_unused(t0 + grace * 3), 0);
+        assert_eq!(hub.label_sets(), gateways + 1);
+        // A change is still translated for what is left, and b comes back on demand.
+        hub.update(inputs(&kingress(100)), vec![]);
+        assert!(hub.subscribe(&labelled("b")).is_ok());
+        assert_eq!(hub.label_sets(), gateways + 2);
+    }
+
+    #[test]
+    fn a_new_label_set_at_the_limit_takes_the_slot_of_the_one_unused_longest() {
+        let hub = limited(2, Duration::from_secs(300));
+        let gateways = hub.label_sets();
+        let a = hub.subscribe(&labelled("a")).unwrap();
+        let b = hub.subscribe(&labelled("b")).unwrap();
+        drop(b);
+        let t0 = Instant::now();
+        hub.collect_unused(t0);
+        drop(a);
+        hub.collect_unused(t0 + Duration::from_secs(1));
+        // b has been unused the longest: c takes its slot.
+        let _c = hub.subscribe(&labelled("c")).unwrap();
+        assert_eq!(hub.label_sets(), gateways + 2);
+        let _a = hub.subscribe(&labelled("a")).unwrap();
+        assert_eq!(
+            hub.subscribe(&labelled("b")).err(),
+            Some(SubscribeError::TooManyLabelSets { limit: 2 })
+        );
     }
 }

@@ -12,7 +12,9 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::protobuf::{value::Kind, Any, Struct, Value};
 use knative_pilot::xds::server::{AdsService, ConnectionInfo, ConnectionRegistry};
-use knative_pilot::xds::{ConfigSource, ProxyIdentity, Resource, Snapshot, CLUSTER, LISTENER};
+use knative_pilot::xds::{
+    ConfigSource, ProxyIdentity, Resource, Snapshot, SubscribeError, CLUSTER, LISTENER,
+};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
@@ -28,9 +30,14 @@ struct FakeSource {
 }
 
 impl ConfigSource for FakeSource {
-    fn subscribe(&self, proxy: &ProxyIdentity) -> Option<watch::Receiver<Arc<Snapshot>>> {
+    fn subscribe(
+        &self,
+        proxy: &ProxyIdentity,
+    ) -> Result<watch::Receiver<Arc<Snapshot>>, SubscribeError> {
         self.seen.lock().unwrap().push(proxy.clone());
-        self.ready.then(|| self.tx.subscribe())
+        self.ready
+            .then(|| self.tx.subscribe())
+            .ok_or(SubscribeError::NotReady)
     }
 }
 

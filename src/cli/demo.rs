@@ -244,6 +244,8 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
         source: SourceConfig::Dir(dir.clone()),
         xds_addr: Some(format!("127.0.0.1:{}", args.xds_port)),
         xds_auth: crate::runtime::config::XdsAuthConfig::plaintext_only(),
+        xds_limits: Default::default(),
+        engine_limits: Default::default(),
         debug_addr: format!("127.0.0.1:{}", args.debug_port),
         debounce: Debounce {
             quiet: std::time::Duration::from_millis(100),

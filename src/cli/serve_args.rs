@@ -36,6 +36,8 @@ pub struct ServeArgs {
     pub xds_addr: String,
     #[command(flatten)]
     pub xds_auth: XdsAuthArgs,
+    #[command(flatten)]
+    pub xds_limits: XdsLimitsArgs,
     /// Debug HTTP address: /healthz, /ready, /debug/*.
     #[arg(long, default_value = "127.0.0.1:15014")]
     pub debug_addr: String,
@@ -117,6 +119,48 @@ impl XdsAuthArgs {
     }
 }
 
+/// What one xDS client may cost (see README, "Limits").
+#[derive(Debug, Clone, Args)]
+pub struct XdsLimitsArgs {
+    /// Largest ADS request accepted, in bytes (gRPC's default receive limit); a larger one
+    /// ends its stream with RESOURCE_EXHAUSTED before it is read.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub xds_max_request_bytes: usize,
+    /// Largest Envoy node (id, metadata, locality), in bytes; a larger one is refused with
+    /// INVALID_ARGUMENT.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub xds_max_node_bytes: usize,
+    /// Distinct type URLs one stream may name (the six served included); the next one ends
+    /// the stream with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 32)]
+    pub xds_max_type_urls: usize,
+    /// Proxy label sets (one translation each) besides the two gateways'; a new label set
+    /// beyond it takes the slot of an unused one, or is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 64)]
+    pub xds_max_label_sets: usize,
+    /// How long the translation of a label set no connected Envoy uses is kept.
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub xds_label_set_grace: Duration,
+}
+
+impl XdsLimitsArgs {
+    /// The stream limits and the hub's engine limits of these flags.
+    pub fn config(&self) -> (crate::xds::limits::Limits, crate::hub::EngineLimits) {
+        (
+            crate::xds::limits::Limits {
+                max_request_bytes: self.xds_max_request_bytes,
+                max_node_bytes: self.xds_max_node_bytes,
+                max_type_urls: self.xds_max_type_urls,
+                ..Default::default()
+            },
+            crate::hub::EngineLimits {
+                max_label_sets: self.xds_max_label_sets,
+                grace: self.xds_label_set_grace,
+            },
+        )
+    }
+}
+
 /// KIngress status writing (with --kube).
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
@@ -180,7 +224,10 @@ impl ServeArgs {
             (Some(d), false) => SourceConfig::Dir(d.clone()),
             (None, false) => anyhow::bail!("serve needs --from DIR or --kube"),
         };
+        let (xds_limits, engine_limits) = self.xds_limits.config();
         Ok(ServeConfig {
+            xds_limits,
+            engine_limits,
             source,
             xds_addr: (self.xds_addr != "off").then(|| self.xds_addr.clone()),
             xds_auth: self.xds_auth.config(),

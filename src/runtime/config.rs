@@ -19,6 +19,10 @@ pub struct ServeConfig {
     pub debug_addr: String,
     pub debounce: Debounce,
     pub translate: Options,
+    /// What one ADS client may cost (request and node size, type URLs, names per stream).
+    pub xds_limits: crate::xds::limits::Limits,
+    /// How many proxy label sets (translations) are kept, and for how long unused.
+    pub engine_limits: crate::hub::EngineLimits,
 }
 
 /// Where the inputs come from.

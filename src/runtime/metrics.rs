@@ -14,6 +14,7 @@
 //! | `knative_pilot_inputs{kind}` | gauge | input objects by kind |
 //! | `knative_pilot_input_errors` | gauge | input problems currently reported (objects left out or kept at their last good version) |
 //! | `knative_pilot_generation` | gauge | generation of the inputs last translated |
+//! | `knative_pilot_label_sets` | gauge | proxy label sets with a translation kept up to date (the gateways' included; at most `--xds-max-label-sets` more) |
 //! | `knative_pilot_xds_auth_failures{reason}` | counter | streams / TLS handshakes refused: `tls_handshake`, `no_credentials`, `bad_certificate`, `token_rejected`, `token_unverifiable`, `bad_authorization`, `node_mismatch` |
 //! | `knative_pilot_sds_denied{reason}` | counter | secrets not sent to a stream (once per stream and secret): `unauthenticated`, `other_namespace`, `not_permitted`, `unsupported_name` |
 //!
@@ -99,6 +100,7 @@ pub struct Metrics {
     inputs: Family<Labels, Gauge>,
     input_errors: Gauge,
     generation: Gauge,
+    label_sets: Gauge,
     auth_failures: Family<Labels, PlainCounter>,
     sds_denied: Family<Labels, PlainCounter>,
 }
@@ -178,6 +180,12 @@ impl Metrics {
             "Generation of the inputs last translated",
             generation.clone(),
         );
+        let label_sets = Gauge::default();
+        registry.register(
+            "knative_pilot_label_sets",
+            "Proxy label sets with a translation kept up to date (the gateways' included)",
+            label_sets.clone(),
+        );
         let auth_failures = Family::<Labels, PlainCounter>::default();
         registry.register(
             "knative_pilot_xds_auth_failures",
@@ -203,6 +211,7 @@ impl Metrics {
             inputs,
             input_errors,
             generation,
+            label_sets,
             auth_failures,
             sds_denied,
         }
@@ -263,6 +272,8 @@ impl Metrics {
         self.input_errors.set(hub.errors().len() as i64);
         self.generation
             .set(i64::try_from(hub.generation()).unwrap_or(i64::MAX));
+        self.label_sets
+            .set(i64::try_from(hub.label_sets()).unwrap_or(i64::MAX));
         let mut out = String::new();
         encode_registry(&mut out, &self.registry).map_err(|e| format!("encoding metrics: {e}"))?;
         Ok(sort_samples(&out))

@@ -66,7 +66,7 @@ pub async fn run(
             k.clone(),
         ))),
     };
-    let hub = Hub::new(config.translate.clone());
+    let hub = Hub::with_engine_limits(config.translate.clone(), config.engine_limits);
     let registry = Arc::new(ConnectionRegistry::default());
     let stop = Stop::new();
     // Listeners first, so that Envoys and probes find us; streams get Unavailable until ready.
@@ -98,6 +98,8 @@ pub async fn run(
         )
         .map_err(|e| anyhow::anyhow!("--gateway-allow: {e}"))?,
         trust_domain: config.xds_auth.auth.trust_domain.clone(),
+        limits: config.xds_limits,
+        engine_grace: config.engine_limits.grace,
     };
     let (batches, batch_rx) = mpsc::unbounded_channel::<Batch>();
     match prepared {
@@ -265,6 +267,9 @@ struct Servers {
     auth: Arc<Authenticator>,
     gateway_allow: crate::xds::auth::policy::GatewayAllowList,
     trust_domain: String,
+    limits: crate::xds::limits::Limits,
+    /// `--xds-label-set-grace`: how often unused engines are collected follows from it.
+    engine_grace: Duration,
 }
 
 impl Servers {
@@ -278,6 +283,7 @@ impl Servers {
                 .with_observer(metrics.clone())
                 .with_auth(self.auth.clone())
                 .with_gateway_allow_list(self.gateway_allow.clone())
+                .with_limits(self.limits)
         };
         let builder = || {
             tonic::transport::Server::builder()
@@ -316,6 +322,11 @@ impl Servers {
                 drop(watcher);
             }));
         }
+        tasks.push(tokio::spawn(collect_unused_engines(
+            self.hub.clone(),
+            self.engine_grace,
+            stop.stopped(),
+        )));
         let mut app = super::debug::router(super::debug::DebugState {
             hub: self.hub,
             registry: self.registry,
@@ -330,6 +341,27 @@ impl Servers {
             let _ = debug.await;
         }));
         tasks
+    }
+}
+
+/// Drops the engines of label sets no Envoy has used for `grace` (checked every quarter of it,
+/// between 1 s and 1 min), until `stopped`.
+async fn collect_unused_engines(
+    hub: Arc<Hub>,
+    grace: Duration,
+    stopped: impl Future<Output = ()> + Send,
+) {
+    let mut every =
+        tokio::time::interval((grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = every.tick() => {
+                hub.collect_unused(std::time::Instant::now());
+            }
+        }
     }
 }
 

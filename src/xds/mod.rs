@@ -9,6 +9,7 @@ use std::sync::Arc;
 pub mod auth;
 pub mod conn;
 pub mod dump;
+pub mod limits;
 pub mod observe;
 pub mod resource;
 pub mod server;
@@ -27,14 +28,36 @@ pub struct ProxyIdentity {
     pub labels: BTreeMap<String, String>,
 }
 
+impl ProxyIdentity {
+    /// The node id for log lines and span fields: truncated (a client chooses its length).
+    pub fn log_id(&self) -> std::borrow::Cow<'_, str> {
+        limits::for_log(&self.id)
+    }
+}
+
+/// Why a stream gets no snapshot channel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The first full load of the inputs has not been translated yet (`UNAVAILABLE`).
+    #[error("not ready: initial load not translated yet")]
+    NotReady,
+    /// Every label-set slot is used by a connected Envoy (`RESOURCE_EXHAUSTED`).
+    #[error(
+        "this node's proxy labels would be a new label set, and the {limit} label sets allowed \
+         (--xds-max-label-sets) are all in use by connected Envoys"
+    )]
+    TooManyLabelSets { limit: usize },
+}
+
 /// Where connections get their config from. Implemented by the runtime over the xDS cache.
 pub trait ConfigSource: Send + Sync + 'static {
-    /// The live snapshot channel for this proxy; `None` while the first full load of the inputs
-    /// has not been translated yet (the stream is then answered `Unavailable`).
+    /// The live snapshot channel for this proxy; [`SubscribeError::NotReady`] while the first
+    /// full load of the inputs has not been translated yet (the stream is then answered
+    /// `Unavailable`), or a limit that refuses this proxy.
     fn subscribe(
         &self,
         proxy: &ProxyIdentity,
-    ) -> Option<tokio::sync::watch::Receiver<Arc<Snapshot>>>;
+    ) -> Result<tokio::sync::watch::Receiver<Arc<Snapshot>>, SubscribeError>;
 
     /// The Gateways (`ns/name`) whose config this proxy's snapshot holds (for the rule that an
     /// identity only receives the Gateways it may be). Empty when unknown (the default).

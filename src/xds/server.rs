@@ -33,15 +33,18 @@ use tracing::Instrument;
 use super::auth::policy::{foreign_gateway, GatewayAllowList};
 use super::auth::{Authenticator, Caller, DenyReason, PeerInfo, SecretFilter};
 use super::conn::{ConnStatus, DeltaConnection, Event, Mode, SotwConnection, Step};
+use super::limits::Limits;
 use super::observe::{LogObserver, Observers, Push, StreamObserver};
 use super::resource::type_short;
-use super::{ConfigSource, ProxyIdentity, Snapshot};
+use super::{ConfigSource, ProxyIdentity, Snapshot, SubscribeError};
 
-/// Max gRPC message size, both directions (route configurations get big).
+/// Max gRPC response size (route configurations get big). Requests are bounded by
+/// [`Limits::max_request_bytes`].
 pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
 
-/// Responses buffered per stream before the state machine waits for the client to read.
-const RESPONSE_BUFFER: usize = 4;
+/// Responses buffered per stream before the state machine waits for the client to read: a
+/// client that never reads holds one response here (and the one being written to it).
+const RESPONSE_BUFFER: usize = 1;
 
 /// Derive who is asking from the Envoy node.
 ///
@@ -228,7 +231,7 @@ impl Drop for RegistryEntry {
 trait Machine: Send + 'static {
     type Req: Message + Default + Send + 'static;
     type Resp: Message + Send + 'static;
-    fn new(snap: Arc<Snapshot>) -> Self;
+    fn new(snap: Arc<Snapshot>, limits: Limits) -> Self;
     fn node(req: &Self::Req) -> Option<&Node>;
     fn on_request(&mut self, req: Self::Req) -> Step<Self::Resp>;
     fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<Self::Resp>;
@@ -240,8 +243,8 @@ trait Machine: Send + 'static {
 impl Machine for SotwConnection {
     type Req = DiscoveryRequest;
     type Resp = DiscoveryResponse;
-    fn new(snap: Arc<Snapshot>) -> Self {
-        SotwConnection::new(snap)
+    fn new(snap: Arc<Snapshot>, limits: Limits) -> Self {
+        SotwConnection::with_limits(snap, limits)
     }
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -263,8 +266,8 @@ impl Machine for SotwConnection {
 impl Machine for DeltaConnection {
     type Req = DeltaDiscoveryRequest;
     type Resp = DeltaDiscoveryResponse;
-    fn new(snap: Arc<Snapshot>) -> Self {
-        DeltaConnection::new(snap)
+    fn new(snap: Arc<Snapshot>, limits: Limits) -> Self {
+        DeltaConnection::with_limits(snap, limits)
     }
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -297,6 +300,7 @@ pub struct AdsService<S: ConfigSource> {
     observers: Observers,
     auth: Arc<Authenticator>,
     gateway_allow: Arc<GatewayAllowList>,
+    limits: Limits,
 }
 
 impl<S: ConfigSource> AdsService<S> {
@@ -308,7 +312,14 @@ impl<S: ConfigSource> AdsService<S> {
             observers: vec![Arc::new(LogObserver)],
             auth: Arc::new(Authenticator::default()),
             gateway_allow: Arc::new(GatewayAllowList::istio_default()),
+            limits: Limits::default(),
         }
+    }
+
+    /// Bound what each client may cost (default: [`Limits::default`]).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Which Gateways of other namespaces an identity may receive (default: `istio-system`
@@ -362,7 +373,7 @@ impl<S: ConfigSource> AdsService<S> {
         match foreign_gateway(caller, &gateways, &self.gateway_allow) {
             None => Ok(()),
             Some(g) => {
-                tracing::warn!(identity = %caller.describe(), node = %proxy.id, gateway = g, "ADS stream refused: the node's labels select a Gateway of another namespace");
+                tracing::warn!(identity = %caller.describe(), node = %proxy.log_id(), gateway = g, "ADS stream refused: the node's labels select a Gateway of another namespace");
                 self.each(|o| o.auth_failed("foreign_gateway"));
                 Err(gateway_denied(caller, g))
             }
@@ -375,10 +386,12 @@ impl<S: ConfigSource> AdsService<S> {
         self
     }
 
-    /// The tonic server with generous message size limits.
+    /// The tonic server: requests up to [`Limits::max_request_bytes`] (a larger one ends its
+    /// stream before it is read), responses up to [`MAX_MESSAGE_SIZE`].
     pub fn server(self) -> AggregatedDiscoveryServiceServer<Self> {
+        let max_request = self.limits.max_request_bytes;
         AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_decoding_message_size(max_request)
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
     }
 
@@ -388,7 +401,12 @@ impl<S: ConfigSource> AdsService<S> {
         mode: Mode,
         caller: Caller,
     ) -> Result<ReceiverStream<Result<M::Resp, Status>>, Status> {
-        let first = match incoming.message().await? {
+        let max_request = self.limits.max_request_bytes;
+        let first = match incoming
+            .message()
+            .await
+            .map_err(|e| receive_error(e, max_request))?
+        {
             Some(r) => r,
             None => {
                 return Err(Status::invalid_argument(
@@ -398,6 +416,15 @@ impl<S: ConfigSource> AdsService<S> {
         };
         let node = M::node(&first)
             .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
+        let node_bytes = node.encoded_len();
+        if node_bytes > self.limits.max_node_bytes {
+            let limit = self.limits.max_node_bytes;
+            tracing::warn!(node = %super::limits::for_log(&node.id), node_bytes, limit, "ADS stream refused: the node is too large");
+            return Err(Status::invalid_argument(format!(
+                "the node (id, metadata, locality) is {node_bytes} bytes, more than the limit of \
+                 {limit} bytes (--xds-max-node-bytes)"
+            )));
+        }
         let proxy = proxy_identity(node);
         if let Err(e) = super::auth::policy::check_node(
             &caller,
@@ -405,33 +432,38 @@ impl<S: ConfigSource> AdsService<S> {
             meta_str(node, "NAMESPACE"),
             meta_str(node, "SERVICE_ACCOUNT"),
         ) {
-            tracing::warn!(identity = %caller.describe(), node = %proxy.id, error = %e, "ADS stream refused: the node is not the caller's");
+            tracing::warn!(identity = %caller.describe(), node = %proxy.log_id(), error = %e, "ADS stream refused: the node is not the caller's");
             self.each(|o| o.auth_failed("node_mismatch"));
             return Err(Status::permission_denied(format!(
                 "identity {} may not act as node {:?}: {e}",
                 caller.describe(),
-                proxy.id
+                proxy.log_id()
             )));
         }
         let may_list_secrets = self.auth.may_list_secrets(&caller).await;
         let mut filter = SecretFilter::new(caller, may_list_secrets);
-        let Some(mut snaps) = self.source.subscribe(&proxy) else {
-            tracing::info!(node = %proxy.id, "ADS stream refused: not ready");
-            return Err(Status::unavailable(
-                "not ready: initial load not translated yet",
-            ));
+        let mut snaps = match self.source.subscribe(&proxy) {
+            Ok(snaps) => snaps,
+            Err(e @ SubscribeError::NotReady) => {
+                tracing::info!(node = %proxy.log_id(), "ADS stream refused: not ready");
+                return Err(Status::unavailable(e.to_string()));
+            }
+            Err(e @ SubscribeError::TooManyLabelSets { .. }) => {
+                tracing::warn!(node = %proxy.log_id(), labels = ?proxy.labels, error = %e, "ADS stream refused: too many proxy label sets");
+                return Err(Status::resource_exhausted(e.to_string()));
+            }
         };
         self.check_gateways(filter.caller(), &proxy)?;
         let connected_at = Instant::now();
         let snap = snaps.borrow_and_update().clone();
         let (snap, denied) = filter.apply(snap);
-        let conn = M::new(snap.clone());
+        let conn = M::new(snap.clone(), self.limits);
         let entry = self
             .registry
             .register(&proxy, filter.caller(), conn.status(), snap);
         let span = tracing::info_span!(
             "ads",
-            node = %proxy.id,
+            node = %proxy.log_id(),
             conn = entry.conn_id,
             mode = mode.as_str(),
             identity = %filter.caller().describe()
@@ -447,10 +479,25 @@ impl<S: ConfigSource> AdsService<S> {
             filter,
             gateway_allow: self.gateway_allow.clone(),
             proxy: proxy.clone(),
+            max_request,
         };
         tokio::spawn(drive(conn, incoming, first, snaps, tx, reporter, shutdown).instrument(span));
         Ok(ReceiverStream::new(rx))
     }
+}
+
+/// The status a stream ends with when receiving failed: tonic's "message length too large"
+/// (`OUT_OF_RANGE`, raised from the length prefix, before the message is read) becomes
+/// `RESOURCE_EXHAUSTED` naming the flag, as gRPC's own receive limit is reported.
+fn receive_error(status: Status, max_request: usize) -> Status {
+    if status.code() == tonic::Code::OutOfRange {
+        tracing::warn!(%status, limit = max_request, "ADS stream ended: request too large");
+        return Status::resource_exhausted(format!(
+            "request larger than the limit of {max_request} bytes (--xds-max-request-bytes): {}",
+            status.message()
+        ));
+    }
+    status
 }
 
 /// The status of a stream refused (or ended) for a Gateway its caller may not receive.
@@ -553,6 +600,19 @@ async fn forward<S: ConfigSource, M: Machine>(
     true
 }
 
+/// Ends the stream with the limit an input went past, if any (true when it did).
+async fn refuse<M: Machine>(
+    tx: &mpsc::Sender<Result<M::Resp, Status>>,
+    refused: Option<super::limits::LimitExceeded>,
+) -> bool {
+    let Some(e) = refused else {
+        return false;
+    };
+    tracing::warn!(error = %e, "ADS stream ended: a per-stream limit was exceeded");
+    let _ = tx.send(Err(e.status())).await;
+    true
+}
+
 /// Reports a stream's events to the observers and keeps its registry entry up to date.
 struct Reporter<S: ConfigSource> {
     source: Arc<S>,
@@ -563,6 +623,8 @@ struct Reporter<S: ConfigSource> {
     filter: SecretFilter,
     gateway_allow: Arc<GatewayAllowList>,
     proxy: ProxyIdentity,
+    /// [`Limits::max_request_bytes`], for the status of a request too large.
+    max_request: usize,
 }
 
 impl<S: ConfigSource> Reporter<S> {
@@ -628,7 +690,9 @@ async fn drive<S: ConfigSource, M: Machine>(
     let event_at = Instant::now();
     let step = conn.on_request(first);
     reporter.report(&step.events, conn.status());
-    if !forward::<S, M>(&tx, step.responses, &mut shutdown, &reporter, event_at).await {
+    if !forward::<S, M>(&tx, step.responses, &mut shutdown, &reporter, event_at).await
+        || refuse::<M>(&tx, step.refused).await
+    {
         return;
     }
     loop {
@@ -644,7 +708,12 @@ async fn drive<S: ConfigSource, M: Machine>(
                     conn.on_request(req)
                 }
                 Some(Err(status)) => {
-                    tracing::debug!(%status, "ADS stream receive error");
+                    let status = receive_error(status, reporter.max_request);
+                    if status.code() == tonic::Code::ResourceExhausted {
+                        let _ = tx.send(Err(status)).await;
+                    } else {
+                        tracing::debug!(%status, "ADS stream receive error");
+                    }
                     break;
                 }
                 None => break,
@@ -677,7 +746,9 @@ async fn drive<S: ConfigSource, M: Machine>(
             },
         };
         reporter.report(&step.events, conn.status());
-        if !forward::<S, M>(&tx, step.responses, &mut shutdown, &reporter, event_at).await {
+        if !forward::<S, M>(&tx, step.responses, &mut shutdown, &reporter, event_at).await
+            || refuse::<M>(&tx, step.refused).await
+        {
             break;
         }
     }

@@ -11,6 +11,7 @@ use super::{
     is_served, pair_hash, set_sum, set_version, sotw_wildcard_type, sum_version, Event, Mode,
     NackStatus,
 };
+use crate::xds::limits::{truncate_bytes, LimitExceeded, Limits};
 use crate::xds::resource::{
     Resource, ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE,
 };
@@ -57,6 +58,8 @@ pub(super) struct TypeState {
     /// The Envoy has sent at least one request for this type.
     pub(super) requested: bool,
     pub(super) sub: Subscription,
+    /// Total bytes of `sub.names` (for the per-stream name bound).
+    pub(super) sub_bytes: usize,
     /// What the Envoy holds, as far as we know: name -> version (`UNKNOWN` after a NACK).
     pub(super) held: Versions,
     /// When the Envoy holds exactly the covered part of this resource map (no retained entries
@@ -136,11 +139,16 @@ pub(super) struct Core {
     pub(super) acked_generation: Option<u64>,
     /// Events of the input being handled, handed out by [`Core::take_events`].
     pub(super) events: Vec<Event>,
+    pub(super) limits: Limits,
+    /// Set when an input went past a limit: the stream is to be ended with it.
+    pub(super) refused: Option<LimitExceeded>,
 }
 
 impl Core {
-    pub(super) fn new(mode: Mode, target: Arc<Snapshot>) -> Self {
+    pub(super) fn new(mode: Mode, target: Arc<Snapshot>, limits: Limits) -> Self {
         Core {
+            limits,
+            refused: None,
             mode,
             target,
             types: BTreeMap::new(),
@@ -296,6 +304,7 @@ impl Core {
         let Some(p) = self.pending.remove(type_url) else {
             return;
         };
+        let max_message = self.limits.max_nack_message_bytes;
         let st = self.state(type_url);
         match error {
             None => {
@@ -322,7 +331,7 @@ impl Core {
                 let nack = NackStatus {
                     nonce: p.nonce,
                     version: p.version,
-                    message: err.message.clone(),
+                    message: truncate_bytes(&err.message, max_message),
                     resources: p.touched,
                 };
                 st.last_nack = Some(nack.clone());
@@ -337,7 +346,11 @@ impl Core {
 
     /// Count a request whose nonce is not the latest we sent for its type.
     pub(super) fn stale(&mut self, type_url: &str, nonce: &str) {
-        tracing::debug!(type_url, nonce, "ignoring stale xDS request nonce");
+        tracing::debug!(
+            type_url,
+            nonce = %crate::xds::limits::for_log(nonce),
+            "ignoring stale xDS request nonce"
+        );
         self.state(type_url).stale += 1;
     }
 
@@ -391,6 +404,7 @@ impl Core {
     /// ACK/NACK bookkeeping for a type we do not serve.
     pub(super) fn unserved_ack(&mut self, type_url: &str, error: Option<&RpcStatus>) {
         let generation = self.target.generation;
+        let max_message = self.limits.max_nack_message_bytes;
         let st = self.state(type_url);
         match error {
             None => {
@@ -409,7 +423,7 @@ impl Core {
                 let nack = NackStatus {
                     nonce: st.last_nonce.clone().unwrap_or_default(),
                     version: st.last_version.clone().unwrap_or_default(),
-                    message: err.message.clone(),
+                    message: truncate_bytes(&err.message, max_message),
                     resources: Vec::new(),
                 };
                 st.last_nack = Some(nack.clone());
@@ -438,6 +452,10 @@ impl Core {
             );
             return Some(None);
         }
+        if let Err(e) = self.admit_type(type_url) {
+            self.refused = Some(e);
+            return Some(None);
+        }
         if is_served(type_url) {
             return None;
         }
@@ -446,6 +464,51 @@ impl Core {
             return Some(None);
         }
         Some(Some(self.unserved(type_url)))
+    }
+
+    /// A type URL may be handled: not too long, and one of the first `max_type_urls` distinct
+    /// ones the stream named (O(max_type_urls), never growing).
+    fn admit_type(&self, type_url: &str) -> Result<(), LimitExceeded> {
+        if type_url.len() > self.limits.max_type_url_bytes {
+            return Err(LimitExceeded::TypeUrlLength {
+                len: type_url.len(),
+                limit: self.limits.max_type_url_bytes,
+            });
+        }
+        if self.types.get(type_url).is_some_and(|st| st.requested) {
+            return Ok(());
+        }
+        let named = self.types.values().filter(|st| st.requested).count();
+        if named >= self.limits.max_type_urls {
+            return Err(LimitExceeded::TypeUrls {
+                limit: self.limits.max_type_urls,
+                type_url: type_url.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// After a type's subscription changed: its name bytes recounted, and the stream refused
+    /// when all its subscriptions together name more than the limits allow.
+    pub(super) fn check_names(&mut self, type_url: &str) {
+        let st = self.state(type_url);
+        st.sub_bytes = st.sub.names.iter().map(String::len).sum();
+        let (names, bytes) = self.types.values().fold((0, 0), |(n, b), st| {
+            (n + st.sub.names.len(), b + st.sub_bytes)
+        });
+        if names > self.limits.max_resource_names || bytes > self.limits.max_resource_name_bytes {
+            self.refused = Some(LimitExceeded::ResourceNames {
+                names,
+                bytes,
+                max_names: self.limits.max_resource_names,
+                max_bytes: self.limits.max_resource_name_bytes,
+            });
+        }
+    }
+
+    /// The limit an input went past, if any (the stream is to be ended with it).
+    pub(super) fn take_refused(&mut self) -> Option<LimitExceeded> {
+        self.refused.take()
     }
 
     pub(super) fn retained_count(&self) -> usize {

@@ -11,6 +11,7 @@ use prost::Message;
 
 use super::core::{Core, Outgoing, Subscription};
 use super::{ConnStatus, Mode, Step};
+use crate::xds::limits::Limits;
 use crate::xds::resource::{Resource, Snapshot, CLUSTER, ENDPOINT};
 
 /// Incremental (Delta) ADS connection.
@@ -21,8 +22,13 @@ pub struct DeltaConnection {
 
 impl DeltaConnection {
     pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        Self::with_limits(snapshot, Limits::default())
+    }
+
+    /// A connection bounded by `limits` (see [`crate::xds::limits`]).
+    pub fn with_limits(snapshot: Arc<Snapshot>, limits: Limits) -> Self {
         DeltaConnection {
-            core: Core::new(Mode::Delta, snapshot),
+            core: Core::new(Mode::Delta, snapshot, limits),
         }
     }
 
@@ -48,10 +54,10 @@ impl DeltaConnection {
                 core.stale(t, nonce);
             }
         }
-        if !core.state(t).requested
+        let subscription_changed = !core.state(t).requested
             || !req.resource_names_subscribe.is_empty()
-            || !req.resource_names_unsubscribe.is_empty()
-        {
+            || !req.resource_names_unsubscribe.is_empty();
+        if subscription_changed {
             core.subscription_changed(t);
         }
         let st = core.state(t);
@@ -128,6 +134,12 @@ impl DeltaConnection {
                 core.drop_uncovered(t);
             }
         }
+        if subscription_changed {
+            core.check_names(t);
+            if core.refused.is_some() {
+                return Vec::new();
+            }
+        }
         core.pump_all()
     }
 
@@ -142,6 +154,7 @@ impl DeltaConnection {
         Step {
             responses,
             events: self.core.take_events(),
+            refused: self.core.take_refused(),
         }
     }
 

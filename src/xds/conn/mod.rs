@@ -28,6 +28,11 @@
 //! * Unchanged types are not resent; a NACKed set of versions is not resent until it changes.
 //! * Type URLs we do not serve get one empty response per subscription, never an error.
 //!
+//! * Bounded per client ([`crate::xds::limits::Limits`]): at most `max_type_urls` distinct type
+//!   URLs, each at most `max_type_url_bytes` long, and at most `max_resource_names` subscribed
+//!   names (`max_resource_name_bytes` bytes) per stream; an input past one returns
+//!   [`Step::refused`] and the stream is ended. NACK messages are kept truncated.
+//!
 //! The connection holds only the target `Arc<Snapshot>`, the retained removals (Arcs), and per
 //! type: subscription, name -> version held by the Envoy, nonces and counters.
 //!
@@ -40,6 +45,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::xds::limits::LimitExceeded;
 use crate::xds::resource::{CLUSTER, LISTENER, PUSH_ORDER, SCOPED_ROUTE};
 
 mod core;
@@ -233,6 +239,9 @@ pub enum Event {
 pub struct Step<R> {
     pub responses: Vec<R>,
     pub events: Vec<Event>,
+    /// The input went past a limit of the stream ([`crate::xds::limits`]): send `responses`,
+    /// then end the stream with this.
+    pub refused: Option<LimitExceeded>,
 }
 
 #[cfg(test)]

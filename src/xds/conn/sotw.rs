@@ -9,6 +9,7 @@ use prost::Message;
 
 use super::core::{Core, Outgoing, Subscription};
 use super::{sotw_wildcard_type, ConnStatus, Mode, Step};
+use crate::xds::limits::Limits;
 use crate::xds::resource::Snapshot;
 
 /// State-of-the-world ADS connection.
@@ -19,8 +20,13 @@ pub struct SotwConnection {
 
 impl SotwConnection {
     pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        Self::with_limits(snapshot, Limits::default())
+    }
+
+    /// A connection bounded by `limits` (see [`crate::xds::limits`]).
+    pub fn with_limits(snapshot: Arc<Snapshot>, limits: Limits) -> Self {
         SotwConnection {
-            core: Core::new(Mode::Sotw, snapshot),
+            core: Core::new(Mode::Sotw, snapshot, limits),
         }
     }
 
@@ -64,6 +70,10 @@ impl SotwConnection {
         let changed = st.sub != sub;
         st.sub = sub;
         if changed {
+            core.check_names(t);
+            if core.refused.is_some() {
+                return Vec::new();
+            }
             core.subscription_changed(t);
             // Names the Envoy no longer asks for are forgotten: it ignores them, and when it asks
             // again they are sent again.
@@ -83,6 +93,7 @@ impl SotwConnection {
         Step {
             responses,
             events: self.core.take_events(),
+            refused: self.core.take_refused(),
         }
     }
 

@@ -1293,3 +1293,133 @@ fn delta_name_subscribed_while_a_response_is_outstanding_is_sent_after_its_ack()
     assert!(e.ack(&rds2).is_empty());
     assert_eq!(e.acked(), Some(2));
 }
+
+// ---- per-stream limits ----
+
+fn small_limits() -> crate::xds::limits::Limits {
+    crate::xds::limits::Limits {
+        max_type_urls: 3,
+        max_type_url_bytes: 80,
+        max_resource_names: 4,
+        max_resource_name_bytes: 40,
+        max_nack_message_bytes: 8,
+        ..Default::default()
+    }
+}
+
+fn sotw_req(type_url: &str, names: &[&str], nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: type_url.into(),
+        resource_names: names.iter().map(|n| n.to_string()).collect(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn distinct_type_urls_beyond_the_limit_end_the_stream() {
+    use crate::xds::limits::LimitExceeded;
+    let mut c = SotwConnection::with_limits(snap(1, &[(CLUSTER, "c", 1)]), small_limits());
+    let step = c.on_request(sotw_req(CLUSTER, &[], ""));
+    assert!(step.refused.is_none());
+    assert_eq!(types(&step.responses), [CLUSTER]);
+    for t in ["type.example/a", "type.example/b"] {
+        let step = c.on_request(sotw_req(t, &[], ""));
+        assert!(step.refused.is_none(), "{t}");
+        assert_eq!(step.responses.len(), 1, "unknown types are answered empty");
+    }
+    // Asking again for a type it named costs nothing new.
+    assert!(c
+        .on_request(sotw_req("type.example/a", &[], ""))
+        .refused
+        .is_none());
+    let step = c.on_request(sotw_req("type.example/c", &[], ""));
+    assert!(step.responses.is_empty(), "nothing echoed");
+    assert_eq!(
+        step.refused,
+        Some(LimitExceeded::TypeUrls {
+            limit: 3,
+            type_url: "type.example/c".into()
+        })
+    );
+    assert_eq!(c.status().types.len(), 3, "the refused type left no state");
+    let long = format!("type.example/{}", "x".repeat(100));
+    let step = c.on_request(sotw_req(&long, &[], ""));
+    assert!(step.responses.is_empty());
+    assert_eq!(
+        step.refused,
+        Some(LimitExceeded::TypeUrlLength {
+            len: long.len(),
+            limit: 80
+        })
+    );
+}
+
+#[test]
+fn subscribed_names_beyond_the_limit_end_the_stream() {
+    use crate::xds::limits::LimitExceeded;
+    let s = snap(1, &[(CLUSTER, "c", 1), (ENDPOINT, "c", 1)]);
+    // Delta: subscriptions accumulate over requests.
+    let mut d = DeltaConnection::with_limits(s.clone(), small_limits());
+    let sub = |names: &[&str]| DeltaDiscoveryRequest {
+        type_url: ENDPOINT.into(),
+        resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    };
+    let first = d.on_request(sub(&["c", "d"]));
+    assert!(first.refused.is_none(), "{:?}", first.refused);
+    assert!(d.on_request(sub(&["e", "f"])).refused.is_none());
+    let step = d.on_request(sub(&["g"]));
+    assert!(step.responses.is_empty());
+    assert!(
+        matches!(
+            step.refused,
+            Some(LimitExceeded::ResourceNames {
+                names: 5,
+                max_names: 4,
+                ..
+            })
+        ),
+        "{:?}",
+        step.refused
+    );
+    // SotW: bytes count too (one 41-byte name).
+    let mut c = SotwConnection::with_limits(s, small_limits());
+    let long = "n".repeat(41);
+    let step = c.on_request(sotw_req(ENDPOINT, &[&long], ""));
+    assert!(
+        matches!(
+            step.refused,
+            Some(LimitExceeded::ResourceNames { bytes: 41, .. })
+        ),
+        "{:?}",
+        step.refused
+    );
+}
+
+#[test]
+fn nack_messages_are_kept_truncated() {
+    let mut c = SotwConnection::with_limits(snap(1, &[(CLUSTER, "c", 1)]), small_limits());
+    let step = c.on_request(sotw_req(CLUSTER, &[], ""));
+    let nonce = step.responses[0].nonce.clone();
+    let step = c.on_request(DiscoveryRequest {
+        error_detail: Some(RpcStatus {
+            code: 3,
+            message: "x".repeat(10_000),
+            details: vec![],
+        }),
+        ..sotw_req(CLUSTER, &[], &nonce)
+    });
+    let Some(Event::Nack { nack, .. }) = step.events.first() else {
+        panic!("no NACK event: {:?}", step.events);
+    };
+    assert_eq!(nack.message, format!("{}…", "x".repeat(8)));
+    let st = c.status();
+    assert_eq!(
+        st.types[CLUSTER]
+            .last_nack
+            .as_ref()
+            .map(|n| n.message.len()),
+        Some(8 + '…'.len_utf8())
+    );
+}

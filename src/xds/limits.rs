@@ -1,0 +1,137 @@
+//! What one ADS client may cost: the bounds of a stream (request size, node size, distinct type
+//! URLs, subscribed resource names, the NACK text kept) and the errors a stream is ended with
+//! when it goes past one. Each bound lives here once; the tonic shell (`server.rs`) applies the
+//! wire ones (request and node size) and the connection machine (`conn`) the protocol ones.
+//!
+//! Nothing a client sends is copied into a response or a log line unbounded: type URLs are
+//! bounded in length and number, node ids are printed truncated ([`for_log`]), NACK messages
+//! are kept truncated, and subscriptions are bounded in names and bytes.
+
+/// The per-stream bounds (defaults: [`Limits::default`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request message accepted (gRPC's default receive limit is 4 MiB); a larger one
+    /// ends its stream with `RESOURCE_EXHAUSTED` before it is read (`--xds-max-request-bytes`).
+    pub max_request_bytes: usize,
+    /// Largest encoded `Node` (id, metadata, locality...) a stream may present; larger is
+    /// refused with `INVALID_ARGUMENT` (`--xds-max-node-bytes`).
+    pub max_node_bytes: usize,
+    /// Distinct type URLs one stream may name, the six we serve included
+    /// (`--xds-max-type-urls`); the next one ends the stream with `RESOURCE_EXHAUSTED`.
+    pub max_type_urls: usize,
+    /// Longest type URL (Envoy's are under 100 bytes); longer ends the stream with
+    /// `INVALID_ARGUMENT`.
+    pub max_type_url_bytes: usize,
+    /// Resource names one stream may subscribe to, all types together (an Envoy at 10,000
+    /// services subscribes to about 10,000 load assignments).
+    pub max_resource_names: usize,
+    /// Total bytes of those names.
+    pub max_resource_name_bytes: usize,
+    /// NACK messages (`error_detail.message`) are kept and logged up to this many bytes.
+    pub max_nack_message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: 4 * 1024 * 1024,
+            max_node_bytes: 64 * 1024,
+            max_type_urls: 32,
+            max_type_url_bytes: 512,
+            max_resource_names: 200_000,
+            max_resource_name_bytes: 32 * 1024 * 1024,
+            max_nack_message_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Why a stream was ended by the connection machine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitExceeded {
+    #[error(
+        "type URL {type_url} is one more than the {limit} distinct type URLs a stream may name \
+         (--xds-max-type-urls)"
+    )]
+    TypeUrls { limit: usize, type_url: String },
+    #[error("a type URL of {len} bytes is longer than the limit of {limit} bytes")]
+    TypeUrlLength { len: usize, limit: usize },
+    #[error(
+        "the stream subscribes to {names} resource names ({bytes} bytes), more than the limit \
+         of {max_names} names / {max_bytes} bytes per stream"
+    )]
+    ResourceNames {
+        names: usize,
+        bytes: usize,
+        max_names: usize,
+        max_bytes: usize,
+    },
+}
+
+impl LimitExceeded {
+    /// The gRPC status code the stream ends with: `INVALID_ARGUMENT` for what no Envoy sends,
+    /// `RESOURCE_EXHAUSTED` for a count past its bound.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            LimitExceeded::TypeUrlLength { .. } => tonic::Code::InvalidArgument,
+            LimitExceeded::TypeUrls { .. } | LimitExceeded::ResourceNames { .. } => {
+                tonic::Code::ResourceExhausted
+            }
+        }
+    }
+
+    pub fn status(&self) -> tonic::Status {
+        tonic::Status::new(self.code(), self.to_string())
+    }
+}
+
+/// Characters of a client-supplied string (node id, nonce) printed in logs and span fields.
+pub const LOG_CHARS: usize = 128;
+
+/// `s` for a log line: its first [`LOG_CHARS`] characters, and "…" when it was longer.
+pub fn for_log(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(LOG_CHARS) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((i, _)) => std::borrow::Cow::Owned(format!("{}…", &s[..i])),
+    }
+}
+
+/// `s` cut to at most `max` bytes (at a character boundary), with "…" when it was cut.
+pub fn truncate_bytes(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_strings_are_cut_for_logs_and_state() {
+        assert_eq!(for_log("gw-1"), "gw-1");
+        let long = "é".repeat(1000);
+        let short = for_log(&long);
+        assert_eq!(short.chars().count(), LOG_CHARS + 1);
+        assert!(short.ends_with('…'));
+        assert_eq!(truncate_bytes("abc", 3), "abc");
+        // 'é' is two bytes: 5 bytes cut back to 4.
+        assert_eq!(truncate_bytes("ééé", 5), "éé…");
+    }
+
+    #[test]
+    fn codes_name_the_kind_of_limit() {
+        let e = LimitExceeded::TypeUrls {
+            limit: 2,
+            type_url: "x".into(),
+        };
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert!(e.to_string().contains("--xds-max-type-urls"), "{e}");
+        let e = LimitExceeded::TypeUrlLength { len: 9, limit: 8 };
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+}
