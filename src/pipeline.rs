@@ -25,10 +25,10 @@ pub fn load(dir: &Path) -> (Inputs, Vec<InputError>) {
     (inputs, errors)
 }
 
-/// Renders the config of `gateway` (`ns/name`, `external` or `local`) as a proxy whose labels
-/// are that gateway's selector would get it.
+/// Renders the config of `gateway` (`ns/name`, `external` or `local`) as a pod of that gateway
+/// would get it (its labels: [`translate::pod_labels`]).
 pub fn render_gateway(inputs: &Inputs, opts: &Options, gateway: &str) -> Result<Rendered, String> {
-    let labels = translate::gateway_labels(inputs, opts, gateway).ok_or_else(|| {
+    let labels = translate::pod_labels(inputs, opts, gateway).ok_or_else(|| {
         let known: Vec<String> = translate::gateways(inputs, opts)
             .iter()
             .map(|g| g.id())

@@ -152,7 +152,7 @@ fn translator_errors(
     let mut empty_services: BTreeSet<(String, String)> = BTreeSet::new();
     let mut label_sets: BTreeSet<BTreeMap<String, String>> = BTreeSet::new();
     for g in gateways {
-        if let Some(labels) = translate::gateway_labels(inputs, opts, &g.id()) {
+        if let Some(labels) = translate::pod_labels(inputs, opts, &g.id()) {
             label_sets.insert(labels);
         }
     }

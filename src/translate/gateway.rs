@@ -93,6 +93,39 @@ pub fn gateway_labels(
         .map(|g| g.spec.selector)
 }
 
+/// The labels a pod of `gateway` would carry, for rendering it (`render`, `validate`): the
+/// Gateway's selector plus the selectors of the Services that select such pods (a Service whose
+/// selector holds the whole Gateway selector is in front of those pods, so a real pod carries its
+/// labels too), in Service order; a label two Services set differently keeps the first value.
+/// So port translation uses the Services a real gateway pod is behind (net-istio's
+/// `istio-ingressgateway` selects `app` and `istio`), not only those selecting by the Gateway's
+/// labels alone.
+pub fn pod_labels(
+    inputs: &Inputs,
+    opts: &Options,
+    gateway: &str,
+) -> Option<BTreeMap<String, String>> {
+    let mut labels = gateway_labels(inputs, opts, gateway)?;
+    let selector = labels.clone();
+    for (_, e) in inputs.of_kind(Kind::Service) {
+        let Object::Service(svc) = &e.object else {
+            continue;
+        };
+        let svc_selector: BTreeMap<String, String> = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .unwrap_or_default();
+        if selector.is_empty() || !is_subset(&selector, &svc_selector) {
+            continue;
+        }
+        for (k, v) in svc_selector {
+            labels.entry(k).or_insert(v);
+        }
+    }
+    Some(labels)
+}
+
 pub(crate) fn split_ns_name(id: &str, default_ns: &str) -> (String, String) {
     match id.split_once('/') {
         Some((ns, name)) => (ns.to_string(), name.to_string()),
@@ -696,5 +729,41 @@ spec:
                     )),
             "{msgs:#?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod pod_label_tests {
+    use crate::state::Inputs;
+    use crate::translate::{pod_labels, translate, Options};
+
+    #[test]
+    fn render_maps_ports_through_the_services_a_real_gateway_pod_is_behind() {
+        // net-istio's shape: the Service selects `app` and `istio`, the Gateway only `istio`.
+        let yaml = r#"apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {name: knative-ingress-gateway, namespace: knative-serving}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{hosts: ["*"], port: {name: http, number: 80, protocol: HTTP}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: istio-ingressgateway, namespace: istio-system}
+spec:
+  selector: {app: istio-ingressgateway, istio: ingressgateway}
+  ports: [{name: http2, port: 80, targetPort: 9080}]
+"#;
+        let loaded = crate::source::files::parse_text(std::path::Path::new("g.yaml"), yaml);
+        let inputs = Inputs::from_sourced(loaded.objects).0;
+        let opts = Options::default();
+        let labels = pod_labels(&inputs, &opts, "knative-serving/knative-ingress-gateway").unwrap();
+        assert_eq!(
+            labels.get("app").map(String::as_str),
+            Some("istio-ingressgateway")
+        );
+        let t = translate(&inputs, &opts, &labels);
+        let names: Vec<&str> = t.config.listeners.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["0.0.0.0_9080"]);
     }
 }

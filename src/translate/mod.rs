@@ -42,7 +42,7 @@ pub mod ownership;
 pub(crate) mod route;
 pub(crate) mod virtual_service;
 
-pub use gateway::{container_port, gateway_labels, gateways, GatewayInfo};
+pub use gateway::{container_port, gateway_labels, gateways, pod_labels, GatewayInfo};
 
 /// Translation settings (the CLI flags).
 #[derive(Debug, Clone, PartialEq, Eq)]
