@@ -15,9 +15,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
@@ -388,11 +386,9 @@ impl<S: ConfigSource> AdsService<S> {
 
     /// The tonic server: requests up to [`Limits::max_request_bytes`] (a larger one ends its
     /// stream before it is read), responses up to [`MAX_MESSAGE_SIZE`].
-    pub fn server(self) -> AggregatedDiscoveryServiceServer<Self> {
+    pub fn server(self) -> super::grpc::AdsGrpc<Self> {
         let max_request = self.limits.max_request_bytes;
-        AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(max_request)
-            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+        super::grpc::AdsGrpc::new(self, max_request, MAX_MESSAGE_SIZE)
     }
 
     async fn start<M: Machine>(
