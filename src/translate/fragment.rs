@@ -13,7 +13,7 @@ use crate::state::Inputs;
 
 use super::backend::{Backends, ClusterSource, SvcKey};
 use super::claims::{self, Order, Precedence, Slot};
-use super::gateway::ServerCtx;
+use super::gateway::{Context, ServerCtx};
 use super::ir::{ClusterIr, RouteIr, VirtualHostIr};
 use super::{kingress, route, virtual_service, Options};
 
@@ -22,6 +22,10 @@ pub(crate) struct ObjectCx<'a> {
     pub inputs: &'a Inputs,
     pub opts: &'a Options,
     pub servers: &'a [ServerCtx],
+    /// The gateways (`ns/name`) serving ExternalIP and ClusterLocal rules, chosen once per
+    /// context (`Options::external_gateway`, `Options::local_gateway`).
+    pub external: &'a str,
+    pub local: &'a str,
 }
 
 impl ObjectCx<'_> {
@@ -70,14 +74,16 @@ impl Fragment {
 pub(crate) fn translate_one(
     inputs: &Inputs,
     opts: &Options,
-    servers: &[ServerCtx],
+    ctx: &Context,
     key: &ObjectKey,
 ) -> Option<Fragment> {
     let entry = inputs.get(key.kind, &key.namespace, &key.name)?;
     let cx = ObjectCx {
         inputs,
         opts,
-        servers,
+        servers: &ctx.servers,
+        external: &ctx.external,
+        local: &ctx.local,
     };
     let mut b = Backends::new(inputs, opts);
     let result = match &entry.object {

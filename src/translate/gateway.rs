@@ -266,6 +266,9 @@ pub(crate) struct Context {
     /// The route configuration laid out as scopes (scoped layout only).
     pub scoped_route: Option<String>,
     pub errors: Vec<InputError>,
+    /// The gateways serving ExternalIP and ClusterLocal rules (read once: config-istio).
+    pub external: String,
+    pub local: String,
 }
 
 /// The [`Context`] of a proxy with these labels.
@@ -309,6 +312,8 @@ pub(crate) fn context(
         scoped_route,
         errors,
         servers,
+        external: opts.external_gateway(inputs),
+        local: opts.local_gateway(inputs),
     }
 }
 

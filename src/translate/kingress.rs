@@ -59,11 +59,7 @@ pub(super) fn placements(
     let mut placements = Vec::new();
     for (ri, rule) in defaulted.rules.iter().enumerate() {
         let local = rule.visibility.as_deref() == Some("ClusterLocal");
-        let gateway = if local {
-            cx.opts.local_gateway(cx.inputs)
-        } else {
-            cx.opts.external_gateway(cx.inputs)
-        };
+        let gateway = if local { cx.local } else { cx.external };
         let http = rule
             .http
             .as_ref()
@@ -78,7 +74,7 @@ pub(super) fn placements(
         probe_routes.extend(routes);
         let routes = probe_routes;
         // Plain HTTP servers of the target gateway.
-        let http_servers = cx.gateway_servers(&gateway, false);
+        let http_servers = cx.gateway_servers(gateway, false);
         let tls_hosts: BTreeSet<String> = defaulted
             .tls
             .iter()
@@ -96,7 +92,7 @@ pub(super) fn placements(
             }
         }
         if !local {
-            for server in cx.gateway_servers(&gateway, true) {
+            for server in cx.gateway_servers(gateway, true) {
                 for host in rule.hosts.iter().filter(|h| tls_hosts.contains(*h)) {
                     if !server.server.hosts.iter().any(|sh| host_matches(sh, host)) {
                         continue;

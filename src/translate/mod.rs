@@ -166,7 +166,7 @@ pub fn translate(
 ) -> Translation {
     let ctx = gateway::context(inputs, opts, labels);
     let mut frags: Vec<fragment::Fragment> = fragment::translated_keys(inputs, opts)
-        .filter_map(|key| fragment::translate_one(inputs, opts, &ctx.servers, &key))
+        .filter_map(|key| fragment::translate_one(inputs, opts, &ctx, &key))
         .collect();
     frags.sort_by(|a, b| a.order.cmp(&b.order));
     let mut errors = ctx.errors.clone();

@@ -379,7 +379,7 @@ impl Engine {
         if !wanted {
             return;
         }
-        let Some(f) = translate_one(inputs, &self.opts, &self.ctx.servers, key) else {
+        let Some(f) = translate_one(inputs, &self.opts, &self.ctx, key) else {
             return;
         };
         for slot in f.vhosts.keys() {
