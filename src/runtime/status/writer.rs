@@ -193,6 +193,7 @@ impl Writer {
         let opts = &self.hub.opts;
         let ext = translate::gateway_labels(inputs, opts, "external");
         let local = translate::gateway_labels(inputs, opts, "local");
+        let (ext_id, local_id) = (opts.external_gateway(inputs), opts.local_gateway(inputs));
         let mut own: ProgressMap = BTreeMap::new();
         let mut seen: BTreeSet<ObjectKey> = BTreeSet::new();
         let mut ours = Vec::new();
@@ -215,20 +216,10 @@ impl Writer {
             let (need_ext, need_local) = needed_gateways(ing);
             let mut gateways = Vec::new();
             if need_ext {
-                gateways.push(gateway_progress(
-                    &opts.external_gateway(inputs),
-                    ext.as_ref(),
-                    conns,
-                    first,
-                ));
+                gateways.push(gateway_progress(&ext_id, ext.as_ref(), conns, first));
             }
             if need_local {
-                gateways.push(gateway_progress(
-                    &opts.local_gateway(inputs),
-                    local.as_ref(),
-                    conns,
-                    first,
-                ));
+                gateways.push(gateway_progress(&local_id, local.as_ref(), conns, first));
             }
             own.insert(
                 format!("{}/{}", key.namespace, key.name),
