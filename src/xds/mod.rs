@@ -12,6 +12,7 @@ pub mod dump;
 pub mod grpc;
 pub mod limits;
 pub mod observe;
+pub mod registry;
 pub mod resource;
 pub mod server;
 

@@ -8,12 +8,9 @@
 //! NACK, converged) and every push are reported to the service's observers
 //! ([`super::observe`]: logs by default, metrics when the runtime adds them).
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use dashmap::DashMap;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -21,7 +18,6 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::google::protobuf::value::Kind;
 use prost::Message;
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -35,6 +31,9 @@ use super::limits::Limits;
 use super::observe::{LogObserver, Observers, Push, StreamObserver};
 use super::resource::type_short;
 use super::{ConfigSource, ProxyIdentity, Snapshot, SubscribeError};
+
+use super::registry::RegistryEntry;
+pub use super::registry::{ConnectionInfo, ConnectionRegistry};
 
 /// Max gRPC response size (route configurations get big). Requests are bounded by
 /// [`Limits::max_request_bytes`].
@@ -82,146 +81,6 @@ pub fn proxy_identity(node: &Node) -> ProxyIdentity {
         id: node.id.clone(),
         namespace: from_id.or(from_meta),
         labels,
-    }
-}
-
-/// One live ADS stream, as listed by the debug endpoints.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ConnectionInfo {
-    pub conn_id: u64,
-    pub node_id: String,
-    pub namespace: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    /// "sotw" or "delta".
-    pub mode: &'static str,
-    /// Unix seconds.
-    pub connected_since: u64,
-    pub status: ConnStatus,
-    /// Per type URL: when (Unix seconds) this Envoy last NACKed a response of that type.
-    pub last_nack_at: BTreeMap<String, u64>,
-    /// The authenticated identity (SPIFFE URI), `None` for an anonymous (plaintext) caller.
-    pub identity: Option<String>,
-    /// Secrets of the snapshot this caller was not sent, with the reason.
-    pub denied_secrets: BTreeMap<String, DenyReason>,
-    /// The snapshot this connection is serving (what the Envoy is sent; see `status` for what
-    /// it has ACKed).
-    #[serde(skip)]
-    pub snapshot: Arc<Snapshot>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
-/// All live ADS streams, updated by each stream after every handled event.
-#[derive(Debug, Default)]
-pub struct ConnectionRegistry {
-    next_id: AtomicU64,
-    conns: DashMap<u64, ConnectionInfo>,
-}
-
-impl ConnectionRegistry {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Every live connection, sorted by connection id.
-    pub fn list(&self) -> Vec<ConnectionInfo> {
-        let mut v: Vec<ConnectionInfo> = self.conns.iter().map(|e| e.value().clone()).collect();
-        v.sort_by_key(|c| c.conn_id);
-        v
-    }
-
-    pub fn get(&self, conn_id: u64) -> Option<ConnectionInfo> {
-        self.conns.get(&conn_id).map(|e| e.value().clone())
-    }
-
-    /// Whether every live connection has fully ACKed `generation` (or a later one). True when
-    /// there are no connections.
-    pub fn all_acked(&self, generation: u64) -> bool {
-        self.conns
-            .iter()
-            .all(|e| e.status.acked_generation.is_some_and(|g| g >= generation))
-    }
-
-    pub fn len(&self) -> usize {
-        self.conns.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
-    }
-
-    fn register(
-        self: &Arc<Self>,
-        proxy: &ProxyIdentity,
-        caller: &Caller,
-        status: ConnStatus,
-        snapshot: Arc<Snapshot>,
-    ) -> RegistryEntry {
-        let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let connected_since = unix_now();
-        self.conns.insert(
-            conn_id,
-            ConnectionInfo {
-                conn_id,
-                node_id: proxy.id.clone(),
-                namespace: proxy.namespace.clone(),
-                labels: proxy.labels.clone(),
-                mode: status.mode.as_str(),
-                connected_since,
-                status,
-                last_nack_at: BTreeMap::new(),
-                identity: caller.identity().map(|i| i.spiffe_uri()),
-                denied_secrets: BTreeMap::new(),
-                snapshot,
-            },
-        );
-        RegistryEntry {
-            registry: Arc::clone(self),
-            conn_id,
-        }
-    }
-}
-
-/// A connection's registry entry; removed when dropped (the stream task ends).
-struct RegistryEntry {
-    registry: Arc<ConnectionRegistry>,
-    conn_id: u64,
-}
-
-impl RegistryEntry {
-    fn update(&self, status: ConnStatus) {
-        if let Some(mut e) = self.registry.conns.get_mut(&self.conn_id) {
-            e.status = status;
-        }
-    }
-
-    fn set_snapshot(&self, snapshot: Arc<Snapshot>) {
-        if let Some(mut e) = self.registry.conns.get_mut(&self.conn_id) {
-            e.snapshot = snapshot;
-        }
-    }
-
-    fn record_denied(&self, denied: &BTreeMap<String, DenyReason>) {
-        if let Some(mut e) = self.registry.conns.get_mut(&self.conn_id) {
-            e.denied_secrets = denied.clone();
-        }
-    }
-
-    fn record_nack(&self, type_url: &str) {
-        if let Some(mut e) = self.registry.conns.get_mut(&self.conn_id) {
-            e.last_nack_at.insert(type_url.to_string(), unix_now());
-        }
-    }
-}
-
-impl Drop for RegistryEntry {
-    fn drop(&mut self) {
-        self.registry.conns.remove(&self.conn_id);
     }
 }
 
