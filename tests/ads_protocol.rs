@@ -1,5 +1,7 @@
 //! In-process ADS over real gRPC: tonic server on 127.0.0.1:0, envoy-types' generated client.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -10,7 +12,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use envoy_types::pb::google::protobuf::{value::Kind, Any, Struct, Value};
+use envoy_types::pb::google::protobuf::Any;
 use knative_pilot::xds::server::{AdsService, ConnectionInfo, ConnectionRegistry};
 use knative_pilot::xds::{
     ConfigSource, ProxyIdentity, Resource, Snapshot, SubscribeError, CLUSTER, LISTENER,
@@ -87,30 +89,7 @@ fn snapshot(generation: u64, listener_prefix: &str) -> Arc<Snapshot> {
 }
 
 fn node() -> Node {
-    let labels = Struct {
-        fields: [(
-            "istio".to_string(),
-            Value {
-                kind: Some(Kind::StringValue("ingressgateway".into())),
-            },
-        )]
-        .into_iter()
-        .collect(),
-    };
-    Node {
-        id: NODE_ID.into(),
-        metadata: Some(Struct {
-            fields: [(
-                "LABELS".to_string(),
-                Value {
-                    kind: Some(Kind::StructValue(labels)),
-                },
-            )]
-            .into_iter()
-            .collect(),
-        }),
-        ..Default::default()
-    }
+    common::node::istio_node(NODE_ID, &[("istio", "ingressgateway")], &[])
 }
 
 struct Harness {

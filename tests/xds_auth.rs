@@ -16,7 +16,6 @@ use common::*;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -171,36 +170,13 @@ impl Fixture {
     }
 }
 
-fn s(v: &str) -> Value {
-    Value {
-        kind: Some(Kind::StringValue(v.into())),
-    }
-}
-
 /// An istio-proxy node in `ns` with the external gateway's labels.
 fn node(ns: &str) -> Node {
-    let labels = Struct {
-        fields: [("istio".to_string(), s("ingressgateway"))]
-            .into_iter()
-            .collect(),
-    };
-    Node {
-        id: format!("router~127.0.0.1~istio-ingressgateway-0.{ns}~{ns}.svc.cluster.local"),
-        metadata: Some(Struct {
-            fields: [
-                (
-                    "LABELS".to_string(),
-                    Value {
-                        kind: Some(Kind::StructValue(labels)),
-                    },
-                ),
-                ("NAMESPACE".to_string(), s(ns)),
-            ]
-            .into_iter()
-            .collect(),
-        }),
-        ..Default::default()
-    }
+    common::node::istio_node(
+        &format!("router~127.0.0.1~istio-ingressgateway-0.{ns}~{ns}.svc.cluster.local"),
+        &[("istio", "ingressgateway")],
+        &[("NAMESPACE", ns)],
+    )
 }
 
 /// A channel over TLS (the server verified against `ca_pem`), with a client certificate if given.

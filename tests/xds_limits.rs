@@ -13,7 +13,6 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use knative_pilot::hub::{EngineLimits, Hub};
 use knative_pilot::tools::synth::{Form, Synth};
 use knative_pilot::translate::Options;
@@ -53,33 +52,7 @@ async fn start(limits: Limits, engines: EngineLimits) -> Harness {
 }
 
 fn node(id: &str, labels: &[(&str, &str)]) -> Node {
-    let labels = Struct {
-        fields: labels
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    Value {
-                        kind: Some(Kind::StringValue(v.to_string())),
-                    },
-                )
-            })
-            .collect(),
-    };
-    Node {
-        id: id.to_string(),
-        metadata: Some(Struct {
-            fields: [(
-                "LABELS".to_string(),
-                Value {
-                    kind: Some(Kind::StructValue(labels)),
-                },
-            )]
-            .into_iter()
-            .collect(),
-        }),
-        ..Default::default()
-    }
+    common::node::istio_node(id, labels, &[])
 }
 
 /// The external gateway's Envoy.

@@ -35,6 +35,7 @@ pub mod envoy;
 pub mod fake_apiserver;
 pub mod fixture;
 pub mod load;
+pub mod node;
 pub mod pki;
 pub mod server;
 pub mod static_bootstrap;
