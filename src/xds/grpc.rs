@@ -4,26 +4,31 @@
 //! tonic's generated server encodes a stream's responses into one growing buffer that lives as
 //! long as the stream, and hands out frames that share its allocation: a stream that once sent
 //! a 60 MB first push keeps a buffer that size while it idles (84 MiB of heap per idle stream at
-//! 10,000 services). Here each message is encoded into an exact-size buffer that is freed once
-//! the frame is written, so an idle stream holds only its connection state. Requests are decoded
-//! by tonic (`Streaming`, with the `--xds-max-request-bytes` limit); metadata and connection
-//! extensions (the TLS peer) reach the service as with the generated server.
+//! 10,000 services). Its request decoder (`Streaming`) likewise keeps a buffer the size of the
+//! largest request (a Delta Envoy's first EDS request names every cluster: 1 MiB at 10,000
+//! services). Here each response is encoded into an exact-size buffer that is freed once the
+//! frame is written, and each request is gathered in a buffer of its own size that is freed once
+//! it is decoded ([`Requests`], with the `--xds-max-request-bytes` limit), so an idle stream
+//! holds only its connection state. Metadata and connection extensions (the TLS peer) reach the
+//! service as with the generated server.
 
 use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
+use bytes::{Buf, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::Stream;
-use http_body::Frame;
+use http_body::{Body as _, Frame};
 use tonic::body::Body;
-use tonic::codec::{BufferSettings, Streaming};
 use tonic::codegen::{http, BoxFuture, Service};
 use tonic::server::NamedService;
 use tonic::Status;
+
+use super::server::AdsService;
+use super::ConfigSource;
 
 const SOTW: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
@@ -63,7 +68,7 @@ impl<T> NamedService for AdsGrpc<T> {
     const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 }
 
-impl<T: AggregatedDiscoveryService> Service<http::Request<Body>> for AdsGrpc<T> {
+impl<S: ConfigSource> Service<http::Request<Body>> for AdsGrpc<AdsService<S>> {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Self::Error>;
@@ -79,16 +84,13 @@ impl<T: AggregatedDiscoveryService> Service<http::Request<Body>> for AdsGrpc<T> 
             Ok(match req.uri().path() {
                 SOTW => {
                     let r = inner
-                        .stream_aggregated_resources(decode::<DiscoveryRequest>(req, max_request))
+                        .sotw(decode::<DiscoveryRequest>(req, max_request))
                         .await;
                     respond(r, max_response)
                 }
                 DELTA => {
                     let r = inner
-                        .delta_aggregated_resources(decode::<DeltaDiscoveryRequest>(
-                            req,
-                            max_request,
-                        ))
+                        .delta(decode::<DeltaDiscoveryRequest>(req, max_request))
                         .await;
                     respond(r, max_response)
                 }
@@ -98,32 +100,117 @@ impl<T: AggregatedDiscoveryService> Service<http::Request<Body>> for AdsGrpc<T> 
     }
 }
 
-/// The request body as tonic's stream of messages, with the request's metadata and extensions.
-fn decode<M>(req: http::Request<Body>, max_request: usize) -> tonic::Request<Streaming<M>>
+/// The request body as a stream of messages, with the request's metadata and extensions.
+fn decode<M>(req: http::Request<Body>, max_request: usize) -> tonic::Request<Requests<M>>
 where
     M: prost::Message + Default + Send + 'static,
 {
     let (parts, body) = req.into_parts();
-    let decoder = tonic_prost::ProstDecoder::<M>::new(BufferSettings::default());
-    let stream = Streaming::new_request(decoder, body, None, Some(max_request));
+    let stream = Requests {
+        body,
+        buf: BytesMut::new(),
+        max: max_request,
+        done: false,
+        message: PhantomData,
+    };
     tonic::Request::from_http(http::Request::from_parts(parts, stream))
 }
 
-fn respond<S, M>(r: Result<tonic::Response<S>, Status>, max_response: usize) -> http::Response<Body>
+/// Buffers up to this size are kept between requests; a larger one (a request that named many
+/// resources) is freed once its request is decoded.
+const KEPT_BUFFER: usize = 16 * 1024;
+
+/// A request body as a stream of messages (see the module docs). A message above `max` bytes
+/// ends the stream with `OUT_OF_RANGE` before it is read (as tonic's decoder; the server turns
+/// it into `RESOURCE_EXHAUSTED`), a compressed one with `UNIMPLEMENTED`.
+pub(super) struct Requests<M> {
+    body: Body,
+    buf: BytesMut,
+    max: usize,
+    done: bool,
+    message: PhantomData<fn() -> M>,
+}
+
+impl<M> Requests<M> {
+    fn fail(&mut self, status: Status) -> Poll<Option<Result<M, Status>>> {
+        self.done = true;
+        Poll::Ready(Some(Err(status)))
+    }
+}
+
+impl<M: prost::Message + Default> Stream for Requests<M> {
+    type Item = Result<M, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if this.buf.len() >= 5 {
+                if this.buf[0] != 0 {
+                    return this.fail(Status::unimplemented(
+                        "compressed requests are not supported",
+                    ));
+                }
+                let len = u32::from_be_bytes([this.buf[1], this.buf[2], this.buf[3], this.buf[4]])
+                    as usize;
+                if len > this.max {
+                    return this.fail(Status::out_of_range(format!(
+                        "Error, decoded message length too large: found {len} bytes, the limit \
+                         is: {} bytes",
+                        this.max
+                    )));
+                }
+                if this.buf.len() >= 5 + len {
+                    let decoded = M::decode(&this.buf[5..5 + len]);
+                    this.buf.advance(5 + len);
+                    if this.buf.capacity() > KEPT_BUFFER {
+                        this.buf = BytesMut::from(&this.buf[..]);
+                    }
+                    return match decoded {
+                        Ok(m) => Poll::Ready(Some(Ok(m))),
+                        Err(e) => this.fail(Status::internal(format!("decoding a request: {e}"))),
+                    };
+                }
+                // The whole frame in one buffer of its size.
+                this.buf.reserve(5 + len - this.buf.len());
+            }
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.buf.extend_from_slice(&data);
+                    }
+                }
+                Poll::Ready(Some(Err(status))) => return this.fail(status),
+                Poll::Ready(None) => {
+                    if this.buf.is_empty() {
+                        this.done = true;
+                        return Poll::Ready(None);
+                    }
+                    return this.fail(Status::internal(
+                        "the request stream ended inside a message",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn respond<S, M>(r: Result<S, Status>, max_response: usize) -> http::Response<Body>
 where
     S: Stream<Item = Result<M, Status>> + Send + 'static,
     M: prost::Message + 'static,
 {
     match r {
         Err(status) => status.into_http(),
-        Ok(resp) => {
-            let (metadata, stream, _) = resp.into_parts();
+        Ok(stream) => {
             let mut http = http::Response::new(Body::new(Frames {
                 stream: Box::pin(stream),
                 max_response,
                 done: false,
             }));
-            *http.headers_mut() = metadata.into_headers();
             http.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/grpc"),
@@ -210,6 +297,83 @@ mod tests {
     use super::*;
     use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
     use prost::Message;
+
+    /// A request body delivered in these chunks.
+    fn body(chunks: Vec<Vec<u8>>) -> Body {
+        let frames = futures::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, Status>(Frame::data(Bytes::from(c)))),
+        );
+        Body::new(http_body_util::StreamBody::new(frames))
+    }
+
+    fn requests(chunks: Vec<Vec<u8>>, max: usize) -> Requests<DiscoveryRequest> {
+        Requests {
+            body: body(chunks),
+            buf: BytesMut::new(),
+            max,
+            done: false,
+            message: PhantomData,
+        }
+    }
+
+    fn wire(m: &DiscoveryRequest) -> Vec<u8> {
+        frame(m, usize::MAX).unwrap().to_vec()
+    }
+
+    #[tokio::test]
+    async fn requests_split_anywhere_are_decoded_and_a_large_buffer_is_freed() {
+        use futures::StreamExt;
+        let big = DiscoveryRequest {
+            resource_names: (0..20_000)
+                .map(|i| format!("outbound|80||s{i}.ns.svc"))
+                .collect(),
+            ..Default::default()
+        };
+        let small = DiscoveryRequest {
+            response_nonce: "7".into(),
+            ..Default::default()
+        };
+        let mut bytes = wire(&big);
+        bytes.extend(wire(&small));
+        // Chunks that cut the length prefix and the messages.
+        let chunks: Vec<Vec<u8>> = bytes.chunks(3_001).map(<[u8]>::to_vec).collect();
+        let mut r = requests(chunks, 4 << 20);
+        assert_eq!(r.next().await.unwrap().unwrap(), big);
+        assert!(r.buf.capacity() <= KEPT_BUFFER, "{}", r.buf.capacity());
+        assert_eq!(r.next().await.unwrap().unwrap(), small);
+        assert!(r.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_limit_compressed_or_cut_end_the_stream() {
+        use futures::StreamExt;
+        let m = DiscoveryRequest {
+            version_info: "x".repeat(100),
+            ..Default::default()
+        };
+        let mut r = requests(vec![wire(&m)], 50);
+        assert_eq!(
+            r.next().await.unwrap().unwrap_err().code(),
+            tonic::Code::OutOfRange
+        );
+        assert!(r.next().await.is_none());
+        let mut compressed = wire(&m);
+        compressed[0] = 1;
+        let mut r = requests(vec![compressed], 1 << 20);
+        assert_eq!(
+            r.next().await.unwrap().unwrap_err().code(),
+            tonic::Code::Unimplemented
+        );
+        let mut cut = wire(&m);
+        cut.truncate(20);
+        let mut r = requests(vec![cut], 1 << 20);
+        assert_eq!(
+            r.next().await.unwrap().unwrap_err().code(),
+            tonic::Code::Internal
+        );
+    }
 
     #[test]
     fn a_frame_is_the_message_behind_its_grpc_prefix_in_an_exact_buffer() {

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
@@ -21,7 +20,7 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status};
 use tracing::Instrument;
 
 use super::auth::policy::{foreign_gateway, GatewayAllowList};
@@ -207,12 +206,11 @@ impl<S: ConfigSource> AdsService<S> {
 
     /// Who is calling (see [`Authenticator::authenticate`]); `Unauthenticated` when a TLS caller
     /// proves nothing.
-    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let peer = request.extensions().get::<PeerInfo>().cloned();
-        let authorization = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes().to_vec());
+    async fn authenticate(
+        &self,
+        peer: Option<PeerInfo>,
+        authorization: Option<Vec<u8>>,
+    ) -> Result<Caller, Status> {
         self.auth
             .authenticate(peer.as_ref(), authorization.as_deref())
             .await
@@ -250,16 +248,17 @@ impl<S: ConfigSource> AdsService<S> {
         super::grpc::AdsGrpc::new(self, max_request, MAX_MESSAGE_SIZE)
     }
 
-    async fn start<M: Machine>(
+    async fn start<M: Machine, I: Incoming<M::Req>>(
         &self,
-        mut incoming: Streaming<M::Req>,
+        mut incoming: I,
         mode: Mode,
         caller: Caller,
     ) -> Result<ReceiverStream<Result<M::Resp, Status>>, Status> {
         let max_request = self.limits.max_request_bytes;
         let first = match incoming
-            .message()
+            .next()
             .await
+            .transpose()
             .map_err(|e| receive_error(e, max_request))?
         {
             Some(r) => r,
@@ -532,9 +531,9 @@ impl<S: ConfigSource> Reporter<S> {
 }
 
 /// The per-stream event loop.
-async fn drive<S: ConfigSource, M: Machine>(
+async fn drive<S: ConfigSource, M: Machine, I: Incoming<M::Req>>(
     mut conn: M,
-    mut incoming: Streaming<M::Req>,
+    mut incoming: I,
     first: M::Req,
     mut snaps: watch::Receiver<Arc<Snapshot>>,
     tx: mpsc::Sender<Result<M::Resp, Status>>,
@@ -610,31 +609,48 @@ async fn drive<S: ConfigSource, M: Machine>(
     tracing::info!("ADS stream closed");
 }
 
-#[tonic::async_trait]
-impl<S: ConfigSource> AggregatedDiscoveryService for AdsService<S> {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+/// The TLS peer and the `authorization` header of a request.
+fn credentials<T>(request: &Request<T>) -> (Option<PeerInfo>, Option<Vec<u8>>) {
+    let peer = request.extensions().get::<PeerInfo>().cloned();
+    let authorization = request
+        .metadata()
+        .get("authorization")
+        .map(|v| v.as_bytes().to_vec());
+    (peer, authorization)
+}
 
-    async fn stream_aggregated_resources(
+/// The requests of one stream, decoded (by [`super::grpc`]).
+pub(super) trait Incoming<M>:
+    tokio_stream::Stream<Item = Result<M, Status>> + Send + Unpin + 'static
+{
+}
+
+impl<M, T: tokio_stream::Stream<Item = Result<M, Status>> + Send + Unpin + 'static> Incoming<M>
+    for T
+{
+}
+
+impl<S: ConfigSource> AdsService<S> {
+    /// `StreamAggregatedResources`: one state-of-the-world stream.
+    pub(super) async fn sotw<I: Incoming<DiscoveryRequest>>(
         &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let caller = self.caller(&request).await?;
-        let stream = self
-            .start::<SotwConnection>(request.into_inner(), Mode::Sotw, caller)
-            .await?;
-        Ok(Response::new(stream))
+        request: Request<I>,
+    ) -> Result<ReceiverStream<Result<DiscoveryResponse, Status>>, Status> {
+        let (peer, authorization) = credentials(&request);
+        let caller = self.authenticate(peer, authorization).await?;
+        self.start::<SotwConnection, I>(request.into_inner(), Mode::Sotw, caller)
+            .await
     }
 
-    async fn delta_aggregated_resources(
+    /// `DeltaAggregatedResources`: one incremental stream.
+    pub(super) async fn delta<I: Incoming<DeltaDiscoveryRequest>>(
         &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let caller = self.caller(&request).await?;
-        let stream = self
-            .start::<DeltaConnection>(request.into_inner(), Mode::Delta, caller)
-            .await?;
-        Ok(Response::new(stream))
+        request: Request<I>,
+    ) -> Result<ReceiverStream<Result<DeltaDiscoveryResponse, Status>>, Status> {
+        let (peer, authorization) = credentials(&request);
+        let caller = self.authenticate(peer, authorization).await?;
+        self.start::<DeltaConnection, I>(request.into_inner(), Mode::Delta, caller)
+            .await
     }
 }
 

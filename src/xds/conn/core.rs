@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 
+use super::held::Held;
+use super::names::Names;
 use super::{
-    is_served, pair_hash, set_sum, set_version, sotw_wildcard_type, sum_version, Event, Mode,
-    NackStatus,
+    is_served, pair_hash, set_sum, set_version, sotw_wildcard_type, Event, Mode, NackStatus,
 };
 use crate::xds::limits::{truncate_bytes, LimitExceeded, Limits};
 use crate::xds::resource::{
@@ -20,13 +21,13 @@ use crate::xds::resource::{
 /// have applied part of a response). Never equal to a real version, so it is always resent.
 pub(super) const UNKNOWN: &str = "";
 
-/// Types whose SotW responses carry only the resources that changed. Envoy hands a SotW RDS
-/// response to the watch of each route configuration it names and leaves the others as they
-/// are (`GrpcMuxImpl`: "onConfigUpdate should be called only on watches that have updates in
-/// the message for EDS/RDS"), so a change to one of many RouteConfigurations (scoped route
-/// layout: one per host) resends only that one.
+/// Types whose SotW responses carry only the resources that changed. Envoy hands a SotW EDS or
+/// RDS response to the watch of each load assignment or route configuration it names and leaves
+/// the others as they are (`GrpcMuxImpl`: "onConfigUpdate should be called only on watches that
+/// have updates in the message for EDS/RDS"), so a change to one of many assignments (one per
+/// cluster) or RouteConfigurations (scoped route layout: one per host) resends only that one.
 fn sotw_changed_only(type_url: &str) -> bool {
-    type_url == ROUTE
+    type_url == ROUTE || type_url == ENDPOINT
 }
 
 pub(super) fn retain_covered(versions: &mut Versions, sub: &Subscription) {
@@ -43,7 +44,7 @@ pub(super) fn retain_covered(versions: &mut Versions, sub: &Subscription) {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Subscription {
     pub(super) wildcard: bool,
-    pub(super) names: BTreeSet<String>,
+    pub(super) names: Names,
 }
 
 impl Subscription {
@@ -60,12 +61,10 @@ pub(super) struct TypeState {
     pub(super) sub: Subscription,
     /// Total bytes of `sub.names` (for the per-stream name bound).
     pub(super) sub_bytes: usize,
-    /// What the Envoy holds, as far as we know: name -> version (`UNKNOWN` after a NACK).
-    pub(super) held: Versions,
-    /// When the Envoy holds exactly the covered part of this resource map (no retained entries
-    /// in it): that map and the set sum of `held`. A new target is then diffed against it in
-    /// O(changes) (persistent maps share unchanged subtrees).
-    pub(super) synced: Option<(ResourceMap, u64)>,
+    /// What the Envoy holds, as far as we know. When that is exactly the covered part of a
+    /// resource map (no retained entries in it), that map: a new target is then diffed against
+    /// it in O(changes) (persistent maps share unchanged subtrees).
+    pub(super) held: Held,
     /// A response must be sent even if nothing changed (initial request, new names).
     pub(super) force: bool,
     /// Names to send again although the Envoy holds their version: the load assignments of
@@ -98,11 +97,9 @@ pub(super) struct Pending {
     pub(super) type_url: &'static str,
     pub(super) nonce: String,
     pub(super) version: String,
-    /// What the Envoy holds for this type once it ACKs.
-    pub(super) versions: Versions,
-    /// The target map the response was built from (when no retained entry was in it) and the
-    /// set sum of `versions`.
-    pub(super) basis: Option<(ResourceMap, u64)>,
+    /// What the Envoy holds for this type once it ACKs (the target map the response was built
+    /// from, when no retained entry was in it).
+    pub(super) held: Held,
     /// Names added, changed or removed by the response.
     pub(super) touched: Vec<String>,
     /// The generation of the snapshot the response was built from.
@@ -194,7 +191,7 @@ impl Core {
                     out.insert(name.clone(), r.clone());
                 }
             } else {
-                for name in &sub.names {
+                for name in sub.names.iter() {
                     if let Some(r) = res.get(name) {
                         out.insert(name.clone(), r.clone());
                     }
@@ -213,7 +210,7 @@ impl Core {
         let mut count = 0usize;
         let mut check = |name: &String, r: &Arc<Resource>| {
             count += 1;
-            st.held.get(name) == Some(&r.version)
+            st.held.get(&st.sub, name) == Some(r.version.as_str())
         };
         if let Some(target) = target {
             if st.sub.wildcard {
@@ -221,7 +218,7 @@ impl Core {
                     return false;
                 }
             } else {
-                for name in &st.sub.names {
+                for name in st.sub.names.iter() {
                     if let Some(r) = target.get(name) {
                         if !check(name, r) {
                             return false;
@@ -245,7 +242,7 @@ impl Core {
     /// covered changes from that map to the target (new resources, removed names), found by
     /// a diff that skips shared subtrees.
     pub(super) fn synced_diff(&self, type_url: &str, st: &TypeState) -> Option<SyncedDiff> {
-        let (basis, _) = st.synced.as_ref()?;
+        let (basis, _) = st.held.synced()?;
         if self.retained.get(type_url).is_some_and(|r| !r.is_empty()) {
             return None;
         }
@@ -308,8 +305,7 @@ impl Core {
         let st = self.state(type_url);
         match error {
             None => {
-                st.held = p.versions;
-                st.synced = p.basis;
+                st.held = p.held;
                 st.rejected = None;
                 st.last_acked_version = Some(p.version.clone());
                 st.last_acked_nonce = Some(p.nonce);
@@ -322,11 +318,8 @@ impl Core {
             }
             Some(err) => {
                 // The Envoy keeps its previous state, but may have applied part of the response.
-                st.synced = None;
-                for name in &p.touched {
-                    st.held.insert(name.clone(), UNKNOWN.to_string());
-                }
-                st.rejected = Some(p.versions);
+                st.held.mark_unknown(&st.sub, &p.touched, UNKNOWN);
+                st.rejected = Some(p.held.to_versions(&st.sub));
                 st.nacks += 1;
                 let nack = NackStatus {
                     nonce: p.nonce,
@@ -354,33 +347,35 @@ impl Core {
         self.state(type_url).stale += 1;
     }
 
-    /// The Envoy's subscription of a type changed: what it holds is no longer exactly the covered
-    /// part of a known map, neither now nor once it ACKs the outstanding response (which was built
-    /// for the old subscription: a name subscribed meanwhile is not in it).
-    pub(super) fn subscription_changed(&mut self, type_url: &str) {
-        self.state(type_url).synced = None;
-        if let Some(p) = self.pending.get_mut(type_url) {
-            p.basis = None;
-        }
-    }
-
-    /// Drop the subscription-independent bookkeeping for names the Envoy no longer subscribes to.
-    /// (Only called when the subscription changed: otherwise everything held is covered.)
-    pub(super) fn drop_uncovered(&mut self, type_url: &str) {
+    /// The Envoy's subscription of a type changes to `new` (`added` and `removed` names, for a
+    /// subscription by name): it forgets what it no longer subscribes to, now and once it ACKs
+    /// the outstanding response (built for the old subscription: a name subscribed meanwhile is
+    /// not in it); the stream is refused when all its subscriptions name too much.
+    pub(super) fn resubscribe(
+        &mut self,
+        type_url: &str,
+        new: Subscription,
+        added: &[String],
+        removed: &[String],
+    ) {
+        self.state(type_url);
         let Some(st) = self.types.get_mut(type_url) else {
             return;
         };
-        let sub = st.sub.clone();
-        retain_covered(&mut st.held, &sub);
+        st.held.resubscribe(&st.sub, &new, added, removed);
         if let Some(p) = self.pending.get_mut(type_url) {
-            retain_covered(&mut p.versions, &sub);
-            if !sub.wildcard && sub.names.is_empty() {
+            p.held.resubscribe(&st.sub, &new, added, removed);
+        }
+        let dropped = !new.wildcard && new.names.is_empty();
+        st.sub = new;
+        if dropped {
+            if let Some(p) = self.pending.remove(type_url) {
                 // The Envoy dropped the whole type: it may never ACK the outstanding response
                 // (a Delta Envoy drops responses for types it no longer watches). Do not stall.
                 tracing::debug!(type_url, nonce = %p.nonce, "type unsubscribed: outstanding response dropped");
-                self.pending.remove(type_url);
             }
         }
+        self.check_names(type_url);
     }
 
     /// A response for a type we do not serve: empty, so the Envoy does not wait or break.
@@ -576,30 +571,41 @@ impl Core {
                 continue;
             }
             let resend = self.resend_due(t, st);
-            if !st.force && !resend && st.rejected.is_none() {
-                if let (Some((_, sum)), Some((changed, removed))) =
-                    (&st.synced, self.synced_diff(t, st))
+            let empty = ResourceMap::new();
+            let target = self.target.of_type(t).unwrap_or(&empty);
+            if !st.force && st.rejected.is_none() {
+                if let (Some((_, sum)), Some((mut changed, removed))) =
+                    (st.held.synced(), self.synced_diff(t, st))
                 {
+                    if resend {
+                        let again = st.resend.iter().filter(|n| st.sub.covers(n));
+                        changed.extend(again.filter_map(|n| target.get(n)).cloned());
+                        changed.sort_by(|a, b| a.name.cmp(&b.name));
+                        changed.dedup_by(|a, b| a.name == b.name);
+                    }
                     if changed.is_empty() && removed.is_empty() {
                         continue;
                     }
-                    // O(changes): the held map and its sum, updated.
-                    let mut versions = st.held.clone();
-                    let mut sum = *sum;
+                    // O(changes): the held set's sum and size, updated.
+                    let (mut sum, mut count) = (sum, st.held.len());
                     for (n, v) in &removed {
                         sum = sum.wrapping_sub(pair_hash(n, v));
-                        versions.remove(n);
+                        count -= 1;
                     }
                     for r in &changed {
-                        if let Some(v) = versions.get(&r.name) {
-                            sum = sum.wrapping_sub(pair_hash(&r.name, v));
+                        match st.held.get(&st.sub, &r.name) {
+                            Some(v) => sum = sum.wrapping_sub(pair_hash(&r.name, v)),
+                            None => count += 1,
                         }
                         sum = sum.wrapping_add(pair_hash(&r.name, &r.version));
-                        versions.insert(r.name.clone(), r.version.clone());
                     }
-                    let basis = self.target.of_type(t).cloned().unwrap_or_default();
+                    let held = Held::Synced {
+                        basis: target.clone(),
+                        sum,
+                        count,
+                    };
                     if self.removal_needs_no_response(t, changed.is_empty()) {
-                        self.assume_held(t, versions, Some((basis, sum)));
+                        self.assume_held(t, held);
                         continue;
                     }
                     let mut touched: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
@@ -612,46 +618,54 @@ impl Core {
                         Mode::Sotw => (changed, Vec::new()),
                         Mode::Delta => (changed, removed),
                     };
-                    return Some(self.send(
-                        t,
-                        versions,
-                        Some((basis, sum)),
-                        touched,
-                        resources,
-                        removed,
-                    ));
+                    return Some(self.send(t, held, touched, resources, removed));
                 }
             }
             if !st.force && !resend && self.held_is_desired(t, st) {
                 continue;
             }
             let desired = self.desired(t, &st.sub);
-            let versions: Versions = desired
-                .iter()
-                .map(|(n, r)| (n.clone(), r.version.clone()))
-                .collect();
-            if !st.force && !resend && st.rejected.as_ref() == Some(&versions) {
+            let rejected = st.rejected.as_ref().is_some_and(|v| {
+                v.len() == desired.len()
+                    && desired.iter().all(|(n, r)| v.get(n) == Some(&r.version))
+            });
+            if !st.force && !resend && rejected {
                 continue;
             }
             let changed: Vec<Arc<Resource>> = desired
                 .values()
-                .filter(|r| st.held.get(&r.name) != Some(&r.version) || st.resend.contains(&r.name))
+                .filter(|r| {
+                    st.held.get(&st.sub, &r.name) != Some(r.version.as_str())
+                        || st.resend.contains(&r.name)
+                })
                 .cloned()
                 .collect();
             let removed: Vec<String> = st
                 .held
-                .keys()
-                .filter(|n| !desired.contains_key(*n))
-                .cloned()
+                .iter(&st.sub)
+                .filter(|(n, _)| !desired.contains_key(*n))
+                .map(|(n, _)| n.clone())
                 .collect();
-            let sum = set_sum(versions.iter());
-            let basis = if self.retained.get(t).is_some_and(|r| !r.is_empty()) {
-                None
+            let held = if self.retained.get(t).is_some_and(|r| !r.is_empty()) {
+                Held::Versions(
+                    desired
+                        .iter()
+                        .map(|(n, r)| (n.clone(), r.version.clone()))
+                        .collect(),
+                )
             } else {
-                Some((self.target.of_type(t).cloned().unwrap_or_default(), sum))
+                Held::Synced {
+                    basis: target.clone(),
+                    sum: set_sum(
+                        desired
+                            .iter()
+                            .map(|(n, r)| (n.as_str(), r.version.as_str())),
+                    ),
+                    count: desired.len(),
+                }
             };
             if !st.force && self.removal_needs_no_response(t, changed.is_empty()) {
-                self.assume_held(t, versions, basis);
+                self.assume_held(t, held);
                 continue;
             }
             let mut touched: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
@@ -663,7 +677,7 @@ impl Core {
                 Mode::Sotw => (changed, Vec::new()),
                 Mode::Delta => (changed, removed),
             };
-            return Some(self.send(t, versions, basis, touched, resources, removed));
+            return Some(self.send(t, held, touched, resources, removed));
         }
         None
     }
@@ -672,18 +686,14 @@ impl Core {
     pub(super) fn send(
         &mut self,
         t: &'static str,
-        versions: Versions,
-        basis: Option<(ResourceMap, u64)>,
+        held: Held,
         touched: Vec<String>,
         resources: Vec<Arc<Resource>>,
         removed: Vec<String>,
     ) -> Outgoing {
-        let version = match &basis {
-            Some((_, sum)) => sum_version(*sum),
-            None => set_version(versions.iter()),
-        };
+        let version = held.version();
         if t == CLUSTER {
-            self.resend_updated_assignments(&versions, &touched);
+            self.resend_updated_assignments(&held, &touched);
         }
         let nonce = self.next_nonce();
         let generation = self.target.generation;
@@ -699,8 +709,7 @@ impl Core {
                 type_url: t,
                 nonce: nonce.clone(),
                 version: version.clone(),
-                versions,
-                basis,
+                held,
                 touched,
                 generation,
             },

@@ -9,10 +9,14 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use prost::Message;
 
-use super::core::{Core, Outgoing, Subscription};
+use std::collections::BTreeSet;
+
+use super::core::{Core, Outgoing, Subscription, Versions};
+use super::held::Held;
+use super::names::Names;
 use super::{ConnStatus, Mode, Step};
 use crate::xds::limits::Limits;
-use crate::xds::resource::{Resource, Snapshot, CLUSTER, ENDPOINT};
+use crate::xds::resource::{Resource, ResourceMap, Snapshot, CLUSTER, ENDPOINT};
 
 /// Incremental (Delta) ADS connection.
 #[derive(Debug)]
@@ -54,42 +58,35 @@ impl DeltaConnection {
                 core.stale(t, nonce);
             }
         }
-        let subscription_changed = !core.state(t).requested
-            || !req.resource_names_subscribe.is_empty()
-            || !req.resource_names_unsubscribe.is_empty();
-        if subscription_changed {
-            core.subscription_changed(t);
-        }
+        let empty = ResourceMap::new();
+        let base = core.target.of_type(t).cloned().unwrap_or(empty);
         let st = core.state(t);
         if !st.requested {
             st.requested = true;
             let wildcard = req.resource_names_subscribe.is_empty()
                 || req.resource_names_subscribe.iter().any(|n| n == "*");
+            let names: BTreeSet<String> = req
+                .resource_names_subscribe
+                .into_iter()
+                .filter(|n| n != "*")
+                .collect();
             st.sub = Subscription {
                 wildcard,
-                names: req
-                    .resource_names_subscribe
-                    .into_iter()
-                    .filter(|n| n != "*")
-                    .collect(),
+                names: Names::over(names, &base),
             };
             // A wildcard subscription is always answered, even when empty, so the Envoy's
             // initialization does not wait for the fetch timeout.
             st.force = wildcard;
-            for (name, version) in req.initial_resource_versions {
-                if st.sub.covers(&name) {
-                    st.held.insert(name, version);
-                }
-            }
+            let held: Versions = req
+                .initial_resource_versions
+                .into_iter()
+                .filter(|(name, _)| st.sub.covers(name))
+                .collect();
+            st.held = Held::Versions(held.clone());
             // A reconnecting Envoy (e.g. after our restart) may still route to clusters we no
             // longer have: keep them (by name; their bodies are never resent since the Envoy
             // holds these versions) until listeners and routes are ACKed, then remove them.
             if t == CLUSTER || t == ENDPOINT {
-                let held: Vec<(String, String)> = st
-                    .held
-                    .iter()
-                    .map(|(n, v)| (n.clone(), v.clone()))
-                    .collect();
                 let type_url: &'static str = if t == CLUSTER { CLUSTER } else { ENDPOINT };
                 for (name, version) in held {
                     if core
@@ -109,36 +106,33 @@ impl DeltaConnection {
                     );
                 }
             }
-        } else {
-            let sub_changed = !req.resource_names_subscribe.is_empty()
-                || !req.resource_names_unsubscribe.is_empty();
+            core.check_names(t);
+        } else if !req.resource_names_subscribe.is_empty()
+            || !req.resource_names_unsubscribe.is_empty()
+        {
+            let mut sub = st.sub.clone();
+            let (mut added, mut removed) = (Vec::new(), Vec::new());
             for name in req.resource_names_subscribe {
                 if name == "*" {
-                    st.sub.wildcard = true;
-                } else {
+                    sub.wildcard = true;
+                } else if sub.names.insert(name.clone()) {
+                    added.push(name);
+                } else if st.held.get(&st.sub, &name).is_some() {
                     // Subscribing again to a name it holds: the Envoy wants it sent again.
-                    if st.held.contains_key(&name) {
-                        st.resend.insert(name.clone());
-                    }
-                    st.sub.names.insert(name);
+                    st.resend.insert(name);
                 }
             }
-            for name in &req.resource_names_unsubscribe {
+            for name in req.resource_names_unsubscribe {
                 if name == "*" {
-                    st.sub.wildcard = false;
-                } else {
-                    st.sub.names.remove(name);
+                    sub.wildcard = false;
+                } else if sub.names.remove(&name) {
+                    removed.push(name);
                 }
             }
-            if sub_changed {
-                core.drop_uncovered(t);
-            }
+            core.resubscribe(t, sub, &added, &removed);
         }
-        if subscription_changed {
-            core.check_names(t);
-            if core.refused.is_some() {
-                return Vec::new();
-            }
+        if core.refused.is_some() {
+            return Vec::new();
         }
         core.pump_all()
     }

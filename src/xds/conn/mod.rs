@@ -50,6 +50,8 @@ use crate::xds::resource::{CLUSTER, LISTENER, PUSH_ORDER, SCOPED_ROUTE};
 
 mod core;
 mod delta;
+mod held;
+mod names;
 mod resend;
 mod retain;
 mod sotw;
@@ -80,7 +82,7 @@ fn pair_hash(name: &str, version: &str) -> u64 {
 
 /// The sum (mod 2^64) of the pair hashes of a set: order-independent, so a change of one pair
 /// updates it in O(1).
-fn set_sum<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> u64 {
+fn set_sum<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> u64 {
     pairs
         .into_iter()
         .fold(0u64, |acc, (n, v)| acc.wrapping_add(pair_hash(n, v)))
@@ -92,7 +94,7 @@ fn sum_version(sum: u64) -> String {
 
 /// Deterministic version string for a set of resources: the sum of a hash of each
 /// `name:version` pair (so it can be updated per changed pair).
-pub fn set_version<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+pub fn set_version<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     sum_version(set_sum(pairs))
 }
 
@@ -112,6 +114,10 @@ impl Mode {
         }
     }
 }
+
+/// How many subscribed names a [`TypeStatus`] lists (it is copied after every event of a stream,
+/// and an Envoy may subscribe to one load assignment per cluster).
+pub const SUBSCRIBED_SHOWN: usize = 16;
 
 /// Debug/metrics view of one connection (cheap to build, serializable).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -140,7 +146,9 @@ pub struct Outstanding {
 pub struct TypeStatus {
     pub served: bool,
     pub wildcard: bool,
-    /// Explicitly subscribed names (besides the wildcard).
+    /// How many names are subscribed explicitly (besides the wildcard).
+    pub subscribed_count: usize,
+    /// The first [`SUBSCRIBED_SHOWN`] of them, in name order.
     pub subscribed: Vec<String>,
     /// Number of resources the Envoy holds as far as we know.
     pub resources_held: usize,
@@ -181,7 +189,14 @@ impl core::Core {
                     TypeStatus {
                         served: st.served,
                         wildcard: st.sub.wildcard,
-                        subscribed: st.sub.names.iter().cloned().collect(),
+                        subscribed_count: st.sub.names.len(),
+                        subscribed: st
+                            .sub
+                            .names
+                            .iter()
+                            .take(SUBSCRIBED_SHOWN)
+                            .cloned()
+                            .collect(),
                         resources_held: st.held.len(),
                         in_sync,
                         last_sent_version: st.last_version.clone(),

@@ -3,9 +3,10 @@
 //! names a Delta Envoy subscribes to again, and SotW responses that would only leave
 //! resources out (never sent: an Envoy that stopped watching the type would not ACK them).
 
-use super::core::{Core, TypeState, Versions};
+use super::core::{Core, TypeState};
+use super::held::Held;
 use super::{sotw_wildcard_type, Mode};
-use crate::xds::resource::{ResourceMap, CLUSTER, ENDPOINT};
+use crate::xds::resource::{CLUSTER, ENDPOINT};
 
 impl Core {
     /// A SotW response for a type the Envoy subscribes to by name (EDS, RDS, SDS) that would only
@@ -18,15 +19,8 @@ impl Core {
     }
     /// Records that the Envoy holds `versions` of a type without a response (see
     /// [`Core::removal_needs_no_response`]).
-    pub(super) fn assume_held(
-        &mut self,
-        type_url: &str,
-        versions: Versions,
-        basis: Option<(ResourceMap, u64)>,
-    ) {
-        let st = self.state(type_url);
-        st.held = versions;
-        st.synced = basis;
+    pub(super) fn assume_held(&mut self, type_url: &str, held: Held) {
+        self.state(type_url).held = held;
     }
     /// Whether some name the Envoy must be sent again is in the desired state of this type.
     pub(super) fn resend_due(&self, type_url: &str, st: &TypeState) -> bool {
@@ -39,13 +33,13 @@ impl Core {
                         .is_some_and(|m| m.contains_key(n))
             })
     }
-    /// A CDS response that carries `versions`: every EDS cluster it updates (the Envoy held it at
+    /// A CDS response after which the Envoy holds `held`: every EDS cluster it updates (the Envoy held it at
     /// another version) is replaced by a new cluster in the Envoy, which warms until its load
     /// assignment arrives again; neither a SotW nor a Delta Envoy reliably asks for it (its
     /// subscription did not change), so it is resent with the CDS response even when unchanged.
     /// Added clusters need nothing: the Envoy subscribes to their new names.
     /// `touched`: the names the response adds, changes or removes (O(changes)).
-    pub(super) fn resend_updated_assignments(&mut self, versions: &Versions, touched: &[String]) {
+    pub(super) fn resend_updated_assignments(&mut self, held: &Held, touched: &[String]) {
         let Some(cds) = self.types.get(CLUSTER) else {
             return;
         };
@@ -55,9 +49,9 @@ impl Core {
         let updated: Vec<String> = touched
             .iter()
             .filter(|n| {
-                let new = versions.get(*n);
-                let held = cds.held.get(*n);
-                new.is_some() && held.is_some() && new != held && assignments.contains_key(*n)
+                let new = held.get(&cds.sub, n);
+                let old = cds.held.get(&cds.sub, n);
+                new.is_some() && old.is_some() && new != old && assignments.contains_key(*n)
             })
             .cloned()
             .collect();

@@ -13,10 +13,16 @@ impl Core {
     /// target lacks is retained, with the body it was sent with.
     pub(super) fn set_target(&mut self, snap: Arc<Snapshot>) {
         let old = std::mem::replace(&mut self.target, snap);
+        // Subscriptions are kept over the newest maps (see `Names`).
+        for (t, st) in self.types.iter_mut() {
+            if let Some(m) = self.target.of_type(t) {
+                st.sub.names.rebase(m);
+            }
+        }
         for t in [CLUSTER, ENDPOINT] {
             if !self.pending.contains_key(t) {
                 if let Some(st) = self.types.get(t) {
-                    if let Some((basis, _)) = &st.synced {
+                    if let Some((basis, _)) = st.held.synced() {
                         if let Some((_, removed)) = self.synced_diff(t, st) {
                             // Held exactly `basis`: what it loses is what to retain.
                             let keep: BTreeMap<String, Arc<Resource>> = removed
@@ -33,12 +39,12 @@ impl Core {
                     }
                 }
             }
-            let mut held: BTreeMap<&String, &String> = BTreeMap::new();
+            let mut held: BTreeMap<&String, &str> = BTreeMap::new();
             if let Some(st) = self.types.get(t) {
-                held.extend(st.held.iter());
-            }
-            if let Some(p) = self.pending.get(t) {
-                held.extend(p.versions.iter());
+                held.extend(st.held.iter(&st.sub));
+                if let Some(p) = self.pending.get(t) {
+                    held.extend(p.held.iter(&st.sub));
+                }
             }
             let new_res = self.target.of_type(t);
             let old_res = old.of_type(t);
@@ -55,7 +61,7 @@ impl Core {
                 let pick = candidates
                     .iter()
                     .flatten()
-                    .find(|r| &r.version == version)
+                    .find(|r| r.version == version)
                     .or_else(|| candidates.iter().flatten().next());
                 if let Some(r) = pick {
                     keep.insert(name.clone(), Arc::clone(r));

@@ -8,9 +8,10 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use prost::Message;
 
 use super::core::{Core, Outgoing, Subscription};
+use super::names::{changes, Names};
 use super::{sotw_wildcard_type, ConnStatus, Mode, Step};
 use crate::xds::limits::Limits;
-use crate::xds::resource::Snapshot;
+use crate::xds::resource::{ResourceMap, Snapshot};
 
 /// State-of-the-world ADS connection.
 #[derive(Debug)]
@@ -59,25 +60,25 @@ impl SotwConnection {
             .into_iter()
             .filter(|n| n != "*")
             .collect();
+        let empty = ResourceMap::new();
+        let base = core.target.of_type(t).unwrap_or(&empty);
+        let sub = Subscription {
+            wildcard,
+            names: Names::over(names, base),
+        };
         let st = core.state(t);
-        let added =
-            (wildcard && !st.sub.wildcard) || names.iter().any(|n| !st.sub.names.contains(n));
-        if nonce.is_empty() || added {
+        let (added, removed) = changes(&st.sub.names, &sub.names);
+        if nonce.is_empty() || (wildcard && !st.sub.wildcard) || !added.is_empty() {
             st.force = true;
         }
         st.requested = true;
-        let sub = Subscription { wildcard, names };
-        let changed = st.sub != sub;
-        st.sub = sub;
-        if changed {
-            core.check_names(t);
+        if st.sub != sub {
+            // Names the Envoy no longer asks for are forgotten: it ignores them, and when it asks
+            // again they are sent again.
+            core.resubscribe(t, sub, &added, &removed);
             if core.refused.is_some() {
                 return Vec::new();
             }
-            core.subscription_changed(t);
-            // Names the Envoy no longer asks for are forgotten: it ignores them, and when it asks
-            // again they are sent again.
-            core.drop_uncovered(t);
         }
         core.pump_all()
     }

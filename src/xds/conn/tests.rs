@@ -302,7 +302,7 @@ fn sotw_only_subscribed_eds_names_are_sent() {
     assert!(e.ack(&cds).is_empty(), "no listener requested");
     // Subscribing to one more name (with the latest nonce) is answered at once.
     let eds = one(e.request(ENDPOINT, &["a", "b"]));
-    assert_eq!(names(&eds), ["a", "b"]);
+    assert_eq!(names(&eds), ["b"], "a is held");
 }
 
 #[test]
@@ -316,7 +316,8 @@ fn sotw_endpoint_only_change_sends_only_eds() {
         .insert("a".into(), res(ENDPOINT, "a", 2));
     let eds = one(e.snapshot(Arc::new(s2)));
     assert_eq!(eds.type_url, ENDPOINT);
-    assert_eq!(names(&eds), ["a", "b"]);
+    // Envoy hands a SotW EDS response to the watch of each assignment it names; b's is kept.
+    assert_eq!(names(&eds), ["a"], "SotW EDS carries only what changed");
     assert_eq!(e.acked(), Some(1));
     assert!(e.ack(&eds).is_empty(), "nothing else changed");
     assert_eq!(e.acked(), Some(2));
@@ -398,7 +399,7 @@ fn sotw_nack_is_recorded_not_resent_and_does_not_block_later_types() {
     let out = e.snapshot(s2);
     assert_eq!(types(&out), [CLUSTER, ENDPOINT]);
     let (cds, eds) = two(out);
-    assert_eq!(names(&eds), ["a", "b"]);
+    assert_eq!(names(&eds), ["a"]);
     // NACK of CDS: the next type in the push order still goes out.
     assert!(e.nack(&cds, "bad cluster a").is_empty(), "EDS outstanding");
     let lds = one(e.ack(&eds));
@@ -470,7 +471,7 @@ fn sotw_cluster_removal_waits_for_lds_and_rds_ack() {
     // Envoy asks for c's assignment while c warms and ACKs CDS only once c has warmed (it pauses
     // CDS ACKs while clusters warm): EDS goes out with CDS still outstanding.
     let eds = one(e.request(ENDPOINT, &["a", "b", "c"]));
-    assert_eq!(names(&eds), ["a", "b", "c"]);
+    assert_eq!(names(&eds), ["c"], "a and b are held");
     assert!(
         e.ack(&eds).is_empty(),
         "nothing else while CDS is outstanding"
@@ -1075,7 +1076,7 @@ fn sotw_cluster_turning_from_eds_to_dns_and_back_does_not_stall() {
     let cds = one(e.snapshot(s3));
     assert_eq!(cds.type_url, CLUSTER);
     let eds = one(e.request(ENDPOINT, &["a", "b"]));
-    assert_eq!(names(&eds), ["a", "b"]);
+    assert_eq!(names(&eds), ["a"], "b's watch is unchanged");
     assert!(e.ack(&eds).is_empty());
     assert!(e.ack(&cds).is_empty());
     assert_eq!(e.acked(), Some(3));
@@ -1139,7 +1140,7 @@ fn sotw_updated_cluster_gets_its_unchanged_assignment_and_does_not_stall() {
         eds.type_url, ENDPOINT,
         "the assignment goes right after CDS"
     );
-    assert_eq!(names(&eds), ["a", "b"]);
+    assert_eq!(names(&eds), ["a"], "only the updated cluster's assignment");
     // The Envoy re-requests EDS for the new cluster with the latest nonce (an ACK), then ACKs
     // CDS once a has warmed.
     assert!(e.ack(&eds).is_empty());
@@ -1292,6 +1293,83 @@ fn delta_name_subscribed_while_a_response_is_outstanding_is_sent_after_its_ack()
     assert_eq!(dnames(&rds2), ["r2"]);
     assert!(e.ack(&rds2).is_empty());
     assert_eq!(e.acked(), Some(2));
+}
+
+#[test]
+fn delta_name_in_the_synced_map_but_never_sent_is_sent_when_subscribed() {
+    let mut e = delta_started();
+    let items = [
+        (CLUSTER, "a", 1),
+        (CLUSTER, "b", 1),
+        (ENDPOINT, "a", 1),
+        (ENDPOINT, "b", 1),
+        (LISTENER, "l", 1),
+        (ROUTE, "r", 2),
+        (ROUTE, "r2", 1),
+    ];
+    // The Envoy ACKs a response built from a map that holds r2, which it does not watch.
+    let rds = one(e.c.on_snapshot(snap(2, &items)).responses);
+    assert_eq!(dnames(&rds), ["r"]);
+    assert!(e.ack(&rds).is_empty());
+    assert_eq!(e.acked(), Some(2));
+    let rds2 = one(e.sub(ROUTE, &["r2"]));
+    assert_eq!(dnames(&rds2), ["r2"]);
+    assert!(e.ack(&rds2).is_empty());
+    assert_eq!(e.c.status().types[ROUTE].resources_held, 2);
+    assert_eq!(e.acked(), Some(2));
+}
+
+#[test]
+fn delta_unsubscribed_names_are_forgotten_while_synced() {
+    let mut e = delta_started();
+    assert!(e.send(dreq(ENDPOINT, &[], &["b"], "")).is_empty());
+    let st = e.c.status();
+    assert_eq!(st.types[ENDPOINT].resources_held, 1);
+    assert_eq!(st.types[ENDPOINT].subscribed, ["a"]);
+    assert_eq!(st.acked_generation, Some(1));
+    // b changes: nothing to send; a changes: only a. Subscribing to b again sends it.
+    let mut items = vec![
+        (CLUSTER, "a", 1),
+        (CLUSTER, "b", 1),
+        (ENDPOINT, "a", 2),
+        (ENDPOINT, "b", 2),
+        (LISTENER, "l", 1),
+        (ROUTE, "r", 1),
+    ];
+    let eds = one(e.c.on_snapshot(snap(2, &items)).responses);
+    assert_eq!(dnames(&eds), ["a"]);
+    assert!(e.ack(&eds).is_empty());
+    items[3].2 = 3;
+    assert!(e.c.on_snapshot(snap(3, &items)).responses.is_empty());
+    let eds = one(e.sub(ENDPOINT, &["b"]));
+    assert_eq!(dnames(&eds), ["b"]);
+    assert_eq!(eds.resources[0].version, ver(ENDPOINT, "b", 3));
+    assert!(e.ack(&eds).is_empty());
+    assert_eq!(e.c.status().types[ENDPOINT].resources_held, 2);
+}
+
+#[test]
+fn sotw_and_delta_versions_agree_after_subscription_changes() {
+    // The same holdings reached two ways give the same set version.
+    let mut e = delta_started();
+    assert!(e.send(dreq(ENDPOINT, &[], &["b"], "")).is_empty());
+    let s2 = snap(
+        2,
+        &[
+            (CLUSTER, "a", 1),
+            (ENDPOINT, "a", 2),
+            (LISTENER, "l", 1),
+            (ROUTE, "r", 1),
+        ],
+    );
+    let out = e.c.on_snapshot(s2.clone()).responses;
+    let eds = out.iter().find(|r| r.type_url == ENDPOINT).unwrap();
+    let mut fresh = Delta {
+        c: DeltaConnection::new(s2),
+    };
+    let _ = fresh.sub(CLUSTER, &[]);
+    let direct = one(fresh.sub(ENDPOINT, &["a"]));
+    assert_eq!(eds.system_version_info, direct.system_version_info);
 }
 
 // ---- per-stream limits ----
