@@ -12,8 +12,10 @@
 //! what an idle stream costs the server. The clients run in a child process (this binary again,
 //! `idle-clients`), so the server's heap (counted by this binary's allocator) and RSS hold only
 //! the server: first STREAMS Delta streams that sync CDS, EDS, LDS and RDS and ACK everything,
-//! then STREAMS streams that send one request and never read. Printed per stream, beside the
-//! size of the one shared snapshot.
+//! then STREAMS streams that send one request and never read, then 4 streams whose nodes each
+//! carry a label set of their own (an engine and a snapshot each, dropped once unused past the
+//! grace period). Printed per stream and per label set, beside the size of the one shared
+//! snapshot.
 
 #[path = "../tests/common/pki.rs"]
 #[allow(dead_code)]
@@ -64,15 +66,19 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-fn node(i: usize, istio: &str) -> Node {
+/// An istio-proxy gateway node; `set` adds a label `bench-set: <set>` (a label set of its own,
+/// selecting the same Gateway).
+fn node(i: usize, istio: &str, set: Option<usize>) -> Node {
+    let label = |v: String| Value {
+        kind: Some(Kind::StringValue(v)),
+    };
+    let mut fields: std::collections::BTreeMap<String, Value> =
+        [("istio".to_string(), label(istio.to_string()))].into();
+    if let Some(set) = set {
+        fields.insert("bench-set".to_string(), label(set.to_string()));
+    }
     let labels = Struct {
-        fields: [(
-            "istio".to_string(),
-            Value {
-                kind: Some(Kind::StringValue(istio.to_string())),
-            },
-        )]
-        .into(),
+        fields: fields.into_iter().collect(),
     };
     Node {
         id: format!(
@@ -102,7 +108,7 @@ fn main() {
             .build()
             .expect("runtime");
         let addr = raw[1].parse().expect("address");
-        rt.block_on(idle_clients(addr, args[0], raw[3] == "read"));
+        rt.block_on(idle_clients(addr, args[0], &raw[3]));
         return;
     }
     if raw.iter().any(|a| a == "idle") {
@@ -275,7 +281,7 @@ async fn run(streams: usize, n: usize, use_tls: bool) -> Figures {
         };
         let (ready_tx, done_tx, mut go_rx) = (ready_tx.clone(), done_tx.clone(), go_rx.clone());
         let target = target.clone();
-        let node = node(i, istio);
+        let node = node(i, istio, None);
         // Connect one at a time: a burst of 1,000 connects can overflow the listen backlog.
         let mut client = AggregatedDiscoveryServiceClient::new(
             channel(addr, tls.as_ref().map(|t| t.client.clone())).await,
@@ -395,6 +401,9 @@ fn mib(b: isize) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
+/// Label sets of their own measured by the idle figures (each is a full translation).
+const LABEL_SETS: usize = 4;
+
 /// The server side of the idle figures (see the module docs).
 async fn idle(streams: usize, n: usize) {
     let synth = Synth::new(n, Form::Route);
@@ -426,7 +435,13 @@ async fn idle(streams: usize, n: usize) {
         "| one gateway's snapshot (resource bodies, names, versions), shared by its streams | {:.1} MiB |",
         mib(snapshot_bytes as isize)
     );
-    for read in [true, false] {
+    for mode in ["read", "noread", "labelsets"] {
+        let read = mode != "noread";
+        let streams = if mode == "labelsets" {
+            LABEL_SETS
+        } else {
+            streams
+        };
         tokio::time::sleep(Duration::from_secs(1)).await;
         let base = memory();
         let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
@@ -434,7 +449,7 @@ async fn idle(streams: usize, n: usize) {
                 "idle-clients",
                 &addr.to_string(),
                 &streams.to_string(),
-                if read { "read" } else { "noread" },
+                mode,
             ])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -459,13 +474,18 @@ async fn idle(streams: usize, n: usize) {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let held = memory();
-        let what = if read {
-            "synced Delta streams (CDS, EDS, LDS, RDS ACKed), idle"
+        let what = match mode {
+            "read" => "synced Delta streams (CDS, EDS, LDS, RDS ACKed), idle",
+            "noread" => "streams that sent one CDS request and never read",
+            _ => "label sets of their own (one synced stream each: its engine and snapshot)",
+        };
+        let per = if mode == "labelsets" {
+            "label set"
         } else {
-            "streams that sent one CDS request and never read"
+            "stream"
         };
         println!(
-            "| {what}: {streams} streams, server heap / RSS per stream | {:.1} KiB / {:.1} KiB (setup {:.1} s) |",
+            "| {what}: {streams}, server heap / RSS per {per} | {:.1} KiB / {:.1} KiB (setup {:.1} s) |",
             (held.0 - base.0) as f64 / 1024.0 / streams as f64,
             (held.1 - base.1) as f64 / 1024.0 / streams as f64,
             setup.as_secs_f64()
@@ -477,6 +497,12 @@ async fn idle(streams: usize, n: usize) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if mode == "labelsets" {
+            // Their engines outlive the streams for the grace period (`--xds-label-set-grace`).
+            let later = Instant::now() + Duration::from_secs(24 * 3600);
+            hub.collect_unused(Instant::now());
+            hub.collect_unused(later);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let after = memory();
@@ -492,11 +518,13 @@ async fn idle(streams: usize, n: usize) {
 /// The client process of the idle figures: STREAMS Delta streams, half per gateway, connected
 /// one at a time; prints `ready` once each is synced (or has sent its request, `noread`), then
 /// holds them until stdin closes.
-async fn idle_clients(addr: std::net::SocketAddr, streams: usize, read: bool) {
+async fn idle_clients(addr: std::net::SocketAddr, streams: usize, mode: &str) {
+    let read = mode != "noread";
+    let sets = mode == "labelsets";
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(streams);
     let mut held = Vec::new();
     for i in 0..streams {
-        let istio = if i % 2 == 0 {
+        let istio = if i % 2 == 0 || sets {
             "ingressgateway"
         } else {
             "cluster-local-gateway"
@@ -505,7 +533,7 @@ async fn idle_clients(addr: std::net::SocketAddr, streams: usize, read: bool) {
             .max_decoding_message_size(usize::MAX);
         let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
         let _ = tx.send(DeltaDiscoveryRequest {
-            node: Some(node(i, istio)),
+            node: Some(node(i, istio, sets.then_some(i))),
             type_url: CLUSTER.to_string(),
             ..Default::default()
         });

@@ -135,8 +135,9 @@ pub struct XdsLimitsArgs {
     #[arg(long, default_value_t = 32)]
     pub xds_max_type_urls: usize,
     /// Proxy label sets (one translation each) besides the two gateways'; a new label set
-    /// beyond it takes the slot of an unused one, or is refused with RESOURCE_EXHAUSTED.
-    #[arg(long, default_value_t = 64)]
+    /// beyond it takes the slot of an unused one, or is refused with RESOURCE_EXHAUSTED. Each
+    /// costs about 21 KB per Knative service (BENCHMARKS.md).
+    #[arg(long, default_value_t = 16)]
     pub xds_max_label_sets: usize,
     /// How long the translation of a label set no connected Envoy uses is kept.
     #[arg(long, value_parser = parse_duration, default_value = "5m")]

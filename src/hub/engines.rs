@@ -27,7 +27,7 @@ pub struct EngineLimits {
 impl Default for EngineLimits {
     fn default() -> Self {
         EngineLimits {
-            max_label_sets: 64,
+            max_label_sets: 16,
             grace: Duration::from_secs(300),
         }
     }

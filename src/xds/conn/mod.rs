@@ -34,7 +34,13 @@
 //!   [`Step::refused`] and the stream is ended. NACK messages are kept truncated.
 //!
 //! The connection holds only the target `Arc<Snapshot>`, the retained removals (Arcs), and per
-//! type: subscription, name -> version held by the Envoy, nonces and counters.
+//! type: the subscription (`names.rs`: the keys of the snapshot's map of the type, plus the
+//! names added and lacking), what the Envoy holds (`held.rs`: once it ACKed a response built
+//! from a snapshot's map, that map itself; name -> version only after a NACK, a reconnect, or
+//! with retained removals), nonces and counters. A synced idle stream so holds no copy of any
+//! name or version of its snapshot.
+//! * SotW EDS and RDS responses carry only the resources that changed (Envoy hands such a
+//!   response to the watch of each resource it names and leaves the others as they are).
 //!
 //! Each input returns a [`Step`]: the responses to send and the [`Event`]s it caused (ACK,
 //! NACK, converged), which the server reports to its observers (`super::observe`). The machine
