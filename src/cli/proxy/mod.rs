@@ -154,6 +154,12 @@ fn print_or_fail(cmd: &str, text: Result<String, String>) -> ExitCode {
 pub fn proxy_status(args: &ProxyStatusArgs) -> ExitCode {
     let text = get_json(&args.debug_addr, "/debug/syncz").and_then(|syncz| {
         let st = status::status(&syncz);
+        if st.proxies.is_empty() {
+            eprintln!(
+                "knative-pilot proxy-status: no Envoy is connected to the server at {}",
+                args.debug_addr
+            );
+        }
         match args.output {
             StatusOutput::Table => Ok(status::render(&st)),
             StatusOutput::Json => serde_json::to_string_pretty(&st)
