@@ -114,6 +114,14 @@ fn chroot_method(root: &Path) -> Chroot {
         Chroot::UserNamespace
     };
     let probe = in_root(how, root, &["/knative-pilot", "version"]);
+    // chroot's own 126/127: it changed root but the command could not be executed there.
+    assert!(
+        !matches!(probe.status.code(), Some(126 | 127)),
+        "the binary does not start in an empty root ({}): it is not statically linked; \
+         stderr: {}",
+        probe.status,
+        String::from_utf8_lossy(&probe.stderr)
+    );
     assert!(
         probe.status.success(),
         "cannot run a command in an empty root with {how:?} ({}): this test needs `chroot` as \
