@@ -264,7 +264,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, crate::model::duration::Durat
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Usage errors: clap's message on stderr, exit 2.
+        Err(e) if e.use_stderr() => e.exit(),
+        // --help and --version: on stdout, a failed write exits 2 like every command's.
+        Err(e) => {
+            let flag = match e.kind() {
+                clap::error::ErrorKind::DisplayVersion => "--version",
+                _ => "--help",
+            };
+            let text = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                e.render().ansi().to_string()
+            } else {
+                e.render().to_string()
+            };
+            return emit(flag, &text);
+        }
+    };
     match cli.command {
         Command::Synth(args) => {
             let synth = crate::tools::synth::Synth::new(args.services, args.form.into());
