@@ -103,6 +103,8 @@ fn readme_synopsis_names_every_flag_of_help() {
         "validate",
         "synth",
         "completion",
+        "proxy-status",
+        "proxy-config",
     ] {
         let (code, help, err) = run(&[cmd, "--help"]);
         assert_eq!(code, 0, "{cmd} --help: {err}");
@@ -118,4 +120,41 @@ fn readme_synopsis_names_every_flag_of_help() {
         missing.is_empty(),
         "README's Command line section lacks: {missing:?}"
     );
+}
+
+/// A failed write to stdout (here a full disk, `/dev/full`) is an I/O error: exit 2 with a
+/// message naming the command, not a panic.
+#[test]
+fn a_failed_stdout_write_exits_2() {
+    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/split-tag/input");
+    for args in [
+        &["render", "--from", seed][..],
+        &["validate", "--from", seed][..],
+        &["version"][..],
+        &["completion", "bash"][..],
+        &["--help"][..],
+        &["render", "--help"][..],
+        &["--version"][..],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let out = Command::new(env!("CARGO_BIN_EXE_knative-pilot"))
+            .args(args)
+            .stdout(full)
+            .output()
+            .expect("run knative-pilot");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        let cmd = args
+            .iter()
+            .find(|a| ["--help", "--version"].contains(a))
+            .unwrap_or(&args[0]);
+        assert!(
+            err.contains(&format!("knative-pilot {cmd}: writing stdout")),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
 }

@@ -16,15 +16,24 @@ fn kubectl() -> String {
 
 /// `kubectl kustomize manifests/<dir>` as JSON values, one per document.
 fn build(dir: &str) -> Vec<Value> {
-    let path = format!("{}/manifests/{dir}", env!("CARGO_MANIFEST_DIR"));
+    build_path(&format!("{}/manifests/{dir}", env!("CARGO_MANIFEST_DIR")))
+}
+
+/// `kubectl kustomize PATH`, which must succeed without a warning (kustomize v5 warns on the
+/// deprecated `bases:`, `patchesStrategicMerge:` ... fields).
+fn build_path(path: &str) -> Vec<Value> {
     let out = Command::new(kubectl())
-        .args(["kustomize", &path])
+        .args(["kustomize", path])
         .output()
         .unwrap_or_else(|e| panic!("running {} kustomize (install kubectl): {e}", kubectl()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "kubectl kustomize {dir} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "kubectl kustomize {path} failed: {stderr}"
+    );
+    assert!(
+        !stderr.to_lowercase().contains("warning"),
+        "kubectl kustomize {path} warns: {stderr}"
     );
     let text = String::from_utf8(out.stdout).expect("utf-8");
     serde_saphyr::from_multiple::<Value>(&text).expect("yaml documents")
@@ -447,6 +456,76 @@ fn the_network_policy_admits_only_gateways_to_xds_and_keeps_debug_off_the_pod_ne
         assert_eq!(
             reachable_ports(policy, false, &monitoring, &[("app", "prometheus")]),
             BTreeSet::from([15014])
+        );
+    }
+}
+
+/// Copies a directory tree.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("file type").is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// README's kubectl-only way to set the image (an `images:` entry in the base's
+/// kustomization) reaches the Deployment of both overlays, and the overlays use `resources:`
+/// (no `bases:`, which kustomize v5 warns about).
+#[test]
+fn readme_image_setting_reaches_the_deployment_of_each_overlay() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("    images:\n")
+        .expect("README shows the images: block");
+    let block: String = readme[start..]
+        .lines()
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", &l[4..]))
+        .collect();
+    let block = block
+        .replace(
+            "REGISTRY/knative-pilot",
+            "registry.example.com/team/knative-pilot",
+        )
+        .replace("TAG", "v1.2.3");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    copy_tree(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests")),
+        tmp.path(),
+    );
+    let base = tmp.path().join("base/kustomization.yaml");
+    let mut k = std::fs::read_to_string(&base).expect("base kustomization");
+    k.push_str(&block);
+    std::fs::write(&base, k).expect("write");
+    for overlay in ["istio-gateways", "ingress-class"] {
+        let kust = std::fs::read_to_string(
+            tmp.path()
+                .join(format!("overlays/{overlay}/kustomization.yaml")),
+        )
+        .expect("overlay kustomization");
+        assert!(
+            !kust.lines().any(|l| l.starts_with("bases:")),
+            "{overlay} uses bases:"
+        );
+        let docs = build_path(
+            tmp.path()
+                .join("overlays")
+                .join(overlay)
+                .to_str()
+                .expect("utf-8"),
+        );
+        let d = find(&docs, "Deployment", Some("knative-pilot"), "knative-pilot");
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["image"],
+            "registry.example.com/team/knative-pilot:v1.2.3",
+            "{overlay}"
         );
     }
 }

@@ -1,8 +1,10 @@
-//! Command line: `render`, `serve`, `demo`, `diff`, `validate`, `synth`, `version` and
-//! `completion`. Only this module knows clap: each command turns its flags into plain
-//! configuration once.
+//! Command line: `render`, `serve`, `demo`, `diff`, `validate`, `proxy-status`,
+//! `proxy-config`, `synth`, `version` and `completion`. Only this module knows clap: each
+//! command turns its flags into plain configuration once. Exit codes: 0 success, 1 a finding
+//! (differences, errors, objects left out), 2 a usage or I/O error (stdout included).
 
 pub mod demo;
+pub mod proxy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +45,12 @@ pub enum Command {
     /// document, and a one-line fix. Exit 0 when there is no error (warnings allowed), 1 when
     /// there are errors, 2 on a usage or I/O error.
     Validate(ValidateArgs),
+    /// Show each connected Envoy's sync state per xDS type (like `istioctl proxy-status`),
+    /// read from a running server's debug endpoints.
+    ProxyStatus(proxy::ProxyStatusArgs),
+    /// Show what one connected Envoy was sent (like `istioctl proxy-config`): clusters,
+    /// listeners, routes, endpoints or secrets (never their keys).
+    ProxyConfig(proxy::ProxyConfigArgs),
     /// Write a synthetic Knative cluster of N services as a manifest directory (for benchmarks).
     Synth(SynthArgs),
     /// Print the version (as --version), and the Envoy version it is tested with.
@@ -256,44 +264,59 @@ pub fn parse_duration(s: &str) -> Result<Duration, crate::model::duration::Durat
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Usage errors: clap's message on stderr, exit 2.
+        Err(e) if e.use_stderr() => e.exit(),
+        // --help and --version: on stdout, a failed write exits 2 like every command's.
+        Err(e) => {
+            let flag = match e.kind() {
+                clap::error::ErrorKind::DisplayVersion => "--version",
+                _ => "--help",
+            };
+            let text = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                e.render().ansi().to_string()
+            } else {
+                e.render().to_string()
+            };
+            return emit(flag, &text);
+        }
+    };
     match cli.command {
         Command::Synth(args) => {
             let synth = crate::tools::synth::Synth::new(args.services, args.form.into());
             match synth.write_dir(&args.out) {
-                Ok(()) => {
-                    println!(
-                        "wrote {} services ({} objects) to {}",
+                Ok(()) => emit(
+                    "synth",
+                    &format!(
+                        "wrote {} services ({} objects) to {}\n",
                         args.services,
                         synth.inputs().len(),
                         args.out.display()
-                    );
-                    ExitCode::SUCCESS
-                }
+                    ),
+                ),
                 Err(e) => {
                     eprintln!("knative-pilot synth: writing {}: {e}", args.out.display());
                     ExitCode::from(2)
                 }
             }
         }
-        Command::Version => {
-            println!(
-                "knative-pilot {} (tested with Envoy {})",
+        Command::Version => emit(
+            "version",
+            &format!(
+                "knative-pilot {} (tested with Envoy {})\n",
                 env!("CARGO_PKG_VERSION"),
                 crate::tools::envoy_bin::ENVOY_VERSION
-            );
-            ExitCode::SUCCESS
-        }
+            ),
+        ),
         Command::Completion { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "knative-pilot",
-                &mut std::io::stdout(),
-            );
-            ExitCode::SUCCESS
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "knative-pilot", &mut script);
+            emit("completion", &String::from_utf8_lossy(&script))
         }
+        Command::ProxyStatus(args) => proxy::proxy_status(&args),
+        Command::ProxyConfig(args) => proxy::proxy_config(&args),
         Command::Render(args) => {
             init_logging(LogFormat::Text);
             render(&args)
@@ -326,6 +349,30 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Writes `text` to stdout. A write that fails (a full disk, a closed pipe) is an I/O error:
+/// exit 2, with a message unless the reader just went away.
+fn write_stdout(cmd: &str, text: &str) -> Result<(), ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("knative-pilot {cmd}: writing stdout: {e}");
+            }
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// [`write_stdout`], then success.
+fn emit(cmd: &str, text: &str) -> ExitCode {
+    match write_stdout(cmd, text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
     }
 }
 
@@ -391,7 +438,11 @@ fn render(args: &RenderArgs) -> ExitCode {
         Format::Yaml => serde_saphyr::to_string(&dump).map_err(|e| e.to_string()),
     };
     match text {
-        Ok(t) => print!("{t}"),
+        Ok(t) => {
+            if let Err(code) = write_stdout("render", &t) {
+                return code;
+            }
+        }
         Err(e) => {
             eprintln!("knative-pilot render: {e}");
             return ExitCode::from(2);
@@ -500,7 +551,9 @@ fn diff(args: &DiffArgs) -> ExitCode {
             s
         }
     };
-    print!("{text}");
+    if let Err(code) = write_stdout("diff", &text) {
+        return code;
+    }
     if diffs.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -638,7 +691,11 @@ fn validate(args: &ValidateArgs) -> ExitCode {
                 "findings": findings,
             });
             match serde_json::to_string_pretty(&v) {
-                Ok(t) => println!("{t}"),
+                Ok(t) => {
+                    if let Err(code) = write_stdout("validate", &(t + "\n")) {
+                        return code;
+                    }
+                }
                 Err(e) => {
                     eprintln!("knative-pilot validate: {e}");
                     return ExitCode::from(2);
@@ -646,14 +703,18 @@ fn validate(args: &ValidateArgs) -> ExitCode {
             }
         }
         ValidateOutput::Text => {
+            let mut text = String::new();
             for f in &findings {
-                println!("{f}");
+                text.push_str(&format!("{f}\n"));
             }
-            println!(
-                "{errors} error(s), {warnings} warning(s) in {} object(s) from {}",
+            text.push_str(&format!(
+                "{errors} error(s), {warnings} warning(s) in {} object(s) from {}\n",
                 inputs.len(),
                 source
-            );
+            ));
+            if let Err(code) = write_stdout("validate", &text) {
+                return code;
+            }
         }
     }
     if errors > 0 {

@@ -39,7 +39,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub xds_limits: XdsLimitsArgs,
     /// Debug HTTP address: /healthz, /ready, /debug/*.
-    #[arg(long, default_value = "127.0.0.1:15014")]
+    #[arg(long, default_value = crate::runtime::config::DEFAULT_DEBUG_ADDR)]
     pub debug_addr: String,
     /// Quiet time after the last change before pushing.
     #[arg(long, value_parser = parse_duration, default_value = "100ms")]

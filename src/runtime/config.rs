@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use crate::translate::Options;
 
+/// `serve --debug-addr`'s default (loopback only), also where `proxy-status` and
+/// `proxy-config` look for the server.
+pub const DEFAULT_DEBUG_ADDR: &str = "127.0.0.1:15014";
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {

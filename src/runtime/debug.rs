@@ -120,7 +120,8 @@ fn gateways_of(s: &DebugState, labels: &BTreeMap<String, String>) -> Vec<String>
 }
 
 /// Per connected Envoy: node, gateways, connected since, and per type (short name) the last
-/// sent version and nonce, the last ACKed version, and the last NACK with its time.
+/// sent version and nonce, the last ACKed version, the last NACK with its time, and the
+/// `state` `proxy-status` shows (`SYNCED`, `STALE`, `NOT SENT`, `NACKED`).
 fn sync_view(s: &DebugState, c: &ConnectionInfo) -> serde_json::Value {
     let types: BTreeMap<&str, serde_json::Value> = c
         .status
@@ -145,6 +146,7 @@ fn sync_view(s: &DebugState, c: &ConnectionInfo) -> serde_json::Value {
                     "last_sent_nonce": t.last_sent_nonce,
                     "last_acked_version": t.last_acked_version,
                     "in_sync": t.in_sync,
+                    "state": t.state,
                     "resources": t.resources_held,
                     "pushes": t.responses_sent,
                     "acks": t.acks,
@@ -176,6 +178,7 @@ async fn syncz(State(s): State<DebugState>) -> Response {
     let conns: Vec<serde_json::Value> =
         s.registry.list().iter().map(|c| sync_view(&s, c)).collect();
     Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
         "ready": s.hub.is_ready(),
         "source_stale": s.source.stale(),
         "generation": s.hub.generation(),

@@ -48,11 +48,32 @@ pub fn any_to_json(type_url: &str, bytes: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(obj))
 }
 
+/// Replaces the key material of a Secret as Envoy's admin does for the fields its API marks
+/// `sensitive`: a TLS certificate's private key, PKCS#12 bundle and password, session ticket
+/// keys and a generic secret. Certificates (public) stay.
 fn redact(mut v: Value) -> Value {
-    if let Some(tls) = v.get_mut("tls_certificate") {
-        if let Some(pk) = tls.get_mut("private_key") {
-            *pk = json!({"inline_string": "[redacted]"});
+    let hidden = || json!({"inline_string": "[redacted]"});
+    if let Some(tls) = v.get_mut("tls_certificate").and_then(Value::as_object_mut) {
+        for field in ["private_key", "pkcs12", "password"] {
+            if let Some(f) = tls.get_mut(field) {
+                *f = hidden();
+            }
         }
+    }
+    if let Some(keys) = v
+        .get_mut("session_ticket_keys")
+        .and_then(|k| k.get_mut("keys"))
+        .and_then(Value::as_array_mut)
+    {
+        for k in keys {
+            *k = hidden();
+        }
+    }
+    if let Some(g) = v
+        .get_mut("generic_secret")
+        .and_then(|g| g.get_mut("secret"))
+    {
+        *g = hidden();
     }
     v
 }
@@ -115,4 +136,31 @@ pub fn config_dump(snapshot: &Snapshot) -> Result<Value, String> {
         json!({"@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump", "dynamic_active_secrets": secrets}),
     ]);
     Ok(json!({ "configs": configs }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+    use serde_json::json;
+
+    #[test]
+    fn every_sensitive_secret_field_is_redacted_and_certificates_stay() {
+        let secret = json!({
+            "name": "kubernetes://ns/s",
+            "tls_certificate": {
+                "certificate_chain": {"inline_bytes": "Q0VSVA=="},
+                "private_key": {"inline_bytes": "S0VZ"},
+                "password": {"inline_string": "hunter2"},
+                "pkcs12": {"inline_bytes": "UEsx"}
+            },
+            "session_ticket_keys": {"keys": [{"inline_bytes": "a2V5MQ=="}]},
+            "generic_secret": {"secret": {"inline_string": "token"}}
+        });
+        let text = redact(secret).to_string();
+        for leaked in ["S0VZ", "hunter2", "UEsx", "a2V5MQ==", "token"] {
+            assert!(!text.contains(leaked), "{leaked} in {text}");
+        }
+        assert!(text.contains("Q0VSVA=="), "the certificate stays: {text}");
+        assert_eq!(text.matches("[redacted]").count(), 5, "{text}");
+    }
 }

@@ -165,12 +165,59 @@ pub struct TypeStatus {
     pub last_acked_version: Option<String>,
     pub last_acked_nonce: Option<String>,
     pub last_nack: Option<NackStatus>,
+    /// The type's state in `istioctl proxy-status` terms ([`SyncState`]).
+    pub state: SyncState,
     pub responses_sent: u64,
     pub acks: u64,
     pub nacks: u64,
     pub stale_requests: u64,
     /// Sum of the encoded lengths of the responses sent for this type.
     pub bytes_sent: u64,
+}
+
+/// Where one type of a connection stands, as `proxy-status` shows it (istioctl's words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SyncState {
+    /// The Envoy ACKed the latest response sent, and holds exactly what the connection's
+    /// target snapshot says for this type (ACKed version = sent version = target).
+    #[serde(rename = "SYNCED")]
+    Synced,
+    /// A response was sent and not ACKed yet, or the Envoy's ACKed state is behind the target
+    /// (a newer snapshot is not sent yet).
+    #[serde(rename = "STALE")]
+    Stale,
+    /// The Envoy asked for the type but no response of it was sent yet.
+    #[serde(rename = "NOT SENT")]
+    NotSent,
+    /// The latest response of the type the Envoy answered was NACKed, and no later one ACKed.
+    #[serde(rename = "NACKED")]
+    Nacked,
+}
+
+impl SyncState {
+    /// The one rule (see the variants): from what was last sent, ACKed and NACKed. Nonces are
+    /// this connection's counter (`Core::next_nonce`), so a later response has a larger one.
+    pub(super) fn of(
+        last_sent_nonce: Option<&str>,
+        last_acked_nonce: Option<&str>,
+        last_nack: Option<&NackStatus>,
+        in_sync: bool,
+    ) -> SyncState {
+        let seq = |n: &str| n.parse::<u64>().unwrap_or(0);
+        let Some(sent) = last_sent_nonce else {
+            return SyncState::NotSent;
+        };
+        if let Some(nack) = last_nack {
+            if last_acked_nonce.is_none_or(|a| seq(&nack.nonce) > seq(a)) {
+                return SyncState::Nacked;
+            }
+        }
+        if in_sync && last_acked_nonce == Some(sent) {
+            SyncState::Synced
+        } else {
+            SyncState::Stale
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -190,6 +237,12 @@ impl core::Core {
             .iter()
             .map(|(t, st)| {
                 let in_sync = if st.served { self.in_sync(t) } else { true };
+                let state = SyncState::of(
+                    st.last_nonce.as_deref(),
+                    st.last_acked_nonce.as_deref(),
+                    st.last_nack.as_ref(),
+                    in_sync,
+                );
                 (
                     t.clone(),
                     TypeStatus {
@@ -210,6 +263,7 @@ impl core::Core {
                         last_acked_version: st.last_acked_version.clone(),
                         last_acked_nonce: st.last_acked_nonce.clone(),
                         last_nack: st.last_nack.clone(),
+                        state,
                         responses_sent: st.responses,
                         acks: st.acks,
                         nacks: st.nacks,
@@ -267,3 +321,58 @@ pub struct Step<R> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod sync_state_tests {
+    use super::{NackStatus, SyncState};
+
+    fn nack(nonce: &str) -> NackStatus {
+        NackStatus {
+            nonce: nonce.into(),
+            version: "v".into(),
+            message: "rejected".into(),
+            resources: vec![],
+        }
+    }
+
+    #[test]
+    fn each_state_from_sent_acked_and_nacked() {
+        assert_eq!(SyncState::of(None, None, None, true), SyncState::NotSent);
+        assert_eq!(
+            SyncState::of(Some("3"), None, None, false),
+            SyncState::Stale
+        );
+        assert_eq!(
+            SyncState::of(Some("3"), Some("3"), None, true),
+            SyncState::Synced
+        );
+        // ACKed the latest, but a newer target is not sent yet.
+        assert_eq!(
+            SyncState::of(Some("3"), Some("3"), None, false),
+            SyncState::Stale
+        );
+        // Sent 4, 3 still the last ACKed.
+        assert_eq!(
+            SyncState::of(Some("4"), Some("3"), None, true),
+            SyncState::Stale
+        );
+        let n = nack("9");
+        assert_eq!(
+            SyncState::of(Some("9"), Some("3"), Some(&n), true),
+            SyncState::Nacked
+        );
+        assert_eq!(
+            SyncState::of(Some("9"), None, Some(&n), true),
+            SyncState::Nacked
+        );
+        // A later response ACKed: no longer NACKED (numeric, not string, order: 10 > 9).
+        assert_eq!(
+            SyncState::of(Some("10"), Some("10"), Some(&n), true),
+            SyncState::Synced
+        );
+        assert_eq!(
+            serde_json::to_value(SyncState::NotSent).unwrap(),
+            serde_json::json!("NOT SENT")
+        );
+    }
+}
