@@ -75,7 +75,7 @@ pub struct Hub {
     first: Mutex<first::FirstLoad>,
     /// Tests: called as each engine of the first load is complete, before it is served.
     #[cfg(test)]
-    first_built: Mutex<Option<Arc<dyn Fn(&ProxyKey) + Send + Sync>>>,
+    first_built: Mutex<Option<first::BuiltHook>>,
 }
 
 /// How many generation start times the hub remembers.

@@ -22,6 +22,10 @@ use crate::translate::incremental::Engine;
 use crate::xds::conn::NackStatus;
 use crate::xds::Snapshot;
 
+/// Tests: called with each first-load engine's key once it is built, before it is served.
+#[cfg(test)]
+pub(super) type BuiltHook = Arc<dyn Fn(&ProxyKey) + Send + Sync>;
+
 /// What the first load has served before it is complete.
 #[derive(Default)]
 pub(super) struct FirstLoad {
@@ -215,23 +219,29 @@ spec:
         }
     }
 
-    #[test]
-    fn a_gateway_is_served_its_full_config_while_the_other_is_still_being_translated() {
-        let hub = Hub::new(Options::default());
-        let (external, local) = (proxy("ingressgateway"), proxy("cluster-local-gateway"));
-        // The local gateway's engine, once built, waits until the test lets it go.
+    /// Starts the first load on another thread, the local gateway's engine held back (once
+    /// built) until the returned sender sends.
+    fn held_first_load(hub: &Arc<Hub>) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
         let (release, held) = mpsc::channel::<()>();
         let held = Mutex::new(held);
-        let local_key = local.labels.clone();
+        let local_key = proxy("cluster-local-gateway").labels;
         *lock(&hub.first_built) = Some(Arc::new(move |k: &ProxyKey| {
             if *k == local_key {
                 let _ = lock(&held).recv();
             }
         }));
-        let loading = {
-            let hub = hub.clone();
-            std::thread::spawn(move || hub.update(inputs(), vec![]))
-        };
+        let hub = hub.clone();
+        (
+            release,
+            std::thread::spawn(move || hub.update(inputs(), vec![])),
+        )
+    }
+
+    #[test]
+    fn a_gateway_is_served_its_full_config_while_the_other_is_still_being_translated() {
+        let hub = Hub::new(Options::default());
+        let (external, local) = (proxy("ingressgateway"), proxy("cluster-local-gateway"));
+        let (release, loading) = held_first_load(&hub);
 
         let rx = subscribed(&hub, &external);
         assert!(!hub.is_ready(), "the local gateway is still held");
@@ -269,5 +279,37 @@ spec:
         );
         let local_rx = hub.subscribe(&local).expect("ready");
         assert!(route_text(&local_rx.borrow()).contains("hello.default.svc.cluster.local"));
+    }
+
+    #[test]
+    fn a_nack_while_the_other_gateway_is_translated_is_contained_once_the_load_is_complete() {
+        let hub = Hub::new(Options::default());
+        let external = proxy("ingressgateway");
+        let (release, loading) = held_first_load(&hub);
+        let rx = subscribed(&hub, &external);
+        let generation = rx.borrow().generation;
+        let nack = NackStatus {
+            nonce: "1".into(),
+            version: "v".into(),
+            message: "bad cluster".into(),
+            resources: vec!["outbound|80||hello-00001.default.svc.cluster.local".into()],
+        };
+        hub.nacked(&external, CLUSTER, generation, &nack);
+        assert!(
+            hub.errors().is_empty(),
+            "not contained before the load is complete"
+        );
+
+        release.send(()).expect("the local engine waits");
+        loading.join().expect("first load");
+        let errors = hub.errors();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let text = errors[0].to_string();
+        assert!(text.starts_with("Ingress default/hello"), "{text}");
+        assert!(text.contains("bad cluster"), "{text}");
+        assert!(
+            !route_text(&rx.borrow()).contains("hello.default.example.com"),
+            "the rejected object is left out for the external gateway"
+        );
     }
 }
