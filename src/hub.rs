@@ -590,50 +590,6 @@ impl ConfigSource for Hub {
     }
 }
 
-impl Hub {
-    /// An ACK: what it changes in the key's quarantine (call under both locks).
-    fn on_acked(
-        &self,
-        proxies: &BTreeMap<ProxyKey, watch::Sender<Arc<Snapshot>>>,
-        st: &mut State,
-        key: &ProxyKey,
-        type_url: &str,
-        generation: u64,
-    ) {
-        if !st.engines.contains_key(key) {
-            return;
-        }
-        let c = st.contain.entry(key.clone()).or_default();
-        let changes = c.acked(&st.served, type_url, generation);
-        self.contained(proxies, st, key, changes);
-    }
-
-    /// A NACK: what it changes in the key's quarantine (call under both locks).
-    fn on_nacked(
-        &self,
-        proxies: &BTreeMap<ProxyKey, watch::Sender<Arc<Snapshot>>>,
-        st: &mut State,
-        key: &ProxyKey,
-        type_url: &str,
-        generation: u64,
-        nack: &NackStatus,
-    ) {
-        let Some(engine) = st.engines.get(key) else {
-            return;
-        };
-        let current = self.generation();
-        let c = st.contain.entry(key.clone()).or_default();
-        let changes = c.nacked(
-            &st.served,
-            engine,
-            type_url,
-            (generation, current + 1),
-            nack,
-        );
-        self.contained(proxies, st, key, changes);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
