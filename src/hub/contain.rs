@@ -25,6 +25,9 @@
 //! host): a NACK of those is reported by the stream's observers but not contained.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tokio::sync::watch;
 
 use crate::model::diag::{ErrorCode, InputError};
 use crate::model::ObjectKey;
@@ -35,7 +38,7 @@ use crate::xds::resource::{
     type_short, Snapshot, CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE, SNAPSHOT_TYPES,
 };
 
-use super::served_change;
+use super::{served_change, Hub, ProxyKey, State};
 
 /// Types whose resources come from objects (fragments), so a NACK of them can be contained.
 const CONTAINED: [&str; 4] = [CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE];
@@ -289,6 +292,52 @@ impl Containment {
                 }
             })
             .collect()
+    }
+}
+
+/// The containment entry points of an ACK and a NACK (`Hub::acked` / `Hub::nacked`, and the
+/// first load's replay).
+impl Hub {
+    /// An ACK: what it changes in the key's quarantine (call under both locks).
+    pub(super) fn on_acked(
+        &self,
+        proxies: &BTreeMap<ProxyKey, watch::Sender<Arc<Snapshot>>>,
+        st: &mut State,
+        key: &ProxyKey,
+        type_url: &str,
+        generation: u64,
+    ) {
+        if !st.engines.contains_key(key) {
+            return;
+        }
+        let c = st.contain.entry(key.clone()).or_default();
+        let changes = c.acked(&st.served, type_url, generation);
+        self.contained(proxies, st, key, changes);
+    }
+
+    /// A NACK: what it changes in the key's quarantine (call under both locks).
+    pub(super) fn on_nacked(
+        &self,
+        proxies: &BTreeMap<ProxyKey, watch::Sender<Arc<Snapshot>>>,
+        st: &mut State,
+        key: &ProxyKey,
+        type_url: &str,
+        generation: u64,
+        nack: &NackStatus,
+    ) {
+        let Some(engine) = st.engines.get(key) else {
+            return;
+        };
+        let current = self.generation();
+        let c = st.contain.entry(key.clone()).or_default();
+        let changes = c.nacked(
+            &st.served,
+            engine,
+            type_url,
+            (generation, current + 1),
+            nack,
+        );
+        self.contained(proxies, st, key, changes);
     }
 }
 

@@ -3,6 +3,7 @@
 use knative_pilot::xds::dump::any_to_json;
 use knative_pilot::xds::{Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 
 fn strip_type(v: &Value) -> Value {
     let mut v = v.clone();
@@ -20,23 +21,28 @@ fn resources(snap: &Snapshot, t: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Resources by their `field` (a name), for lookups in O(1) at 10,000 services.
+fn by_name(v: Vec<Value>, field: &str) -> HashMap<String, Value> {
+    v.into_iter()
+        .map(|r| (r[field].as_str().unwrap_or("").to_string(), r))
+        .collect()
+}
+
 /// A bootstrap that holds the snapshot statically (RDS inlined, EDS as static endpoints, SDS as
-/// static secrets; scoped RDS as an inline list of scopes with inline RouteConfigurations), for `envoy --mode validate`.
+/// static secrets; scoped RDS as an inline list of scopes with inline RouteConfigurations), for
+/// `envoy --mode validate` (and the static mode of `benches/envoy.rs`).
 pub fn static_bootstrap(snap: &Snapshot) -> String {
-    let routes: Vec<Value> = resources(snap, ROUTE);
-    let cla: Vec<Value> = resources(snap, ENDPOINT);
+    let routes = by_name(resources(snap, ROUTE), "name");
+    let cla = by_name(resources(snap, ENDPOINT), "cluster_name");
     let mut listeners = resources(snap, LISTENER);
     for l in &mut listeners {
         for chain in l["filter_chains"].as_array_mut().into_iter().flatten() {
             for f in chain["filters"].as_array_mut().into_iter().flatten() {
                 let hcm = &mut f["typed_config"];
                 if let Some(name) = hcm["rds"]["route_config_name"].as_str().map(str::to_string) {
-                    let rc = routes
-                        .iter()
-                        .find(|r| r["name"] == name.as_str())
-                        .unwrap_or_else(|| {
-                            panic!("listener uses route config {name} that is not served")
-                        });
+                    let rc = routes.get(name.as_str()).unwrap_or_else(|| {
+                        panic!("listener uses route config {name} that is not served")
+                    });
                     let mut rc = strip_type(rc);
                     rc["validate_clusters"] = json!(true);
                     hcm.as_object_mut().unwrap().shift_remove("rds");
@@ -49,15 +55,9 @@ pub fn static_bootstrap(snap: &Snapshot) -> String {
                         .filter(|s| s["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
                         .map(|s| {
                             let rc_name = s["route_configuration_name"].as_str().unwrap_or("");
-                            let rc =
-                                routes
-                                    .iter()
-                                    .find(|r| r["name"] == rc_name)
-                                    .unwrap_or_else(|| {
-                                        panic!(
-                                            "scope uses route config {rc_name} that is not served"
-                                        )
-                                    });
+                            let rc = routes.get(rc_name).unwrap_or_else(|| {
+                                panic!("scope uses route config {rc_name} that is not served")
+                            });
                             let mut rc = strip_type(rc);
                             rc["validate_clusters"] = json!(true);
                             let mut s = strip_type(s);
@@ -101,8 +101,7 @@ pub fn static_bootstrap(snap: &Snapshot) -> String {
         if c["type"] == "EDS" {
             let name = c["name"].as_str().unwrap().to_string();
             let la = cla
-                .iter()
-                .find(|e| e["cluster_name"] == name.as_str())
+                .get(name.as_str())
                 .unwrap_or_else(|| panic!("EDS cluster {name} has no ClusterLoadAssignment"));
             let m = c.as_object_mut().unwrap();
             m.shift_remove("eds_cluster_config");
