@@ -113,12 +113,18 @@ const KUBELET_DATA_LINK: &str = "..data";
 
 /// How long the events must stop after an event that removed files before the removals are
 /// applied: `rm -r` removes the files before the directory, and a directory that goes away must
-/// not be taken as "every object deleted". Shorter than the debouncer's default quiet time
-/// (100 ms), so the changes before and after the wait still make one generation.
+/// not be taken as "every object deleted". The changes before and after the wait make one
+/// batch.
 const REMOVAL_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// At most this many waits of [`REMOVAL_SETTLE`] (a directory still being removed after 1 s is
-/// taken as it is then).
+/// How long the events must stop after a change before the changed files are read: files
+/// written one after the other by one command (a script, `kubectl cp` of several manifests)
+/// come microseconds to milliseconds apart and make one batch, so one generation (the
+/// debouncer applies the first batch after a quiet period at once).
+const WRITE_SETTLE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// At most this many waits of [`REMOVAL_SETTLE`] or [`WRITE_SETTLE`] (a directory still
+/// being removed after 1 s is taken as it is then).
 const SETTLE_ROUNDS: usize = 20;
 
 /// How often a vanished directory is looked for.
@@ -185,8 +191,9 @@ pub async fn run(
         let mut changed: BTreeSet<PathBuf> = BTreeSet::new();
         let mut rescan = false;
         let mut pending = vec![first];
-        // Something went away: wait until the events stop (for REMOVAL_SETTLE, at most
-        // SETTLE_ROUNDS times), so that a removal of the whole directory is seen whole.
+        // Wait until the events stop for WRITE_SETTLE (files written one after the other by
+        // one command make one batch), or for REMOVAL_SETTLE when something went away (so
+        // that a removal of the whole directory is seen whole), at most SETTLE_ROUNDS times.
         for round in 0..=SETTLE_ROUNDS {
             while let Ok(e) = events.try_recv() {
                 pending.push(e);
@@ -203,10 +210,15 @@ pub async fn run(
                 }
             }
             let removed = rescan || changed.iter().any(|p| !dir.join(p).exists());
-            if !removed || round == SETTLE_ROUNDS {
+            if round == SETTLE_ROUNDS {
                 break;
             }
-            tokio::time::sleep(REMOVAL_SETTLE).await;
+            tokio::time::sleep(if removed {
+                REMOVAL_SETTLE
+            } else {
+                WRITE_SETTLE
+            })
+            .await;
         }
         if !dir.is_dir() {
             let why = format!(
