@@ -41,7 +41,8 @@ pub struct ServeArgs {
     /// Debug HTTP address: /healthz, /ready, /debug/*.
     #[arg(long, default_value = crate::runtime::config::DEFAULT_DEBUG_ADDR)]
     pub debug_addr: String,
-    /// Quiet time after the last change before pushing.
+    /// A change after this long without one is pushed at once; changes closer together are
+    /// collected until none came for this long.
     #[arg(long, value_parser = parse_duration, default_value = "100ms")]
     pub debounce_after: Duration,
     /// Longest a burst of changes may delay a push.

@@ -5,7 +5,7 @@
 //! deleted": its last objects stay served until it reappears. A mounted ConfigMap (kubelet's
 //! `..data` layout) is read through its visible links only and reloaded when `..data` swaps.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::model::ObjectKey;
 use crate::source::files::{self, Loaded};
-use crate::source::{Batch, BatchSender, InputError};
+use crate::source::{Batch, BatchSender, InputError, Sourced};
 use crate::state::{keep_last_good, Change, Entry, Inputs, PREVIOUS_OBJECTS_SERVED};
 
 /// What the file watcher reports: a manifest that changed (relative to the directory), or
@@ -33,11 +33,11 @@ pub fn watch(
     let root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
         Ok(ev) => {
-            if matches!(ev.kind, notify::EventKind::Access(_)) {
-                return;
-            }
             if ev.need_rescan() {
                 let _ = tx.send(None);
+            }
+            if !announces_change(&ev.kind) || being_written(&ev) {
+                return;
             }
             for p in ev.paths {
                 if let Some(e) = file_event(&root, &p) {
@@ -52,6 +52,37 @@ pub fn watch(
     })?;
     w.watch(dir, notify::RecursiveMode::Recursive)?;
     Ok((w, rx))
+}
+
+/// Whether an event may mean a manifest's text changed. On Linux (inotify), a file written in
+/// place is taken when its writer closes it (`Close(Write)`), not at each `write(2)`: the first
+/// change of a quiet period is applied at once (`runtime::debounce`), so a file read mid-write
+/// (truncated, or only its first documents) would be served. Renames (an atomic replace),
+/// links created, removals and metadata changes are taken as they come (a regular file
+/// created is taken at its close, [`being_written`]). Other
+/// platforms' watchers report no close: there every data change is taken.
+fn announces_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    use notify::EventKind;
+    let closes = cfg!(target_os = "linux");
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => closes,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Data(_)) => !closes,
+        _ => true,
+    }
+}
+
+/// A regular file just created, on Linux: whoever created it has it open (`open(2)` creates
+/// files), and its close says when it is whole. A symbolic link (kubelet's layout) is whole
+/// when created.
+fn being_written(ev: &notify::Event) -> bool {
+    cfg!(target_os = "linux")
+        && matches!(ev.kind, notify::EventKind::Create(_))
+        && ev
+            .paths
+            .iter()
+            .all(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file()))
 }
 
 /// What a path notify reports means: a manifest changed, a directory came or went or a mounted
@@ -82,12 +113,18 @@ const KUBELET_DATA_LINK: &str = "..data";
 
 /// How long the events must stop after an event that removed files before the removals are
 /// applied: `rm -r` removes the files before the directory, and a directory that goes away must
-/// not be taken as "every object deleted". Shorter than the debouncer's default quiet time
-/// (100 ms), so the changes before and after the wait still make one generation.
+/// not be taken as "every object deleted". The changes before and after the wait make one
+/// batch.
 const REMOVAL_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// At most this many waits of [`REMOVAL_SETTLE`] (a directory still being removed after 1 s is
-/// taken as it is then).
+/// How long the events must stop after a change before the changed files are read: files
+/// written one after the other by one command (a script, `kubectl cp` of several manifests)
+/// come microseconds to milliseconds apart and make one batch, so one generation (the
+/// debouncer applies the first batch after a quiet period at once).
+const WRITE_SETTLE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// At most this many waits of [`REMOVAL_SETTLE`] or [`WRITE_SETTLE`] (a directory still
+/// being removed after 1 s is taken as it is then).
 const SETTLE_ROUNDS: usize = 20;
 
 /// How often a vanished directory is looked for.
@@ -154,8 +191,9 @@ pub async fn run(
         let mut changed: BTreeSet<PathBuf> = BTreeSet::new();
         let mut rescan = false;
         let mut pending = vec![first];
-        // Something went away: wait until the events stop (for REMOVAL_SETTLE, at most
-        // SETTLE_ROUNDS times), so that a removal of the whole directory is seen whole.
+        // Wait until the events stop for WRITE_SETTLE (files written one after the other by
+        // one command make one batch), or for REMOVAL_SETTLE when something went away (so
+        // that a removal of the whole directory is seen whole), at most SETTLE_ROUNDS times.
         for round in 0..=SETTLE_ROUNDS {
             while let Ok(e) = events.try_recv() {
                 pending.push(e);
@@ -172,10 +210,15 @@ pub async fn run(
                 }
             }
             let removed = rescan || changed.iter().any(|p| !dir.join(p).exists());
-            if !removed || round == SETTLE_ROUNDS {
+            if round == SETTLE_ROUNDS {
                 break;
             }
-            tokio::time::sleep(REMOVAL_SETTLE).await;
+            tokio::time::sleep(if removed {
+                REMOVAL_SETTLE
+            } else {
+                WRITE_SETTLE
+            })
+            .await;
         }
         if !dir.is_dir() {
             let why = format!(
@@ -214,7 +257,7 @@ pub async fn run(
 /// definitions are reported.
 #[derive(Default)]
 pub struct DirState {
-    files: BTreeMap<PathBuf, Loaded>,
+    files: BTreeMap<PathBuf, FileObjects>,
     /// The files defining each object (the first one holds the definition in force).
     owners: BTreeMap<ObjectKey, BTreeSet<PathBuf>>,
     /// Objects defined more than once.
@@ -223,9 +266,52 @@ pub struct DirState {
     current: BTreeMap<ObjectKey, Arc<Entry>>,
 }
 
+/// One file's objects (shared: the definition in force is sent as it is, not copied), its
+/// errors, and where each object's definitions are among them.
+struct FileObjects {
+    objects: Vec<Arc<Entry>>,
+    errors: Vec<InputError>,
+    /// Each object's definitions: indices into `objects`, in document order.
+    by_key: HashMap<ObjectKey, Vec<usize>>,
+}
+
+impl FileObjects {
+    /// A file read (`loaded`), with the objects it keeps from before it stopped parsing.
+    fn new(loaded: Loaded, kept: Vec<Arc<Entry>>) -> FileObjects {
+        let objects: Vec<Arc<Entry>> = loaded
+            .objects
+            .into_iter()
+            .map(|s| {
+                Arc::new(Entry {
+                    object: s.object,
+                    origin: Some(s.origin),
+                })
+            })
+            .chain(kept)
+            .collect();
+        let mut by_key: HashMap<ObjectKey, Vec<usize>> = HashMap::new();
+        for (i, e) in objects.iter().enumerate() {
+            by_key.entry(e.object.key()).or_default().push(i);
+        }
+        FileObjects {
+            objects,
+            errors: loaded.errors,
+            by_key,
+        }
+    }
+
+    /// The definitions of `key` in this file, in document order.
+    fn definitions<'a>(&'a self, key: &ObjectKey) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
+        let at = self.by_key.get(key).map(Vec::as_slice).unwrap_or_default();
+        at.iter().filter_map(|&i| self.objects.get(i))
+    }
+}
+
 impl DirState {
     /// Re-reads the given files (relative paths); `None` re-reads the whole directory. Returns
-    /// the changes to the objects, sorted by object.
+    /// the changes to the objects, sorted by object. The files are read on every core
+    /// ([`files::load_files`]); what an object's definitions make of it is found through
+    /// each file's index, so a reload costs what the reloaded files hold.
     pub fn reload(&mut self, dir: &Path, changed: Option<&BTreeSet<PathBuf>>) -> Vec<Change> {
         let paths: BTreeSet<PathBuf> = match changed {
             Some(c) => c.clone(),
@@ -239,36 +325,43 @@ impl DirState {
                 now
             }
         };
+        let present: Vec<PathBuf> = paths
+            .iter()
+            .filter(|rel| dir.join(rel).is_file())
+            .cloned()
+            .collect();
+        let mut read: BTreeMap<PathBuf, Loaded> = present
+            .iter()
+            .cloned()
+            .zip(files::load_files(dir, &present))
+            .collect();
         let mut touched: BTreeSet<ObjectKey> = BTreeSet::new();
         for rel in paths {
-            let loaded = if dir.join(&rel).is_file() {
-                Some(self.load(dir, &rel))
-            } else {
-                None
-            };
+            let loaded = read.remove(&rel).map(|mut l| {
+                let kept = self.keep_previous(&rel, &mut l);
+                FileObjects::new(l, kept)
+            });
             if let Some(old) = self.files.get(&rel) {
-                for s in &old.objects {
-                    let key = s.object.key();
-                    if let Some(owners) = self.owners.get_mut(&key) {
+                for key in old.by_key.keys() {
+                    if let Some(owners) = self.owners.get_mut(key) {
                         owners.remove(&rel);
                         if owners.is_empty() {
-                            self.owners.remove(&key);
+                            self.owners.remove(key);
                         }
                     }
-                    touched.insert(key);
+                    touched.insert(key.clone());
                 }
             }
             match loaded {
-                Some(l) => {
-                    for s in &l.objects {
-                        let key = s.object.key();
+                Some(file) => {
+                    for key in file.by_key.keys() {
                         self.owners
                             .entry(key.clone())
                             .or_default()
                             .insert(rel.clone());
-                        touched.insert(key);
+                        touched.insert(key.clone());
                     }
-                    self.files.insert(rel, l);
+                    self.files.insert(rel, file);
                 }
                 None => {
                     self.files.remove(&rel);
@@ -300,40 +393,44 @@ impl DirState {
         changes
     }
 
-    /// Loads one file; a file that stops parsing keeps the objects it had that the new text no
-    /// longer yields.
-    fn load(&self, dir: &Path, rel: &Path) -> Loaded {
-        let mut loaded = files::load_file(dir, rel);
+    /// A file just read, `rel`: if it stopped parsing, the objects it had that the new text
+    /// no longer yields (they are kept, and its errors say so).
+    fn keep_previous(&self, rel: &Path, loaded: &mut Loaded) -> Vec<Arc<Entry>> {
         // Errors that name no object: the file (or a document of it) did not parse.
         let broken = loaded.errors.iter_mut().filter(|e| e.object.is_none());
-        if let Some(prev) = keep_last_good(broken, self.files.get(rel), PREVIOUS_OBJECTS_SERVED) {
-            let now: BTreeSet<ObjectKey> = loaded.objects.iter().map(|s| s.object.key()).collect();
-            for s in &prev.objects {
-                if !now.contains(&s.object.key()) {
-                    loaded.objects.push(s.clone());
-                }
-            }
-        }
-        loaded
+        let before = self.files.get(rel);
+        let Some(prev) = keep_last_good(broken, before, PREVIOUS_OBJECTS_SERVED) else {
+            return Vec::new();
+        };
+        let now: BTreeSet<ObjectKey> = loaded.objects.iter().map(|s| s.object.key()).collect();
+        prev.objects
+            .iter()
+            .filter(|e| !now.contains(&e.object.key()))
+            .cloned()
+            .collect()
     }
 
     /// The definition in force of an object (first definition wins, as
     /// [`Inputs::from_sourced`] decides it), and whether it has more than one.
     fn in_force(&self, key: &ObjectKey) -> (Option<Arc<Entry>>, bool) {
-        let defs = self.definitions(key);
-        let duplicated = defs.len() > 1;
-        let (one, _) = Inputs::from_sourced(defs.into_iter().cloned());
-        (one.entry(key).cloned(), duplicated)
+        match self.definitions(key).as_slice() {
+            [] => (None, false),
+            [one] => (Some(Arc::clone(one)), false),
+            defs => {
+                let (one, _) = Inputs::from_sourced(defs.iter().filter_map(|e| sourced(e)));
+                (one.entry(key).cloned(), true)
+            }
+        }
     }
 
     /// Every definition of an object, the one in force first.
-    fn definitions(&self, key: &ObjectKey) -> Vec<&crate::source::Sourced> {
+    fn definitions(&self, key: &ObjectKey) -> Vec<&Arc<Entry>> {
         self.owners
             .get(key)
             .into_iter()
             .flatten()
             .filter_map(|f| self.files.get(f))
-            .flat_map(|l| l.objects.iter().filter(|s| &s.object.key() == key))
+            .flat_map(|f| f.definitions(key))
             .collect()
     }
 
@@ -342,14 +439,22 @@ impl DirState {
         let mut errors: Vec<InputError> = self
             .files
             .values()
-            .flat_map(|l| l.errors.iter().cloned())
+            .flat_map(|f| f.errors.iter().cloned())
             .collect();
         for key in &self.duplicates {
             let defs = self.definitions(key);
-            errors.extend(Inputs::from_sourced(defs.into_iter().cloned()).1);
+            errors.extend(Inputs::from_sourced(defs.into_iter().filter_map(|e| sourced(e))).1);
         }
         errors
     }
+}
+
+/// A file's object as a source's definition (every object read from a file has an origin).
+fn sourced(e: &Entry) -> Option<Sourced> {
+    Some(Sourced {
+        object: e.object.clone(),
+        origin: e.origin.clone()?,
+    })
 }
 
 #[cfg(test)]
@@ -471,6 +576,44 @@ spec:
         std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
         fed.reload(dir.path(), Some(&["a.yaml"]));
         assert_eq!(fed.inputs.len(), 0, "a deleted file's objects go");
+    }
+
+    /// A file written in place in two halves is never read half-written: its first event
+    /// comes once the writer closes it (Linux: inotify's close-write).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_file_written_in_place_is_announced_when_its_writer_closes_it() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        for existing in [false, true] {
+            if existing {
+                std::fs::write(root.join("a.yaml"), "").unwrap();
+            }
+            let (_w, mut events) = watch(&root).unwrap();
+            let mut f = std::fs::File::create(root.join("a.yaml")).unwrap();
+            f.write_all(&KINGRESS.as_bytes()[..100]).unwrap();
+            f.flush().unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            assert!(
+                events.try_recv().is_err(),
+                "nothing while it is being written"
+            );
+            f.write_all(&KINGRESS.as_bytes()[100..]).unwrap();
+            drop(f);
+            let ev = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
+                .await
+                .expect("an event once closed");
+            assert_eq!(ev, Some(Some(PathBuf::from("a.yaml"))));
+            let loaded = files::load_file(&root, Path::new("a.yaml"));
+            assert_eq!(loaded.objects.len(), 2, "whole when announced");
+        }
+        // A rename over a manifest (an atomic replace) is announced at once.
+        let (_w, mut events) = watch(&root).unwrap();
+        std::fs::write(root.join(".tmp"), KINGRESS).unwrap();
+        std::fs::rename(root.join(".tmp"), root.join("a.yaml")).unwrap();
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await;
+        assert_eq!(ev.expect("renamed"), Some(Some(PathBuf::from("a.yaml"))));
     }
 
     #[test]

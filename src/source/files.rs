@@ -84,13 +84,13 @@ pub fn list_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Reads every manifest under `dir`.
+/// Reads every manifest under `dir` (on every core, see [`load_files`]).
 pub fn load_dir(dir: &Path) -> Loaded {
     let mut loaded = Loaded::default();
     match list_files(dir) {
         Ok(files) => {
-            for rel in files {
-                loaded.extend(load_file(dir, &rel));
+            for one in load_files(dir, &files) {
+                loaded.extend(one);
             }
         }
         Err(e) => loaded.errors.push(InputError {
@@ -102,6 +102,46 @@ pub fn load_dir(dir: &Path) -> Loaded {
         }),
     }
     loaded
+}
+
+/// Reads the given files (paths relative to `dir`) as [`load_file`] does, on one thread per
+/// core, each taking the next file not yet read; the results are in the order of `rels`.
+pub fn load_files(dir: &Path, rels: &[PathBuf]) -> Vec<Loaded> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(rels.len());
+    if threads <= 1 {
+        return rels.iter().map(|rel| load_file(dir, rel)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut out: Vec<Option<Loaded>> = vec![None; rels.len()];
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut read = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(rel) = rels.get(i) else {
+                            return read;
+                        };
+                        read.push((i, load_file(dir, rel)));
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            // A worker's panic is the caller's, as it would be on one thread.
+            let read = w.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            for (i, loaded) in read {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(loaded);
+                }
+            }
+        }
+    });
+    out.into_iter().map(Option::unwrap_or_default).collect()
 }
 
 /// Reads one file, `rel` being its path relative to `dir`. A missing file reads as empty.
@@ -164,7 +204,7 @@ pub fn parse_text(file: &Path, text: &str) -> Loaded {
                 .errors
                 .push(parse_error(origin(doc_no, None), message)),
             Ok(serde_json::Value::Null) => {}
-            Ok(value) => {
+            Ok(mut value) => {
                 let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
                 let is_list = kind == "List"
                     || (value.get("items").is_some_and(|i| i.is_array()) && kind.ends_with("List"));
@@ -172,17 +212,19 @@ pub fn parse_text(file: &Path, text: &str) -> Loaded {
                     push_one(&mut loaded, value, origin(doc_no, None));
                     continue;
                 }
-                match value.get("items") {
+                let kind = kind.to_string();
+                // The items are moved out of the list, not copied.
+                match value.get_mut("items").map(serde_json::Value::take) {
                     Some(serde_json::Value::Array(items)) => {
-                        for (j, item) in items.iter().enumerate() {
+                        for (j, item) in items.into_iter().enumerate() {
                             if item.is_object() {
-                                push_one(&mut loaded, item.clone(), origin(doc_no, Some(j)));
+                                push_one(&mut loaded, item, origin(doc_no, Some(j)));
                             } else if !item.is_null() {
                                 loaded.errors.push(parse_error(
                                     origin(doc_no, Some(j)),
                                     format!(
                                         "a {kind} item must be an object (a mapping), not {}",
-                                        json_type(item)
+                                        json_type(&item)
                                     ),
                                 ));
                             }
@@ -193,7 +235,7 @@ pub fn parse_text(file: &Path, text: &str) -> Loaded {
                         origin(doc_no, None),
                         format!(
                             "the items of a {kind} must be a list, not {}",
-                            json_type(other)
+                            json_type(&other)
                         ),
                     )),
                 }

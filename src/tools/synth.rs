@@ -206,16 +206,35 @@ impl Synth {
             serde_json::to_vec(&list(self.gateway_services()))?,
         )?;
         for n in 0..self.namespaces {
-            let items: Vec<Value> = (n..self.services)
-                .step_by(self.namespaces)
-                .flat_map(|i| self.service(i, 90))
-                .collect();
             std::fs::write(
                 dir.join(format!("ns-{n}.json")),
-                serde_json::to_vec(&list(items))?,
+                serde_json::to_vec(&self.namespace_list(n, 0))?,
             )?;
         }
         Ok(())
+    }
+
+    /// The `List` of namespace `n`'s objects, as [`Synth::write_dir`] writes it to
+    /// `ns-<n>.json`, with one address of the first revision of its first service moved to
+    /// `variant` (0: as written).
+    pub fn namespace_list(&self, n: usize, variant: usize) -> Value {
+        let items: Vec<Value> = (n..self.services)
+            .step_by(self.namespaces)
+            .flat_map(|i| {
+                let mut objs = self.service(i, 90);
+                if i == n && variant != 0 {
+                    let moved = self.endpoints(i, 0, variant);
+                    let same = |o: &&mut Value| {
+                        o["kind"] == "Endpoints" && o["metadata"] == moved["metadata"]
+                    };
+                    if let Some(o) = objs.iter_mut().find(same) {
+                        *o = moved;
+                    }
+                }
+                objs
+            })
+            .collect();
+        json!({"apiVersion": "v1", "kind": "List", "items": items})
     }
 }
 
