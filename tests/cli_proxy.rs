@@ -19,46 +19,16 @@ use common::pki::{Ca, SERVER_NAME};
 use common::*;
 use serde_json::Value;
 
-const HOST: &str = "secure.default.example.com";
+const HOST: &str = SECURE_HOST;
 const POD: &str = "istio-ingressgateway-0";
 const NODE: &str =
     "router~127.0.0.1~istio-ingressgateway-0.istio-system~istio-system.svc.cluster.local";
 const GATEWAY: &str = "knative-serving/knative-ingress-gateway";
 
-const KINGRESS: &str = r#"apiVersion: networking.internal.knative.dev/v1alpha1
-kind: Ingress
-metadata:
-  name: secure
-  namespace: default
-  annotations: {networking.knative.dev/ingress.class: knative-pilot.ingress.networking.knative.dev}
-spec:
-  tls:
-  - hosts: [secure.default.example.com]
-    secretName: secure-tls
-    secretNamespace: istio-system
-  rules:
-  - hosts: [secure.default.example.com]
-    visibility: ExternalIP
-    http:
-      paths:
-      - splits:
-        - {serviceNamespace: default, serviceName: secure-00001, servicePort: 80, percent: 100}
-"#;
-
-/// The tls-redirect fixture's Secret, in the gateway's namespace (as net-istio copies it).
-fn secret_yaml() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/testdata/tls-redirect/input/secret.yaml"
-    ))
-    .expect("secret fixture")
-    .replace("namespace: default", "namespace: istio-system")
-}
-
 /// Pieces of the Secret's private key as they could leak: the base64 of its PEM (what
 /// `inline_bytes` would hold) and a line of the PEM body (what `inline_string` would hold).
 fn key_fragments() -> Vec<String> {
-    let yaml = secret_yaml();
+    let yaml = secure_secret_yaml();
     let b64 = yaml
         .lines()
         .find_map(|l| l.trim().strip_prefix("tls.key: "))
@@ -145,18 +115,12 @@ fn json_names(text: &str, field: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_status_and_proxy_config_show_what_a_real_gateway_was_sent() {
     let backend = Backend::start("secure-00001").await;
-    let (http_port, https_port, local_port) = (free_port(), free_port(), free_port());
-    let dir = ManifestDir::new();
-    dir.write(
-        "gateways.yaml",
-        &gateway_services_with(http_port, Some(https_port), local_port),
-    );
-    dir.write("secret.yaml", &secret_yaml());
-    dir.write(
-        "rev.yaml",
-        &revision_service("default", "secure-00001", &[backend.port()], false),
-    );
-    dir.write("kingress.yaml", KINGRESS);
+    let SecureSite {
+        dir,
+        http_port,
+        https_port,
+        ..
+    } = secure_site(backend.port(), None);
     let ca = Ca::new("mesh root");
     let certs = tempfile::tempdir().expect("tempdir");
     let (cert, key) = ca.server("server").write(certs.path(), "server");

@@ -20,39 +20,7 @@ use common::pki::{der_of, presented_cert, Ca, Pem, SERVER_NAME};
 use common::*;
 
 const GW_SA: &str = "system:serviceaccount:istio-system:istio-ingressgateway";
-const HOST: &str = "secure.default.example.com";
-
-/// The tls-redirect fixture's Secret (an obviously-test key), moved into the gateway's namespace
-/// as net-istio does.
-fn secret_yaml() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/testdata/tls-redirect/input/secret.yaml"
-    ))
-    .expect("secret fixture")
-    .replace("namespace: default", "namespace: istio-system")
-}
-
-const KINGRESS: &str = r#"apiVersion: networking.internal.knative.dev/v1alpha1
-kind: Ingress
-metadata:
-  name: secure
-  namespace: default
-  annotations: {networking.knative.dev/ingress.class: knative-pilot.ingress.networking.knative.dev}
-spec:
-  httpOption: Redirected
-  tls:
-  - hosts: [secure.default.example.com]
-    secretName: secure-tls
-    secretNamespace: istio-system
-  rules:
-  - hosts: [secure.default.example.com]
-    visibility: ExternalIP
-    http:
-      paths:
-      - splits:
-        - {serviceNamespace: default, serviceName: secure-00001, servicePort: 80, percent: 100}
-"#;
+const HOST: &str = SECURE_HOST;
 
 struct Setup {
     _backend: Backend,
@@ -67,18 +35,12 @@ struct Setup {
 
 async fn setup() -> Setup {
     let b = Backend::start("secure-00001").await;
-    let (http_port, https_port, local_port) = (free_port(), free_port(), free_port());
-    let dir = ManifestDir::new();
-    dir.write(
-        "gateways.yaml",
-        &gateway_services_with(http_port, Some(https_port), local_port),
-    );
-    dir.write("secret.yaml", &secret_yaml());
-    dir.write(
-        "rev.yaml",
-        &revision_service("default", "secure-00001", &[b.port()], false),
-    );
-    dir.write("kingress.yaml", KINGRESS);
+    let SecureSite {
+        dir,
+        http_port,
+        https_port,
+        ..
+    } = secure_site(b.port(), Some("Redirected"));
     let ca = Ca::new("mesh root");
     let certs = tempfile::tempdir().expect("tempdir");
     let (cert, key) = ca.server("server-v1").write(certs.path(), "server");
@@ -134,7 +96,7 @@ fn path(p: &Path) -> String {
 
 /// The Secret's certificate (what Envoy must present for HOST).
 fn secret_cert() -> rustls::pki_types::CertificateDer<'static> {
-    secret_certificate(&secret_yaml())
+    secret_certificate(&secure_secret_yaml())
 }
 
 /// GET https://HOST/tls through the gateway (the Secret's certificate pinned): 200 from the
@@ -323,7 +285,7 @@ async fn server_certificate_rotation_keeps_streams_and_serves_new_handshakes() {
     assert_https_ok(s.https_port).await;
     s.dir.write(
         "kingress2.yaml",
-        &KINGRESS
+        &secure_kingress(Some("Redirected"))
             .replace("name: secure\n", "name: secure2\n")
             .replace("secure.default.example.com", "secure2.default.example.com"),
     );

@@ -394,3 +394,75 @@ spec:
     }
     s
 }
+
+/// The host [`secure_site`] serves over HTTPS.
+pub const SECURE_HOST: &str = "secure.default.example.com";
+
+/// The tls-redirect fixture's Secret (an obviously-test key), in the gateway's namespace, as
+/// net-istio copies it.
+pub fn secure_secret_yaml() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/tls-redirect/input/secret.yaml"
+    ))
+    .expect("secret fixture")
+    .replace("namespace: default", "namespace: istio-system")
+}
+
+/// A KIngress of our class serving [`SECURE_HOST`] with that Secret to revision Service
+/// `default/secure-00001`; `http_option` is its `httpOption` (e.g. `Redirected`).
+pub fn secure_kingress(http_option: Option<&str>) -> String {
+    let option = http_option.map_or(String::new(), |o| format!("  httpOption: {o}\n"));
+    format!(
+        r#"apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: secure
+  namespace: default
+  annotations: {{networking.knative.dev/ingress.class: knative-pilot.ingress.networking.knative.dev}}
+spec:
+{option}  tls:
+  - hosts: [{SECURE_HOST}]
+    secretName: secure-tls
+    secretNamespace: istio-system
+  rules:
+  - hosts: [{SECURE_HOST}]
+    visibility: ExternalIP
+    http:
+      paths:
+      - splits:
+        - {{serviceNamespace: default, serviceName: secure-00001, servicePort: 80, percent: 100}}
+"#
+    )
+}
+
+/// A manifest directory serving [`SECURE_HOST`] over HTTPS: the gateway Services (on free
+/// ports), the Secret, revision Service `secure-00001` at `backend_port` and
+/// [`secure_kingress`].
+pub struct SecureSite {
+    pub dir: ManifestDir,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub local_port: u16,
+}
+
+pub fn secure_site(backend_port: u16, http_option: Option<&str>) -> SecureSite {
+    let (http_port, https_port, local_port) = (free_port(), free_port(), free_port());
+    let dir = ManifestDir::new();
+    dir.write(
+        "gateways.yaml",
+        &gateway_services_with(http_port, Some(https_port), local_port),
+    );
+    dir.write("secret.yaml", &secure_secret_yaml());
+    dir.write(
+        "rev.yaml",
+        &revision_service("default", "secure-00001", &[backend_port], false),
+    );
+    dir.write("kingress.yaml", &secure_kingress(http_option));
+    SecureSite {
+        dir,
+        http_port,
+        https_port,
+        local_port,
+    }
+}
