@@ -108,31 +108,6 @@ impl Cluster {
     }
 }
 
-/// CPU time of every thread of a process so far (ns).
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(|t| t.ok())
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// Waits until Envoy's CPU time stops growing (50 ms with under 1 ms more), returns it.
-async fn settled_cpu(pid: u32) -> u64 {
-    let mut last = cpu_ns(pid);
-    loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = cpu_ns(pid);
-        if now - last < 1_000_000 {
-            return now;
-        }
-        last = now;
-    }
-}
-
 /// A connection to Envoy's listener, once it listens.
 async fn connect(port: u16) -> HttpClient {
     loop {
@@ -355,12 +330,12 @@ async fn run(n: usize, extra: Vec<String>) {
         ("one endpoint moved", 50, Some(moved.port())),
     ] {
         let g0 = acked_after(&server, 0).await;
-        let cpu0 = settled_cpu(pid).await;
+        let cpu0 = cpu_settled(pid, Duration::from_millis(50), 1_000_000).await;
         let t = Instant::now();
         cluster.write(dir.path(), 0, split, moved_to);
         acked_after(&server, g0).await;
         let acked = t.elapsed();
-        let cpu = settled_cpu(pid).await - cpu0;
+        let cpu = cpu_settled(pid, Duration::from_millis(50), 1_000_000).await - cpu0;
         println!(
             "| N={n}: {what}: file write until Envoy ACKed (incl. 100 ms debounce) | {} |",
             ms(acked)

@@ -52,18 +52,6 @@ async fn acked_after(server: &Server, after: u64, polls: &mut Vec<f64>) -> u64 {
     }
 }
 
-/// CPU time of every thread of a process so far (ns).
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(|t| t.ok())
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// Seconds since the epoch, as the log's timestamps are read.
 fn now_s() -> f64 {
     SystemTime::now()
@@ -135,15 +123,7 @@ async fn run(n: usize, rounds: usize, extra: Vec<String>) {
     // Envoy keeps working on the first config after its ACK (at 10,000 services, seconds):
     // the rounds start once it is idle.
     let pid = envoy.pid().expect("envoy pid");
-    let mut last = cpu_ns(pid);
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = cpu_ns(pid);
-        if now - last < 2_000_000 {
-            break;
-        }
-        last = now;
-    }
+    cpu_settled(pid, Duration::from_millis(200), 2_000_000).await;
 
     // (rename instant as seconds of the day, total seconds) per round.
     let mut writes: Vec<(f64, f64)> = Vec::new();

@@ -59,4 +59,4 @@ pub use tls::{
     https_get, pem_certs, secret_certificate, testdata_secret_yaml, try_https_get, TlsResponse,
     Trust,
 };
-pub use util::{eventually, free_port, wait_until};
+pub use util::{cpu_ns, cpu_settled, eventually, free_port, wait_until};

@@ -70,3 +70,29 @@ where
 }
 
 pub(crate) use knative_pilot::tools::envoy_bin::run_with_timeout;
+
+/// CPU time of every thread of a process so far (ns), from `/proc/<pid>/task/*/schedstat`; 0
+/// when it cannot be read.
+pub fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Waits until a process's CPU time grows by less than `under_ns` over one `every`; returns it.
+pub async fn cpu_settled(pid: u32, every: Duration, under_ns: u64) -> u64 {
+    let mut last = cpu_ns(pid);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = cpu_ns(pid);
+        if now - last < under_ns {
+            return now;
+        }
+        last = now;
+    }
+}
