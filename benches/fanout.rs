@@ -3,10 +3,16 @@
 //! (wildcard) and to the load assignments of its gateway; then one endpoint changes and we
 //! measure the time until every stream has received the new assignment.
 //!
-//! `cargo bench --bench fanout -- [STREAMS] [N] [plain|tls|both]` (defaults: 1000 streams, 1000
-//! services, plain). `tls` connects every stream over the TLS xDS listener with mutual TLS (a
-//! test CA, a SPIFFE client certificate of `istio-system`, as an istio-proxy gateway would);
-//! `both` measures plaintext and then TLS in the same run and prints their ratio.
+//! `cargo bench --bench fanout -- [STREAMS] [N] [ROUNDS]` (defaults: 1000 streams, 1000 services,
+//! 5 rounds): the clients run in a child process (`fanout-clients`, see `fanout/remote.rs`), and
+//! the floor, as many loopback sockets between the same two processes written the same bytes, is
+//! measured in the same run.
+//!
+//! `cargo bench --bench fanout -- [STREAMS] [N] plain|tls|both`: the clients in the server's
+//! process (tonic clients sharing its runtime). `tls` connects every stream over the TLS xDS
+//! listener with mutual TLS (a test CA, a SPIFFE client certificate of `istio-system`, as an
+//! istio-proxy gateway would); `both` measures plaintext and then TLS in the same run and prints
+//! their ratio.
 //!
 //! `cargo bench --bench fanout -- idle [STREAMS] [N]` (defaults: 100 streams, 10,000 services):
 //! what an idle stream costs the server. The clients run in a child process (this binary again,
@@ -20,6 +26,8 @@
 #[path = "../tests/common/pki.rs"]
 #[allow(dead_code)]
 mod pki;
+#[path = "fanout/remote.rs"]
+mod remote;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, Write};
@@ -111,6 +119,14 @@ fn main() {
         rt.block_on(idle_clients(addr, args[0], &raw[3]));
         return;
     }
+    if raw.first().map(String::as_str) == Some("fanout-clients") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(remote::clients(&raw[1..]));
+        return;
+    }
     if raw.iter().any(|a| a == "idle") {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -125,12 +141,17 @@ fn main() {
     let n = args.get(1).copied().unwrap_or(1000);
     let mode = raw
         .iter()
-        .find(|a| ["plain", "tls", "both"].contains(&a.as_str()))
-        .map_or("plain", String::as_str);
+        .find(|a| ["remote", "plain", "tls", "both"].contains(&a.as_str()))
+        .map_or("remote", String::as_str);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
+    if mode == "remote" {
+        let rounds = args.get(2).copied().unwrap_or(5);
+        rt.block_on(remote::run(streams, n, rounds));
+        return;
+    }
     let mut results = Vec::new();
     for tls in [false, true] {
         if (mode == "plain" && tls) || (mode == "tls" && !tls) {
@@ -249,8 +270,7 @@ async fn run(streams: usize, n: usize, use_tls: bool) -> Figures {
     match &tls {
         None => {
             tokio::spawn(
-                server
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+                server.serve_with_incoming(knative_pilot::xds::server::plain_incoming(listener)),
             );
         }
         Some(t) => {
@@ -418,7 +438,7 @@ async fn idle(streams: usize, n: usize) {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(svc.server())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(knative_pilot::xds::server::plain_incoming(listener)),
     );
     let snapshot_bytes: usize = {
         let labels = [("istio".to_string(), "ingressgateway".to_string())].into();

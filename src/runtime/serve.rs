@@ -277,8 +277,11 @@ impl Servers {
     /// HTTP server.
     fn spawn(self, listeners: Listeners, stop: &Stop) -> Vec<JoinHandle<()>> {
         let metrics = Arc::new(super::metrics::Metrics::new());
+        // One body cache for both listeners: a gateway's replicas may use either.
+        let encoder = Arc::new(crate::xds::encoder::Encoder::new());
         let ads = || {
             AdsService::new(self.hub.clone(), self.registry.clone())
+                .with_encoder(encoder.clone())
                 .with_shutdown(stop.receiver())
                 .with_observer(metrics.clone())
                 .with_auth(self.auth.clone())
@@ -294,7 +297,7 @@ impl Servers {
             let xds = builder()
                 .add_service(ads().server())
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(l),
+                    crate::xds::server::plain_incoming(l),
                     stop.stopped(),
                 );
             tasks.push(tokio::spawn(async move {

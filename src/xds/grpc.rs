@@ -11,6 +11,10 @@
 //! it is decoded ([`Requests`], with the `--xds-max-request-bytes` limit), so an idle stream
 //! holds only its connection state. Metadata and connection extensions (the TLS peer) reach the
 //! service as with the generated server.
+//!
+//! A response's body is encoded once for every stream that sends the same resources
+//! ([`super::encoder::Encoder`], one per service): each stream writes the gRPC prefix, the
+//! shared body bytes and its own nonce field.
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -27,6 +31,8 @@ use tonic::codegen::{http, BoxFuture, Service};
 use tonic::server::NamedService;
 use tonic::Status;
 
+use super::conn::Wire;
+use super::encoder::Encoder;
 use super::server::AdsService;
 use super::ConfigSource;
 
@@ -40,6 +46,7 @@ pub struct AdsGrpc<T> {
     inner: Arc<T>,
     max_request: usize,
     max_response: usize,
+    encoder: Arc<Encoder>,
 }
 
 impl<T> Clone for AdsGrpc<T> {
@@ -48,6 +55,7 @@ impl<T> Clone for AdsGrpc<T> {
             inner: self.inner.clone(),
             max_request: self.max_request,
             max_response: self.max_response,
+            encoder: self.encoder.clone(),
         }
     }
 }
@@ -56,10 +64,21 @@ impl<T> AdsGrpc<T> {
     /// Requests above `max_request` bytes end their stream (RESOURCE_EXHAUSTED, from tonic's
     /// decoder); a response above `max_response` ends it with OUT_OF_RANGE.
     pub fn new(inner: T, max_request: usize, max_response: usize) -> Self {
+        Self::with_encoder(inner, max_request, max_response, Arc::default())
+    }
+
+    /// As [`AdsGrpc::new`], sharing `encoder` (another listener's) for response bodies.
+    pub fn with_encoder(
+        inner: T,
+        max_request: usize,
+        max_response: usize,
+        encoder: Arc<Encoder>,
+    ) -> Self {
         AdsGrpc {
             inner: Arc::new(inner),
             max_request,
             max_response,
+            encoder,
         }
     }
 }
@@ -78,7 +97,7 @@ impl<S: ConfigSource> Service<http::Request<Body>> for AdsGrpc<AdsService<S>> {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let inner = self.inner.clone();
+        let (inner, encoder) = (self.inner.clone(), self.encoder.clone());
         let (max_request, max_response) = (self.max_request, self.max_response);
         Box::pin(async move {
             Ok(match req.uri().path() {
@@ -86,13 +105,13 @@ impl<S: ConfigSource> Service<http::Request<Body>> for AdsGrpc<AdsService<S>> {
                     let r = inner
                         .sotw(decode::<DiscoveryRequest>(req, max_request))
                         .await;
-                    respond(r, max_response)
+                    respond(r, max_response, encoder)
                 }
                 DELTA => {
                     let r = inner
                         .delta(decode::<DeltaDiscoveryRequest>(req, max_request))
                         .await;
-                    respond(r, max_response)
+                    respond(r, max_response, encoder)
                 }
                 _ => Status::unimplemented("").into_http(),
             })
@@ -198,10 +217,13 @@ impl<M: prost::Message + Default> Stream for Requests<M> {
     }
 }
 
-fn respond<S, M>(r: Result<S, Status>, max_response: usize) -> http::Response<Body>
+fn respond<S>(
+    r: Result<S, Status>,
+    max_response: usize,
+    encoder: Arc<Encoder>,
+) -> http::Response<Body>
 where
-    S: Stream<Item = Result<M, Status>> + Send + 'static,
-    M: prost::Message + 'static,
+    S: Stream<Item = Result<Wire, Status>> + Send + 'static,
 {
     match r {
         Err(status) => status.into_http(),
@@ -209,6 +231,8 @@ where
             let mut http = http::Response::new(Body::new(Frames {
                 stream: Box::pin(stream),
                 max_response,
+                encoder,
+                queued: Vec::new(),
                 done: false,
             }));
             http.headers_mut().insert(
@@ -220,15 +244,21 @@ where
     }
 }
 
-/// A response body: one gRPC frame (flag, length, message) per message, each in its own
-/// buffer, then the trailers (`grpc-status`).
-struct Frames<M> {
-    stream: Pin<Box<dyn Stream<Item = Result<M, Status>> + Send>>,
+/// A response body: one gRPC frame (flag, length, message) per message, written as its prefix,
+/// its shared body and its nonce field ([`Encoder::frames`]), then the trailers
+/// (`grpc-status`).
+struct Frames {
+    stream: Pin<Box<dyn Stream<Item = Result<Wire, Status>> + Send>>,
     max_response: usize,
+    encoder: Arc<Encoder>,
+    /// The rest of the current message's chunks, last first.
+    queued: Vec<Bytes>,
     done: bool,
 }
 
-/// The gRPC frame of one message: uncompressed flag, big-endian length, the message.
+/// The gRPC frame of one message in one buffer: uncompressed flag, big-endian length, the
+/// message (the shape [`Encoder::frames`] writes in three parts).
+#[cfg(test)]
 fn frame<M: prost::Message>(m: &M, max: usize) -> Result<Bytes, Status> {
     let len = m.encoded_len();
     if len > max || len > u32::MAX as usize {
@@ -252,7 +282,7 @@ fn trailers(status: &Status) -> http::HeaderMap {
     h
 }
 
-impl<M: prost::Message> http_body::Body for Frames<M> {
+impl http_body::Body for Frames {
     type Data = Bytes;
     type Error = Status;
 
@@ -260,14 +290,23 @@ impl<M: prost::Message> http_body::Body for Frames<M> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(b) = self.queued.pop() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
         if self.done {
             return Poll::Ready(None);
         }
         let max = self.max_response;
         match self.stream.as_mut().poll_next(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(m))) => match frame(&m, max) {
-                Ok(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            Poll::Ready(Some(Ok(w))) => match self.encoder.frames(&w, max) {
+                Ok([prefix, body, nonce]) => {
+                    self.queued = [nonce, body]
+                        .into_iter()
+                        .filter(|b| !b.is_empty())
+                        .collect();
+                    Poll::Ready(Some(Ok(Frame::data(prefix))))
+                }
                 Err(status) => {
                     self.done = true;
                     Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))))
@@ -288,7 +327,7 @@ impl<M: prost::Message> http_body::Body for Frames<M> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        self.done && self.queued.is_empty()
     }
 }
 

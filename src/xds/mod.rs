@@ -9,6 +9,7 @@ use std::sync::Arc;
 pub mod auth;
 pub mod conn;
 pub mod dump;
+pub mod encoder;
 pub mod grpc;
 pub mod limits;
 pub mod observe;

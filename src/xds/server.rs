@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::protobuf::value::Kind;
 use prost::Message;
 use tokio::sync::{mpsc, watch};
@@ -25,7 +23,8 @@ use tracing::Instrument;
 
 use super::auth::policy::{foreign_gateway, GatewayAllowList};
 use super::auth::{Authenticator, Caller, DenyReason, PeerInfo, SecretFilter};
-use super::conn::{ConnStatus, DeltaConnection, Event, Mode, SotwConnection, Step};
+use super::conn::{ConnStatus, DeltaConnection, Event, Mode, SotwConnection, Step, Wire};
+use super::encoder::Encoder;
 use super::limits::Limits;
 use super::observe::{LogObserver, Observers, Push, StreamObserver};
 use super::resource::type_short;
@@ -41,6 +40,20 @@ pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
 /// Responses buffered per stream before the state machine waits for the client to read: a
 /// client that never reads holds one response here (and the one being written to it).
 const RESPONSE_BUFFER: usize = 1;
+
+/// The plaintext listener's connections, each with `TCP_NODELAY` set as the TLS listener's are
+/// (`auth::tls::incoming`): a response written in several frames, or right after the previous
+/// one, goes out at once instead of waiting for the peer to acknowledge what was sent before
+/// (Nagle's algorithm, which with the peer's delayed ACK holds a small write for up to 40 ms).
+pub fn plain_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    })
+}
 
 /// Derive who is asking from the Envoy node.
 ///
@@ -86,65 +99,48 @@ pub fn proxy_identity(node: &Node) -> ProxyIdentity {
 /// What the stream driver needs from a state machine (SotW or Delta).
 trait Machine: Send + 'static {
     type Req: Message + Default + Send + 'static;
-    type Resp: Message + Send + 'static;
     fn new(snap: Arc<Snapshot>, limits: Limits) -> Self;
     fn node(req: &Self::Req) -> Option<&Node>;
-    fn on_request(&mut self, req: Self::Req) -> Step<Self::Resp>;
-    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<Self::Resp>;
+    fn on_request(&mut self, req: Self::Req) -> Step<Wire>;
+    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<Wire>;
     fn status(&self) -> ConnStatus;
-    /// (type_url, resources, removed, version, nonce) for the push log line.
-    fn describe(resp: &Self::Resp) -> (&str, usize, usize, &str, &str);
 }
 
 impl Machine for SotwConnection {
     type Req = DiscoveryRequest;
-    type Resp = DiscoveryResponse;
     fn new(snap: Arc<Snapshot>, limits: Limits) -> Self {
         SotwConnection::with_limits(snap, limits)
     }
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
     }
-    fn on_request(&mut self, req: DiscoveryRequest) -> Step<DiscoveryResponse> {
-        SotwConnection::on_request(self, req)
+    fn on_request(&mut self, req: DiscoveryRequest) -> Step<Wire> {
+        self.on_request_wire(req)
     }
-    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<DiscoveryResponse> {
-        SotwConnection::on_snapshot(self, snap)
+    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<Wire> {
+        self.on_snapshot_wire(snap)
     }
     fn status(&self) -> ConnStatus {
         SotwConnection::status(self)
-    }
-    fn describe(r: &DiscoveryResponse) -> (&str, usize, usize, &str, &str) {
-        (&r.type_url, r.resources.len(), 0, &r.version_info, &r.nonce)
     }
 }
 
 impl Machine for DeltaConnection {
     type Req = DeltaDiscoveryRequest;
-    type Resp = DeltaDiscoveryResponse;
     fn new(snap: Arc<Snapshot>, limits: Limits) -> Self {
         DeltaConnection::with_limits(snap, limits)
     }
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
     }
-    fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Step<DeltaDiscoveryResponse> {
-        DeltaConnection::on_request(self, req)
+    fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Step<Wire> {
+        self.on_request_wire(req)
     }
-    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<DeltaDiscoveryResponse> {
-        DeltaConnection::on_snapshot(self, snap)
+    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<Wire> {
+        self.on_snapshot_wire(snap)
     }
     fn status(&self) -> ConnStatus {
         DeltaConnection::status(self)
-    }
-    fn describe(r: &DeltaDiscoveryResponse) -> (&str, usize, usize, &str, &str) {
-        (
-            &r.type_url,
-            r.resources.len(),
-            r.removed_resources.len(),
-            &r.system_version_info,
-            &r.nonce,
-        )
     }
 }
 
@@ -157,6 +153,7 @@ pub struct AdsService<S: ConfigSource> {
     auth: Arc<Authenticator>,
     gateway_allow: Arc<GatewayAllowList>,
     limits: Limits,
+    encoder: Arc<Encoder>,
 }
 
 impl<S: ConfigSource> AdsService<S> {
@@ -169,7 +166,14 @@ impl<S: ConfigSource> AdsService<S> {
             auth: Arc::new(Authenticator::default()),
             gateway_allow: Arc::new(GatewayAllowList::istio_default()),
             limits: Limits::default(),
+            encoder: Arc::default(),
         }
+    }
+
+    /// Share `encoder` (another service's) for response bodies ([`super::encoder`]).
+    pub fn with_encoder(mut self, encoder: Arc<Encoder>) -> Self {
+        self.encoder = encoder;
+        self
     }
 
     /// Bound what each client may cost (default: [`Limits::default`]).
@@ -245,7 +249,8 @@ impl<S: ConfigSource> AdsService<S> {
     /// stream before it is read), responses up to [`MAX_MESSAGE_SIZE`].
     pub fn server(self) -> super::grpc::AdsGrpc<Self> {
         let max_request = self.limits.max_request_bytes;
-        super::grpc::AdsGrpc::new(self, max_request, MAX_MESSAGE_SIZE)
+        let encoder = self.encoder.clone();
+        super::grpc::AdsGrpc::with_encoder(self, max_request, MAX_MESSAGE_SIZE, encoder)
     }
 
     async fn start<M: Machine, I: Incoming<M::Req>>(
@@ -253,7 +258,7 @@ impl<S: ConfigSource> AdsService<S> {
         mut incoming: I,
         mode: Mode,
         caller: Caller,
-    ) -> Result<ReceiverStream<Result<M::Resp, Status>>, Status> {
+    ) -> Result<ReceiverStream<Result<Wire, Status>>, Status> {
         let max_request = self.limits.max_request_bytes;
         let first = match incoming
             .next()
@@ -417,17 +422,20 @@ async fn shutdown_requested(rx: &mut Option<watch::Receiver<bool>>) {
 /// once handed to the stream, with its push time measured from `event_at` (when the request or
 /// snapshot that caused it arrived).
 async fn forward<S: ConfigSource, M: Machine>(
-    tx: &mpsc::Sender<Result<M::Resp, Status>>,
-    out: Vec<M::Resp>,
+    tx: &mpsc::Sender<Result<Wire, Status>>,
+    out: Vec<Wire>,
     shutdown: &mut Option<watch::Receiver<bool>>,
     reporter: &Reporter<S>,
     event_at: Instant,
 ) -> bool {
     for resp in out {
         let bytes = resp.encoded_len();
-        let (type_url, resources, removed, version, nonce) = M::describe(&resp);
-        let (type_url, version, nonce) =
-            (type_url.to_string(), version.to_string(), nonce.to_string());
+        let (resources, removed) = (resp.resources.len(), resp.removed.len());
+        let (type_url, version, nonce) = (
+            resp.type_url.clone(),
+            resp.version.clone(),
+            resp.nonce.clone(),
+        );
         let span = tracing::info_span!(
             "push",
             xds_type = type_short(&type_url),
@@ -456,7 +464,7 @@ async fn forward<S: ConfigSource, M: Machine>(
 
 /// Ends the stream with the limit an input went past, if any (true when it did).
 async fn refuse<M: Machine>(
-    tx: &mpsc::Sender<Result<M::Resp, Status>>,
+    tx: &mpsc::Sender<Result<Wire, Status>>,
     refused: Option<super::limits::LimitExceeded>,
 ) -> bool {
     let Some(e) = refused else {
@@ -536,7 +544,7 @@ async fn drive<S: ConfigSource, M: Machine, I: Incoming<M::Req>>(
     mut incoming: I,
     first: M::Req,
     mut snaps: watch::Receiver<Arc<Snapshot>>,
-    tx: mpsc::Sender<Result<M::Resp, Status>>,
+    tx: mpsc::Sender<Result<Wire, Status>>,
     mut reporter: Reporter<S>,
     mut shutdown: Option<watch::Receiver<bool>>,
 ) {
@@ -635,7 +643,7 @@ impl<S: ConfigSource> AdsService<S> {
     pub(super) async fn sotw<I: Incoming<DiscoveryRequest>>(
         &self,
         request: Request<I>,
-    ) -> Result<ReceiverStream<Result<DiscoveryResponse, Status>>, Status> {
+    ) -> Result<ReceiverStream<Result<Wire, Status>>, Status> {
         let (peer, authorization) = credentials(&request);
         let caller = self.authenticate(peer, authorization).await?;
         self.start::<SotwConnection, I>(request.into_inner(), Mode::Sotw, caller)
@@ -646,7 +654,7 @@ impl<S: ConfigSource> AdsService<S> {
     pub(super) async fn delta<I: Incoming<DeltaDiscoveryRequest>>(
         &self,
         request: Request<I>,
-    ) -> Result<ReceiverStream<Result<DeltaDiscoveryResponse, Status>>, Status> {
+    ) -> Result<ReceiverStream<Result<Wire, Status>>, Status> {
         let (peer, authorization) = credentials(&request);
         let caller = self.authenticate(peer, authorization).await?;
         self.start::<DeltaConnection, I>(request.into_inner(), Mode::Delta, caller)
@@ -681,6 +689,24 @@ mod tests {
                 fields: pairs.iter().map(|(k, v)| (k.to_string(), s(v))).collect(),
             })),
         }
+    }
+
+    #[tokio::test]
+    async fn plaintext_connections_are_accepted_with_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut incoming = std::pin::pin!(plain_incoming(listener));
+        let accepted = incoming
+            .next()
+            .await
+            .expect("a connection")
+            .expect("accepted");
+        assert!(accepted.nodelay().expect("nodelay"));
+        // What the plain listener would give without it.
+        assert!(!client.nodelay().expect("nodelay"));
     }
 
     #[test]

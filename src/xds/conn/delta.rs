@@ -5,15 +5,15 @@
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as PbResource,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
-use prost::Message;
 
 use std::collections::BTreeSet;
 
 use super::core::{Core, Outgoing, Subscription, Versions};
 use super::held::Held;
 use super::names::Names;
+use super::wire::Wire;
 use super::{ConnStatus, Mode, Step};
 use crate::xds::limits::Limits;
 use crate::xds::resource::{Resource, ResourceMap, Snapshot, CLUSTER, ENDPOINT};
@@ -38,6 +38,12 @@ impl DeltaConnection {
 
     /// Handle one request from the Envoy; returns the responses to send, in order.
     pub fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Step<DeltaDiscoveryResponse> {
+        self.on_request_wire(req).map(|w| w.to_delta())
+    }
+
+    /// [`DeltaConnection::on_request`], the responses by reference to the snapshot (what the ADS
+    /// shell encodes and sends).
+    pub fn on_request_wire(&mut self, req: DeltaDiscoveryRequest) -> Step<Wire> {
         let out = self.handle_request(req);
         self.core.refresh_acked();
         self.step(out)
@@ -139,11 +145,16 @@ impl DeltaConnection {
 
     /// A new target snapshot for this proxy.
     pub fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<DeltaDiscoveryResponse> {
+        self.on_snapshot_wire(snap).map(|w| w.to_delta())
+    }
+
+    /// [`DeltaConnection::on_snapshot`], the responses by reference to the snapshot.
+    pub fn on_snapshot_wire(&mut self, snap: Arc<Snapshot>) -> Step<Wire> {
         let out = self.core.retarget(snap);
         self.step(out)
     }
 
-    fn step(&mut self, out: Vec<Outgoing>) -> Step<DeltaDiscoveryResponse> {
+    fn step(&mut self, out: Vec<Outgoing>) -> Step<Wire> {
         let responses = self.render(out);
         Step {
             responses,
@@ -156,28 +167,19 @@ impl DeltaConnection {
         self.core.status()
     }
 
-    fn render(&mut self, out: Vec<Outgoing>) -> Vec<DeltaDiscoveryResponse> {
+    fn render(&mut self, out: Vec<Outgoing>) -> Vec<Wire> {
         out.into_iter()
             .map(|o| {
-                let resp = DeltaDiscoveryResponse {
-                    system_version_info: o.version,
-                    resources: o
-                        .resources
-                        .iter()
-                        .map(|r| PbResource {
-                            name: r.name.clone(),
-                            version: r.version.clone(),
-                            resource: Some(r.body.clone()),
-                            ..Default::default()
-                        })
-                        .collect(),
+                let wire = Wire {
+                    mode: Mode::Delta,
                     type_url: o.type_url,
-                    removed_resources: o.removed,
+                    version: o.version,
                     nonce: o.nonce,
-                    ..Default::default()
+                    resources: o.resources,
+                    removed: o.removed,
                 };
-                self.core.note_bytes(&resp.type_url, resp.encoded_len());
-                resp
+                self.core.note_bytes(&wire.type_url, wire.encoded_len());
+                wire
             })
             .collect()
     }

@@ -61,9 +61,11 @@ mod names;
 mod resend;
 mod retain;
 mod sotw;
+mod wire;
 
 pub use delta::DeltaConnection;
 pub use sotw::SotwConnection;
+pub use wire::Wire;
 
 /// Types that are wildcard when a SotW request names nothing (legacy wildcard). Envoy
 /// subscribes to scoped route configurations without names too (all scopes of the stream).
@@ -105,7 +107,7 @@ pub fn set_version<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> S
 }
 
 /// Which ADS flavour a connection speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Sotw,

@@ -4,14 +4,13 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use prost::Message;
-
 use super::core::{Core, Outgoing, Subscription};
 use super::names::{changes, Names};
+use super::wire::Wire;
 use super::{sotw_wildcard_type, ConnStatus, Mode, Step};
 use crate::xds::limits::Limits;
 use crate::xds::resource::{ResourceMap, Snapshot};
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
 /// State-of-the-world ADS connection.
 #[derive(Debug)]
@@ -33,6 +32,12 @@ impl SotwConnection {
 
     /// Handle one request from the Envoy; returns the responses to send, in order.
     pub fn on_request(&mut self, req: DiscoveryRequest) -> Step<DiscoveryResponse> {
+        self.on_request_wire(req).map(|w| w.to_sotw())
+    }
+
+    /// [`SotwConnection::on_request`], the responses by reference to the snapshot (what the ADS
+    /// shell encodes and sends).
+    pub fn on_request_wire(&mut self, req: DiscoveryRequest) -> Step<Wire> {
         let out = self.handle_request(req);
         self.core.refresh_acked();
         self.step(out)
@@ -72,7 +77,9 @@ impl SotwConnection {
             st.force = true;
         }
         st.requested = true;
-        if st.sub != sub {
+        // The same test as `st.sub != sub`, from the differences already computed (comparing
+        // the two name sets again would walk both a second time).
+        if st.sub.wildcard != sub.wildcard || !added.is_empty() || !removed.is_empty() {
             // Names the Envoy no longer asks for are forgotten: it ignores them, and when it asks
             // again they are sent again.
             core.resubscribe(t, sub, &added, &removed);
@@ -85,11 +92,16 @@ impl SotwConnection {
 
     /// A new target snapshot for this proxy.
     pub fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<DiscoveryResponse> {
+        self.on_snapshot_wire(snap).map(|w| w.to_sotw())
+    }
+
+    /// [`SotwConnection::on_snapshot`], the responses by reference to the snapshot.
+    pub fn on_snapshot_wire(&mut self, snap: Arc<Snapshot>) -> Step<Wire> {
         let out = self.core.retarget(snap);
         self.step(out)
     }
 
-    fn step(&mut self, out: Vec<Outgoing>) -> Step<DiscoveryResponse> {
+    fn step(&mut self, out: Vec<Outgoing>) -> Step<Wire> {
         let responses = self.render(out);
         Step {
             responses,
@@ -102,18 +114,19 @@ impl SotwConnection {
         self.core.status()
     }
 
-    fn render(&mut self, out: Vec<Outgoing>) -> Vec<DiscoveryResponse> {
+    fn render(&mut self, out: Vec<Outgoing>) -> Vec<Wire> {
         out.into_iter()
             .map(|o| {
-                let resp = DiscoveryResponse {
-                    version_info: o.version,
-                    resources: o.resources.iter().map(|r| r.body.clone()).collect(),
+                let wire = Wire {
+                    mode: Mode::Sotw,
                     type_url: o.type_url,
+                    version: o.version,
                     nonce: o.nonce,
-                    ..Default::default()
+                    resources: o.resources,
+                    removed: Vec::new(),
                 };
-                self.core.note_bytes(&resp.type_url, resp.encoded_len());
-                resp
+                self.core.note_bytes(&wire.type_url, wire.encoded_len());
+                wire
             })
             .collect()
     }
