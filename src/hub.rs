@@ -151,8 +151,7 @@ impl Hub {
             }
         }
         let inputs = self.inputs();
-        let t = translate::translate(&inputs, &self.opts, labels);
-        snapshot(self.generation(), &t.config)
+        translate::translate_encoded(&inputs, &self.opts, labels, self.generation()).snapshot
     }
 
     /// Installs new inputs (the changes from the current raw inputs, then [`Hub::apply`]).

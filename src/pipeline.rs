@@ -5,15 +5,19 @@ use std::path::Path;
 
 use crate::source::{files, InputError};
 use crate::state::Inputs;
-use crate::translate::{self, Options, Translation};
+use crate::translate::{self, Options};
 use crate::xds::Snapshot;
 
-/// What rendering one gateway produced.
+/// What rendering one gateway produced: the encoded resources (no protos of them are kept).
 #[derive(Debug, Clone)]
 pub struct Rendered {
-    pub translation: Translation,
     pub snapshot: Snapshot,
-    /// Load errors and translation errors, sorted.
+    /// Gateways (`ns/name`) that apply to the rendered proxy.
+    pub gateways: Vec<String>,
+    /// Whether any route configuration has a virtual host other than the `blackhole:<port>`
+    /// ones (else every request gets 404).
+    pub routable: bool,
+    /// Translation errors, sorted.
     pub errors: Vec<InputError>,
 }
 
@@ -38,12 +42,11 @@ pub fn render_gateway(inputs: &Inputs, opts: &Options, gateway: &str) -> Result<
             known.join(", ")
         )
     })?;
-    let translation = translate::translate(inputs, opts, &labels);
-    let snapshot = crate::hub::snapshot(0, &translation.config);
-    let errors = translation.errors.clone();
+    let t = translate::translate_encoded(inputs, opts, &labels, 0);
     Ok(Rendered {
-        translation,
-        snapshot,
-        errors,
+        snapshot: t.snapshot,
+        gateways: t.gateways,
+        routable: t.routable,
+        errors: t.errors,
     })
 }

@@ -32,6 +32,13 @@ fn update() -> bool {
     std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1")
 }
 
+/// The config dump as `render` writes it.
+fn render_json(snapshot: &knative_pilot::xds::Snapshot) -> String {
+    let mut out = Vec::new();
+    knative_pilot::xds::dump::write_json(snapshot, &mut out).expect("dump");
+    String::from_utf8(out).expect("UTF-8")
+}
+
 #[test]
 fn golden_cases_render_as_expected_and_envoy_accepts_them() {
     let cases = cases();
@@ -59,15 +66,28 @@ fn golden_cases_render_as_expected_and_envoy_accepts_them() {
             let id = gw.id();
             let rendered = pipeline::render_gateway(&inputs, &opts, &id).expect("render");
             errors.extend(rendered.errors.iter().cloned());
-            let dump = knative_pilot::xds::dump::config_dump(&rendered.snapshot).expect("dump");
-            let text = serde_json::to_string_pretty(&dump).unwrap() + "\n";
+            // The bytes `render` writes (streamed resource by resource).
+            let text = render_json(&rendered.snapshot);
             // Deterministic: a second render is byte-identical.
             let again = pipeline::render_gateway(&inputs, &opts, &id).expect("render");
-            let text2 = serde_json::to_string_pretty(
-                &knative_pilot::xds::dump::config_dump(&again.snapshot).unwrap(),
-            )
-            .unwrap()
-                + "\n";
+            let text2 = render_json(&again.snapshot);
+            // Encoded as assembled (render) = the protos of `translate`, encoded.
+            let labels = translate::pod_labels(&inputs, &opts, &id).expect("labels");
+            let full = knative_pilot::hub::snapshot(
+                0,
+                &translate::translate(&inputs, &opts, &labels).config,
+            );
+            assert!(
+                knative_pilot::xds::resource::same_resources(&rendered.snapshot, &full),
+                "{name}/{id}: translate_encoded differs from translate"
+            );
+            // The one-tree form (`/debug/config_dump`) is the same document.
+            let tree = knative_pilot::xds::dump::config_dump(&rendered.snapshot).expect("dump");
+            assert_eq!(
+                serde_json::to_string_pretty(&tree).unwrap() + "\n",
+                text,
+                "{name}/{id}: the config_dump tree differs from the streamed dump"
+            );
             assert_eq!(text, text2, "{name}/{id}: rendering is not deterministic");
             let file = expected_dir.join(format!("{}.json", id.replace('/', "_")));
             if update() {

@@ -389,21 +389,6 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-/// Whether a snapshot routes any host: a virtual host other than the `blackhole:<port>` ones.
-fn has_routable_host(snap: &crate::xds::Snapshot) -> bool {
-    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
-    use prost::Message;
-    snap.of_type(crate::xds::ROUTE)
-        .into_iter()
-        .flatten()
-        .filter_map(|(_, r)| RouteConfiguration::decode(r.body.value.as_slice()).ok())
-        .any(|rc| {
-            rc.virtual_hosts
-                .iter()
-                .any(|vh| !vh.name.starts_with("blackhole:"))
-        })
-}
-
 fn render(args: &RenderArgs) -> ExitCode {
     let opts = args.translate.options();
     if !args.from.is_dir() {
@@ -421,27 +406,23 @@ fn render(args: &RenderArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    drop(inputs);
     errors.extend(rendered.errors.iter().cloned());
     errors.sort();
     errors.dedup();
-    let dump = match crate::xds::dump::config_dump(&rendered.snapshot) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("knative-pilot render: {e}");
-            return ExitCode::from(2);
-        }
+    // Written resource by resource as it is converted (never the whole dump in memory).
+    let stdout = std::io::stdout().lock();
+    let written = match args.format {
+        Format::Json => crate::xds::dump::write_json(&rendered.snapshot, stdout),
+        Format::Yaml => crate::xds::dump::write_yaml(&rendered.snapshot, stdout),
     };
-    let text = match args.format {
-        Format::Json => serde_json::to_string_pretty(&dump)
-            .map(|s| s + "\n")
-            .map_err(|e| e.to_string()),
-        Format::Yaml => serde_saphyr::to_string(&dump).map_err(|e| e.to_string()),
-    };
-    match text {
-        Ok(t) => {
-            if let Err(code) = write_stdout("render", &t) {
-                return code;
+    match written {
+        Ok(()) => {}
+        Err(crate::xds::dump::DumpError::Io(e)) => {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("knative-pilot render: writing stdout: {e}");
             }
+            return ExitCode::from(2);
         }
         Err(e) => {
             eprintln!("knative-pilot render: {e}");
@@ -451,7 +432,7 @@ fn render(args: &RenderArgs) -> ExitCode {
     for e in &errors {
         eprintln!("error: {e}");
     }
-    if !has_routable_host(&rendered.snapshot) {
+    if !rendered.routable {
         eprintln!(
             "knative-pilot render: no routable object for gateway {}: every request gets 404 \
              (no VirtualService, KIngress of class {} or Route reaches it)",
@@ -468,54 +449,39 @@ fn render(args: &RenderArgs) -> ExitCode {
     }
 }
 
-/// Reads one side of `diff`: a file or `-` (stdin).
-fn read_dump(path: &std::path::Path) -> Result<serde_json::Value, String> {
-    let text = if path.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-            .map_err(|e| format!("reading stdin: {e}"))?;
-        s
-    } else {
-        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
-    };
-    crate::tools::diff::parse_dump(&text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
 fn diff(args: &DiffArgs) -> ExitCode {
     use std::io::IsTerminal;
     let fail = |e: String| {
         eprintln!("knative-pilot diff: {e}");
         ExitCode::from(2)
     };
-    let sides = match diff_sides(args) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
     let opts = crate::tools::diff::Options {
         keep_static: args.keep_static,
         ignore: args.ignore.clone(),
         skip: args.skip.clone(),
     };
-    let mut norm = Vec::new();
-    for (label, v) in &sides {
-        match crate::tools::diff::normalize(v, &opts) {
-            Ok(n) => {
-                for note in &n.notes {
-                    eprintln!("knative-pilot diff: {label}: {note}");
-                }
-                norm.push(n.resources);
-            }
-            Err(e) => return fail(format!("{label}: {e}")),
+    // Each side is normalised as it is read (never a whole dump in memory).
+    let mut sides = match diff_sides(args, &opts) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    for (label, side) in &sides {
+        for note in &side.normalized.notes {
+            eprintln!("knative-pilot diff: {label}: {note}");
         }
     }
-    match diff_kinds(args, &sides) {
-        Ok(Some(kinds)) => {
-            for n in norm.iter_mut() {
-                n.retain(|(k, _), _| kinds.contains(k));
-            }
-        }
-        Ok(None) => {}
+    let kinds = match diff_kinds(args, &sides) {
+        Ok(k) => k,
         Err(e) => return fail(e),
+    };
+    let mut norm: Vec<crate::tools::diff::Resources> = sides
+        .iter_mut()
+        .map(|(_, side)| std::mem::take(&mut side.normalized.resources))
+        .collect();
+    if let Some(kinds) = kinds {
+        for n in norm.iter_mut() {
+            n.retain(|(k, _), _| kinds.contains(k));
+        }
     }
     let (a, b) = (&norm[0], &norm[1]);
     let diffs = crate::tools::diff::compare(a, b);
@@ -561,22 +527,33 @@ fn diff(args: &DiffArgs) -> ExitCode {
     }
 }
 
-/// The two sides of `diff`: the dumps given, or one dump and the config rendered `--from`.
-fn diff_sides(args: &DiffArgs) -> Result<Vec<(String, serde_json::Value)>, String> {
-    let mut sides: Vec<(String, serde_json::Value)> = Vec::new();
+/// The two sides of `diff`, normalised: the dumps given, or one dump and the config rendered
+/// `--from`.
+fn diff_sides(
+    args: &DiffArgs,
+    opts: &crate::tools::diff::Options,
+) -> Result<Vec<(String, crate::tools::diff::Side)>, String> {
+    let mut sides = Vec::new();
+    if args.from.is_some() && args.dumps.len() != 1 {
+        return Err("with --from give exactly one config dump (side A)".into());
+    }
+    if args.from.is_none() && args.dumps.len() != 2 {
+        return Err("give two config dumps, or one and --from DIR".into());
+    }
     for p in &args.dumps {
-        sides.push((p.display().to_string(), read_dump(p)?));
+        sides.push((
+            p.display().to_string(),
+            crate::tools::diff::read_path(p, opts)?,
+        ));
     }
     if let Some(dir) = &args.from {
-        if sides.len() != 1 {
-            return Err("with --from give exactly one config dump (side A)".into());
-        }
         if !dir.is_dir() {
             return Err(format!("--from {} is not a directory", dir.display()));
         }
         let (inputs, errors) = crate::pipeline::load(dir);
         let rendered =
             crate::pipeline::render_gateway(&inputs, &args.translate.options(), &args.gateway)?;
+        drop(inputs);
         let problems = errors.len() + rendered.errors.len();
         if problems > 0 {
             eprintln!(
@@ -585,13 +562,11 @@ fn diff_sides(args: &DiffArgs) -> Result<Vec<(String, serde_json::Value)>, Strin
                 dir.display()
             );
         }
-        let dump = crate::xds::dump::config_dump(&rendered.snapshot)?;
+        let side = crate::tools::diff::read_snapshot(&rendered.snapshot, opts)?;
         sides.push((
             format!("render --from {} --gateway {}", dir.display(), args.gateway),
-            dump,
+            side,
         ));
-    } else if sides.len() != 2 {
-        return Err("give two config dumps, or one and --from DIR".into());
     }
     Ok(sides)
 }
@@ -600,7 +575,7 @@ fn diff_sides(args: &DiffArgs) -> Result<Vec<(String, serde_json::Value)>, Strin
 /// every kind).
 fn diff_kinds(
     args: &DiffArgs,
-    sides: &[(String, serde_json::Value)],
+    sides: &[(String, crate::tools::diff::Side)],
 ) -> Result<Option<std::collections::BTreeSet<crate::tools::diff::Kind>>, String> {
     let mut kinds: Option<std::collections::BTreeSet<crate::tools::diff::Kind>> = None;
     for k in &args.kinds {
@@ -608,16 +583,16 @@ fn diff_kinds(
         kinds.get_or_insert_with(Default::default).insert(k);
     }
     if kinds.is_none() {
-        for (label, v) in sides {
-            if let Some(held) = crate::tools::diff::list_kinds(v) {
+        for (label, side) in sides {
+            if let Some(held) = &side.list_kinds {
                 let names: Vec<&str> = held.iter().map(|k| k.as_str()).collect();
                 eprintln!(
                     "knative-pilot diff: {label} is a list of {}: comparing only those",
                     names.join(", ")
                 );
                 kinds = Some(match kinds {
-                    Some(k) => k.intersection(&held).copied().collect(),
-                    None => held,
+                    Some(k) => k.intersection(held).copied().collect(),
+                    None => held.clone(),
                 });
             }
         }

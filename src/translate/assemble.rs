@@ -18,6 +18,9 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
+use crate::xds::resource::{resource, resource_from_bytes, Resource, Snapshot};
+use crate::xds::resource::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
+
 use super::envoy;
 use super::gateway::Context;
 use super::ir::{ClusterIr, VirtualHostIr};
@@ -147,5 +150,75 @@ impl Sink for ProtoSink {
     fn cluster(&mut self, c: &ClusterIr) {
         self.config.clusters.push(envoy::cluster_resource(c));
         self.config.endpoints.extend(envoy::assignment(c));
+    }
+}
+
+/// Encodes each resource as it is assembled, for a translation that needs only the encoded
+/// snapshot (`render`): an Istio-layout route configuration is spliced from its virtual hosts,
+/// each encoded alone (as the engine splices its cached ones), so the protos of a whole
+/// configuration never exist at once.
+#[derive(Default)]
+pub(crate) struct EncodedSink {
+    resources: Vec<(&'static str, Arc<Resource>)>,
+    /// Whether a route configuration has a virtual host other than a `blackhole:<port>` one.
+    pub routable: bool,
+}
+
+impl EncodedSink {
+    pub fn finish(self, generation: u64) -> Snapshot {
+        Snapshot::from_resources(generation, self.resources)
+    }
+
+    fn put(&mut self, t: &'static str, r: Arc<Resource>) {
+        self.resources.push((t, r));
+    }
+
+    fn vhost(&mut self, vh: &VirtualHostIr) {
+        self.routable |= !envoy::vhost_name(vh).starts_with("blackhole:");
+    }
+}
+
+impl Sink for EncodedSink {
+    fn listener(&mut self, l: &Listener) {
+        self.put(LISTENER, resource(&l.name, l));
+    }
+    fn secret(&mut self, s: &Secret) {
+        self.put(SECRET, resource(&s.name, s));
+    }
+    fn route_configuration(
+        &mut self,
+        name: &str,
+        port: u32,
+        vhosts: Option<&BTreeMap<String, Arc<VirtualHostIr>>>,
+    ) {
+        let mut encoded: Vec<(String, Vec<u8>)> = Vec::new();
+        for vh in vhosts.into_iter().flat_map(|m| m.values()) {
+            self.vhost(vh);
+            let bytes = prost::Message::encode_to_vec(&envoy::virtual_host(vh));
+            encoded.push((envoy::vhost_name(vh), bytes));
+        }
+        // The order `envoy::route_configuration` sorts its virtual hosts in.
+        encoded.sort_by(|a, b| a.0.cmp(&b.0));
+        let bytes = envoy::route_config_bytes(name, port, encoded.iter().map(|(_, b)| &b[..]));
+        self.put(ROUTE, resource_from_bytes(name, ROUTE, bytes));
+    }
+    fn scoped_host(&mut self, route: &str, vh: &VirtualHostIr) {
+        self.vhost(vh);
+        let name = envoy::scoped_name(route, &vh.host);
+        let rc = envoy::scoped_route_configuration(route, vh);
+        self.put(ROUTE, resource(&name, &rc));
+        self.put(
+            SCOPED_ROUTE,
+            resource(&name, &envoy::scope(route, &vh.host)),
+        );
+    }
+    fn static_cluster(&mut self, c: &Cluster) {
+        self.put(CLUSTER, resource(&c.name, c));
+    }
+    fn cluster(&mut self, c: &ClusterIr) {
+        self.put(CLUSTER, resource(&c.name, &envoy::cluster_resource(c)));
+        if let Some(cla) = envoy::assignment(c) {
+            self.put(ENDPOINT, resource(&c.name, &cla));
+        }
     }
 }

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 
 use crate::model::diag::InputError;
 use crate::state::Inputs;
+use crate::xds::resource::Snapshot;
 
 pub(crate) mod assemble;
 pub(crate) mod backend;
@@ -164,6 +165,54 @@ pub fn translate(
     opts: &Options,
     labels: &BTreeMap<String, String>,
 ) -> Translation {
+    let mut sink = assemble::ProtoSink::default();
+    let (gateways, errors) = translate_into(inputs, opts, labels, &mut sink);
+    Translation {
+        config: sink.finish(),
+        gateways,
+        errors,
+    }
+}
+
+/// What [`translate_encoded`] produced.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// The same resources as [`translate`]'s, encoded (byte-identical).
+    pub snapshot: Snapshot,
+    /// Gateways (`ns/name`) that apply to this proxy.
+    pub gateways: Vec<String>,
+    /// Whether any route configuration routes a host (else every request gets 404).
+    pub routable: bool,
+    pub errors: Vec<InputError>,
+}
+
+/// [`translate`] straight into an encoded snapshot of `generation` (`render`): each resource is
+/// encoded as it is assembled, and a route configuration is spliced from its virtual hosts
+/// encoded one at a time, so no proto of the whole configuration is built.
+pub fn translate_encoded(
+    inputs: &Inputs,
+    opts: &Options,
+    labels: &BTreeMap<String, String>,
+    generation: u64,
+) -> Encoded {
+    let mut sink = assemble::EncodedSink::default();
+    let (gateways, errors) = translate_into(inputs, opts, labels, &mut sink);
+    let routable = sink.routable;
+    Encoded {
+        snapshot: sink.finish(generation),
+        gateways,
+        routable,
+        errors,
+    }
+}
+
+/// The stages of a full translation, into `sink`; the gateways and the errors.
+fn translate_into(
+    inputs: &Inputs,
+    opts: &Options,
+    labels: &BTreeMap<String, String>,
+    sink: &mut impl assemble::Sink,
+) -> (Vec<String>, Vec<InputError>) {
     let ctx = gateway::context(inputs, opts, labels);
     let mut frags: Vec<fragment::Fragment> = fragment::translated_keys(inputs, opts)
         .filter_map(|key| fragment::translate_one(inputs, opts, &ctx, &key))
@@ -198,7 +247,6 @@ pub fn translate(
         }
     }
     let served = assemble::served_clusters(&ctx, &vhosts);
-    let mut sink = assemble::ProtoSink::default();
     assemble::assemble(
         &ctx,
         &vhosts,
@@ -206,15 +254,11 @@ pub fn translate(
             .iter()
             .filter(|(name, _)| served.contains(*name))
             .map(|(_, c)| *c),
-        &mut sink,
+        sink,
     );
     errors.sort();
     errors.dedup();
-    Translation {
-        config: sink.finish(),
-        gateways: ctx.gateways,
-        errors,
-    }
+    (ctx.gateways, errors)
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ pub fn compare(a: &Resources, b: &Resources) -> Vec<Difference> {
             }),
             (Some(va), Some(vb)) if va != vb => {
                 let mut fields = Vec::new();
-                diff_value("", va, vb, &mut fields);
+                diff_value("", &va.value(), &vb.value(), &mut fields);
                 out.push(Difference {
                     kind,
                     name,
@@ -215,8 +215,8 @@ pub fn report(diffs: &[Difference], label_a: &str, label_b: &str, compared: usiz
 
 /// A unified diff of the normalised YAML of each differing resource; ANSI colors when `color`.
 pub fn unified(a: &Resources, b: &Resources, diffs: &[Difference], color: bool) -> String {
-    let yaml = |v: Option<&Value>| -> String {
-        v.map(|v| serde_saphyr::to_string(v).unwrap_or_default())
+    let yaml = |v: Option<&super::Canon>| -> String {
+        v.map(|v| serde_saphyr::to_string(&v.value()).unwrap_or_default())
             .unwrap_or_default()
     };
     let mut s = String::new();

@@ -43,11 +43,13 @@ use serde_json::Value;
 
 mod compare;
 mod normalize;
+mod read;
 
 pub use compare::{compare, report, unified, Difference, FieldChange};
 #[cfg(test)]
 use normalize::canonical_duration;
-pub use normalize::{list_kinds, normalize};
+pub use normalize::{list_kinds, normalize, Normalizer};
+pub use read::{read_json, read_path, read_snapshot, Side};
 
 /// Kinds of resources compared, in report order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -104,8 +106,35 @@ impl fmt::Display for Kind {
     }
 }
 
-/// A normalised configuration: one JSON tree per (kind, name).
-pub type Resources = BTreeMap<(Kind, String), Value>;
+/// A normalised configuration: one JSON tree per (kind, name), each kept as its text.
+pub type Resources = BTreeMap<(Kind, String), Canon>;
+
+/// One normalised resource as its canonical compact JSON (object keys sorted by the
+/// normalisation), so a large configuration costs its text rather than a tree per value;
+/// equal text is an equal tree. [`Canon::value`] parses it back (for the resources that differ).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canon(Box<str>);
+
+impl Canon {
+    pub fn new(v: &Value) -> Canon {
+        Canon(v.to_string().into_boxed_str())
+    }
+
+    pub fn value(&self) -> Value {
+        // It is the text of a `Value`: it parses.
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl serde::Serialize for Canon {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(s)
+    }
+}
 
 /// A field pattern to ignore: `[KIND:]field.field...`, matched against the end of a field's
 /// path of names (array positions are skipped); `*` matches any one name. Examples:

@@ -1,18 +1,12 @@
 //! Config dumps into one canonical JSON tree per resource (see the module docs of
-//! [`super`] for the normalisations and why).
+//! [`super`] for the normalisations and why), item by item ([`Normalizer`]), so a dump can be
+//! read as a stream (`read.rs`) or from a whole tree ([`normalize`]) with the same result.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
 use super::{Kind, Normalized, Options};
-
-fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-}
 
 /// Which kind a bare resource (in a list) is: by its `@type`, else by its fields.
 fn bare_kind(v: &Value) -> Option<Kind> {
@@ -82,7 +76,7 @@ pub fn list_kinds(dump: &Value) -> Option<BTreeSet<Kind>> {
 }
 
 /// Normalises an Envoy admin ConfigDump (`{"configs": [...]}`), or a bare list of resources,
-/// into resources.
+/// into resources (through a [`Normalizer`], as the streaming reader does).
 pub fn normalize(dump: &Value, opts: &Options) -> Result<Normalized, String> {
     if let Some(items) = dump.as_array() {
         return normalize(&list_as_dump(items)?, opts);
@@ -90,190 +84,290 @@ pub fn normalize(dump: &Value, opts: &Options) -> Result<Normalized, String> {
     let configs = dump
         .get("configs")
         .and_then(Value::as_array)
-        .ok_or("not a config dump: no `configs` list (expected Envoy admin /config_dump JSON)")?;
-    let mut out = Normalized::default();
-    let mut raw: Raw = Vec::new();
-    let mut eds_names: Option<BTreeSet<String>> = None;
+        .ok_or(NOT_A_DUMP)?;
+    let mut n = Normalizer::new(opts);
     for section in configs {
         let ty = section.get("@type").and_then(Value::as_str).unwrap_or("");
-        let short = ty.rsplit('.').next().unwrap_or(ty);
-        match short {
-            "ListenersConfigDump" => listeners(section, opts, &mut raw, &mut out.notes),
-            "ClustersConfigDump" if dump_has_clusters(section) => clusters(
-                section,
-                opts,
-                &mut raw,
-                eds_names.get_or_insert_with(BTreeSet::new),
-            ),
-            "RoutesConfigDump" => routes(section, opts, &mut raw),
-            "EndpointsConfigDump" => endpoints(section, opts, &mut raw),
-            "SecretsConfigDump" => secrets(section, opts, &mut raw),
-            "BootstrapConfigDump" => {}
-            "ScopedRoutesConfigDump" if section.as_object().is_some_and(|m| m.len() <= 1) => {}
-            other => out
+        n.begin_section(ty);
+        for (key, v) in section.as_object().into_iter().flatten() {
+            if let Value::Array(items) = v {
+                for item in items {
+                    n.item(key, item.clone());
+                }
+            }
+        }
+        n.end_section(section.as_object().map_or(0, Map::len));
+    }
+    Ok(n.finish())
+}
+
+pub(super) const NOT_A_DUMP: &str =
+    "not a config dump: no `configs` list (expected Envoy admin /config_dump JSON)";
+
+/// What a section's list holds, by the section's type and the list's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ListOf {
+    Listeners,
+    Clusters,
+    /// Route configurations: each is split into itself and its virtual hosts.
+    Routes,
+    Endpoints,
+    Secrets,
+    /// Static clusters left out: their names are not EDS assignments to compare.
+    StaticClusterNames,
+    /// Not compared (bookkeeping, or static resources without `keep_static`).
+    Nothing,
+}
+
+/// Builds a normalised configuration one item at a time, so a dump can be read as a stream:
+/// sections in order, each section's list items (in any order: a resource's precedence is its
+/// section, then its list: static, active, warming; the later one wins among equals), and a
+/// route configuration's virtual hosts one by one.
+pub struct Normalizer<'o> {
+    opts: &'o Options,
+    resources: BTreeMap<(Kind, String), ((usize, u8), super::Canon)>,
+    notes: Vec<String>,
+    eds_names: Option<BTreeSet<String>>,
+    /// The current section: its index, short type, whether it listed a cluster, and the static
+    /// cluster names to take out of the EDS names when it ends.
+    section: usize,
+    short: String,
+    has_clusters: bool,
+    static_names: Vec<String>,
+}
+
+impl<'o> Normalizer<'o> {
+    pub fn new(opts: &'o Options) -> Normalizer<'o> {
+        Normalizer {
+            opts,
+            resources: BTreeMap::new(),
+            notes: Vec::new(),
+            eds_names: None,
+            section: 0,
+            short: String::new(),
+            has_clusters: false,
+            static_names: Vec::new(),
+        }
+    }
+
+    /// Starts a section of this `@type` (`""` when it has none).
+    pub fn begin_section(&mut self, ty: &str) {
+        self.section += 1;
+        self.short = ty.rsplit('.').next().unwrap_or(ty).to_string();
+        self.has_clusters = false;
+        self.static_names.clear();
+    }
+
+    /// What the list `key` of the current section holds, and its precedence in the section.
+    pub(super) fn list(&self, key: &str) -> (ListOf, u8) {
+        let keep = self.opts.keep_static;
+        let static_or = |l: ListOf| if keep { l } else { ListOf::Nothing };
+        match (self.short.as_str(), key) {
+            ("ListenersConfigDump", "static_listeners") => (static_or(ListOf::Listeners), 0),
+            ("ListenersConfigDump", "dynamic_listeners") => (ListOf::Listeners, 1),
+            ("ClustersConfigDump", "static_clusters") if keep => (ListOf::Clusters, 0),
+            ("ClustersConfigDump", "static_clusters") => (ListOf::StaticClusterNames, 0),
+            ("ClustersConfigDump", "dynamic_active_clusters") => (ListOf::Clusters, 1),
+            ("ClustersConfigDump", "dynamic_warming_clusters") => (ListOf::Clusters, 2),
+            ("RoutesConfigDump", "static_route_configs") => (static_or(ListOf::Routes), 0),
+            ("RoutesConfigDump", "dynamic_route_configs") => (ListOf::Routes, 1),
+            ("EndpointsConfigDump", "static_endpoint_configs") => (static_or(ListOf::Endpoints), 0),
+            ("EndpointsConfigDump", "dynamic_endpoint_configs") => (ListOf::Endpoints, 1),
+            ("SecretsConfigDump", "static_secrets") => (static_or(ListOf::Secrets), 0),
+            ("SecretsConfigDump", "dynamic_active_secrets") => (ListOf::Secrets, 1),
+            ("SecretsConfigDump", "dynamic_warming_secrets") => (ListOf::Secrets, 2),
+            _ => (ListOf::Nothing, 0),
+        }
+    }
+
+    /// One item of the current section's list `key`.
+    pub fn item(&mut self, key: &str, item: Value) {
+        let (of, rank) = self.list(key);
+        match of {
+            ListOf::Listeners if rank == 0 => {
+                if let Some(l) = take(item, "listener") {
+                    self.put(Kind::Listener, rank, l);
+                }
+            }
+            ListOf::Listeners => self.dynamic_listener(item),
+            ListOf::Clusters => {
+                self.has_clusters = true;
+                if let Some(c) = take(item, "cluster") {
+                    self.cluster(rank, c);
+                }
+            }
+            ListOf::StaticClusterNames => {
+                self.has_clusters = true;
+                if let Some(n) = item.pointer("/cluster/name").and_then(Value::as_str) {
+                    self.static_names.push(n.to_string());
+                }
+            }
+            ListOf::Routes => {
+                if let Some(mut rc) = take(item, "route_config") {
+                    let vhosts = match rc.as_object_mut().and_then(|m| m.remove("virtual_hosts")) {
+                        Some(Value::Array(v)) => v,
+                        _ => Vec::new(),
+                    };
+                    let name = rc
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    for vh in vhosts {
+                        self.virtual_host(rank, &name, vh);
+                    }
+                    self.route_config(rank, rc);
+                }
+            }
+            ListOf::Endpoints => {
+                if let Some(cla) = take(item, "endpoint_config") {
+                    let name = cla
+                        .get("cluster_name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    let name = name.to_string();
+                    self.insert(Kind::Endpoints, name, rank, cla);
+                }
+            }
+            ListOf::Secrets => {
+                // By name only: the contents are never looked at.
+                let name = item
+                    .get("name")
+                    .or_else(|| item.pointer("/secret/name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let v = serde_json::json!({ "name": name });
+                self.insert(Kind::Secret, name, rank, v);
+            }
+            ListOf::Nothing => {}
+        }
+    }
+
+    /// One virtual host of route configuration `route` (read from list `key`), for a reader
+    /// that splits route configurations itself.
+    pub(super) fn virtual_host(&mut self, rank: u8, route: &str, vh: Value) {
+        let vname = vh.get("name").and_then(Value::as_str).unwrap_or("");
+        let name = format!("{route}/{vname}");
+        self.insert(Kind::VirtualHost, name, rank, vh);
+    }
+
+    /// A route configuration without its virtual hosts.
+    pub(super) fn route_config(&mut self, rank: u8, rc: Value) {
+        self.put(Kind::RouteConfig, rank, rc);
+    }
+
+    /// Ends the current section, which had `keys` keys (its `@type` included).
+    pub fn end_section(&mut self, keys: usize) {
+        match self.short.as_str() {
+            "ClustersConfigDump" if self.has_clusters => {
+                let eds = self.eds_names.get_or_insert_with(BTreeSet::new);
+                // Static clusters' endpoints are bootstrap too.
+                for n in self.static_names.drain(..) {
+                    eds.remove(&n);
+                }
+            }
+            "ListenersConfigDump"
+            | "RoutesConfigDump"
+            | "EndpointsConfigDump"
+            | "SecretsConfigDump"
+            | "BootstrapConfigDump" => {}
+            "ScopedRoutesConfigDump" if keys <= 1 => {}
+            other => self
                 .notes
                 .push(format!("config dump section {other:?} is not compared")),
         }
     }
-    for (kind, name, v) in raw {
-        if opts.skip.iter().any(|s| s.matches(kind, &name)) {
-            continue;
-        }
-        if kind == Kind::Endpoints {
-            if let Some(eds) = &eds_names {
-                if !eds.contains(&name) {
-                    continue;
-                }
-            }
-        }
-        let v = canonical(kind, v, opts);
-        out.resources.insert((kind, name), v);
-    }
-    Ok(out)
-}
 
-/// Resources as read from the sections, before skipping and canonicalising.
-type Raw = Vec<(Kind, String, Value)>;
-
-/// Listeners: the warming version, else the active one; rejected and draining ones noted.
-fn listeners(section: &Value, opts: &Options, raw: &mut Raw, notes: &mut Vec<String>) {
-    if opts.keep_static {
-        for l in arr(section, "static_listeners") {
-            push(raw, Kind::Listener, l.get("listener"));
+    /// The normalised resources: load assignments count only for EDS clusters.
+    pub fn finish(self) -> Normalized {
+        let eds = self.eds_names;
+        let resources = self
+            .resources
+            .into_iter()
+            .filter(|((kind, name), _)| {
+                *kind != Kind::Endpoints || eds.as_ref().is_none_or(|e| e.contains(name))
+            })
+            .map(|(k, (_, v))| (k, v))
+            .collect();
+        Normalized {
+            resources,
+            notes: self.notes,
         }
     }
-    for l in arr(section, "dynamic_listeners") {
+
+    /// Listeners: the warming version, else the active one; rejected and draining ones noted.
+    fn dynamic_listener(&mut self, l: Value) {
         let name = l.get("name").and_then(Value::as_str).unwrap_or("?");
         let state = ["warming_state", "active_state"]
             .iter()
             .find_map(|s| l.get(*s).and_then(|st| st.get("listener")));
         match state {
-            Some(listener) => push(raw, Kind::Listener, Some(listener)),
+            Some(listener) => {
+                let listener = listener.clone();
+                self.put(Kind::Listener, 1, listener);
+            }
             None => {
                 if let Some(err) = l.get("error_state") {
-                    notes.push(format!(
+                    self.notes.push(format!(
                         "listener {name}: rejected by Envoy and never active ({})",
                         err.get("details").unwrap_or(&Value::Null)
                     ));
                 } else if l.get("draining_state").is_some() {
-                    notes.push(format!("listener {name}: draining (left out)"));
+                    self.notes
+                        .push(format!("listener {name}: draining (left out)"));
                 }
             }
         }
     }
-}
 
-/// Clusters (active, then warming: the warming version replaces the active one); notes the
-/// EDS service names in `eds_names` (the load assignments that count).
-fn clusters(section: &Value, opts: &Options, raw: &mut Raw, eds_names: &mut BTreeSet<String>) {
-    let mut clusters: Vec<&Value> = Vec::new();
-    if opts.keep_static {
-        clusters.extend(arr(section, "static_clusters").iter());
-    }
-    clusters.extend(arr(section, "dynamic_active_clusters").iter());
-    clusters.extend(arr(section, "dynamic_warming_clusters").iter());
-    for c in clusters {
-        let Some(cluster) = c.get("cluster") else {
-            continue;
-        };
+    /// A cluster; notes its EDS service name (the load assignments that count).
+    fn cluster(&mut self, rank: u8, cluster: Value) {
         if cluster.get("type").and_then(Value::as_str) == Some("EDS") {
             let svc = cluster
                 .pointer("/eds_cluster_config/service_name")
                 .and_then(Value::as_str)
                 .or_else(|| cluster.get("name").and_then(Value::as_str));
             if let Some(svc) = svc {
-                eds_names.insert(svc.to_string());
+                self.eds_names
+                    .get_or_insert_with(BTreeSet::new)
+                    .insert(svc.to_string());
             }
         }
-        push(raw, Kind::Cluster, Some(cluster));
+        self.put(Kind::Cluster, rank, cluster);
     }
-    // Static clusters' endpoints are bootstrap too.
-    if !opts.keep_static {
-        for c in arr(section, "static_clusters") {
-            if let Some(n) = c.pointer("/cluster/name").and_then(Value::as_str) {
-                eds_names.remove(n);
-            }
-        }
-    }
-}
 
-/// Route configurations, each split into itself (without virtual hosts) and its virtual hosts.
-fn routes(section: &Value, opts: &Options, raw: &mut Raw) {
-    let mut routes: Vec<&Value> = Vec::new();
-    if opts.keep_static {
-        routes.extend(arr(section, "static_route_configs").iter());
-    }
-    routes.extend(arr(section, "dynamic_route_configs").iter());
-    for r in routes {
-        let Some(rc) = r.get("route_config") else {
-            continue;
-        };
-        let name = rc.get("name").and_then(Value::as_str).unwrap_or("");
-        for vh in arr(rc, "virtual_hosts") {
-            let vname = vh.get("name").and_then(Value::as_str).unwrap_or("");
-            raw.push((Kind::VirtualHost, format!("{name}/{vname}"), vh.clone()));
-        }
-        let mut rc = rc.clone();
-        if let Some(m) = rc.as_object_mut() {
-            m.remove("virtual_hosts");
-        }
-        raw.push((Kind::RouteConfig, name.to_string(), rc));
-    }
-}
-
-/// Cluster load assignments.
-fn endpoints(section: &Value, opts: &Options, raw: &mut Raw) {
-    let mut eps: Vec<&Value> = Vec::new();
-    if opts.keep_static {
-        eps.extend(arr(section, "static_endpoint_configs").iter());
-    }
-    eps.extend(arr(section, "dynamic_endpoint_configs").iter());
-    for e in eps {
-        if let Some(cla) = e.get("endpoint_config") {
-            let name = cla.get("cluster_name").and_then(Value::as_str);
-            raw.push((Kind::Endpoints, name.unwrap_or("").to_string(), cla.clone()));
-        }
-    }
-}
-
-/// Secrets, by name only: the contents are never looked at.
-fn secrets(section: &Value, opts: &Options, raw: &mut Raw) {
-    let mut secrets: Vec<&Value> = Vec::new();
-    if opts.keep_static {
-        secrets.extend(arr(section, "static_secrets").iter());
-    }
-    secrets.extend(arr(section, "dynamic_active_secrets").iter());
-    secrets.extend(arr(section, "dynamic_warming_secrets").iter());
-    for s in secrets {
-        let name = s
+    /// A resource named by its `name` field.
+    fn put(&mut self, kind: Kind, rank: u8, v: Value) {
+        let name = v
             .get("name")
-            .or_else(|| s.pointer("/secret/name"))
             .and_then(Value::as_str)
-            .unwrap_or("");
-        raw.push((
-            Kind::Secret,
-            name.to_string(),
-            serde_json::json!({"name": name}),
-        ));
+            .unwrap_or("")
+            .to_string();
+        self.insert(kind, name, rank, v);
+    }
+
+    /// Skipped, or canonicalised and kept unless one of higher precedence is kept already.
+    fn insert(&mut self, kind: Kind, name: String, rank: u8, v: Value) {
+        if self.opts.skip.iter().any(|s| s.matches(kind, &name)) {
+            return;
+        }
+        let at = (self.section, rank);
+        if let Some((held, _)) = self.resources.get(&(kind, name.clone())) {
+            if *held > at {
+                return;
+            }
+        }
+        let v = super::Canon::new(&canonical(kind, v, self.opts));
+        self.resources.insert((kind, name), (at, v));
     }
 }
 
-/// Whether a ClustersConfigDump section lists any cluster (a bare list of load assignments has an
-/// empty one, which must not make every assignment look like a non-EDS cluster's).
-fn dump_has_clusters(section: &Value) -> bool {
-    [
-        "static_clusters",
-        "dynamic_active_clusters",
-        "dynamic_warming_clusters",
-    ]
-    .iter()
-    .any(|k| !arr(section, k).is_empty())
-}
-
-fn push(raw: &mut Raw, kind: Kind, v: Option<&Value>) {
-    if let Some(v) = v {
-        let name = v.get("name").and_then(Value::as_str).unwrap_or("");
-        raw.push((kind, name.to_string(), v.clone()));
+/// `item[key]`, taken out of the item.
+fn take(item: Value, key: &str) -> Option<Value> {
+    match item {
+        Value::Object(mut m) => m.remove(key),
+        _ => None,
     }
 }
 
