@@ -11,7 +11,12 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use super::Object;
 
 /// The fields that must be mappings when present (null is "not set").
-const MAPPINGS: [&str; 2] = ["metadata", "spec"];
+pub const MAPPINGS: [&str; 2] = ["metadata", "spec"];
+
+/// The message for a field of [`MAPPINGS`] that is `what` ("a list") instead.
+pub fn not_a_mapping(field: &str, what: &str) -> String {
+    format!("{field} must be a mapping, not {what}")
+}
 
 /// What is wrong with the shape of a decoded document, before it is typed.
 pub fn shape(value: &serde_json::Value) -> Result<(), String> {
@@ -25,7 +30,7 @@ pub fn shape(value: &serde_json::Value) -> Result<(), String> {
                     serde_json::Value::Number(_) => "a number",
                     _ => "a boolean",
                 };
-                return Err(format!("{field} must be a mapping, not {what}"));
+                return Err(not_a_mapping(field, what));
             }
         }
     }

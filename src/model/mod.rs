@@ -154,28 +154,60 @@ pub enum ParseError {
     },
 }
 
+/// A document [`parse_document`] can type: its `apiVersion`, `kind` and `metadata` name and
+/// namespace read without typing the rest, and the whole typed as the kind names it. A
+/// `serde_json::Value` is one (the kube source's objects, and the wording of every error of
+/// the files); `source::json` reads JSON text straight into the types.
+pub trait Document {
+    /// The `apiVersion`, when it is a string.
+    fn api_version(&self) -> Option<&str>;
+    /// The `kind`, when it is a string.
+    fn kind(&self) -> Option<&str>;
+    /// A string field of `metadata` (`name`, `namespace`), for messages.
+    fn meta(&self, key: &str) -> Option<&str>;
+    /// What [`check::shape`] finds wrong with the document.
+    fn shape(&self) -> Result<(), String>;
+    /// The document as a `T`.
+    fn decode<T: serde::de::DeserializeOwned>(self) -> Result<T, String>;
+}
+
+impl Document for serde_json::Value {
+    fn api_version(&self) -> Option<&str> {
+        self.get("apiVersion").and_then(|v| v.as_str())
+    }
+
+    fn kind(&self) -> Option<&str> {
+        self.get("kind").and_then(|v| v.as_str())
+    }
+
+    fn meta(&self, key: &str) -> Option<&str> {
+        self.get("metadata")
+            .and_then(|m| m.get(key))
+            .and_then(|v| v.as_str())
+    }
+
+    fn shape(&self) -> Result<(), String> {
+        check::shape(self)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(self) -> Result<T, String> {
+        serde_json::from_value(self).map_err(|e| e.to_string())
+    }
+}
+
 /// Turns one decoded document into an object. `Ok(None)` for kinds we do not serve (logged at
 /// debug by the caller), and for Knative Service/Configuration which are accepted and ignored.
 pub fn parse_object(value: serde_json::Value) -> Result<Option<Object>, ParseError> {
-    let api_version = value
-        .get("apiVersion")
-        .and_then(|v| v.as_str())
-        .unwrap_or("")
-        .to_string();
-    let kind = value
-        .get("kind")
-        .and_then(|v| v.as_str())
-        .ok_or(ParseError::NoKind)?
-        .to_string();
+    parse_document(value)
+}
+
+/// [`parse_object`] of any [`Document`]: the kind told apart by `apiVersion`/`kind`, the
+/// document typed as that kind, then the checks of [`check`].
+pub fn parse_document(value: impl Document) -> Result<Option<Object>, ParseError> {
+    let api_version = value.api_version().unwrap_or("").to_string();
+    let kind = value.kind().ok_or(ParseError::NoKind)?.to_string();
     let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-    let meta_str = |key: &str| -> String {
-        value
-            .get("metadata")
-            .and_then(|m| m.get(key))
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string()
-    };
+    let meta_str = |key: &str| -> String { value.meta(key).unwrap_or("").to_string() };
     let (namespace, name) = (meta_str("namespace"), meta_str("name"));
     let invalid = |message: String| ParseError::Invalid {
         kind: kind.clone(),
@@ -187,11 +219,9 @@ pub fn parse_object(value: serde_json::Value) -> Result<Option<Object>, ParseErr
         name: name.clone(),
         message,
     };
-    fn de<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<Box<T>, String> {
-        check::shape(&v)?;
-        serde_json::from_value(v)
-            .map(Box::new)
-            .map_err(|e| e.to_string())
+    fn de<T: serde::de::DeserializeOwned>(v: impl Document) -> Result<Box<T>, String> {
+        v.shape()?;
+        v.decode().map(Box::new)
     }
     let obj = match (group, kind.as_str()) {
         ("serving.knative.dev", "Route") => Object::Route(de(value).map_err(invalid)?),

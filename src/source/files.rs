@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::unique_keys::UniqueValue;
 use super::{ErrorCode, InputError, Origin, Sourced};
 use crate::model::{parse_object, ParseError};
 
@@ -166,8 +167,31 @@ pub fn load_file(dir: &Path, rel: &Path) -> Loaded {
     }
 }
 
-/// Parses the text of one file; `file` is only used to name origins.
+/// Parses the text of one file; `file` is only used to name origins. JSON is read straight
+/// into the objects ([`super::json`]); a JSON file that does not read cleanly there, and YAML,
+/// are read through `serde_json::Value` ([`parse_values`]), which words the errors.
 pub fn parse_text(file: &Path, text: &str) -> Loaded {
+    let is_json = file.extension().and_then(|e| e.to_str()) == Some("json");
+    let Some(clean) = is_json.then(|| super::json::read_clean(text)).flatten() else {
+        return parse_values(file, text);
+    };
+    let mut loaded = Loaded::default();
+    for c in clean {
+        let origin = Origin {
+            file: file.to_path_buf(),
+            doc: c.doc,
+            item: c.item,
+        };
+        match c.read {
+            Ok(object) => loaded.objects.push(Sourced { object, origin }),
+            Err(kind) => skipped(&origin, &kind),
+        }
+    }
+    loaded
+}
+
+/// [`parse_text`] through a `serde_json::Value` of each document.
+fn parse_values(file: &Path, text: &str) -> Loaded {
     let mut loaded = Loaded::default();
     let origin = |doc: usize, item: Option<usize>| Origin {
         file: file.to_path_buf(),
@@ -178,7 +202,7 @@ pub fn parse_text(file: &Path, text: &str) -> Loaded {
     let docs: Vec<Result<serde_json::Value, String>> = if is_json {
         // A JSON file may hold several concatenated values.
         serde_json::Deserializer::from_str(text)
-            .into_iter::<UniqueKeys>()
+            .into_iter::<UniqueValue>()
             .map(|r| r.map(|u| u.0).map_err(|e| format!("malformed JSON: {e}")))
             .collect()
     } else {
@@ -270,74 +294,6 @@ fn json_type(v: &serde_json::Value) -> &'static str {
         serde_json::Value::String(_) => "a string",
         serde_json::Value::Array(_) => "a list",
         serde_json::Value::Object(_) => "an object",
-    }
-}
-
-/// A JSON value whose objects have no duplicate key (serde_json would keep the last one
-/// silently; the YAML parser reports them too).
-struct UniqueKeys(serde_json::Value);
-
-impl<'de> serde::Deserialize<'de> for UniqueKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
-    }
-}
-
-struct UniqueKeysVisitor;
-
-impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
-    type Value = serde_json::Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(serde_json::Value::Null)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(UniqueKeys(v)) = seq.next_element()? {
-            out.push(v);
-        }
-        Ok(out.into())
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = serde_json::Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let UniqueKeys(v) = map.next_value()?;
-            if out.contains_key(&key) {
-                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
-            }
-            out.insert(key, v);
-        }
-        Ok(out.into())
     }
 }
 
@@ -515,6 +471,11 @@ fn breach_words(b: &serde_saphyr::budget::BudgetBreach) -> String {
     }
 }
 
+/// A document of a kind we do not serve (logged at debug).
+fn skipped(origin: &Origin, kind: &str) {
+    tracing::debug!(%origin, kind, "skipping object of a kind we do not serve");
+}
+
 fn push_one(loaded: &mut Loaded, value: serde_json::Value, origin: Origin) {
     let kind = value
         .get("kind")
@@ -523,7 +484,7 @@ fn push_one(loaded: &mut Loaded, value: serde_json::Value, origin: Origin) {
         .to_string();
     match parse_object(value) {
         Ok(Some(object)) => loaded.objects.push(Sourced { object, origin }),
-        Ok(None) => tracing::debug!(%origin, kind, "skipping object of a kind we do not serve"),
+        Ok(None) => skipped(&origin, &kind),
         Err(ParseError::NoKind) => loaded.errors.push(InputError {
             object: None,
             origin: Some(origin),
@@ -715,5 +676,80 @@ mod tests {
                   {\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"d\"}}";
         let loaded = parse_text(Path::new("s.json"), ok);
         assert_eq!(loaded.objects.len(), 2, "{:?}", loaded.errors);
+    }
+
+    /// Every golden input (as JSON) and a synthetic namespace: the objects read straight from
+    /// the text are the ones the `Value` path reads, and a file without errors is read
+    /// straight (not through the `Value` path).
+    #[test]
+    fn json_is_read_straight_into_the_objects_the_value_path_gives() {
+        let mut texts = vec![serde_json::to_string(
+            &crate::tools::synth::Synth::new(30, crate::tools::synth::Form::Route)
+                .namespace_list(0, 1),
+        )
+        .unwrap()];
+        for case in std::fs::read_dir("testdata").unwrap() {
+            let input = case.unwrap().path().join("input");
+            for f in std::fs::read_dir(&input).into_iter().flatten() {
+                let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+                let docs: Vec<String> = split_documents(&text)
+                    .into_iter()
+                    .filter_map(|(_, d)| parse_yaml(d).ok())
+                    .map(|v| serde_json::to_string_pretty(&v).unwrap())
+                    .collect();
+                texts.push(docs.join("\n"));
+            }
+        }
+        let mut straight = 0;
+        for text in &texts {
+            let file = Path::new("f.json");
+            let by_value = parse_values(file, text);
+            assert_eq!(parse_text(file, text), by_value, "{text}");
+            if by_value.errors.is_empty() {
+                assert!(super::super::json::read_clean(text).is_some(), "{text}");
+                straight += by_value.objects.len();
+            }
+        }
+        assert!(straight > 100, "{straight} objects read straight");
+    }
+
+    /// JSON that is not clean anywhere (in a field no type reads, a list's own fields, a
+    /// kind we skip) is read through the `Value` path, so it fails as before with the same
+    /// words.
+    #[test]
+    fn json_that_does_not_read_cleanly_keeps_its_errors() {
+        let svc = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}"#;
+        let cases = [
+            // A duplicate key where no type reads it.
+            format!(r#"{svc}, "x": {{"y": [{{"k": 1, "k": 2}}]}}}}"#),
+            format!(r#"{{"apiVersion": "v1", "kind": "List", "metadata": {{"a": 1, "a": 2}}, "items": [{svc}}}]}}"#),
+            r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"a": 1, "a": 1}}"#.to_string(),
+            format!(r#"{{"apiVersion": "v1", "kind": "List", "items": [{svc}, "status": {{"b": 1, "b": 1}}}}]}}"#),
+            // Shapes, checks, items, documents.
+            r#"{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "networking.internal.knative.dev/v1alpha1", "kind": "Ingress", "metadata": {"name": "i"}, "spec": []}]}"#.to_string(),
+            r#"{"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "e"}, "subsets": [{"addresses": [{"ip": "999.1.1.1"}]}]}"#.to_string(),
+            format!(r#"{{"apiVersion": "v1", "kind": "List", "items": [null, 1, {svc}}}]}}"#),
+            format!(r#"{svc}}} "just a string" {svc}}}"#),
+            format!(r#"{svc}}} {svc}, "spec": {{"ports": [1]}}}}"#),
+            format!(r#"{svc}}} {{"kind": 7}} {svc}"#),
+            r#"{"kind": "List", "items": {"a": 1}}"#.to_string(),
+        ];
+        for text in &cases {
+            assert!(super::super::json::read_clean(text).is_none(), "{text}");
+            let by_value = parse_values(Path::new("f.json"), text);
+            assert!(!by_value.errors.is_empty(), "{text}");
+            assert_eq!(parse_text(Path::new("f.json"), text), by_value);
+        }
+        // The duplicate is reported where serde_json reports an error of its mapping, as
+        // before: once the duplicate's value is read (here the last: after the closing brace).
+        let dup = format!(r#"{svc}, "x": {{"y": [{{"k": 1, "k": 22}}]}}}}"#);
+        let e = parse_text(Path::new("f.json"), &dup).errors[0].to_string();
+        let col = dup.find("22}").unwrap() + 3;
+        assert_eq!(
+            e,
+            format!(
+                "f.json document 1: malformed JSON: duplicate key \"k\" at line 1 column {col}"
+            )
+        );
     }
 }

@@ -13,7 +13,9 @@ pub use crate::model::Sourced;
 
 pub mod dir;
 pub mod files;
+mod json;
 pub mod kube;
+mod unique_keys;
 
 /// What a running source reports: changes to apply in order, and the source's load errors now
 /// (they replace the ones it reported before).
