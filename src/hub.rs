@@ -92,7 +92,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn translatable(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::VirtualService | Kind::KIngress | Kind::Route | Kind::Gateway
+        Kind::VirtualService
+            | Kind::KIngress
+            | Kind::Route
+            | Kind::Gateway
+            | Kind::HttpRoute
+            | Kind::K8sGateway
     )
 }
 

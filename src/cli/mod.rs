@@ -124,6 +124,10 @@ pub struct TranslateArgs {
     /// to one service resends only its own; wildcard hosts are not served).
     #[arg(long, value_enum, default_value = "istio")]
     pub route_layout: RouteLayoutArg,
+    /// Gateway API: the `spec.controllerName` of the GatewayClasses we serve (Gateways of other
+    /// classes are not served).
+    #[arg(long, default_value = crate::model::gateway_api::DEFAULT_CONTROLLER)]
+    pub gateway_controller: String,
 }
 
 /// `--route-layout` values.
@@ -141,6 +145,7 @@ impl TranslateArgs {
             local_gateway: self.local_gateway.clone(),
             bind_address: self.bind_address.clone(),
             cluster_domain: self.cluster_domain.clone(),
+            gateway_controller: self.gateway_controller.clone(),
             route_layout: match self.route_layout {
                 RouteLayoutArg::Istio => crate::translate::RouteLayout::Istio,
                 RouteLayoutArg::Scoped => crate::translate::RouteLayout::Scoped,

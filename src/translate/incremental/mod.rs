@@ -241,7 +241,15 @@ impl Engine {
             let entries = || c.old.iter().chain(c.new.iter());
             let k = &c.key;
             match k.kind {
-                Kind::Gateway | Kind::ConfigMap | Kind::Secret => full = true,
+                Kind::Gateway
+                | Kind::ConfigMap
+                | Kind::Secret
+                | Kind::GatewayClass
+                | Kind::K8sGateway
+                | Kind::ReferenceGrant => full = true,
+                Kind::HttpRoute => {
+                    redo.insert(k.clone());
+                }
                 Kind::Service => {
                     if entries().any(|e| self.selects_this_proxy(e)) {
                         full = true;
