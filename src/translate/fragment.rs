@@ -142,6 +142,14 @@ fn merge(placements: Vec<Placement>) -> BTreeMap<Slot, Arc<VirtualHostIr>> {
     vhosts.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
 }
 
+/// The kinds translated one object per fragment, in full translation order.
+pub(crate) const FRAGMENT_KINDS: [Kind; 4] = [
+    Kind::VirtualService,
+    Kind::HttpRoute,
+    Kind::KIngress,
+    Kind::Route,
+];
+
 /// The objects a full translation translates for a proxy: every VirtualService and HTTPRoute,
 /// the KIngresses of our class, and the Routes no KIngress or VirtualService shadows.
 pub(crate) fn translated_keys<'a>(
