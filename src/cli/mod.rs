@@ -84,6 +84,9 @@ pub enum FormArg {
     Kingress,
     /// VirtualServices as net-istio writes them for a KIngress.
     Virtualservice,
+    /// Gateway API HTTPRoutes as net-gateway-api writes them (with our GatewayClass and its
+    /// two Gateways).
+    Httproute,
 }
 
 impl From<FormArg> for crate::tools::synth::Form {
@@ -93,6 +96,7 @@ impl From<FormArg> for crate::tools::synth::Form {
             FormArg::Route => Form::Route,
             FormArg::Kingress => Form::Kingress,
             FormArg::Virtualservice => Form::Virtualservice,
+            FormArg::Httproute => Form::Httproute,
         }
     }
 }
