@@ -44,6 +44,7 @@ pub(crate) mod route;
 pub(crate) mod virtual_service;
 
 pub use gateway::{container_port, gateway_labels, gateways, pod_labels, GatewayInfo};
+pub use gateway_api::gateways_labels as gateway_api_labels;
 
 /// Translation settings (the CLI flags).
 #[derive(Debug, Clone, PartialEq, Eq)]

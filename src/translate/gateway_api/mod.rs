@@ -86,6 +86,14 @@ pub(crate) fn gateway_labels(
         .map(|(_, _)| selector(&name))
 }
 
+/// The pod labels of every Gateway API Gateway of ours (the hub keeps an engine for each, as
+/// for the two Knative gateways, so their errors are known with no Envoy connected).
+pub fn gateways_labels(inputs: &Inputs, opts: &Options) -> Vec<BTreeMap<String, String>> {
+    our_gateways(inputs, opts)
+        .map(|(k, _)| selector(&k.name))
+        .collect()
+}
+
 fn selector(gateway: &str) -> BTreeMap<String, String> {
     BTreeMap::from([(GATEWAY_NAME_LABEL.to_string(), gateway.to_string())])
 }
