@@ -483,3 +483,98 @@ spec:
     assert_eq!(r.backend(), Some("blue"));
     assert_eq!(r.echoed_header("k-network-hash"), Some("abc123"));
 }
+
+/// HTTPSListener: a listener with `protocol: HTTPS` terminates TLS with its certificateRef's
+/// Secret, which Envoy gets over SDS (an mTLS xDS client of the Secret's namespace, as
+/// `e2e_tls`), selected by SNI; the HTTP listener of the same Gateway serves the route too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listener_terminates_tls_with_its_certificate_over_sds() {
+    use common::pki::{Ca, SERVER_NAME};
+    let b = Backend::start("secure-backend").await;
+    let (http_port, https_port) = gateway_ports();
+    let dir = ManifestDir::new();
+    dir.write("class.yaml", CLASS);
+    // The Secret in istio-system, the Gateway's namespace and its Envoy's identity's.
+    dir.write("secret.yaml", &secure_secret_yaml());
+    dir.write(
+        "gateway.yaml",
+        &format!(
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: secure-gw, namespace: istio-system}}
+spec:
+  gatewayClassName: knative-pilot
+  listeners:
+  - name: http
+    port: {http_port}
+    protocol: HTTP
+    allowedRoutes: {{namespaces: {{from: All}}}}
+  - name: https
+    port: {https_port}
+    protocol: HTTPS
+    hostname: {SECURE_HOST}
+    tls: {{certificateRefs: [{{kind: Secret, name: secure-tls}}]}}
+    allowedRoutes: {{namespaces: {{from: All}}}}
+"#
+        ),
+    );
+    dir.write(
+        "services.yaml",
+        &service("apps", "secure-backend", 8080, b.port(), false),
+    );
+    dir.write(
+        "route.yaml",
+        &format!(
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: secure, namespace: apps}}
+spec:
+  parentRefs: [{{name: secure-gw, namespace: istio-system}}]
+  hostnames: [{SECURE_HOST}]
+  rules:
+  - backendRefs: [{{name: secure-backend, port: 8080}}]
+"#
+        ),
+    );
+    let ca = Ca::new("mesh root");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = ca.server("server-v1").write(certs.path(), "server");
+    let ca_file = ca.write(certs.path(), "ca.crt");
+    let args = common::pki::tls_serve_args(dir.path(), &cert, &key, &ca_file);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&args).await;
+    let (c, k) = ca
+        .client("istio-system", "istio-ingressgateway")
+        .write(certs.path(), "client");
+    let s = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_string();
+    let params = BootstrapParams::new(server.xds_tls_port())
+        .api_type(ApiType::DeltaGrpc)
+        .pod("secure-gw-0", "istio-system")
+        .labels(&[("gateway.networking.k8s.io/gateway-name", "secure-gw")])
+        .xds_tls(XdsTls {
+            ca: s(&ca_file),
+            server_name: SERVER_NAME.to_string(),
+            client_cert: Some((s(&c), s(&k))),
+        });
+    let envoy = Envoy::start(&render_bootstrap(&params)).await;
+    envoy.wait_ready(READY).await;
+    wait_synced(&server, 0, 1).await;
+
+    let want = secret_certificate(&secure_secret_yaml());
+    let r = https_get(
+        https_port,
+        SECURE_HOST,
+        "/tls",
+        &Trust::Pinned(want.clone()),
+    )
+    .await;
+    assert_eq!(r.response.status, 200, "{}", r.response.body);
+    assert_eq!(r.response.backend(), Some("secure-backend"));
+    assert_eq!(
+        r.peer_certificates.first().map(|c| c.as_ref()),
+        Some(want.as_ref()),
+        "the certificateRef's certificate"
+    );
+    let r = http_get(http_port, SECURE_HOST, "/plain", &[]).await;
+    assert_eq!((r.status, r.backend()), (200, Some("secure-backend")));
+}
