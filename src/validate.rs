@@ -126,6 +126,7 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
     unknown_gateways(inputs, &gateways, &mut out);
     missing_local_gateway(inputs, opts, &gateways, &mut out);
     foreign_classes(inputs, opts, &mut out);
+    unusable_backend_refs(inputs, opts, &mut out);
     let mut v: Vec<Finding> = out.into_iter().collect();
     v.sort_by(|a, b| {
         (&a.object, &a.origin, a.severity, a.code, &a.message)
@@ -314,6 +315,28 @@ fn missing_local_gateway(
                 "create Gateway {local}, or pass --local-gateway naming one of the known gateways"
             ),
         });
+    }
+}
+
+/// HTTPRoute backendRefs that cannot be used: translation keeps their share of the traffic as
+/// 500s (as the Gateway API requires) and serves the rest, so it reports nothing.
+fn unusable_backend_refs(inputs: &Inputs, opts: &Options, out: &mut BTreeSet<Finding>) {
+    for (key, e) in inputs.of_kind(Kind::HttpRoute) {
+        let Object::HttpRoute(route) = &e.object else {
+            continue;
+        };
+        for why in translate::gateway_api::http_route::unusable_backends(inputs, opts, key, route) {
+            out.insert(Finding {
+                severity: Severity::Warning,
+                code: "backend-500",
+                object: Some(key.clone()),
+                origin: e.origin.clone(),
+                message: format!("{why}: its share of the traffic answers 500"),
+                fix: "point the backendRef at an existing Service port (another namespace needs a \
+                      ReferenceGrant there)"
+                    .to_string(),
+            });
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use crate::model::gateway_api::{self as api, HttpRouteRule};
 use crate::model::kingress::IntOrString;
 use crate::model::{HttpRoute, Kind, ObjectKey};
+use crate::state::Inputs;
 
 use super::super::backend::Backends;
 use super::super::error::TranslateError;
@@ -22,6 +23,7 @@ use super::super::fragment::{ObjectCx, Placement};
 use super::super::ir::{
     Action, HeaderMatchIr, HeaderOps, PathMatch, Retry, RouteIr, StringMatchIr, WeightedDestination,
 };
+use super::super::Options;
 use super::{granted, listener_of};
 
 /// The spec's precedence of one match (smallest first): Exact path, then the longest prefix,
@@ -398,12 +400,12 @@ fn action(
                 }
             }
         }
-        let cluster = match backend(cx, b, key, r) {
-            Some(c) => {
+        let cluster = match backend(cx.inputs, b, key, r) {
+            Ok(c) => {
                 valid += 1;
                 c
             }
-            None => {
+            Err(_) => {
                 let ns = r.namespace.as_deref().unwrap_or(&key.namespace);
                 format!("invalid-backend|{ns}/{}", r.name)
             }
@@ -436,35 +438,58 @@ fn action(
 }
 
 /// The cluster of a usable backendRef: a Service (core group) with a port, in the route's
-/// namespace or one whose ReferenceGrant allows it. `None`: its share answers 500.
+/// namespace or one whose ReferenceGrant allows it. `Err`: why not (its share answers 500).
 fn backend(
-    cx: &ObjectCx<'_>,
+    inputs: &Inputs,
     b: &mut Backends<'_>,
     key: &ObjectKey,
     r: &api::HttpBackendRef,
-) -> Option<String> {
+) -> Result<String, String> {
     if !r.group.as_deref().unwrap_or("").is_empty()
         || r.kind.as_deref().unwrap_or("Service") != "Service"
     {
-        return None;
+        return Err(format!(
+            "kind {:?} of group {:?} is not a Service",
+            r.kind.as_deref().unwrap_or("Service"),
+            r.group.as_deref().unwrap_or("")
+        ));
     }
     let ns = r
         .namespace
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| key.namespace.clone());
-    if !granted(
-        cx.inputs,
-        "HTTPRoute",
-        &key.namespace,
-        "Service",
-        &ns,
-        &r.name,
-    ) {
-        return None;
+    if !granted(inputs, "HTTPRoute", &key.namespace, "Service", &ns, &r.name) {
+        return Err(format!(
+            "Service {ns}/{} is in another namespace and no ReferenceGrant there allows it",
+            r.name
+        ));
     }
-    let port = IntOrString::Int(i64::from(r.port?));
-    b.cluster_for(&ns, &r.name, Some(&port), false).ok()
+    let port = IntOrString::Int(i64::from(
+        r.port.ok_or("no port (a Service backendRef needs one)")?,
+    ));
+    b.cluster_for(&ns, &r.name, Some(&port), false)
+        .map_err(|e| e.to_string())
+}
+
+/// The backendRefs of an HTTPRoute that cannot be used, and why: each keeps its share of the
+/// traffic as 500s (`validate` reports them; translation serves the rest).
+pub(crate) fn unusable_backends(
+    inputs: &Inputs,
+    opts: &Options,
+    key: &ObjectKey,
+    route: &HttpRoute,
+) -> Vec<String> {
+    let mut b = Backends::new(inputs, opts);
+    let mut out = Vec::new();
+    for (ri, rule) in route.spec.rules.iter().enumerate() {
+        for r in rule.backend_refs.iter().filter(|r| r.weight != Some(0)) {
+            if let Err(why) = backend(inputs, &mut b, key, r) {
+                out.push(format!("rule {ri} backendRef {:?}: {why}", r.name));
+            }
+        }
+    }
+    out
 }
 
 fn header_ops(f: Option<&api::HeaderFilter>) -> HeaderOps {
