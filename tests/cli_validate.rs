@@ -86,6 +86,23 @@ fn gateway_api_problems_are_reported() {
         "{}",
         r.stdout
     );
+
+    // An HTTPRoute on another controller's Gateway is not ours to serve: a warning.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("route.yaml"),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: elsewhere, namespace: default}\n\
+         spec: {parentRefs: [{name: istio-gateway}], rules: [{backendRefs: []}]}\n",
+    )
+    .unwrap();
+    let r = validate(&["--from", tmp.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "warnings do not fail: {}", r.stdout);
+    let (_, fix) = finding(
+        &r.stdout,
+        "warning[foreign-parent] HTTPRoute default/elsewhere (route.yaml document 1): no parentRef names a Gateway",
+    );
+    assert!(fix.contains("another controller"), "{fix}");
 }
 
 #[test]

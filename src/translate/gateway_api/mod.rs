@@ -86,6 +86,25 @@ pub(crate) fn gateway_labels(
         .map(|(_, _)| selector(&name))
 }
 
+/// Does any parentRef of this HTTPRoute (`route_ns` its namespace) name a Gateway of ours?
+pub(crate) fn names_our_gateway(
+    inputs: &Inputs,
+    opts: &Options,
+    route_ns: &str,
+    route: &api::HttpRouteSpec,
+) -> bool {
+    route.parent_refs.iter().any(|p| {
+        let ns = p
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(route_ns);
+        p.group.as_deref().unwrap_or(api::GROUP) == api::GROUP
+            && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+            && our_gateways(inputs, opts).any(|(k, _)| k.namespace == ns && k.name == p.name)
+    })
+}
+
 /// The pod labels of every Gateway API Gateway of ours (the hub keeps an engine for each, as
 /// for the two Knative gateways, so their errors are known with no Envoy connected).
 pub fn gateways_labels(inputs: &Inputs, opts: &Options) -> Vec<BTreeMap<String, String>> {
