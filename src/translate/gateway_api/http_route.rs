@@ -24,7 +24,7 @@ use super::super::ir::{
     Action, HeaderMatchIr, HeaderOps, PathMatch, Retry, RouteIr, StringMatchIr, WeightedDestination,
 };
 use super::super::Options;
-use super::{granted, listener_of};
+use super::{granted, is_gateway_ref, listener_of};
 
 /// The spec's precedence of one match (smallest first): Exact path, then the longest prefix,
 /// then a method match, then the most header matches, then the most query matches; ties keep
@@ -41,9 +41,7 @@ pub(crate) fn placements(
     let mut attached = Vec::new();
     let mut refused: Vec<String> = Vec::new();
     for p in &route.spec.parent_refs {
-        if p.group.as_deref().unwrap_or(api::GROUP) != api::GROUP
-            || p.kind.as_deref().unwrap_or("Gateway") != "Gateway"
-        {
+        if !is_gateway_ref(p) {
             continue;
         }
         let ns = p

@@ -86,6 +86,12 @@ pub(crate) fn gateway_labels(
         .map(|(_, _)| selector(&name))
 }
 
+/// Does this parentRef name a Gateway (the Gateway API's; the default group and kind)?
+pub(crate) fn is_gateway_ref(p: &api::ParentRef) -> bool {
+    p.group.as_deref().unwrap_or(api::GROUP) == api::GROUP
+        && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+}
+
 /// Does any parentRef of this HTTPRoute (`route_ns` its namespace) name a Gateway of ours?
 pub(crate) fn names_our_gateway(
     inputs: &Inputs,
@@ -99,8 +105,7 @@ pub(crate) fn names_our_gateway(
             .as_deref()
             .filter(|n| !n.is_empty())
             .unwrap_or(route_ns);
-        p.group.as_deref().unwrap_or(api::GROUP) == api::GROUP
-            && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+        is_gateway_ref(p)
             && our_gateways(inputs, opts).any(|(k, _)| k.namespace == ns && k.name == p.name)
     })
 }
