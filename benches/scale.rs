@@ -3,7 +3,7 @@
 //! SotW and a Delta Envoy per gateway) with peak RSS, then single changes (one endpoint, one
 //! traffic split, one service added, one deleted): server time and bytes to each gateway.
 //!
-//! `cargo bench --bench scale -- [N] [route|kingress|virtualservice] [istio|scoped]` (N defaults
+//! `cargo bench --bench scale -- [N] [route|kingress|virtualservice|httproute] [istio|scoped]` (N defaults
 //! to 1000; the last argument is the route layout, `--route-layout`, default `istio`).
 //! Run one N per process: peak RSS (VmHWM) is per process.
 
@@ -43,11 +43,18 @@ fn entry(v: Value) -> Arc<Entry> {
     })
 }
 
-fn proxy(istio: &str) -> ProxyIdentity {
+/// A gateway pod: `istio: <name>`, or for the Gateway API form the label binding it to the
+/// Gateway `<name>`.
+fn proxy(form: Form, name: &str) -> ProxyIdentity {
+    let key = if form == Form::Httproute {
+        knative_pilot::model::gateway_api::GATEWAY_NAME_LABEL
+    } else {
+        "istio"
+    };
     ProxyIdentity {
-        id: format!("router~10.0.0.1~{istio}.istio-system~istio-system.svc.cluster.local"),
+        id: format!("router~10.0.0.1~{name}.istio-system~istio-system.svc.cluster.local"),
         namespace: Some("istio-system".into()),
-        labels: [("istio".to_string(), istio.to_string())].into(),
+        labels: [(key.to_string(), name.to_string())].into(),
     }
 }
 
@@ -70,6 +77,7 @@ fn main() {
     let form = match args.get(1).map(String::as_str) {
         Some("kingress") => Form::Kingress,
         Some("virtualservice") => Form::Virtualservice,
+        Some("httproute") => Form::Httproute,
         _ => Form::Route,
     };
     let layout = match args.get(2).map(String::as_str) {
@@ -95,8 +103,13 @@ fn main() {
     let t_translate = t0.elapsed() - t_load;
     let mut gws: Vec<Gateway> = Vec::new();
     let mut initial = Vec::new();
-    for istio in ["ingressgateway", "cluster-local-gateway"] {
-        let rx = hub.subscribe(&proxy(istio)).expect("ready");
+    let names = if form == Form::Httproute {
+        knative_pilot::tools::synth::GATEWAY_API_GATEWAYS.map(|(name, _)| name)
+    } else {
+        ["ingressgateway", "cluster-local-gateway"]
+    };
+    for istio in names {
+        let rx = hub.subscribe(&proxy(form, istio)).expect("ready");
         let snap = rx.borrow().clone();
         let (sotw, ws) = ScriptedEnvoy::connect(Mode::Sotw, snap.clone());
         let (delta, wd) = ScriptedEnvoy::connect(Mode::Delta, snap);

@@ -92,7 +92,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn translatable(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::VirtualService | Kind::KIngress | Kind::Route | Kind::Gateway
+        Kind::VirtualService
+            | Kind::KIngress
+            | Kind::Route
+            | Kind::Gateway
+            | Kind::HttpRoute
+            | Kind::K8sGateway
     )
 }
 
@@ -185,15 +190,11 @@ impl Hub {
         for c in st.contain.values_mut() {
             c.release(&changed);
         }
-        // Forget proxy keys nobody has listened to for the grace period; keep the two gateways'
+        // Forget proxy keys nobody has listened to for the grace period; keep the gateways'
         // engines (their errors matter even with no proxy connected).
         self.sweep(&mut proxies, st, started);
         let mut keys: BTreeSet<ProxyKey> = proxies.keys().cloned().collect();
-        for gw in ["external", "local"] {
-            if let Some(labels) = translate::gateway_labels(&st.raw, &self.opts, gw) {
-                keys.insert(labels);
-            }
-        }
+        keys.extend(self.gateway_keys(st));
         st.engines.retain(|k, _| keys.contains(k));
         st.contain.retain(|k, _| keys.contains(k));
         let before = st.snapshots();

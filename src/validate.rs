@@ -126,6 +126,8 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
     unknown_gateways(inputs, &gateways, &mut out);
     missing_local_gateway(inputs, opts, &gateways, &mut out);
     foreign_classes(inputs, opts, &mut out);
+    unusable_backend_refs(inputs, opts, &mut out);
+    foreign_parents(inputs, opts, &mut out);
     let mut v: Vec<Finding> = out.into_iter().collect();
     v.sort_by(|a, b| {
         (&a.object, &a.origin, a.severity, a.code, &a.message)
@@ -314,6 +316,55 @@ fn missing_local_gateway(
                 "create Gateway {local}, or pass --local-gateway naming one of the known gateways"
             ),
         });
+    }
+}
+
+/// HTTPRoutes none of whose parentRefs names a Gateway of ours (of a GatewayClass with our
+/// controllerName): not served by us, which translation does not report (another controller's).
+fn foreign_parents(inputs: &Inputs, opts: &Options, out: &mut BTreeSet<Finding>) {
+    for (key, e) in inputs.of_kind(Kind::HttpRoute) {
+        let Object::HttpRoute(route) = &e.object else {
+            continue;
+        };
+        if translate::gateway_api::names_our_gateway(inputs, opts, &key.namespace, &route.spec) {
+            continue;
+        }
+        out.insert(Finding {
+            severity: Severity::Warning,
+            code: "foreign-parent",
+            object: Some(key.clone()),
+            origin: e.origin.clone(),
+            message: format!(
+                "no parentRef names a Gateway of a GatewayClass with controllerName {:?}: not \
+                 served by this controller",
+                opts.gateway_controller
+            ),
+            fix: "name one of our Gateways in parentRefs, or ignore this if another controller \
+                  serves it"
+                .to_string(),
+        });
+    }
+}
+
+/// HTTPRoute backendRefs that cannot be used: translation keeps their share of the traffic as
+/// 500s (as the Gateway API requires) and serves the rest, so it reports nothing.
+fn unusable_backend_refs(inputs: &Inputs, opts: &Options, out: &mut BTreeSet<Finding>) {
+    for (key, e) in inputs.of_kind(Kind::HttpRoute) {
+        let Object::HttpRoute(route) = &e.object else {
+            continue;
+        };
+        for why in translate::gateway_api::http_route::unusable_backends(inputs, opts, key, route) {
+            out.insert(Finding {
+                severity: Severity::Warning,
+                code: "backend-500",
+                object: Some(key.clone()),
+                origin: e.origin.clone(),
+                message: format!("{why}: its share of the traffic answers 500"),
+                fix: "point the backendRef at an existing Service port (another namespace needs a \
+                      ReferenceGrant there)"
+                    .to_string(),
+            });
+        }
     }
 }
 

@@ -53,6 +53,58 @@ fn finding<'a>(stdout: &'a str, head: &str) -> (&'a str, &'a str) {
     (lines[i], fix)
 }
 
+/// Gateway API: listeners and HTTPRoutes left out are errors naming them; unusable backendRefs
+/// (served as 500s) are warnings.
+#[test]
+fn gateway_api_problems_are_reported() {
+    let dir = testdata("gateway-api-features");
+    let r = validate(&["--from", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    for (head, fix) in [
+        (
+            "error[invalid] gateway.networking.k8s.io/Gateway default/gw (gateway.yaml document 2): listener \"tcp\": protocol \"TCP\" is not served",
+            "left out",
+        ),
+        (
+            "error[invalid] HTTPRoute default/mirror (httproutes.yaml document 5): rule 0: filter type \"RequestMirror\" is not supported",
+            "left out",
+        ),
+        (
+            "warning[backend-500] HTTPRoute other/cross (httproutes.yaml document 4): rule 0 backendRef \"blue\": Service default/blue is in another namespace and no ReferenceGrant there allows it",
+            "ReferenceGrant",
+        ),
+        (
+            "warning[backend-500] HTTPRoute other/cross (httproutes.yaml document 4): rule 1 backendRef \"nope\": backend Service other/nope not found",
+            "existing Service port",
+        ),
+    ] {
+        let (_, fix_line) = finding(&r.stdout, head);
+        assert!(fix_line.contains(fix), "{head}: {fix_line}");
+    }
+    assert!(
+        r.stdout.contains("4 error(s), 3 warning(s)"),
+        "{}",
+        r.stdout
+    );
+
+    // An HTTPRoute on another controller's Gateway is not ours to serve: a warning.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("route.yaml"),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: elsewhere, namespace: default}\n\
+         spec: {parentRefs: [{name: istio-gateway}], rules: [{backendRefs: []}]}\n",
+    )
+    .unwrap();
+    let r = validate(&["--from", tmp.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "warnings do not fail: {}", r.stdout);
+    let (_, fix) = finding(
+        &r.stdout,
+        "warning[foreign-parent] HTTPRoute default/elsewhere (route.yaml document 1): no parentRef names a Gateway",
+    );
+    assert!(fix.contains("another controller"), "{fix}");
+}
+
 #[test]
 fn translator_problems_are_reported_with_object_file_and_fix() {
     let dir = testdata("errors");

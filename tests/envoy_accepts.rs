@@ -3,7 +3,8 @@
 //! every object made only of valid values is served. This is what keeps one tenant's bad object
 //! from making Envoy reject a resource every other tenant shares.
 //!
-//! Each case draws about a dozen KIngresses, VirtualServices, Services and Endpoints from pools
+//! Each case draws about a dozen KIngresses, VirtualServices, HTTPRoutes (on a Gateway API
+//! Gateway), Services and Endpoints from pools
 //! of valid and hostile values (header names and values Envoy refuses, regexes that are not RE2
 //! or too big, control characters in hosts and rewrites, durations and weights out of range,
 //! addresses that are not IPs, TLS hosts that overlap or have partial wildcards).
@@ -114,10 +115,114 @@ const IPS: &[(&str, bool)] = &[
 ];
 
 /// One generated case: the objects (as JSON documents) and the hosts that must be served on
-/// the external gateway.
+/// the external gateway, and on the Gateway API Gateway `default/gw`.
 struct Case {
     docs: Vec<Value>,
     served_hosts: BTreeSet<String>,
+    gateway_api_hosts: BTreeSet<String>,
+}
+
+/// Our GatewayClass and Gateway `default/gw` (HTTP on port 80, routes from every namespace).
+fn gateway_api_gateway() -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": "knative-pilot"},
+               "spec": {"controllerName": "knative-pilot.dev/gateway-controller"}}),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": meta("gw", json!({})),
+               "spec": {"gatewayClassName": "knative-pilot", "listeners": [
+                   {"name": "http", "port": 80, "protocol": "HTTP",
+                    "allowedRoutes": {"namespaces": {"from": "All"}}}]}}),
+    ]
+}
+
+/// An HTTPRoute on `default/gw`; its host must be served when every value is valid (an
+/// unusable backend only answers 500 for its share).
+fn http_route(rng: &mut Rng, i: usize, services: &[(String, bool)]) -> (Value, Option<String>) {
+    let (host, mut ok) = rng.pick(
+        &[
+            (format!("hr-{i}.example.com"), true),
+            (format!("hr-{i}\t.example.com"), false),
+        ],
+        10,
+    );
+    let mut m = serde_json::Map::new();
+    match rng.below(3) {
+        0 => {
+            m.insert(
+                "path".into(),
+                json!({"type": "PathPrefix", "value": "/api"}),
+            );
+        }
+        1 => {
+            let (rx, rx_ok) = rng.pick(REGEXES, 35);
+            ok &= rx_ok;
+            m.insert(
+                "path".into(),
+                json!({"type": "RegularExpression", "value": rx}),
+            );
+        }
+        _ => {
+            let (rx, rx_ok) = rng.pick(REGEXES, 35);
+            ok &= rx_ok;
+            m.insert(
+                "headers".into(),
+                json!([{"type": "RegularExpression", "name": "x-version", "value": rx}]),
+            );
+        }
+    }
+    let mut rule = json!({"matches": [Value::Object(m)]});
+    let n = 1 + rng.below(2);
+    let mut backends = Vec::new();
+    for _ in 0..n {
+        let (svc, _) = services[rng.below(services.len())].clone();
+        let weight = if n == 2 && rng.chance(10) {
+            ok = false;
+            4_000_000_000u64
+        } else {
+            50
+        };
+        let k = rng.below(2);
+        let (set, h_ok) = headers(rng, k);
+        ok &= h_ok;
+        let set: Vec<Value> = set
+            .into_iter()
+            .map(|(k, v)| json!({"name": k, "value": v}))
+            .collect();
+        backends.push(json!({"name": svc, "port": 80, "weight": weight,
+            "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": set}}]}));
+    }
+    rule["backendRefs"] = json!(backends);
+    let mut filters = Vec::new();
+    if rng.chance(30) {
+        let (set, h_ok) = headers(rng, 1);
+        ok &= h_ok;
+        let (rm, rm_ok) = rng.pick(HEADER_NAMES, 20);
+        ok &= rm_ok;
+        let set: Vec<Value> = set
+            .into_iter()
+            .map(|(k, v)| json!({"name": k, "value": v}))
+            .collect();
+        filters.push(json!({"type": "RequestHeaderModifier",
+            "requestHeaderModifier": {"set": set, "remove": [rm]}}));
+    }
+    if rng.chance(20) {
+        let (rw, rw_ok) = rng.pick(REWRITES, 30);
+        ok &= rw_ok;
+        filters.push(json!({"type": "URLRewrite", "urlRewrite": {"hostname": rw}}));
+    }
+    rule["filters"] = json!(filters);
+    if rng.chance(40) {
+        let (t, t_ok) = rng.pick(TIMEOUTS, 30);
+        ok &= t_ok;
+        rule["timeouts"] = json!({"request": t});
+    }
+    let doc = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": meta(&format!("hr-{i}"), json!({})),
+        "spec": {"parentRefs": [{"name": "gw"}], "hostnames": [host], "rules": [rule]},
+    });
+    (doc, ok.then_some(host))
 }
 
 fn meta(name: &str, extra: Value) -> Value {
@@ -329,6 +434,7 @@ fn virtual_service(
 fn case(seed: u64) -> Case {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut docs = gateways();
+    docs.extend(gateway_api_gateway());
     docs.push(tls_secret());
     let mut services = Vec::new();
     for i in 0..4 {
@@ -347,7 +453,17 @@ fn case(seed: u64) -> Case {
         docs.push(doc);
         served_hosts.extend(host);
     }
-    Case { docs, served_hosts }
+    let mut gateway_api_hosts = BTreeSet::new();
+    for i in 0..4 {
+        let (doc, host) = http_route(&mut rng, i, &services);
+        docs.push(doc);
+        gateway_api_hosts.extend(host);
+    }
+    Case {
+        docs,
+        served_hosts,
+        gateway_api_hosts,
+    }
 }
 
 /// The domains of every virtual host in a snapshot's RouteConfigurations.
@@ -409,13 +525,15 @@ fn envoy_accepts_what_is_rendered_from_valid_and_hostile_objects() {
                         "seed {seed}, {layout:?}, gateway {id}: Envoy rejects the config:\n{tail}\nobjects:\n{text}"
                     ));
                 }
-                if id == "knative-serving/knative-ingress-gateway" {
+                let want = match id.as_str() {
+                    "knative-serving/knative-ingress-gateway" => Some(&c.served_hosts),
+                    "default/gw" => Some(&c.gateway_api_hosts),
+                    _ => None,
+                };
+                if let Some(want) = want {
                     let have = domains(&rendered.snapshot);
-                    let missing: Vec<&String> = c
-                        .served_hosts
-                        .iter()
-                        .filter(|h| !have.contains(*h))
-                        .collect();
+                    let missing: Vec<&String> =
+                        want.iter().filter(|h| !have.contains(*h)).collect();
                     if !missing.is_empty() {
                         failures.push(format!(
                             "seed {seed}, {layout:?}: valid hosts not served: {missing:?}\nerrors:\n{}\nobjects:\n{text}",

@@ -258,6 +258,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<()> {
             bind_address: "127.0.0.1".to_string(),
             cluster_domain: "cluster.local".to_string(),
             route_layout: crate::cli::RouteLayoutArg::Istio,
+            gateway_controller: crate::model::gateway_api::DEFAULT_CONTROLLER.to_string(),
         }
         .options(),
     };

@@ -84,6 +84,9 @@ pub enum FormArg {
     Kingress,
     /// VirtualServices as net-istio writes them for a KIngress.
     Virtualservice,
+    /// Gateway API HTTPRoutes as net-gateway-api writes them (with our GatewayClass and its
+    /// two Gateways).
+    Httproute,
 }
 
 impl From<FormArg> for crate::tools::synth::Form {
@@ -93,6 +96,7 @@ impl From<FormArg> for crate::tools::synth::Form {
             FormArg::Route => Form::Route,
             FormArg::Kingress => Form::Kingress,
             FormArg::Virtualservice => Form::Virtualservice,
+            FormArg::Httproute => Form::Httproute,
         }
     }
 }
@@ -124,6 +128,10 @@ pub struct TranslateArgs {
     /// to one service resends only its own; wildcard hosts are not served).
     #[arg(long, value_enum, default_value = "istio")]
     pub route_layout: RouteLayoutArg,
+    /// Gateway API: the `spec.controllerName` of the GatewayClasses we serve (Gateways of other
+    /// classes are not served).
+    #[arg(long, default_value = crate::model::gateway_api::DEFAULT_CONTROLLER)]
+    pub gateway_controller: String,
 }
 
 /// `--route-layout` values.
@@ -141,6 +149,7 @@ impl TranslateArgs {
             local_gateway: self.local_gateway.clone(),
             bind_address: self.bind_address.clone(),
             cluster_domain: self.cluster_domain.clone(),
+            gateway_controller: self.gateway_controller.clone(),
             route_layout: match self.route_layout {
                 RouteLayoutArg::Istio => crate::translate::RouteLayout::Istio,
                 RouteLayoutArg::Scoped => crate::translate::RouteLayout::Scoped,

@@ -50,12 +50,15 @@ impl Hub {
         self.sweep(&mut proxies, &mut st, now)
     }
 
-    /// The two gateways' label sets (never counted, never dropped).
-    fn gateway_keys(&self, st: &State) -> BTreeSet<ProxyKey> {
-        ["external", "local"]
+    /// The two gateways' label sets and those of our Gateway API Gateways (never counted,
+    /// never dropped).
+    pub(super) fn gateway_keys(&self, st: &State) -> BTreeSet<ProxyKey> {
+        let mut keys: BTreeSet<ProxyKey> = ["external", "local"]
             .into_iter()
             .filter_map(|gw| translate::gateway_labels(&st.raw, &self.opts, gw))
-            .collect()
+            .collect();
+        keys.extend(translate::gateway_api_labels(&st.raw, &self.opts));
+        keys
     }
 
     pub(super) fn sweep(

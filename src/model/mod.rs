@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 pub mod check;
 pub mod diag;
 pub mod duration;
+pub mod gateway_api;
 pub mod istio;
 pub mod kingress;
 pub mod knative;
@@ -29,6 +30,11 @@ pub struct Crd<S> {
 pub type Gateway = Crd<istio::GatewaySpec>;
 pub type VirtualService = Crd<istio::VirtualServiceSpec>;
 pub type KIngress = Crd<kingress::IngressSpec>;
+pub type GatewayClass = Crd<gateway_api::GatewayClassSpec>;
+/// A `gateway.networking.k8s.io` Gateway (Istio's is [`Gateway`]).
+pub type K8sGateway = Crd<gateway_api::GatewaySpec>;
+pub type HttpRoute = Crd<gateway_api::HttpRouteSpec>;
+pub type ReferenceGrant = Crd<gateway_api::ReferenceGrantSpec>;
 
 /// The kinds we understand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -43,6 +49,11 @@ pub enum Kind {
     EndpointSlice,
     Secret,
     ConfigMap,
+    GatewayClass,
+    /// `gateway.networking.k8s.io` Gateway.
+    K8sGateway,
+    HttpRoute,
+    ReferenceGrant,
 }
 
 impl fmt::Display for Kind {
@@ -58,6 +69,10 @@ impl fmt::Display for Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
             Kind::ConfigMap => "ConfigMap",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::K8sGateway => "gateway.networking.k8s.io/Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
         };
         f.write_str(s)
     }
@@ -97,6 +112,10 @@ pub enum Object {
     EndpointSlice(Box<EndpointSlice>),
     Secret(Box<Secret>),
     ConfigMap(Box<ConfigMap>),
+    GatewayClass(Box<GatewayClass>),
+    K8sGateway(Box<K8sGateway>),
+    HttpRoute(Box<HttpRoute>),
+    ReferenceGrant(Box<ReferenceGrant>),
 }
 
 impl Object {
@@ -112,6 +131,10 @@ impl Object {
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Secret(_) => Kind::Secret,
             Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::GatewayClass(_) => Kind::GatewayClass,
+            Object::K8sGateway(_) => Kind::K8sGateway,
+            Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
         }
     }
 
@@ -127,6 +150,10 @@ impl Object {
             Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
+            Object::GatewayClass(o) => &o.metadata,
+            Object::K8sGateway(o) => &o.metadata,
+            Object::HttpRoute(o) => &o.metadata,
+            Object::ReferenceGrant(o) => &o.metadata,
         }
     }
 
@@ -238,6 +265,13 @@ pub fn parse_document(value: impl Document) -> Result<Option<Object>, ParseError
         ("discovery.k8s.io", "EndpointSlice") => Object::EndpointSlice(de(value).map_err(invalid)?),
         ("", "Secret") if api_version == "v1" => Object::Secret(de(value).map_err(invalid)?),
         ("", "ConfigMap") if api_version == "v1" => Object::ConfigMap(de(value).map_err(invalid)?),
+        // Istio's Gateway is `networking.istio.io` (above); this group's is the Gateway API's.
+        (gateway_api::GROUP, "GatewayClass") => Object::GatewayClass(de(value).map_err(invalid)?),
+        (gateway_api::GROUP, "Gateway") => Object::K8sGateway(de(value).map_err(invalid)?),
+        (gateway_api::GROUP, "HTTPRoute") => Object::HttpRoute(de(value).map_err(invalid)?),
+        (gateway_api::GROUP, "ReferenceGrant") => {
+            Object::ReferenceGrant(de(value).map_err(invalid)?)
+        }
         _ => return Ok(None),
     };
     if obj.metadata().name.as_deref().unwrap_or("").is_empty() {
@@ -260,6 +294,9 @@ pub fn kind_from_name(kind: &str) -> Option<Kind> {
         "EndpointSlice" => Kind::EndpointSlice,
         "Secret" => Kind::Secret,
         "ConfigMap" => Kind::ConfigMap,
+        "GatewayClass" => Kind::GatewayClass,
+        "HTTPRoute" => Kind::HttpRoute,
+        "ReferenceGrant" => Kind::ReferenceGrant,
         _ => return None,
     })
 }

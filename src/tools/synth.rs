@@ -5,7 +5,8 @@
 //! service is cluster-local, the others external (and, as Knative does, also cluster-local
 //! hosts). Each revision has its Service (`http` 80 -> 8012) and Endpoints with three ready
 //! addresses. The traffic is given as Routes (translated through the KIngress Knative would
-//! build), as KIngresses of our class, or as VirtualServices shaped as net-istio writes them.
+//! build), as KIngresses of our class, as VirtualServices shaped as net-istio writes them, or as
+//! HTTPRoutes shaped as net-gateway-api writes them.
 //! The two gateway Services map port 80 to 8080 (external) and 8081 (cluster-local).
 
 use std::path::Path;
@@ -27,7 +28,15 @@ pub enum Form {
     Kingress,
     /// VirtualServices as net-istio writes them for a KIngress.
     Virtualservice,
+    /// Gateway API HTTPRoutes as net-gateway-api writes them for a KIngress (one per rule),
+    /// with our GatewayClass and its Gateways `knative-serving/knative-gateway` (HTTP 80) and
+    /// `knative-serving/knative-local-gateway` (HTTP 8081).
+    Httproute,
 }
+
+/// The Gateway API Gateways of [`Form::Httproute`]: (name, listener port).
+pub const GATEWAY_API_GATEWAYS: [(&str, u32); 2] =
+    [("knative-gateway", 80), ("knative-local-gateway", 8081)];
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,22 +59,46 @@ impl Synth {
         format!("ns-{}", i % self.namespaces)
     }
 
-    /// The two gateway Services.
+    /// The two gateway Services (and, for [`Form::Httproute`], the GatewayClass and Gateways).
     pub fn gateway_services(&self) -> Vec<Value> {
-        [
-            ("istio-ingressgateway", "ingressgateway", 8080),
-            ("cluster-local-gateway", "cluster-local-gateway", 8081),
-        ]
-        .into_iter()
-        .map(|(name, istio, target)| {
-            json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": name, "namespace": "istio-system"},
-                "spec": {"selector": {"istio": istio},
-                         "ports": [{"name": "http2", "port": 80, "targetPort": target}]}
-            })
-        })
-        .collect()
+        let mut out = self.gateway_api_gateways();
+        out.extend(
+            [
+                ("istio-ingressgateway", "ingressgateway", 8080),
+                ("cluster-local-gateway", "cluster-local-gateway", 8081),
+            ]
+            .into_iter()
+            .map(|(name, istio, target)| {
+                json!({
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": name, "namespace": "istio-system"},
+                    "spec": {"selector": {"istio": istio},
+                             "ports": [{"name": "http2", "port": 80, "targetPort": target}]}
+                })
+            }),
+        );
+        out
+    }
+
+    fn gateway_api_gateways(&self) -> Vec<Value> {
+        if self.form != Form::Httproute {
+            return Vec::new();
+        }
+        let mut out = vec![json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+            "metadata": {"name": "knative-pilot"},
+            "spec": {"controllerName": crate::model::gateway_api::DEFAULT_CONTROLLER}
+        })];
+        for (name, port) in GATEWAY_API_GATEWAYS {
+            out.push(json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                "metadata": {"name": name, "namespace": "knative-serving"},
+                "spec": {"gatewayClassName": "knative-pilot", "listeners": [{
+                    "name": "http", "port": port, "protocol": "HTTP",
+                    "allowedRoutes": {"namespaces": {"from": "All"}}}]}
+            }));
+        }
+        out
     }
 
     /// The objects of service `i` (traffic object first, then revision Services and Endpoints),
@@ -77,8 +110,16 @@ impl Synth {
         let revs = [format!("{name}-00001"), format!("{name}-00002")];
         let mut out = Vec::new();
         let route = self.route(&ns, &name, &revs, split, local);
+        // HTTPRoutes after the first go last: the first object is the traffic object and the
+        // revision objects follow it (the property tests rely on that order).
+        let mut later = Vec::new();
         match self.form {
             Form::Route => out.push(route),
+            Form::Httproute => {
+                let mut routes = http_routes(&ns, &self.kingress_spec(&route)).into_iter();
+                out.extend(routes.next());
+                later.extend(routes);
+            }
             Form::Kingress | Form::Virtualservice => {
                 let spec = self.kingress_spec(&route);
                 if self.form == Form::Kingress {
@@ -105,6 +146,7 @@ impl Synth {
             }));
             out.push(self.endpoints(i, r, 0));
         }
+        out.extend(later);
         out
     }
 
@@ -236,6 +278,67 @@ impl Synth {
             .collect();
         json!({"apiVersion": "v1", "kind": "List", "items": items})
     }
+}
+
+/// The HTTPRoutes net-gateway-api writes for a KIngress (`resources/httproute.go`): one per
+/// rule, named after its longest host, parented to the external or local Gateway; each path a
+/// rule with its splits as weighted backendRefs carrying their appendHeaders.
+fn http_routes(ns: &str, spec: &IngressSpec) -> Vec<Value> {
+    let mut out = Vec::new();
+    for rule in &spec.rules {
+        let gateway = if rule.visibility.as_deref() == Some("ClusterLocal") {
+            GATEWAY_API_GATEWAYS[1].0
+        } else {
+            GATEWAY_API_GATEWAYS[0].0
+        };
+        let name = rule
+            .hosts
+            .iter()
+            .max_by(|a, b| a.len().cmp(&b.len()).then(b.cmp(a)))
+            .cloned()
+            .unwrap_or_default();
+        let rules: Vec<Value> = rule
+            .http
+            .iter()
+            .flat_map(|h| h.paths.iter())
+            .map(|path| {
+                let backends: Vec<Value> = path
+                    .splits
+                    .iter()
+                    .map(|s| {
+                        let set: Vec<Value> = s
+                            .append_headers
+                            .iter()
+                            .flatten()
+                            .map(|(k, v)| json!({"name": k, "value": v}))
+                            .collect();
+                        json!({"group": "", "kind": "Service", "name": s.service_name,
+                               "port": 80, "weight": s.percent,
+                               "filters": [{"type": "RequestHeaderModifier",
+                                            "requestHeaderModifier": {"set": set}}]})
+                    })
+                    .collect();
+                let prefix = path.path.clone().filter(|p| !p.is_empty());
+                json!({
+                    "matches": [{"path": {"type": "PathPrefix",
+                                          "value": prefix.unwrap_or_else(|| "/".to_string())}}],
+                    "backendRefs": backends,
+                    "timeouts": {"request": "0s"}
+                })
+            })
+            .collect();
+        out.push(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                "name": gateway, "namespace": "knative-serving"}],
+                "hostnames": rule.hosts,
+                "rules": rules
+            }
+        }));
+    }
+    out
 }
 
 /// The VirtualService net-istio writes for a KIngress (`<name>-ingress`, both gateways, one

@@ -80,6 +80,9 @@ pub enum TranslateError {
     /// make Envoy reject the whole resource it shares with other objects.
     #[error("{0} (Envoy would reject it)")]
     EnvoyRejects(String),
+    /// A Gateway API object (listener, HTTPRoute rule or filter) we cannot serve.
+    #[error("{0}")]
+    GatewayApi(String),
     /// Filed against the previous owner of a host, when an older object claims it.
     #[error("host {host} is also claimed by older {by}; left out here")]
     ClaimedByOlder { host: String, by: ObjectKey },
@@ -114,7 +117,8 @@ impl TranslateError {
             | NoHttp { .. }
             | NoSplits { .. }
             | BadPercent { .. }
-            | NoCredential(_) => ErrorCode::Invalid,
+            | NoCredential(_)
+            | GatewayApi(_) => ErrorCode::Invalid,
             EnvoyRejects(_) => ErrorCode::EnvoyRejects,
         }
     }

@@ -90,6 +90,7 @@ pub(crate) fn translate_one(
         Object::VirtualService(vs) => virtual_service::placements(&cx, &mut b, key, &vs.spec),
         Object::KIngress(ing) => kingress::placements(&cx, &mut b, key, &ing.spec, false),
         Object::Route(r) => route::placements(&cx, &mut b, key, r),
+        Object::HttpRoute(r) => super::gateway_api::http_route::placements(&cx, &mut b, key, r),
         _ => return None,
     };
     let meta = entry.object.metadata();
@@ -141,31 +142,42 @@ fn merge(placements: Vec<Placement>) -> BTreeMap<Slot, Arc<VirtualHostIr>> {
     vhosts.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
 }
 
-/// The objects a full translation translates for a proxy: every VirtualService, the KIngresses
-/// of our class, and the Routes no KIngress or VirtualService shadows.
+/// The kinds translated one object per fragment, in full translation order.
+pub(crate) const FRAGMENT_KINDS: [Kind; 4] = [
+    Kind::VirtualService,
+    Kind::HttpRoute,
+    Kind::KIngress,
+    Kind::Route,
+];
+
+/// The objects a full translation translates for a proxy: every VirtualService and HTTPRoute,
+/// the KIngresses of our class, and the Routes no KIngress or VirtualService shadows.
 pub(crate) fn translated_keys<'a>(
     inputs: &'a Inputs,
     opts: &'a Options,
 ) -> impl Iterator<Item = ObjectKey> + 'a {
-    [Kind::VirtualService, Kind::KIngress, Kind::Route]
-        .into_iter()
-        .flat_map(|kind| inputs.of_kind(kind))
-        .filter(|(k, e)| match &e.object {
-            Object::VirtualService(_) => true,
-            Object::KIngress(i) => {
-                super::ownership::is_ours(inputs, &i.metadata, &opts.ingress_class)
-            }
-            Object::Route(_) => !claims::route_is_shadowed(
-                inputs.get(Kind::KIngress, &k.namespace, &k.name).is_some(),
-                inputs.of_kind(Kind::VirtualService).map(|(vk, v)| {
-                    (
-                        vk.namespace.as_str(),
-                        claims::RouteLabels::of(v.object.metadata()),
-                    )
-                }),
-                k,
-            ),
-            _ => false,
-        })
-        .map(|(k, _)| k.clone())
+    [
+        Kind::VirtualService,
+        Kind::KIngress,
+        Kind::Route,
+        Kind::HttpRoute,
+    ]
+    .into_iter()
+    .flat_map(|kind| inputs.of_kind(kind))
+    .filter(|(k, e)| match &e.object {
+        Object::VirtualService(_) | Object::HttpRoute(_) => true,
+        Object::KIngress(i) => super::ownership::is_ours(inputs, &i.metadata, &opts.ingress_class),
+        Object::Route(_) => !claims::route_is_shadowed(
+            inputs.get(Kind::KIngress, &k.namespace, &k.name).is_some(),
+            inputs.of_kind(Kind::VirtualService).map(|(vk, v)| {
+                (
+                    vk.namespace.as_str(),
+                    claims::RouteLabels::of(v.object.metadata()),
+                )
+            }),
+            k,
+        ),
+        _ => false,
+    })
+    .map(|(k, _)| k.clone())
 }

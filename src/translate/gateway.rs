@@ -24,6 +24,9 @@ pub struct GatewayInfo {
     pub namespace: String,
     pub name: String,
     pub spec: GatewaySpec,
+    /// What errors about its servers are filed against when not this Istio Gateway (a Gateway
+    /// API Gateway's listener, see `gateway_api`).
+    pub owner: Option<ObjectKey>,
 }
 
 impl GatewayInfo {
@@ -41,6 +44,7 @@ pub fn gateways(inputs: &Inputs, opts: &Options) -> Vec<GatewayInfo> {
                 namespace: k.namespace.clone(),
                 name: k.name.clone(),
                 spec: g.spec.clone(),
+                owner: None,
             }),
             _ => None,
         })
@@ -70,9 +74,11 @@ pub fn gateways(inputs: &Inputs, opts: &Options) -> Vec<GatewayInfo> {
                         name: None,
                     }],
                 },
+                owner: None,
             });
         }
     }
+    out.extend(super::gateway_api::gateway_infos(inputs, opts));
     out
 }
 
@@ -87,6 +93,11 @@ pub fn gateway_labels(
         "local" => opts.local_gateway(inputs),
         other => other.to_string(),
     };
+    // `gateway.networking.k8s.io/NS/NAME` names a Gateway API Gateway; a plain NS/NAME both
+    // kinds have is the Istio Gateway (listed first).
+    if let Some(id) = id.strip_prefix(super::gateway_api::PREFIX) {
+        return super::gateway_api::gateway_labels(inputs, opts, id);
+    }
     gateways(inputs, opts)
         .into_iter()
         .find(|g| g.id() == id)
@@ -279,6 +290,7 @@ pub(crate) fn context(
 ) -> Context {
     let (servers, gateways) = servers(inputs, opts, labels);
     let mut errors: Vec<InputError> = super::config_istio::error(inputs).into_iter().collect();
+    errors.extend(super::gateway_api::listener_errors(inputs, opts, labels));
     // A server Envoy would reject a listener for is left out (every listener of a proxy is in
     // one LDS response: one bad server would stop them all from updating).
     let mut servers: Vec<ServerCtx> = servers
@@ -452,7 +464,10 @@ fn servers(
             let route_name = if https {
                 format!(
                     "https.{}.{}.{}.{}",
-                    s.port.number, s.port.name, g.name, g.namespace
+                    s.port.number,
+                    s.port.name,
+                    super::gateway_api::route_gateway_name(&g.name, &s.port.name, g.owner.as_ref()),
+                    g.namespace
                 )
             } else {
                 format!("http.{}", s.port.number)
@@ -472,6 +487,7 @@ fn servers(
                 sds: None,
                 owner: owners
                     .get(&(g.id(), s.port.name.clone()))
+                    .or(g.owner.as_ref())
                     .cloned()
                     .unwrap_or_else(|| ObjectKey {
                         kind: Kind::Gateway,

@@ -11,6 +11,9 @@ pub enum PathMatch {
     Prefix(String),
     Exact(String),
     Regex(String),
+    /// A prefix of whole path segments (`/foo` matches `/foo` and `/foo/bar`, not `/foobar`):
+    /// the Gateway API's `PathPrefix`, Envoy's `path_separated_prefix`.
+    SegmentPrefix(String),
 }
 
 /// How a header matcher compares.
@@ -81,7 +84,12 @@ pub enum Action {
         retry: Retry,
         host_rewrite: Option<String>,
         prefix_rewrite: Option<String>,
+        /// A destination naming a cluster that does not exist answers 500 rather than 503
+        /// (the Gateway API's rule for an invalid backendRef's share of the traffic).
+        missing_cluster_500: bool,
     },
+    /// A fixed response with this status and no body.
+    Direct { status: u32 },
     Redirect {
         scheme: Option<String>,
         host: Option<String>,
@@ -95,6 +103,8 @@ pub struct RouteIr {
     pub name: Option<String>,
     pub path: PathMatch,
     pub headers: Vec<HeaderMatchIr>,
+    /// Query parameter matches (all must match).
+    pub query: Vec<HeaderMatchIr>,
     pub action: Action,
     pub headers_ops: HeaderOps,
     /// `filter_metadata` key and its `config` value: which object this route came from.

@@ -36,6 +36,7 @@ pub mod envoy;
 pub mod error;
 pub(crate) mod fragment;
 pub(crate) mod gateway;
+pub(crate) mod gateway_api;
 pub mod incremental;
 pub mod ir;
 pub(crate) mod kingress;
@@ -44,6 +45,7 @@ pub(crate) mod route;
 pub(crate) mod virtual_service;
 
 pub use gateway::{container_port, gateway_labels, gateways, pod_labels, GatewayInfo};
+pub use gateway_api::gateways_labels as gateway_api_labels;
 
 /// Translation settings (the CLI flags).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +63,8 @@ pub struct Options {
     pub cluster_domain: String,
     /// How plain-HTTP route configurations are laid out (`--route-layout`).
     pub route_layout: RouteLayout,
+    /// Gateway API: the GatewayClass `spec.controllerName` we serve (`--gateway-controller`).
+    pub gateway_controller: String,
 }
 
 /// How virtual hosts of plain-HTTP listeners are laid out in RDS resources.
@@ -89,6 +93,7 @@ impl Default for Options {
             bind_address: "0.0.0.0".to_string(),
             cluster_domain: "cluster.local".to_string(),
             route_layout: RouteLayout::Istio,
+            gateway_controller: crate::model::gateway_api::DEFAULT_CONTROLLER.to_string(),
         }
     }
 }

@@ -218,12 +218,14 @@ fn http_route(
             retry,
             host_rewrite: http.rewrite.as_ref().and_then(|r| r.authority.clone()),
             prefix_rewrite: http.rewrite.as_ref().and_then(|r| r.uri.clone()),
+            missing_cluster_500: false,
         }
     };
     let base = RouteIr {
         name: http.name.clone(),
         path: PathMatch::Prefix("/".to_string()),
         headers: Vec::new(),
+        query: Vec::new(),
         action,
         headers_ops,
         metadata: Some(("istio".to_string(), config_path.to_string())),

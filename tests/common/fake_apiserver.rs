@@ -125,6 +125,7 @@ pub fn plural(kind: &str) -> String {
     match kind {
         "Endpoints" => "endpoints".to_string(),
         "Ingress" => "ingresses".to_string(),
+        "GatewayClass" => "gatewayclasses".to_string(),
         k => format!("{}s", k.to_ascii_lowercase()),
     }
 }
@@ -142,6 +143,9 @@ fn kind_of(resource: &str) -> &'static str {
         "secrets" => "Secret",
         "configmaps" => "ConfigMap",
         "leases" => "Lease",
+        "gatewayclasses" => "GatewayClass",
+        "httproutes" => "HTTPRoute",
+        "referencegrants" => "ReferenceGrant",
         _ => "Unknown",
     }
 }

@@ -33,7 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::model::{kind_from_name, parse_object, Kind, ObjectKey, ParseError};
+use crate::model::{parse_object, Kind, ObjectKey, ParseError};
 use crate::source::InputError;
 use crate::state::{keep_last_good, Change, Entry, PREVIOUS_VERSION_SERVED};
 
@@ -316,7 +316,9 @@ fn key_of(resource: &Resource, v: &serde_json::Value) -> Option<ObjectKey> {
         .filter(|n| !n.is_empty())
         .unwrap_or("default");
     Some(ObjectKey {
-        kind: kind_from_name(resource.api_kind).unwrap_or(resource.kind),
+        // The resource's own kind: `kind_from_name` cannot tell Istio's Gateway from the
+        // Gateway API's.
+        kind: resource.kind,
         namespace: namespace.to_string(),
         name: name.to_string(),
     })

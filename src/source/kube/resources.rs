@@ -115,6 +115,37 @@ pub const SECRET: Resource = Resource {
 };
 pub const CONFIG_MAP: Resource =
     Resource::new(Kind::ConfigMap, "", "v1", "ConfigMap", "configmaps");
+/// Gateway API (optional: a cluster without its CRDs answers 404, served as empty). Cluster
+/// scoped.
+pub const GATEWAY_CLASS: Resource = Resource::new(
+    Kind::GatewayClass,
+    "gateway.networking.k8s.io",
+    "v1",
+    "GatewayClass",
+    "gatewayclasses",
+);
+pub const K8S_GATEWAY: Resource = Resource::new(
+    Kind::K8sGateway,
+    "gateway.networking.k8s.io",
+    "v1",
+    "Gateway",
+    "gateways",
+);
+pub const HTTP_ROUTE: Resource = Resource::new(
+    Kind::HttpRoute,
+    "gateway.networking.k8s.io",
+    "v1",
+    "HTTPRoute",
+    "httproutes",
+);
+/// v1beta1: served by every Gateway API release that has ReferenceGrant.
+pub const REFERENCE_GRANT: Resource = Resource::new(
+    Kind::ReferenceGrant,
+    "gateway.networking.k8s.io",
+    "v1beta1",
+    "ReferenceGrant",
+    "referencegrants",
+);
 
 /// One watch: a resource in one namespace (or all), and what replaces it when it is not served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +156,7 @@ pub struct Slot {
 }
 
 /// The watches for `namespaces` (empty: all namespaces). ConfigMaps are watched in
-/// [`KNATIVE_NAMESPACE`] only.
+/// [`KNATIVE_NAMESPACE`] only, GatewayClasses (cluster scoped) cluster-wide.
 pub fn slots(namespaces: &[String]) -> Vec<Slot> {
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -143,6 +174,9 @@ pub fn slots(namespaces: &[String]) -> Vec<Slot> {
         SERVICE,
         ENDPOINT_SLICE,
         SECRET,
+        K8S_GATEWAY,
+        HTTP_ROUTE,
+        REFERENCE_GRANT,
     ] {
         for ns in &scopes {
             out.push(Slot {
@@ -152,6 +186,11 @@ pub fn slots(namespaces: &[String]) -> Vec<Slot> {
             });
         }
     }
+    out.push(Slot {
+        resource: GATEWAY_CLASS,
+        namespace: None,
+        fallback: None,
+    });
     out.push(Slot {
         resource: CONFIG_MAP,
         namespace: Some(KNATIVE_NAMESPACE.to_string()),

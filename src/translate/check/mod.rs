@@ -61,6 +61,25 @@ fn route(r: &RouteIr) -> Result<(), String> {
     match &r.path {
         PathMatch::Prefix(_) | PathMatch::Exact(_) => {}
         PathMatch::Regex(rx) => regex(rx).map_err(|why| format!("path {why}"))?,
+        // Envoy: `^[^?#]+[^?#/]$`.
+        PathMatch::SegmentPrefix(p) => {
+            if p.is_empty() || p.ends_with('/') || p.contains(['?', '#']) {
+                return Err(format!(
+                    "path prefix {p:?} (a segment prefix may not be empty, end in '/' or hold \
+                     '?' or '#')"
+                ));
+            }
+            no_control(p).map_err(|why| format!("path prefix {p:?} {why}"))?;
+        }
+    }
+    for q in &r.query {
+        no_control(&q.name).map_err(|why| format!("query match name {:?} {why}", q.name))?;
+        if q.name.is_empty() {
+            return Err("query match has an empty name".to_string());
+        }
+        if let StringMatchIr::Regex(rx) = &q.matcher {
+            regex(rx).map_err(|why| format!("query match {:?} {why}", q.name))?;
+        }
     }
     for h in &r.headers {
         header_name(&h.name).map_err(|why| format!("header match name {:?} {why}", h.name))?;
@@ -86,6 +105,7 @@ fn route(r: &RouteIr) -> Result<(), String> {
             retry,
             host_rewrite,
             prefix_rewrite,
+            missing_cluster_500: _,
         } => {
             for d in destinations {
                 header_ops(&d.headers)
@@ -112,6 +132,13 @@ fn route(r: &RouteIr) -> Result<(), String> {
             }
             if let Some(p) = prefix_rewrite {
                 no_control(p).map_err(|why| format!("prefix rewrite {p:?} {why}"))?;
+            }
+        }
+        Action::Direct { status } => {
+            if !(200..=599).contains(status) {
+                return Err(format!(
+                    "direct response status {status} (Envoy takes 200-599)"
+                ));
             }
         }
         Action::Redirect { host, path, .. } => {
@@ -251,6 +278,7 @@ mod tests {
             name: None,
             path: PathMatch::Prefix("/".into()),
             headers: vec![],
+            query: vec![],
             action: Action::Route {
                 destinations: vec![WeightedDestination {
                     cluster: "c".into(),
@@ -261,6 +289,7 @@ mod tests {
                 retry: Retry::None,
                 host_rewrite: None,
                 prefix_rewrite: None,
+                missing_cluster_500: false,
             },
             headers_ops: HeaderOps::default(),
             metadata: None,
@@ -309,6 +338,7 @@ mod tests {
                         retry: Retry::None,
                         host_rewrite: None,
                         prefix_rewrite: None,
+                        missing_cluster_500: false,
                     },
                     ..plain()
                 },
@@ -322,6 +352,7 @@ mod tests {
                         retry: Retry::None,
                         host_rewrite: Some("a\nb".into()),
                         prefix_rewrite: None,
+                        missing_cluster_500: false,
                     },
                     ..plain()
                 },
@@ -342,6 +373,7 @@ mod tests {
                         retry: Retry::None,
                         host_rewrite: None,
                         prefix_rewrite: None,
+                        missing_cluster_500: false,
                     },
                     ..plain()
                 },

@@ -5,16 +5,20 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::config::route::v3::{
     header_matcher::HeaderMatchSpecifier,
+    query_parameter_matcher::QueryParameterMatchSpecifier as QueryMatchSpecifier,
     redirect_action::{PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier},
     retry_policy::{retry_host_predicate::ConfigType as PredicateConfigType, RetryHostPredicate},
     route::Action as RouteActionKind,
-    route_action::{ClusterSpecifier, HostRewriteSpecifier, MaxStreamDuration},
+    route_action::{
+        ClusterNotFoundResponseCode, ClusterSpecifier, HostRewriteSpecifier, MaxStreamDuration,
+    },
     route_match::PathSpecifier,
     scoped_route_configuration::{key::fragment::Type as KeyFragmentType, key::Fragment, Key},
     virtual_host::TlsRequirementType,
     weighted_cluster::ClusterWeight,
-    HeaderMatcher, RedirectAction, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch,
-    ScopedRouteConfiguration, VirtualHost, WeightedCluster,
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route,
+    RouteAction, RouteConfiguration, RouteMatch, ScopedRouteConfiguration, VirtualHost,
+    WeightedCluster,
 };
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
@@ -147,7 +151,18 @@ fn route(r: &RouteIr) -> Route {
             regex: p.clone(),
             ..Default::default()
         }),
+        PathMatch::SegmentPrefix(p) => PathSpecifier::PathSeparatedPrefix(p.clone()),
     };
+    let query_parameters = r
+        .query
+        .iter()
+        .map(|q| QueryParameterMatcher {
+            name: q.name.clone(),
+            query_parameter_match_specifier: Some(QueryMatchSpecifier::StringMatch(
+                string_matcher(&q.matcher),
+            )),
+        })
+        .collect();
     let headers = r
         .headers
         .iter()
@@ -166,6 +181,7 @@ fn route(r: &RouteIr) -> Route {
             retry,
             host_rewrite,
             prefix_rewrite,
+            missing_cluster_500,
         } => {
             let cluster_specifier = if destinations.len() == 1 {
                 ClusterSpecifier::Cluster(destinations[0].cluster.clone())
@@ -198,9 +214,18 @@ fn route(r: &RouteIr) -> Route {
                     .clone()
                     .map(HostRewriteSpecifier::HostRewriteLiteral),
                 prefix_rewrite: prefix_rewrite.clone().unwrap_or_default(),
+                cluster_not_found_response_code: if *missing_cluster_500 {
+                    ClusterNotFoundResponseCode::InternalServerError as i32
+                } else {
+                    ClusterNotFoundResponseCode::ServiceUnavailable as i32
+                },
                 ..Default::default()
             })
         }
+        Action::Direct { status } => RouteActionKind::DirectResponse(DirectResponseAction {
+            status: *status,
+            ..Default::default()
+        }),
         Action::Redirect {
             scheme,
             host,
@@ -225,6 +250,7 @@ fn route(r: &RouteIr) -> Route {
         r#match: Some(RouteMatch {
             path_specifier: Some(path),
             headers,
+            query_parameters,
             ..Default::default()
         }),
         metadata: r.metadata.as_ref().map(|(k, v)| config_metadata(k, v)),
@@ -359,6 +385,6 @@ pub(crate) fn vhost_clusters(vh: &VirtualHostIr) -> impl Iterator<Item = &str> {
             .iter()
             .map(|d| d.cluster.as_str())
             .collect::<Vec<_>>(),
-        Action::Redirect { .. } => Vec::new(),
+        Action::Redirect { .. } | Action::Direct { .. } => Vec::new(),
     })
 }

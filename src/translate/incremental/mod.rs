@@ -35,7 +35,7 @@ use super::assemble::{self, Sink, VirtualHosts};
 use super::backend::{ready_endpoints_of, ClusterSource, SvcKey};
 use super::claims::{self, Order, Slot};
 use super::envoy;
-use super::fragment::{translate_one, Fragment};
+use super::fragment::{translate_one, Fragment, FRAGMENT_KINDS};
 use super::gateway::{context, is_subset, Context};
 use super::ir::{ClusterIr, ClusterKind};
 use super::{ownership, Options};
@@ -241,7 +241,15 @@ impl Engine {
             let entries = || c.old.iter().chain(c.new.iter());
             let k = &c.key;
             match k.kind {
-                Kind::Gateway | Kind::ConfigMap | Kind::Secret => full = true,
+                Kind::Gateway
+                | Kind::ConfigMap
+                | Kind::Secret
+                | Kind::GatewayClass
+                | Kind::K8sGateway
+                | Kind::ReferenceGrant => full = true,
+                Kind::HttpRoute => {
+                    redo.insert(k.clone());
+                }
                 Kind::Service => {
                     if entries().any(|e| self.selects_this_proxy(e)) {
                         full = true;
@@ -369,7 +377,7 @@ impl Engine {
             return;
         };
         let wanted = match (&entry.object, key.kind) {
-            (Object::VirtualService(_), _) => true,
+            (Object::VirtualService(_) | Object::HttpRoute(_), _) => true,
             (Object::KIngress(i), _) => {
                 ownership::is_ours(inputs, &i.metadata, &self.opts.ingress_class)
             }
@@ -598,7 +606,7 @@ impl Engine {
                 .insert(k.namespace.clone());
         }
         let mut touched = Touched::default();
-        let keys: Vec<ObjectKey> = [Kind::VirtualService, Kind::KIngress, Kind::Route]
+        let keys: Vec<ObjectKey> = FRAGMENT_KINDS
             .into_iter()
             .flat_map(|kind| inputs.of_kind(kind).map(|(k, _)| k.clone()))
             .collect();

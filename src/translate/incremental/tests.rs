@@ -118,7 +118,11 @@ fn random_change(rng: &mut Rng, synth: &Synth, inputs: &Inputs, step: usize) -> 
         }
         // Context: the external gateway Service moves its port, or config-domain changes.
         10 => {
-            let mut v = synth.gateway_services()[0].clone();
+            let mut v = synth
+                .gateway_services()
+                .into_iter()
+                .find(|v| v["kind"] == "Service")
+                .expect("a gateway Service");
             v["spec"]["ports"][0]["targetPort"] = json!(8080 + rng.next(3));
             vec![Change::Upsert(entry(v, step))]
         }
@@ -170,10 +174,21 @@ fn incremental_changes_give_the_snapshot_of_a_full_translation() {
         (Form::Route, 5, scoped()),
         (Form::Kingress, 6, scoped()),
         (Form::Virtualservice, 7, scoped()),
+        (Form::Httproute, 8, Options::default()),
+        (Form::Httproute, 9, scoped()),
     ] {
         let synth = Synth::new(12, form);
         let mut inputs = synth.inputs();
-        let gws = [labels("ingressgateway"), labels("cluster-local-gateway")];
+        let gws = if form == Form::Httproute {
+            crate::tools::synth::GATEWAY_API_GATEWAYS.map(|(name, _)| {
+                BTreeMap::from([(
+                    crate::model::gateway_api::GATEWAY_NAME_LABEL.to_string(),
+                    name.to_string(),
+                )])
+            })
+        } else {
+            [labels("ingressgateway"), labels("cluster-local-gateway")]
+        };
         let mut engines: Vec<Engine> = gws.iter().map(|l| Engine::new(&inputs, &opts, l)).collect();
         for (e, l) in engines.iter().zip(&gws) {
             check(e, &inputs, &opts, l, "initial");
