@@ -28,6 +28,9 @@
 mod pki;
 #[path = "fanout/remote.rs"]
 mod remote;
+#[path = "../tests/common/util.rs"]
+#[allow(dead_code, unused_imports)]
+mod util;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, Write};

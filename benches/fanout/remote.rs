@@ -27,6 +27,8 @@ use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
+use super::util::cpu_ns;
+
 /// gRPC's 5-byte message prefix and an HTTP/2 DATA frame header: what the floor adds to the
 /// response's encoded size so that both write the same bytes.
 const FRAMING: usize = 5 + 9;
@@ -79,12 +81,17 @@ impl Clients {
 
     /// `go`, `armed`, then `act` at the parent's clock, then the child's `times`: the delay of
     /// each stream (sorted) and the size of what it received.
-    fn round(&mut self, act: impl FnOnce()) -> (usize, Vec<Duration>) {
+    fn round(&mut self, act: impl FnOnce()) -> Round {
         self.say("go");
         self.expect("armed");
+        let cpu0 = (cpu_ns(std::process::id()), cpu_ns(self.child.id()));
         let t0 = now_ns();
         act();
         let line = self.expect("times");
+        let cpu = (
+            cpu_ns(std::process::id()) - cpu0.0,
+            cpu_ns(self.child.id()) - cpu0.1,
+        );
         let mut words = line.split_whitespace().skip(1);
         let size = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
         let mut times: Vec<Duration> = words
@@ -92,7 +99,7 @@ impl Clients {
             .map(|t| Duration::from_nanos(t.saturating_sub(t0) as u64))
             .collect();
         times.sort();
-        (size, times)
+        Round { size, times, cpu }
     }
 }
 
@@ -101,6 +108,14 @@ impl Drop for Clients {
         let _ = writeln!(self.stdin, "quit");
         let _ = self.child.wait();
     }
+}
+
+/// One round: the size of the response, each stream's delay (sorted), and the CPU time (ns)
+/// of this process and of the client process from the change until every stream had it.
+struct Round {
+    size: usize,
+    times: Vec<Duration>,
+    cpu: (u64, u64),
 }
 
 fn ms(d: Duration) -> f64 {
@@ -158,13 +173,13 @@ pub async fn run(streams: usize, n: usize, rounds: usize) {
             object,
             origin: None,
         }))];
-        let (s, times) = tokio::task::block_in_place(|| {
+        let r = tokio::task::block_in_place(|| {
             clients.round(|| {
                 hub.apply(change, Vec::new());
             })
         });
-        size = s;
-        ads.push(times);
+        size = r.size;
+        ads.push(r);
         // Every stream ACKs before the next round.
         for _ in 0..600 {
             if registry.all_acked(hub.generation()) {
@@ -198,35 +213,31 @@ pub async fn run(streams: usize, n: usize, rounds: usize) {
     let mut floor = Vec::new();
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (_, times) = tokio::task::block_in_place(|| {
+        let r = tokio::task::block_in_place(|| {
             clients.round(|| {
                 let _ = go_tx.send(round + 1);
             })
         });
-        floor.push(times);
+        floor.push(r);
     }
     drop(clients);
     report(streams, n, setup, size, &ads, &floor);
 }
 
 /// Median and max per round, then the median over the rounds of each, and the ratio.
-fn report(
-    streams: usize,
-    n: usize,
-    setup: Duration,
-    size: usize,
-    ads: &[Vec<Duration>],
-    floor: &[Vec<Duration>],
-) {
-    let summary = |rounds: &[Vec<Duration>]| -> (usize, Duration, Duration, Duration) {
+fn report(streams: usize, n: usize, setup: Duration, size: usize, ads: &[Round], floor: &[Round]) {
+    let summary = |rounds: &[Round]| -> (usize, Duration, Duration, Duration) {
         let mut p50s: Vec<Duration> = rounds
             .iter()
-            .filter_map(|t| t.get(t.len() / 2).copied())
+            .filter_map(|r| r.times.get(r.times.len() / 2).copied())
             .collect();
-        let mut maxes: Vec<Duration> = rounds.iter().filter_map(|t| t.last().copied()).collect();
+        let mut maxes: Vec<Duration> = rounds
+            .iter()
+            .filter_map(|r| r.times.last().copied())
+            .collect();
         p50s.sort();
         maxes.sort();
-        let got = rounds.iter().map(Vec::len).min().unwrap_or(0);
+        let got = rounds.iter().map(|r| r.times.len()).min().unwrap_or(0);
         let mid = |v: &[Duration]| v.get(v.len() / 2).copied().unwrap_or_default();
         (
             got,
@@ -267,6 +278,21 @@ fn report(
         ms(a_min_max),
         ms(f_min_max),
         ms(a_min_max) / ms(f_min_max).max(1e-3)
+    );
+    let cpu = |rounds: &[Round], side: fn(&Round) -> u64| -> f64 {
+        let mut v: Vec<u64> = rounds.iter().map(side).collect();
+        v.sort();
+        v.get(v.len() / 2).copied().unwrap_or(0) as f64 / 1e6
+    };
+    let (a_srv, f_srv) = (cpu(ads, |r| r.cpu.0), cpu(floor, |r| r.cpu.0));
+    let (a_cli, f_cli) = (cpu(ads, |r| r.cpu.1), cpu(floor, |r| r.cpu.1));
+    println!(
+        "| CPU of the server process per round (median; floor: the writers) | {a_srv:.1} ms | {f_srv:.1} ms | {:.1} |",
+        a_srv / f_srv.max(1e-3)
+    );
+    println!(
+        "| CPU of the client process per round (median; ADS: decode and ACK) | {a_cli:.1} ms | {f_cli:.1} ms | {:.1} |",
+        a_cli / f_cli.max(1e-3)
     );
 }
 

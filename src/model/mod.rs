@@ -281,7 +281,18 @@ pub fn parse_document(value: impl Document) -> Result<Option<Object>, ParseError
     Ok(Some(obj))
 }
 
-/// The kind for a manifest `kind:` value, when it is one we understand.
+/// The kind for a manifest's `apiVersion` and `kind:` values, when it is one we understand
+/// (the group tells Istio's Gateway from the Gateway API's, as in [`parse_document`]).
+pub fn kind_of(api_version: &str, kind: &str) -> Option<Kind> {
+    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    if kind == "Gateway" && group == gateway_api::GROUP {
+        return Some(Kind::K8sGateway);
+    }
+    kind_from_name(kind)
+}
+
+/// The kind for a manifest `kind:` value, when it is one we understand (`Gateway`: Istio's;
+/// [`kind_of`] looks at the group too).
 pub fn kind_from_name(kind: &str) -> Option<Kind> {
     Some(match kind {
         "Route" => Kind::Route,

@@ -477,11 +477,14 @@ fn skipped(origin: &Origin, kind: &str) {
 }
 
 fn push_one(loaded: &mut Loaded, value: serde_json::Value, origin: Origin) {
-    let kind = value
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .unwrap_or("")
-        .to_string();
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(|k| k.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (api_version, kind) = (text("apiVersion"), text("kind"));
     match parse_object(value) {
         Ok(Some(object)) => loaded.objects.push(Sourced { object, origin }),
         Ok(None) => skipped(&origin, &kind),
@@ -498,11 +501,12 @@ fn push_one(loaded: &mut Loaded, value: serde_json::Value, origin: Origin) {
             name,
             message,
         }) => {
-            let object = crate::model::kind_from_name(&kind).map(|kind| crate::model::ObjectKey {
-                kind,
-                namespace,
-                name,
-            });
+            let object =
+                crate::model::kind_of(&api_version, &kind).map(|kind| crate::model::ObjectKey {
+                    kind,
+                    namespace,
+                    name,
+                });
             let message = if object.is_none() {
                 format!("{kind}: {message}")
             } else {
@@ -527,6 +531,7 @@ fn push_one(loaded: &mut Loaded, value: serde_json::Value, origin: Origin) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Kind;
 
     #[test]
     fn multi_document_list_and_errors_name_file_and_document() {
@@ -553,6 +558,28 @@ mod tests {
         assert!(
             second.starts_with("x/svc.yaml document 4: malformed YAML"),
             "{second}"
+        );
+    }
+
+    #[test]
+    fn a_bad_gateway_is_filed_under_its_own_api() {
+        let text = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+                    metadata: {name: g, namespace: ns}\nspec: []\n---\n\
+                    apiVersion: networking.istio.io/v1\nkind: Gateway\n\
+                    metadata: {name: i, namespace: ns}\nspec: []\n";
+        let loaded = parse_text(Path::new("gw.yaml"), text);
+        let kinds: Vec<Option<Kind>> = loaded
+            .errors
+            .iter()
+            .map(|e| e.object.as_ref().map(|k| k.kind))
+            .collect();
+        assert_eq!(kinds, vec![Some(Kind::K8sGateway), Some(Kind::Gateway)]);
+        assert!(
+            loaded.errors[0]
+                .to_string()
+                .starts_with("gateway.networking.k8s.io/Gateway ns/g (gw.yaml document 1)"),
+            "{}",
+            loaded.errors[0]
         );
     }
 

@@ -123,9 +123,10 @@ pub(super) struct RegistryEntry {
 }
 
 impl RegistryEntry {
-    pub(super) fn update(&self, status: ConnStatus) {
+    /// Brings the entry's status up to date in place (`write` is given the current one).
+    pub(super) fn update(&self, write: impl FnOnce(&mut ConnStatus)) {
         if let Some(mut e) = self.registry.conns.get_mut(&self.conn_id) {
-            e.status = status;
+            write(&mut e.status);
         }
     }
 

@@ -104,6 +104,7 @@ trait Machine: Send + 'static {
     fn on_request(&mut self, req: Self::Req) -> Step<Wire>;
     fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<Wire>;
     fn status(&self) -> ConnStatus;
+    fn status_into(&self, out: &mut ConnStatus);
 }
 
 impl Machine for SotwConnection {
@@ -123,6 +124,9 @@ impl Machine for SotwConnection {
     fn status(&self) -> ConnStatus {
         SotwConnection::status(self)
     }
+    fn status_into(&self, out: &mut ConnStatus) {
+        SotwConnection::status_into(self, out)
+    }
 }
 
 impl Machine for DeltaConnection {
@@ -141,6 +145,9 @@ impl Machine for DeltaConnection {
     }
     fn status(&self) -> ConnStatus {
         DeltaConnection::status(self)
+    }
+    fn status_into(&self, out: &mut ConnStatus) {
+        DeltaConnection::status_into(self, out)
     }
 }
 
@@ -504,7 +511,7 @@ impl<S: ConfigSource> Reporter<S> {
     }
 
     /// The events of one input, then the connection's new status into the registry.
-    fn report(&self, events: &[Event], status: ConnStatus) {
+    fn report<M: Machine>(&self, events: &[Event], conn: &M) {
         for ev in events {
             match ev {
                 Event::Ack {
@@ -534,7 +541,7 @@ impl<S: ConfigSource> Reporter<S> {
                 }
             }
         }
-        self.entry.update(status);
+        self.entry.update(|status| conn.status_into(status));
     }
 }
 
@@ -551,7 +558,7 @@ async fn drive<S: ConfigSource, M: Machine, I: Incoming<M::Req>>(
     tracing::info!("ADS stream connected");
     let event_at = Instant::now();
     let step = conn.on_request(first);
-    reporter.report(&step.events, conn.status());
+    reporter.report(&step.events, &conn);
     if !forward::<S, M>(&tx, step.responses, &mut shutdown, &reporter, event_at).await
         || refuse::<M>(&tx, step.refused).await
     {
@@ -607,7 +614,7 @@ async fn drive<S: ConfigSource, M: Machine, I: Incoming<M::Req>>(
                 }
             },
         };
-        reporter.report(&step.events, conn.status());
+        reporter.report(&step.events, &conn);
         if !forward::<S, M>(&tx, step.responses, &mut shutdown, &reporter, event_at).await
             || refuse::<M>(&tx, step.refused).await
         {

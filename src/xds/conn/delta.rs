@@ -167,6 +167,11 @@ impl DeltaConnection {
         self.core.status()
     }
 
+    /// [`Self::status`] written over this connection's previous status, reusing its strings.
+    pub fn status_into(&self, out: &mut ConnStatus) {
+        self.core.status_into(out)
+    }
+
     fn render(&mut self, out: Vec<Outgoing>) -> Vec<Wire> {
         out.into_iter()
             .map(|o| {

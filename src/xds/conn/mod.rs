@@ -234,57 +234,98 @@ pub struct NackStatus {
 impl core::Core {
     /// The debug/metrics view of the connection.
     pub(super) fn status(&self) -> ConnStatus {
-        let types = self
-            .types
-            .iter()
-            .map(|(t, st)| {
-                let in_sync = if st.served { self.in_sync(t) } else { true };
-                let state = SyncState::of(
-                    st.last_nonce.as_deref(),
-                    st.last_acked_nonce.as_deref(),
-                    st.last_nack.as_ref(),
-                    in_sync,
-                );
-                (
-                    t.clone(),
-                    TypeStatus {
-                        served: st.served,
-                        wildcard: st.sub.wildcard,
-                        subscribed_count: st.sub.names.len(),
-                        subscribed: st
-                            .sub
-                            .names
-                            .iter()
-                            .take(SUBSCRIBED_SHOWN)
-                            .cloned()
-                            .collect(),
-                        resources_held: st.held.len(),
-                        in_sync,
-                        last_sent_version: st.last_version.clone(),
-                        last_sent_nonce: st.last_nonce.clone(),
-                        last_acked_version: st.last_acked_version.clone(),
-                        last_acked_nonce: st.last_acked_nonce.clone(),
-                        last_nack: st.last_nack.clone(),
-                        state,
-                        responses_sent: st.responses,
-                        acks: st.acks,
-                        nacks: st.nacks,
-                        stale_requests: st.stale,
-                        bytes_sent: st.bytes,
-                    },
-                )
-            })
-            .collect();
-        ConnStatus {
+        let mut status = ConnStatus {
             mode: self.mode,
-            target_generation: self.target.generation,
-            acked_generation: self.acked_generation,
-            outstanding: self.pending.values().next().map(|p| Outstanding {
-                type_url: p.type_url.to_string(),
-                nonce: p.nonce.clone(),
-            }),
-            retained_removals: self.retained_count(),
-            types,
+            target_generation: 0,
+            acked_generation: None,
+            outstanding: None,
+            retained_removals: 0,
+            types: BTreeMap::new(),
+        };
+        self.status_into(&mut status);
+        status
+    }
+
+    /// [`Core::status`] written over `out` (this connection's previous status), reusing its
+    /// strings: the stream's task does this after every input, so building a new status and
+    /// dropping the old one (nonces, versions, subscribed names of every type) would be most
+    /// of what a push costs the server.
+    pub(super) fn status_into(&self, out: &mut ConnStatus) {
+        out.mode = self.mode;
+        out.target_generation = self.target.generation;
+        out.acked_generation = self.acked_generation;
+        match (self.pending.values().next(), &mut out.outstanding) {
+            (Some(p), Some(o)) => {
+                o.type_url.clear();
+                o.type_url.push_str(p.type_url);
+                o.nonce.clone_from(&p.nonce);
+            }
+            (Some(p), None) => {
+                out.outstanding = Some(Outstanding {
+                    type_url: p.type_url.to_string(),
+                    nonce: p.nonce.clone(),
+                })
+            }
+            (None, _) => out.outstanding = None,
+        }
+        out.retained_removals = self.retained_count();
+        out.types.retain(|t, _| self.types.contains_key(t));
+        for (t, st) in &self.types {
+            let in_sync = if st.served { self.in_sync(t) } else { true };
+            let ts = match out.types.get_mut(t) {
+                Some(ts) => ts,
+                None => out.types.entry(t.clone()).or_insert_with(|| TypeStatus {
+                    served: false,
+                    wildcard: false,
+                    subscribed_count: 0,
+                    subscribed: Vec::new(),
+                    resources_held: 0,
+                    in_sync: false,
+                    last_sent_version: None,
+                    last_sent_nonce: None,
+                    last_acked_version: None,
+                    last_acked_nonce: None,
+                    last_nack: None,
+                    state: SyncState::NotSent,
+                    responses_sent: 0,
+                    acks: 0,
+                    nacks: 0,
+                    stale_requests: 0,
+                    bytes_sent: 0,
+                }),
+            };
+            ts.served = st.served;
+            ts.wildcard = st.sub.wildcard;
+            ts.subscribed_count = st.sub.names.len();
+            let mut shown = 0;
+            for name in st.sub.names.iter().take(SUBSCRIBED_SHOWN) {
+                match ts.subscribed.get_mut(shown) {
+                    Some(s) => s.clone_from(name),
+                    None => ts.subscribed.push(name.clone()),
+                }
+                shown += 1;
+            }
+            ts.subscribed.truncate(shown);
+            ts.resources_held = st.held.len();
+            ts.in_sync = in_sync;
+            ts.last_sent_version.clone_from(&st.last_version);
+            ts.last_sent_nonce.clone_from(&st.last_nonce);
+            ts.last_acked_version.clone_from(&st.last_acked_version);
+            ts.last_acked_nonce.clone_from(&st.last_acked_nonce);
+            if ts.last_nack != st.last_nack {
+                ts.last_nack.clone_from(&st.last_nack);
+            }
+            ts.state = SyncState::of(
+                st.last_nonce.as_deref(),
+                st.last_acked_nonce.as_deref(),
+                st.last_nack.as_ref(),
+                in_sync,
+            );
+            ts.responses_sent = st.responses;
+            ts.acks = st.acks;
+            ts.nacks = st.nacks;
+            ts.stale_requests = st.stale;
+            ts.bytes_sent = st.bytes;
         }
     }
 }

@@ -15,7 +15,7 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use super::{DeltaConnection, Event, SotwConnection};
+use super::{ConnStatus, DeltaConnection, Event, SotwConnection};
 use crate::xds::{Resource, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE};
 
 const PROXY_CONFIG: &str = "type.googleapis.com/istio.mesh.v1alpha1.ProxyConfig";
@@ -1500,4 +1500,48 @@ fn nack_messages_are_kept_truncated() {
             .map(|n| n.message.len()),
         Some(8 + '…'.len_utf8())
     );
+}
+
+#[test]
+fn a_status_kept_and_rewritten_after_every_input_equals_a_fresh_one() {
+    // The stream's task rewrites the registry's status in place (`status_into`); after every
+    // input it must be exactly what a fresh `status()` says: NACKs come and go, names are
+    // subscribed and unsubscribed (the shown list grows and shrinks), types are added.
+    let mut e = Delta {
+        c: DeltaConnection::new(gen1()),
+    };
+    let mut kept = e.c.status();
+    let check = |e: &Delta, kept: &mut ConnStatus| {
+        e.c.status_into(kept);
+        assert_eq!(*kept, e.c.status());
+    };
+    let cds = one(e.sub(CLUSTER, &[]));
+    check(&e, &mut kept);
+    let eds = one(e.sub(ENDPOINT, &["a", "b"]));
+    check(&e, &mut kept);
+    assert!(e.nack(&eds, "bad assignment").is_empty());
+    check(&e, &mut kept);
+    assert!(kept.types[ENDPOINT].last_nack.is_some());
+    assert!(e.ack(&cds).iter().all(|r| r.type_url != CLUSTER));
+    check(&e, &mut kept);
+    e.send(dreq(ENDPOINT, &[], &["b"], ""));
+    check(&e, &mut kept);
+    assert_eq!(kept.types[ENDPOINT].subscribed, ["a"]);
+    let many: Vec<String> = (0..40).map(|i| format!("n{i:02}")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    e.sub(ENDPOINT, &refs);
+    check(&e, &mut kept);
+    assert_eq!(
+        kept.types[ENDPOINT].subscribed.len(),
+        super::SUBSCRIBED_SHOWN
+    );
+    e.send(dreq(ENDPOINT, &[], &refs, ""));
+    check(&e, &mut kept);
+    assert_eq!(kept.types[ENDPOINT].subscribed, ["a"]);
+    let _ =
+        e.c.on_snapshot(snap(2, &[(CLUSTER, "a", 2), (ENDPOINT, "a", 2)]));
+    check(&e, &mut kept);
+    e.sub(ROUTE, &["r"]);
+    check(&e, &mut kept);
+    assert!(kept.types.contains_key(ROUTE));
 }
