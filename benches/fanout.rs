@@ -40,7 +40,9 @@ use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use knative_pilot::hub::Hub;
 use knative_pilot::model::parse_object;
@@ -538,6 +540,35 @@ async fn idle(streams: usize, n: usize) {
     let _ = std::io::stdout().flush();
 }
 
+/// What a Delta client answers to a response as an Envoy would: an ACK, and after its first
+/// CDS response, subscriptions to the assignments of its clusters, to listeners and to routes.
+fn answer_as_envoy(
+    tx: &mpsc::UnboundedSender<DeltaDiscoveryRequest>,
+    r: &DeltaDiscoveryResponse,
+    subscribed: &mut bool,
+) {
+    let _ = tx.send(DeltaDiscoveryRequest {
+        type_url: r.type_url.clone(),
+        response_nonce: r.nonce.clone(),
+        ..Default::default()
+    });
+    if r.type_url == CLUSTER && !*subscribed {
+        *subscribed = true;
+        let names = r.resources.iter().map(|x| x.name.clone()).collect();
+        for (type_url, names) in [
+            (ENDPOINT, names),
+            (LISTENER, Vec::new()),
+            (ROUTE, vec!["http.80".to_string(), "http.8081".to_string()]),
+        ] {
+            let _ = tx.send(DeltaDiscoveryRequest {
+                type_url: type_url.to_string(),
+                resource_names_subscribe: names,
+                ..Default::default()
+            });
+        }
+    }
+}
+
 /// The client process of the idle figures: STREAMS Delta streams, half per gateway, connected
 /// one at a time; prints `ready` once each is synced (or has sent its request, `noread`), then
 /// holds them until stdin closes.
@@ -575,26 +606,7 @@ async fn idle_clients(addr: std::net::SocketAddr, streams: usize, mode: &str) {
             let mut subscribed = false;
             let mut ready_sent = false;
             while let Ok(Some(r)) = resp.message().await {
-                let _ = tx.send(DeltaDiscoveryRequest {
-                    type_url: r.type_url.clone(),
-                    response_nonce: r.nonce.clone(),
-                    ..Default::default()
-                });
-                if r.type_url == CLUSTER && !subscribed {
-                    subscribed = true;
-                    let names = r.resources.iter().map(|x| x.name.clone()).collect();
-                    for (type_url, names) in [
-                        (ENDPOINT, names),
-                        (LISTENER, Vec::new()),
-                        (ROUTE, vec!["http.80".to_string(), "http.8081".to_string()]),
-                    ] {
-                        let _ = tx.send(DeltaDiscoveryRequest {
-                            type_url: type_url.to_string(),
-                            resource_names_subscribe: names,
-                            ..Default::default()
-                        });
-                    }
-                }
+                answer_as_envoy(&tx, &r, &mut subscribed);
                 if r.type_url == ROUTE && !ready_sent {
                     ready_sent = true;
                     let _ = ready_tx.send(()).await;

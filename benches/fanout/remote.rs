@@ -22,7 +22,7 @@ use knative_pilot::state::{Change, Entry};
 use knative_pilot::tools::synth::{Form, Synth};
 use knative_pilot::translate::Options;
 use knative_pilot::xds::server::{AdsService, ConnectionRegistry};
-use knative_pilot::xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use knative_pilot::xds::{CLUSTER, ENDPOINT, ROUTE};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -341,27 +341,7 @@ pub async fn clients(args: &[String]) {
                     seen = round;
                     let _ = got_tx.send((at, r.encoded_len()));
                 }
-                let _ = tx.send(DeltaDiscoveryRequest {
-                    type_url: r.type_url.clone(),
-                    response_nonce: r.nonce.clone(),
-                    ..Default::default()
-                });
-                if r.type_url == CLUSTER && !subscribed {
-                    // As an Envoy: the assignments of its clusters, then listeners and routes.
-                    subscribed = true;
-                    let names = r.resources.iter().map(|x| x.name.clone()).collect();
-                    for (type_url, names) in [
-                        (ENDPOINT, names),
-                        (LISTENER, Vec::new()),
-                        (ROUTE, vec!["http.80".to_string(), "http.8081".to_string()]),
-                    ] {
-                        let _ = tx.send(DeltaDiscoveryRequest {
-                            type_url: type_url.to_string(),
-                            resource_names_subscribe: names,
-                            ..Default::default()
-                        });
-                    }
-                }
+                super::answer_as_envoy(&tx, &r, &mut subscribed);
                 if r.type_url == ROUTE && !ready {
                     ready = true;
                     let _ = ready_tx.send(()).await;
