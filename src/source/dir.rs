@@ -12,8 +12,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::model::ObjectKey;
-use crate::source::files::{self, Loaded};
-use crate::source::{Batch, BatchSender, InputError, Sourced};
+use crate::source::files::{self, Digests, Loaded};
+use crate::source::parallel::map as parallel_map;
+use crate::source::{Batch, BatchSender, Digest, InputError, Sourced};
 use crate::state::{keep_last_good, Change, Entry, Inputs, PREVIOUS_OBJECTS_SERVED};
 
 /// What the file watcher reports: a manifest that changed (relative to the directory), or
@@ -273,22 +274,60 @@ struct FileObjects {
     errors: Vec<InputError>,
     /// Each object's definitions: indices into `objects`, in document order.
     by_key: HashMap<ObjectKey, Vec<usize>>,
+    /// The objects read from JSON text by the digest of their text: a reload does not type
+    /// again the objects whose text did not change, and sends them as they were.
+    by_digest: HashMap<Digest, usize>,
 }
 
 impl FileObjects {
-    /// A file read (`loaded`), with the objects it keeps from before it stopped parsing.
-    fn new(loaded: Loaded, kept: Vec<Arc<Entry>>) -> FileObjects {
-        let objects: Vec<Arc<Entry>> = loaded
-            .objects
-            .into_iter()
-            .map(|s| {
+    /// A file read (`loaded`, with its `digests`), with the objects it keeps from before it
+    /// stopped parsing; the objects whose text was known are taken from `before`, the same
+    /// file's previous read.
+    fn new(
+        loaded: Loaded,
+        digests: Digests,
+        kept: Vec<Arc<Entry>>,
+        before: Option<&FileObjects>,
+    ) -> FileObjects {
+        let mut read: Vec<(Arc<Entry>, Option<Digest>)> = Vec::new();
+        let mut texts = digests.objects.into_iter();
+        for s in loaded.objects {
+            let entry = Entry {
+                object: s.object,
+                origin: Some(s.origin),
+            };
+            read.push((Arc::new(entry), texts.next()));
+        }
+        for (origin, digest) in digests.known {
+            // `known` accepted only the digests of `before`: it has each one.
+            let Some(prev) = before
+                .and_then(|b| b.objects.get(*b.by_digest.get(&digest)?))
+                .cloned()
+            else {
+                tracing::error!(file = %origin.file.display(), doc = origin.doc, "an object read before is missing; it is left out until its file changes");
+                continue;
+            };
+            let entry = if prev.origin.as_ref() == Some(&origin) {
+                prev
+            } else {
                 Arc::new(Entry {
-                    object: s.object,
-                    origin: Some(s.origin),
+                    object: prev.object.clone(),
+                    origin: Some(origin),
                 })
-            })
-            .chain(kept)
-            .collect();
+            };
+            read.push((entry, Some(digest)));
+        }
+        // Document order, as a first read gives it (duplicates in one file: the first wins).
+        read.sort_by_key(|(e, _)| e.origin.as_ref().map(|o| (o.doc, o.item)));
+        let mut by_digest = HashMap::new();
+        let mut objects = Vec::with_capacity(read.len() + kept.len());
+        for (entry, digest) in read {
+            if let Some(d) = digest {
+                by_digest.insert(d, objects.len());
+            }
+            objects.push(entry);
+        }
+        objects.extend(kept);
         let mut by_key: HashMap<ObjectKey, Vec<usize>> = HashMap::new();
         for (i, e) in objects.iter().enumerate() {
             by_key.entry(e.object.key()).or_default().push(i);
@@ -297,6 +336,7 @@ impl FileObjects {
             objects,
             errors: loaded.errors,
             by_key,
+            by_digest,
         }
     }
 
@@ -330,16 +370,21 @@ impl DirState {
             .filter(|rel| dir.join(rel).is_file())
             .cloned()
             .collect();
-        let mut read: BTreeMap<PathBuf, Loaded> = present
-            .iter()
-            .cloned()
-            .zip(files::load_files(dir, &present))
-            .collect();
+        let known = |rel: &Path, d: &Digest| {
+            self.files
+                .get(rel)
+                .is_some_and(|f| f.by_digest.contains_key(d))
+        };
+        let loads = parallel_map(&present, |rel| {
+            files::load_file_known(dir, rel, &|d| known(rel, d))
+        });
+        let mut read: BTreeMap<PathBuf, (Loaded, Digests)> =
+            present.iter().cloned().zip(loads).collect();
         let mut touched: BTreeSet<ObjectKey> = BTreeSet::new();
         for rel in paths {
-            let loaded = read.remove(&rel).map(|mut l| {
+            let loaded = read.remove(&rel).map(|(mut l, digests)| {
                 let kept = self.keep_previous(&rel, &mut l);
-                FileObjects::new(l, kept)
+                FileObjects::new(l, digests, kept, self.files.get(&rel))
             });
             if let Some(old) = self.files.get(&rel) {
                 for key in old.by_key.keys() {
@@ -378,7 +423,11 @@ impl DirState {
             }
             match first {
                 Some(entry) => {
-                    if self.current.get(&key).is_none_or(|c| **c != *entry) {
+                    if self
+                        .current
+                        .get(&key)
+                        .is_none_or(|c| !Arc::ptr_eq(c, &entry) && **c != *entry)
+                    {
                         self.current.insert(key, entry.clone());
                         changes.push(Change::Upsert(entry));
                     }
@@ -553,6 +602,78 @@ spec:
         assert_eq!(fed.reload(dir.path(), None), 2);
         check(&fed);
         assert_eq!(fed.inputs.len(), 1);
+    }
+
+    /// JSON objects whose text did not change are not typed again: the reload sends them as
+    /// the same shared entries, and what it gives is still what a full load gives (origins
+    /// included, when items move; duplicates with the same text).
+    #[test]
+    fn json_objects_with_unchanged_text_are_taken_from_the_previous_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = |name: &str, port: u16| {
+            format!(
+                r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"{name}","namespace":"default"}},"spec":{{"ports":[{{"port":{port}}}]}}}}"#
+            )
+        };
+        let list = |items: &[String]| {
+            format!(
+                r#"{{"apiVersion":"v1","kind":"List","items":[{}]}}"#,
+                items.join(",")
+            )
+        };
+        let write = |text: String| std::fs::write(dir.path().join("a.json"), text).unwrap();
+        let key = |name: &str| ObjectKey {
+            kind: crate::model::Kind::Service,
+            namespace: "default".into(),
+            name: name.into(),
+        };
+        let check = |fed: &Fed| {
+            let (inputs, mut errors) = Fed::full(dir.path());
+            assert!(fed.inputs.changes_to(&inputs).is_empty(), "same objects");
+            let mut got = fed.state.errors();
+            got.sort();
+            errors.sort();
+            assert_eq!(got, errors, "same errors");
+        };
+        write(list(&[svc("a", 80), svc("b", 80), svc("c", 80)]));
+        let mut fed = Fed::new();
+        assert_eq!(fed.reload(dir.path(), None), 3);
+        let before: Vec<Arc<Entry>> = ["a", "b", "c"]
+            .iter()
+            .map(|n| fed.state.current[&key(n)].clone())
+            .collect();
+        // One item changes: one change; the others are the entries read before.
+        write(list(&[svc("a", 80), svc("b", 81), svc("c", 80)]));
+        assert_eq!(fed.reload(dir.path(), Some(&["a.json"])), 1);
+        check(&fed);
+        assert!(Arc::ptr_eq(&fed.state.current[&key("a")], &before[0]));
+        assert!(!Arc::ptr_eq(&fed.state.current[&key("b")], &before[1]));
+        assert!(Arc::ptr_eq(&fed.state.current[&key("c")], &before[2]));
+        // An item inserted in front: the others keep their text but move (new origins).
+        write(list(&[
+            svc("d", 80),
+            svc("a", 80),
+            svc("b", 81),
+            svc("c", 80),
+        ]));
+        assert_eq!(fed.reload(dir.path(), Some(&["a.json"])), 4);
+        check(&fed);
+        let origin = fed.state.current[&key("c")].origin.clone().unwrap();
+        assert_eq!((origin.doc, origin.item), (1, Some(3)));
+        // The same text twice in one file: a duplicate, reported as a full load reports it.
+        write(list(&[svc("a", 80), svc("a", 80), svc("c", 80)]));
+        fed.reload(dir.path(), Some(&["a.json"]));
+        check(&fed);
+        assert_eq!(fed.state.errors().len(), 1, "{:?}", fed.state.errors());
+        // A file that stops reading cleanly is read through `Value` (no digests), then again
+        // cleanly: still right.
+        write(list(&[svc("a", 80), "7".to_string(), svc("c", 82)]));
+        fed.reload(dir.path(), Some(&["a.json"]));
+        assert_eq!(fed.state.errors().len(), 1, "{:?}", fed.state.errors());
+        write(list(&[svc("a", 80), svc("c", 82)]));
+        fed.reload(dir.path(), Some(&["a.json"]));
+        check(&fed);
+        assert_eq!(fed.inputs.len(), 2);
     }
 
     #[test]

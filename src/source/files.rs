@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::json::{Digest, Read};
 use super::unique_keys::UniqueValue;
 use super::{ErrorCode, InputError, Origin, Sourced};
 use crate::model::{parse_object, ParseError};
@@ -105,65 +106,44 @@ pub fn load_dir(dir: &Path) -> Loaded {
     loaded
 }
 
-/// Reads the given files (paths relative to `dir`) as [`load_file`] does, on one thread per
-/// core, each taking the next file not yet read; the results are in the order of `rels`.
+/// Reads the given files (paths relative to `dir`) as [`load_file`] does, on every core
+/// ([`super::parallel::map`]); the results are in the order of `rels`.
 pub fn load_files(dir: &Path, rels: &[PathBuf]) -> Vec<Loaded> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(rels.len());
-    if threads <= 1 {
-        return rels.iter().map(|rel| load_file(dir, rel)).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let mut out: Vec<Option<Loaded>> = vec![None; rels.len()];
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut read = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(rel) = rels.get(i) else {
-                            return read;
-                        };
-                        read.push((i, load_file(dir, rel)));
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            // A worker's panic is the caller's, as it would be on one thread.
-            let read = w.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-            for (i, loaded) in read {
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = Some(loaded);
-                }
-            }
-        }
-    });
-    out.into_iter().map(Option::unwrap_or_default).collect()
+    super::parallel::map(rels, |rel| load_file(dir, rel))
 }
 
 /// Reads one file, `rel` being its path relative to `dir`. A missing file reads as empty.
 pub fn load_file(dir: &Path, rel: &Path) -> Loaded {
+    load_file_known(dir, rel, &|_| false).0
+}
+
+/// [`load_file`], not typing again the objects whose text has a digest `known` accepts
+/// ([`parse_text_known`]).
+pub fn load_file_known(
+    dir: &Path,
+    rel: &Path,
+    known: &dyn Fn(&Digest) -> bool,
+) -> (Loaded, Digests) {
     match std::fs::read_to_string(dir.join(rel)) {
-        Ok(text) => parse_text(rel, &text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Loaded::default(),
-        Err(e) => Loaded {
-            objects: vec![],
-            errors: vec![InputError {
-                object: None,
-                origin: Some(Origin {
-                    file: rel.to_path_buf(),
-                    doc: 0,
-                    item: None,
-                }),
-                message: format!("cannot read file: {e}"),
-                code: ErrorCode::Parse,
-                subject: None,
-            }],
-        },
+        Ok(text) => parse_text_known(rel, &text, known),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => (
+            Loaded {
+                objects: vec![],
+                errors: vec![InputError {
+                    object: None,
+                    origin: Some(Origin {
+                        file: rel.to_path_buf(),
+                        doc: 0,
+                        item: None,
+                    }),
+                    message: format!("cannot read file: {e}"),
+                    code: ErrorCode::Parse,
+                    subject: None,
+                }],
+            },
+            Digests::default(),
+        ),
     }
 }
 
@@ -171,11 +151,35 @@ pub fn load_file(dir: &Path, rel: &Path) -> Loaded {
 /// into the objects ([`super::json`]); a JSON file that does not read cleanly there, and YAML,
 /// are read through `serde_json::Value` ([`parse_values`]), which words the errors.
 pub fn parse_text(file: &Path, text: &str) -> Loaded {
+    parse_text_known(file, text, &|_| false).0
+}
+
+/// What [`parse_text_known`] reads besides the objects.
+#[derive(Debug, Default)]
+pub struct Digests {
+    /// The digest of each object's text, in [`Loaded::objects`]' order; empty when the file
+    /// was read through `serde_json::Value` (YAML, or JSON that did not read cleanly).
+    pub objects: Vec<Digest>,
+    /// The objects whose digest was known, not typed again: where each is, and its digest.
+    pub known: Vec<(Origin, Digest)>,
+}
+
+/// [`parse_text`], not typing the objects of a JSON file whose text has a digest `known`
+/// accepts (they are in [`Digests::known`] instead of [`Loaded::objects`]; the caller has
+/// them from an earlier read of the same text).
+pub fn parse_text_known(
+    file: &Path,
+    text: &str,
+    known: &dyn Fn(&Digest) -> bool,
+) -> (Loaded, Digests) {
     let is_json = file.extension().and_then(|e| e.to_str()) == Some("json");
-    let Some(clean) = is_json.then(|| super::json::read_clean(text)).flatten() else {
-        return parse_values(file, text);
+    let Some(clean) = is_json
+        .then(|| super::json::read_clean(text, known))
+        .flatten()
+    else {
+        return (parse_values(file, text), Digests::default());
     };
-    let mut loaded = Loaded::default();
+    let (mut loaded, mut digests) = (Loaded::default(), Digests::default());
     for c in clean {
         let origin = Origin {
             file: file.to_path_buf(),
@@ -183,11 +187,15 @@ pub fn parse_text(file: &Path, text: &str) -> Loaded {
             item: c.item,
         };
         match c.read {
-            Ok(object) => loaded.objects.push(Sourced { object, origin }),
-            Err(kind) => skipped(&origin, &kind),
+            Read::Object(object) => {
+                loaded.objects.push(Sourced { object, origin });
+                digests.objects.push(c.digest);
+            }
+            Read::Skipped(kind) => skipped(&origin, &kind),
+            Read::Known => digests.known.push((origin, c.digest)),
         }
     }
-    loaded
+    (loaded, digests)
 }
 
 /// [`parse_text`] through a `serde_json::Value` of each document.
@@ -733,7 +741,10 @@ mod tests {
             let by_value = parse_values(file, text);
             assert_eq!(parse_text(file, text), by_value, "{text}");
             if by_value.errors.is_empty() {
-                assert!(super::super::json::read_clean(text).is_some(), "{text}");
+                assert!(
+                    super::super::json::read_clean(text, &|_| false).is_some(),
+                    "{text}"
+                );
                 straight += by_value.objects.len();
             }
         }
@@ -762,7 +773,10 @@ mod tests {
             r#"{"kind": "List", "items": {"a": 1}}"#.to_string(),
         ];
         for text in &cases {
-            assert!(super::super::json::read_clean(text).is_none(), "{text}");
+            assert!(
+                super::super::json::read_clean(text, &|_| false).is_none(),
+                "{text}"
+            );
             let by_value = parse_values(Path::new("f.json"), text);
             assert!(!by_value.errors.is_empty(), "{text}");
             assert_eq!(parse_text(Path::new("f.json"), text), by_value);

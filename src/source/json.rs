@@ -17,20 +17,43 @@ use serde_json::value::RawValue;
 use super::unique_keys::UniqueKeys;
 use crate::model::{check, parse_document, Document, Object};
 
+/// The SHA-256 of an object's text (a document, or one item of a list document). Reading an
+/// object is a pure function of its text, so a reload takes an object whose text has the
+/// digest of one the same file yielded before from that earlier read, without typing it again
+/// (`source::dir`). SHA-256 rather than a shorter hash: two texts taken as equal must be equal.
+pub type Digest = [u8; 32];
+
+/// The digest of an object's text.
+pub fn digest(text: &str) -> Digest {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes()).into()
+}
+
 /// One document, or one item of a list document, read cleanly.
 pub struct Clean {
     /// The document's number in the file, from 1.
     pub doc: usize,
     /// The item's index in a list document.
     pub item: Option<usize>,
-    /// The object, or the kind of a document of a kind we do not serve.
-    pub read: Result<Object, String>,
+    /// The digest of the object's text.
+    pub digest: Digest,
+    pub read: Read,
+}
+
+/// What one object's text read as.
+pub enum Read {
+    Object(Object),
+    /// A document of a kind we do not serve: its kind.
+    Skipped(String),
+    /// A text the caller said it has read before (its digest is known): not read again.
+    Known,
 }
 
 /// The documents of a JSON file (several concatenated values, as `serde_json`'s stream reads
 /// them) as objects, `List` items expanded as `files::parse_text` expands them; `None` if any
-/// of them does not read cleanly.
-pub fn read_clean(text: &str) -> Option<Vec<Clean>> {
+/// of them does not read cleanly. An object whose digest `known` accepts is not typed
+/// ([`Read::Known`]): it read cleanly before, and the same text reads the same.
+pub fn read_clean(text: &str, known: &dyn Fn(&Digest) -> bool) -> Option<Vec<Clean>> {
     let mut out = Vec::new();
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<DocHead>();
     let (mut start, mut doc) = (0, 0);
@@ -46,10 +69,16 @@ pub fn read_clean(text: &str) -> Option<Vec<Clean>> {
         let is_list =
             kind == "List" || (matches!(head.items, Items::List(_)) && kind.ends_with("List"));
         if !is_list {
-            let read = read_object(span, head)?;
+            let digest = digest(span);
+            let read = if known(&digest) {
+                Read::Known
+            } else {
+                read_object(span, head)?
+            };
             out.push(Clean {
                 doc,
                 item: None,
+                digest,
                 read,
             });
             continue;
@@ -66,12 +95,18 @@ pub fn read_clean(text: &str) -> Option<Vec<Clean>> {
                     if !text.starts_with('{') {
                         return None;
                     }
-                    let mut de = serde_json::Deserializer::from_str(text);
-                    let head = (&mut de).deserialize_any(HeadVisitor).ok()??;
-                    let read = read_object(text, head)?;
+                    let digest = digest(text);
+                    let read = if known(&digest) {
+                        Read::Known
+                    } else {
+                        let mut de = serde_json::Deserializer::from_str(text);
+                        let head = (&mut de).deserialize_any(HeadVisitor).ok()??;
+                        read_object(text, head)?
+                    };
                     out.push(Clean {
                         doc,
                         item: Some(j),
+                        digest,
                         read,
                     });
                 }
@@ -83,11 +118,11 @@ pub fn read_clean(text: &str) -> Option<Vec<Clean>> {
 
 /// One object from its text and its head: typed if served (through [`parse_document`]),
 /// else read once through [`UniqueKeys`] (it must still be a clean document) and skipped.
-fn read_object(text: &str, head: Head<'_>) -> Option<Result<Object, String>> {
+fn read_object(text: &str, head: Head<'_>) -> Option<Read> {
     let kind = head.kind.as_deref().unwrap_or("").to_string();
     match parse_document(JsonDoc { text, head }) {
-        Ok(Some(object)) => Some(Ok(object)),
-        Ok(None) => typed::<IgnoredAny>(text).ok().map(|_| Err(kind)),
+        Ok(Some(object)) => Some(Read::Object(object)),
+        Ok(None) => typed::<IgnoredAny>(text).ok().map(|_| Read::Skipped(kind)),
         Err(_) => None,
     }
 }

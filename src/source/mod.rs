@@ -10,11 +10,13 @@ use crate::state::Change;
 /// `model` only); re-exported for the sources.
 pub use crate::model::diag::{ErrorCode, InputError, Origin};
 pub use crate::model::Sourced;
+pub use json::Digest;
 
 pub mod dir;
 pub mod files;
 mod json;
 pub mod kube;
+mod parallel;
 mod unique_keys;
 
 /// What a running source reports: changes to apply in order, and the source's load errors now
