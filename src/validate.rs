@@ -353,7 +353,7 @@ fn unusable_backend_refs(inputs: &Inputs, opts: &Options, out: &mut BTreeSet<Fin
         let Object::HttpRoute(route) = &e.object else {
             continue;
         };
-        for why in translate::gateway_api::http_route::unusable_backends(inputs, opts, key, route) {
+        for why in translate::gateway_api::attach::unresolved_backends(inputs, opts, key, route) {
             out.insert(Finding {
                 severity: Severity::Warning,
                 code: "backend-500",

@@ -250,6 +250,16 @@ impl Engine {
                 Kind::HttpRoute => {
                     redo.insert(k.clone());
                 }
+                // Its labels decide where the HTTPRoutes in it may attach (`allowedRoutes`
+                // selectors); nothing else reads a Namespace.
+                Kind::Namespace => {
+                    redo.extend(
+                        inputs
+                            .of_kind(Kind::HttpRoute)
+                            .filter(|(r, _)| r.namespace == k.name)
+                            .map(|(r, _)| r.clone()),
+                    );
+                }
                 Kind::Service => {
                     if entries().any(|e| self.selects_this_proxy(e)) {
                         full = true;
