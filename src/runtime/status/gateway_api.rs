@@ -30,7 +30,7 @@ use crate::model::gateway_api::{self as api, GATEWAY_NAME_LABEL, GROUP};
 use crate::model::{HttpRoute, Kind, Object, ObjectKey};
 use crate::state::Inputs;
 use crate::translate::gateway_api::attach::{self, ParentReason};
-use crate::translate::gateway_api::{granted, listener_problem};
+use crate::translate::gateway_api::{granted, is_http_route_kind, listener_problem};
 use crate::translate::Options;
 
 /// The key a Gateway's progress has in a replica's [`super::ProgressMap`] (KIngresses are
@@ -125,12 +125,10 @@ fn listener_conditions(inputs: &Inputs, gw: &ObjectKey, l: &api::Listener) -> Li
     let Some(why) = problem else {
         return (accepted, resolved);
     };
-    let kinds_ok = l.allowed_routes.as_ref().is_none_or(|a| {
-        a.kinds.is_empty()
-            || a.kinds
-                .iter()
-                .any(|k| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GROUP) == GROUP)
-    });
+    let kinds_ok = l
+        .allowed_routes
+        .as_ref()
+        .is_none_or(|a| a.kinds.is_empty() || a.kinds.iter().any(is_http_route_kind));
     let tls = l.tls.as_ref();
     if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS") {
         accepted = (false, "UnsupportedProtocol", why);

@@ -259,7 +259,7 @@ fn server(inputs: &Inputs, gw: &ObjectKey, l: &api::Listener) -> Result<Server, 
     }
 }
 
-fn is_http_route_kind(k: &api::RouteGroupKind) -> bool {
+pub(crate) fn is_http_route_kind(k: &api::RouteGroupKind) -> bool {
     k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(api::GROUP) == api::GROUP
 }
 
