@@ -351,7 +351,9 @@ metadata: {{name: dev, labels: {{env: dev}}}}
     assert_eq!(listener(&s, "selected")["attachedRoutes"], 1);
     assert_eq!(listener(&s, "same")["attachedRoutes"], 0);
 
-    // A ReferenceGrant resolves the cross-namespace backend.
+    // A ReferenceGrant resolves the cross-namespace backend; the first status write after it
+    // hits a conflict, and is re-read and retried.
+    api.force_status_conflicts(1);
     api.apply_yaml(
         r#"apiVersion: gateway.networking.k8s.io/v1beta1
 kind: ReferenceGrant
@@ -362,6 +364,13 @@ spec:
 "#,
     );
     wait_route(&api, "cross", ("True/Accepted", "True/ResolvedRefs")).await;
+    let conflicts: Vec<String> = api
+        .writes()
+        .into_iter()
+        .filter(|w| w.path.ends_with("/status") && w.code == 409)
+        .map(|w| w.path)
+        .collect();
+    assert!(!conflicts.is_empty(), "a conflict was answered");
     // The dev Namespace relabelled: its route is now selected.
     api.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: dev, labels: {env: prod}}\n");
     wait_for(&api, "HTTPRoute", "dev", "dev-route", "dev selected", |s| {

@@ -52,12 +52,17 @@ pub struct ObjectChange {
 
 /// A Gateway API object (or Namespace) of which only what translation never reads changed:
 /// its status (our own status writes), resourceVersion, managedFields. Translation reads
-/// their spec, labels, annotations and creation time (Namespaces: labels).
+/// their spec, labels, annotations and creation time (Namespaces: labels), and where they were
+/// read.
 fn only_status_changed(c: &ObjectChange) -> bool {
     use crate::model::Object;
     let (Some(old), Some(new)) = (&c.old, &c.new) else {
         return false;
     };
+    // Errors name where an object was read.
+    if old.origin != new.origin {
+        return false;
+    }
     fn meta_same(
         a: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
         b: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
