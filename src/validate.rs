@@ -128,6 +128,7 @@ pub fn validate(inputs: &Inputs, load_errors: &[InputError], opts: &Options) -> 
     foreign_classes(inputs, opts, &mut out);
     unusable_backend_refs(inputs, opts, &mut out);
     foreign_parents(inputs, opts, &mut out);
+    refused_parents(inputs, opts, &mut out);
     let mut v: Vec<Finding> = out.into_iter().collect();
     v.sort_by(|a, b| {
         (&a.object, &a.origin, a.severity, a.code, &a.message)
@@ -346,6 +347,42 @@ fn foreign_parents(inputs: &Inputs, opts: &Options, out: &mut BTreeSet<Finding>)
     }
 }
 
+/// parentRefs of an HTTPRoute that one of our Gateways refuses while another takes the route
+/// (translation reports a route only when every Gateway refuses it): the attachment rule's
+/// reason, as the status writer reports it.
+fn refused_parents(inputs: &Inputs, opts: &Options, out: &mut BTreeSet<Finding>) {
+    use translate::gateway_api::attach::{parent_outcomes, ParentReason};
+    for (key, e) in inputs.of_kind(Kind::HttpRoute) {
+        let Object::HttpRoute(route) = &e.object else {
+            continue;
+        };
+        let outcomes = parent_outcomes(inputs, opts, key, &route.spec);
+        if !outcomes.iter().any(|o| o.reason == ParentReason::Accepted) {
+            continue;
+        }
+        for o in outcomes
+            .iter()
+            .filter(|o| o.reason != ParentReason::Accepted)
+        {
+            out.insert(Finding {
+                severity: Severity::Warning,
+                code: "parent-refused",
+                object: Some(key.clone()),
+                origin: e.origin.clone(),
+                message: format!(
+                    "parentRef {} ({}): {}",
+                    o.index,
+                    o.reason.as_str(),
+                    o.message
+                ),
+                fix: "fix the parentRef's sectionName/port, the route's hostnames, or the \
+                      listener's allowedRoutes"
+                    .to_string(),
+            });
+        }
+    }
+}
+
 /// HTTPRoute backendRefs that cannot be used: translation keeps their share of the traffic as
 /// 500s (as the Gateway API requires) and serves the rest, so it reports nothing.
 fn unusable_backend_refs(inputs: &Inputs, opts: &Options, out: &mut BTreeSet<Finding>) {
@@ -353,7 +390,7 @@ fn unusable_backend_refs(inputs: &Inputs, opts: &Options, out: &mut BTreeSet<Fin
         let Object::HttpRoute(route) = &e.object else {
             continue;
         };
-        for why in translate::gateway_api::http_route::unusable_backends(inputs, opts, key, route) {
+        for why in translate::gateway_api::attach::unresolved_backends(inputs, opts, key, route) {
             out.insert(Finding {
                 severity: Severity::Warning,
                 code: "backend-500",

@@ -103,6 +103,44 @@ fn gateway_api_problems_are_reported() {
         "warning[foreign-parent] HTTPRoute default/elsewhere (route.yaml document 1): no parentRef names a Gateway",
     );
     assert!(fix.contains("another controller"), "{fix}");
+
+    // One Gateway listener takes the route, another refuses it (the status reason is named).
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("gw.yaml"),
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: ours}
+spec: {controllerName: knative-pilot.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: ours
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+  - {name: same, port: 81, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: apps}
+spec:
+  parentRefs:
+  - {name: gw, namespace: infra, sectionName: http}
+  - {name: gw, namespace: infra, sectionName: same}
+  rules: [{backendRefs: []}]
+"#,
+    )
+    .unwrap();
+    let r = validate(&["--from", tmp.path().to_str().unwrap()]);
+    let (_, fix) = finding(
+        &r.stdout,
+        "warning[parent-refused] HTTPRoute apps/r (gw.yaml document 3): parentRef 1 \
+         (NotAllowedByListeners): listener \"same\" of Gateway infra/gw does not allow routes \
+         from namespace apps",
+    );
+    assert!(fix.contains("allowedRoutes"), "{fix}");
 }
 
 #[test]

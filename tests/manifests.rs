@@ -76,6 +76,19 @@ fn base_rbac_is_least_privilege_and_covers_every_watch() {
                 strings(&r["apiGroups"]),
                 set(&["networking.internal.knative.dev"])
             );
+        } else if resources
+            == set(&[
+                "gatewayclasses/status",
+                "gateways/status",
+                "httproutes/status",
+            ])
+        {
+            // The status writer re-reads the status subresource after a 409.
+            assert_eq!(verbs, set(&["get", "update", "patch"]), "{r}");
+            assert_eq!(
+                strings(&r["apiGroups"]),
+                set(&["gateway.networking.k8s.io"])
+            );
         } else {
             assert_eq!(verbs, read, "only reads besides ingresses/status: {r}");
         }

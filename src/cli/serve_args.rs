@@ -166,7 +166,8 @@ impl XdsLimitsArgs {
 /// KIngress status writing (with --kube).
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
-    /// Do not write KIngress status (e.g. when net-istio is the ingress class).
+    /// Do not write status: neither KIngress status (e.g. when net-istio is the ingress class)
+    /// nor that of our Gateway API GatewayClasses, Gateways and HTTPRoutes.
     #[arg(long)]
     pub no_status: bool,
     /// `status.publicLoadBalancer.ingress[0].domainInternal` of our KIngresses.

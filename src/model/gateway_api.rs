@@ -94,13 +94,47 @@ pub struct RouteNamespaces {
     pub selector: Option<LabelSelector>,
 }
 
+/// A Kubernetes label selector (`metav1.LabelSelector`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LabelSelector {
     #[serde(default)]
     pub match_labels: BTreeMap<String, String>,
     #[serde(default)]
-    pub match_expressions: Vec<serde_json::Value>,
+    pub match_expressions: Vec<SelectorRequirement>,
+}
+
+/// One `matchExpressions` entry: `In`, `NotIn`, `Exists` or `DoesNotExist`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectorRequirement {
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub operator: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+impl LabelSelector {
+    /// Does the selector select an object with these labels? As `metav1.LabelSelectorAsSelector`:
+    /// every `matchLabels` pair and every expression must hold (so an empty selector selects
+    /// everything); an unknown operator selects nothing.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|e| {
+                let value = labels.get(&e.key);
+                match e.operator.as_str() {
+                    "In" => value.is_some_and(|v| e.values.contains(v)),
+                    "NotIn" => value.is_none_or(|v| !e.values.contains(v)),
+                    "Exists" => value.is_some(),
+                    "DoesNotExist" => value.is_none(),
+                    _ => false,
+                }
+            })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -341,4 +375,53 @@ pub fn grants(
                     .as_deref()
                     .is_none_or(|n| n.is_empty() || n == to_name)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_selectors_match_as_kubernetes_does() {
+        let labels = BTreeMap::from([
+            ("env".to_string(), "prod".to_string()),
+            ("team".to_string(), "a".to_string()),
+        ]);
+        let sel: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"env": "prod"},
+            "matchExpressions": [
+                {"key": "team", "operator": "In", "values": ["a", "b"]},
+                {"key": "tier", "operator": "NotIn", "values": ["x"]},
+                {"key": "env", "operator": "Exists"},
+                {"key": "legacy", "operator": "DoesNotExist"},
+            ]
+        }))
+        .expect("selector");
+        assert!(sel.matches(&labels));
+        assert!(
+            LabelSelector::default().matches(&labels),
+            "empty selects all"
+        );
+        let one = |op: &str, values: &[&str], key: &str| LabelSelector {
+            match_labels: BTreeMap::new(),
+            match_expressions: vec![SelectorRequirement {
+                key: key.to_string(),
+                operator: op.to_string(),
+                values: values.iter().map(|v| v.to_string()).collect(),
+            }],
+        };
+        assert!(!one("In", &["b"], "team").matches(&labels));
+        assert!(!one("In", &["a"], "missing").matches(&labels));
+        assert!(!one("NotIn", &["a"], "team").matches(&labels));
+        assert!(one("NotIn", &["a"], "missing").matches(&labels));
+        assert!(!one("Exists", &[], "missing").matches(&labels));
+        assert!(!one("DoesNotExist", &[], "team").matches(&labels));
+        assert!(
+            !one("Gt", &["1"], "team").matches(&labels),
+            "unknown operator"
+        );
+        let mut other = sel.clone();
+        other.match_labels.insert("env".into(), "dev".into());
+        assert!(!other.matches(&labels));
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
@@ -54,6 +54,8 @@ pub enum Kind {
     K8sGateway,
     HttpRoute,
     ReferenceGrant,
+    /// Core `v1` Namespace (cluster scoped; read for `allowedRoutes` namespace selectors).
+    Namespace,
 }
 
 impl fmt::Display for Kind {
@@ -73,6 +75,7 @@ impl fmt::Display for Kind {
             Kind::K8sGateway => "gateway.networking.k8s.io/Gateway",
             Kind::HttpRoute => "HTTPRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Namespace => "Namespace",
         };
         f.write_str(s)
     }
@@ -116,6 +119,7 @@ pub enum Object {
     K8sGateway(Box<K8sGateway>),
     HttpRoute(Box<HttpRoute>),
     ReferenceGrant(Box<ReferenceGrant>),
+    Namespace(Box<Namespace>),
 }
 
 impl Object {
@@ -135,6 +139,7 @@ impl Object {
             Object::K8sGateway(_) => Kind::K8sGateway,
             Object::HttpRoute(_) => Kind::HttpRoute,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::Namespace(_) => Kind::Namespace,
         }
     }
 
@@ -154,6 +159,7 @@ impl Object {
             Object::K8sGateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
         }
     }
 
@@ -265,6 +271,7 @@ pub fn parse_document(value: impl Document) -> Result<Option<Object>, ParseError
         ("discovery.k8s.io", "EndpointSlice") => Object::EndpointSlice(de(value).map_err(invalid)?),
         ("", "Secret") if api_version == "v1" => Object::Secret(de(value).map_err(invalid)?),
         ("", "ConfigMap") if api_version == "v1" => Object::ConfigMap(de(value).map_err(invalid)?),
+        ("", "Namespace") if api_version == "v1" => Object::Namespace(de(value).map_err(invalid)?),
         // Istio's Gateway is `networking.istio.io` (above); this group's is the Gateway API's.
         (gateway_api::GROUP, "GatewayClass") => Object::GatewayClass(de(value).map_err(invalid)?),
         (gateway_api::GROUP, "Gateway") => Object::K8sGateway(de(value).map_err(invalid)?),
@@ -308,6 +315,7 @@ pub fn kind_from_name(kind: &str) -> Option<Kind> {
         "GatewayClass" => Kind::GatewayClass,
         "HTTPRoute" => Kind::HttpRoute,
         "ReferenceGrant" => Kind::ReferenceGrant,
+        "Namespace" => Kind::Namespace,
         _ => return None,
     })
 }

@@ -146,6 +146,7 @@ fn kind_of(resource: &str) -> &'static str {
         "gatewayclasses" => "GatewayClass",
         "httproutes" => "HTTPRoute",
         "referencegrants" => "ReferenceGrant",
+        "namespaces" => "Namespace",
         _ => "Unknown",
     }
 }
@@ -157,6 +158,11 @@ fn api_version_of(resource: &str) -> String {
         ["apis", g, v, _] => format!("{g}/{v}"),
         _ => String::new(),
     }
+}
+
+/// The cluster-scoped resources the tests use.
+fn is_cluster_scoped(resource: &str) -> bool {
+    resource.ends_with("/gatewayclasses") || resource == "api/v1/namespaces"
 }
 
 /// Built-in kinds' list items come without apiVersion/kind from the real server.
@@ -366,11 +372,20 @@ impl FakeApiServer {
         let api_version = obj["apiVersion"].as_str().unwrap_or("v1").to_string();
         let kind = obj["kind"].as_str().unwrap_or("").to_string();
         let resource = resource_path(&api_version, &plural(&kind));
-        let ns = obj["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default")
-            .to_string();
-        obj["metadata"]["namespace"] = ns.clone().into();
+        // Cluster-scoped objects are stored (and addressed) without a namespace.
+        let ns = if is_cluster_scoped(&resource) {
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove("namespace");
+            }
+            String::new()
+        } else {
+            let ns = obj["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string();
+            obj["metadata"]["namespace"] = ns.clone().into();
+            ns
+        };
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         let mut store = self.store();
         let key = (resource.clone(), ns, name);

@@ -30,6 +30,8 @@ use serde_json::{json, Value};
 use crate::model::KIngress;
 use crate::xds::server::ConnectionInfo;
 
+pub mod gateway_api;
+mod gateway_api_write;
 mod progress;
 mod writer;
 

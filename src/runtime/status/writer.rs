@@ -10,6 +10,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::gateway_api_write::{GatewayApiWriter, TrackedGateway};
 use super::progress::{fetch_progress, ProgressShared};
 use super::{
     combine, desired_status, gateway_progress, needed_gateways, peer_addresses, rfc3339_now, Facts,
@@ -31,16 +32,24 @@ type Tracked = BTreeMap<ObjectKey, (SpecId, u64)>;
 type Pass = (u64, Vec<(u64, Option<u64>)>, bool, PeerReports);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum SpecId {
+pub(super) enum SpecId {
     Generation(i64),
     Json(String),
 }
 
-fn spec_id(ing: &KIngress) -> SpecId {
-    match ing.metadata.generation {
-        Some(g) => SpecId::Generation(g),
-        None => SpecId::Json(serde_json::to_string(&ing.spec).unwrap_or_default()),
+impl SpecId {
+    /// `metadata.generation`, which the API server bumps on every spec change; the spec's JSON
+    /// when absent.
+    pub(super) fn of(generation: Option<i64>, spec: &impl serde::Serialize) -> SpecId {
+        match generation {
+            Some(g) => SpecId::Generation(g),
+            None => SpecId::Json(serde_json::to_string(spec).unwrap_or_default()),
+        }
     }
+}
+
+fn spec_id(ing: &KIngress) -> SpecId {
+    SpecId::of(ing.metadata.generation, &ing.spec)
 }
 
 /// One KIngress of our class, as this pass sees it: the hub generation that first carried its
@@ -107,6 +116,7 @@ pub async fn run(
         tracked: BTreeMap::new(),
         last_pass: None,
         retry_at: BTreeMap::new(),
+        gateway_api: GatewayApiWriter::default(),
     };
     loop {
         let stopping = tokio::select! {
@@ -142,6 +152,8 @@ struct Writer {
     /// and the same leadership, with no retry due, would find nothing new.
     last_pass: Option<Pass>,
     retry_at: BTreeMap<ObjectKey, (Instant, Duration)>,
+    /// GatewayClass, Gateway and HTTPRoute status.
+    gateway_api: GatewayApiWriter,
 }
 
 impl Writer {
@@ -169,27 +181,37 @@ impl Writer {
             Vec::new()
         };
         let pass = Some((generation, acks, leading, peers.clone()));
-        if pass == self.last_pass && self.retry_at.is_empty() {
+        if pass == self.last_pass && self.retry_at.is_empty() && !self.gateway_api.retry_pending() {
             return;
         }
         self.last_pass = pass;
-        let ours = self.track(&inputs, generation, &conns);
+        let (ours, gateways) = self.track(&inputs, generation, &conns);
         if !leading {
             return;
         }
         for one in ours {
             self.write_one(one, &peers, &errors).await;
         }
+        self.gateway_api
+            .write(
+                &self.client,
+                &inputs,
+                &self.hub.opts,
+                gateways,
+                &peers,
+                &errors,
+            )
+            .await;
     }
 
-    /// The KIngresses of our class with their progress; publishes this replica's progress and
-    /// forgets KIngresses that are gone.
+    /// The KIngresses of our class and the Gateway API Gateways of ours with their progress;
+    /// publishes this replica's progress and forgets the objects that are gone.
     fn track<'a>(
         &mut self,
         inputs: &'a crate::state::Inputs,
         generation: u64,
         conns: &[ConnectionInfo],
-    ) -> Vec<Ours<'a>> {
+    ) -> (Vec<Ours<'a>>, Vec<TrackedGateway>) {
         let opts = &self.hub.opts;
         let ext = translate::gateway_labels(inputs, opts, "external");
         let local = translate::gateway_labels(inputs, opts, "local");
@@ -235,10 +257,13 @@ impl Writer {
                 gateways,
             });
         }
+        let gateways = self
+            .gateway_api
+            .track(inputs, opts, generation, conns, &mut own);
         self.shared.set(own);
         self.tracked.retain(|k, _| seen.contains(k));
         self.retry_at.retain(|k, _| seen.contains(k));
-        ours
+        (ours, gateways)
     }
 
     /// Writes one KIngress's status if it differs from the desired one (unless a retry of it is

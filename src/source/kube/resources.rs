@@ -147,6 +147,9 @@ pub const REFERENCE_GRANT: Resource = Resource::new(
     "referencegrants",
 );
 
+/// Cluster scoped: read for `allowedRoutes` namespace selectors.
+pub const NAMESPACE: Resource = Resource::new(Kind::Namespace, "", "v1", "Namespace", "namespaces");
+
 /// One watch: a resource in one namespace (or all), and what replaces it when it is not served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
@@ -156,7 +159,7 @@ pub struct Slot {
 }
 
 /// The watches for `namespaces` (empty: all namespaces). ConfigMaps are watched in
-/// [`KNATIVE_NAMESPACE`] only, GatewayClasses (cluster scoped) cluster-wide.
+/// [`KNATIVE_NAMESPACE`] only, GatewayClasses and Namespaces (cluster scoped) cluster-wide.
 pub fn slots(namespaces: &[String]) -> Vec<Slot> {
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -186,11 +189,13 @@ pub fn slots(namespaces: &[String]) -> Vec<Slot> {
             });
         }
     }
-    out.push(Slot {
-        resource: GATEWAY_CLASS,
-        namespace: None,
-        fallback: None,
-    });
+    for r in [GATEWAY_CLASS, NAMESPACE] {
+        out.push(Slot {
+            resource: r,
+            namespace: None,
+            fallback: None,
+        });
+    }
     out.push(Slot {
         resource: CONFIG_MAP,
         namespace: Some(KNATIVE_NAMESPACE.to_string()),

@@ -13,9 +13,7 @@ use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
 use crate::model::gateway_api::{self as api, HttpRouteRule};
-use crate::model::kingress::IntOrString;
 use crate::model::{HttpRoute, Kind, ObjectKey};
-use crate::state::Inputs;
 
 use super::super::backend::Backends;
 use super::super::error::TranslateError;
@@ -23,15 +21,20 @@ use super::super::fragment::{ObjectCx, Placement};
 use super::super::ir::{
     Action, HeaderMatchIr, HeaderOps, PathMatch, Retry, RouteIr, StringMatchIr, WeightedDestination,
 };
-use super::super::Options;
-use super::{granted, is_gateway_ref, listener_of};
+use super::attach::{self, backend};
 
 /// The spec's precedence of one match (smallest first): Exact path, then the longest prefix,
 /// then a method match, then the most header matches, then the most query matches; ties keep
 /// rule and match order.
 type Rank = (u8, Reverse<usize>, u8, Reverse<usize>, Reverse<usize>);
 
-/// The placements of one HTTPRoute on a proxy's servers.
+/// How the error of an HTTPRoute no listener of this proxy's Gateways takes starts (the status
+/// writer tells it from the errors of routes that were attached but could not be translated).
+pub(crate) const NOT_ATTACHED: &str = "not attached: ";
+
+/// The placements of one HTTPRoute on a proxy's servers: where [`attach::parent_outcomes`]
+/// attaches it, among the listeners this proxy serves. Refused by every Gateway of ours this
+/// proxy serves that its parentRefs name: an error naming why.
 pub(crate) fn placements(
     cx: &ObjectCx<'_>,
     b: &mut Backends<'_>,
@@ -40,44 +43,27 @@ pub(crate) fn placements(
 ) -> Result<Vec<Placement>, TranslateError> {
     let mut attached = Vec::new();
     let mut refused: Vec<String> = Vec::new();
-    for p in &route.spec.parent_refs {
-        if !is_gateway_ref(p) {
+    for o in attach::parent_outcomes(cx.inputs, cx.opts, key, &route.spec) {
+        let mut servers = cx
+            .servers
+            .iter()
+            .filter(|s| s.owner.kind == Kind::K8sGateway && s.owner == o.gateway)
+            .peekable();
+        if servers.peek().is_none() {
             continue;
         }
-        let ns = p
-            .namespace
-            .clone()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| key.namespace.clone());
-        for s in cx.servers.iter().filter(|s| {
-            s.owner.kind == Kind::K8sGateway && s.owner.namespace == ns && s.owner.name == p.name
-        }) {
-            let Some(l) = listener_of(cx.inputs, cx.opts, &s.owner, &s.server.port.name) else {
-                continue;
-            };
-            if p.section_name.as_deref().is_some_and(|n| n != l.name)
-                || p.port.is_some_and(|port| port != l.port)
+        if o.reason != attach::ParentReason::Accepted {
+            refused.push(o.message);
+            continue;
+        }
+        for s in servers {
+            if let Some(a) = o
+                .listeners
+                .iter()
+                .find(|a| a.listener == s.server.port.name)
             {
-                continue;
+                attached.push((s, a.hosts.clone()));
             }
-            if !allowed(l, &ns, &key.namespace) {
-                refused.push(format!(
-                    "listener {:?} of Gateway {ns}/{} does not allow routes from namespace {}",
-                    l.name, p.name, key.namespace
-                ));
-                continue;
-            }
-            let hosts = hostnames(l.hostname.as_deref(), &route.spec.hostnames);
-            if hosts.is_empty() {
-                refused.push(format!(
-                    "no hostname matches listener {:?} of Gateway {ns}/{} ({})",
-                    l.name,
-                    p.name,
-                    l.hostname.as_deref().unwrap_or("*")
-                ));
-                continue;
-            }
-            attached.push((s, hosts));
         }
     }
     if attached.is_empty() {
@@ -85,7 +71,7 @@ pub(crate) fn placements(
             return Ok(Vec::new());
         }
         return Err(TranslateError::GatewayApi(format!(
-            "not attached: {}",
+            "{NOT_ATTACHED}{}",
             refused.join("; ")
         )));
     }
@@ -103,69 +89,6 @@ pub(crate) fn placements(
         }
     }
     Ok(out)
-}
-
-/// Does a listener's `allowedRoutes.namespaces` let a route of `route_ns` attach to it (the
-/// Gateway in `gw_ns`)? A `Selector` is matched only on `kubernetes.io/metadata.name` (the
-/// label every Namespace carries with its name): Namespace objects are not read.
-fn allowed(l: &api::Listener, gw_ns: &str, route_ns: &str) -> bool {
-    let ns = l
-        .allowed_routes
-        .as_ref()
-        .and_then(|a| a.namespaces.as_ref());
-    match ns.and_then(|n| n.from.as_deref()).unwrap_or("Same") {
-        "All" => true,
-        "Selector" => ns.and_then(|n| n.selector.as_ref()).is_some_and(|sel| {
-            sel.match_expressions.is_empty()
-                && !sel.match_labels.is_empty()
-                && sel
-                    .match_labels
-                    .iter()
-                    .all(|(k, v)| k == "kubernetes.io/metadata.name" && v == route_ns)
-        }),
-        _ => gw_ns == route_ns,
-    }
-}
-
-/// The hostnames a route serves on a listener: the intersection of the route's with the
-/// listener's (a wildcard on either side yields the more specific name), or the listener's when
-/// the route names none.
-pub(crate) fn hostnames(listener: Option<&str>, route: &[String]) -> Vec<String> {
-    let listener = listener.filter(|h| !h.is_empty());
-    if route.is_empty() {
-        return vec![listener.unwrap_or("*").to_string()];
-    }
-    let mut out = BTreeSet::new();
-    for r in route {
-        if let Some(h) = intersect(listener, r) {
-            out.insert(h);
-        }
-    }
-    out.into_iter().collect()
-}
-
-fn intersect(listener: Option<&str>, route: &str) -> Option<String> {
-    let Some(l) = listener else {
-        return Some(route.to_string());
-    };
-    if l.eq_ignore_ascii_case(route) {
-        return Some(route.to_string());
-    }
-    let suffix_of = |wild: &str, name: &str| {
-        wild.strip_prefix('*').is_some_and(|suffix| {
-            name.len() > suffix.len()
-                && name
-                    .to_ascii_lowercase()
-                    .ends_with(&suffix.to_ascii_lowercase())
-        })
-    };
-    if suffix_of(l, route) {
-        Some(route.to_string())
-    } else if suffix_of(route, l) {
-        Some(l.to_string())
-    } else {
-        None
-    }
 }
 
 /// Every rule's matches as routes, sorted by the spec's precedence.
@@ -435,61 +358,6 @@ fn action(
     ))
 }
 
-/// The cluster of a usable backendRef: a Service (core group) with a port, in the route's
-/// namespace or one whose ReferenceGrant allows it. `Err`: why not (its share answers 500).
-fn backend(
-    inputs: &Inputs,
-    b: &mut Backends<'_>,
-    key: &ObjectKey,
-    r: &api::HttpBackendRef,
-) -> Result<String, String> {
-    if !r.group.as_deref().unwrap_or("").is_empty()
-        || r.kind.as_deref().unwrap_or("Service") != "Service"
-    {
-        return Err(format!(
-            "kind {:?} of group {:?} is not a Service",
-            r.kind.as_deref().unwrap_or("Service"),
-            r.group.as_deref().unwrap_or("")
-        ));
-    }
-    let ns = r
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| key.namespace.clone());
-    if !granted(inputs, "HTTPRoute", &key.namespace, "Service", &ns, &r.name) {
-        return Err(format!(
-            "Service {ns}/{} is in another namespace and no ReferenceGrant there allows it",
-            r.name
-        ));
-    }
-    let port = IntOrString::Int(i64::from(
-        r.port.ok_or("no port (a Service backendRef needs one)")?,
-    ));
-    b.cluster_for(&ns, &r.name, Some(&port), false)
-        .map_err(|e| e.to_string())
-}
-
-/// The backendRefs of an HTTPRoute that cannot be used, and why: each keeps its share of the
-/// traffic as 500s (`validate` reports them; translation serves the rest).
-pub(crate) fn unusable_backends(
-    inputs: &Inputs,
-    opts: &Options,
-    key: &ObjectKey,
-    route: &HttpRoute,
-) -> Vec<String> {
-    let mut b = Backends::new(inputs, opts);
-    let mut out = Vec::new();
-    for (ri, rule) in route.spec.rules.iter().enumerate() {
-        for r in rule.backend_refs.iter().filter(|r| r.weight != Some(0)) {
-            if let Err(why) = backend(inputs, &mut b, key, r) {
-                out.push(format!("rule {ri} backendRef {:?}: {why}", r.name));
-            }
-        }
-    }
-    out
-}
-
 fn header_ops(f: Option<&api::HeaderFilter>) -> HeaderOps {
     let Some(f) = f else {
         return HeaderOps::default();
@@ -511,41 +379,5 @@ fn header_ops(f: Option<&api::HeaderFilter>) -> HeaderOps {
             r.dedup();
             r
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::hostnames;
-
-    #[test]
-    fn hostnames_intersect_as_the_spec_says() {
-        let v = |s: &[&str]| s.iter().map(|h| h.to_string()).collect::<Vec<_>>();
-        assert_eq!(hostnames(None, &[]), v(&["*"]));
-        assert_eq!(hostnames(Some("*.example.com"), &[]), v(&["*.example.com"]));
-        assert_eq!(
-            hostnames(
-                Some("*.example.com"),
-                &v(&[
-                    "a.example.com",
-                    "example.com",
-                    "b.other.org",
-                    "x.y.example.com"
-                ])
-            ),
-            v(&["a.example.com", "x.y.example.com"])
-        );
-        assert_eq!(
-            hostnames(
-                Some("very.specific.com"),
-                &v(&["*.specific.com", "*.other.com"])
-            ),
-            v(&["very.specific.com"])
-        );
-        assert_eq!(
-            hostnames(Some("*.example.com"), &v(&["*.foo.example.com"])),
-            v(&["*.foo.example.com"])
-        );
-        assert!(hostnames(Some("a.example.com"), &v(&["b.example.com"])).is_empty());
     }
 }

@@ -24,6 +24,7 @@ use super::error::TranslateError;
 use super::gateway::{split_ns_name, GatewayInfo};
 use super::Options;
 
+pub(crate) mod attach;
 pub(crate) mod http_route;
 
 /// `render --gateway gateway.networking.k8s.io/NS/NAME` picks the Gateway API Gateway where an
@@ -162,6 +163,16 @@ pub(crate) fn listener_errors(
     out
 }
 
+/// Why a listener of Gateway `gw` is not served (the message `listener_errors` files), if it
+/// is not: the status writer's listener conditions.
+pub(crate) fn listener_problem(
+    inputs: &Inputs,
+    gw: &ObjectKey,
+    l: &api::Listener,
+) -> Option<String> {
+    server(inputs, gw, l).err().map(|e| e.to_string())
+}
+
 /// A listener as an Istio gateway server: HTTP, or HTTPS terminating TLS with its first
 /// certificateRef (a Secret, in another namespace only where a ReferenceGrant allows it).
 fn server(inputs: &Inputs, gw: &ObjectKey, l: &api::Listener) -> Result<Server, TranslateError> {
@@ -248,7 +259,7 @@ fn server(inputs: &Inputs, gw: &ObjectKey, l: &api::Listener) -> Result<Server, 
     }
 }
 
-fn is_http_route_kind(k: &api::RouteGroupKind) -> bool {
+pub(crate) fn is_http_route_kind(k: &api::RouteGroupKind) -> bool {
     k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(api::GROUP) == api::GROUP
 }
 
@@ -272,15 +283,4 @@ pub(crate) fn granted(
                 }
                 _ => false,
             })
-}
-
-/// A listener of one of our Gateways, by name.
-pub(crate) fn listener_of<'a>(
-    inputs: &'a Inputs,
-    opts: &'a Options,
-    gateway: &ObjectKey,
-    listener: &str,
-) -> Option<&'a api::Listener> {
-    let (_, spec) = our_gateways(inputs, opts).find(|(k, _)| *k == gateway)?;
-    spec.listeners.iter().find(|l| l.name == listener)
 }

@@ -50,6 +50,42 @@ pub struct ObjectChange {
     pub new: Option<Arc<Entry>>,
 }
 
+/// A Gateway API object (or Namespace) of which only what translation never reads changed:
+/// its status (our own status writes), resourceVersion, managedFields. Translation reads
+/// their spec, labels, annotations and creation time (Namespaces: labels), and where they were
+/// read.
+fn only_status_changed(c: &ObjectChange) -> bool {
+    use crate::model::Object;
+    let (Some(old), Some(new)) = (&c.old, &c.new) else {
+        return false;
+    };
+    // Errors name where an object was read.
+    if old.origin != new.origin {
+        return false;
+    }
+    fn meta_same(
+        a: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        b: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ) -> bool {
+        a.labels == b.labels
+            && a.annotations == b.annotations
+            && a.creation_timestamp == b.creation_timestamp
+    }
+    match (&old.object, &new.object) {
+        (Object::GatewayClass(a), Object::GatewayClass(b)) => {
+            a.spec == b.spec && meta_same(&a.metadata, &b.metadata)
+        }
+        (Object::K8sGateway(a), Object::K8sGateway(b)) => {
+            a.spec == b.spec && meta_same(&a.metadata, &b.metadata)
+        }
+        (Object::HttpRoute(a), Object::HttpRoute(b)) => {
+            a.spec == b.spec && meta_same(&a.metadata, &b.metadata)
+        }
+        (Object::Namespace(a), Object::Namespace(b)) => a.metadata.labels == b.metadata.labels,
+        _ => false,
+    }
+}
+
 #[derive(Debug, Clone)]
 struct ClusterEntry {
     ir: ClusterIr,
@@ -240,6 +276,9 @@ impl Engine {
         for c in changes {
             let entries = || c.old.iter().chain(c.new.iter());
             let k = &c.key;
+            if only_status_changed(c) {
+                continue;
+            }
             match k.kind {
                 Kind::Gateway
                 | Kind::ConfigMap
@@ -249,6 +288,16 @@ impl Engine {
                 | Kind::ReferenceGrant => full = true,
                 Kind::HttpRoute => {
                     redo.insert(k.clone());
+                }
+                // Its labels decide where the HTTPRoutes in it may attach (`allowedRoutes`
+                // selectors); nothing else reads a Namespace.
+                Kind::Namespace => {
+                    redo.extend(
+                        inputs
+                            .of_kind(Kind::HttpRoute)
+                            .filter(|(r, _)| r.namespace == k.name)
+                            .map(|(r, _)| r.clone()),
+                    );
                 }
                 Kind::Service => {
                     if entries().any(|e| self.selects_this_proxy(e)) {
