@@ -14,7 +14,9 @@
 //!   one request takes is printed too).
 //!
 //! `cargo bench --bench latency -- [N] [ROUNDS] [extra serve flags...]` (N = 10000, 20
-//! rounds). Percentiles are printed as BENCHMARKS.md rows; nothing is asserted.
+//! rounds; with `BENCH_LOG_DIR` set, the server's and Envoy's logs are written there; with
+//! `BENCH_ENVOY_FLUSH_ON_ADMIN` set, Envoy's bootstrap has `stats_flush_on_admin: true`).
+//! Percentiles are printed as BENCHMARKS.md rows; nothing is asserted.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -112,13 +114,27 @@ async fn run(n: usize, rounds: usize, extra: Vec<String>) {
     ];
     args.extend(extra.iter().map(String::as_str));
     let server = Server::start_with_env(&args, &[("RUST_LOG", "info,knative_pilot=debug")]).await;
-    let envoy = start_gateway(
-        &server,
-        "istio-ingressgateway-bench",
-        EXTERNAL_LABELS,
-        ApiType::DeltaGrpc,
-    )
-    .await;
+    let envoy = if std::env::var_os("BENCH_ENVOY_FLUSH_ON_ADMIN").is_some() {
+        // Envoy's stats flush (every 5 s by default) holds its main thread for seconds at
+        // 10,000 services; istio-proxy's bootstrap keeps it small with a stats inclusion list.
+        let params = BootstrapParams::new(server.xds_port())
+            .api_type(ApiType::DeltaGrpc)
+            .pod("istio-ingressgateway-bench", "istio-system")
+            .labels(EXTERNAL_LABELS);
+        let bootstrap = format!(
+            "{}\nstats_flush_on_admin: true\n",
+            render_bootstrap(&params)
+        );
+        Envoy::start(&bootstrap).await
+    } else {
+        start_gateway(
+            &server,
+            "istio-ingressgateway-bench",
+            EXTERNAL_LABELS,
+            ApiType::DeltaGrpc,
+        )
+        .await
+    };
     let mut g = acked_after(&server, 0, &mut Vec::new()).await;
     // Envoy keeps working on the first config after its ACK (at 10,000 services, seconds):
     // the rounds start once it is idle.
@@ -140,7 +156,13 @@ async fn run(n: usize, rounds: usize, extra: Vec<String>) {
         writes.push((wall, t.elapsed().as_secs_f64()));
     }
 
-    let events = log_events(&server.logs());
+    let logs = server.logs();
+    if let Ok(d) = std::env::var("BENCH_LOG_DIR") {
+        let d = std::path::Path::new(&d);
+        let _ = std::fs::write(d.join("server.log"), &logs);
+        let _ = std::fs::write(d.join("envoy.log"), envoy.logs());
+    }
+    let events = log_events(&logs);
     let first_after = |from: f64, until: f64, what: &str| {
         events
             .iter()
