@@ -76,6 +76,19 @@ pub struct WeightedDestination {
     pub headers: HeaderOps,
 }
 
+/// How a route rewrites the request path before it goes upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRewrite {
+    /// Envoy `prefix_rewrite`: the matched prefix replaced by this.
+    Prefix(String),
+    /// Envoy `regex_rewrite`: every match of `pattern` (RE2) in the path replaced by
+    /// `substitution` (`\N` names a capture group); the query string is kept.
+    Regex {
+        pattern: String,
+        substitution: String,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Route {
@@ -83,7 +96,7 @@ pub enum Action {
         timeout: Option<Duration>,
         retry: Retry,
         host_rewrite: Option<String>,
-        prefix_rewrite: Option<String>,
+        path_rewrite: Option<PathRewrite>,
         /// A destination naming a cluster that does not exist answers 500 rather than 503
         /// (the Gateway API's rule for an invalid backendRef's share of the traffic).
         missing_cluster_500: bool,

@@ -217,7 +217,11 @@ fn http_route(
             timeout,
             retry,
             host_rewrite: http.rewrite.as_ref().and_then(|r| r.authority.clone()),
-            prefix_rewrite: http.rewrite.as_ref().and_then(|r| r.uri.clone()),
+            path_rewrite: http
+                .rewrite
+                .as_ref()
+                .and_then(|r| r.uri.clone())
+                .map(PathRewrite::Prefix),
             missing_cluster_500: false,
         }
     };

@@ -28,7 +28,9 @@ pub mod re2;
 use std::time::Duration;
 
 use super::error::TranslateError;
-use super::ir::{Action, HeaderOps, PathMatch, Retry, RouteIr, StringMatchIr, VirtualHostIr};
+use super::ir::{
+    Action, HeaderOps, PathMatch, PathRewrite, Retry, RouteIr, StringMatchIr, VirtualHostIr,
+};
 
 /// Envoy's largest header name or value (`max_bytes: 16384`).
 const MAX_HEADER_BYTES: usize = 16384;
@@ -104,7 +106,7 @@ fn route(r: &RouteIr) -> Result<(), String> {
             timeout,
             retry,
             host_rewrite,
-            prefix_rewrite,
+            path_rewrite,
             missing_cluster_500: _,
         } => {
             for d in destinations {
@@ -130,8 +132,19 @@ fn route(r: &RouteIr) -> Result<(), String> {
             if let Some(h) = host_rewrite {
                 no_control(h).map_err(|why| format!("host rewrite {h:?} {why}"))?;
             }
-            if let Some(p) = prefix_rewrite {
-                no_control(p).map_err(|why| format!("prefix rewrite {p:?} {why}"))?;
+            match path_rewrite {
+                None => {}
+                Some(PathRewrite::Prefix(p)) => {
+                    no_control(p).map_err(|why| format!("prefix rewrite {p:?} {why}"))?
+                }
+                Some(PathRewrite::Regex {
+                    pattern,
+                    substitution,
+                }) => {
+                    regex(pattern).map_err(|why| format!("path rewrite {why}"))?;
+                    no_control(substitution)
+                        .map_err(|why| format!("path rewrite {substitution:?} {why}"))?;
+                }
             }
         }
         Action::Direct { status } => {
@@ -288,7 +301,7 @@ mod tests {
                 timeout: None,
                 retry: Retry::None,
                 host_rewrite: None,
-                prefix_rewrite: None,
+                path_rewrite: None,
                 missing_cluster_500: false,
             },
             headers_ops: HeaderOps::default(),
@@ -337,7 +350,7 @@ mod tests {
                         timeout: Some(Duration::from_secs(MAX_DURATION_SECS)),
                         retry: Retry::None,
                         host_rewrite: None,
-                        prefix_rewrite: None,
+                        path_rewrite: None,
                         missing_cluster_500: false,
                     },
                     ..plain()
@@ -351,7 +364,7 @@ mod tests {
                         timeout: None,
                         retry: Retry::None,
                         host_rewrite: Some("a\nb".into()),
-                        prefix_rewrite: None,
+                        path_rewrite: None,
                         missing_cluster_500: false,
                     },
                     ..plain()
@@ -372,7 +385,7 @@ mod tests {
                         timeout: None,
                         retry: Retry::None,
                         host_rewrite: None,
-                        prefix_rewrite: None,
+                        path_rewrite: None,
                         missing_cluster_500: false,
                     },
                     ..plain()

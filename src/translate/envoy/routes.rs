@@ -22,7 +22,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
-    string_matcher::MatchPattern, RegexMatcher, StringMatcher,
+    string_matcher::MatchPattern, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
 };
 use envoy_types::pb::google::protobuf::{
     value::Kind as ValueKind, BoolValue, Struct, UInt32Value, Value,
@@ -180,7 +180,7 @@ fn route(r: &RouteIr) -> Route {
             timeout,
             retry,
             host_rewrite,
-            prefix_rewrite,
+            path_rewrite,
             missing_cluster_500,
         } => {
             let cluster_specifier = if destinations.len() == 1 {
@@ -213,7 +213,23 @@ fn route(r: &RouteIr) -> Route {
                 host_rewrite_specifier: host_rewrite
                     .clone()
                     .map(HostRewriteSpecifier::HostRewriteLiteral),
-                prefix_rewrite: prefix_rewrite.clone().unwrap_or_default(),
+                prefix_rewrite: match path_rewrite {
+                    Some(PathRewrite::Prefix(p)) => p.clone(),
+                    _ => String::new(),
+                },
+                regex_rewrite: match path_rewrite {
+                    Some(PathRewrite::Regex {
+                        pattern,
+                        substitution,
+                    }) => Some(RegexMatchAndSubstitute {
+                        pattern: Some(RegexMatcher {
+                            regex: pattern.clone(),
+                            ..Default::default()
+                        }),
+                        substitution: substitution.clone(),
+                    }),
+                    _ => None,
+                },
                 cluster_not_found_response_code: if *missing_cluster_500 {
                     ClusterNotFoundResponseCode::InternalServerError as i32
                 } else {

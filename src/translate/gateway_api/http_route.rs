@@ -21,7 +21,8 @@ use super::super::backend::Backends;
 use super::super::error::TranslateError;
 use super::super::fragment::{ObjectCx, Placement};
 use super::super::ir::{
-    Action, HeaderMatchIr, HeaderOps, PathMatch, Retry, RouteIr, StringMatchIr, WeightedDestination,
+    Action, HeaderMatchIr, HeaderOps, PathMatch, PathRewrite, Retry, RouteIr, StringMatchIr,
+    WeightedDestination,
 };
 use super::super::Options;
 use super::{granted, is_gateway_ref, listener_of};
@@ -182,7 +183,7 @@ fn routes(
     let mut ranked: Vec<(Rank, usize, usize, RouteIr)> = Vec::new();
     for (ri, rule) in rules.iter().enumerate() {
         let at = |why: String| TranslateError::GatewayApi(format!("rule {ri}: {why}"));
-        let (action, headers_ops) = action(cx, b, key, rule).map_err(at)?;
+        let (action, headers_ops, replace_prefix) = action(cx, b, key, rule).map_err(at)?;
         let name = rule
             .name
             .clone()
@@ -206,14 +207,8 @@ fn routes(
             }
             let query = value_matches(&m.query_params, false).map_err(at)?;
             let mut action = action.clone();
-            if let Action::Route { prefix_rewrite, .. } = &mut action {
-                if prefix_rewrite.is_some()
-                    && !matches!(path, PathMatch::SegmentPrefix(_) | PathMatch::Prefix(_))
-                {
-                    return Err(at(
-                        "URLRewrite ReplacePrefixMatch needs a PathPrefix match".to_string()
-                    ));
-                }
+            if let (Action::Route { path_rewrite, .. }, Some(to)) = (&mut action, &replace_prefix) {
+                *path_rewrite = prefix_rewrite(&path, to).map_err(at)?;
             }
             let rank: Rank = (
                 rank.0,
@@ -303,17 +298,18 @@ fn value_matches(ms: &[api::ValueMatch], header: bool) -> Result<Vec<HeaderMatch
     Ok(out)
 }
 
-/// What a rule does (redirect, or its backends) and its request header changes.
+/// What a rule does (redirect, or its backends), its request header changes, and its
+/// URLRewrite `ReplacePrefixMatch` (applied per match by [`prefix_rewrite`]).
 fn action(
     cx: &ObjectCx<'_>,
     b: &mut Backends<'_>,
     key: &ObjectKey,
     rule: &HttpRouteRule,
-) -> Result<(Action, HeaderOps), String> {
+) -> Result<(Action, HeaderOps, Option<String>), String> {
     let mut ops = HeaderOps::default();
     let mut redirect = None;
     let mut host_rewrite = None;
-    let mut prefix_rewrite = None;
+    let mut replace_prefix = None;
     for f in &rule.filters {
         match f.type_.as_str() {
             "RequestHeaderModifier" => {
@@ -353,7 +349,7 @@ fn action(
                 match &r.path {
                     None => {}
                     Some(p) if p.type_ == "ReplacePrefixMatch" => {
-                        prefix_rewrite = Some(p.replace_prefix_match.clone().unwrap_or_default())
+                        replace_prefix = Some(p.replace_prefix_match.clone().unwrap_or_default())
                     }
                     Some(p) => {
                         return Err(format!(
@@ -367,7 +363,7 @@ fn action(
         }
     }
     if let Some(r) = redirect {
-        return Ok((r, ops));
+        return Ok((r, ops, None));
     }
     let timeout = match rule.timeouts.as_ref().and_then(|t| t.request.as_deref()) {
         None => None,
@@ -415,7 +411,7 @@ fn action(
         });
     }
     if valid == 0 {
-        return Ok((Action::Direct { status: 500 }, ops));
+        return Ok((Action::Direct { status: 500 }, ops, None));
     }
     if destinations.len() == 1 {
         ops = ops.merged(&destinations[0].headers);
@@ -428,11 +424,34 @@ fn action(
             timeout,
             retry: Retry::IstioDefault,
             host_rewrite,
-            prefix_rewrite,
+            path_rewrite: None,
             missing_cluster_500,
         },
         ops,
+        replace_prefix,
     ))
+}
+
+/// URLRewrite `ReplacePrefixMatch` `to` under a match on `path`, as the spec's
+/// HTTPPathModifier says: the matched prefix (whole segments) is replaced, and a `/` at the end
+/// of `to` never doubles the separator (prefix `/foo`: `/` gives `/foo/bar` -> `/bar` and
+/// `/foo` -> `/`; `/xyz` and `/xyz/` give `/foo/bar` -> `/xyz/bar`). Envoy's `prefix_rewrite`
+/// alone would give `//bar`, so removing the prefix is a `regex_rewrite` as istiod writes it
+/// (`^<prefix>(/?)(.*)` -> `/\2`). Under the prefix `/`, `to` goes before the whole path
+/// (`/v2`: `/foo` -> `/v2/foo`, `/` -> `/v2/`); `/` there changes nothing.
+fn prefix_rewrite(path: &PathMatch, to: &str) -> Result<Option<PathRewrite>, String> {
+    let to = to.trim_end_matches('/');
+    match path {
+        PathMatch::SegmentPrefix(prefix) if to.is_empty() => Ok(Some(PathRewrite::Regex {
+            pattern: format!("^{}(/?)(.*)", regex_syntax::escape(prefix)),
+            substitution: r"/\2".to_string(),
+        })),
+        PathMatch::SegmentPrefix(_) => Ok(Some(PathRewrite::Prefix(to.to_string()))),
+        PathMatch::Prefix(p) if p == "/" => {
+            Ok((!to.is_empty()).then(|| PathRewrite::Prefix(format!("{to}/"))))
+        }
+        _ => Err("URLRewrite ReplacePrefixMatch needs a PathPrefix match".to_string()),
+    }
 }
 
 /// The cluster of a usable backendRef: a Service (core group) with a port, in the route's
@@ -516,7 +535,62 @@ fn header_ops(f: Option<&api::HeaderFilter>) -> HeaderOps {
 
 #[cfg(test)]
 mod tests {
-    use super::hostnames;
+    use super::{hostnames, prefix_rewrite, PathMatch, PathRewrite};
+
+    /// The path Envoy sends upstream for `path` matched by `m` and rewritten by `rw`
+    /// (`prefix_rewrite` replaces the matched prefix; `regex_rewrite` every match, with `\N`
+    /// capture groups).
+    fn upstream(m: &PathMatch, rw: Option<&PathRewrite>, path: &str) -> String {
+        let matched = match m {
+            PathMatch::SegmentPrefix(p) | PathMatch::Prefix(p) => p.as_str(),
+            _ => unreachable!("prefix matches only"),
+        };
+        match rw {
+            None => path.to_string(),
+            Some(PathRewrite::Prefix(to)) => format!("{to}{}", &path[matched.len()..]),
+            Some(PathRewrite::Regex {
+                pattern,
+                substitution,
+            }) => regex::Regex::new(pattern)
+                .expect("regex")
+                .replace_all(path, substitution.replace(r"\2", "${2}").as_str())
+                .into_owned(),
+        }
+    }
+
+    #[test]
+    fn replace_prefix_match_follows_the_spec_table() {
+        let seg = |p: &str| PathMatch::SegmentPrefix(p.to_string());
+        let root = PathMatch::Prefix("/".to_string());
+        for (m, to, path, want) in [
+            (seg("/foo"), "/xyz", "/foo/bar", "/xyz/bar"),
+            (seg("/foo"), "/xyz/", "/foo/bar", "/xyz/bar"),
+            (seg("/foo"), "/xyz", "/foo", "/xyz"),
+            (seg("/foo"), "", "/foo/bar", "/bar"),
+            (seg("/foo"), "/", "/foo/bar", "/bar"),
+            (seg("/foo"), "/", "/foo", "/"),
+            (seg("/foo"), "/", "/foo/", "/"),
+            (seg("/foo"), "/", "/foo/bar?x=1", "/bar?x=1"),
+            (seg("/strip-prefix"), "/", "/strip-prefix/three", "/three"),
+            (seg("/a.b"), "/", "/a.b/c", "/c"),
+            (root.clone(), "/v2", "/foo", "/v2/foo"),
+            (root.clone(), "/v2/", "/foo/bar", "/v2/foo/bar"),
+            (root.clone(), "/v2", "/", "/v2/"),
+            (root.clone(), "/", "/foo", "/foo"),
+        ] {
+            let rw = prefix_rewrite(&m, to).expect("a prefix match");
+            assert_eq!(
+                upstream(&m, rw.as_ref(), path),
+                want,
+                "{m:?} -> {to:?} on {path}"
+            );
+        }
+        // The regex escapes the prefix: `/a.b` does not strip `/axb`.
+        let m = seg("/a.b");
+        let rw = prefix_rewrite(&m, "/").expect("a prefix match");
+        assert_eq!(upstream(&m, rw.as_ref(), "/axb/c"), "/axb/c");
+        assert!(prefix_rewrite(&PathMatch::Exact("/x".to_string()), "/").is_err());
+    }
 
     #[test]
     fn hostnames_intersect_as_the_spec_says() {
