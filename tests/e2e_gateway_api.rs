@@ -578,3 +578,123 @@ spec:
     let r = http_get(http_port, SECURE_HOST, "/plain", &[]).await;
     assert_eq!((r.status, r.backend()), (200, Some("secure-backend")));
 }
+
+/// HTTPRouteRewritePath (URLRewrite `ReplacePrefixMatch`, the backend echoes the path it got)
+/// and MatchingAcrossRoutes (two HTTPRoutes on one listener, one of them for `*.com`: a request
+/// for example.com is matched by both routes' rules, in the spec's precedence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrites_and_rules_merged_across_routes_through_stock_envoy() {
+    let v1 = Backend::start("infra-backend-v1").await;
+    let v2 = Backend::start("infra-backend-v2").await;
+    let (port, _) = gateway_ports();
+    let dir = ManifestDir::new();
+    dir.write("class.yaml", CLASS);
+    dir.write(
+        "gateway.yaml",
+        &format!(
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: same-namespace, namespace: infra}}
+spec:
+  gatewayClassName: knative-pilot
+  listeners: [{{name: http, port: {port}, protocol: HTTP}}]
+"#
+        ),
+    );
+    dir.write(
+        "services.yaml",
+        &format!(
+            "{}---\n{}",
+            service("infra", "infra-backend-v1", 8080, v1.port(), false),
+            service("infra", "infra-backend-v2", 8080, v2.port(), false)
+        ),
+    );
+    dir.write(
+        "routes.yaml",
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: rewrite-path, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [rewrite.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /prefix/one}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /strip-prefix}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matching-part1, namespace: infra, creationTimestamp: "2024-01-01T00:00:02Z"}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [example.com, example.net]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}, {headers: [{name: version, value: one}]}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matching-part2, namespace: infra, creationTimestamp: "2024-01-01T00:00:01Z"}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: ["*.com"]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /v2}}, {headers: [{name: version, value: two}]}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+"#,
+    );
+    let server = serve_dir(&dir, &[]).await;
+    let envoy = start_gateway(
+        &server,
+        "same-namespace-0",
+        &[("gateway.networking.k8s.io/gateway-name", "same-namespace")],
+        ApiType::DeltaGrpc,
+    )
+    .await;
+    envoy.wait_ready(READY).await;
+    wait_synced(&server, 0, 1).await;
+
+    // HTTPRouteRewritePath, and the prefix "/" under a "/" match.
+    for (path, want) in [
+        ("/prefix/one/two", "/one/two"),
+        ("/strip-prefix/three", "/three"),
+        ("/strip-prefix", "/"),
+        ("/strip-prefix/", "/"),
+        ("/strip-prefix/a?q=1", "/a?q=1"),
+        ("/foo", "/v2/foo"),
+        ("/foo/bar", "/v2/foo/bar"),
+    ] {
+        let r = http_get(port, "rewrite.test", path, &[]).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_eq!(r.body_json["path"], want, "{path} reaches the backend as");
+    }
+
+    // MatchingAcrossRoutes, the conformance test's cases.
+    for (host, path, version, want) in [
+        ("example.com", "/", None, "infra-backend-v1"),
+        ("example.com", "/example", None, "infra-backend-v1"),
+        ("example.net", "/example", None, "infra-backend-v1"),
+        ("example.com", "/example", Some("one"), "infra-backend-v1"),
+        ("example.com", "/v2", None, "infra-backend-v2"),
+        ("example.net", "/v2", None, "infra-backend-v1"),
+        ("example.com", "/v2/example", None, "infra-backend-v2"),
+        ("example.com", "/", Some("two"), "infra-backend-v2"),
+        ("other.com", "/v2", None, "infra-backend-v2"),
+    ] {
+        let headers: Vec<(&str, &str)> = version.iter().map(|v| ("version", *v)).collect();
+        let r = http_get(port, host, path, &headers).await;
+        assert_eq!(r.backend(), Some(want), "{host}{path} version {version:?}");
+    }
+}

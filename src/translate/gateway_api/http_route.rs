@@ -22,7 +22,7 @@ use super::super::error::TranslateError;
 use super::super::fragment::{ObjectCx, Placement};
 use super::super::ir::{
     Action, HeaderMatchIr, HeaderOps, PathMatch, PathRewrite, Retry, RouteIr, StringMatchIr,
-    WeightedDestination,
+    VirtualHostIr, WeightedDestination,
 };
 use super::super::Options;
 use super::{granted, is_gateway_ref, listener_of};
@@ -196,9 +196,8 @@ fn routes(
             &rule.matches[..]
         };
         for (mi, m) in matches.iter().enumerate() {
-            let (path, rank) = path_match(m).map_err(at)?;
+            let path = path_match(m).map_err(at)?;
             let mut headers = value_matches(&m.headers, true).map_err(at)?;
-            let header_count = headers.len();
             if let Some(method) = &m.method {
                 headers.push(HeaderMatchIr {
                     name: ":method".to_string(),
@@ -210,37 +209,66 @@ fn routes(
             if let (Action::Route { path_rewrite, .. }, Some(to)) = (&mut action, &replace_prefix) {
                 *path_rewrite = prefix_rewrite(&path, to).map_err(at)?;
             }
-            let rank: Rank = (
-                rank.0,
-                Reverse(rank.1),
-                u8::from(m.method.is_none()),
-                Reverse(header_count),
-                Reverse(query.len()),
-            );
-            ranked.push((
-                rank,
-                ri,
-                mi,
-                RouteIr {
-                    name: Some(name.clone()),
-                    path,
-                    headers,
-                    query,
-                    action,
-                    headers_ops: headers_ops.clone(),
-                    metadata: Some(("istio".to_string(), config_path.clone())),
-                },
-            ));
+            let route = RouteIr {
+                name: Some(name.clone()),
+                path,
+                headers,
+                query,
+                action,
+                headers_ops: headers_ops.clone(),
+                metadata: Some(("istio".to_string(), config_path.clone())),
+            };
+            ranked.push((rank(&route), ri, mi, route));
         }
     }
     ranked.sort_by(|a, b| (&a.0, a.1, a.2).cmp(&(&b.0, b.1, b.2)));
     Ok(ranked.into_iter().map(|(_, _, _, r)| r).collect())
 }
 
-/// A match's path and its (kind, length) rank: Exact 0, PathPrefix 1, RegularExpression 2.
-fn path_match(m: &api::HttpRouteMatch) -> Result<(PathMatch, (u8, usize)), String> {
+/// The spec's precedence of one translated match (see [`Rank`]): Exact before PathPrefix
+/// (the longer first; a prefix counts without its trailing '/', `/` as 1) before
+/// RegularExpression, then a method match (`:method`, the one pseudo-header a rule matches),
+/// then the number of header matches, then the number of query matches.
+fn rank(r: &RouteIr) -> Rank {
+    let (kind, len) = match &r.path {
+        PathMatch::Exact(p) => (0, p.len()),
+        PathMatch::SegmentPrefix(p) | PathMatch::Prefix(p) => (1, p.len().max(1)),
+        PathMatch::Regex(_) => (2, 0),
+    };
+    let method = r.headers.iter().any(|h| h.name == ":method");
+    (
+        kind,
+        Reverse(len),
+        u8::from(!method),
+        Reverse(r.headers.len() - usize::from(method)),
+        Reverse(r.query.len()),
+    )
+}
+
+/// The virtual host `host` of several HTTPRoutes (their virtual hosts given in the spec's
+/// precedence between routes: the more specific hostname, then the oldest, then by
+/// namespace/name; [`super::super::claims::resolve`] orders them), as the spec merges them:
+/// every route in the precedence of [`rank`], ties to the earlier route, then to rule and
+/// match order (each route's own list is already in that order, and the sort is stable).
+pub(crate) fn merge_across_routes(host: &str, vhosts: &[&VirtualHostIr]) -> VirtualHostIr {
+    let mut out = VirtualHostIr {
+        host: host.to_string(),
+        port: vhosts.first().map_or(0, |v| v.port),
+        routes: Vec::new(),
+        require_tls: false,
+    };
+    for vh in vhosts {
+        out.routes.extend(vh.routes.iter().cloned());
+        out.require_tls |= vh.require_tls;
+    }
+    out.routes.sort_by_cached_key(rank);
+    out
+}
+
+/// A match's path.
+fn path_match(m: &api::HttpRouteMatch) -> Result<PathMatch, String> {
     let Some(p) = &m.path else {
-        return Ok((PathMatch::Prefix("/".to_string()), (1, 1)));
+        return Ok(PathMatch::Prefix("/".to_string()));
     };
     let value = p.value.clone().unwrap_or_else(|| "/".to_string());
     match p.type_.as_deref().unwrap_or("PathPrefix") {
@@ -249,22 +277,19 @@ fn path_match(m: &api::HttpRouteMatch) -> Result<(PathMatch, (u8, usize)), Strin
                 return Err(format!("path {value:?} does not start with '/'"));
             }
             let trimmed = value.trim_end_matches('/');
-            let path = if trimmed.is_empty() {
+            Ok(if trimmed.is_empty() {
                 PathMatch::Prefix("/".to_string())
             } else {
                 PathMatch::SegmentPrefix(trimmed.to_string())
-            };
-            // Ranked by the prefix as matched (a trailing '/' does not count).
-            Ok((path, (1, trimmed.len().max(1))))
+            })
         }
         "Exact" => {
             if !value.starts_with('/') {
                 return Err(format!("path {value:?} does not start with '/'"));
             }
-            let len = value.len();
-            Ok((PathMatch::Exact(value), (0, len)))
+            Ok(PathMatch::Exact(value))
         }
-        "RegularExpression" => Ok((PathMatch::Regex(value), (2, 0))),
+        "RegularExpression" => Ok(PathMatch::Regex(value)),
         other => Err(format!("path match type {other:?} is not supported")),
     }
 }
@@ -556,6 +581,92 @@ mod tests {
                 .replace_all(path, substitution.replace(r"\2", "${2}").as_str())
                 .into_owned(),
         }
+    }
+
+    /// The route names of each virtual host of `http.80` for the proxy of Gateway `gw`.
+    fn routes_by_host(yaml: &str) -> Vec<(String, Vec<String>)> {
+        let loaded = crate::source::files::parse_text(std::path::Path::new("t.yaml"), yaml);
+        let (inputs, _) = crate::state::Inputs::from_sourced(loaded.objects);
+        let labels = std::collections::BTreeMap::from([(
+            crate::model::gateway_api::GATEWAY_NAME_LABEL.to_string(),
+            "gw".to_string(),
+        )]);
+        let t = crate::translate::translate(&inputs, &super::Options::default(), &labels);
+        assert!(t.errors.is_empty(), "{:?}", t.errors);
+        let rc = t.config.routes.iter().find(|r| r.name == "http.80");
+        rc.expect("http.80")
+            .virtual_hosts
+            .iter()
+            .map(|vh| {
+                let names = vh.routes.iter().map(|r| r.name.clone()).collect();
+                (vh.name.clone(), names)
+            })
+            .collect()
+    }
+
+    /// Conformance `MatchingAcrossRoutes`: two HTTPRoutes on one listener, one for
+    /// example.com/example.net and one for `*.com`; example.com gets both routes' rules in the
+    /// spec's precedence (the longer prefix first, then on a tie the more specific hostname, the
+    /// older route), example.net only the first route's.
+    #[test]
+    fn http_routes_sharing_a_host_merge_their_rules() {
+        let yaml = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: ours}
+spec: {controllerName: knative-pilot.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: ours
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: part1, namespace: infra, creationTimestamp: "2024-01-01T00:00:02Z"}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [example.com, example.net]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}, {headers: [{name: version, value: one}]}]
+    backendRefs: [{name: v1, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: part2, namespace: infra, creationTimestamp: "2024-01-01T00:00:01Z"}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: ["*.com"]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /v2}}, {headers: [{name: version, value: two}]}]
+    backendRefs: [{name: v2, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /}}, {headers: [{name: version, value: one}]}]
+    backendRefs: [{name: v2, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: v1, namespace: infra}
+spec: {ports: [{port: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: v2, namespace: infra}
+spec: {ports: [{port: 8080}]}
+"#;
+        let (p1, p2) = ("infra.part1.0", "infra.part2.0");
+        let p2b = "infra.part2.1";
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            routes_by_host(yaml),
+            vec![
+                ("*.com:80".to_string(), s(&[p2, p2, p2b, p2b])),
+                // /v2; the header matches, part1's (the more specific hostname, although
+                // part2 is older) before part2's in their rule order; then `/` likewise.
+                ("example.com:80".to_string(), s(&[p2, p1, p2, p2b, p1, p2b])),
+                ("example.net:80".to_string(), s(&[p1, p1])),
+            ]
+        );
     }
 
     #[test]
