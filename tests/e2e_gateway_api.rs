@@ -698,3 +698,139 @@ spec:
         assert_eq!(r.backend(), Some(want), "{host}{path} version {version:?}");
     }
 }
+
+/// ListenerHostnameMatching (four HTTP listeners on one port told apart by hostname, routes
+/// attached by sectionName) and an HTTPS listener with two certificateRefs: Envoy presents the
+/// one whose names match the client's SNI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_by_hostname_and_several_certificates_through_stock_envoy() {
+    use common::pki::{Ca, SERVER_NAME};
+    let v1 = Backend::start("infra-backend-v1").await;
+    let v2 = Backend::start("infra-backend-v2").await;
+    let v3 = Backend::start("infra-backend-v3").await;
+    let (http_port, https_port) = gateway_ports();
+    let ca = Ca::new("mesh root");
+    let site_a = ca.server_for(&["a.secure.test"], "site-a");
+    let site_b = ca.server_for(&["b.secure.test"], "site-b");
+    let dir = ManifestDir::new();
+    dir.write("class.yaml", CLASS);
+    dir.write(
+        "secrets.yaml",
+        &format!(
+            "{}---\n{}",
+            site_a.secret_yaml("istio-system", "site-a"),
+            site_b.secret_yaml("istio-system", "site-b")
+        ),
+    );
+    dir.write(
+        "gateway.yaml",
+        &format!(
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: hostnames, namespace: istio-system}}
+spec:
+  gatewayClassName: knative-pilot
+  listeners:
+  - {{name: listener-1, port: {http_port}, protocol: HTTP, hostname: bar.com}}
+  - {{name: listener-2, port: {http_port}, protocol: HTTP, hostname: foo.bar.com}}
+  - {{name: listener-3, port: {http_port}, protocol: HTTP, hostname: "*.bar.com"}}
+  - {{name: listener-4, port: {http_port}, protocol: HTTP, hostname: "*.foo.com"}}
+  - name: https
+    port: {https_port}
+    protocol: HTTPS
+    tls: {{certificateRefs: [{{name: site-a}}, {{kind: Secret, name: site-b}}]}}
+"#
+        ),
+    );
+    let mut svcs = String::new();
+    for (name, b) in [
+        ("infra-backend-v1", &v1),
+        ("infra-backend-v2", &v2),
+        ("infra-backend-v3", &v3),
+    ] {
+        svcs.push_str(&service("istio-system", name, 8080, b.port(), false));
+        svcs.push_str("---\n");
+    }
+    dir.write("services.yaml", &svcs);
+    dir.write(
+        "routes.yaml",
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: backend-v1, namespace: istio-system}
+spec:
+  parentRefs: [{name: hostnames, sectionName: listener-1}]
+  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: backend-v2, namespace: istio-system}
+spec:
+  parentRefs: [{name: hostnames, sectionName: listener-2}]
+  rules: [{backendRefs: [{name: infra-backend-v2, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: backend-v3, namespace: istio-system}
+spec:
+  parentRefs:
+  - {name: hostnames, sectionName: listener-3}
+  - {name: hostnames, sectionName: listener-4}
+  rules: [{backendRefs: [{name: infra-backend-v3, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: secure, namespace: istio-system}
+spec:
+  parentRefs: [{name: hostnames, sectionName: https}]
+  hostnames: [a.secure.test, b.secure.test]
+  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]
+"#,
+    );
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = ca.server("server-v1").write(certs.path(), "server");
+    let ca_file = ca.write(certs.path(), "ca.crt");
+    let args = common::pki::tls_serve_args(dir.path(), &cert, &key, &ca_file);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&args).await;
+    let (c, k) = ca
+        .client("istio-system", "istio-ingressgateway")
+        .write(certs.path(), "client");
+    let s = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_string();
+    let params = BootstrapParams::new(server.xds_tls_port())
+        .api_type(ApiType::DeltaGrpc)
+        .pod("hostnames-0", "istio-system")
+        .labels(&[("gateway.networking.k8s.io/gateway-name", "hostnames")])
+        .xds_tls(XdsTls {
+            ca: s(&ca_file),
+            server_name: SERVER_NAME.to_string(),
+            client_cert: Some((s(&c), s(&k))),
+        });
+    let envoy = Envoy::start(&render_bootstrap(&params)).await;
+    envoy.wait_ready(READY).await;
+    wait_synced(&server, 0, 1).await;
+
+    // ListenerHostnameMatching, the conformance test's cases.
+    for (host, want) in [
+        ("bar.com", Some("infra-backend-v1")),
+        ("foo.bar.com", Some("infra-backend-v2")),
+        ("baz.bar.com", Some("infra-backend-v3")),
+        ("boo.bar.com", Some("infra-backend-v3")),
+        ("multiple.prefixes.bar.com", Some("infra-backend-v3")),
+        ("multiple.prefixes.foo.com", Some("infra-backend-v3")),
+        ("foo.com", None),
+        ("no.matching.host", None),
+    ] {
+        let r = http_get(http_port, host, "/", &[]).await;
+        match want {
+            Some(b) => assert_eq!((r.status, r.backend()), (200, Some(b)), "{host}"),
+            None => assert_eq!(r.status, 404, "{host}"),
+        }
+    }
+
+    // Both certificateRefs are served; each SNI gets its own certificate.
+    for (host, pem) in [("a.secure.test", &site_a), ("b.secure.test", &site_b)] {
+        let r = https_get(https_port, host, "/", &Trust::Pinned(pem.cert_der())).await;
+        assert_eq!(r.response.status, 200, "{host}: {}", r.response.body);
+        assert_eq!(r.response.backend(), Some("infra-backend-v1"));
+    }
+}
