@@ -834,3 +834,158 @@ spec:
         assert_eq!(r.response.backend(), Some("infra-backend-v1"));
     }
 }
+
+/// MultipleGateways (two Gateways of our class, each served by its own Envoy, bound by the
+/// `gateway.networking.k8s.io/gateway-name` label: each serves only the routes attached to it)
+/// and ServiceTypes (backends of type ClusterIP with a selector, without one and with manual
+/// Endpoints or EndpointSlices, and headless ones, the endpoints' port being the one used).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_bound_by_label_and_service_types_through_stock_envoy() {
+    let v1 = Backend::start("infra-backend-v1").await;
+    let (port_a, port_b) = gateway_ports();
+    let p = v1.port();
+    let dir = ManifestDir::new();
+    dir.write("class.yaml", CLASS);
+    dir.write(
+        "gateways.yaml",
+        &format!(
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: same-namespace, namespace: infra}}
+spec:
+  gatewayClassName: knative-pilot
+  listeners: [{{name: http, port: {port_a}, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: second, namespace: infra}}
+spec:
+  gatewayClassName: knative-pilot
+  listeners: [{{name: http, port: {port_b}, protocol: HTTP}}]
+"#
+        ),
+    );
+    let svc = |name: &str, headless: bool, selector: bool| {
+        let ip = if headless { "clusterIP: None\n  " } else { "" };
+        let sel = if selector {
+            "selector: {app: infra-backend-v1}\n  "
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: infra}}\nspec:\n  \
+             {ip}{sel}ports: [{{name: first-port, protocol: TCP, port: 8080, targetPort: 3000}}]\n---\n"
+        )
+    };
+    let endpoints = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}, namespace: infra}}\n\
+             subsets: [{{addresses: [{{ip: 127.0.0.1}}], ports: [{{name: first-port, port: {p}}}]}}]\n---\n"
+        )
+    };
+    let slice = |name: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-abcde\n  \
+             namespace: infra\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\n\
+             ports: [{{name: first-port, port: {p}, protocol: TCP}}]\n\
+             endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true, serving: true, terminating: false}}}}]\n---\n"
+        )
+    };
+    let mut objects = String::new();
+    for (name, headless, selector) in [
+        ("selected", false, true),
+        ("manual-endpoints", false, false),
+        ("manual-endpointslices", false, false),
+        ("headless", true, true),
+        ("headless-manual-endpoints", true, false),
+        ("headless-manual-endpointslices", true, false),
+    ] {
+        objects.push_str(&svc(name, headless, selector));
+        if name.ends_with("-endpoints") {
+            objects.push_str(&endpoints(name));
+        } else {
+            // What the EndpointSlice controller writes for a selector, or a manual slice.
+            objects.push_str(&slice(name));
+        }
+    }
+    dir.write("services.yaml", &objects);
+    dir.write(
+        "routes.yaml",
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: service-types, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  rules:
+  - matches: [{path: {type: Exact, value: /selected}}]
+    backendRefs: [{name: selected, port: 8080}]
+  - matches: [{path: {type: Exact, value: /manual-endpoints}}]
+    backendRefs: [{name: manual-endpoints, port: 8080}]
+  - matches: [{path: {type: Exact, value: /manual-endpointslices}}]
+    backendRefs: [{name: manual-endpointslices, port: 8080}]
+  - matches: [{path: {type: Exact, value: /headless}}]
+    backendRefs: [{name: headless, port: 8080}]
+  - matches: [{path: {type: Exact, value: /headless-manual-endpoints}}]
+    backendRefs: [{name: headless-manual-endpoints, port: 8080}]
+  - matches: [{path: {type: Exact, value: /headless-manual-endpointslices}}]
+    backendRefs: [{name: headless-manual-endpointslices, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: on-second, namespace: infra}
+spec:
+  parentRefs: [{name: second}]
+  hostnames: [second.test]
+  rules: [{backendRefs: [{name: selected, port: 8080}]}]
+"#,
+    );
+    let server = serve_dir(&dir, &[]).await;
+    let a = start_gateway(
+        &server,
+        "same-namespace-0",
+        &[("gateway.networking.k8s.io/gateway-name", "same-namespace")],
+        ApiType::DeltaGrpc,
+    )
+    .await;
+    let b = start_gateway(
+        &server,
+        "second-0",
+        &[("gateway.networking.k8s.io/gateway-name", "second")],
+        ApiType::Grpc,
+    )
+    .await;
+    a.wait_ready(READY).await;
+    b.wait_ready(READY).await;
+    wait_synced(&server, 0, 2).await;
+    assert_eq!(
+        a.listener_names().await,
+        [format!("127.0.0.1_{port_a}")],
+        "each Envoy has only its Gateway's listener"
+    );
+    assert_eq!(b.listener_names().await, [format!("127.0.0.1_{port_b}")]);
+
+    // ServiceTypes.
+    for path in [
+        "/selected",
+        "/manual-endpoints",
+        "/manual-endpointslices",
+        "/headless",
+        "/headless-manual-endpoints",
+        "/headless-manual-endpointslices",
+    ] {
+        let r = http_get(port_a, "any.test", path, &[]).await;
+        assert_eq!(
+            (r.status, r.backend()),
+            (200, Some("infra-backend-v1")),
+            "{path}"
+        );
+    }
+    // MultipleGateways: each route on its own Gateway's Envoy only.
+    let r = http_get(port_b, "second.test", "/", &[]).await;
+    assert_eq!((r.status, r.backend()), (200, Some("infra-backend-v1")));
+    assert_eq!(
+        http_get(port_b, "any.test", "/selected", &[]).await.status,
+        404
+    );
+    assert_eq!(http_get(port_a, "second.test", "/", &[]).await.status, 404);
+}
