@@ -53,9 +53,8 @@ impl Pem {
 
     /// The certificate, DER.
     pub fn cert_der(&self) -> rustls::pki_types::CertificateDer<'static> {
-        super::tls::pem_certs(self.cert.as_bytes())
-            .into_iter()
-            .next()
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(self.cert.as_bytes())
             .expect("a certificate")
     }
 
