@@ -579,8 +579,9 @@ spec:
     assert_eq!((r.status, r.backend()), (200, Some("secure-backend")));
 }
 
-/// HTTPRouteRewritePath (URLRewrite `ReplacePrefixMatch`, the backend echoes the path it got)
-/// and MatchingAcrossRoutes (two HTTPRoutes on one listener, one of them for `*.com`: a request
+/// HTTPRouteRewritePath (URLRewrite `ReplacePrefixMatch` and `ReplaceFullPath`, the backend
+/// echoes the path it got), HTTPRouteRedirectPath and HTTPRouteRedirectPort (the Location), and
+/// MatchingAcrossRoutes (two HTTPRoutes on one listener, one of them for `*.com`: a request
 /// for example.com is matched by both routes' rules, in the spec's precedence).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewrites_and_rules_merged_across_routes_through_stock_envoy() {
@@ -633,6 +634,32 @@ spec:
     - type: URLRewrite
       urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}
     backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /full/one}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /one}}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  # HTTPRouteRedirectPath, HTTPRouteRedirectPort.
+  - matches: [{path: {type: PathPrefix, value: /original-prefix}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}}
+  - matches: [{path: {type: PathPrefix, value: /full-path-original}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /full-path-replacement}}
+  - matches: [{path: {type: PathPrefix, value: /strip-redirect}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}, statusCode: 302}
+  - matches: [{path: {type: PathPrefix, value: /port}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {port: 8083}
+  - matches: [{path: {type: PathPrefix, value: /scheme-and-port}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, hostname: example.org, port: 443}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -675,10 +702,40 @@ spec:
         ("/strip-prefix/a?q=1", "/a?q=1"),
         ("/foo", "/v2/foo"),
         ("/foo/bar", "/v2/foo/bar"),
+        ("/full/one/two", "/one"),
+        ("/full/one?q=1", "/one?q=1"),
     ] {
         let r = http_get(port, "rewrite.test", path, &[]).await;
         assert_eq!(r.status, 200, "{path}: {}", r.body);
         assert_eq!(r.body_json["path"], want, "{path} reaches the backend as");
+    }
+    // Redirects with a path and a port (a scheme's own port is left out of the Location).
+    for (path, status, location) in [
+        (
+            "/original-prefix/lemon",
+            301,
+            "http://rewrite.test/replacement-prefix/lemon",
+        ),
+        (
+            "/full-path-original/x",
+            301,
+            "http://rewrite.test/full-path-replacement",
+        ),
+        ("/strip-redirect/x", 302, "http://rewrite.test/x"),
+        ("/strip-redirect", 302, "http://rewrite.test/"),
+        ("/port", 301, "http://rewrite.test:8083/port"),
+        (
+            "/scheme-and-port",
+            301,
+            "https://example.org/scheme-and-port",
+        ),
+    ] {
+        let r = http_get(port, "rewrite.test", path, &[]).await;
+        assert_eq!(
+            (r.status, r.header("location")),
+            (status, Some(location)),
+            "{path}"
+        );
     }
 
     // MatchingAcrossRoutes, the conformance test's cases.

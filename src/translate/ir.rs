@@ -79,6 +79,9 @@ pub struct WeightedDestination {
 /// How a route rewrites the request path before it goes upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathRewrite {
+    /// The whole path replaced by this (the query kept): a redirect's `path_redirect`, a
+    /// route's `regex_rewrite` of `/.*` (as istiod writes a full-path rewrite).
+    Full(String),
     /// Envoy `prefix_rewrite`: the matched prefix replaced by this.
     Prefix(String),
     /// Envoy `regex_rewrite`: every match of `pattern` (RE2) in the path replaced by
@@ -106,7 +109,9 @@ pub enum Action {
     Redirect {
         scheme: Option<String>,
         host: Option<String>,
-        path: Option<String>,
+        path: Option<PathRewrite>,
+        /// The port in the Location (`None`: Envoy's default, the request's).
+        port: Option<u32>,
         code: Option<u32>,
     },
 }

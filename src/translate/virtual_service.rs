@@ -198,7 +198,8 @@ fn http_route(
         Action::Redirect {
             scheme: redirect.scheme.clone(),
             host: redirect.authority.clone(),
-            path: redirect.uri.clone(),
+            path: redirect.uri.clone().map(PathRewrite::Full),
+            port: None,
             code: redirect.redirect_code,
         }
     } else {

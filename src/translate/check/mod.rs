@@ -132,18 +132,13 @@ fn route(r: &RouteIr) -> Result<(), String> {
             if let Some(h) = host_rewrite {
                 no_control(h).map_err(|why| format!("host rewrite {h:?} {why}"))?;
             }
-            match path_rewrite {
-                None => {}
-                Some(PathRewrite::Prefix(p)) => {
-                    no_control(p).map_err(|why| format!("prefix rewrite {p:?} {why}"))?
-                }
-                Some(PathRewrite::Regex {
-                    pattern,
-                    substitution,
-                }) => {
-                    regex(pattern).map_err(|why| format!("path rewrite {why}"))?;
-                    no_control(substitution)
-                        .map_err(|why| format!("path rewrite {substitution:?} {why}"))?;
+            if let Some(p) = path_rewrite {
+                path_rewrite_ok(p)?;
+            }
+            // A full-path rewrite is a regex substitution, where `\` names a capture group.
+            if let Some(PathRewrite::Full(p)) = path_rewrite {
+                if p.contains('\\') {
+                    return Err(format!("path rewrite {p:?} holds a '\\'"));
                 }
             }
         }
@@ -154,16 +149,37 @@ fn route(r: &RouteIr) -> Result<(), String> {
                 ));
             }
         }
-        Action::Redirect { host, path, .. } => {
+        Action::Redirect {
+            host, path, port, ..
+        } => {
             if let Some(h) = host {
                 no_control(h).map_err(|why| format!("redirect host {h:?} {why}"))?;
             }
             if let Some(p) = path {
-                no_control(p).map_err(|why| format!("redirect path {p:?} {why}"))?;
+                path_rewrite_ok(p).map_err(|why| format!("redirect {why}"))?;
+            }
+            if let Some(p) = port.filter(|p| !(1..=65535).contains(p)) {
+                return Err(format!("redirect port {p} (Envoy takes 1-65535)"));
             }
         }
     }
     Ok(())
+}
+
+fn path_rewrite_ok(rw: &PathRewrite) -> Result<(), String> {
+    match rw {
+        PathRewrite::Full(p) => no_control(p).map_err(|why| format!("path {p:?} {why}")),
+        PathRewrite::Prefix(p) => {
+            no_control(p).map_err(|why| format!("prefix rewrite {p:?} {why}"))
+        }
+        PathRewrite::Regex {
+            pattern,
+            substitution,
+        } => {
+            regex(pattern).map_err(|why| format!("path rewrite {why}"))?;
+            no_control(substitution).map_err(|why| format!("path rewrite {substitution:?} {why}"))
+        }
+    }
 }
 
 fn regex(rx: &str) -> Result<(), String> {

@@ -143,6 +143,16 @@ fn retry_policy(retry: &Retry) -> Option<RetryPolicy> {
     })
 }
 
+fn regex_rewrite(pattern: &str, substitution: &str) -> RegexMatchAndSubstitute {
+    RegexMatchAndSubstitute {
+        pattern: Some(RegexMatcher {
+            regex: pattern.to_string(),
+            ..Default::default()
+        }),
+        substitution: substitution.to_string(),
+    }
+}
+
 fn route(r: &RouteIr) -> Route {
     let path = match &r.path {
         PathMatch::Prefix(p) => PathSpecifier::Prefix(p.clone()),
@@ -221,13 +231,8 @@ fn route(r: &RouteIr) -> Route {
                     Some(PathRewrite::Regex {
                         pattern,
                         substitution,
-                    }) => Some(RegexMatchAndSubstitute {
-                        pattern: Some(RegexMatcher {
-                            regex: pattern.clone(),
-                            ..Default::default()
-                        }),
-                        substitution: substitution.clone(),
-                    }),
+                    }) => Some(regex_rewrite(pattern, substitution)),
+                    Some(PathRewrite::Full(p)) => Some(regex_rewrite("/.*", p)),
                     _ => None,
                 },
                 cluster_not_found_response_code: if *missing_cluster_500 {
@@ -246,11 +251,20 @@ fn route(r: &RouteIr) -> Route {
             scheme,
             host,
             path,
+            port,
             code,
         } => RouteActionKind::Redirect(RedirectAction {
             host_redirect: host.clone().unwrap_or_default(),
+            port_redirect: port.unwrap_or(0),
             scheme_rewrite_specifier: scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
-            path_rewrite_specifier: path.clone().map(PathRewriteSpecifier::PathRedirect),
+            path_rewrite_specifier: path.as_ref().map(|p| match p {
+                PathRewrite::Full(p) => PathRewriteSpecifier::PathRedirect(p.clone()),
+                PathRewrite::Prefix(p) => PathRewriteSpecifier::PrefixRewrite(p.clone()),
+                PathRewrite::Regex {
+                    pattern,
+                    substitution,
+                } => PathRewriteSpecifier::RegexRewrite(regex_rewrite(pattern, substitution)),
+            }),
             response_code: match code {
                 Some(302) => RedirectResponseCode::Found as i32,
                 Some(303) => RedirectResponseCode::SeeOther as i32,
