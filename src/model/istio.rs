@@ -53,6 +53,10 @@ pub struct ServerTls {
     pub mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_name: Option<String>,
+    /// Several certificates on one server (Istio's `credentialNames`; a Gateway API listener's
+    /// `certificateRefs`): served after `credential_name`, Envoy picks one by SNI and key type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credential_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

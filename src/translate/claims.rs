@@ -11,6 +11,14 @@
 //!   kind/ns/name) keeps it and the other is reported and left out for that host. Claims are
 //!   replayed in the full translation's order (VirtualServices, KIngresses, Routes, each oldest
 //!   first), so the messages are the same however the claimants arrived.
+//! - **HTTPRoutes merge** (the Gateway API's rule, conformance `MatchingAcrossRoutes`): the
+//!   HTTPRoutes claiming one host share it, their rules in one virtual host ordered by the
+//!   spec's precedence across routes ([`http_route::merge_across_routes`]), with the rules of
+//!   the HTTPRoutes of the wildcard hosts covering it ([`covering_hosts`]); together they are
+//!   one claimant, as old as the oldest of them, against other kinds.
+
+use std::cmp::Reverse;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -20,6 +28,8 @@ use crate::state::Inputs;
 
 use super::error::TranslateError;
 use super::fragment::Fragment;
+use super::gateway_api::http_route;
+use super::ir::VirtualHostIr;
 
 /// (route configuration name, host).
 pub(crate) type Slot = (String, String);
@@ -50,43 +60,137 @@ pub(crate) fn precedence(key: &ObjectKey, meta: &ObjectMeta) -> Precedence {
 }
 
 /// The outcome of the claims on one slot.
-pub(crate) struct Claim<'a> {
-    pub winner: Option<&'a Fragment>,
+pub(crate) struct Claim {
+    /// The virtual host served there: the winner's (several HTTPRoutes' merged).
+    pub vhost: Option<Arc<VirtualHostIr>>,
+    /// The objects whose routes it holds.
+    pub owners: Vec<ObjectKey>,
     pub errors: Vec<InputError>,
 }
 
-/// Decides who keeps `host` among the fragments claiming its slot, given in [`Order`]: the
-/// first claimant holds it until one with a smaller [`Precedence`] comes; every loser is
-/// reported, as the full translation reports it when it meets the claims in that order.
+/// The wildcard hosts whose HTTPRoutes' rules also apply to `host` on the same route
+/// configuration (a request for `example.com` is matched by the rules of the HTTPRoutes for
+/// `*.com` and `*` too, conformance `MatchingAcrossRoutes`; Envoy would otherwise only look at
+/// the most specific virtual host): the more specific first.
+pub(crate) fn covering_hosts(host: &str) -> Vec<String> {
+    if host == "*" {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut rest = host.strip_prefix("*.").unwrap_or(host);
+    while let Some((_, suffix)) = rest.split_once('.') {
+        out.push(format!("*.{suffix}"));
+        rest = suffix;
+    }
+    out.push("*".to_string());
+    out
+}
+
+/// Whether wildcard host `wild` is one of [`covering_hosts`]`(host)`.
+pub(crate) fn covers(wild: &str, host: &str) -> bool {
+    match wild.strip_prefix('*') {
+        Some("") => host != "*",
+        Some(suffix) => suffix.starts_with('.') && host != wild && host.ends_with(suffix),
+        None => false,
+    }
+}
+
+/// The Gateway API's precedence between HTTPRoutes by the hostname they match with (smallest
+/// first): the most characters in a matching non-wildcard hostname, then in the hostname.
+fn host_specificity(host: &str) -> (Reverse<usize>, Reverse<usize>) {
+    let exact = if host.contains('*') { 0 } else { host.len() };
+    (Reverse(exact), Reverse(host.len()))
+}
+
+/// Decides what serves `slot` among the fragments claiming it, given in [`Order`]: the first
+/// claimant holds it until one with a smaller [`Precedence`] comes; every loser is reported,
+/// as the full translation reports it when it meets the claims in that order. The HTTPRoutes
+/// among them are one claimant (at the first one's place, with the oldest one's precedence
+/// and key) whose virtual host merges all of theirs and those of the HTTPRoutes claiming a
+/// covering wildcard host (`covering`: (host, fragment), see [`covering_hosts`]).
 pub(crate) fn resolve<'a>(
     inputs: &Inputs,
-    host: &str,
+    slot: &Slot,
     claimants: impl IntoIterator<Item = &'a Fragment>,
-) -> Claim<'a> {
-    let mut winner: Option<&Fragment> = None;
+    covering: impl IntoIterator<Item = (&'a str, &'a Fragment)>,
+) -> Claim {
+    let claimants: Vec<&Fragment> = claimants.into_iter().collect();
+    let mut routes: Vec<&Fragment> = claimants
+        .iter()
+        .copied()
+        .filter(|f| f.key().kind == Kind::HttpRoute)
+        .collect();
+    routes.sort_by(|a, b| a.precedence.cmp(&b.precedence));
+    let mut winner: Option<&[&Fragment]> = None;
     let mut errors = Vec::new();
-    for f in claimants {
-        let Some(o) = winner else {
-            winner = Some(f);
+    let mut routes_seen = false;
+    for f in &claimants {
+        let candidate: &[&Fragment] = if f.key().kind == Kind::HttpRoute {
+            if routes_seen {
+                continue;
+            }
+            routes_seen = true;
+            &routes
+        } else {
+            std::slice::from_ref(f)
+        };
+        let Some(held) = winner else {
+            winner = Some(candidate);
             continue;
         };
-        let host = host.to_string();
-        if f.precedence < o.precedence {
-            let e = TranslateError::ClaimedByOlder {
-                host,
-                by: f.key().clone(),
-            };
-            errors.push(e.against(inputs, o.key()));
-            winner = Some(f);
+        let host = slot.1.clone();
+        if candidate[0].precedence < held[0].precedence {
+            for o in held {
+                let e = TranslateError::ClaimedByOlder {
+                    host: host.clone(),
+                    by: candidate[0].key().clone(),
+                };
+                errors.push(e.against(inputs, o.key()));
+            }
+            winner = Some(candidate);
         } else {
-            let e = TranslateError::AlreadyClaimed {
-                host,
-                by: o.key().clone(),
-            };
-            errors.push(e.against(inputs, f.key()));
+            for l in candidate {
+                let e = TranslateError::AlreadyClaimed {
+                    host: host.clone(),
+                    by: held[0].key().clone(),
+                };
+                errors.push(e.against(inputs, l.key()));
+            }
         }
     }
-    Claim { winner, errors }
+    let winner = winner.unwrap_or_default();
+    let is_routes = winner
+        .first()
+        .is_some_and(|f| f.key().kind == Kind::HttpRoute);
+    let mut group: Vec<(&str, &Fragment)> = winner.iter().map(|f| (slot.1.as_str(), *f)).collect();
+    if is_routes {
+        for (host, f) in covering {
+            if f.key().kind == Kind::HttpRoute {
+                group.push((host, f));
+            }
+        }
+    }
+    let vhost = match &group[..] {
+        [] => None,
+        [(_, one)] => one.vhosts.get(slot).cloned(),
+        _ => {
+            group.sort_by(|a, b| {
+                (host_specificity(a.0), &a.1.precedence)
+                    .cmp(&(host_specificity(b.0), &b.1.precedence))
+            });
+            let vhs: Vec<&VirtualHostIr> = group
+                .iter()
+                .filter_map(|(h, f)| f.vhosts.get(&(slot.0.clone(), h.to_string())))
+                .map(|v| &**v)
+                .collect();
+            Some(Arc::new(http_route::merge_across_routes(&slot.1, &vhs)))
+        }
+    };
+    Claim {
+        vhost,
+        owners: group.iter().map(|(_, f)| f.key().clone()).collect(),
+        errors,
+    }
 }
 
 /// The labels that tie a VirtualService to a Route: `serving.knative.dev/route` (with an
@@ -134,4 +238,35 @@ pub(crate) fn route_is_shadowed<'a>(
     route: &ObjectKey,
 ) -> bool {
     kingress_exists || virtual_services.any(|(ns, labels)| labels.describe(ns, route))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{covering_hosts, covers};
+
+    #[test]
+    fn wildcard_hosts_cover_the_hosts_under_them() {
+        assert_eq!(
+            covering_hosts("a.example.com"),
+            ["*.example.com", "*.com", "*"]
+        );
+        assert_eq!(covering_hosts("*.example.com"), ["*.com", "*"]);
+        assert_eq!(covering_hosts("localhost"), ["*"]);
+        assert!(covering_hosts("*").is_empty());
+        for host in ["a.example.com", "*.example.com", "example.com", "*", "x"] {
+            for wild in [
+                "*",
+                "*.com",
+                "*.example.com",
+                "*.a.example.com",
+                "*.other.org",
+            ] {
+                assert_eq!(
+                    covers(wild, host),
+                    covering_hosts(host).iter().any(|h| h == wild),
+                    "{wild} over {host}"
+                );
+            }
+        }
+    }
 }

@@ -208,9 +208,9 @@ pub(crate) struct ServerCtx {
     pub bind: String,
     pub https: bool,
     pub route_name: String,
-    /// HTTPS servers: the SDS name of their certificate, once its Secret was found and is a TLS
-    /// pair (`None`: the server gets no filter chain, and the reason is in the errors).
-    pub sds: Option<String>,
+    /// HTTPS servers: the SDS names of their certificates, once every Secret was found and is
+    /// a TLS pair (empty: the server gets no filter chain, and the reason is in the errors).
+    pub sds: Vec<String>,
     /// The object errors about this server are filed against: its Gateway, or the KIngress a
     /// server made for a `spec.tls` entry belongs to.
     pub owner: ObjectKey,
@@ -305,8 +305,8 @@ pub(crate) fn context(
         .collect();
     let mut pairs: BTreeMap<String, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
     for s in servers.iter_mut().filter(|s| s.https) {
-        match tls_secret(inputs, s, &mut pairs) {
-            Ok(sds) => s.sds = Some(sds),
+        match tls_secrets(inputs, s, &mut pairs) {
+            Ok(sds) => s.sds = sds,
             Err(e) => errors.push(e.against(inputs, &s.owner)),
         }
     }
@@ -360,7 +360,7 @@ fn listener_address(s: &ServerCtx) -> Result<(), TranslateError> {
 fn distinct_sni(servers: &mut [ServerCtx], mut report: impl FnMut(TranslateError, &ObjectKey)) {
     // (bind, port) -> SNI name ("" = every name) -> owner of the server holding it.
     let mut held: BTreeMap<(String, u32), BTreeMap<String, ObjectKey>> = BTreeMap::new();
-    for s in servers.iter_mut().filter(|s| s.https && s.sds.is_some()) {
+    for s in servers.iter_mut().filter(|s| s.https && !s.sds.is_empty()) {
         let names = sni_names(&s.server);
         let at = |why: String| {
             TranslateError::EnvoyRejects(format!(
@@ -379,7 +379,7 @@ fn distinct_sni(servers: &mut [ServerCtx], mut report: impl FnMut(TranslateError
                 )),
                 &s.owner,
             );
-            s.sds = None;
+            s.sds.clear();
             continue;
         }
         let listener = held.entry((s.bind.clone(), s.container_port)).or_default();
@@ -404,7 +404,7 @@ fn distinct_sni(servers: &mut [ServerCtx], mut report: impl FnMut(TranslateError
                 )),
                 &s.owner,
             );
-            s.sds = None;
+            s.sds.clear();
             continue;
         }
         for k in keys {
@@ -484,7 +484,7 @@ fn servers(
                 bind: s.bind.clone().unwrap_or_else(|| opts.bind_address.clone()),
                 https,
                 route_name,
-                sds: None,
+                sds: Vec::new(),
                 owner: owners
                     .get(&(g.id(), s.port.name.clone()))
                     .or(g.owner.as_ref())
@@ -552,6 +552,7 @@ fn add_kingress_tls_servers(
                     https_redirect: false,
                     mode: Some("SIMPLE".to_string()),
                     credential_name: Some(format!("{sns}/{}", tls.secret_name)),
+                    credential_names: Vec::new(),
                 }),
                 name: None,
             });
@@ -560,25 +561,43 @@ fn add_kingress_tls_servers(
     owners
 }
 
-/// Looks up the TLS Secret of an HTTPS server's credential name (`name` in the gateway
-/// namespace, or `ns/name`), registering its pair in `pairs` under its SDS name; returns the
-/// SDS name, always `kubernetes://ns/name` with the namespace it was read from: the xDS layer
-/// sends a secret only to callers of that namespace (istiod resolves a bare `kubernetes://name`
-/// in the proxy's namespace at push time; we resolve it here, so the name must say where).
-fn tls_secret(
+/// Looks up the TLS Secrets of an HTTPS server's credential names (`credential_name`, then
+/// `credential_names`), each `name` in the gateway namespace or `ns/name`, registering each pair
+/// in `pairs` under its SDS name; returns the SDS names, always `kubernetes://ns/name` with the
+/// namespace it was read from: the xDS layer sends a secret only to callers of that namespace
+/// (istiod resolves a bare `kubernetes://name` in the proxy's namespace at push time; we
+/// resolve it here, so the name must say where). One bad Secret fails the server.
+fn tls_secrets(
     inputs: &Inputs,
     s: &ServerCtx,
     pairs: &mut BTreeMap<String, (Vec<u8>, Vec<u8>)>,
-) -> Result<String, TranslateError> {
-    let Some(credential) = s
-        .server
-        .tls
-        .as_ref()
-        .and_then(|t| t.credential_name.clone())
-    else {
+) -> Result<Vec<String>, TranslateError> {
+    let tls = s.server.tls.as_ref();
+    let names = tls.into_iter().flat_map(|t| {
+        let first = t.credential_name.iter();
+        first.chain(t.credential_names.iter()).cloned()
+    });
+    let mut out: Vec<String> = Vec::new();
+    for credential in names {
+        let sds = tls_secret(inputs, s, &credential, pairs)?;
+        if !out.contains(&sds) {
+            out.push(sds);
+        }
+    }
+    if out.is_empty() {
         return Err(TranslateError::NoCredential(s.server.port.name.clone()));
-    };
-    let (ns, name) = split_ns_name(&credential, &s.gateway_ns);
+    }
+    Ok(out)
+}
+
+/// One credential of [`tls_secrets`].
+fn tls_secret(
+    inputs: &Inputs,
+    s: &ServerCtx,
+    credential: &str,
+    pairs: &mut BTreeMap<String, (Vec<u8>, Vec<u8>)>,
+) -> Result<String, TranslateError> {
+    let (ns, name) = split_ns_name(credential, &s.gateway_ns);
     let sds = format!("kubernetes://{ns}/{name}");
     if pairs.contains_key(&sds) {
         return Ok(sds);
@@ -601,157 +620,7 @@ fn tls_secret(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-    use std::path::Path;
-
-    use crate::state::Inputs;
-    use crate::translate::{translate, Options, Translation};
-
-    const CASE: [&str; 4] = [
-        include_str!("../../testdata/tls-redirect/input/istio-gateway-services.yaml"),
-        include_str!("../../testdata/tls-redirect/input/kingress.yaml"),
-        include_str!("../../testdata/tls-redirect/input/revision-services.yaml"),
-        include_str!("../../testdata/tls-redirect/input/secret.yaml"),
-    ];
-
-    /// A second KIngress of ours with one TLS entry.
-    fn kingress(name: &str, created: &str, host: &str, secret: &str) -> String {
-        format!(
-            r#"apiVersion: networking.internal.knative.dev/v1alpha1
-kind: Ingress
-metadata:
-  name: {name}
-  namespace: default
-  creationTimestamp: "{created}"
-  annotations: {{networking.knative.dev/ingress.class: knative-pilot.ingress.networking.knative.dev}}
-spec:
-  rules:
-  - hosts: ["{host}"]
-    visibility: ExternalIP
-    http:
-      paths:
-      - splits: [{{serviceName: secure-00001, serviceNamespace: default, servicePort: 80, percent: 100}}]
-  tls:
-  - hosts: ["{host}"]
-    secretName: {secret}
-    secretNamespace: default
-"#
-        )
-    }
-
-    fn external(extra: &[String]) -> Translation {
-        let mut objects = Vec::new();
-        for (i, text) in CASE
-            .iter()
-            .map(|s| s.to_string())
-            .chain(extra.iter().cloned())
-            .enumerate()
-        {
-            let loaded = crate::source::files::parse_text(Path::new(&format!("{i}.yaml")), &text);
-            assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-            objects.extend(loaded.objects);
-        }
-        let (inputs, _) = Inputs::from_sourced(objects);
-        let labels = BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]);
-        translate(&inputs, &Options::default(), &labels)
-    }
-
-    /// The SNI names of the TLS filter chains of listener `0.0.0.0_8443`.
-    fn tls_chains(t: &Translation) -> Vec<Vec<String>> {
-        let l = t
-            .config
-            .listeners
-            .iter()
-            .find(|l| l.name == "0.0.0.0_8443")
-            .expect("listener 0.0.0.0_8443");
-        l.filter_chains
-            .iter()
-            .filter(|c| c.transport_socket.is_some())
-            .map(|c| {
-                c.filter_chain_match
-                    .clone()
-                    .unwrap_or_default()
-                    .server_names
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_tls_host_two_kingresses_name_is_served_by_the_older_only() {
-        // Created after `secure`, and first by name: it still loses the host.
-        let thief = kingress(
-            "aaa-thief",
-            "2025-01-01T00:00:00Z",
-            "secure.default.example.com",
-            "secure-tls",
-        );
-        let t = external(&[thief]);
-        assert_eq!(
-            tls_chains(&t),
-            vec![vec!["secure.default.example.com".to_string()]]
-        );
-        let err = t
-            .errors
-            .iter()
-            .find(|e| e.object.as_ref().is_some_and(|o| o.name == "aaa-thief"))
-            .unwrap_or_else(|| panic!("{:?}", t.errors));
-        assert!(
-            err.message.contains("TLS host secure.default.example.com on port 8443 is already served by Ingress default/secure"),
-            "{}",
-            err.message
-        );
-    }
-
-    #[test]
-    fn a_tls_host_with_a_partial_wildcard_or_a_bad_pair_is_left_out_alone() {
-        let wildcard = kingress(
-            "wild",
-            "2025-01-01T00:00:00Z",
-            "a*.example.com",
-            "secure-tls",
-        );
-        // The certificate of secure-tls with another key.
-        let other_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
-        let secret = format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: mismatch, namespace: default}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
-            CASE[3]
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("tls.crt: "))
-                .unwrap(),
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, other_key.as_bytes()),
-        );
-        let mismatched = kingress(
-            "mismatched",
-            "2025-01-01T00:00:00Z",
-            "m.example.com",
-            "mismatch",
-        );
-        let t = external(&[wildcard, mismatched, secret]);
-        assert_eq!(
-            tls_chains(&t),
-            vec![vec!["secure.default.example.com".to_string()]]
-        );
-        let msgs: Vec<String> = t
-            .errors
-            .iter()
-            .map(|e| format!("{}: {}", e.object.as_ref().unwrap(), e.message))
-            .collect();
-        assert!(
-            msgs.iter()
-                .any(|m| m.starts_with("Ingress default/wild:") && m.contains("wildcard")),
-            "{msgs:#?}"
-        );
-        assert!(
-            msgs.iter()
-                .any(|m| m.starts_with("Ingress default/mismatched:")
-                    && m.contains(
-                        "Secret default/mismatch: tls.key is not the key of the first certificate"
-                    )),
-            "{msgs:#?}"
-        );
-    }
-}
+mod tests;
 
 #[cfg(test)]
 mod pod_label_tests {

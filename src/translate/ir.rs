@@ -76,6 +76,22 @@ pub struct WeightedDestination {
     pub headers: HeaderOps,
 }
 
+/// How a route rewrites the request path before it goes upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRewrite {
+    /// The whole path replaced by this (the query kept): a redirect's `path_redirect`, a
+    /// route's `regex_rewrite` of `/.*` (as istiod writes a full-path rewrite).
+    Full(String),
+    /// Envoy `prefix_rewrite`: the matched prefix replaced by this.
+    Prefix(String),
+    /// Envoy `regex_rewrite`: every match of `pattern` (RE2) in the path replaced by
+    /// `substitution` (`\N` names a capture group); the query string is kept.
+    Regex {
+        pattern: String,
+        substitution: String,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Route {
@@ -83,7 +99,7 @@ pub enum Action {
         timeout: Option<Duration>,
         retry: Retry,
         host_rewrite: Option<String>,
-        prefix_rewrite: Option<String>,
+        path_rewrite: Option<PathRewrite>,
         /// A destination naming a cluster that does not exist answers 500 rather than 503
         /// (the Gateway API's rule for an invalid backendRef's share of the traffic).
         missing_cluster_500: bool,
@@ -93,7 +109,9 @@ pub enum Action {
     Redirect {
         scheme: Option<String>,
         host: Option<String>,
-        path: Option<String>,
+        path: Option<PathRewrite>,
+        /// The port in the Location (`None`: Envoy's default, the request's).
+        port: Option<u32>,
         code: Option<u32>,
     },
 }

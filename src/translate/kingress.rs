@@ -193,7 +193,7 @@ fn path_route(
             timeout: None,
             retry: Retry::None,
             host_rewrite: path.rewrite_host.clone().filter(|h| !h.is_empty()),
-            prefix_rewrite: None,
+            path_rewrite: None,
             missing_cluster_500: false,
         },
         headers_ops,

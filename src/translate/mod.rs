@@ -233,14 +233,27 @@ fn translate_into(
         }
     }
     let mut vhosts = assemble::VirtualHosts::new();
-    for (slot, fs) in claimants {
-        let claim = claims::resolve(inputs, &slot.1, fs);
+    for (slot, fs) in &claimants {
+        let covering = claims::covering_hosts(&slot.1)
+            .into_iter()
+            .flat_map(|host| {
+                let cover: claims::Slot = (slot.0.clone(), host);
+                let fs = claimants.get(&cover).cloned().unwrap_or_default();
+                fs.into_iter().map(move |f| (f, cover.1.clone()))
+            })
+            .collect::<Vec<_>>();
+        let claim = claims::resolve(
+            inputs,
+            slot,
+            fs.iter().copied(),
+            covering.iter().map(|(f, h)| (h.as_str(), *f)),
+        );
         errors.extend(claim.errors);
-        if let Some(vh) = claim.winner.and_then(|w| w.vhosts.get(slot)) {
+        if let Some(vh) = claim.vhost {
             vhosts
                 .entry(slot.0.clone())
                 .or_default()
-                .insert(slot.1.clone(), vh.clone());
+                .insert(slot.1.clone(), vh);
         }
     }
     // A cluster's content depends only on its Service port and endpoints; the first fragment

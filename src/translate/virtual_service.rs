@@ -198,7 +198,8 @@ fn http_route(
         Action::Redirect {
             scheme: redirect.scheme.clone(),
             host: redirect.authority.clone(),
-            path: redirect.uri.clone(),
+            path: redirect.uri.clone().map(PathRewrite::Full),
+            port: None,
             code: redirect.redirect_code,
         }
     } else {
@@ -217,7 +218,11 @@ fn http_route(
             timeout,
             retry,
             host_rewrite: http.rewrite.as_ref().and_then(|r| r.authority.clone()),
-            prefix_rewrite: http.rewrite.as_ref().and_then(|r| r.uri.clone()),
+            path_rewrite: http
+                .rewrite
+                .as_ref()
+                .and_then(|r| r.uri.clone())
+                .map(PathRewrite::Prefix),
             missing_cluster_500: false,
         }
     };

@@ -39,6 +39,25 @@ pub struct Pem {
 }
 
 impl Pem {
+    /// A `kubernetes.io/tls` Secret `ns/name` holding this pair, as YAML.
+    pub fn secret_yaml(&self, ns: &str, name: &str) -> String {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             type: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n",
+            b64(&self.cert),
+            b64(&self.key)
+        )
+    }
+
+    /// The certificate, DER.
+    pub fn cert_der(&self) -> rustls::pki_types::CertificateDer<'static> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(self.cert.as_bytes())
+            .expect("a certificate")
+    }
+
     /// Writes `<name>.crt` and `<name>.key` into `dir`; returns their paths.
     pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         let c = dir.join(format!("{name}.crt"));
@@ -107,6 +126,14 @@ impl Ca {
             "127.0.0.1".to_string(),
         ])
         .expect("params");
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(p, cn)
+    }
+
+    /// A server certificate for these DNS names (a gateway's TLS Secret).
+    pub fn server_for(&self, hosts: &[&str], cn: &str) -> Pem {
+        let names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        let mut p = CertificateParams::new(names).expect("params");
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.sign(p, cn)
     }

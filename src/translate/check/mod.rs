@@ -28,7 +28,9 @@ pub mod re2;
 use std::time::Duration;
 
 use super::error::TranslateError;
-use super::ir::{Action, HeaderOps, PathMatch, Retry, RouteIr, StringMatchIr, VirtualHostIr};
+use super::ir::{
+    Action, HeaderOps, PathMatch, PathRewrite, Retry, RouteIr, StringMatchIr, VirtualHostIr,
+};
 
 /// Envoy's largest header name or value (`max_bytes: 16384`).
 const MAX_HEADER_BYTES: usize = 16384;
@@ -104,7 +106,7 @@ fn route(r: &RouteIr) -> Result<(), String> {
             timeout,
             retry,
             host_rewrite,
-            prefix_rewrite,
+            path_rewrite,
             missing_cluster_500: _,
         } => {
             for d in destinations {
@@ -130,8 +132,14 @@ fn route(r: &RouteIr) -> Result<(), String> {
             if let Some(h) = host_rewrite {
                 no_control(h).map_err(|why| format!("host rewrite {h:?} {why}"))?;
             }
-            if let Some(p) = prefix_rewrite {
-                no_control(p).map_err(|why| format!("prefix rewrite {p:?} {why}"))?;
+            if let Some(p) = path_rewrite {
+                path_rewrite_ok(p)?;
+            }
+            // A full-path rewrite is a regex substitution, where `\` names a capture group.
+            if let Some(PathRewrite::Full(p)) = path_rewrite {
+                if p.contains('\\') {
+                    return Err(format!("path rewrite {p:?} holds a '\\'"));
+                }
             }
         }
         Action::Direct { status } => {
@@ -141,16 +149,37 @@ fn route(r: &RouteIr) -> Result<(), String> {
                 ));
             }
         }
-        Action::Redirect { host, path, .. } => {
+        Action::Redirect {
+            host, path, port, ..
+        } => {
             if let Some(h) = host {
                 no_control(h).map_err(|why| format!("redirect host {h:?} {why}"))?;
             }
             if let Some(p) = path {
-                no_control(p).map_err(|why| format!("redirect path {p:?} {why}"))?;
+                path_rewrite_ok(p).map_err(|why| format!("redirect {why}"))?;
+            }
+            if let Some(p) = port.filter(|p| !(1..=65535).contains(p)) {
+                return Err(format!("redirect port {p} (Envoy takes 1-65535)"));
             }
         }
     }
     Ok(())
+}
+
+fn path_rewrite_ok(rw: &PathRewrite) -> Result<(), String> {
+    match rw {
+        PathRewrite::Full(p) => no_control(p).map_err(|why| format!("path {p:?} {why}")),
+        PathRewrite::Prefix(p) => {
+            no_control(p).map_err(|why| format!("prefix rewrite {p:?} {why}"))
+        }
+        PathRewrite::Regex {
+            pattern,
+            substitution,
+        } => {
+            regex(pattern).map_err(|why| format!("path rewrite {why}"))?;
+            no_control(substitution).map_err(|why| format!("path rewrite {substitution:?} {why}"))
+        }
+    }
 }
 
 fn regex(rx: &str) -> Result<(), String> {
@@ -288,7 +317,7 @@ mod tests {
                 timeout: None,
                 retry: Retry::None,
                 host_rewrite: None,
-                prefix_rewrite: None,
+                path_rewrite: None,
                 missing_cluster_500: false,
             },
             headers_ops: HeaderOps::default(),
@@ -337,7 +366,7 @@ mod tests {
                         timeout: Some(Duration::from_secs(MAX_DURATION_SECS)),
                         retry: Retry::None,
                         host_rewrite: None,
-                        prefix_rewrite: None,
+                        path_rewrite: None,
                         missing_cluster_500: false,
                     },
                     ..plain()
@@ -351,7 +380,7 @@ mod tests {
                         timeout: None,
                         retry: Retry::None,
                         host_rewrite: Some("a\nb".into()),
-                        prefix_rewrite: None,
+                        path_rewrite: None,
                         missing_cluster_500: false,
                     },
                     ..plain()
@@ -372,7 +401,7 @@ mod tests {
                         timeout: None,
                         retry: Retry::None,
                         host_rewrite: None,
-                        prefix_rewrite: None,
+                        path_rewrite: None,
                         missing_cluster_500: false,
                     },
                     ..plain()

@@ -145,12 +145,12 @@ fn listener(
     tls_servers.sort_by(|a, b| a.route_name.cmp(&b.route_name));
     for s in tls_servers {
         // A server whose Secret did not resolve gets no chain (the gateway stage reported it).
-        let Some(sds) = s.sds.clone() else {
+        if s.sds.is_empty() {
             continue;
-        };
+        }
         has_tls = true;
         used.push((s.route_name.clone(), s.server.port.number));
-        chains.push(tls_chain(s, sds, &stat_prefix));
+        chains.push(tls_chain(s, &s.sds, &stat_prefix));
     }
     if chains.is_empty() {
         return (None, used);
@@ -177,16 +177,20 @@ fn listener(
     (Some(l), used)
 }
 
-/// The TLS filter chain of an HTTPS server, selected by SNI (its hosts, `*` left out).
-fn tls_chain(s: &ServerCtx, sds: String, stat_prefix: &str) -> FilterChain {
+/// The TLS filter chain of an HTTPS server, selected by SNI (its hosts, `*` left out), with
+/// each of its certificates (Envoy picks one per handshake by SNI, then key type).
+fn tls_chain(s: &ServerCtx, sds: &[String], stat_prefix: &str) -> FilterChain {
     let server_names = super::super::gateway::sni_names(&s.server);
     let tls = DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             alpn_protocols: vec!["h2".to_string(), "http/1.1".to_string()],
-            tls_certificate_sds_secret_configs: vec![SdsSecretConfig {
-                name: sds,
-                sds_config: Some(ads()),
-            }],
+            tls_certificate_sds_secret_configs: sds
+                .iter()
+                .map(|name| SdsSecretConfig {
+                    name: name.clone(),
+                    sds_config: Some(ads()),
+                })
+                .collect(),
             ..Default::default()
         }),
         ..Default::default()

@@ -22,7 +22,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
-    string_matcher::MatchPattern, RegexMatcher, StringMatcher,
+    string_matcher::MatchPattern, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
 };
 use envoy_types::pb::google::protobuf::{
     value::Kind as ValueKind, BoolValue, Struct, UInt32Value, Value,
@@ -143,6 +143,16 @@ fn retry_policy(retry: &Retry) -> Option<RetryPolicy> {
     })
 }
 
+fn regex_rewrite(pattern: &str, substitution: &str) -> RegexMatchAndSubstitute {
+    RegexMatchAndSubstitute {
+        pattern: Some(RegexMatcher {
+            regex: pattern.to_string(),
+            ..Default::default()
+        }),
+        substitution: substitution.to_string(),
+    }
+}
+
 fn route(r: &RouteIr) -> Route {
     let path = match &r.path {
         PathMatch::Prefix(p) => PathSpecifier::Prefix(p.clone()),
@@ -180,7 +190,7 @@ fn route(r: &RouteIr) -> Route {
             timeout,
             retry,
             host_rewrite,
-            prefix_rewrite,
+            path_rewrite,
             missing_cluster_500,
         } => {
             let cluster_specifier = if destinations.len() == 1 {
@@ -213,7 +223,18 @@ fn route(r: &RouteIr) -> Route {
                 host_rewrite_specifier: host_rewrite
                     .clone()
                     .map(HostRewriteSpecifier::HostRewriteLiteral),
-                prefix_rewrite: prefix_rewrite.clone().unwrap_or_default(),
+                prefix_rewrite: match path_rewrite {
+                    Some(PathRewrite::Prefix(p)) => p.clone(),
+                    _ => String::new(),
+                },
+                regex_rewrite: match path_rewrite {
+                    Some(PathRewrite::Regex {
+                        pattern,
+                        substitution,
+                    }) => Some(regex_rewrite(pattern, substitution)),
+                    Some(PathRewrite::Full(p)) => Some(regex_rewrite("/.*", p)),
+                    _ => None,
+                },
                 cluster_not_found_response_code: if *missing_cluster_500 {
                     ClusterNotFoundResponseCode::InternalServerError as i32
                 } else {
@@ -230,11 +251,20 @@ fn route(r: &RouteIr) -> Route {
             scheme,
             host,
             path,
+            port,
             code,
         } => RouteActionKind::Redirect(RedirectAction {
             host_redirect: host.clone().unwrap_or_default(),
+            port_redirect: port.unwrap_or(0),
             scheme_rewrite_specifier: scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
-            path_rewrite_specifier: path.clone().map(PathRewriteSpecifier::PathRedirect),
+            path_rewrite_specifier: path.as_ref().map(|p| match p {
+                PathRewrite::Full(p) => PathRewriteSpecifier::PathRedirect(p.clone()),
+                PathRewrite::Prefix(p) => PathRewriteSpecifier::PrefixRewrite(p.clone()),
+                PathRewrite::Regex {
+                    pattern,
+                    substitution,
+                } => PathRewriteSpecifier::RegexRewrite(regex_rewrite(pattern, substitution)),
+            }),
             response_code: match code {
                 Some(302) => RedirectResponseCode::Found as i32,
                 Some(303) => RedirectResponseCode::SeeOther as i32,

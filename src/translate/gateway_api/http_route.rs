@@ -19,7 +19,8 @@ use super::super::backend::Backends;
 use super::super::error::TranslateError;
 use super::super::fragment::{ObjectCx, Placement};
 use super::super::ir::{
-    Action, HeaderMatchIr, HeaderOps, PathMatch, Retry, RouteIr, StringMatchIr, WeightedDestination,
+    Action, HeaderMatchIr, HeaderOps, PathMatch, PathRewrite, Retry, RouteIr, StringMatchIr,
+    VirtualHostIr, WeightedDestination,
 };
 use super::attach::{self, backend};
 
@@ -105,7 +106,7 @@ fn routes(
     let mut ranked: Vec<(Rank, usize, usize, RouteIr)> = Vec::new();
     for (ri, rule) in rules.iter().enumerate() {
         let at = |why: String| TranslateError::GatewayApi(format!("rule {ri}: {why}"));
-        let (action, headers_ops) = action(cx, b, key, rule).map_err(at)?;
+        let (action, headers_ops, replace_prefix) = action(cx, b, key, rule).map_err(at)?;
         let name = rule
             .name
             .clone()
@@ -118,9 +119,8 @@ fn routes(
             &rule.matches[..]
         };
         for (mi, m) in matches.iter().enumerate() {
-            let (path, rank) = path_match(m).map_err(at)?;
+            let path = path_match(m).map_err(at)?;
             let mut headers = value_matches(&m.headers, true).map_err(at)?;
-            let header_count = headers.len();
             if let Some(method) = &m.method {
                 headers.push(HeaderMatchIr {
                     name: ":method".to_string(),
@@ -129,46 +129,74 @@ fn routes(
             }
             let query = value_matches(&m.query_params, false).map_err(at)?;
             let mut action = action.clone();
-            if let Action::Route { prefix_rewrite, .. } = &mut action {
-                if prefix_rewrite.is_some()
-                    && !matches!(path, PathMatch::SegmentPrefix(_) | PathMatch::Prefix(_))
-                {
-                    return Err(at(
-                        "URLRewrite ReplacePrefixMatch needs a PathPrefix match".to_string()
-                    ));
+            if let Some(to) = &replace_prefix {
+                let rw = prefix_rewrite(&path, to).map_err(at)?;
+                match &mut action {
+                    Action::Route { path_rewrite, .. } => *path_rewrite = rw,
+                    Action::Redirect { path, .. } => *path = rw,
+                    Action::Direct { .. } => {}
                 }
             }
-            let rank: Rank = (
-                rank.0,
-                Reverse(rank.1),
-                u8::from(m.method.is_none()),
-                Reverse(header_count),
-                Reverse(query.len()),
-            );
-            ranked.push((
-                rank,
-                ri,
-                mi,
-                RouteIr {
-                    name: Some(name.clone()),
-                    path,
-                    headers,
-                    query,
-                    action,
-                    headers_ops: headers_ops.clone(),
-                    metadata: Some(("istio".to_string(), config_path.clone())),
-                },
-            ));
+            let route = RouteIr {
+                name: Some(name.clone()),
+                path,
+                headers,
+                query,
+                action,
+                headers_ops: headers_ops.clone(),
+                metadata: Some(("istio".to_string(), config_path.clone())),
+            };
+            ranked.push((rank(&route), ri, mi, route));
         }
     }
     ranked.sort_by(|a, b| (&a.0, a.1, a.2).cmp(&(&b.0, b.1, b.2)));
     Ok(ranked.into_iter().map(|(_, _, _, r)| r).collect())
 }
 
-/// A match's path and its (kind, length) rank: Exact 0, PathPrefix 1, RegularExpression 2.
-fn path_match(m: &api::HttpRouteMatch) -> Result<(PathMatch, (u8, usize)), String> {
+/// The spec's precedence of one translated match (see [`Rank`]): Exact before PathPrefix
+/// (the longer first; a prefix counts without its trailing '/', `/` as 1) before
+/// RegularExpression, then a method match (`:method`, the one pseudo-header a rule matches),
+/// then the number of header matches, then the number of query matches.
+fn rank(r: &RouteIr) -> Rank {
+    let (kind, len) = match &r.path {
+        PathMatch::Exact(p) => (0, p.len()),
+        PathMatch::SegmentPrefix(p) | PathMatch::Prefix(p) => (1, p.len().max(1)),
+        PathMatch::Regex(_) => (2, 0),
+    };
+    let method = r.headers.iter().any(|h| h.name == ":method");
+    (
+        kind,
+        Reverse(len),
+        u8::from(!method),
+        Reverse(r.headers.len() - usize::from(method)),
+        Reverse(r.query.len()),
+    )
+}
+
+/// The virtual host `host` of several HTTPRoutes (their virtual hosts given in the spec's
+/// precedence between routes: the more specific hostname, then the oldest, then by
+/// namespace/name; [`super::super::claims::resolve`] orders them), as the spec merges them:
+/// every route in the precedence of [`rank`], ties to the earlier route, then to rule and
+/// match order (each route's own list is already in that order, and the sort is stable).
+pub(crate) fn merge_across_routes(host: &str, vhosts: &[&VirtualHostIr]) -> VirtualHostIr {
+    let mut out = VirtualHostIr {
+        host: host.to_string(),
+        port: vhosts.first().map_or(0, |v| v.port),
+        routes: Vec::new(),
+        require_tls: false,
+    };
+    for vh in vhosts {
+        out.routes.extend(vh.routes.iter().cloned());
+        out.require_tls |= vh.require_tls;
+    }
+    out.routes.sort_by_cached_key(rank);
+    out
+}
+
+/// A match's path.
+fn path_match(m: &api::HttpRouteMatch) -> Result<PathMatch, String> {
     let Some(p) = &m.path else {
-        return Ok((PathMatch::Prefix("/".to_string()), (1, 1)));
+        return Ok(PathMatch::Prefix("/".to_string()));
     };
     let value = p.value.clone().unwrap_or_else(|| "/".to_string());
     match p.type_.as_deref().unwrap_or("PathPrefix") {
@@ -177,22 +205,19 @@ fn path_match(m: &api::HttpRouteMatch) -> Result<(PathMatch, (u8, usize)), Strin
                 return Err(format!("path {value:?} does not start with '/'"));
             }
             let trimmed = value.trim_end_matches('/');
-            let path = if trimmed.is_empty() {
+            Ok(if trimmed.is_empty() {
                 PathMatch::Prefix("/".to_string())
             } else {
                 PathMatch::SegmentPrefix(trimmed.to_string())
-            };
-            // Ranked by the prefix as matched (a trailing '/' does not count).
-            Ok((path, (1, trimmed.len().max(1))))
+            })
         }
         "Exact" => {
             if !value.starts_with('/') {
                 return Err(format!("path {value:?} does not start with '/'"));
             }
-            let len = value.len();
-            Ok((PathMatch::Exact(value), (0, len)))
+            Ok(PathMatch::Exact(value))
         }
-        "RegularExpression" => Ok((PathMatch::Regex(value), (2, 0))),
+        "RegularExpression" => Ok(PathMatch::Regex(value)),
         other => Err(format!("path match type {other:?} is not supported")),
     }
 }
@@ -226,17 +251,43 @@ fn value_matches(ms: &[api::ValueMatch], header: bool) -> Result<Vec<HeaderMatch
     Ok(out)
 }
 
-/// What a rule does (redirect, or its backends) and its request header changes.
+/// A filter's `path` modifier: the whole path, or what replaces the matched prefix (made per
+/// match by [`prefix_rewrite`]).
+enum PathModifier {
+    Full(String),
+    Prefix(String),
+}
+
+fn path_modifier(filter: &str, p: &api::PathModifier) -> Result<PathModifier, String> {
+    match p.type_.as_str() {
+        "ReplaceFullPath" => match p.replace_full_path.clone() {
+            Some(path) if path.starts_with('/') => Ok(PathModifier::Full(path)),
+            path => Err(format!(
+                "{filter} ReplaceFullPath {:?} does not start with '/'",
+                path.unwrap_or_default()
+            )),
+        },
+        "ReplacePrefixMatch" => Ok(PathModifier::Prefix(
+            p.replace_prefix_match.clone().unwrap_or_default(),
+        )),
+        other => Err(format!("{filter} path type {other:?} is not supported")),
+    }
+}
+
+/// What a rule does (redirect, or its backends), its request header changes, and its
+/// `ReplacePrefixMatch` (of the redirect, else of the URLRewrite; applied per match by
+/// [`prefix_rewrite`]).
 fn action(
     cx: &ObjectCx<'_>,
     b: &mut Backends<'_>,
     key: &ObjectKey,
     rule: &HttpRouteRule,
-) -> Result<(Action, HeaderOps), String> {
+) -> Result<(Action, HeaderOps, Option<String>), String> {
     let mut ops = HeaderOps::default();
     let mut redirect = None;
     let mut host_rewrite = None;
-    let mut prefix_rewrite = None;
+    let mut path_rewrite = None;
+    let mut replace_prefix = None;
     for f in &rule.filters {
         match f.type_.as_str() {
             "RequestHeaderModifier" => {
@@ -244,18 +295,12 @@ fn action(
             }
             "RequestRedirect" => {
                 let r = f.request_redirect.clone().unwrap_or_default();
-                if r.port.is_some() {
-                    return Err("RequestRedirect port is not supported".to_string());
-                }
-                let path = match &r.path {
-                    None => None,
-                    Some(p) if p.type_ == "ReplaceFullPath" => p.replace_full_path.clone(),
-                    Some(p) => {
-                        return Err(format!(
-                            "RequestRedirect path type {:?} is not supported",
-                            p.type_
-                        ))
-                    }
+                let (path, prefix) = match &r.path {
+                    None => (None, None),
+                    Some(p) => match path_modifier("RequestRedirect", p)? {
+                        PathModifier::Full(p) => (Some(PathRewrite::Full(p)), None),
+                        PathModifier::Prefix(p) => (None, Some(p)),
+                    },
                 };
                 let code = r.status_code.unwrap_or(301);
                 if ![301, 302, 303, 307, 308].contains(&code) {
@@ -263,34 +308,36 @@ fn action(
                         "RequestRedirect statusCode {code} is not a redirect"
                     ));
                 }
-                redirect = Some(Action::Redirect {
+                // The scheme's own port is left out of the Location, as the spec says.
+                let default_port = if r.scheme.as_deref() == Some("https") {
+                    443
+                } else {
+                    80
+                };
+                let action = Action::Redirect {
                     scheme: r.scheme.clone(),
                     host: r.hostname.clone(),
                     path,
+                    port: r.port.filter(|p| *p != default_port),
                     code: Some(code),
-                });
+                };
+                redirect = Some((action, prefix));
             }
             "URLRewrite" => {
                 let r = f.url_rewrite.clone().unwrap_or_default();
                 host_rewrite = r.hostname.clone();
-                match &r.path {
-                    None => {}
-                    Some(p) if p.type_ == "ReplacePrefixMatch" => {
-                        prefix_rewrite = Some(p.replace_prefix_match.clone().unwrap_or_default())
-                    }
-                    Some(p) => {
-                        return Err(format!(
-                            "URLRewrite path type {:?} is not supported",
-                            p.type_
-                        ))
+                if let Some(p) = &r.path {
+                    match path_modifier("URLRewrite", p)? {
+                        PathModifier::Full(p) => path_rewrite = Some(PathRewrite::Full(p)),
+                        PathModifier::Prefix(p) => replace_prefix = Some(p),
                     }
                 }
             }
             other => return Err(format!("filter type {other:?} is not supported")),
         }
     }
-    if let Some(r) = redirect {
-        return Ok((r, ops));
+    if let Some((r, prefix)) = redirect {
+        return Ok((r, ops, prefix));
     }
     let timeout = match rule.timeouts.as_ref().and_then(|t| t.request.as_deref()) {
         None => None,
@@ -338,7 +385,7 @@ fn action(
         });
     }
     if valid == 0 {
-        return Ok((Action::Direct { status: 500 }, ops));
+        return Ok((Action::Direct { status: 500 }, ops, None));
     }
     if destinations.len() == 1 {
         ops = ops.merged(&destinations[0].headers);
@@ -351,11 +398,34 @@ fn action(
             timeout,
             retry: Retry::IstioDefault,
             host_rewrite,
-            prefix_rewrite,
+            path_rewrite,
             missing_cluster_500,
         },
         ops,
+        replace_prefix,
     ))
+}
+
+/// `ReplacePrefixMatch` `to` (URLRewrite or RequestRedirect) under a match on `path`, as the spec's
+/// HTTPPathModifier says: the matched prefix (whole segments) is replaced, and a `/` at the end
+/// of `to` never doubles the separator (prefix `/foo`: `/` gives `/foo/bar` -> `/bar` and
+/// `/foo` -> `/`; `/xyz` and `/xyz/` give `/foo/bar` -> `/xyz/bar`). Envoy's `prefix_rewrite`
+/// alone would give `//bar`, so removing the prefix is a `regex_rewrite` as istiod writes it
+/// (`^<prefix>(/?)(.*)` -> `/\2`). Under the prefix `/`, `to` goes before the whole path
+/// (`/v2`: `/foo` -> `/v2/foo`, `/` -> `/v2/`); `/` there changes nothing.
+fn prefix_rewrite(path: &PathMatch, to: &str) -> Result<Option<PathRewrite>, String> {
+    let to = to.trim_end_matches('/');
+    match path {
+        PathMatch::SegmentPrefix(prefix) if to.is_empty() => Ok(Some(PathRewrite::Regex {
+            pattern: format!("^{}(/?)(.*)", regex_syntax::escape(prefix)),
+            substitution: r"/\2".to_string(),
+        })),
+        PathMatch::SegmentPrefix(_) => Ok(Some(PathRewrite::Prefix(to.to_string()))),
+        PathMatch::Prefix(p) if p == "/" => {
+            Ok((!to.is_empty()).then(|| PathRewrite::Prefix(format!("{to}/"))))
+        }
+        _ => Err("ReplacePrefixMatch needs a PathPrefix match".to_string()),
+    }
 }
 
 fn header_ops(f: Option<&api::HeaderFilter>) -> HeaderOps {
@@ -381,3 +451,6 @@ fn header_ops(f: Option<&api::HeaderFilter>) -> HeaderOps {
         },
     }
 }
+
+#[cfg(test)]
+mod tests;

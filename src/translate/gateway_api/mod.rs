@@ -173,8 +173,9 @@ pub(crate) fn listener_problem(
     server(inputs, gw, l).err().map(|e| e.to_string())
 }
 
-/// A listener as an Istio gateway server: HTTP, or HTTPS terminating TLS with its first
-/// certificateRef (a Secret, in another namespace only where a ReferenceGrant allows it).
+/// A listener as an Istio gateway server: HTTP, or HTTPS terminating TLS with every
+/// certificateRef (Secrets, in another namespace only where a ReferenceGrant allows it; Envoy
+/// picks one per handshake by SNI, then key type). One bad reference leaves the listener out.
 fn server(inputs: &Inputs, gw: &ObjectKey, l: &api::Listener) -> Result<Server, TranslateError> {
     let bad = |why: String| TranslateError::GatewayApi(format!("listener {:?}: {why}", l.name));
     let hosts = vec![l
@@ -215,31 +216,34 @@ fn server(inputs: &Inputs, gw: &ObjectKey, l: &api::Listener) -> Result<Server, 
                     tls.mode.as_deref().unwrap_or("")
                 )));
             }
-            let cert = tls
-                .certificate_refs
-                .first()
-                .ok_or_else(|| bad("tls has no certificateRefs".to_string()))?;
-            if !cert.group.as_deref().unwrap_or("").is_empty()
-                || cert.kind.as_deref().unwrap_or("Secret") != "Secret"
-            {
-                return Err(bad(format!(
-                    "certificateRef {:?} is not a Secret",
-                    cert.name
-                )));
+            if tls.certificate_refs.is_empty() {
+                return Err(bad("tls has no certificateRefs".to_string()));
             }
-            let ns = cert
-                .namespace
-                .clone()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| gw.namespace.clone());
-            if ns != gw.namespace
-                && !granted(inputs, "Gateway", &gw.namespace, "Secret", &ns, &cert.name)
-            {
-                return Err(bad(format!(
-                    "certificateRef Secret {ns}/{} is in another namespace and no \
-                     ReferenceGrant there allows it",
-                    cert.name
-                )));
+            let mut credentials = Vec::new();
+            for cert in &tls.certificate_refs {
+                if !cert.group.as_deref().unwrap_or("").is_empty()
+                    || cert.kind.as_deref().unwrap_or("Secret") != "Secret"
+                {
+                    return Err(bad(format!(
+                        "certificateRef {:?} is not a Secret",
+                        cert.name
+                    )));
+                }
+                let ns = cert
+                    .namespace
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| gw.namespace.clone());
+                if ns != gw.namespace
+                    && !granted(inputs, "Gateway", &gw.namespace, "Secret", &ns, &cert.name)
+                {
+                    return Err(bad(format!(
+                        "certificateRef Secret {ns}/{} is in another namespace and no \
+                         ReferenceGrant there allows it",
+                        cert.name
+                    )));
+                }
+                credentials.push(format!("{ns}/{}", cert.name));
             }
             Ok(Server {
                 port: port("HTTPS"),
@@ -248,7 +252,8 @@ fn server(inputs: &Inputs, gw: &ObjectKey, l: &api::Listener) -> Result<Server, 
                 tls: Some(ServerTls {
                     https_redirect: false,
                     mode: Some("SIMPLE".to_string()),
-                    credential_name: Some(format!("{ns}/{}", cert.name)),
+                    credential_name: None,
+                    credential_names: credentials,
                 }),
                 name: None,
             })

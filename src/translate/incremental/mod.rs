@@ -8,8 +8,8 @@
 //! - one `Fragment` per VirtualService / KIngress / Route: its virtual hosts, its clusters and
 //!   the Services it read, so that a Service change re-translates only its dependents;
 //! - per (route configuration, host) slot, the objects claiming it, so the duplicate-host rule
-//!   (oldest object wins, the others are reported) is re-decided only for touched slots, by the
-//!   same `claims::resolve` the full translation uses;
+//!   (oldest object wins, the others are reported; HTTPRoutes merge) is re-decided only for
+//!   touched slots, by the same `claims::resolve` the full translation uses;
 //! - the clusters with reference counts (from fragments, and from winning virtual hosts on
 //!   served route configurations), indexed by Service, so an endpoint change re-reads only the
 //!   endpoints of that Service's clusters;
@@ -106,6 +106,9 @@ pub struct Engine {
     by_service: BTreeMap<SvcKey, BTreeSet<ObjectKey>>,
     slots: BTreeMap<Slot, BTreeSet<Order>>,
     slot_errors: BTreeMap<Slot, Vec<InputError>>,
+    /// The objects whose routes each slot's winning virtual host holds (several HTTPRoutes
+    /// share one).
+    owners: BTreeMap<Slot, Vec<ObjectKey>>,
     /// Winning virtual hosts: route configuration -> host -> virtual host.
     vhosts: VirtualHosts,
     /// The same, encoded: route configuration -> virtual host name -> `VirtualHost` bytes.
@@ -159,6 +162,7 @@ impl Engine {
             by_service: BTreeMap::new(),
             slots: BTreeMap::new(),
             slot_errors: BTreeMap::new(),
+            owners: BTreeMap::new(),
             vhosts: BTreeMap::new(),
             encoded: BTreeMap::new(),
             clusters: BTreeMap::new(),
@@ -238,10 +242,11 @@ impl Engine {
         let mut out = BTreeSet::new();
         for (key, f) in &self.frags {
             let hit = match type_url {
-                ROUTE | SCOPED_ROUTE => f.vhosts.iter().any(|((route, host), vh)| {
+                ROUTE | SCOPED_ROUTE => f.vhosts.keys().any(|slot| {
+                    let (route, host) = slot;
                     let named = names.contains(route.as_str())
                         || names.contains(envoy::scoped_name(route, host).as_str());
-                    named && self.vhosts.get(route).and_then(|m| m.get(host)) == Some(vh)
+                    named && self.owners.get(slot).is_some_and(|o| o.contains(key))
                 }),
                 CLUSTER | ENDPOINT => f
                     .clusters
@@ -489,6 +494,23 @@ impl Engine {
     /// translation, so the same errors), and updates the winning virtual hosts and the cluster
     /// reference counts.
     fn resolve_slots(&mut self, inputs: &Inputs, touched: &mut Touched) {
+        // A wildcard host's HTTPRoutes also serve the hosts it covers on its route
+        // configuration (`claims::covering_hosts`): those are re-decided too.
+        let wild: Vec<Slot> = touched
+            .slots
+            .iter()
+            .filter(|(_, h)| h.contains('*'))
+            .cloned()
+            .collect();
+        for (route, w) in wild {
+            let covered = self
+                .slots
+                .range((route.clone(), String::new())..)
+                .take_while(|((r, _), _)| *r == route)
+                .filter(|((_, h), _)| claims::covers(&w, h))
+                .map(|(s, _)| s.clone());
+            touched.slots.extend(covered.collect::<Vec<_>>());
+        }
         let slots: Vec<Slot> = touched.slots.iter().cloned().collect();
         for slot in slots {
             let (route, host) = &slot;
@@ -498,15 +520,33 @@ impl Engine {
                 .into_iter()
                 .flatten()
                 .filter_map(|(_, _, k)| self.frags.get(k));
+            let covers: Vec<Slot> = claims::covering_hosts(host)
+                .into_iter()
+                .map(|h| (route.clone(), h))
+                .collect();
+            let covering = covers.iter().flat_map(|s| {
+                self.slots
+                    .get(s)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, _, k)| k.kind == Kind::HttpRoute)
+                    .filter_map(|(_, _, k)| self.frags.get(k))
+                    .map(|f| (s.1.as_str(), f))
+            });
             let claims::Claim {
-                winner: owner,
+                vhost: new_vh,
+                owners,
                 errors,
-            } = claims::resolve(inputs, host, claimants);
-            let new_vh = owner.and_then(|f| f.vhosts.get(&slot)).cloned();
+            } = claims::resolve(inputs, &slot, claimants, covering);
             if errors.is_empty() {
                 self.slot_errors.remove(&slot);
             } else {
                 self.slot_errors.insert(slot.clone(), errors);
+            }
+            if owners.is_empty() {
+                self.owners.remove(&slot);
+            } else {
+                self.owners.insert(slot.clone(), owners);
             }
             let old_vh = self.vhosts.get(route).and_then(|m| m.get(host));
             if old_vh == new_vh.as_ref() {
@@ -636,6 +676,7 @@ impl Engine {
         self.by_service.clear();
         self.slots.clear();
         self.slot_errors.clear();
+        self.owners.clear();
         self.vhosts.clear();
         self.encoded.clear();
         self.clusters.clear();

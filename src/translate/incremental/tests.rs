@@ -79,7 +79,8 @@ fn random_change(rng: &mut Rng, synth: &Synth, inputs: &Inputs, step: usize) -> 
             }
             vec![Change::Upsert(entry(v, step))]
         }
-        // Duplicate hosts: a second object claims service i's hosts.
+        // Duplicate hosts: a second object claims service i's hosts (two HTTPRoutes merge
+        // their rules: the second one's under its own prefix, or the same catch-all), or goes.
         8 => {
             let mut v = objs[0].clone();
             v["metadata"]["name"] = json!(format!("dup-{i}"));
@@ -88,6 +89,21 @@ fn random_change(rng: &mut Rng, synth: &Synth, inputs: &Inputs, step: usize) -> 
             } else {
                 "2030-01-01T00:00:00Z"
             });
+            if rng.next(2) == 0 {
+                if let Some(p) = v.pointer_mut("/spec/rules/0/matches/0/path/value") {
+                    *p = json!("/dup");
+                }
+            }
+            // An HTTPRoute for a wildcard covering service i's hosts (its rules join theirs).
+            if v["kind"] == "HTTPRoute" && rng.next(3) == 0 {
+                let ns = synth.namespace(i);
+                let wild =
+                    [format!("*.{ns}.example.com"), "*.com".to_string()][rng.next(2)].clone();
+                v["spec"]["hostnames"] = json!([wild]);
+            }
+            if rng.next(3) == 0 {
+                return vec![Change::Delete(key_of(&v))];
+            }
             vec![Change::Upsert(entry(v, step))]
         }
         // A KIngress (of our class or another) next to a Route: precedence.
