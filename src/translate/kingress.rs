@@ -5,6 +5,7 @@
 //! made for them; `httpOption: Redirected` makes the plain-HTTP virtual host require TLS.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::model::kingress::{HttpIngressPath, IngressSpec};
 use crate::model::ObjectKey;
@@ -72,7 +73,7 @@ pub(super) fn placements(
             routes.push(route);
         }
         probe_routes.extend(routes);
-        let routes = probe_routes;
+        let routes = Arc::new(probe_routes);
         // Plain HTTP servers of the target gateway.
         let http_servers = cx.gateway_servers(gateway, false);
         let tls_hosts: BTreeSet<String> = defaulted

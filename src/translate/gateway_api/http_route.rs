@@ -89,7 +89,7 @@ pub(crate) fn placements(
             refused.join("; ")
         )));
     }
-    let routes = routes(cx, b, key, &route.spec.rules)?;
+    let routes = std::sync::Arc::new(routes(cx, b, key, &route.spec.rules)?);
     let mut out = Vec::new();
     for (s, hosts) in attached {
         for host in hosts {

@@ -29,7 +29,6 @@ use crate::model::{Kind, Object, ObjectKey};
 use crate::state::{Entry, Inputs, SERVICE_NAME_LABEL};
 use crate::xds::resource::{ResourceMap, Snapshot};
 use crate::xds::resource::{CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE, SNAPSHOT_TYPES};
-use prost::Message;
 
 use super::assemble::{self, Sink, VirtualHosts};
 use super::backend::{ready_endpoints_of, ClusterSource, SvcKey};
@@ -441,6 +440,7 @@ impl Engine {
     /// reference counts.
     fn resolve_slots(&mut self, inputs: &Inputs, touched: &mut Touched) {
         let slots: Vec<Slot> = touched.slots.iter().cloned().collect();
+        let mut route_bytes = envoy::RouteBytes::default();
         for slot in slots {
             let (route, host) = &slot;
             let claimants = self
@@ -506,7 +506,7 @@ impl Engine {
             {
                 self.encoded.entry(route.clone()).or_default().insert(
                     envoy::vhost_name(vh),
-                    envoy::virtual_host(vh).encode_to_vec(),
+                    envoy::virtual_host_bytes(vh, &mut route_bytes),
                 );
             }
             match new_vh {
