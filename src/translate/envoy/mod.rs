@@ -27,7 +27,7 @@ pub mod routes;
 pub(crate) use clusters::{assignment, blackhole, cluster_resource, secrets};
 pub(crate) use listeners::listeners;
 pub(crate) use routes::{
-    route_config_bytes, route_configuration, scopable, scope, scoped_name,
+    route_config_bytes, route_config_shell, route_configuration, scopable, scope, scoped_name,
     scoped_route_configuration, vhost_clusters, vhost_name, virtual_host_bytes, RouteBytes,
 };
 

@@ -421,17 +421,7 @@ pub(crate) fn route_config_bytes<'a>(
     if encoded_vhosts.len() == 0 {
         return route_configuration(name, port, &[]).encode_to_vec();
     }
-    let empty = RouteConfiguration {
-        virtual_hosts: Vec::new(),
-        ..route_configuration(name, port, &[])
-    };
-    let shell = empty.encode_to_vec();
-    // Field 1 (name): tag, length, bytes; absent when the name is empty.
-    let head = if name.is_empty() {
-        0
-    } else {
-        1 + prost::encoding::encoded_len_varint(name.len() as u64) + name.len()
-    };
+    let (shell, head) = route_config_shell(name, port);
     let size: usize = encoded_vhosts
         .clone()
         .map(|vh| 1 + prost::encoding::encoded_len_varint(vh.len() as u64) + vh.len())
@@ -445,6 +435,17 @@ pub(crate) fn route_config_bytes<'a>(
     }
     out.extend_from_slice(&shell[head..]);
     out
+}
+
+/// `route_configuration(name, port, ..)` encoded without virtual hosts, and where they go in
+/// it (right after field 1, the name, which prost writes first and leaves out when empty).
+pub(crate) fn route_config_shell(name: &str, port: u32) -> (Vec<u8>, usize) {
+    let empty = RouteConfiguration {
+        virtual_hosts: Vec::new(),
+        ..route_configuration(name, port, &[])
+    };
+    let head = prost::encoding::string::encoded_len(1, &empty.name);
+    (empty.encode_to_vec(), head)
 }
 
 /// The clusters a virtual host's routes send traffic to (with repeats).

@@ -71,8 +71,9 @@ pub struct Engine {
     slot_errors: BTreeMap<Slot, Vec<InputError>>,
     /// Winning virtual hosts: route configuration -> host -> virtual host.
     vhosts: VirtualHosts,
-    /// The same, encoded: route configuration -> virtual host name -> `VirtualHost` bytes.
-    encoded: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// The same, by name (route configuration -> virtual host name): where each one's bytes are
+    /// in the served RouteConfiguration, or the virtual host to encode at the next splice.
+    encoded: BTreeMap<String, BTreeMap<String, sink::VhostBytes>>,
     clusters: BTreeMap<String, ClusterEntry>,
     /// Clusters whose fragment references dropped to zero during the current change.
     unreferenced: BTreeSet<String>,
@@ -440,7 +441,6 @@ impl Engine {
     /// reference counts.
     fn resolve_slots(&mut self, inputs: &Inputs, touched: &mut Touched) {
         let slots: Vec<Slot> = touched.slots.iter().cloned().collect();
-        let mut route_bytes = envoy::RouteBytes::default();
         for slot in slots {
             let (route, host) = &slot;
             let claimants = self
@@ -504,10 +504,10 @@ impl Engine {
                 .as_ref()
                 .filter(|_| !assemble::is_scoped(&self.ctx, route))
             {
-                self.encoded.entry(route.clone()).or_default().insert(
-                    envoy::vhost_name(vh),
-                    envoy::virtual_host_bytes(vh, &mut route_bytes),
-                );
+                self.encoded
+                    .entry(route.clone())
+                    .or_default()
+                    .insert(envoy::vhost_name(vh), sink::VhostBytes::Pending(vh.clone()));
             }
             match new_vh {
                 Some(vh) => {
@@ -532,7 +532,7 @@ impl Engine {
     fn emit(&mut self, touched: &Touched) {
         let mut sink = MapSink {
             res: &mut self.res,
-            encoded: &self.encoded,
+            encoded: &mut self.encoded,
         };
         for route in &touched.routes {
             if let Some(port) = self.ctx.route_ports.get(route) {
@@ -622,7 +622,7 @@ impl Engine {
         }
         let mut sink = MapSink {
             res: &mut res,
-            encoded: &self.encoded,
+            encoded: &mut self.encoded,
         };
         let served = self
             .clusters
