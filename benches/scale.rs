@@ -101,6 +101,8 @@ fn main() {
     });
     hub.update(inputs, Vec::new());
     let t_translate = t0.elapsed() - t_load;
+    // The server's own peak: before the scripted Envoys below hold their copies of the config.
+    let rss_server = vm_hwm_mb();
     let mut gws: Vec<Gateway> = Vec::new();
     let mut initial = Vec::new();
     let names = if form == Form::Httproute {
@@ -118,6 +120,24 @@ fn main() {
     }
     let t_cold = t0.elapsed();
     let rss = vm_hwm_mb();
+    // The memory floor: the encoded config the server must hold (both gateways' snapshots)
+    // plus the raw inputs (the manifest files' bytes).
+    let encoded: usize = gws
+        .iter()
+        .map(|g| {
+            g.rx.borrow()
+                .resources
+                .values()
+                .flat_map(|m| m.values())
+                .map(|r| r.body.value.len())
+                .sum::<usize>()
+        })
+        .sum();
+    let raw: u64 = std::fs::read_dir(dir.path())
+        .expect("manifest dir")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
     println!("## N = {n} services ({form:?}, {layout:?} route layout), {objects} objects");
     println!();
     println!("| figure | value |");
@@ -133,6 +153,16 @@ fn main() {
     );
     println!(
         "| peak RSS (VmHWM) after cold start | {rss:.0} MB (generator alone: {rss_before:.0} MB) |"
+    );
+    println!(
+        "| peak RSS (VmHWM) after translation, before the scripted Envoys connect | {rss_server:.0} MB |"
+    );
+    let floor = (encoded as f64 + raw as f64) / 1e6;
+    println!(
+        "| floor: encoded config of both gateways + raw inputs | {:.1} MB + {:.1} MB = {floor:.1} MB; server peak RSS (after translation) / floor = {:.2} |",
+        encoded as f64 / 1e6,
+        raw as f64 / 1e6,
+        rss_server * 1.048576 / floor
     );
     for (istio, ws, wd) in &initial {
         println!(

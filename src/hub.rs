@@ -5,8 +5,8 @@
 //! retains the last good version of objects that change into bad ones, and publishes. What a
 //! gateway's Envoys NACK is narrowed down to the objects behind it and quarantined for that
 //! gateway (`hub/contain.rs`, through [`ConfigSource::nacked`]). Until the first
-//! [`Hub::apply`]/[`Hub::update`] the hub is not ready: streams are answered `Unavailable` and
-//! `/ready` says 503.
+//! [`Hub::apply`]/[`Hub::update`] the hub is not ready: `/ready` says 503, and streams wait
+//! (up to `--xds-not-ready-wait`) until their gateway is translated ([`ConfigSource::readiness`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -73,6 +73,9 @@ pub struct Hub {
     applying: Mutex<()>,
     /// The first load's gateways served before it is complete (`first.rs`; taken last).
     first: Mutex<first::FirstLoad>,
+    /// Counts what became servable at the first load: each early gateway, then the whole load
+    /// ([`ConfigSource::readiness`]: streams that arrived too early wait on it).
+    readiness: watch::Sender<u64>,
     /// Tests: called as each engine of the first load is complete, before it is served.
     #[cfg(test)]
     first_built: Mutex<Option<first::BuiltHook>>,
@@ -121,6 +124,7 @@ impl Hub {
             generation_times: Mutex::new(std::collections::VecDeque::new()),
             applying: Mutex::new(()),
             first: Mutex::new(first::FirstLoad::default()),
+            readiness: watch::channel(0).0,
             #[cfg(test)]
             first_built: Mutex::new(None),
         })
@@ -221,6 +225,7 @@ impl Hub {
         self.ready.store(true, Ordering::Release);
         if first {
             self.replay_first_feedback(&proxies, st);
+            self.readiness.send_modify(|n| *n += 1);
         }
         tracing::info!(
             generation,
@@ -517,6 +522,10 @@ fn served_change(served: &mut Inputs, key: &ObjectKey, new: Option<Arc<Entry>>) 
 }
 
 impl ConfigSource for Hub {
+    fn readiness(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.readiness.subscribe())
+    }
+
     fn generation_time(&self, generation: u64) -> Option<Instant> {
         lock(&self.generation_times)
             .iter()

@@ -4,6 +4,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::protobuf::Any;
+use knative_pilot::xds::limits::Limits;
 use knative_pilot::xds::server::{AdsService, ConnectionInfo, ConnectionRegistry};
 use knative_pilot::xds::{
     ConfigSource, ProxyIdentity, Resource, Snapshot, SubscribeError, CLUSTER, LISTENER,
@@ -26,9 +28,19 @@ const NODE_ID: &str =
     "router~10.0.0.1~istio-ingressgateway-abc.istio-system~istio-system.svc.cluster.local";
 
 struct FakeSource {
-    ready: bool,
+    ready: AtomicBool,
+    /// Bumped when `ready` turns true ([`ConfigSource::readiness`]).
+    readiness: watch::Sender<u64>,
     tx: watch::Sender<Arc<Snapshot>>,
     seen: Mutex<Vec<ProxyIdentity>>,
+}
+
+impl FakeSource {
+    /// The config exists from now on.
+    fn make_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+        self.readiness.send_modify(|n| *n += 1);
+    }
 }
 
 impl ConfigSource for FakeSource {
@@ -38,8 +50,13 @@ impl ConfigSource for FakeSource {
     ) -> Result<watch::Receiver<Arc<Snapshot>>, SubscribeError> {
         self.seen.lock().unwrap().push(proxy.clone());
         self.ready
+            .load(Ordering::Acquire)
             .then(|| self.tx.subscribe())
             .ok_or(SubscribeError::NotReady)
+    }
+
+    fn readiness(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.readiness.subscribe())
     }
 }
 
@@ -100,15 +117,22 @@ struct Harness {
 }
 
 async fn start(ready: bool) -> Harness {
+    start_with(ready, Limits::default()).await
+}
+
+async fn start_with(ready: bool, limits: Limits) -> Harness {
     let (tx, _) = watch::channel(snapshot(1, "v1"));
     let source = Arc::new(FakeSource {
-        ready,
+        ready: AtomicBool::new(ready),
+        readiness: watch::channel(0).0,
         tx,
         seen: Mutex::new(Vec::new()),
     });
     let registry = Arc::new(ConnectionRegistry::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let svc = AdsService::new(source.clone(), registry.clone()).with_shutdown(shutdown_rx);
+    let svc = AdsService::new(source.clone(), registry.clone())
+        .with_shutdown(shutdown_rx)
+        .with_limits(limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -345,8 +369,10 @@ async fn delta_exchange_and_shutdown() {
     wait_for(&h.registry, "registry empty", |l| l.is_empty()).await;
 }
 
+/// A stream that arrives before its config exists is held open and gets the full config as
+/// soon as it exists: no error, so Envoy does not back off (0.5 s, doubling) before asking again.
 #[tokio::test]
-async fn unavailable_before_ready() {
+async fn a_stream_before_ready_waits_and_gets_the_config_once_it_exists() {
     let h = start(false).await;
     let mut c = client(h.addr).await;
     let (tx, rx) = mpsc::channel(16);
@@ -357,13 +383,120 @@ async fn unavailable_before_ready() {
     })
     .await
     .unwrap();
-    let err = c
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable);
-    assert!(err.message().contains("not ready"));
+    let (dtx, drx) = mpsc::channel(16);
+    dtx.send(DeltaDiscoveryRequest {
+        node: Some(node()),
+        type_url: CLUSTER.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut dc = client(h.addr).await;
+    let sotw =
+        tokio::spawn(async move { c.stream_aggregated_resources(ReceiverStream::new(rx)).await });
+    let delta = tokio::spawn(async move {
+        dc.delta_aggregated_resources(ReceiverStream::new(drx))
+            .await
+    });
+    // Both streams asked (the source was consulted twice) and neither is answered yet.
+    for _ in 0..500 {
+        if h.source.seen.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.source.seen.lock().unwrap().len(), 2, "both streams asked");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !sotw.is_finished() && !delta.is_finished(),
+        "held open, not refused"
+    );
+    assert!(
+        h.registry.is_empty(),
+        "nothing served before the config exists"
+    );
 
+    h.source.make_ready();
+    let mut resp = sotw
+        .await
+        .unwrap()
+        .expect("the SotW stream starts")
+        .into_inner();
+    let r = next(&mut resp).await;
+    assert_eq!(r.type_url, CLUSTER);
+    let names: Vec<String> = r
+        .resources
+        .iter()
+        .map(|a| Cluster::decode(a.value.as_slice()).unwrap().name)
+        .collect();
+    assert_eq!(
+        names,
+        ["c1"],
+        "the full config, from the first request kept while waiting"
+    );
+    let mut dresp = delta
+        .await
+        .unwrap()
+        .expect("the Delta stream starts")
+        .into_inner();
+    let d = next(&mut dresp).await;
+    assert_eq!(d.type_url, CLUSTER);
+    assert_eq!(d.resources.len(), 1);
+    assert_eq!(d.resources[0].name, "c1");
+    wait_for(&h.registry, "both streams registered", |l| l.len() == 2).await;
+    drop((tx, dtx));
+}
+
+/// A stream for a config that never comes is answered `Unavailable` once the wait is over (so
+/// it holds nothing forever), and at once with no wait.
+#[tokio::test]
+async fn unavailable_when_not_ready_within_the_wait() {
+    let h = start_with(
+        false,
+        Limits {
+            not_ready_wait: Duration::from_millis(300),
+            ..Limits::default()
+        },
+    )
+    .await;
+    let mut c = client(h.addr).await;
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(DiscoveryRequest {
+        node: Some(node()),
+        type_url: CLUSTER.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let asked = std::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.stream_aggregated_resources(ReceiverStream::new(rx)),
+    )
+    .await
+    .expect("answered once the wait is over")
+    .unwrap_err();
+    assert!(
+        asked.elapsed() >= Duration::from_millis(300),
+        "it waited first"
+    );
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(err.message().contains("not ready"), "{}", err.message());
+    assert!(
+        err.message().contains("--xds-not-ready-wait"),
+        "{}",
+        err.message()
+    );
+
+    let h = start_with(
+        false,
+        Limits {
+            not_ready_wait: Duration::ZERO,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let mut c = client(h.addr).await;
     let (tx, rx) = mpsc::channel(16);
     tx.send(DeltaDiscoveryRequest {
         node: Some(node()),

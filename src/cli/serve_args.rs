@@ -143,6 +143,11 @@ pub struct XdsLimitsArgs {
     /// How long the translation of a label set no connected Envoy uses is kept.
     #[arg(long, value_parser = parse_duration, default_value = "5m")]
     pub xds_label_set_grace: Duration,
+    /// How long an ADS stream that arrives before its proxy's config is translated (at start)
+    /// is held open waiting for it; then it is answered UNAVAILABLE and Envoy retries. 0
+    /// answers it at once.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub xds_not_ready_wait: Duration,
 }
 
 impl XdsLimitsArgs {
@@ -153,6 +158,7 @@ impl XdsLimitsArgs {
                 max_request_bytes: self.xds_max_request_bytes,
                 max_node_bytes: self.xds_max_node_bytes,
                 max_type_urls: self.xds_max_type_urls,
+                not_ready_wait: self.xds_not_ready_wait,
                 ..Default::default()
             },
             crate::hub::EngineLimits {

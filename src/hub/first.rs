@@ -77,6 +77,7 @@ impl Hub {
             .insert(key.clone(), engine.gateways().to_vec());
         let (tx, _) = watch::channel(Arc::new(engine.snapshot(generation)));
         proxies.insert(key.clone(), tx);
+        self.readiness.send_modify(|n| *n += 1);
         tracing::info!(
             generation,
             gateways = ?engine.gateways(),

@@ -69,7 +69,8 @@ pub async fn run(
     let hub = Hub::with_engine_limits(config.translate.clone(), config.engine_limits);
     let registry = Arc::new(ConnectionRegistry::default());
     let stop = Stop::new();
-    // Listeners first, so that Envoys and probes find us; streams get Unavailable until ready.
+    // Listeners first, so that Envoys and probes find us; streams wait until their gateway is
+    // translated (`--xds-not-ready-wait`).
     let listeners = Listeners::bind(&config).await?;
     let addrs = listeners.addrs()?;
     if listeners.tls.is_none() && matches!(prepared, Prepared::Kube(..)) {

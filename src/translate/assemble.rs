@@ -192,9 +192,10 @@ impl Sink for EncodedSink {
         vhosts: Option<&BTreeMap<String, Arc<VirtualHostIr>>>,
     ) {
         let mut encoded: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut route_bytes = envoy::RouteBytes::default();
         for vh in vhosts.into_iter().flat_map(|m| m.values()) {
             self.vhost(vh);
-            let bytes = prost::Message::encode_to_vec(&envoy::virtual_host(vh));
+            let bytes = envoy::virtual_host_bytes(vh, &mut route_bytes);
             encoded.push((envoy::vhost_name(vh), bytes));
         }
         // The order `envoy::route_configuration` sorts its virtual hosts in.

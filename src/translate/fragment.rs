@@ -44,7 +44,8 @@ pub(crate) struct Placement {
     pub route_name: String,
     pub host: String,
     pub port: u32,
-    pub routes: Vec<RouteIr>,
+    /// Shared by the placements of one rule's hosts (cloning it copies no route).
+    pub routes: Arc<Vec<RouteIr>>,
     pub require_tls: bool,
 }
 
@@ -126,7 +127,7 @@ fn merge(placements: Vec<Placement>) -> BTreeMap<Slot, Arc<VirtualHostIr>> {
         match vhosts.entry((p.route_name, p.host.clone())) {
             std::collections::btree_map::Entry::Occupied(mut o) => {
                 let vh = o.get_mut();
-                vh.routes.extend(p.routes);
+                Arc::make_mut(&mut vh.routes).extend(p.routes.iter().cloned());
                 vh.require_tls |= p.require_tls;
             }
             std::collections::btree_map::Entry::Vacant(v) => {

@@ -3,6 +3,7 @@
 //! VirtualServices, KIngresses and Routes all become this, and only this becomes Envoy protos.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a route matches the request path.
@@ -134,7 +135,9 @@ pub struct VirtualHostIr {
     pub host: String,
     /// Gateway server port (virtual host names are `<host>:<port>`).
     pub port: u32,
-    pub routes: Vec<RouteIr>,
+    /// Shared by the hosts of one rule (a KIngress rule's hosts have the same routes): one
+    /// copy in memory, encoded once ([`super::envoy::routes::RouteBytes`]).
+    pub routes: Arc<Vec<RouteIr>>,
     pub require_tls: bool,
 }
 

@@ -5,6 +5,7 @@
 //! made for them; `httpOption: Redirected` makes the plain-HTTP virtual host require TLS.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::model::kingress::{HttpIngressPath, IngressSpec};
 use crate::model::ObjectKey;
@@ -43,7 +44,9 @@ pub(super) fn placements(
     from_route: bool,
 ) -> Result<Vec<Placement>, TranslateError> {
     let defaulted = spec.defaulted();
-    let hash = crate::khash::k_network_hash(&key.namespace, &key.name, spec);
+    // Computed at the first rule this proxy serves (a proxy serving none of the rules, as the
+    // external gateway for a cluster-local service, never needs it).
+    let mut hash: Option<String> = None;
     let redirected = defaulted.http_option.as_deref() == Some("Redirected");
     let config_path = if from_route {
         format!(
@@ -64,17 +67,32 @@ pub(super) fn placements(
             .http
             .as_ref()
             .ok_or(TranslateError::NoHttp { rule: ri })?;
+        // Plain HTTP servers of the target gateway, and for external rules its HTTPS ones.
+        let http_servers = cx.gateway_servers(gateway, false);
+        let https_servers = match local {
+            true => Vec::new(),
+            false => cx.gateway_servers(gateway, true),
+        };
+        let placed = !http_servers.is_empty() || !https_servers.is_empty();
         let mut routes = Vec::new();
         let mut probe_routes = Vec::new();
         for (pi, path) in http.paths.iter().enumerate() {
+            // Every path is checked (and its clusters read), whether this proxy serves the rule
+            // or not: the object's errors do not depend on the proxy.
             let route = path_route(b, key, (ri, pi), path, from_route, &config_path)?;
-            probe_routes.push(probe_of(&route, &hash));
-            routes.push(route);
+            if placed {
+                let hash = hash.get_or_insert_with(|| {
+                    crate::khash::k_network_hash(&key.namespace, &key.name, spec)
+                });
+                probe_routes.push(probe_of(&route, hash));
+                routes.push(route);
+            }
+        }
+        if !placed {
+            continue;
         }
         probe_routes.extend(routes);
-        let routes = probe_routes;
-        // Plain HTTP servers of the target gateway.
-        let http_servers = cx.gateway_servers(gateway, false);
+        let routes = Arc::new(probe_routes);
         let tls_hosts: BTreeSet<String> = defaulted
             .tls
             .iter()
@@ -92,7 +110,7 @@ pub(super) fn placements(
             }
         }
         if !local {
-            for server in cx.gateway_servers(gateway, true) {
+            for server in https_servers {
                 for host in rule.hosts.iter().filter(|h| tls_hosts.contains(*h)) {
                     if !server.server.hosts.iter().any(|sh| host_matches(sh, host)) {
                         continue;

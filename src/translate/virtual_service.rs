@@ -4,6 +4,8 @@
 //! host, dropping routes whose `:authority` match can never match that host (net-istio lists
 //! every host in one VirtualService and separates gateways by `match.gateways` + authority).
 
+use std::sync::Arc;
+
 use crate::model::duration::parse_go as parse_duration;
 use crate::model::istio::VirtualServiceSpec;
 use crate::model::kingress::IntOrString;
@@ -124,7 +126,7 @@ pub(super) fn placements(
                 .iter_mut()
                 .find(|p| p.route_name == server.route_name && p.host == host)
             {
-                existing.routes.extend(routes.clone());
+                Arc::make_mut(&mut existing.routes).extend(routes);
                 existing.require_tls |= require_tls;
                 continue;
             }
@@ -132,7 +134,7 @@ pub(super) fn placements(
                 route_name: server.route_name.clone(),
                 host,
                 port: server.server.port.number,
-                routes: routes.clone(),
+                routes: Arc::new(routes),
                 require_tls,
             });
         }

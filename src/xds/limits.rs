@@ -29,6 +29,10 @@ pub struct Limits {
     pub max_resource_name_bytes: usize,
     /// NACK messages (`error_detail.message`) are kept and logged up to this many bytes.
     pub max_nack_message_bytes: usize,
+    /// How long a stream whose proxy's config is not translated yet is held open waiting for
+    /// it (`--xds-not-ready-wait`); then it is answered `UNAVAILABLE` (and Envoy retries).
+    /// Zero answers such a stream at once.
+    pub not_ready_wait: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -41,6 +45,7 @@ impl Default for Limits {
             max_resource_names: 200_000,
             max_resource_name_bytes: 32 * 1024 * 1024,
             max_nack_message_bytes: 16 * 1024,
+            not_ready_wait: std::time::Duration::from_secs(30),
         }
     }
 }

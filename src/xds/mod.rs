@@ -16,6 +16,7 @@ pub mod observe;
 pub mod registry;
 pub mod resource;
 pub mod server;
+mod waiting;
 
 pub use resource::{
     Resource, ResourceMap, Snapshot, TypeUrl, CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE,
@@ -41,7 +42,9 @@ impl ProxyIdentity {
 /// Why a stream gets no snapshot channel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubscribeError {
-    /// The first full load of the inputs has not been translated yet (`UNAVAILABLE`).
+    /// This proxy's config is not translated yet: the first full load, or (a gateway of the
+    /// first load) its own translation of it, is not complete (`UNAVAILABLE` if it does not
+    /// become servable within [`limits::Limits::not_ready_wait`]).
     #[error("not ready: initial load not translated yet")]
     NotReady,
     /// Every label-set slot is used by a connected Envoy (`RESOURCE_EXHAUSTED`).
@@ -54,13 +57,23 @@ pub enum SubscribeError {
 
 /// Where connections get their config from. Implemented by the runtime over the xDS cache.
 pub trait ConfigSource: Send + Sync + 'static {
-    /// The live snapshot channel for this proxy; [`SubscribeError::NotReady`] while the first
-    /// full load of the inputs has not been translated yet (the stream is then answered
-    /// `Unavailable`), or a limit that refuses this proxy.
+    /// The live snapshot channel for this proxy; [`SubscribeError::NotReady`] while this
+    /// proxy's config is not translated yet (the stream then waits for [`Self::readiness`]),
+    /// or a limit that refuses this proxy.
     fn subscribe(
         &self,
         proxy: &ProxyIdentity,
     ) -> Result<tokio::sync::watch::Receiver<Arc<Snapshot>>, SubscribeError>;
+
+    /// A channel whose value changes whenever a proxy refused [`SubscribeError::NotReady`]
+    /// may have become servable (a gateway of the first load translated, the whole load
+    /// complete). A stream arriving before its config exists is held open on it, up to
+    /// [`limits::Limits::not_ready_wait`], and started as soon as [`Self::subscribe`]
+    /// answers, instead of being answered `Unavailable` (which makes Envoy back off, 0.5 s
+    /// and doubling). `None` (the default): such a stream is answered `Unavailable` at once.
+    fn readiness(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 
     /// The Gateways (`ns/name`) whose config this proxy's snapshot holds (for the rule that an
     /// identity only receives the Gateways it may be). Empty when unknown (the default).

@@ -1,7 +1,8 @@
 //! tonic ADS service: a thin shell around the connection state machines in [`super::conn`].
 //!
 //! Per stream: wait for the first request (it carries the node), derive the [`ProxyIdentity`],
-//! subscribe to the proxy's snapshot channel (`Unavailable` while the source is not ready), then
+//! subscribe to the proxy's snapshot channel (held open while its config is not translated yet,
+//! `waiting.rs`), then
 //! feed requests and snapshot changes into the state machine and forward its responses into a small
 //! bounded channel that backs the response stream. Every connection is listed in a
 //! [`ConnectionRegistry`] with its live [`ConnStatus`]. The events the machine returns (ACK,
@@ -28,7 +29,8 @@ use super::encoder::Encoder;
 use super::limits::Limits;
 use super::observe::{LogObserver, Observers, Push, StreamObserver};
 use super::resource::type_short;
-use super::{ConfigSource, ProxyIdentity, Snapshot, SubscribeError};
+use super::waiting::shutdown_requested;
+use super::{ConfigSource, ProxyIdentity, Snapshot};
 
 use super::registry::RegistryEntry;
 pub use super::registry::{ConnectionInfo, ConnectionRegistry};
@@ -308,17 +310,13 @@ impl<S: ConfigSource> AdsService<S> {
         }
         let may_list_secrets = self.auth.may_list_secrets(&caller).await;
         let mut filter = SecretFilter::new(caller, may_list_secrets);
-        let mut snaps = match self.source.subscribe(&proxy) {
-            Ok(snaps) => snaps,
-            Err(e @ SubscribeError::NotReady) => {
-                tracing::info!(node = %proxy.log_id(), "ADS stream refused: not ready");
-                return Err(Status::unavailable(e.to_string()));
-            }
-            Err(e @ SubscribeError::TooManyLabelSets { .. }) => {
-                tracing::warn!(node = %proxy.log_id(), labels = ?proxy.labels, error = %e, "ADS stream refused: too many proxy label sets");
-                return Err(Status::resource_exhausted(e.to_string()));
-            }
-        };
+        let mut snaps = super::waiting::subscribe_when_ready(
+            self.source.as_ref(),
+            &proxy,
+            self.limits.not_ready_wait,
+            self.shutdown.clone(),
+        )
+        .await?;
         self.check_gateways(filter.caller(), &proxy)?;
         let connected_at = Instant::now();
         let snap = snaps.borrow_and_update().clone();
@@ -412,16 +410,6 @@ fn report_denials(
         )
     });
     entry.record_denied(filter.denied());
-}
-
-/// Resolves when shutdown is requested (never without a shutdown channel).
-async fn shutdown_requested(rx: &mut Option<watch::Receiver<bool>>) {
-    if let Some(rx) = rx {
-        if rx.wait_for(|v| *v).await.is_ok() {
-            return;
-        }
-    }
-    std::future::pending::<()>().await
 }
 
 /// Forward responses to the client; false when it has gone away or shutdown was requested while

@@ -297,7 +297,7 @@ mod tests {
         VirtualHostIr {
             host: "a.example.com".into(),
             port: 80,
-            routes: vec![route],
+            routes: std::sync::Arc::new(vec![route]),
             require_tls: false,
         }
     }

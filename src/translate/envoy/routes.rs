@@ -293,9 +293,16 @@ fn route(r: &RouteIr) -> Route {
 
 pub(crate) fn virtual_host(vh: &VirtualHostIr) -> VirtualHost {
     VirtualHost {
-        name: format!("{}:{}", vh.host, vh.port),
-        domains: vec![vh.host.clone()],
         routes: vh.routes.iter().map(route).collect(),
+        ..virtual_host_shell(vh)
+    }
+}
+
+/// A virtual host without its routes.
+fn virtual_host_shell(vh: &VirtualHostIr) -> VirtualHost {
+    VirtualHost {
+        name: vhost_name(vh),
+        domains: vec![vh.host.clone()],
         require_tls: if vh.require_tls {
             TlsRequirementType::All as i32
         } else {
@@ -304,6 +311,62 @@ pub(crate) fn virtual_host(vh: &VirtualHostIr) -> VirtualHost {
         include_request_attempt_count: true,
         ..Default::default()
     }
+}
+
+/// Encoded route lists, each encoded once for the run of virtual hosts sharing it (a KIngress
+/// rule's hosts share one list, and sort next to each other: `svc.ns`, `svc.ns.svc`, ...). Keeps
+/// the last few lists it encoded, with a reference to each, so a list's address is never
+/// reused while it is cached; what it returns never depends on what it holds.
+#[derive(Default)]
+pub(crate) struct RouteBytes {
+    recent: std::collections::VecDeque<(std::sync::Arc<Vec<RouteIr>>, Vec<u8>)>,
+}
+
+/// How many route lists [`RouteBytes`] keeps.
+const RECENT_ROUTE_LISTS: usize = 8;
+
+impl RouteBytes {
+    /// `routes` encoded as the `routes` field (3) of a `VirtualHost`.
+    fn get(&mut self, routes: &std::sync::Arc<Vec<RouteIr>>) -> &[u8] {
+        let hit = self
+            .recent
+            .iter()
+            .position(|(r, _)| std::sync::Arc::ptr_eq(r, routes));
+        let i = match hit {
+            Some(i) => i,
+            None => {
+                let mut bytes = Vec::new();
+                for r in routes.iter() {
+                    prost::encoding::message::encode(3, &route(r), &mut bytes);
+                }
+                if self.recent.len() == RECENT_ROUTE_LISTS {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back((routes.clone(), bytes));
+                self.recent.len() - 1
+            }
+        };
+        &self.recent[i].1
+    }
+}
+
+/// The encoding of [`virtual_host`]`(vh)`, byte-identical, its routes taken from `cache`.
+/// prost writes fields in declaration order: `name` (1), `domains` (2), then `routes` (3),
+/// so the routes go right after the domains of the virtual host encoded without them.
+pub(crate) fn virtual_host_bytes(vh: &VirtualHostIr, cache: &mut RouteBytes) -> Vec<u8> {
+    let shell = VirtualHost {
+        routes: Vec::new(),
+        ..virtual_host_shell(vh)
+    };
+    let head = prost::encoding::string::encoded_len(1, &shell.name)
+        + prost::encoding::string::encoded_len_repeated(2, &shell.domains);
+    let shell = shell.encode_to_vec();
+    let routes = cache.get(&vh.routes);
+    let mut out = Vec::with_capacity(shell.len() + routes.len());
+    out.extend_from_slice(&shell[..head]);
+    out.extend_from_slice(routes);
+    out.extend_from_slice(&shell[head..]);
+    out
 }
 
 /// An Istio-layout route configuration: every virtual host of its port (a blackhole one when it
@@ -377,27 +440,23 @@ pub(crate) fn vhost_name(vh: &VirtualHostIr) -> String {
 /// The encoding of `route_config(name, port, vhosts)` from already encoded virtual hosts (in
 /// name order): byte-identical to encoding the message, without building or re-measuring the
 /// virtual hosts. prost writes fields in declaration order, and `name` (1) and
-/// `virtual_hosts` (2) come first, so the virtual hosts go right after the name.
+/// `virtual_hosts` (2) come first, so the virtual hosts go right after the name. The result is
+/// allocated at its exact size (it is most of a gateway's config: growing it by doubling kept
+/// up to twice its size).
 pub(crate) fn route_config_bytes<'a>(
     name: &str,
     port: u32,
-    encoded_vhosts: impl ExactSizeIterator<Item = &'a [u8]>,
+    encoded_vhosts: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
 ) -> Vec<u8> {
     if encoded_vhosts.len() == 0 {
         return route_configuration(name, port, &[]).encode_to_vec();
     }
-    let empty = RouteConfiguration {
-        virtual_hosts: Vec::new(),
-        ..route_configuration(name, port, &[])
-    };
-    let shell = empty.encode_to_vec();
-    // Field 1 (name): tag, length, bytes; absent when the name is empty.
-    let head = if name.is_empty() {
-        0
-    } else {
-        1 + prost::encoding::encoded_len_varint(name.len() as u64) + name.len()
-    };
-    let mut out = Vec::with_capacity(shell.len() + 64);
+    let (shell, head) = route_config_shell(name, port);
+    let size: usize = encoded_vhosts
+        .clone()
+        .map(|vh| 1 + prost::encoding::encoded_len_varint(vh.len() as u64) + vh.len())
+        .sum();
+    let mut out = Vec::with_capacity(shell.len() + size);
     out.extend_from_slice(&shell[..head]);
     for vh in encoded_vhosts {
         out.push(0x12); // field 2, length-delimited
@@ -406,6 +465,17 @@ pub(crate) fn route_config_bytes<'a>(
     }
     out.extend_from_slice(&shell[head..]);
     out
+}
+
+/// `route_configuration(name, port, ..)` encoded without virtual hosts, and where they go in
+/// it (right after field 1, the name, which prost writes first and leaves out when empty).
+pub(crate) fn route_config_shell(name: &str, port: u32) -> (Vec<u8>, usize) {
+    let empty = RouteConfiguration {
+        virtual_hosts: Vec::new(),
+        ..route_configuration(name, port, &[])
+    };
+    let head = prost::encoding::string::encoded_len(1, &empty.name);
+    (empty.encode_to_vec(), head)
 }
 
 /// The clusters a virtual host's routes send traffic to (with repeats).

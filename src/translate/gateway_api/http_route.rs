@@ -11,6 +11,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::model::gateway_api::{self as api, HttpRouteRule};
 use crate::model::{HttpRoute, Kind, ObjectKey};
@@ -76,7 +77,7 @@ pub(crate) fn placements(
             refused.join("; ")
         )));
     }
-    let routes = routes(cx, b, key, &route.spec.rules)?;
+    let routes = std::sync::Arc::new(routes(cx, b, key, &route.spec.rules)?);
     let mut out = Vec::new();
     for (s, hosts) in attached {
         for host in hosts {
@@ -179,18 +180,17 @@ fn rank(r: &RouteIr) -> Rank {
 /// every route in the precedence of [`rank`], ties to the earlier route, then to rule and
 /// match order (each route's own list is already in that order, and the sort is stable).
 pub(crate) fn merge_across_routes(host: &str, vhosts: &[&VirtualHostIr]) -> VirtualHostIr {
-    let mut out = VirtualHostIr {
+    let mut routes: Vec<RouteIr> = Vec::new();
+    for vh in vhosts {
+        routes.extend(vh.routes.iter().cloned());
+    }
+    routes.sort_by_cached_key(rank);
+    VirtualHostIr {
         host: host.to_string(),
         port: vhosts.first().map_or(0, |v| v.port),
-        routes: Vec::new(),
-        require_tls: false,
-    };
-    for vh in vhosts {
-        out.routes.extend(vh.routes.iter().cloned());
-        out.require_tls |= vh.require_tls;
+        routes: Arc::new(routes),
+        require_tls: vhosts.iter().any(|v| v.require_tls),
     }
-    out.routes.sort_by_cached_key(rank);
-    out
 }
 
 /// A match's path.

@@ -29,7 +29,6 @@ use crate::model::{Kind, Object, ObjectKey};
 use crate::state::{Entry, Inputs, SERVICE_NAME_LABEL};
 use crate::xds::resource::{ResourceMap, Snapshot};
 use crate::xds::resource::{CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE, SNAPSHOT_TYPES};
-use prost::Message;
 
 use super::assemble::{self, Sink, VirtualHosts};
 use super::backend::{ready_endpoints_of, ClusterSource, SvcKey};
@@ -111,8 +110,9 @@ pub struct Engine {
     owners: BTreeMap<Slot, Vec<ObjectKey>>,
     /// Winning virtual hosts: route configuration -> host -> virtual host.
     vhosts: VirtualHosts,
-    /// The same, encoded: route configuration -> virtual host name -> `VirtualHost` bytes.
-    encoded: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// The same, by name (route configuration -> virtual host name): where each one's bytes are
+    /// in the served RouteConfiguration, or the virtual host to encode at the next splice.
+    encoded: BTreeMap<String, BTreeMap<String, sink::VhostBytes>>,
     clusters: BTreeMap<String, ClusterEntry>,
     /// Clusters whose fragment references dropped to zero during the current change.
     unreferenced: BTreeSet<String>,
@@ -593,10 +593,10 @@ impl Engine {
                 .as_ref()
                 .filter(|_| !assemble::is_scoped(&self.ctx, route))
             {
-                self.encoded.entry(route.clone()).or_default().insert(
-                    envoy::vhost_name(vh),
-                    envoy::virtual_host(vh).encode_to_vec(),
-                );
+                self.encoded
+                    .entry(route.clone())
+                    .or_default()
+                    .insert(envoy::vhost_name(vh), sink::VhostBytes::Pending(vh.clone()));
             }
             match new_vh {
                 Some(vh) => {
@@ -621,7 +621,7 @@ impl Engine {
     fn emit(&mut self, touched: &Touched) {
         let mut sink = MapSink {
             res: &mut self.res,
-            encoded: &self.encoded,
+            encoded: &mut self.encoded,
         };
         for route in &touched.routes {
             if let Some(port) = self.ctx.route_ports.get(route) {
@@ -712,7 +712,7 @@ impl Engine {
         }
         let mut sink = MapSink {
             res: &mut res,
-            encoded: &self.encoded,
+            encoded: &mut self.encoded,
         };
         let served = self
             .clusters

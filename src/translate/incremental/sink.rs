@@ -1,6 +1,7 @@
 //! The engine's [`Sink`]: assembled resources into persistent maps.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::xds::resource::{resource, resource_from_bytes};
@@ -10,11 +11,22 @@ use super::super::assemble::Sink;
 use super::super::envoy;
 use super::super::ir::{ClusterIr, VirtualHostIr};
 
+/// Where a winning virtual host's bytes are, for splicing its Istio-layout route configuration.
+#[derive(Debug, Clone)]
+pub(super) enum VhostBytes {
+    /// In the route configuration the engine serves now (`res`), at this range: the virtual
+    /// host's bytes are held once, by the resource itself.
+    Served(Range<usize>),
+    /// Changed since: encoded when the route configuration is next spliced.
+    Pending(Arc<VirtualHostIr>),
+}
+
 /// Puts assembled resources into the engine's persistent maps; Istio-layout route
-/// configurations are spliced from the cached encoded virtual hosts.
+/// configurations are spliced from the virtual hosts' bytes in the served one and the changed
+/// virtual hosts, each encoded once.
 pub(super) struct MapSink<'a> {
     pub res: &'a mut BTreeMap<&'static str, ResourceMap>,
-    pub encoded: &'a BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    pub encoded: &'a mut BTreeMap<String, BTreeMap<String, VhostBytes>>,
 }
 
 impl MapSink<'_> {
@@ -62,15 +74,36 @@ impl Sink for MapSink<'_> {
         port: u32,
         _vhosts: Option<&BTreeMap<String, Arc<VirtualHostIr>>>,
     ) {
-        let vhs: Vec<&[u8]> = self
-            .encoded
-            .get(name)
-            .into_iter()
-            .flat_map(|m| m.values())
-            .map(Vec::as_slice)
-            .collect();
-        let bytes = envoy::route_config_bytes(name, port, vhs.into_iter());
-        self.put(ROUTE, name, resource_from_bytes(name, ROUTE, bytes));
+        let old = self.res.get(ROUTE).and_then(|m| m.get(name)).cloned();
+        let old: &[u8] = old.as_ref().map_or(&[], |r| &r.body.value);
+        let Some(entries) = self.encoded.get_mut(name).filter(|m| !m.is_empty()) else {
+            let bytes = envoy::route_config_bytes(name, port, std::iter::empty());
+            self.put(ROUTE, name, resource_from_bytes(name, ROUTE, bytes));
+            return;
+        };
+        let (shell, head) = envoy::route_config_shell(name, port);
+        let mut out = Vec::new();
+        out.extend_from_slice(&shell[..head]);
+        let mut cache = envoy::RouteBytes::default();
+        for entry in entries.values_mut() {
+            let pending;
+            let bytes: &[u8] = match entry {
+                VhostBytes::Served(r) => &old[r.clone()],
+                VhostBytes::Pending(vh) => {
+                    pending = envoy::virtual_host_bytes(vh, &mut cache);
+                    &pending
+                }
+            };
+            out.push(0x12); // field 2 (virtual_hosts), length-delimited
+            prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+            let start = out.len();
+            out.extend_from_slice(bytes);
+            *entry = VhostBytes::Served(start..out.len());
+        }
+        out.extend_from_slice(&shell[head..]);
+        // Grown by doubling (a large buffer is remapped, not copied): give back the rest.
+        out.shrink_to_fit();
+        self.put(ROUTE, name, resource_from_bytes(name, ROUTE, out));
     }
     fn scoped_host(&mut self, route: &str, vh: &VirtualHostIr) {
         let name = envoy::scoped_name(route, &vh.host);

@@ -144,4 +144,3 @@ fn replace_prefix_match_follows_the_spec_table() {
     assert_eq!(upstream(&m, rw.as_ref(), "/axb/c"), "/axb/c");
     assert!(prefix_rewrite(&PathMatch::Exact("/x".to_string()), "/").is_err());
 }
-
