@@ -466,3 +466,46 @@ pub fn secure_site(backend_port: u16, http_option: Option<&str>) -> SecureSite {
         local_port,
     }
 }
+
+/// Two GatewayClasses: `knative-pilot` (ours) and `foreign` (another controller's).
+pub const GATEWAY_API_CLASSES: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: knative-pilot}
+spec: {controllerName: knative-pilot.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: foreign}
+spec: {controllerName: example.com/other-controller}
+"#;
+
+/// A Service `ns/name` port `port` (h2c by appProtocol when asked) with Endpoints at a backend
+/// on 127.0.0.1.
+pub fn gateway_api_service(
+    ns: &str,
+    name: &str,
+    port: u16,
+    backend_port: u16,
+    h2c: bool,
+) -> String {
+    let proto = if h2c {
+        ", appProtocol: kubernetes.io/h2c"
+    } else {
+        ""
+    };
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  ports: [{{name: http, port: {port}, targetPort: {backend_port}{proto}}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: {name}, namespace: {ns}}}
+subsets:
+- addresses: [{{ip: 127.0.0.1}}]
+  ports: [{{name: http, port: {backend_port}}}]
+"#
+    )
+}
