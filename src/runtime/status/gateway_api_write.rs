@@ -7,7 +7,6 @@
 //! computes again.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
 
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::{json, Value};
@@ -16,7 +15,7 @@ use super::gateway_api::{
     gateway_class_status, gateway_status, http_route_status, needs_write, progress_key,
     GatewayFacts,
 };
-use super::writer::SpecId;
+use super::writer::{Retries, SpecId};
 use super::ReplicaProgress;
 use super::{combine, gateway_progress, rfc3339_now, GatewayProgress, PeerReports, ProgressMap};
 use crate::model::gateway_api::{GATEWAY_NAME_LABEL, GROUP};
@@ -40,7 +39,7 @@ pub(super) struct TrackedGateway {
 pub(super) struct GatewayApiWriter {
     /// Per Gateway: its spec's identity and the hub generation that first carried it.
     tracked: BTreeMap<ObjectKey, (SpecId, u64)>,
-    retry_at: BTreeMap<ObjectKey, (Instant, Duration)>,
+    retry: Retries,
 }
 
 fn resource(kind: &str, plural: &str) -> ApiResource {
@@ -56,7 +55,7 @@ fn resource(kind: &str, plural: &str) -> ApiResource {
 impl GatewayApiWriter {
     /// A failed write waits for its retry.
     pub(super) fn retry_pending(&self) -> bool {
-        !self.retry_at.is_empty()
+        !self.retry.is_empty()
     }
 
     /// Our Gateways with this replica's Envoys' progress, also added to `own` (what this
@@ -192,7 +191,7 @@ impl GatewayApiWriter {
             self.one(&api, key, &route.metadata, route.status.as_ref(), desired)
                 .await;
         }
-        self.retry_at.retain(|k, _| seen.contains(k));
+        self.retry.retain(&seen);
     }
 
     /// Writes one object's status when it differs (unless its retry is not due); a failed
@@ -205,30 +204,20 @@ impl GatewayApiWriter {
         current: Option<&Value>,
         desired: impl Fn(Option<&Value>) -> Option<Value>,
     ) {
-        if self
-            .retry_at
-            .get(key)
-            .is_some_and(|(at, _)| Instant::now() < *at)
-        {
+        if self.retry.waiting(key) {
             return;
         }
         if desired(current).is_none_or(|d| !needs_write(current, &d)) {
-            self.retry_at.remove(key);
+            self.retry.done(key);
             return;
         }
         match patch(api, meta, current, &desired).await {
             Ok(()) => {
-                self.retry_at.remove(key);
+                self.retry.done(key);
                 tracing::info!(object = %key, "Gateway API status written");
             }
             Err(e) => {
-                let wait = self
-                    .retry_at
-                    .get(key)
-                    .map(|(_, w)| (*w * 2).min(Duration::from_secs(30)))
-                    .unwrap_or(Duration::from_millis(500));
-                self.retry_at
-                    .insert(key.clone(), (Instant::now() + wait, wait));
+                let wait = self.retry.failed(key);
                 tracing::warn!(object = %key, error = %e, retry_in_ms = wait.as_millis() as u64, "writing Gateway API status failed");
             }
         }

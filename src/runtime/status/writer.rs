@@ -115,7 +115,7 @@ pub async fn run(
         me,
         tracked: BTreeMap::new(),
         last_pass: None,
-        retry_at: BTreeMap::new(),
+        retry: Retries::default(),
         gateway_api: GatewayApiWriter::default(),
     };
     loop {
@@ -151,7 +151,7 @@ struct Writer {
     /// What the last pass looked at: a pass with the same hub generation, the same ACK progress
     /// and the same leadership, with no retry due, would find nothing new.
     last_pass: Option<Pass>,
-    retry_at: BTreeMap<ObjectKey, (Instant, Duration)>,
+    retry: Retries,
     /// GatewayClass, Gateway and HTTPRoute status.
     gateway_api: GatewayApiWriter,
 }
@@ -181,7 +181,7 @@ impl Writer {
             Vec::new()
         };
         let pass = Some((generation, acks, leading, peers.clone()));
-        if pass == self.last_pass && self.retry_at.is_empty() && !self.gateway_api.retry_pending() {
+        if pass == self.last_pass && self.retry.is_empty() && !self.gateway_api.retry_pending() {
             return;
         }
         self.last_pass = pass;
@@ -262,7 +262,7 @@ impl Writer {
             .track(inputs, opts, generation, conns, &mut own);
         self.shared.set(own);
         self.tracked.retain(|k, _| seen.contains(k));
-        self.retry_at.retain(|k, _| seen.contains(k));
+        self.retry.retain(&seen);
         (ours, gateways)
     }
 
@@ -275,11 +275,7 @@ impl Writer {
             first,
             gateways,
         } = one;
-        if self
-            .retry_at
-            .get(key)
-            .is_some_and(|(at, _)| Instant::now() < *at)
-        {
+        if self.retry.waiting(key) {
             return;
         }
         let (gateways, replicas_waiting) = combine(
@@ -300,27 +296,57 @@ impl Writer {
         };
         let desired = desired_status(ing, &facts, &self.lbs, &rfc3339_now());
         if ing.status.as_ref() == Some(&desired) {
-            self.retry_at.remove(key);
+            self.retry.done(key);
             return;
         }
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &key.namespace, &kingress_resource());
         match write(&api, ing, &facts, &self.lbs).await {
             Ok(()) => {
-                self.retry_at.remove(key);
+                self.retry.done(key);
                 tracing::info!(ingress = %key, ready = facts_ready(&desired), "KIngress status written");
             }
             Err(e) => {
-                let wait = self
-                    .retry_at
-                    .get(key)
-                    .map(|(_, w)| (*w * 2).min(Duration::from_secs(30)))
-                    .unwrap_or(Duration::from_millis(500));
-                self.retry_at
-                    .insert(key.clone(), (Instant::now() + wait, wait));
+                let wait = self.retry.failed(key);
                 tracing::warn!(ingress = %key, error = %e, retry_in_ms = wait.as_millis() as u64, "writing KIngress status failed");
             }
         }
+    }
+}
+
+/// Per object, when a failed status write may be tried again: 500 ms after the first failure,
+/// doubling up to 30 s; a success (or nothing left to write) forgets it.
+#[derive(Default)]
+pub(super) struct Retries(BTreeMap<ObjectKey, (Instant, Duration)>);
+
+impl Retries {
+    /// Whether `key`'s retry is not due yet.
+    pub(super) fn waiting(&self, key: &ObjectKey) -> bool {
+        self.0.get(key).is_some_and(|(at, _)| Instant::now() < *at)
+    }
+
+    pub(super) fn done(&mut self, key: &ObjectKey) {
+        self.0.remove(key);
+    }
+
+    /// A write of `key` failed: how long until it is tried again.
+    pub(super) fn failed(&mut self, key: &ObjectKey) -> Duration {
+        let wait = self
+            .0
+            .get(key)
+            .map(|(_, w)| (*w * 2).min(Duration::from_secs(30)))
+            .unwrap_or(Duration::from_millis(500));
+        self.0.insert(key.clone(), (Instant::now() + wait, wait));
+        wait
+    }
+
+    /// Forgets the objects no longer seen.
+    pub(super) fn retain(&mut self, seen: &BTreeSet<ObjectKey>) {
+        self.0.retain(|k, _| seen.contains(k));
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
