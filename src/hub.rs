@@ -602,13 +602,11 @@ impl ConfigSource for Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::files::parse_text;
     use crate::xds::ROUTE;
-    use std::path::Path;
     use std::time::Duration;
 
     fn inputs(yaml: &str) -> Inputs {
-        Inputs::from_sourced(parse_text(Path::new("t.yaml"), yaml).objects).0
+        Inputs::from_test_yaml(yaml)
     }
 
     fn kingress(percent: i64) -> String {

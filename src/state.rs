@@ -262,6 +262,17 @@ impl Inputs {
 }
 
 /// (namespace, service name) of an EndpointSlice.
+/// Inputs for unit tests: the objects of YAML text as the file source reads them (file
+/// `t.yaml`); the text must read without errors.
+#[cfg(test)]
+impl Inputs {
+    pub(crate) fn from_test_yaml(yaml: &str) -> Inputs {
+        let loaded = crate::source::files::parse_text(std::path::Path::new("t.yaml"), yaml);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        Inputs::from_sourced(loaded.objects).0
+    }
+}
+
 fn slice_index(object: &Object) -> Option<(String, String)> {
     let Object::EndpointSlice(slice) = object else {
         return None;
@@ -273,11 +284,9 @@ fn slice_index(object: &Object) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::files::parse_text;
-    use std::path::Path;
 
     fn inputs(yaml: &str) -> Inputs {
-        Inputs::from_sourced(parse_text(Path::new("t.yaml"), yaml).objects).0
+        Inputs::from_test_yaml(yaml)
     }
 
     #[test]

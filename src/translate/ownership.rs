@@ -47,8 +47,7 @@ mod tests {
     use crate::model::kingress::CLASS_ANNOTATION;
 
     fn inputs(yaml: &str) -> Inputs {
-        let loaded = crate::source::files::parse_text(std::path::Path::new("t.yaml"), yaml);
-        Inputs::from_sourced(loaded.objects).0
+        Inputs::from_test_yaml(yaml)
     }
 
     fn config_network(key: &str, class: &str) -> Inputs {

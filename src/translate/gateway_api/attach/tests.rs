@@ -1,9 +1,7 @@
 use super::*;
 
 fn inputs(yaml: &str) -> Inputs {
-    let loaded = crate::source::files::parse_text(std::path::Path::new("t.yaml"), yaml);
-    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-    Inputs::from_sourced(loaded.objects).0
+    Inputs::from_test_yaml(yaml)
 }
 
 const BASE: &str = r#"apiVersion: gateway.networking.k8s.io/v1
