@@ -43,11 +43,9 @@ pub(super) struct Message<'a> {
 impl Serialize for Message<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if !splittable(&self.desc) || self.bytes.len() <= SPLIT_BYTES {
-            let v = message_value(&self.desc, self.bytes).map_err(S::Error::custom)?;
-            return match self.type_url {
-                Some(t) => with_type(t, v).serialize(s),
-                None => v.serialize(s),
-            };
+            return whole(&self.desc, self.bytes, self.type_url)
+                .map_err(S::Error::custom)?
+                .serialize_with_options(s, &options());
         }
         let fields = split(&self.desc, self.bytes).map_err(S::Error::custom)?;
         let mut map = s.serialize_map(Some(fields.len() + usize::from(self.type_url.is_some())))?;
@@ -68,6 +66,36 @@ impl Serialize for Message<'_> {
         }
         map.end()
     }
+}
+
+/// A message decoded whole, to be written straight into the output serializer (no
+/// intermediate text or tree); with a `type_url`, as the `google.protobuf.Any` holding it, whose
+/// JSON mapping is `{"@type": type_url, ...its fields}`: the same bytes as [`message_value`]
+/// with [`with_type`].
+fn whole(
+    desc: &MessageDescriptor,
+    bytes: &[u8],
+    type_url: Option<&str>,
+) -> Result<DynamicMessage, String> {
+    let name = desc.full_name();
+    let Some(type_url) = type_url else {
+        return DynamicMessage::decode(desc.clone(), bytes)
+            .map_err(|e| format!("decoding {name}: {e}"));
+    };
+    let any = desc
+        .parent_pool()
+        .get_message_by_name("google.protobuf.Any")
+        .ok_or("google.protobuf.Any is not in the descriptor pool")?;
+    let mut msg = DynamicMessage::new(any);
+    msg.set_field_by_name(
+        "type_url",
+        prost_reflect::Value::String(type_url.to_string()),
+    );
+    msg.set_field_by_name(
+        "value",
+        prost_reflect::Value::Bytes(bytes::Bytes::copy_from_slice(bytes)),
+    );
+    Ok(msg)
 }
 
 /// `{"@type": type_url, ...fields of v}`.
