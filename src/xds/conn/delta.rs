@@ -68,6 +68,7 @@ impl DeltaConnection {
         let empty = ResourceMap::new();
         let base = core.target.of_type(t).cloned().unwrap_or(empty);
         let stands_for = on_demand::wildcard_names(core, t);
+        let on_demand_snapshot = core.target.wildcard_clusters.is_some();
         let st = core.state(t);
         if !st.requested {
             st.requested = true;
@@ -78,7 +79,12 @@ impl DeltaConnection {
                 .into_iter()
                 .filter(|n| n != "*")
                 .collect();
-            let subscribed: Vec<String> = names.iter().cloned().collect();
+            // Only an on-demand snapshot answers absent names (no copy otherwise).
+            let subscribed: Vec<String> = if on_demand_snapshot {
+                names.iter().cloned().collect()
+            } else {
+                Vec::new()
+            };
             let as_wildcard = match (&stands_for, wildcard) {
                 (Some(stands), true) => {
                     names.extend(stands.iter().cloned());
