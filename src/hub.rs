@@ -502,7 +502,10 @@ pub fn snapshot(generation: u64, config: &ProxyConfig) -> Snapshot {
             .iter()
             .map(|s| (SECRET, resource(&s.name, s))),
     );
-    Snapshot::from_resources(generation, all)
+    Snapshot {
+        wildcard_clusters: translate::wildcard_clusters(config.on_demand),
+        ..Snapshot::from_resources(generation, all)
+    }
 }
 
 /// Sets the served version of one object; returns the change as engines see it.

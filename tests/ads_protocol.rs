@@ -102,6 +102,7 @@ fn snapshot(generation: u64, listener_prefix: &str) -> Arc<Snapshot> {
             .into_iter()
             .map(|(t, m)| (t, m.into_iter().collect()))
             .collect(),
+        wildcard_clusters: None,
     })
 }
 

@@ -8,7 +8,8 @@
 //! SDS as static secrets; scoped RDS as an inline list of scopes with inline RouteConfigurations).
 //! The test fails when Envoy is missing.
 //!
-//! Cases named `scoped-*` are rendered in the scoped route layout (`--route-layout scoped`).
+//! Cases named `scoped-*` are rendered in the scoped route layout (`--route-layout scoped`),
+//! `ondemand-*` in the on-demand layout (`--route-layout on-demand`).
 
 mod common;
 
@@ -52,6 +53,8 @@ fn golden_cases_render_as_expected_and_envoy_accepts_them() {
         let opts = Options {
             route_layout: if name.starts_with("scoped-") {
                 RouteLayout::Scoped
+            } else if name.starts_with("ondemand-") {
+                RouteLayout::OnDemand
             } else {
                 RouteLayout::Istio
             },

@@ -125,7 +125,9 @@ pub struct TranslateArgs {
     pub cluster_domain: String,
     /// Route layout of plain-HTTP listeners: `istio` (one RouteConfiguration per port, as
     /// istiod) or `scoped` (scoped RDS: one scope and RouteConfiguration per host, so a change
-    /// to one service resends only its own; wildcard hosts are not served).
+    /// to one service resends only its own; wildcard hosts are not served) or `on-demand` (the
+    /// scoped layout, which the gateway Envoy learns per host and cluster when a request first
+    /// needs them: Envoy's on-demand filter; needs Delta ADS, see README "On-demand layout").
     #[arg(long, value_enum, default_value = "istio")]
     pub route_layout: RouteLayoutArg,
     /// Gateway API: the `spec.controllerName` of the GatewayClasses we serve (Gateways of other
@@ -139,6 +141,7 @@ pub struct TranslateArgs {
 pub enum RouteLayoutArg {
     Istio,
     Scoped,
+    OnDemand,
 }
 
 impl TranslateArgs {
@@ -153,6 +156,7 @@ impl TranslateArgs {
             route_layout: match self.route_layout {
                 RouteLayoutArg::Istio => crate::translate::RouteLayout::Istio,
                 RouteLayoutArg::Scoped => crate::translate::RouteLayout::Scoped,
+                RouteLayoutArg::OnDemand => crate::translate::RouteLayout::OnDemand,
             },
         }
     }

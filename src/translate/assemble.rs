@@ -40,9 +40,9 @@ pub(crate) trait Sink {
         port: u32,
         vhosts: Option<&BTreeMap<String, Arc<VirtualHostIr>>>,
     );
-    /// Scoped layout: the scope of `vh.host` on route configuration `route`, and its
-    /// RouteConfiguration.
-    fn scoped_host(&mut self, route: &str, vh: &VirtualHostIr);
+    /// Scoped layout: the scope of `vh.host` on route configuration `route` (fetched on demand
+    /// when `on_demand`), and its RouteConfiguration.
+    fn scoped_host(&mut self, route: &str, vh: &VirtualHostIr, on_demand: bool);
     /// A Cluster resource that is not from the IR (the blackhole).
     fn static_cluster(&mut self, c: &Cluster);
     /// A served cluster: its Cluster and, for EDS, its load assignment.
@@ -70,7 +70,7 @@ pub(crate) fn assemble<'a>(
         }
         for (host, vh) in vhosts.get(route).into_iter().flatten() {
             if envoy::scopable(host) {
-                sink.scoped_host(route, vh);
+                sink.scoped_host(route, vh, ctx.on_demand);
             }
         }
     }
@@ -105,8 +105,9 @@ pub(crate) struct ProtoSink {
 
 impl ProtoSink {
     /// The collected resources, each list sorted by name (endpoints in cluster order).
-    pub fn finish(mut self) -> ProxyConfig {
+    pub fn finish(mut self, on_demand: bool) -> ProxyConfig {
         let c = &mut self.config;
+        c.on_demand = on_demand;
         c.listeners.sort_by(|a, b| a.name.cmp(&b.name));
         c.routes.sort_by(|a, b| a.name.cmp(&b.name));
         c.scoped_routes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -136,13 +137,13 @@ impl Sink for ProtoSink {
             .routes
             .push(envoy::route_configuration(name, port, &vhs));
     }
-    fn scoped_host(&mut self, route: &str, vh: &VirtualHostIr) {
+    fn scoped_host(&mut self, route: &str, vh: &VirtualHostIr, on_demand: bool) {
         self.config
             .routes
             .push(envoy::scoped_route_configuration(route, vh));
         self.config
             .scoped_routes
-            .push(envoy::scope(route, &vh.host));
+            .push(envoy::scope(route, &vh.host, on_demand));
     }
     fn static_cluster(&mut self, c: &Cluster) {
         self.config.clusters.push(c.clone());
@@ -165,8 +166,11 @@ pub(crate) struct EncodedSink {
 }
 
 impl EncodedSink {
-    pub fn finish(self, generation: u64) -> Snapshot {
-        Snapshot::from_resources(generation, self.resources)
+    pub fn finish(self, generation: u64, on_demand: bool) -> Snapshot {
+        Snapshot {
+            wildcard_clusters: super::wildcard_clusters(on_demand),
+            ..Snapshot::from_resources(generation, self.resources)
+        }
     }
 
     fn put(&mut self, t: &'static str, r: Arc<Resource>) {
@@ -203,14 +207,14 @@ impl Sink for EncodedSink {
         let bytes = envoy::route_config_bytes(name, port, encoded.iter().map(|(_, b)| &b[..]));
         self.put(ROUTE, resource_from_bytes(name, ROUTE, bytes));
     }
-    fn scoped_host(&mut self, route: &str, vh: &VirtualHostIr) {
+    fn scoped_host(&mut self, route: &str, vh: &VirtualHostIr, on_demand: bool) {
         self.vhost(vh);
         let name = envoy::scoped_name(route, &vh.host);
         let rc = envoy::scoped_route_configuration(route, vh);
         self.put(ROUTE, resource(&name, &rc));
         self.put(
             SCOPED_ROUTE,
-            resource(&name, &envoy::scope(route, &vh.host)),
+            resource(&name, &envoy::scope(route, &vh.host, on_demand)),
         );
     }
     fn static_cluster(&mut self, c: &Cluster) {

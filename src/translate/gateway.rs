@@ -276,6 +276,8 @@ pub(crate) struct Context {
     pub route_ports: BTreeMap<String, u32>,
     /// The route configuration laid out as scopes (scoped layout only).
     pub scoped_route: Option<String>,
+    /// Clusters (and the scopes' RouteConfigurations) on demand (`RouteLayout::OnDemand`).
+    pub on_demand: bool,
     pub errors: Vec<InputError>,
     /// The gateways serving ExternalIP and ClusterLocal rules (read once: config-istio).
     pub external: String,
@@ -315,13 +317,15 @@ pub(crate) fn context(
     });
     let groups = listener_groups(&servers);
     let scoped_route = scoped_route(opts, &groups);
-    let (listeners, route_ports) = envoy::listeners(&groups, scoped_route.as_deref());
+    let on_demand = opts.route_layout == RouteLayout::OnDemand;
+    let (listeners, route_ports) = envoy::listeners(&groups, scoped_route.as_deref(), on_demand);
     Context {
         gateways,
         listeners,
         secrets: envoy::secrets(&pairs),
         route_ports,
         scoped_route,
+        on_demand,
         errors,
         servers,
         external: opts.external_gateway(inputs),
@@ -436,7 +440,7 @@ fn scoped_route(opts: &Options, groups: &ListenerGroups<'_>) -> Option<String> {
         .filter_map(|ss| ss.iter().find(|s| !s.https).map(|s| &s.route_name))
         .collect();
     match (opts.route_layout, http_routes.len()) {
-        (RouteLayout::Scoped, 1) => http_routes.first().map(|s| s.to_string()),
+        (layout, 1) if layout.scoped() => http_routes.first().map(|s| s.to_string()),
         _ => None,
     }
 }

@@ -82,6 +82,29 @@ pub enum RouteLayout {
     /// plain-HTTP route configuration is scoped; one with several (e.g. both gateways on one
     /// Envoy, on two ports) keeps the Istio layout, which keeps their hosts apart.
     Scoped,
+    /// The scoped layout learnt on demand (issue 15): every HTTP connection manager runs
+    /// Envoy's `envoy.filters.http.on_demand` filter before the router, with on-demand CDS over
+    /// ADS, and every scope is `on_demand` (its RouteConfiguration is fetched by the first
+    /// request of its host). A wildcard CDS subscription gets only the clusters no route
+    /// fetches ([`wildcard_clusters`]: the blackhole); the service clusters are fetched by name
+    /// when a request first needs one. Needs Delta ADS (on-demand CDS does). A proxy the
+    /// scoped layout keeps on the Istio layout (several plain-HTTP route configurations) gets
+    /// its routes eagerly and its clusters still on demand.
+    OnDemand,
+}
+
+impl RouteLayout {
+    /// Whether plain-HTTP route configurations are laid out as scopes when the proxy allows it.
+    pub fn scoped(self) -> bool {
+        matches!(self, RouteLayout::Scoped | RouteLayout::OnDemand)
+    }
+}
+
+/// What a wildcard CDS subscription stands for in a snapshot (`Snapshot::wildcard_clusters`):
+/// in the on-demand layout the clusters no request fetches by name (the blackhole); `None`
+/// (every cluster) in the eager layouts. One rule for the full translation and the engine.
+pub fn wildcard_clusters(on_demand: bool) -> Option<std::sync::Arc<[String]>> {
+    on_demand.then(|| std::sync::Arc::from(vec![envoy::BLACKHOLE.to_string()]))
 }
 
 impl Default for Options {
@@ -153,6 +176,8 @@ pub struct ProxyConfig {
     pub clusters: Vec<envoy_types::pb::envoy::config::cluster::v3::Cluster>,
     pub endpoints: Vec<envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment>,
     pub secrets: Vec<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>,
+    /// Clusters on demand ([`RouteLayout::OnDemand`]).
+    pub on_demand: bool,
 }
 
 /// The result of translating for one proxy.
@@ -173,7 +198,7 @@ pub fn translate(
     let mut sink = assemble::ProtoSink::default();
     let (gateways, errors) = translate_into(inputs, opts, labels, &mut sink);
     Translation {
-        config: sink.finish(),
+        config: sink.finish(opts.route_layout == RouteLayout::OnDemand),
         gateways,
         errors,
     }
@@ -204,7 +229,7 @@ pub fn translate_encoded(
     let (gateways, errors) = translate_into(inputs, opts, labels, &mut sink);
     let routable = sink.routable;
     Encoded {
-        snapshot: sink.finish(generation),
+        snapshot: sink.finish(generation, opts.route_layout == RouteLayout::OnDemand),
         gateways,
         routable,
         errors,

@@ -106,6 +106,10 @@ pub struct Snapshot {
     /// Monotonic generation of the inputs this snapshot was translated from.
     pub generation: u64,
     pub resources: BTreeMap<&'static str, ResourceMap>,
+    /// What a wildcard CDS subscription gets, when not every cluster: in the on-demand route
+    /// layout, the clusters no request fetches by name (the rest are fetched one by one by
+    /// Envoy's on-demand CDS). `None`: every cluster (the eager layouts).
+    pub wildcard_clusters: Option<Arc<[String]>>,
 }
 
 impl Snapshot {
@@ -129,6 +133,7 @@ impl Snapshot {
         Snapshot {
             generation,
             resources: map,
+            wildcard_clusters: None,
         }
     }
 }

@@ -320,6 +320,10 @@ impl<S: ConfigSource> AdsService<S> {
         self.check_gateways(filter.caller(), &proxy)?;
         let connected_at = Instant::now();
         let snap = snaps.borrow_and_update().clone();
+        if mode == Mode::Sotw && snap.wildcard_clusters.is_some() {
+            tracing::warn!(node = %proxy.log_id(), "ADS stream refused: the on-demand route layout needs Delta ADS");
+            return Err(Status::failed_precondition(ON_DEMAND_NEEDS_DELTA));
+        }
         let (snap, denied) = filter.apply(snap);
         let conn = M::new(snap.clone(), self.limits);
         let entry = self
@@ -349,6 +353,11 @@ impl<S: ConfigSource> AdsService<S> {
         Ok(ReceiverStream::new(rx))
     }
 }
+
+/// Why a SotW stream is refused in the on-demand route layout.
+pub const ON_DEMAND_NEEDS_DELTA: &str = "this gateway is served in the on-demand route layout \
+    (--route-layout on-demand), whose on-demand CDS needs Delta ADS: set the bootstrap's \
+    ads_config api_type to DELTA_GRPC (istio-proxy: ISTIO_DELTA_XDS=true, its default since 1.22)";
 
 /// The status a stream ends with when receiving failed: tonic's "message length too large"
 /// (`OUT_OF_RANGE`, raised from the length prefix, before the message is read) becomes

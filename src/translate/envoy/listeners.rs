@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
     listener_filter::ConfigType as ListenerFilterConfigType, Filter, FilterChain, FilterChainMatch,
     Listener, ListenerFilter,
 };
+use envoy_types::pb::envoy::extensions::filters::http::on_demand::v3::{OnDemand, OnDemandCds};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::{
@@ -65,16 +66,48 @@ fn route_specifier(route_name: &str, scoped: bool) -> RouteSpecifier {
     })
 }
 
-fn hcm(stat_prefix: &str, route_name: &str, scoped: bool) -> HttpConnectionManager {
+/// The HTTP filters: the router, after Envoy's on-demand filter when `on_demand` (it fetches
+/// the route configuration of a scope that has none yet, and the cluster a route picked, by
+/// on-demand CDS over ADS, before the router looks the cluster up).
+fn http_filters(on_demand: bool) -> Vec<HttpFilter> {
+    let router = HttpFilter {
+        name: "envoy.filters.http.router".to_string(),
+        config_type: Some(HttpFilterConfigType::TypedConfig(any(&Router::default()))),
+        ..Default::default()
+    };
+    if !on_demand {
+        return vec![router];
+    }
+    let filter = OnDemand {
+        odcds: Some(OnDemandCds {
+            source: Some(ads()),
+            ..Default::default()
+        }),
+    };
+    vec![
+        HttpFilter {
+            name: ON_DEMAND.to_string(),
+            config_type: Some(HttpFilterConfigType::TypedConfig(any(&filter))),
+            ..Default::default()
+        },
+        router,
+    ]
+}
+
+/// The name of Envoy's on-demand filter.
+pub const ON_DEMAND: &str = "envoy.filters.http.on_demand";
+
+fn hcm(
+    stat_prefix: &str,
+    route_name: &str,
+    scoped: bool,
+    on_demand: bool,
+) -> HttpConnectionManager {
     HttpConnectionManager {
         codec_type: CodecType::Auto as i32,
         stat_prefix: stat_prefix.to_string(),
         route_specifier: Some(route_specifier(route_name, scoped)),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".to_string(),
-            config_type: Some(HttpFilterConfigType::TypedConfig(any(&Router::default()))),
-            ..Default::default()
-        }],
+        http_filters: http_filters(on_demand),
         server_name: "istio-envoy".to_string(),
         stream_idle_timeout: Some(secs(0)),
         common_http_protocol_options: Some(CoreHttpProtocolOptions {
@@ -95,15 +128,17 @@ fn hcm(stat_prefix: &str, route_name: &str, scoped: bool) -> HttpConnectionManag
 
 /// The listeners of a proxy's servers, grouped per (bind address, container port), and the
 /// route configurations they use (name -> gateway port). `scoped_route` is the route
-/// configuration laid out as scopes, if any.
+/// configuration laid out as scopes, if any; `on_demand`: every connection manager fetches
+/// clusters (and scopes' route configurations) on demand.
 pub(crate) fn listeners(
     groups: &ListenerGroups<'_>,
     scoped_route: Option<&str>,
+    on_demand: bool,
 ) -> (Vec<Listener>, BTreeMap<String, u32>) {
     let mut listeners = Vec::new();
     let mut route_names: BTreeMap<String, u32> = BTreeMap::new();
     for ((bind, port), servers) in groups {
-        let (l, used) = listener(bind, *port, servers, scoped_route);
+        let (l, used) = listener(bind, *port, servers, scoped_route, on_demand);
         listeners.extend(l);
         for (name, gw_port) in used {
             route_names.entry(name).or_insert(gw_port);
@@ -119,6 +154,7 @@ fn listener(
     port: u32,
     servers: &[&ServerCtx],
     scoped_route: Option<&str>,
+    on_demand: bool,
 ) -> (Option<Listener>, Vec<(String, u32)>) {
     let mut used = Vec::new();
     let name = format!("{bind}_{port}");
@@ -135,6 +171,7 @@ fn listener(
                     &stat_prefix,
                     &http.route_name,
                     scoped_route == Some(http.route_name.as_str()),
+                    on_demand,
                 )))),
             }],
             ..Default::default()
@@ -150,7 +187,7 @@ fn listener(
         }
         has_tls = true;
         used.push((s.route_name.clone(), s.server.port.number));
-        chains.push(tls_chain(s, &s.sds, &stat_prefix));
+        chains.push(tls_chain(s, &s.sds, &stat_prefix, on_demand));
     }
     if chains.is_empty() {
         return (None, used);
@@ -179,7 +216,7 @@ fn listener(
 
 /// The TLS filter chain of an HTTPS server, selected by SNI (its hosts, `*` left out), with
 /// each of its certificates (Envoy picks one per handshake by SNI, then key type).
-fn tls_chain(s: &ServerCtx, sds: &[String], stat_prefix: &str) -> FilterChain {
+fn tls_chain(s: &ServerCtx, sds: &[String], stat_prefix: &str, on_demand: bool) -> FilterChain {
     let server_names = super::super::gateway::sni_names(&s.server);
     let tls = DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
@@ -206,6 +243,7 @@ fn tls_chain(s: &ServerCtx, sds: &[String], stat_prefix: &str) -> FilterChain {
                 stat_prefix,
                 &s.route_name,
                 false,
+                on_demand,
             )))),
         }],
         transport_socket: Some(TransportSocket {

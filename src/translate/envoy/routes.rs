@@ -416,10 +416,13 @@ pub(crate) fn scoped_route_configuration(route: &str, vh: &VirtualHostIr) -> Rou
     }
 }
 
-/// The scope of `host` on scoped route configuration `route`: key = the host.
-pub(crate) fn scope(route: &str, host: &str) -> ScopedRouteConfiguration {
+/// The scope of `host` on scoped route configuration `route`: key = the host. An `on_demand`
+/// scope's RouteConfiguration is fetched by the first request of the scope (Envoy's on-demand
+/// filter), not when the scope arrives.
+pub(crate) fn scope(route: &str, host: &str, on_demand: bool) -> ScopedRouteConfiguration {
     let name = scoped_name(route, host);
     ScopedRouteConfiguration {
+        on_demand,
         route_configuration_name: name.clone(),
         name,
         key: Some(Key {

@@ -188,6 +188,7 @@ impl Engine {
         Snapshot {
             generation,
             resources: self.res.clone(),
+            wildcard_clusters: super::wildcard_clusters(self.ctx.on_demand),
         }
     }
 
@@ -636,7 +637,7 @@ impl Engine {
                     .and_then(|m| m.get(host))
                     .filter(|_| envoy::scopable(host));
                 match vh {
-                    Some(vh) => sink.scoped_host(route, vh),
+                    Some(vh) => sink.scoped_host(route, vh, self.ctx.on_demand),
                     None => sink.remove_scoped_host(route, host),
                 }
             }

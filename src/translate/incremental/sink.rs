@@ -105,14 +105,14 @@ impl Sink for MapSink<'_> {
         out.shrink_to_fit();
         self.put(ROUTE, name, resource_from_bytes(name, ROUTE, out));
     }
-    fn scoped_host(&mut self, route: &str, vh: &VirtualHostIr) {
+    fn scoped_host(&mut self, route: &str, vh: &VirtualHostIr, on_demand: bool) {
         let name = envoy::scoped_name(route, &vh.host);
         let rc = envoy::scoped_route_configuration(route, vh);
         self.put(ROUTE, &name, resource(&name, &rc));
         self.put(
             SCOPED_ROUTE,
             &name,
-            resource(&name, &envoy::scope(route, &vh.host)),
+            resource(&name, &envoy::scope(route, &vh.host, on_demand)),
         );
     }
     fn static_cluster(&mut self, c: &envoy_types::pb::envoy::config::cluster::v3::Cluster) {

@@ -180,6 +180,13 @@ pub(super) fn scoped() -> Options {
     }
 }
 
+fn on_demand() -> Options {
+    Options {
+        route_layout: crate::translate::RouteLayout::OnDemand,
+        ..Options::default()
+    }
+}
+
 #[test]
 fn incremental_changes_give_the_snapshot_of_a_full_translation() {
     for (form, seed, opts) in [
@@ -192,6 +199,9 @@ fn incremental_changes_give_the_snapshot_of_a_full_translation() {
         (Form::Virtualservice, 7, scoped()),
         (Form::Httproute, 8, Options::default()),
         (Form::Httproute, 9, scoped()),
+        (Form::Route, 10, on_demand()),
+        (Form::Kingress, 11, on_demand()),
+        (Form::Virtualservice, 12, on_demand()),
     ] {
         let synth = Synth::new(12, form);
         let mut inputs = synth.inputs();

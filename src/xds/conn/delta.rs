@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use super::core::{Core, Outgoing, Subscription, Versions};
 use super::held::Held;
 use super::names::Names;
+use super::on_demand;
 use super::wire::Wire;
 use super::{ConnStatus, Mode, Step};
 use crate::xds::limits::Limits;
@@ -66,18 +67,33 @@ impl DeltaConnection {
         }
         let empty = ResourceMap::new();
         let base = core.target.of_type(t).cloned().unwrap_or(empty);
+        let stands_for = on_demand::wildcard_names(core, t);
+        let on_demand_snapshot = core.target.wildcard_clusters.is_some();
         let st = core.state(t);
         if !st.requested {
             st.requested = true;
             let wildcard = req.resource_names_subscribe.is_empty()
                 || req.resource_names_subscribe.iter().any(|n| n == "*");
-            let names: BTreeSet<String> = req
+            let mut names: BTreeSet<String> = req
                 .resource_names_subscribe
                 .into_iter()
                 .filter(|n| n != "*")
                 .collect();
+            // Only an on-demand snapshot answers absent names (no copy otherwise).
+            let subscribed: Vec<String> = if on_demand_snapshot {
+                names.iter().cloned().collect()
+            } else {
+                Vec::new()
+            };
+            let as_wildcard = match (&stands_for, wildcard) {
+                (Some(stands), true) => {
+                    names.extend(stands.iter().cloned());
+                    false
+                }
+                _ => wildcard,
+            };
             st.sub = Subscription {
-                wildcard,
+                wildcard: as_wildcard,
                 names: Names::over(names, &base),
             };
             // A wildcard subscription is always answered, even when empty, so the Envoy's
@@ -113,6 +129,7 @@ impl DeltaConnection {
                 }
             }
             core.check_names(t);
+            on_demand::answer_absent(core, t, &subscribed);
         } else if !req.resource_names_subscribe.is_empty()
             || !req.resource_names_unsubscribe.is_empty()
         {
@@ -120,7 +137,16 @@ impl DeltaConnection {
             let (mut added, mut removed) = (Vec::new(), Vec::new());
             for name in req.resource_names_subscribe {
                 if name == "*" {
-                    sub.wildcard = true;
+                    match &stands_for {
+                        Some(stands) => {
+                            for n in stands {
+                                if sub.names.insert(n.clone()) {
+                                    added.push(n.clone());
+                                }
+                            }
+                        }
+                        None => sub.wildcard = true,
+                    }
                 } else if sub.names.insert(name.clone()) {
                     added.push(name);
                 } else if st.held.get(&st.sub, &name).is_some() {
@@ -136,6 +162,7 @@ impl DeltaConnection {
                 }
             }
             core.resubscribe(t, sub, &added, &removed);
+            on_demand::answer_absent(core, t, &added);
         }
         if core.refused.is_some() {
             return Vec::new();

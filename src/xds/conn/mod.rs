@@ -58,6 +58,7 @@ mod core;
 mod delta;
 mod held;
 mod names;
+mod on_demand;
 mod resend;
 mod retain;
 mod sotw;

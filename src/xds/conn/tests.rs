@@ -76,6 +76,7 @@ fn snap(generation: u64, items: &[(&'static str, &str, u32)]) -> Arc<Snapshot> {
     let mut s = Snapshot {
         generation,
         resources: BTreeMap::new(),
+        wildcard_clusters: None,
     };
     for (t, name, variant) in items {
         s.resources
