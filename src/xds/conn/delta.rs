@@ -76,6 +76,7 @@ impl DeltaConnection {
                 .into_iter()
                 .filter(|n| n != "*")
                 .collect();
+            st.sub_bytes = names.iter().map(String::len).sum();
             st.sub = Subscription {
                 wildcard,
                 names: Names::over(names, &base),
@@ -112,7 +113,7 @@ impl DeltaConnection {
                     );
                 }
             }
-            core.check_names(t);
+            core.check_names();
         } else if !req.resource_names_subscribe.is_empty()
             || !req.resource_names_unsubscribe.is_empty()
         {

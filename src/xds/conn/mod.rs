@@ -61,6 +61,7 @@ mod names;
 mod resend;
 mod retain;
 mod sotw;
+mod sync;
 mod wire;
 
 pub use delta::DeltaConnection;
