@@ -115,8 +115,12 @@ impl Held {
                         *count -= 1;
                     }
                 }
+                // Looked up first: imbl's `remove` copies the path of a shared map before it
+                // finds a key absent, and a new name is usually not in the map.
                 for name in added {
-                    basis.remove(name);
+                    if basis.contains_key(name) {
+                        basis.remove(name);
+                    }
                 }
                 return;
             }
