@@ -197,7 +197,7 @@ pub async fn run(streams: usize, n: usize, rounds: usize) {
         clients.expect("closed");
     });
     for _ in 0..600 {
-        if registry.len() == 0 {
+        if registry.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

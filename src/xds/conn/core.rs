@@ -61,6 +61,9 @@ pub(super) struct TypeState {
     pub(super) sub: Subscription,
     /// Total bytes of `sub.names` (for the per-stream name bound).
     pub(super) sub_bytes: usize,
+    /// Bumped whenever `sub` changes: the status copies the subscribed names it shows only
+    /// when this moved (`Core::status_into`).
+    pub(super) sub_rev: u64,
     /// What the Envoy holds, as far as we know. When that is exactly the covered part of a
     /// resource map (no retained entries in it), that map: a new target is then diffed against
     /// it in O(changes) (persistent maps share unchanged subtrees).
@@ -271,6 +274,7 @@ impl Core {
         st.sub_bytes = (st.sub_bytes + bytes(added)).saturating_sub(bytes(removed));
         let dropped = !new.wildcard && new.names.is_empty();
         st.sub = new;
+        st.sub_rev += 1;
         if dropped {
             if let Some(p) = self.pending.remove(type_url) {
                 // The Envoy dropped the whole type: it may never ACK the outstanding response

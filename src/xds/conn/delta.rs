@@ -77,6 +77,7 @@ impl DeltaConnection {
                 .filter(|n| n != "*")
                 .collect();
             st.sub_bytes = names.iter().map(String::len).sum();
+            st.sub_rev += 1;
             st.sub = Subscription {
                 wildcard,
                 names: Names::over(names, &base),
