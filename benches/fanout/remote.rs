@@ -7,7 +7,9 @@
 //! Parent and child talk over the child's stdin/stdout, one line per step:
 //! `ready` (every stream synced) → parent `go` → `armed` → the parent takes its clock and applies
 //! the change (or wakes the floor's writers) → `times SIZE T...` (wall-clock nanoseconds at which
-//! each stream or socket had it; both processes read the same `CLOCK_REALTIME`).
+//! each stream or socket had it; both processes read the same `CLOCK_REALTIME`); after the ADS
+//! rounds, `close` → `closed` (the child's streams ended, and the parent waits until the server
+//! has let go of them) before the floor's sockets are opened.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -188,6 +190,18 @@ pub async fn run(streams: usize, n: usize, rounds: usize) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+    // The ADS streams are closed first (on both sides) so that the floor's sockets fit in
+    // each process's file limit (20,000 here) at 10,000 streams too.
+    tokio::task::block_in_place(|| {
+        clients.say("close");
+        clients.expect("closed");
+    });
+    for _ in 0..600 {
+        if registry.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The floor: as many sockets, each written `size + FRAMING` bytes by its own task.
     let bytes = Arc::new(vec![7u8; size + FRAMING]);
     let (go_tx, go_rx) = watch::channel(0usize);
@@ -305,6 +319,7 @@ pub async fn clients(args: &[String]) {
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(streams);
     let (got_tx, mut got_rx) = mpsc::unbounded_channel::<(u128, usize)>();
     let (armed_tx, armed_rx) = watch::channel(0usize);
+    let mut tasks = Vec::with_capacity(streams);
     for i in 0..streams {
         let istio = if i % 2 == 0 {
             "ingressgateway"
@@ -315,7 +330,7 @@ pub async fn clients(args: &[String]) {
             .max_decoding_message_size(usize::MAX);
         let (ready_tx, got_tx, armed) = (ready_tx.clone(), got_tx.clone(), armed_rx.clone());
         let (node, target) = (super::node(i, istio, None), target.clone());
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
             let _ = tx.send(DeltaDiscoveryRequest {
                 node: Some(node),
@@ -348,7 +363,7 @@ pub async fn clients(args: &[String]) {
                 }
             }
             drop(client);
-        });
+        }));
     }
     for _ in 0..streams {
         ready_rx.recv().await.expect("stream ready");
@@ -387,6 +402,14 @@ pub async fn clients(args: &[String]) {
                     }
                 }
                 let _ = writeln!(stdout, "times {size} {}", times.join(" "));
+                let _ = stdout.flush();
+            }
+            Some("close") => {
+                for task in tasks.drain(..) {
+                    task.abort();
+                    let _ = task.await;
+                }
+                let _ = writeln!(stdout, "closed");
                 let _ = stdout.flush();
             }
             Some("floor") => {

@@ -401,8 +401,9 @@ fn virtual_service(ns: &str, name: &str, spec: &IngressSpec) -> Value {
 pub struct ScriptedEnvoy {
     conn: Conn,
     target: std::sync::Arc<crate::xds::Snapshot>,
-    /// Names subscribed per by-name type.
-    names: std::collections::BTreeMap<&'static str, Vec<String>>,
+    /// Per by-name type, the map whose keys it subscribes to (the snapshot's, as of the last
+    /// [`ScriptedEnvoy::follow`]): a change is found by a diff of two maps in O(changes).
+    names: std::collections::BTreeMap<&'static str, crate::xds::ResourceMap>,
     nonces: std::collections::BTreeMap<String, String>,
 }
 
@@ -463,8 +464,8 @@ impl ScriptedEnvoy {
         self.target = snapshot.clone();
         let mut wire = Wire::default();
         let out = match &mut self.conn {
-            Conn::Sotw(c) => Out::Sotw(c.on_snapshot(snapshot).responses),
-            Conn::Delta(c) => Out::Delta(c.on_snapshot(snapshot).responses),
+            Conn::Sotw(c) => c.on_snapshot_wire(snapshot).responses,
+            Conn::Delta(c) => c.on_snapshot_wire(snapshot).responses,
         };
         self.settle(out, &mut wire);
         self.follow(&mut wire);
@@ -472,143 +473,115 @@ impl ScriptedEnvoy {
     }
 
     /// Subscribes by name to the load assignments, routes and secrets the snapshot has, as
-    /// Envoy does once it holds the clusters and listeners naming them.
+    /// Envoy does once it holds the clusters and listeners naming them. A Delta Envoy names only
+    /// the names it adds and removes (found in O(changes)); a SotW one names them all, as the
+    /// protocol says.
     fn follow(&mut self, wire: &mut Wire) {
         use crate::xds::{ENDPOINT, ROUTE, SECRET};
         for t in [ENDPOINT, ROUTE, SECRET] {
-            let want: Vec<String> = self
-                .target
-                .of_type(t)
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default();
-            let have = self.names.get(t).cloned().unwrap_or_default();
-            if want.is_empty() && have.is_empty() && !self.names.contains_key(t) && t == SECRET {
-                continue;
-            }
-            if want == have && self.names.contains_key(t) {
-                continue;
-            }
-            let want_set: std::collections::BTreeSet<&String> = want.iter().collect();
-            let have_set: std::collections::BTreeSet<&String> = have.iter().collect();
-            let added: Vec<String> = want
-                .iter()
-                .filter(|n| !have_set.contains(n))
-                .cloned()
-                .collect();
-            let removed: Vec<String> = have
-                .iter()
-                .filter(|n| !want_set.contains(n))
-                .cloned()
-                .collect();
-            self.names.insert(t, want.clone());
+            let want = self.target.of_type(t).cloned().unwrap_or_default();
+            let (added, removed) = match self.names.get(t) {
+                None if want.is_empty() && t == SECRET => continue,
+                None => (want.keys().cloned().collect(), Vec::new()),
+                Some(have) if have.ptr_eq(&want) => continue,
+                Some(have) => {
+                    let (mut added, mut removed) = (Vec::new(), Vec::new());
+                    for d in have.diff(&want) {
+                        match d {
+                            imbl::ordmap::DiffItem::Add(n, _) => added.push(n.clone()),
+                            imbl::ordmap::DiffItem::Remove(n, _) => removed.push(n.clone()),
+                            imbl::ordmap::DiffItem::Update { .. } => {}
+                        }
+                    }
+                    if added.is_empty() && removed.is_empty() {
+                        self.names.insert(t, want);
+                        continue;
+                    }
+                    (added, removed)
+                }
+            };
+            self.names.insert(t, want);
             let out = match &self.conn {
-                Conn::Sotw(_) => self.request(t, want, Vec::new()),
+                Conn::Sotw(_) => self.request(t, subscribed(&self.names, t), Vec::new()),
                 Conn::Delta(_) => self.request(t, added, removed),
             };
             self.settle(out, wire);
         }
     }
 
-    fn request(&mut self, t: &str, names: Vec<String>, unsubscribe: Vec<String>) -> Out {
+    fn request(&mut self, t: &str, names: Vec<String>, unsubscribe: Vec<String>) -> Vec<Out> {
         use envoy_types::pb::envoy::service::discovery::v3::{
             DeltaDiscoveryRequest, DiscoveryRequest,
         };
         let nonce = self.nonces.get(t).cloned().unwrap_or_default();
         match &mut self.conn {
-            Conn::Sotw(c) => Out::Sotw(
-                c.on_request(DiscoveryRequest {
+            Conn::Sotw(c) => {
+                c.on_request_wire(DiscoveryRequest {
                     type_url: t.to_string(),
                     resource_names: names,
                     response_nonce: nonce,
                     ..Default::default()
                 })
-                .responses,
-            ),
-            Conn::Delta(c) => Out::Delta(
-                c.on_request(DeltaDiscoveryRequest {
+                .responses
+            }
+            Conn::Delta(c) => {
+                c.on_request_wire(DeltaDiscoveryRequest {
                     type_url: t.to_string(),
                     resource_names_subscribe: names,
                     resource_names_unsubscribe: unsubscribe,
                     response_nonce: nonce,
                     ..Default::default()
                 })
-                .responses,
-            ),
+                .responses
+            }
         }
     }
 
-    /// Counts the responses and ACKs them until the connection has nothing more to send.
-    fn settle(&mut self, mut out: Out, wire: &mut Wire) {
+    /// Counts the responses (as the ADS shell encodes them) and ACKs them until the connection
+    /// has nothing more to send.
+    fn settle(&mut self, mut out: Vec<Out>, wire: &mut Wire) {
         use envoy_types::pb::envoy::service::discovery::v3::{
             DeltaDiscoveryRequest, DiscoveryRequest,
         };
-        use prost::Message;
-        loop {
-            let next = match (&mut self.conn, out) {
-                (Conn::Sotw(c), Out::Sotw(rs)) => {
-                    let mut next = Vec::new();
-                    for r in rs {
-                        wire.responses += 1;
-                        wire.bytes += r.encoded_len();
-                        wire.resources += r.resources.len();
-                        self.nonces.insert(r.type_url.clone(), r.nonce.clone());
-                        let names = self
-                            .names
-                            .iter()
-                            .find(|(t, _)| **t == r.type_url)
-                            .map(|(_, n)| n.clone())
-                            .unwrap_or_default();
-                        next.extend(
-                            c.on_request(DiscoveryRequest {
-                                type_url: r.type_url.clone(),
-                                version_info: r.version_info.clone(),
-                                resource_names: names,
-                                response_nonce: r.nonce.clone(),
-                                ..Default::default()
-                            })
-                            .responses,
-                        );
-                    }
-                    Out::Sotw(next)
-                }
-                (Conn::Delta(c), Out::Delta(rs)) => {
-                    let mut next = Vec::new();
-                    for r in rs {
-                        wire.responses += 1;
-                        wire.bytes += r.encoded_len();
-                        wire.resources += r.resources.len() + r.removed_resources.len();
-                        self.nonces.insert(r.type_url.clone(), r.nonce.clone());
-                        next.extend(
-                            c.on_request(DeltaDiscoveryRequest {
-                                type_url: r.type_url.clone(),
-                                response_nonce: r.nonce.clone(),
-                                ..Default::default()
-                            })
-                            .responses,
-                        );
-                    }
-                    Out::Delta(next)
-                }
-                _ => return,
-            };
-            if next.is_empty() {
-                return;
+        while !out.is_empty() {
+            let mut next = Vec::new();
+            for r in out {
+                wire.responses += 1;
+                wire.bytes += r.encoded_len();
+                wire.resources += r.resources.len() + r.removed.len();
+                self.nonces.insert(r.type_url.clone(), r.nonce.clone());
+                let step = match &mut self.conn {
+                    Conn::Sotw(c) => c.on_request_wire(DiscoveryRequest {
+                        resource_names: subscribed(&self.names, &r.type_url),
+                        type_url: r.type_url,
+                        version_info: r.version,
+                        response_nonce: r.nonce,
+                        ..Default::default()
+                    }),
+                    Conn::Delta(c) => c.on_request_wire(DeltaDiscoveryRequest {
+                        type_url: r.type_url,
+                        response_nonce: r.nonce,
+                        ..Default::default()
+                    }),
+                };
+                next.extend(step.responses);
             }
             out = next;
         }
     }
 }
 
-enum Out {
-    Sotw(Vec<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse>),
-    Delta(Vec<envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse>),
+/// Every name a scripted Envoy subscribes to of a type (what each SotW request of it names).
+fn subscribed(
+    names: &std::collections::BTreeMap<&'static str, crate::xds::ResourceMap>,
+    t: &str,
+) -> Vec<String> {
+    names
+        .iter()
+        .find(|(k, _)| **k == t)
+        .map(|(_, m)| m.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
-impl Out {
-    fn is_empty(&self) -> bool {
-        match self {
-            Out::Sotw(v) => v.is_empty(),
-            Out::Delta(v) => v.is_empty(),
-        }
-    }
-}
+/// A response as the connection machine returns it (what the ADS shell encodes).
+type Out = crate::xds::conn::Wire;

@@ -61,6 +61,9 @@ pub(super) struct TypeState {
     pub(super) sub: Subscription,
     /// Total bytes of `sub.names` (for the per-stream name bound).
     pub(super) sub_bytes: usize,
+    /// Bumped whenever `sub` changes: the status copies the subscribed names it shows only
+    /// when this moved (`Core::status_into`).
+    pub(super) sub_rev: u64,
     /// What the Envoy holds, as far as we know. When that is exactly the covered part of a
     /// resource map (no retained entries in it), that map: a new target is then diffed against
     /// it in O(changes) (persistent maps share unchanged subtrees).
@@ -171,106 +174,6 @@ impl Core {
             })
     }
 
-    /// What the Envoy should hold for a type: target plus retained, filtered by subscription.
-    pub(super) fn desired(
-        &self,
-        type_url: &str,
-        sub: &Subscription,
-    ) -> BTreeMap<String, Arc<Resource>> {
-        let mut out = BTreeMap::new();
-        if let Some(ret) = self.retained.get(type_url) {
-            for (name, r) in ret {
-                if sub.covers(name) {
-                    out.insert(name.clone(), r.clone());
-                }
-            }
-        }
-        if let Some(res) = self.target.of_type(type_url) {
-            if sub.wildcard {
-                for (name, r) in res {
-                    out.insert(name.clone(), r.clone());
-                }
-            } else {
-                for name in sub.names.iter() {
-                    if let Some(r) = res.get(name) {
-                        out.insert(name.clone(), r.clone());
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// Whether the Envoy holds exactly the desired state of a type; no allocation.
-    pub(super) fn held_is_desired(&self, type_url: &str, st: &TypeState) -> bool {
-        if let Some(changes) = self.synced_diff(type_url, st) {
-            return changes.0.is_empty() && changes.1.is_empty();
-        }
-        let target = self.target.of_type(type_url);
-        let mut count = 0usize;
-        let mut check = |name: &String, r: &Arc<Resource>| {
-            count += 1;
-            st.held.get(&st.sub, name) == Some(r.version.as_str())
-        };
-        if let Some(target) = target {
-            if st.sub.wildcard {
-                if !target.iter().all(|(n, r)| check(n, r)) {
-                    return false;
-                }
-            } else {
-                for name in st.sub.names.iter() {
-                    if let Some(r) = target.get(name) {
-                        if !check(name, r) {
-                            return false;
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(ret) = self.retained.get(type_url) {
-            for (name, r) in ret {
-                let shadowed = target.is_some_and(|t| t.contains_key(name));
-                if st.sub.covers(name) && !shadowed && !check(name, r) {
-                    return false;
-                }
-            }
-        }
-        count == st.held.len()
-    }
-
-    /// When the Envoy holds exactly a known map of this type and nothing is retained for it: the
-    /// covered changes from that map to the target (new resources, removed names), found by
-    /// a diff that skips shared subtrees.
-    pub(super) fn synced_diff(&self, type_url: &str, st: &TypeState) -> Option<SyncedDiff> {
-        let (basis, _) = st.held.synced()?;
-        if self.retained.get(type_url).is_some_and(|r| !r.is_empty()) {
-            return None;
-        }
-        let empty = ResourceMap::new();
-        let target = self.target.of_type(type_url).unwrap_or(&empty);
-        let mut changed = Vec::new();
-        let mut removed = Vec::new();
-        if basis.ptr_eq(target) {
-            return Some((changed, removed));
-        }
-        for item in basis.diff(target) {
-            match item {
-                imbl::ordmap::DiffItem::Add(n, r)
-                | imbl::ordmap::DiffItem::Update { new: (n, r), .. } => {
-                    if st.sub.covers(n) {
-                        changed.push(r.clone());
-                    }
-                }
-                imbl::ordmap::DiffItem::Remove(n, r) => {
-                    if st.sub.covers(n) {
-                        removed.push((n.clone(), r.version.clone()));
-                    }
-                }
-            }
-        }
-        Some((changed, removed))
-    }
-
     /// Whether the Envoy holds exactly the desired state of a type (vacuously true if it never
     /// asked for the type).
     pub(super) fn in_sync(&self, type_url: &str) -> bool {
@@ -366,8 +269,12 @@ impl Core {
         if let Some(p) = self.pending.get_mut(type_url) {
             p.held.resubscribe(&st.sub, &new, added, removed);
         }
+        // `added` and `removed` are the exact differences: the name bytes follow in O(changes).
+        let bytes = |names: &[String]| names.iter().map(String::len).sum::<usize>();
+        st.sub_bytes = (st.sub_bytes + bytes(added)).saturating_sub(bytes(removed));
         let dropped = !new.wildcard && new.names.is_empty();
         st.sub = new;
+        st.sub_rev += 1;
         if dropped {
             if let Some(p) = self.pending.remove(type_url) {
                 // The Envoy dropped the whole type: it may never ACK the outstanding response
@@ -375,7 +282,7 @@ impl Core {
                 tracing::debug!(type_url, nonce = %p.nonce, "type unsubscribed: outstanding response dropped");
             }
         }
-        self.check_names(type_url);
+        self.check_names();
     }
 
     /// A response for a type we do not serve: empty, so the Envoy does not wait or break.
@@ -483,11 +390,9 @@ impl Core {
         Ok(())
     }
 
-    /// After a type's subscription changed: its name bytes recounted, and the stream refused
-    /// when all its subscriptions together name more than the limits allow.
-    pub(super) fn check_names(&mut self, type_url: &str) {
-        let st = self.state(type_url);
-        st.sub_bytes = st.sub.names.iter().map(String::len).sum();
+    /// After a subscription changed (and its `sub_bytes` with it): the stream refused when all
+    /// its subscriptions together name more than the limits allow (O(types)).
+    pub(super) fn check_names(&mut self) {
         let (names, bytes) = self.types.values().fold((0, 0), |(n, b), st| {
             (n + st.sub.names.len(), b + st.sub_bytes)
         });
@@ -600,7 +505,7 @@ impl Core {
                         sum = sum.wrapping_add(pair_hash(&r.name, &r.version));
                     }
                     let held = Held::Synced {
-                        basis: target.clone(),
+                        basis: self.held_basis(t, &st.sub),
                         sum,
                         count,
                     };
@@ -646,23 +551,15 @@ impl Core {
                 .filter(|(n, _)| !desired.contains_key(*n))
                 .map(|(n, _)| n.clone())
                 .collect();
-            let held = if self.retained.get(t).is_some_and(|r| !r.is_empty()) {
-                Held::Versions(
+            // `desired` is the covered part of `held_basis`: once ACKed, the Envoy is synced.
+            let held = Held::Synced {
+                basis: self.held_basis(t, &st.sub),
+                sum: set_sum(
                     desired
                         .iter()
-                        .map(|(n, r)| (n.clone(), r.version.clone()))
-                        .collect(),
-                )
-            } else {
-                Held::Synced {
-                    basis: target.clone(),
-                    sum: set_sum(
-                        desired
-                            .iter()
-                            .map(|(n, r)| (n.as_str(), r.version.as_str())),
-                    ),
-                    count: desired.len(),
-                }
+                        .map(|(n, r)| (n.as_str(), r.version.as_str())),
+                ),
+                count: desired.len(),
             };
             if !st.force && self.removal_needs_no_response(t, changed.is_empty()) {
                 self.assume_held(t, held);

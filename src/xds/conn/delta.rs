@@ -92,6 +92,8 @@ impl DeltaConnection {
                 }
                 _ => wildcard,
             };
+            st.sub_bytes = names.iter().map(String::len).sum();
+            st.sub_rev += 1;
             st.sub = Subscription {
                 wildcard: as_wildcard,
                 names: Names::over(names, &base),
@@ -128,7 +130,7 @@ impl DeltaConnection {
                     );
                 }
             }
-            core.check_names(t);
+            core.check_names();
             on_demand::answer_absent(core, t, &subscribed);
         } else if !req.resource_names_subscribe.is_empty()
             || !req.resource_names_unsubscribe.is_empty()

@@ -92,9 +92,10 @@ impl Held {
     }
 
     /// The subscription goes from `old` to `new` (`added` and `removed` names, for a subscription
-    /// by name): the Envoy forgets what it no longer subscribes to. O(changes) while synced,
-    /// unless a newly subscribed name is in the basis (the Envoy does not hold it: the basis can
-    /// no longer describe what it holds, which is then copied out).
+    /// by name): the Envoy forgets what it no longer subscribes to. O(changes) while synced: an
+    /// unsubscribed name leaves the sum and count; a newly subscribed name the basis has is one
+    /// the Envoy does not hold, so it leaves the basis (O(log n), the rest of the map still
+    /// shared). Only a change of the wildcard copies the held names out.
     pub(super) fn resubscribe(
         &mut self,
         old: &Subscription,
@@ -103,15 +104,22 @@ impl Held {
         removed: &[String],
     ) {
         if let Held::Synced { basis, sum, count } = self {
-            let same_wildcard = old.wildcard == new.wildcard;
-            if same_wildcard && new.wildcard {
-                return;
-            }
-            if same_wildcard && !added.iter().any(|n| basis.contains_key(n)) {
-                for name in removed {
+            if old.wildcard == new.wildcard {
+                if new.wildcard {
+                    return;
+                }
+                // A name subscribed and unsubscribed in one request was never held.
+                for name in removed.iter().filter(|n| old.covers(n)) {
                     if let Some(r) = basis.get(name) {
                         *sum = sum.wrapping_sub(pair_hash(name, &r.version));
                         *count -= 1;
+                    }
+                }
+                // Looked up first: imbl's `remove` copies the path of a shared map before it
+                // finds a key absent, and a new name is usually not in the map.
+                for name in added {
+                    if basis.contains_key(name) {
+                        basis.remove(name);
                     }
                 }
                 return;

@@ -62,6 +62,7 @@ mod on_demand;
 mod resend;
 mod retain;
 mod sotw;
+mod sync;
 mod wire;
 
 pub use delta::DeltaConnection;
@@ -159,6 +160,9 @@ pub struct TypeStatus {
     pub subscribed_count: usize,
     /// The first [`SUBSCRIBED_SHOWN`] of them, in name order.
     pub subscribed: Vec<String>,
+    /// The revision of the subscription `subscribed` was copied from.
+    #[serde(skip)]
+    pub(crate) subscribed_rev: Option<u64>,
     /// Number of resources the Envoy holds as far as we know.
     pub resources_held: usize,
     /// Whether the Envoy holds exactly what the target snapshot says for this type.
@@ -280,6 +284,7 @@ impl core::Core {
                     wildcard: false,
                     subscribed_count: 0,
                     subscribed: Vec::new(),
+                    subscribed_rev: None,
                     resources_held: 0,
                     in_sync: false,
                     last_sent_version: None,
@@ -298,15 +303,20 @@ impl core::Core {
             ts.served = st.served;
             ts.wildcard = st.sub.wildcard;
             ts.subscribed_count = st.sub.names.len();
-            let mut shown = 0;
-            for name in st.sub.names.iter().take(SUBSCRIBED_SHOWN) {
-                match ts.subscribed.get_mut(shown) {
-                    Some(s) => s.clone_from(name),
-                    None => ts.subscribed.push(name.clone()),
+            // Copied only when the subscription changed since the last copy (after most
+            // inputs it did not, and this copy was most of what a status costs).
+            if ts.subscribed_rev != Some(st.sub_rev) {
+                let mut shown = 0;
+                for name in st.sub.names.iter().take(SUBSCRIBED_SHOWN) {
+                    match ts.subscribed.get_mut(shown) {
+                        Some(s) => s.clone_from(name),
+                        None => ts.subscribed.push(name.clone()),
+                    }
+                    shown += 1;
                 }
-                shown += 1;
+                ts.subscribed.truncate(shown);
+                ts.subscribed_rev = Some(st.sub_rev);
             }
-            ts.subscribed.truncate(shown);
             ts.resources_held = st.held.len();
             ts.in_sync = in_sync;
             ts.last_sent_version.clone_from(&st.last_version);

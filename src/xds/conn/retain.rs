@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::core::Core;
-use crate::xds::resource::{Resource, Snapshot, CLUSTER, ENDPOINT};
+use crate::xds::resource::{Snapshot, CLUSTER, ENDPOINT};
 
 impl Core {
     /// Sets the new target; what the Envoy holds (or is being sent) of CDS/EDS that the new
@@ -20,23 +20,23 @@ impl Core {
             }
         }
         for t in [CLUSTER, ENDPOINT] {
-            if !self.pending.contains_key(t) {
-                if let Some(st) = self.types.get(t) {
-                    if let Some((basis, _)) = st.held.synced() {
-                        if let Some((_, removed)) = self.synced_diff(t, st) {
-                            // Held exactly `basis`: what it loses is what to retain.
-                            let keep: BTreeMap<String, Arc<Resource>> = removed
-                                .iter()
-                                .filter_map(|(n, _)| basis.get(n).map(|r| (n.clone(), r.clone())))
-                                .collect();
-                            if keep.is_empty() {
-                                self.retained.remove(t);
-                            } else {
-                                self.retained.insert(t, keep);
-                            }
-                            continue;
-                        }
+            // What the Envoy holds and is being sent are known maps (the usual case): what they
+            // lose is what to retain, in O(changes); the outstanding response's wins.
+            if let Some(st) = self.types.get(t) {
+                let pending = self.pending.get(t);
+                let lost = self.synced_lost(t, &st.held, &st.sub).and_then(|mut keep| {
+                    if let Some(p) = pending {
+                        keep.extend(self.synced_lost(t, &p.held, &st.sub)?);
                     }
+                    Some(keep)
+                });
+                if let Some(keep) = lost {
+                    if keep.is_empty() {
+                        self.retained.remove(t);
+                    } else {
+                        self.retained.insert(t, keep);
+                    }
+                    continue;
                 }
             }
             let mut held: BTreeMap<&String, &str> = BTreeMap::new();

@@ -1546,3 +1546,5 @@ fn a_status_kept_and_rewritten_after_every_input_equals_a_fresh_one() {
     check(&e, &mut kept);
     assert!(kept.types.contains_key(ROUTE));
 }
+
+mod subscriptions;
