@@ -59,8 +59,6 @@ pub(super) struct TypeState {
     /// The Envoy has sent at least one request for this type.
     pub(super) requested: bool,
     pub(super) sub: Subscription,
-    /// Total bytes of `sub.names` (for the per-stream name bound).
-    pub(super) sub_bytes: usize,
     /// Bumped whenever `sub` changes: the status copies the subscribed names it shows only
     /// when this moved (`Core::status_into`).
     pub(super) sub_rev: u64,
@@ -269,9 +267,6 @@ impl Core {
         if let Some(p) = self.pending.get_mut(type_url) {
             p.held.resubscribe(&st.sub, &new, added, removed);
         }
-        // `added` and `removed` are the exact differences: the name bytes follow in O(changes).
-        let bytes = |names: &[String]| names.iter().map(String::len).sum::<usize>();
-        st.sub_bytes = (st.sub_bytes + bytes(added)).saturating_sub(bytes(removed));
         let dropped = !new.wildcard && new.names.is_empty();
         st.sub = new;
         st.sub_rev += 1;
@@ -390,11 +385,16 @@ impl Core {
         Ok(())
     }
 
-    /// After a subscription changed (and its `sub_bytes` with it): the stream refused when all
-    /// its subscriptions together name more than the limits allow (O(types)).
+    /// After a subscription changed: the stream refused when its subscriptions together store
+    /// more names than the limits allow (O(types)). Only the names kept apart from the
+    /// snapshot's maps count (`Names::stored`): a name the snapshot holds is a key of its map
+    /// and costs the stream nothing, so an Envoy subscribing to everything its config names is
+    /// never refused, whatever the size (the cluster-local gateway at 100,000 services names
+    /// 200,001 resources), while names the config lacks stay bounded.
     pub(super) fn check_names(&mut self) {
         let (names, bytes) = self.types.values().fold((0, 0), |(n, b), st| {
-            (n + st.sub.names.len(), b + st.sub_bytes)
+            let (names, bytes) = st.sub.names.stored();
+            (n + names, b + bytes)
         });
         if names > self.limits.max_resource_names || bytes > self.limits.max_resource_name_bytes {
             self.refused = Some(LimitExceeded::ResourceNames {

@@ -92,7 +92,6 @@ impl DeltaConnection {
                 }
                 _ => wildcard,
             };
-            st.sub_bytes = names.iter().map(String::len).sum();
             st.sub_rev += 1;
             st.sub = Subscription {
                 wildcard: as_wildcard,

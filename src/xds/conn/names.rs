@@ -16,18 +16,33 @@ pub(super) struct Names {
     base: ResourceMap,
     plus: BTreeSet<String>,
     minus: BTreeSet<String>,
+    /// Total bytes of the names in `plus` and `minus` (what the set stores of its own).
+    stored_bytes: usize,
 }
 
 impl Names {
     /// `names`, over `base` when that stores fewer names than the plain set.
     pub(super) fn over(names: BTreeSet<String>, base: &ResourceMap) -> Names {
-        let mut out = Names {
-            base: ResourceMap::new(),
-            plus: names,
-            minus: BTreeSet::new(),
-        };
+        let mut out = Names::from(names);
         out.rebase(base);
         out
+    }
+
+    /// A plain set (no base).
+    fn from(plus: BTreeSet<String>) -> Names {
+        Names {
+            stored_bytes: plus.iter().map(String::len).sum(),
+            base: ResourceMap::new(),
+            plus,
+            minus: BTreeSet::new(),
+        }
+    }
+
+    /// What the set stores of its own, apart from its base's keys (names the base holds cost
+    /// nothing): the number of names and their bytes. This is what a subscription costs its
+    /// stream, and what the per-stream name limits bound.
+    pub(super) fn stored(&self) -> (usize, usize) {
+        (self.plus.len() + self.minus.len(), self.stored_bytes)
     }
 
     pub(super) fn contains(&self, name: &str) -> bool {
@@ -36,20 +51,39 @@ impl Names {
 
     /// Adds a name; whether it was new.
     pub(super) fn insert(&mut self, name: String) -> bool {
+        let len = name.len();
         if self.base.contains_key(&name) {
-            self.minus.remove(&name)
+            // Back among the base's keys: `minus` no longer stores it.
+            let back = self.minus.remove(&name);
+            if back {
+                self.stored_bytes -= len;
+            }
+            back
         } else {
-            self.plus.insert(name)
+            let new = self.plus.insert(name);
+            if new {
+                self.stored_bytes += len;
+            }
+            new
         }
     }
 
     /// Removes a name; whether it was there.
     pub(super) fn remove(&mut self, name: &str) -> bool {
-        if self.base.contains_key(name) {
+        let removed = if self.base.contains_key(name) {
             !self.minus.contains(name) && self.minus.insert(name.to_string())
         } else {
             self.plus.remove(name)
+        };
+        if removed {
+            // A name leaving `plus` frees its bytes; one entering `minus` stores them.
+            if self.base.contains_key(name) {
+                self.stored_bytes += name.len();
+            } else {
+                self.stored_bytes -= name.len();
+            }
         }
+        removed
     }
 
     pub(super) fn len(&self) -> usize {
@@ -98,6 +132,7 @@ impl Names {
             }
         }
         if plus.len() + minus.len() <= stored {
+            self.stored_bytes = plus.iter().chain(&minus).map(String::len).sum();
             self.base = map.clone();
             self.plus = plus;
             self.minus = minus;
@@ -134,10 +169,7 @@ impl PartialEq for Names {
 
 impl FromIterator<String> for Names {
     fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Names {
-        Names {
-            plus: iter.into_iter().collect(),
-            ..Names::default()
-        }
+        Names::from(iter.into_iter().collect())
     }
 }
 
@@ -209,8 +241,10 @@ mod tests {
         let mut n = Names::over(set(&["a", "b", "c"]), &m);
         assert!(n.remove("b") && !n.remove("b"));
         assert!(n.insert("z".into()) && !n.insert("z".into()));
+        assert_eq!(n.stored(), (2, 2), "b left the map's keys, z is not one");
         assert!(n.insert("b".into()));
         assert_eq!(list(&n), ["a", "b", "c", "z"]);
+        assert_eq!(n.stored(), (1, 1));
         // The next snapshot has z and lost c: after the rebase, nothing is stored apart.
         let mut next = m.clone();
         next.remove("c");
@@ -219,6 +253,11 @@ mod tests {
         n.rebase(&next);
         assert_eq!(list(&n), ["a", "b", "z"]);
         assert_eq!((n.plus.len(), n.minus.len()), (0, 0));
+        assert_eq!(
+            n.stored(),
+            (0, 0),
+            "every name is a key of the snapshot's map"
+        );
         assert_eq!(n, set(&["a", "b", "z"]).into_iter().collect::<Names>());
         assert_ne!(n, set(&["a", "b"]).into_iter().collect::<Names>());
         let other = Names::over(set(&["b", "y", "z"]), &next);

@@ -1445,10 +1445,12 @@ fn subscribed_names_beyond_the_limit_end_the_stream() {
         resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
         ..Default::default()
     };
+    // Only names the config lacks count: `c` is free, `d` to `h` are five.
     let first = d.on_request(sub(&["c", "d"]));
     assert!(first.refused.is_none(), "{:?}", first.refused);
     assert!(d.on_request(sub(&["e", "f"])).refused.is_none());
-    let step = d.on_request(sub(&["g"]));
+    assert!(d.on_request(sub(&["g"])).refused.is_none());
+    let step = d.on_request(sub(&["h"]));
     assert!(step.responses.is_empty());
     assert!(
         matches!(
@@ -1470,6 +1472,49 @@ fn subscribed_names_beyond_the_limit_end_the_stream() {
         matches!(
             step.refused,
             Some(LimitExceeded::ResourceNames { bytes: 41, .. })
+        ),
+        "{:?}",
+        step.refused
+    );
+}
+
+/// An Envoy subscribing to every resource of a config larger than the name limits is served:
+/// the names its config holds cost the stream nothing (the cluster-local gateway at 100,000
+/// services names 200,001 resources, the default limit is 200,000).
+#[test]
+fn names_the_config_holds_do_not_count_against_the_limit() {
+    let names = ["c1", "c2", "c3", "c4", "c5", "c6"];
+    let all: Vec<(&'static str, &str, u32)> = names
+        .iter()
+        .flat_map(|n| [(CLUSTER, *n, 1), (ENDPOINT, *n, 1)])
+        .collect();
+    let s = snap(1, &all);
+    let mut d = DeltaConnection::with_limits(s.clone(), small_limits());
+    let cds = d.on_request(DeltaDiscoveryRequest {
+        type_url: CLUSTER.into(),
+        ..Default::default()
+    });
+    assert!(cds.refused.is_none());
+    let eds = d.on_request(DeltaDiscoveryRequest {
+        type_url: ENDPOINT.into(),
+        resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    });
+    assert!(eds.refused.is_none(), "{:?}", eds.refused);
+    let sent: usize = eds.responses.iter().map(|r| r.resources.len()).sum();
+    assert_eq!(sent, 6, "every assignment is sent");
+    let mut c = SotwConnection::with_limits(s, small_limits());
+    let _ = c.on_request(sotw_req(CLUSTER, &[], ""));
+    let step = c.on_request(sotw_req(ENDPOINT, &names, ""));
+    assert!(step.refused.is_none(), "{:?}", step.refused);
+    // Names the config lacks still count, on top of the free ones.
+    let mut more: Vec<&str> = names.to_vec();
+    more.extend(["x1", "x2", "x3", "x4", "x5"]);
+    let step = c.on_request(sotw_req(ENDPOINT, &more, ""));
+    assert!(
+        matches!(
+            step.refused,
+            Some(crate::xds::limits::LimitExceeded::ResourceNames { names: 5, .. })
         ),
         "{:?}",
         step.refused

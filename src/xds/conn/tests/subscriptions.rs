@@ -247,7 +247,8 @@ fn delta_unsubscribing_frees_the_name_budget() {
         .is_none());
     assert!(d.on_request(req(&[], &["d", "e"])).refused.is_none());
     assert!(d.on_request(req(&["g", "h"], &[])).refused.is_none());
-    let step = d.on_request(req(&["i"], &[]));
+    // `c` is in the config and free: f, g, h, i, j are the five that count.
+    let step = d.on_request(req(&["i", "j"], &[]));
     assert!(
         matches!(
             step.refused,
