@@ -31,8 +31,13 @@ struct Harness {
 
 /// The real hub with 3 synthetic services, served with these limits.
 async fn start(limits: Limits, engines: EngineLimits) -> Harness {
+    start_with(3, limits, engines).await
+}
+
+/// The real hub with `services` synthetic services, served with these limits.
+async fn start_with(services: usize, limits: Limits, engines: EngineLimits) -> Harness {
     let hub = Hub::with_engine_limits(Options::default(), engines);
-    hub.update(Synth::new(3, Form::Route).inputs(), Vec::new());
+    hub.update(Synth::new(services, Form::Route).inputs(), Vec::new());
     let registry = Arc::new(ConnectionRegistry::new());
     let svc = AdsService::new(hub.clone(), registry.clone()).with_limits(limits);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", common::free_port()))
@@ -201,6 +206,81 @@ async fn an_oversized_request_ends_its_stream_unread_and_others_are_served() {
 }
 
 use prost::Message;
+
+/// A gateway whose config is large may send a request as large as naming every resource of its
+/// largest type takes (a SotW EDS request, a Delta reconnect's `initial_resource_versions`:
+/// ~10 MB at 100,000 services), above `--xds-max-request-bytes`; a request past that bound is
+/// still refused, and the first request (before the stream's config is known) has only the
+/// configured bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_bound_grows_with_the_config_of_the_stream() {
+    use knative_pilot::xds::limits::REQUEST_BYTES_PER_RESOURCE;
+    let configured = 64 * 1024;
+    let h = start_with(
+        500,
+        Limits {
+            max_request_bytes: configured,
+            ..limits()
+        },
+        EngineLimits::default(),
+    )
+    .await;
+    let (tx, resp) = sotw(h.addr, cds(Some(gateway_node(1)))).await;
+    let mut resp = resp.expect("accepted");
+    let clusters = next(&mut resp).await.expect("ok").expect("CDS");
+    let bound = clusters.resources.len() * REQUEST_BYTES_PER_RESOURCE;
+    assert!(bound > 3 * configured / 2, "{} clusters", clusters.resources.len());
+    // Every cluster's assignment, by name, padded to a request above the configured bound.
+    let mut names: Vec<String> = clusters
+        .resources
+        .iter()
+        .map(|r| {
+            envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(&r.value[..])
+                .expect("cluster")
+                .name
+        })
+        .collect();
+    let mut i = 0;
+    while names.iter().map(|n| n.len() + 3).sum::<usize>() < configured + configured / 4 {
+        names.push(format!("absent-{i:0>56}"));
+        i += 1;
+    }
+    let request = DiscoveryRequest {
+        type_url: ENDPOINT.into(),
+        resource_names: names,
+        ..Default::default()
+    };
+    let size = request.encoded_len();
+    assert!(size > configured && size < bound, "{size} of {bound}");
+    tx.send(request).await.expect("queue");
+    let mut eds = None;
+    while eds.is_none() {
+        let r = next(&mut resp).await.expect("not refused").expect("a response");
+        if r.type_url == ENDPOINT {
+            eds = Some(r);
+        }
+    }
+    let eds = eds.expect("EDS");
+    assert!(
+        !eds.resources.is_empty(),
+        "the assignments named are sent ({size} bytes asked for them)"
+    );
+    // Past the stream's bound: ended, nothing echoed.
+    tx.send(DiscoveryRequest {
+        type_url: ENDPOINT.into(),
+        resource_names: (0..bound / 60 + 1000).map(|i| format!("{i:0>64}")).collect(),
+        ..Default::default()
+    })
+    .await
+    .expect("queue");
+    let (_, status) = ended(Ok(resp)).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--xds-max-request-bytes"),
+        "{status:?}"
+    );
+    still_served(h.addr, 2).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_larger_than_the_limit_is_refused() {

@@ -33,6 +33,7 @@ use tonic::Status;
 
 use super::conn::Wire;
 use super::encoder::Encoder;
+use super::limits::RequestLimit;
 use super::server::AdsService;
 use super::ConfigSource;
 
@@ -124,11 +125,14 @@ fn decode<M>(req: http::Request<Body>, max_request: usize) -> tonic::Request<Req
 where
     M: prost::Message + Default + Send + 'static,
 {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // The stream's task raises the bound once it knows the stream's config (`request_bound`).
+    let max = RequestLimit::new(max_request);
+    parts.extensions.insert(max.clone());
     let stream = Requests {
         body,
         buf: BytesMut::new(),
-        max: max_request,
+        max,
         done: false,
         message: PhantomData,
     };
@@ -145,7 +149,7 @@ const KEPT_BUFFER: usize = 16 * 1024;
 pub(super) struct Requests<M> {
     body: Body,
     buf: BytesMut,
-    max: usize,
+    max: RequestLimit,
     done: bool,
     message: PhantomData<fn() -> M>,
 }
@@ -174,11 +178,11 @@ impl<M: prost::Message + Default> Stream for Requests<M> {
                 }
                 let len = u32::from_be_bytes([this.buf[1], this.buf[2], this.buf[3], this.buf[4]])
                     as usize;
-                if len > this.max {
+                let max = this.max.get();
+                if len > max {
                     return this.fail(Status::out_of_range(format!(
                         "Error, decoded message length too large: found {len} bytes, the limit \
-                         is: {} bytes",
-                        this.max
+                         is: {max} bytes"
                     )));
                 }
                 if this.buf.len() >= 5 + len {
@@ -363,7 +367,7 @@ mod tests {
         Requests {
             body: body(chunks),
             buf: BytesMut::new(),
-            max,
+            max: RequestLimit::new(max),
             done: false,
             message: PhantomData,
         }

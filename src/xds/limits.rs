@@ -92,6 +92,41 @@ impl LimitExceeded {
     }
 }
 
+/// Request bytes allowed per resource of the largest type of a stream's config: a request may
+/// name every resource of one type (a SotW EDS request; a Delta Envoy's first request of a
+/// type, or its `initial_resource_versions` after a reconnect, ~80 bytes each).
+pub const REQUEST_BYTES_PER_RESOURCE: usize = 128;
+
+/// The request bound of a stream whose config is `snap`: `configured`
+/// ([`Limits::max_request_bytes`]), raised to what an Envoy naming every resource of the
+/// config's largest type sends, so a gateway of any size is never refused for a request its
+/// own config calls for (at 100,000 services its first EDS request is ~10 MB; gRPC's 4 MiB
+/// would refuse it). Until the stream's proxy is known (its first request), `configured`
+/// applies alone.
+pub fn request_bound(configured: usize, snap: &crate::xds::resource::Snapshot) -> usize {
+    let largest = snap.resources.values().map(|m| m.len()).max().unwrap_or(0);
+    configured.max(largest.saturating_mul(REQUEST_BYTES_PER_RESOURCE))
+}
+
+/// One stream's request bound, shared by its request decoder and its task (which raises it
+/// to [`request_bound`] of each config it serves).
+#[derive(Debug, Clone)]
+pub struct RequestLimit(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl RequestLimit {
+    pub fn new(bytes: usize) -> RequestLimit {
+        RequestLimit(std::sync::Arc::new(bytes.into()))
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set(&self, bytes: usize) {
+        self.0.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Characters of a client-supplied string (node id, nonce) printed in logs and span fields.
 pub const LOG_CHARS: usize = 128;
 
@@ -129,6 +164,36 @@ mod tests {
         assert_eq!(truncate_bytes("abc", 3), "abc");
         // 'é' is two bytes: 5 bytes cut back to 4.
         assert_eq!(truncate_bytes("ééé", 5), "éé…");
+    }
+
+    #[test]
+    fn the_request_bound_grows_with_the_largest_type_of_the_config() {
+        use crate::xds::resource::{resource_from_bytes, Snapshot, CLUSTER, ENDPOINT};
+        let snap = |clusters: usize| {
+            Snapshot::from_resources(
+                1,
+                (0..clusters)
+                    .map(|i| {
+                        let n = format!("c{i}");
+                        (CLUSTER, resource_from_bytes(&n, "v", vec![1]))
+                    })
+                    .chain([(ENDPOINT, resource_from_bytes("e", "v", vec![1]))]),
+            )
+        };
+        assert_eq!(
+            request_bound(4096, &snap(3)),
+            4096,
+            "small: the configured bound"
+        );
+        assert_eq!(
+            request_bound(4096, &snap(100)),
+            100 * REQUEST_BYTES_PER_RESOURCE,
+            "large: what naming every cluster takes"
+        );
+        let limit = RequestLimit::new(10);
+        let shared = limit.clone();
+        limit.set(20);
+        assert_eq!(shared.get(), 20, "the decoder sees the task's bound");
     }
 
     #[test]

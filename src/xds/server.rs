@@ -26,7 +26,7 @@ use super::auth::policy::{foreign_gateway, GatewayAllowList};
 use super::auth::{Authenticator, Caller, DenyReason, PeerInfo, SecretFilter};
 use super::conn::{ConnStatus, DeltaConnection, Event, Mode, SotwConnection, Step, Wire};
 use super::encoder::Encoder;
-use super::limits::Limits;
+use super::limits::{request_bound, Limits, RequestLimit, REQUEST_BYTES_PER_RESOURCE};
 use super::observe::{LogObserver, Observers, Push, StreamObserver};
 use super::resource::type_short;
 use super::waiting::shutdown_requested;
@@ -267,6 +267,7 @@ impl<S: ConfigSource> AdsService<S> {
         mut incoming: I,
         mode: Mode,
         caller: Caller,
+        request_limit: Option<RequestLimit>,
     ) -> Result<ReceiverStream<Result<Wire, Status>>, Status> {
         let max_request = self.limits.max_request_bytes;
         let first = match incoming
@@ -324,6 +325,9 @@ impl<S: ConfigSource> AdsService<S> {
             tracing::warn!(node = %proxy.log_id(), "ADS stream refused: the on-demand route layout needs Delta ADS");
             return Err(Status::failed_precondition(ON_DEMAND_NEEDS_DELTA));
         }
+        if let Some(l) = &request_limit {
+            l.set(request_bound(max_request, &snap));
+        }
         let (snap, denied) = filter.apply(snap);
         let conn = M::new(snap.clone(), self.limits);
         let entry = self
@@ -348,6 +352,7 @@ impl<S: ConfigSource> AdsService<S> {
             gateway_allow: self.gateway_allow.clone(),
             proxy: proxy.clone(),
             max_request,
+            request_limit,
         };
         tokio::spawn(drive(conn, incoming, first, snaps, tx, reporter, shutdown).instrument(span));
         Ok(ReceiverStream::new(rx))
@@ -366,7 +371,9 @@ fn receive_error(status: Status, max_request: usize) -> Status {
     if status.code() == tonic::Code::OutOfRange {
         tracing::warn!(%status, limit = max_request, "ADS stream ended: request too large");
         return Status::resource_exhausted(format!(
-            "request larger than the limit of {max_request} bytes (--xds-max-request-bytes): {}",
+            "request larger than the limit of {max_request} bytes (--xds-max-request-bytes, \
+             raised for a stream to {REQUEST_BYTES_PER_RESOURCE} bytes per resource of the \
+             largest type of its config): {}",
             status.message()
         ));
     }
@@ -491,6 +498,9 @@ struct Reporter<S: ConfigSource> {
     proxy: ProxyIdentity,
     /// [`Limits::max_request_bytes`], for the status of a request too large.
     max_request: usize,
+    /// This stream's request bound, raised to [`request_bound`] of each config it serves (none
+    /// when the requests do not come through [`super::grpc`]'s decoder).
+    request_limit: Option<RequestLimit>,
 }
 
 impl<S: ConfigSource> Reporter<S> {
@@ -574,7 +584,8 @@ async fn drive<S: ConfigSource, M: Machine, I: Incoming<M::Req>>(
                     conn.on_request(req)
                 }
                 Some(Err(status)) => {
-                    let status = receive_error(status, reporter.max_request);
+                    let limit = reporter.request_limit.as_ref().map_or(reporter.max_request, RequestLimit::get);
+                    let status = receive_error(status, limit);
                     if status.code() == tonic::Code::ResourceExhausted {
                         let _ = tx.send(Err(status)).await;
                     } else {
@@ -588,6 +599,9 @@ async fn drive<S: ConfigSource, M: Machine, I: Incoming<M::Req>>(
                 Ok(()) => {
                     event_at = Instant::now();
                     let snap = snaps.borrow_and_update().clone();
+                    if let Some(l) = &reporter.request_limit {
+                        l.set(request_bound(reporter.max_request, &snap));
+                    }
                     if let Some(g) = reporter.foreign_gateway() {
                         tracing::warn!(gateway = g.as_str(), "ADS stream ended: the node's labels now select a Gateway of another namespace");
                         reporter.each(|o| o.auth_failed("foreign_gateway"));
@@ -649,8 +663,9 @@ impl<S: ConfigSource> AdsService<S> {
         request: Request<I>,
     ) -> Result<ReceiverStream<Result<Wire, Status>>, Status> {
         let (peer, authorization) = credentials(&request);
+        let limit = request.extensions().get::<RequestLimit>().cloned();
         let caller = self.authenticate(peer, authorization).await?;
-        self.start::<SotwConnection, I>(request.into_inner(), Mode::Sotw, caller)
+        self.start::<SotwConnection, I>(request.into_inner(), Mode::Sotw, caller, limit)
             .await
     }
 
@@ -660,8 +675,9 @@ impl<S: ConfigSource> AdsService<S> {
         request: Request<I>,
     ) -> Result<ReceiverStream<Result<Wire, Status>>, Status> {
         let (peer, authorization) = credentials(&request);
+        let limit = request.extensions().get::<RequestLimit>().cloned();
         let caller = self.authenticate(peer, authorization).await?;
-        self.start::<DeltaConnection, I>(request.into_inner(), Mode::Delta, caller)
+        self.start::<DeltaConnection, I>(request.into_inner(), Mode::Delta, caller, limit)
             .await
     }
 }
