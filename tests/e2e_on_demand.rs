@@ -60,46 +60,11 @@ fn app(name: &str, a: &str, b: &str, percent_a: i64) -> String {
     )
 }
 
-/// The RouteConfigurations the Envoy holds.
+/// The RouteConfigurations the Envoy holds, sorted.
 fn route_configs(dump: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    for section in common::envoy::dump_sections(dump, "RoutesConfigDump") {
-        for rc in section["dynamic_route_configs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            out.push(
-                rc["route_config"]["name"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-            );
-        }
-    }
-    out.sort();
-    out
-}
-
-fn scopes(dump: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    for section in common::envoy::dump_sections(dump, "ScopedRoutesConfigDump") {
-        for group in section["dynamic_scoped_route_configs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            for s in group["scoped_route_configs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                out.push(s["name"].as_str().unwrap_or("").to_string());
-            }
-        }
-    }
-    out.sort();
-    out
+    common::envoy::dump_route_configs(dump)
+        .into_keys()
+        .collect()
 }
 
 /// The Envoy's clusters of services (`outbound|...`), sorted.
@@ -152,7 +117,7 @@ async fn on_demand_routing_and_splits() {
     // Ready, with every scope and no RouteConfiguration or cluster of a service.
     let dump = envoy.config_dump().await;
     assert_eq!(
-        scopes(&dump),
+        common::envoy::dump_scopes(&dump),
         [
             "http.80/app.default.example.com",
             "http.80/other.default.example.com"

@@ -98,43 +98,6 @@ async fn spread(port: u16, host: &str, n: usize) -> BTreeMap<String, usize> {
     seen
 }
 
-fn dump_route_configs(dump: &Value) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for section in common::envoy::dump_sections(dump, "RoutesConfigDump") {
-        for rc in section["dynamic_route_configs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let name = rc["route_config"]["name"].as_str().unwrap_or_default();
-            let version = rc["version_info"].as_str().unwrap_or_default();
-            out.insert(name.to_string(), version.to_string());
-        }
-    }
-    out
-}
-
-fn dump_scopes(dump: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    for section in common::envoy::dump_sections(dump, "ScopedRoutesConfigDump") {
-        for group in section["dynamic_scoped_route_configs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            for s in group["scoped_route_configs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                out.push(s["name"].as_str().unwrap_or_default().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 async fn routing(api: ApiType) {
     let a = Backend::start("app-a-00001").await;
     let b = Backend::start("app-b-00001").await;
@@ -154,7 +117,7 @@ async fn routing(api: ApiType) {
 
     // The Envoy holds scopes and one RouteConfiguration per host, no `http.80` table.
     let dump = gw.envoy().config_dump().await;
-    let routes = dump_route_configs(&dump);
+    let routes = common::envoy::dump_route_configs(&dump);
     assert_eq!(
         routes.keys().cloned().collect::<Vec<_>>(),
         vec![
@@ -164,7 +127,7 @@ async fn routing(api: ApiType) {
         "{dump:#}"
     );
     assert_eq!(
-        dump_scopes(&dump),
+        common::envoy::dump_scopes(&dump),
         vec![
             "http.80/app.default.example.com".to_string(),
             "http.80/other.default.example.com".to_string()
@@ -257,7 +220,7 @@ async fn split_change_resends_one_route_configuration(api: ApiType) {
         files.push((f.as_str(), y.clone()));
     }
     let gw = start(&files, api).await;
-    let before_dump = dump_route_configs(&gw.envoy().config_dump().await);
+    let before_dump = common::envoy::dump_route_configs(&gw.envoy().config_dump().await);
     assert_eq!(before_dump.len(), 8, "{before_dump:?}");
     let before = ext_connection(&gw.server).await;
     let gen = generation(&gw.server).await;
@@ -277,7 +240,7 @@ async fn split_change_resends_one_route_configuration(api: ApiType) {
         "RDS bytes for one split change: {rds_bytes}"
     );
     // On the Envoy, only svc3's RouteConfiguration changed.
-    let after_dump = dump_route_configs(&gw.envoy().config_dump().await);
+    let after_dump = common::envoy::dump_route_configs(&gw.envoy().config_dump().await);
     let changed: Vec<&String> = after_dump
         .iter()
         .filter(|(n, v)| before_dump.get(*n) != Some(*v))

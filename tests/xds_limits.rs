@@ -229,7 +229,11 @@ async fn the_request_bound_grows_with_the_config_of_the_stream() {
     let mut resp = resp.expect("accepted");
     let clusters = next(&mut resp).await.expect("ok").expect("CDS");
     let bound = clusters.resources.len() * REQUEST_BYTES_PER_RESOURCE;
-    assert!(bound > 3 * configured / 2, "{} clusters", clusters.resources.len());
+    assert!(
+        bound > 3 * configured / 2,
+        "{} clusters",
+        clusters.resources.len()
+    );
     // Every cluster's assignment, by name, padded to a request above the configured bound.
     let mut names: Vec<String> = clusters
         .resources
@@ -255,7 +259,10 @@ async fn the_request_bound_grows_with_the_config_of_the_stream() {
     tx.send(request).await.expect("queue");
     let mut eds = None;
     while eds.is_none() {
-        let r = next(&mut resp).await.expect("not refused").expect("a response");
+        let r = next(&mut resp)
+            .await
+            .expect("not refused")
+            .expect("a response");
         if r.type_url == ENDPOINT {
             eds = Some(r);
         }
@@ -268,7 +275,9 @@ async fn the_request_bound_grows_with_the_config_of_the_stream() {
     // Past the stream's bound: ended, nothing echoed.
     tx.send(DiscoveryRequest {
         type_url: ENDPOINT.into(),
-        resource_names: (0..bound / 60 + 1000).map(|i| format!("{i:0>64}")).collect(),
+        resource_names: (0..bound / 60 + 1000)
+            .map(|i| format!("{i:0>64}"))
+            .collect(),
         ..Default::default()
     })
     .await

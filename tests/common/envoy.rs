@@ -384,6 +384,33 @@ impl Drop for Envoy {
     }
 }
 
+/// The dynamic RouteConfigurations of a config dump: name -> version.
+pub fn dump_route_configs(dump: &Value) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for section in dump_sections(dump, "RoutesConfigDump") {
+        for rc in array(section, "dynamic_route_configs") {
+            let name = rc["route_config"]["name"].as_str().unwrap_or_default();
+            let version = rc["version_info"].as_str().unwrap_or_default();
+            out.insert(name.to_string(), version.to_string());
+        }
+    }
+    out
+}
+
+/// The names of the scoped route configurations of a config dump, sorted.
+pub fn dump_scopes(dump: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for section in dump_sections(dump, "ScopedRoutesConfigDump") {
+        for group in array(section, "dynamic_scoped_route_configs") {
+            for s in array(group, "scoped_route_configs") {
+                out.push(s["name"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The `configs[]` entries of a config dump whose `@type` ends with `suffix`.
 pub fn dump_sections<'a>(dump: &'a Value, suffix: &str) -> Vec<&'a Value> {
     array(dump, "configs")
