@@ -553,9 +553,15 @@ spec:
             n
         }
 
-        /// The inputs and errors a full load of the directory gives now.
-        fn full(dir: &Path) -> (Inputs, Vec<InputError>) {
-            crate::pipeline::load(dir)
+        /// The state fed so far is what a full load of the directory gives now: the same
+        /// objects and the same errors.
+        fn check(&self, dir: &Path) {
+            let (inputs, mut errors) = crate::pipeline::load(dir);
+            assert!(self.inputs.changes_to(&inputs).is_empty(), "same objects");
+            let mut got = self.state.errors();
+            got.sort();
+            errors.sort();
+            assert_eq!(got, errors, "same errors");
         }
     }
 
@@ -566,27 +572,19 @@ spec:
             format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{ports: [{{port: {port}}}]}}\n---\n")
         };
         let write = |f: &str, text: String| std::fs::write(dir.path().join(f), text).unwrap();
-        let check = |fed: &Fed| {
-            let (inputs, mut errors) = Fed::full(dir.path());
-            assert!(fed.inputs.changes_to(&inputs).is_empty(), "same objects");
-            let mut got = fed.state.errors();
-            got.sort();
-            errors.sort();
-            assert_eq!(got, errors, "same errors");
-        };
         write("a.yaml", format!("{}{}", svc("a", 80), svc("b", 80)));
         write("b.yaml", svc("c", 80));
         let mut fed = Fed::new();
         assert_eq!(fed.reload(dir.path(), None), 3);
-        check(&fed);
+        fed.check(dir.path());
         // One object of one file changes: one change.
         write("a.yaml", format!("{}{}", svc("a", 81), svc("b", 80)));
         assert_eq!(fed.reload(dir.path(), Some(&["a.yaml"])), 1);
-        check(&fed);
+        fed.check(dir.path());
         // A duplicate in a later file: reported, the first definition stays (no change).
         write("c.yaml", svc("a", 99));
         assert_eq!(fed.reload(dir.path(), Some(&["c.yaml"])), 0);
-        check(&fed);
+        fed.check(dir.path());
         assert!(fed.state.errors()[0]
             .to_string()
             .contains("defined twice; keeping the one from a.yaml document 1"));
@@ -594,13 +592,13 @@ spec:
         // new origin).
         write("a.yaml", svc("b", 80));
         assert_eq!(fed.reload(dir.path(), Some(&["a.yaml"])), 2);
-        check(&fed);
+        fed.check(dir.path());
         assert!(fed.state.errors().is_empty());
         // Files removed, found by a rescan.
         std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
         std::fs::remove_file(dir.path().join("c.yaml")).unwrap();
         assert_eq!(fed.reload(dir.path(), None), 2);
-        check(&fed);
+        fed.check(dir.path());
         assert_eq!(fed.inputs.len(), 1);
     }
 
@@ -627,14 +625,6 @@ spec:
             namespace: "default".into(),
             name: name.into(),
         };
-        let check = |fed: &Fed| {
-            let (inputs, mut errors) = Fed::full(dir.path());
-            assert!(fed.inputs.changes_to(&inputs).is_empty(), "same objects");
-            let mut got = fed.state.errors();
-            got.sort();
-            errors.sort();
-            assert_eq!(got, errors, "same errors");
-        };
         write(list(&[svc("a", 80), svc("b", 80), svc("c", 80)]));
         let mut fed = Fed::new();
         assert_eq!(fed.reload(dir.path(), None), 3);
@@ -645,7 +635,7 @@ spec:
         // One item changes: one change; the others are the entries read before.
         write(list(&[svc("a", 80), svc("b", 81), svc("c", 80)]));
         assert_eq!(fed.reload(dir.path(), Some(&["a.json"])), 1);
-        check(&fed);
+        fed.check(dir.path());
         assert!(Arc::ptr_eq(&fed.state.current[&key("a")], &before[0]));
         assert!(!Arc::ptr_eq(&fed.state.current[&key("b")], &before[1]));
         assert!(Arc::ptr_eq(&fed.state.current[&key("c")], &before[2]));
@@ -657,13 +647,13 @@ spec:
             svc("c", 80),
         ]));
         assert_eq!(fed.reload(dir.path(), Some(&["a.json"])), 4);
-        check(&fed);
+        fed.check(dir.path());
         let origin = fed.state.current[&key("c")].origin.clone().unwrap();
         assert_eq!((origin.doc, origin.item), (1, Some(3)));
         // The same text twice in one file: a duplicate, reported as a full load reports it.
         write(list(&[svc("a", 80), svc("a", 80), svc("c", 80)]));
         fed.reload(dir.path(), Some(&["a.json"]));
-        check(&fed);
+        fed.check(dir.path());
         assert_eq!(fed.state.errors().len(), 1, "{:?}", fed.state.errors());
         // A file that stops reading cleanly is read through `Value` (no digests), then again
         // cleanly: still right.
@@ -672,7 +662,7 @@ spec:
         assert_eq!(fed.state.errors().len(), 1, "{:?}", fed.state.errors());
         write(list(&[svc("a", 80), svc("c", 82)]));
         fed.reload(dir.path(), Some(&["a.json"]));
-        check(&fed);
+        fed.check(dir.path());
         assert_eq!(fed.inputs.len(), 2);
     }
 
