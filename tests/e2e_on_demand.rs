@@ -29,11 +29,7 @@ async fn start(files: &[(&str, String)]) -> Gateways {
 }
 
 fn services(backends: &[&Backend]) -> String {
-    backends
-        .iter()
-        .map(|b| revision_service(NS, b.name(), &[b.port()], false))
-        .collect::<Vec<_>>()
-        .join("---\n")
+    revision_services(NS, backends)
 }
 
 fn host(name: &str) -> String {

@@ -32,11 +32,7 @@ async fn start(files: &[(&str, String)], api: ApiType) -> Gateways {
 }
 
 fn services(backends: &[&Backend]) -> String {
-    backends
-        .iter()
-        .map(|b| revision_service(NS, b.name(), &[b.port()], false))
-        .collect::<Vec<_>>()
-        .join("---\n")
+    revision_services(NS, backends)
 }
 
 fn ext_host(name: &str) -> String {

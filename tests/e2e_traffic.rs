@@ -29,13 +29,8 @@ async fn start(files: &[(&str, String)], ext_api: ApiType, local_api: Option<Api
     .await
 }
 
-/// Revision Services (HTTP/1.1 port) for the given backends, one document each.
 fn services(backends: &[&Backend]) -> String {
-    backends
-        .iter()
-        .map(|b| revision_service(NS, b.name(), &[b.port()], false))
-        .collect::<Vec<_>>()
-        .join("---\n")
+    revision_services(NS, backends)
 }
 
 /// The namespace, name and spec of a KIngress manifest, as Knative's hash sees them.

@@ -50,6 +50,15 @@ spec:
     )
 }
 
+/// Revision Services (HTTP/1.1 port) in `ns` for the given backends, one document each.
+pub fn revision_services(ns: &str, backends: &[&super::Backend]) -> String {
+    backends
+        .iter()
+        .map(|b| revision_service(ns, b.name(), &[b.port()], false))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
 /// A Knative revision Service (no selector; `http` 80 -> 8012, or `http2` 81 -> 8013 when
 /// `h2c`) and its Endpoints pointing at backends on 127.0.0.1.
 pub fn revision_service(ns: &str, name: &str, backend_ports: &[u16], h2c: bool) -> String {
