@@ -42,7 +42,7 @@ pub fn go_json(spec: &IngressSpec) -> String {
 /// The K-Network-Hash of a KIngress: lowercase hex SHA-256 of the Go JSON of the defaulted spec,
 /// followed by the namespace and the name.
 pub fn k_network_hash(namespace: &str, name: &str, spec: &IngressSpec) -> String {
-    let json = go_json(&spec.defaulted());
+    let json = go_json(&spec.defaulted_cow());
     let mut hasher = Sha256::new();
     hasher.update(json.as_bytes());
     hasher.update(namespace.as_bytes());
@@ -56,7 +56,13 @@ pub fn k_network_hash(namespace: &str, name: &str, spec: &IngressSpec) -> String
 /// U+2029 as `\u2028`, `\u2029`; everything else (DEL and all other non-ASCII included) literal.
 pub fn write_go_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
+    // Most names need no escape: copy the run up to the first character that might.
+    let plain = s
+        .bytes()
+        .position(|b| b < 0x20 || b >= 0x80 || matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&'))
+        .unwrap_or(s.len());
+    out.push_str(&s[..plain]);
+    for c in s[plain..].chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),

@@ -117,19 +117,39 @@ impl IngressSpec {
     /// Knative's `SetDefaults`: visibility defaults to `ExternalIP`; a single split with percent 0
     /// means 100.
     pub fn defaulted(&self) -> IngressSpec {
+        self.defaulted_cow().into_owned()
+    }
+
+    /// [`Self::defaulted`], borrowing the spec when no default applies (a spec Knative's
+    /// route controller built, or one read back after defaulting): no copy of its rules.
+    pub fn defaulted_cow(&self) -> std::borrow::Cow<'_, IngressSpec> {
+        fn visibility_unset(rule: &IngressRule) -> bool {
+            rule.visibility.as_deref().unwrap_or("").is_empty()
+        }
+        fn lone_zero_split(path: &HttpIngressPath) -> bool {
+            path.splits.len() == 1 && path.splits[0].percent == 0
+        }
+        let needs = self.rules.iter().any(|rule| {
+            visibility_unset(rule)
+                || rule
+                    .http
+                    .as_ref()
+                    .is_some_and(|http| http.paths.iter().any(lone_zero_split))
+        });
+        if !needs {
+            return std::borrow::Cow::Borrowed(self);
+        }
         let mut spec = self.clone();
         for rule in &mut spec.rules {
-            if rule.visibility.as_deref().unwrap_or("").is_empty() {
+            if visibility_unset(rule) {
                 rule.visibility = Some("ExternalIP".to_string());
             }
-            if let Some(http) = &mut rule.http {
-                for path in &mut http.paths {
-                    if path.splits.len() == 1 && path.splits[0].percent == 0 {
-                        path.splits[0].percent = 100;
-                    }
+            for path in rule.http.iter_mut().flat_map(|h| h.paths.iter_mut()) {
+                if lone_zero_split(path) {
+                    path.splits[0].percent = 100;
                 }
             }
         }
-        spec
+        std::borrow::Cow::Owned(spec)
     }
 }

@@ -83,13 +83,18 @@ impl<'a> Backends<'a> {
             ns: ns.to_string(),
             name: name.to_string(),
         };
-        let svc: Service = match self.inputs.service(ns, name) {
-            Some(s) => s.clone(),
-            None if knative_revision_fallback => revision_service(),
+        let fallback: Service;
+        let svc: &Service = match self.inputs.service(ns, name) {
+            Some(s) => s,
+            None if knative_revision_fallback => {
+                fallback = revision_service();
+                &fallback
+            }
             None => return Err(missing()),
         };
-        let spec = svc.spec.clone().unwrap_or_default();
-        let sp = service_port(ns, name, &spec, port)?;
+        let no_spec = ServiceSpec::default();
+        let spec = svc.spec.as_ref().unwrap_or(&no_spec);
+        let sp = service_port(ns, name, spec, port)?;
         if sp.port <= 0 || sp.port > 65535 {
             return Err(TranslateError::BadServicePort {
                 ns: ns.to_string(),
@@ -147,7 +152,7 @@ fn service_port(
     spec: &ServiceSpec,
     port: Option<&IntOrString>,
 ) -> Result<ServicePort, TranslateError> {
-    let ports = spec.ports.clone().unwrap_or_default();
+    let ports = spec.ports.as_deref().unwrap_or_default();
     Ok(match port {
         None if ports.len() == 1 => ports[0].clone(),
         None => {

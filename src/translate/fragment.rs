@@ -30,11 +30,10 @@ pub(crate) struct ObjectCx<'a> {
 
 impl ObjectCx<'_> {
     /// The plain-HTTP (or HTTPS) servers of one gateway.
-    pub fn gateway_servers(&self, gateway: &str, https: bool) -> Vec<ServerCtx> {
+    pub fn gateway_servers(&self, gateway: &str, https: bool) -> Vec<&ServerCtx> {
         self.servers
             .iter()
             .filter(|s| s.gateway == gateway && s.https == https)
-            .cloned()
             .collect()
     }
 }

@@ -43,7 +43,7 @@ pub(super) fn placements(
     spec: &IngressSpec,
     from_route: bool,
 ) -> Result<Vec<Placement>, TranslateError> {
-    let defaulted = spec.defaulted();
+    let defaulted = spec.defaulted_cow();
     // Computed at the first rule this proxy serves (a proxy serving none of the rules, as the
     // external gateway for a cluster-local service, never needs it).
     let mut hash: Option<String> = None;

@@ -21,7 +21,7 @@
 //! scoped layout ([`super::RouteLayout::Scoped`]) a changed host re-encodes only its own scope
 //! and RouteConfiguration (`http.80/<host>`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::model::diag::InputError;
@@ -101,13 +101,15 @@ pub struct Engine {
     opts: Options,
     labels: Labels,
     ctx: Context,
-    frags: BTreeMap<ObjectKey, Fragment>,
-    by_service: BTreeMap<SvcKey, BTreeSet<ObjectKey>>,
-    slots: BTreeMap<Slot, BTreeSet<Order>>,
+    // Looked up by key only (never iterated where order shows): hash maps, as a B-tree of
+    // String keys spends most of its lookups comparing the common prefixes of names.
+    frags: HashMap<ObjectKey, Fragment>,
+    by_service: HashMap<SvcKey, SmallSet<ObjectKey>>,
+    slots: HashMap<Slot, SmallSet<Order>>,
     slot_errors: BTreeMap<Slot, Vec<InputError>>,
     /// The objects whose routes each slot's winning virtual host holds (several HTTPRoutes
     /// share one).
-    owners: BTreeMap<Slot, Vec<ObjectKey>>,
+    owners: HashMap<Slot, Vec<ObjectKey>>,
     /// Winning virtual hosts: route configuration -> host -> virtual host.
     vhosts: VirtualHosts,
     /// The same, by name (route configuration -> virtual host name): where each one's bytes are
@@ -118,7 +120,7 @@ pub struct Engine {
     unreferenced: BTreeSet<String>,
     /// Objects whose translation failed (their fragment's error).
     failed: BTreeSet<ObjectKey>,
-    clusters_by_service: BTreeMap<SvcKey, BTreeSet<String>>,
+    clusters_by_service: HashMap<SvcKey, SmallSet<String>>,
     /// VirtualServices labelled for a Route: route name -> (routeNamespace label, VS key).
     vs_by_route: BTreeMap<String, BTreeSet<(Option<String>, ObjectKey)>>,
     /// VirtualServices labelled for a KIngress: (ns, ingress name) -> VS keys.
@@ -158,17 +160,17 @@ impl Engine {
             opts: opts.clone(),
             labels: labels.clone(),
             ctx: Context::default(),
-            frags: BTreeMap::new(),
-            by_service: BTreeMap::new(),
-            slots: BTreeMap::new(),
+            frags: HashMap::new(),
+            by_service: HashMap::new(),
+            slots: HashMap::new(),
             slot_errors: BTreeMap::new(),
-            owners: BTreeMap::new(),
+            owners: HashMap::new(),
             vhosts: BTreeMap::new(),
             encoded: BTreeMap::new(),
             clusters: BTreeMap::new(),
             unreferenced: BTreeSet::new(),
             failed: BTreeSet::new(),
-            clusters_by_service: BTreeMap::new(),
+            clusters_by_service: HashMap::new(),
             vs_by_route: BTreeMap::new(),
             vs_by_ingress: BTreeMap::new(),
             routes_by_name: BTreeMap::new(),
@@ -506,10 +508,9 @@ impl Engine {
         for (route, w) in wild {
             let covered = self
                 .slots
-                .range((route.clone(), String::new())..)
-                .take_while(|((r, _), _)| *r == route)
-                .filter(|((_, h), _)| claims::covers(&w, h))
-                .map(|(s, _)| s.clone());
+                .keys()
+                .filter(|(r, h)| *r == route && claims::covers(&w, h))
+                .cloned();
             touched.slots.extend(covered.collect::<Vec<_>>());
         }
         let slots: Vec<Slot> = touched.slots.iter().cloned().collect();
@@ -521,19 +522,17 @@ impl Engine {
                 .into_iter()
                 .flatten()
                 .filter_map(|(_, _, k)| self.frags.get(k));
-            let covers: Vec<Slot> = claims::covering_hosts(host)
-                .into_iter()
-                .map(|h| (route.clone(), h))
-                .collect();
-            let covering = covers.iter().flat_map(|s| {
-                self.slots
-                    .get(s)
-                    .into_iter()
-                    .flatten()
-                    .filter(|(_, _, k)| k.kind == Kind::HttpRoute)
-                    .filter_map(|(_, _, k)| self.frags.get(k))
-                    .map(|f| (s.1.as_str(), f))
-            });
+            // Looked up only when HTTPRoutes hold the slot (`resolve` reads it then only).
+            let (slots, frags) = (&self.slots, &self.frags);
+            let covering = std::iter::once(())
+                .flat_map(|()| claims::covering_hosts(host))
+                .filter_map(|h| slots.get_key_value(&(route.clone(), h)))
+                .flat_map(|(s, set)| {
+                    set.into_iter()
+                        .filter(|(_, _, k)| k.kind == Kind::HttpRoute)
+                        .filter_map(|(_, _, k)| frags.get(k))
+                        .map(|f| (s.1.as_str(), f))
+                });
             let claims::Claim {
                 vhost: new_vh,
                 owners,
@@ -728,7 +727,9 @@ impl Engine {
 
 mod precedence;
 mod sink;
+mod small_set;
 #[cfg(test)]
 mod tests;
 
 use sink::MapSink;
+use small_set::SmallSet;
