@@ -1,7 +1,7 @@
 //! Backends: the clusters an object's destinations need (one per Service port, named as istiod
 //! names them) and their endpoints (ready addresses from EndpointSlices, else Endpoints).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -25,12 +25,13 @@ pub(crate) struct ClusterSource {
 }
 
 /// The clusters one object needs, created on first use, and every Service it looked up (found
-/// or not: a Service appearing later must re-translate the object).
+/// or not: a Service appearing later must re-translate the object). An object needs a few:
+/// vectors, searched in place.
 pub(crate) struct Backends<'a> {
     inputs: &'a Inputs,
     opts: &'a Options,
-    pub clusters: BTreeMap<String, (ClusterIr, ClusterSource)>,
-    pub reads: BTreeSet<SvcKey>,
+    clusters: Vec<(ClusterIr, ClusterSource)>,
+    reads: Vec<SvcKey>,
 }
 
 fn is_h2c_port(p: &ServicePort) -> bool {
@@ -64,9 +65,18 @@ impl<'a> Backends<'a> {
         Backends {
             inputs,
             opts,
-            clusters: BTreeMap::new(),
-            reads: BTreeSet::new(),
+            clusters: Vec::new(),
+            reads: Vec::new(),
         }
+    }
+
+    /// The clusters created, by name, and the Services read, sorted and without repeats.
+    pub fn into_parts(self) -> (Vec<(ClusterIr, ClusterSource)>, Vec<SvcKey>) {
+        let (mut clusters, mut reads) = (self.clusters, self.reads);
+        clusters.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        reads.sort();
+        reads.dedup();
+        (clusters, reads)
     }
 
     /// The cluster for a Service port, created on first use. `port` selects the Service port by
@@ -78,7 +88,9 @@ impl<'a> Backends<'a> {
         port: Option<&IntOrString>,
         knative_revision_fallback: bool,
     ) -> Result<String, TranslateError> {
-        self.reads.insert((ns.to_string(), name.to_string()));
+        if !self.reads.iter().any(|(n, m)| n == ns && m == name) {
+            self.reads.push((ns.to_string(), name.to_string()));
+        }
         let missing = || TranslateError::ServiceNotFound {
             ns: ns.to_string(),
             name: name.to_string(),
@@ -104,7 +116,7 @@ impl<'a> Backends<'a> {
         }
         let fqdn = format!("{name}.{ns}.svc.{}", self.opts.cluster_domain);
         let cname = cluster_name(sp.port as u32, &fqdn);
-        if self.clusters.contains_key(&cname) {
+        if self.clusters.iter().any(|(c, _)| c.name == cname) {
             return Ok(cname);
         }
         let upstream = if is_h2c_port(&sp) {
@@ -139,7 +151,7 @@ impl<'a> Backends<'a> {
             upstream,
             kind,
         };
-        self.clusters.insert(cname.clone(), (ir, src));
+        self.clusters.push((ir, src));
         Ok(cname)
     }
 }

@@ -4,7 +4,7 @@
 //! [`super::translate`] and the incremental engine both build fragments this way and hand them
 //! to [`super::claims`] and [`super::assemble`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::model::diag::InputError;
@@ -54,7 +54,8 @@ pub(crate) struct Placement {
 pub(crate) struct Fragment {
     pub vhosts: BTreeMap<Slot, Arc<VirtualHostIr>>,
     pub clusters: Vec<(ClusterIr, ClusterSource)>,
-    pub services: BTreeSet<SvcKey>,
+    /// Sorted, without repeats.
+    pub services: Vec<SvcKey>,
     pub error: Option<InputError>,
     /// Full translation order: VirtualServices, KIngresses, Routes, each oldest first.
     pub order: Order,
@@ -101,15 +102,16 @@ pub(crate) fn translate_one(
             .try_for_each(|vh| super::check::virtual_host(vh))
             .map(|()| vhosts)
     });
+    let (clusters, services) = b.into_parts();
     let (vhosts, clusters, error) = match result {
-        Ok(vhosts) => (vhosts, b.clusters.into_values().collect(), None),
+        Ok(vhosts) => (vhosts, clusters, None),
         // An invalid object places nothing and needs no cluster.
         Err(e) => (BTreeMap::new(), Vec::new(), Some(e.against(inputs, key))),
     };
     Some(Fragment {
         vhosts,
         clusters,
-        services: b.reads,
+        services,
         error,
         order: claims::order(key, meta),
         precedence: claims::precedence(key, meta),
