@@ -59,7 +59,7 @@ pub fn write_go_string(out: &mut String, s: &str) {
     // Most names need no escape: copy the run up to the first character that might.
     let plain = s
         .bytes()
-        .position(|b| b < 0x20 || b >= 0x80 || matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&'))
+        .position(|b| !(0x20..0x80).contains(&b) || matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&'))
         .unwrap_or(s.len());
     out.push_str(&s[..plain]);
     for c in s[plain..].chars() {
