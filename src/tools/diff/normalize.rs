@@ -407,7 +407,9 @@ fn canonical(kind: Kind, mut v: Value, opts: &Options) -> super::Canon {
     let mut out = Vec::new();
     canon(kind, &v, &mut Vec::new(), opts, &mut out);
     // Only JSON text (valid UTF-8) was written.
-    super::Canon(String::from_utf8_lossy(&out).into())
+    let text =
+        String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into());
+    super::Canon(text.into_boxed_str())
 }
 
 fn envoy_endpoint_defaults(cla: &mut Value) {
