@@ -358,7 +358,7 @@ impl<'o> Normalizer<'o> {
                 return;
             }
         }
-        let v = super::Canon::new(&canonical(kind, v, self.opts));
+        let v = canonical(kind, v, self.opts);
         self.resources.insert((kind, name), (at, v));
     }
 }
@@ -396,16 +396,20 @@ const UNORDERED: &[&str] = &[
     "lb_endpoints",
 ];
 
-fn canonical(kind: Kind, mut v: Value, opts: &Options) -> Value {
+/// The resource's canonical compact text: what [`canon`] writes.
+fn canonical(kind: Kind, mut v: Value, opts: &Options) -> super::Canon {
     if let Some(m) = v.as_object_mut() {
         m.remove("@type");
     }
     if kind == Kind::Endpoints {
         envoy_endpoint_defaults(&mut v);
     }
-    let mut path = Vec::new();
-    canon(kind, &mut v, &mut path, opts);
-    v
+    let mut out = Vec::new();
+    canon(kind, &v, &mut Vec::new(), opts, &mut out);
+    // Only JSON text (valid UTF-8) was written.
+    let text =
+        String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into());
+    super::Canon(text.into_boxed_str())
 }
 
 fn envoy_endpoint_defaults(cla: &mut Value) {
@@ -460,62 +464,86 @@ fn is_empty_obj(v: &Value) -> bool {
     v.as_object().is_some_and(Map::is_empty)
 }
 
-/// Recursively: drop ignored fields, redact private keys, normalise durations, sort object
-/// keys and behaviour-neutral lists.
-fn canon(kind: Kind, v: &mut Value, path: &mut Vec<String>, opts: &Options) {
+/// Writes `v` as compact JSON into `out`, recursively: ignored fields dropped, private keys
+/// redacted, durations normalised, object keys and behaviour-neutral lists sorted (a list by
+/// its items' canonical text). Written straight from the tree, which is not changed: no key or
+/// path segment is copied and no sorted tree is built.
+fn canon<'v>(kind: Kind, v: &'v Value, path: &mut Vec<&'v str>, opts: &Options, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
-            let keys: Vec<String> = m.keys().cloned().collect();
-            let mut sorted = Map::new();
-            let mut entries: Vec<(String, Value)> = Vec::new();
-            for k in keys {
-                if let Some(mut child) = m.remove(&k) {
-                    path.push(k.clone());
-                    let names: Vec<&str> = path.iter().map(String::as_str).collect();
-                    let ignored = opts.ignore.iter().any(|p| p.matches(kind, &names));
-                    if !ignored {
-                        if k == "private_key" {
-                            child = serde_json::json!({"inline_string": "[redacted]"});
-                        } else {
-                            canon(kind, &mut child, path, opts);
-                            if let Value::String(s) = &mut child {
-                                if !CONTENT_KEYS.contains(&k.as_str()) {
-                                    if let Some(d) = canonical_duration(s) {
-                                        *s = d;
-                                    }
-                                }
-                            }
-                            if UNORDERED.contains(&k.as_str())
-                                || (k == "endpoints" && kind == Kind::Endpoints && path.len() == 1)
-                                || (k == "clusters"
-                                    && path.len() >= 2
-                                    && path[path.len() - 2] == "weighted_clusters")
-                            {
-                                sort_array(&mut child);
+            let mut entries: Vec<(&'v String, &'v Value)> = m.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            let mut first = true;
+            for (k, child) in entries {
+                path.push(k);
+                let ignored = opts.ignore.iter().any(|p| p.matches(kind, path));
+                if !ignored {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    leaf(out, k.as_str());
+                    out.push(b':');
+                    let sorted = UNORDERED.contains(&k.as_str())
+                        || (k == "endpoints" && kind == Kind::Endpoints && path.len() == 1)
+                        || (k == "clusters"
+                            && path.len() >= 2
+                            && path[path.len() - 2] == "weighted_clusters");
+                    match child {
+                        _ if k == "private_key" => {
+                            out.extend_from_slice(br#"{"inline_string":"[redacted]"}"#)
+                        }
+                        Value::String(s) if !CONTENT_KEYS.contains(&k.as_str()) => {
+                            match canonical_duration(s) {
+                                Some(d) => leaf(out, d.as_str()),
+                                None => leaf(out, s.as_str()),
                             }
                         }
-                        entries.push((k, child));
+                        Value::Array(items) if sorted => {
+                            let mut texts: Vec<Vec<u8>> = items
+                                .iter()
+                                .map(|item| {
+                                    let mut t = Vec::new();
+                                    canon(kind, item, path, opts, &mut t);
+                                    t
+                                })
+                                .collect();
+                            texts.sort_unstable();
+                            out.push(b'[');
+                            for (i, t) in texts.iter().enumerate() {
+                                if i > 0 {
+                                    out.push(b',');
+                                }
+                                out.extend_from_slice(t);
+                            }
+                            out.push(b']');
+                        }
+                        _ => canon(kind, child, path, opts, out),
                     }
-                    path.pop();
                 }
+                path.pop();
             }
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            sorted.extend(entries);
-            *m = sorted;
+            out.push(b'}');
         }
         Value::Array(items) => {
-            for item in items.iter_mut() {
-                canon(kind, item, path, opts);
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canon(kind, item, path, opts, out);
             }
+            out.push(b']');
         }
-        _ => {}
+        other => leaf(out, other),
     }
 }
 
-fn sort_array(v: &mut Value) {
-    if let Some(items) = v.as_array_mut() {
-        items.sort_by_cached_key(|i| serde_json::to_string(i).unwrap_or_default());
-    }
+/// A JSON leaf (a key, a string, a number...) written as serde_json writes it.
+fn leaf(out: &mut Vec<u8>, v: &(impl serde::Serialize + ?Sized)) {
+    // Writing into a `Vec` cannot fail, nor can serializing a string or a `Value`.
+    let _ = serde_json::to_writer(out, v);
 }
 
 /// `1.500s` -> `1.5s`, `2.000s` -> `2s`; None when `s` is not a proto3 JSON duration.

@@ -490,13 +490,13 @@ impl<'de> Visitor<'de> for VirtualHosts<'_, '_> {
     }
 }
 
-/// A rendered snapshot as a diff side: its dump is written as JSON on one thread and read as a
+/// A rendered snapshot as a diff side: its dump is written as compact JSON on one thread and read as a
 /// stream on this one, through a pipe (the same reader as a dump file; never the whole dump in
 /// memory).
 pub fn read_snapshot(snapshot: &crate::xds::Snapshot, opts: &Options) -> Result<Side, String> {
     let (r, w) = std::io::pipe().map_err(|e| format!("opening a pipe: {e}"))?;
     std::thread::scope(|s| {
-        let writer = s.spawn(move || crate::xds::dump::write_json(snapshot, w));
+        let writer = s.spawn(move || crate::xds::dump::write_compact_json(snapshot, w));
         let read = read_json(std::io::BufReader::with_capacity(1 << 16, r), opts);
         let wrote = writer
             .join()

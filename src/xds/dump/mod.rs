@@ -1,17 +1,22 @@
 //! Envoy admin `/config_dump`-shaped JSON (proto3 canonical JSON, proto field names, `@type` on
-//! every Any) for a snapshot, through a descriptor pool of the Envoy API that envoy-types was
-//! generated from (`proto/envoy_descriptor_set.bin`).
+//! every Any) for a snapshot, written straight from each resource's wire bytes ([`json`]) with
+//! the descriptors of the Envoy API that envoy-types was generated from
+//! (`proto/envoy_descriptor_set.bin`, read once into [`schema`]).
 //!
 //! Private keys are redacted as Envoy's admin does; nothing else is changed. Output is
 //! deterministic: resources are sorted by name, and no map we emit has more than one entry.
 
-mod split;
+mod json;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod wkt;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::OnceLock;
 
-use prost_reflect::{DescriptorPool, MessageDescriptor};
+use prost_reflect::DescriptorPool;
 use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{json, Value};
 
@@ -29,22 +34,16 @@ pub fn pool() -> Result<&'static DescriptorPool, String> {
     .map_err(|e| e.clone())
 }
 
-/// One `Any` as JSON with its `@type`, as one tree (for a small resource; the dump itself
-/// writes large ones in parts, [`split`]).
+/// One `Any` as JSON with its `@type`, as one tree (for a small resource: a secret). Read back
+/// from the compact text, so numbers are the JSON text the writer wrote.
 pub fn any_to_json(type_url: &str, bytes: &[u8]) -> Result<Value, String> {
-    let desc = descriptor(type_url)?;
-    Ok(split::with_type(
+    let text = serde_json::to_vec(&json::AnyJson {
         type_url,
-        split::message_value(&desc, bytes)?,
-    ))
-}
-
-/// The message descriptor of a type URL.
-fn descriptor(type_url: &str) -> Result<MessageDescriptor, String> {
-    let name = type_url.rsplit('/').next().unwrap_or(type_url);
-    pool()?
-        .get_message_by_name(name)
-        .ok_or_else(|| format!("unknown message type {name}"))
+        value: bytes,
+        depth: 0,
+    })
+    .map_err(|e| format!("encoding {type_url} as JSON: {e}"))?;
+    serde_json::from_slice(&text).map_err(|e| format!("re-reading JSON: {e}"))
 }
 
 /// Replaces the key material of a Secret as Envoy's admin does for the fields its API marks
@@ -78,9 +77,10 @@ fn redact(mut v: Value) -> Value {
 }
 
 /// The snapshot as an Envoy admin ConfigDump, written section by section and resource by
-/// resource by any serde serializer ([`write_json`] for `render`): never the whole dump as one
-/// tree, and a large resource in parts ([`split`]). The same document `config_dump` built as
-/// one `Value` before (and the same bytes: the goldens hold them).
+/// resource by any serde serializer ([`write_json`] for `render`), each resource field by field
+/// as its wire records are read: never the whole dump, nor one resource, as a tree. The same
+/// document `config_dump` built as one `Value` before (and the same bytes: the goldens hold
+/// them).
 pub struct ConfigDump<'a> {
     snapshot: &'a Snapshot,
 }
@@ -251,10 +251,10 @@ impl Serialize for Field<'_> {
         match self {
             Field::Str(v) => s.serialize_str(v),
             Field::Type(ty) => s.collect_str(&format_args!("{ADMIN}{ty}")),
-            Field::Any(r) => split::Message {
-                desc: descriptor(&r.body.type_url).map_err(S::Error::custom)?,
-                bytes: &r.body.value,
-                type_url: Some(&r.body.type_url),
+            Field::Any(r) => json::AnyJson {
+                type_url: &r.body.type_url,
+                value: &r.body.value,
+                depth: 0,
             }
             .serialize(s),
             Field::Secret(r) => any_to_json(&r.body.type_url, &r.body.value)
@@ -276,8 +276,23 @@ pub fn config_dump(snapshot: &Snapshot) -> Result<Value, String> {
 /// resource by resource. An error converting a resource names it; an I/O error is returned as
 /// is (a closed pipe is not a failure to report).
 pub fn write_json(snapshot: &Snapshot, out: impl Write) -> Result<(), DumpError> {
+    write_with(snapshot, out, serde_json::ser::PrettyFormatter::new())
+}
+
+/// [`write_json`] without the indentation (a third of the bytes), for a program to read
+/// (`diff`'s rendered side).
+pub fn write_compact_json(snapshot: &Snapshot, out: impl Write) -> Result<(), DumpError> {
+    write_with(snapshot, out, serde_json::ser::CompactFormatter)
+}
+
+fn write_with(
+    snapshot: &Snapshot,
+    out: impl Write,
+    formatter: impl serde_json::ser::Formatter,
+) -> Result<(), DumpError> {
     let mut w = std::io::BufWriter::with_capacity(1 << 16, out);
-    serde_json::to_writer_pretty(&mut w, &ConfigDump::new(snapshot)).map_err(|e| {
+    let mut ser = serde_json::Serializer::with_formatter(&mut w, formatter);
+    ConfigDump::new(snapshot).serialize(&mut ser).map_err(|e| {
         if e.is_io() {
             DumpError::Io(e.into())
         } else {
@@ -305,31 +320,4 @@ pub enum DumpError {
     /// A resource that does not convert to JSON (it names the message type).
     #[error("{0}")]
     Convert(String),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-    use serde_json::json;
-
-    #[test]
-    fn every_sensitive_secret_field_is_redacted_and_certificates_stay() {
-        let secret = json!({
-            "name": "kubernetes://ns/s",
-            "tls_certificate": {
-                "certificate_chain": {"inline_bytes": "Q0VSVA=="},
-                "private_key": {"inline_bytes": "S0VZ"},
-                "password": {"inline_string": "hunter2"},
-                "pkcs12": {"inline_bytes": "UEsx"}
-            },
-            "session_ticket_keys": {"keys": [{"inline_bytes": "a2V5MQ=="}]},
-            "generic_secret": {"secret": {"inline_string": "token"}}
-        });
-        let text = redact(secret).to_string();
-        for leaked in ["S0VZ", "hunter2", "UEsx", "a2V5MQ==", "token"] {
-            assert!(!text.contains(leaked), "{leaked} in {text}");
-        }
-        assert!(text.contains("Q0VSVA=="), "the certificate stays: {text}");
-        assert_eq!(text.matches("[redacted]").count(), 5, "{text}");
-    }
 }
