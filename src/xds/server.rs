@@ -271,10 +271,10 @@ impl<S: ConfigSource> AdsService<S> {
             l.set(request_bound(max_request, &snap));
         }
         let (snap, denied) = filter.apply(snap);
-        let conn = M::new(snap.clone(), self.limits);
+        let conn = Arc::new(std::sync::Mutex::new(M::new(snap, self.limits)));
         let entry = self
             .registry
-            .register(&proxy, filter.caller(), conn.status(), snap);
+            .register(&proxy, filter.caller(), mode, conn.clone());
         let span = tracing::info_span!(
             "ads",
             node = %proxy.log_id(),

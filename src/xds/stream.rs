@@ -12,7 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -30,7 +30,7 @@ use super::auth::{DenyReason, SecretFilter};
 use super::conn::{ConnStatus, DeltaConnection, Event, SotwConnection, Step, Wire};
 use super::limits::{request_bound, Limits, RequestLimit};
 use super::observe::{Observers, Push, StreamObserver};
-use super::registry::RegistryEntry;
+use super::registry::{machine, Live, RegistryEntry};
 use super::resource::type_short;
 use super::server::{gateway_denied, receive_error, Incoming};
 use super::waiting::shutdown_requested;
@@ -44,7 +44,21 @@ pub(super) trait Machine: Send + 'static {
     fn on_request(&mut self, req: Self::Req) -> Step<Wire>;
     fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<Wire>;
     fn status(&self) -> ConnStatus;
-    fn status_into(&self, out: &mut ConnStatus);
+    fn acked_generation(&self) -> Option<u64>;
+    fn target(&self) -> &Arc<Snapshot>;
+}
+
+/// The registry reads a stream's state from its machine (`registry.rs`).
+impl<M: Machine> Live for Mutex<M> {
+    fn status(&self) -> ConnStatus {
+        machine(self).status()
+    }
+    fn acked_generation(&self) -> Option<u64> {
+        machine(self).acked_generation()
+    }
+    fn snapshot(&self) -> Arc<Snapshot> {
+        machine(self).target().clone()
+    }
 }
 
 impl Machine for SotwConnection {
@@ -64,8 +78,11 @@ impl Machine for SotwConnection {
     fn status(&self) -> ConnStatus {
         SotwConnection::status(self)
     }
-    fn status_into(&self, out: &mut ConnStatus) {
-        SotwConnection::status_into(self, out)
+    fn acked_generation(&self) -> Option<u64> {
+        SotwConnection::acked_generation(self)
+    }
+    fn target(&self) -> &Arc<Snapshot> {
+        SotwConnection::target(self)
     }
 }
 
@@ -86,8 +103,11 @@ impl Machine for DeltaConnection {
     fn status(&self) -> ConnStatus {
         DeltaConnection::status(self)
     }
-    fn status_into(&self, out: &mut ConnStatus) {
-        DeltaConnection::status_into(self, out)
+    fn acked_generation(&self) -> Option<u64> {
+        DeltaConnection::acked_generation(self)
+    }
+    fn target(&self) -> &Arc<Snapshot> {
+        DeltaConnection::target(self)
     }
 }
 
@@ -214,8 +234,8 @@ impl<S: ConfigSource> Reporter<S> {
         }
     }
 
-    /// The events of one input, then the connection's new status into the registry.
-    fn report<M: Machine>(&self, events: &[Event], conn: &M) {
+    /// The events of one input.
+    fn report(&self, events: &[Event]) {
         for ev in events {
             match ev {
                 Event::Ack {
@@ -245,13 +265,12 @@ impl<S: ConfigSource> Reporter<S> {
                 }
             }
         }
-        self.entry.update(|status| conn.status_into(status));
     }
 }
 
 /// The per-stream event loop.
 pub(super) async fn drive<S: ConfigSource, M: Machine, I: Incoming<M::Req>>(
-    mut conn: M,
+    conn: Arc<Mutex<M>>,
     mut incoming: I,
     first: M::Req,
     mut snaps: watch::Receiver<Arc<Snapshot>>,
@@ -261,8 +280,8 @@ pub(super) async fn drive<S: ConfigSource, M: Machine, I: Incoming<M::Req>>(
 ) {
     tracing::info!("ADS stream connected");
     let event_at = Instant::now();
-    let step = conn.on_request(first);
-    reporter.report(&step.events, &conn);
+    let step = machine(&conn).on_request(first);
+    reporter.report(&step.events);
     if !forward::<S, M>(&tx, step.responses, &mut shutdown, &reporter, event_at).await
         || refuse::<M>(&tx, step.refused).await
     {
@@ -278,7 +297,8 @@ pub(super) async fn drive<S: ConfigSource, M: Machine, I: Incoming<M::Req>>(
             msg = incoming.next() => match msg {
                 Some(Ok(req)) => {
                     event_at = Instant::now();
-                    conn.on_request(req)
+                    let mut m = machine(&conn);
+                    m.on_request(req)
                 }
                 Some(Err(status)) => {
                     let limit = reporter.request_limit.as_ref().map_or(reporter.max_request, RequestLimit::get);
@@ -313,8 +333,8 @@ pub(super) async fn drive<S: ConfigSource, M: Machine, I: Incoming<M::Req>>(
                         &reporter.entry,
                         &tracing::Span::current(),
                     );
-                    reporter.entry.set_snapshot(snap.clone());
-                    conn.on_snapshot(snap)
+                    let mut m = machine(&conn);
+                    m.on_snapshot(snap)
                 }
                 Err(_) => {
                     tracing::info!("config source dropped this proxy: closing ADS stream");
@@ -322,7 +342,7 @@ pub(super) async fn drive<S: ConfigSource, M: Machine, I: Incoming<M::Req>>(
                 }
             },
         };
-        reporter.report(&step.events, &conn);
+        reporter.report(&step.events);
         if !forward::<S, M>(&tx, step.responses, &mut shutdown, &reporter, event_at).await
             || refuse::<M>(&tx, step.refused).await
         {
