@@ -197,3 +197,52 @@ impl Drop for RegistryEntry {
         self.registry.conns.remove(&self.conn_id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xds::conn::DeltaConnection;
+    use crate::xds::CLUSTER;
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+
+    #[test]
+    fn a_stream_is_listed_with_its_machines_state_of_the_moment_until_it_ends() {
+        let registry = Arc::new(ConnectionRegistry::new());
+        let first = Arc::new(Snapshot {
+            generation: 1,
+            ..Default::default()
+        });
+        let conn = Arc::new(Mutex::new(DeltaConnection::new(first.clone())));
+        let proxy = ProxyIdentity {
+            id: "gw-1".to_string(),
+            ..Default::default()
+        };
+        let entry = registry.register(&proxy, &Caller::Anonymous, Mode::Delta, conn.clone());
+        let listed = registry.list();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].node_id.as_str(), listed[0].mode),
+            ("gw-1", "delta")
+        );
+        assert!(listed[0].status.types.is_empty());
+        assert!(Arc::ptr_eq(&listed[0].snapshot, &first));
+        // What the stream's loop does to its machine shows at the next read, nothing copied.
+        let _ = machine(&conn).on_request(DeltaDiscoveryRequest {
+            type_url: CLUSTER.to_string(),
+            ..Default::default()
+        });
+        let second = Arc::new(Snapshot {
+            generation: 2,
+            ..Default::default()
+        });
+        let _ = machine(&conn).on_snapshot(second.clone());
+        let now = registry.get(entry.conn_id).expect("listed");
+        assert!(now.status.types.contains_key(CLUSTER), "{:?}", now.status);
+        assert_eq!(now.status.target_generation, 2);
+        assert!(Arc::ptr_eq(&now.snapshot, &second));
+        assert!(!registry.all_acked(2), "the CDS response is not ACKed");
+        drop(entry);
+        assert!(registry.is_empty());
+        assert!(registry.all_acked(2));
+    }
+}
