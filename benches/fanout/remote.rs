@@ -167,6 +167,8 @@ pub async fn run(streams: usize, n: usize, rounds: usize) {
     }
     let mut ads = Vec::new();
     let mut size = 0;
+    // On stderr, for a profiler attached to this process over the rounds' window.
+    eprintln!("fanout: ADS rounds begin");
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let v = synth.endpoints(mid, 0, round + 1);
@@ -190,6 +192,7 @@ pub async fn run(streams: usize, n: usize, rounds: usize) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+    eprintln!("fanout: ADS rounds end");
     // The ADS streams are closed first (on both sides) so that the floor's sockets fit in
     // each process's file limit (20,000 here) at 10,000 streams too.
     tokio::task::block_in_place(|| {

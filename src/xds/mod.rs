@@ -16,6 +16,7 @@ pub mod observe;
 pub mod registry;
 pub mod resource;
 pub mod server;
+mod stream;
 mod waiting;
 
 pub use resource::{

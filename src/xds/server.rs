@@ -3,8 +3,8 @@
 //! Per stream: wait for the first request (it carries the node), derive the [`ProxyIdentity`],
 //! subscribe to the proxy's snapshot channel (held open while its config is not translated yet,
 //! `waiting.rs`), then
-//! feed requests and snapshot changes into the state machine and forward its responses into a small
-//! bounded channel that backs the response stream. Every connection is listed in a
+//! feed requests and snapshot changes into the state machine and hand its responses to the
+//! response stream, which runs that loop itself (`stream.rs`). Every connection is listed in a
 //! [`ConnectionRegistry`] with its live [`ConnStatus`]. The events the machine returns (ACK,
 //! NACK, converged) and every push are reported to the service's observers
 //! ([`super::observe`]: logs by default, metrics when the runtime adds them).
@@ -17,22 +17,19 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use envoy_types::pb::google::protobuf::value::Kind;
 use prost::Message;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Status};
 use tracing::Instrument;
 
 use super::auth::policy::{foreign_gateway, GatewayAllowList};
-use super::auth::{Authenticator, Caller, DenyReason, PeerInfo, SecretFilter};
-use super::conn::{ConnStatus, DeltaConnection, Event, Mode, SotwConnection, Step, Wire};
+use super::auth::{Authenticator, Caller, PeerInfo, SecretFilter};
+use super::conn::{DeltaConnection, Mode, SotwConnection};
 use super::encoder::Encoder;
 use super::limits::{request_bound, Limits, RequestLimit, REQUEST_BYTES_PER_RESOURCE};
-use super::observe::{LogObserver, Observers, Push, StreamObserver};
-use super::resource::type_short;
-use super::waiting::shutdown_requested;
-use super::{ConfigSource, ProxyIdentity, Snapshot};
+use super::observe::{LogObserver, Observers, StreamObserver};
+use super::stream::{drive, report_denials, Driven, Machine, Reporter};
+use super::{ConfigSource, ProxyIdentity};
 
-use super::registry::RegistryEntry;
 pub use super::registry::{ConnectionInfo, ConnectionRegistry};
 
 /// Max gRPC response size (route configurations get big). Requests are bounded by
@@ -95,61 +92,6 @@ pub fn proxy_identity(node: &Node) -> ProxyIdentity {
         id: node.id.clone(),
         namespace: from_id.or(from_meta),
         labels,
-    }
-}
-
-/// What the stream driver needs from a state machine (SotW or Delta).
-trait Machine: Send + 'static {
-    type Req: Message + Default + Send + 'static;
-    fn new(snap: Arc<Snapshot>, limits: Limits) -> Self;
-    fn node(req: &Self::Req) -> Option<&Node>;
-    fn on_request(&mut self, req: Self::Req) -> Step<Wire>;
-    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<Wire>;
-    fn status(&self) -> ConnStatus;
-    fn status_into(&self, out: &mut ConnStatus);
-}
-
-impl Machine for SotwConnection {
-    type Req = DiscoveryRequest;
-    fn new(snap: Arc<Snapshot>, limits: Limits) -> Self {
-        SotwConnection::with_limits(snap, limits)
-    }
-    fn node(req: &DiscoveryRequest) -> Option<&Node> {
-        req.node.as_ref()
-    }
-    fn on_request(&mut self, req: DiscoveryRequest) -> Step<Wire> {
-        self.on_request_wire(req)
-    }
-    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<Wire> {
-        self.on_snapshot_wire(snap)
-    }
-    fn status(&self) -> ConnStatus {
-        SotwConnection::status(self)
-    }
-    fn status_into(&self, out: &mut ConnStatus) {
-        SotwConnection::status_into(self, out)
-    }
-}
-
-impl Machine for DeltaConnection {
-    type Req = DeltaDiscoveryRequest;
-    fn new(snap: Arc<Snapshot>, limits: Limits) -> Self {
-        DeltaConnection::with_limits(snap, limits)
-    }
-    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
-        req.node.as_ref()
-    }
-    fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Step<Wire> {
-        self.on_request_wire(req)
-    }
-    fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<Wire> {
-        self.on_snapshot_wire(snap)
-    }
-    fn status(&self) -> ConnStatus {
-        DeltaConnection::status(self)
-    }
-    fn status_into(&self, out: &mut ConnStatus) {
-        DeltaConnection::status_into(self, out)
     }
 }
 
@@ -268,7 +210,7 @@ impl<S: ConfigSource> AdsService<S> {
         mode: Mode,
         caller: Caller,
         request_limit: Option<RequestLimit>,
-    ) -> Result<ReceiverStream<Result<Wire, Status>>, Status> {
+    ) -> Result<Driven, Status> {
         let max_request = self.limits.max_request_bytes;
         let first = match incoming
             .next()
@@ -329,10 +271,10 @@ impl<S: ConfigSource> AdsService<S> {
             l.set(request_bound(max_request, &snap));
         }
         let (snap, denied) = filter.apply(snap);
-        let conn = M::new(snap.clone(), self.limits);
+        let conn = Arc::new(std::sync::Mutex::new(M::new(snap, self.limits)));
         let entry = self
             .registry
-            .register(&proxy, filter.caller(), conn.status(), snap);
+            .register(&proxy, filter.caller(), mode, conn.clone());
         let span = tracing::info_span!(
             "ads",
             node = %proxy.log_id(),
@@ -354,8 +296,8 @@ impl<S: ConfigSource> AdsService<S> {
             max_request,
             request_limit,
         };
-        tokio::spawn(drive(conn, incoming, first, snaps, tx, reporter, shutdown).instrument(span));
-        Ok(ReceiverStream::new(rx))
+        let run = drive(conn, incoming, first, snaps, tx, reporter, shutdown).instrument(span);
+        Ok(Driven::new(run, rx))
     }
 }
 
@@ -367,7 +309,7 @@ pub const ON_DEMAND_NEEDS_DELTA: &str = "this gateway is served in the on-demand
 /// The status a stream ends with when receiving failed: tonic's "message length too large"
 /// (`OUT_OF_RANGE`, raised from the length prefix, before the message is read) becomes
 /// `RESOURCE_EXHAUSTED` naming the flag, as gRPC's own receive limit is reported.
-fn receive_error(status: Status, max_request: usize) -> Status {
+pub(super) fn receive_error(status: Status, max_request: usize) -> Status {
     if status.code() == tonic::Code::OutOfRange {
         tracing::warn!(%status, limit = max_request, "ADS stream ended: request too large");
         return Status::resource_exhausted(format!(
@@ -381,7 +323,7 @@ fn receive_error(status: Status, max_request: usize) -> Status {
 }
 
 /// The status of a stream refused (or ended) for a Gateway its caller may not receive.
-fn gateway_denied(caller: &Caller, gateway: &str) -> Status {
+pub(super) fn gateway_denied(caller: &Caller, gateway: &str) -> Status {
     Status::permission_denied(format!(
         "identity {} may not receive the config of Gateway {gateway} (another namespace, not \
          in the gateway allow-list)",
@@ -395,244 +337,6 @@ fn meta_str<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
         Some(Kind::StringValue(s)) if !s.is_empty() => Some(s),
         _ => None,
     }
-}
-
-/// Secrets denied for the first time on a stream: one WARN line naming them, the metric, and
-/// the registry (debug endpoints).
-fn report_denials(
-    new: &[(String, DenyReason)],
-    filter: &SecretFilter,
-    observers: &Observers,
-    entry: &RegistryEntry,
-    span: &tracing::Span,
-) {
-    if new.is_empty() {
-        return;
-    }
-    for (_, reason) in new {
-        for o in observers {
-            o.secret_denied(reason.as_str());
-        }
-    }
-    let denied: Vec<String> = new
-        .iter()
-        .map(|(n, r)| format!("{n} ({})", r.as_str()))
-        .collect();
-    span.in_scope(|| {
-        tracing::warn!(
-            identity = %filter.caller().describe(),
-            secrets = ?denied,
-            "SDS: secrets not sent to this caller (connect over the TLS port with an identity of the secret's namespace whose service account may list secrets there)"
-        )
-    });
-    entry.record_denied(filter.denied());
-}
-
-/// Forward responses to the client; false when it has gone away or shutdown was requested while
-/// waiting for it to read. Each response is sent in a `push` span and reported to the observers
-/// once handed to the stream, with its push time measured from `event_at` (when the request or
-/// snapshot that caused it arrived).
-async fn forward<S: ConfigSource, M: Machine>(
-    tx: &mpsc::Sender<Result<Wire, Status>>,
-    out: Vec<Wire>,
-    shutdown: &mut Option<watch::Receiver<bool>>,
-    reporter: &Reporter<S>,
-    event_at: Instant,
-) -> bool {
-    for resp in out {
-        let bytes = resp.encoded_len();
-        let (resources, removed) = (resp.resources.len(), resp.removed.len());
-        let (type_url, version, nonce) = (
-            resp.type_url.clone(),
-            resp.version.clone(),
-            resp.nonce.clone(),
-        );
-        let span = tracing::info_span!(
-            "push",
-            xds_type = type_short(&type_url),
-            version = version.as_str(),
-            nonce = nonce.as_str()
-        );
-        tokio::select! {
-            sent = tx.send(Ok(resp)).instrument(span.clone()) => if sent.is_err() {
-                return false;
-            },
-            _ = shutdown_requested(shutdown) => return false,
-        }
-        let push = Push {
-            type_url: &type_url,
-            resources,
-            removed,
-            version: &version,
-            nonce: &nonce,
-            bytes,
-            push_time: event_at.elapsed(),
-        };
-        span.in_scope(|| reporter.each(|o| o.pushed(&push)));
-    }
-    true
-}
-
-/// Ends the stream with the limit an input went past, if any (true when it did).
-async fn refuse<M: Machine>(
-    tx: &mpsc::Sender<Result<Wire, Status>>,
-    refused: Option<super::limits::LimitExceeded>,
-) -> bool {
-    let Some(e) = refused else {
-        return false;
-    };
-    tracing::warn!(error = %e, "ADS stream ended: a per-stream limit was exceeded");
-    let _ = tx.send(Err(e.status())).await;
-    true
-}
-
-/// Reports a stream's events to the observers and keeps its registry entry up to date.
-struct Reporter<S: ConfigSource> {
-    source: Arc<S>,
-    observers: Observers,
-    entry: RegistryEntry,
-    connected_at: Instant,
-    /// Removes the secrets this caller may not have from every snapshot.
-    filter: SecretFilter,
-    gateway_allow: Arc<GatewayAllowList>,
-    proxy: ProxyIdentity,
-    /// [`Limits::max_request_bytes`], for the status of a request too large.
-    max_request: usize,
-    /// This stream's request bound, raised to [`request_bound`] of each config it serves (none
-    /// when the requests do not come through [`super::grpc`]'s decoder).
-    request_limit: Option<RequestLimit>,
-}
-
-impl<S: ConfigSource> Reporter<S> {
-    /// A Gateway of another namespace the proxy's snapshot now holds (a Gateway created or
-    /// changed after the stream started), if its caller may not receive it.
-    fn foreign_gateway(&self) -> Option<String> {
-        let gateways = self.source.gateways(&self.proxy);
-        foreign_gateway(self.filter.caller(), &gateways, &self.gateway_allow).map(str::to_string)
-    }
-
-    fn each(&self, f: impl Fn(&dyn StreamObserver)) {
-        for o in &self.observers {
-            f(o.as_ref());
-        }
-    }
-
-    /// The events of one input, then the connection's new status into the registry.
-    fn report<M: Machine>(&self, events: &[Event], conn: &M) {
-        for ev in events {
-            match ev {
-                Event::Ack {
-                    type_url,
-                    version,
-                    generation,
-                } => {
-                    self.each(|o| o.acked(type_url, version));
-                    self.source.acked(&self.proxy, type_url, *generation);
-                }
-                Event::Nack {
-                    type_url,
-                    nack,
-                    generation,
-                } => {
-                    self.entry.record_nack(type_url);
-                    self.each(|o| o.nacked(type_url, nack));
-                    self.source.nacked(&self.proxy, type_url, *generation, nack);
-                }
-                Event::Converged { generation } => {
-                    let since = self
-                        .source
-                        .generation_time(*generation)
-                        .map_or(self.connected_at, |t| t.max(self.connected_at));
-                    let elapsed = since.elapsed();
-                    self.each(|o| o.converged(*generation, elapsed));
-                }
-            }
-        }
-        self.entry.update(|status| conn.status_into(status));
-    }
-}
-
-/// The per-stream event loop.
-async fn drive<S: ConfigSource, M: Machine, I: Incoming<M::Req>>(
-    mut conn: M,
-    mut incoming: I,
-    first: M::Req,
-    mut snaps: watch::Receiver<Arc<Snapshot>>,
-    tx: mpsc::Sender<Result<Wire, Status>>,
-    mut reporter: Reporter<S>,
-    mut shutdown: Option<watch::Receiver<bool>>,
-) {
-    tracing::info!("ADS stream connected");
-    let event_at = Instant::now();
-    let step = conn.on_request(first);
-    reporter.report(&step.events, &conn);
-    if !forward::<S, M>(&tx, step.responses, &mut shutdown, &reporter, event_at).await
-        || refuse::<M>(&tx, step.refused).await
-    {
-        return;
-    }
-    loop {
-        let event_at: Instant;
-        let step = tokio::select! {
-            _ = shutdown_requested(&mut shutdown) => {
-                tracing::info!("shutdown: closing ADS stream");
-                break;
-            }
-            msg = incoming.next() => match msg {
-                Some(Ok(req)) => {
-                    event_at = Instant::now();
-                    conn.on_request(req)
-                }
-                Some(Err(status)) => {
-                    let limit = reporter.request_limit.as_ref().map_or(reporter.max_request, RequestLimit::get);
-                    let status = receive_error(status, limit);
-                    if status.code() == tonic::Code::ResourceExhausted {
-                        let _ = tx.send(Err(status)).await;
-                    } else {
-                        tracing::debug!(%status, "ADS stream receive error");
-                    }
-                    break;
-                }
-                None => break,
-            },
-            changed = snaps.changed() => match changed {
-                Ok(()) => {
-                    event_at = Instant::now();
-                    let snap = snaps.borrow_and_update().clone();
-                    if let Some(l) = &reporter.request_limit {
-                        l.set(request_bound(reporter.max_request, &snap));
-                    }
-                    if let Some(g) = reporter.foreign_gateway() {
-                        tracing::warn!(gateway = g.as_str(), "ADS stream ended: the node's labels now select a Gateway of another namespace");
-                        reporter.each(|o| o.auth_failed("foreign_gateway"));
-                        let _ = tx.send(Err(gateway_denied(reporter.filter.caller(), &g))).await;
-                        break;
-                    }
-                    let (snap, denied) = reporter.filter.apply(snap);
-                    report_denials(
-                        &denied,
-                        &reporter.filter,
-                        &reporter.observers,
-                        &reporter.entry,
-                        &tracing::Span::current(),
-                    );
-                    reporter.entry.set_snapshot(snap.clone());
-                    conn.on_snapshot(snap)
-                }
-                Err(_) => {
-                    tracing::info!("config source dropped this proxy: closing ADS stream");
-                    break;
-                }
-            },
-        };
-        reporter.report(&step.events, &conn);
-        if !forward::<S, M>(&tx, step.responses, &mut shutdown, &reporter, event_at).await
-            || refuse::<M>(&tx, step.refused).await
-        {
-            break;
-        }
-    }
-    tracing::info!("ADS stream closed");
 }
 
 /// The TLS peer and the `authorization` header of a request.
@@ -661,7 +365,7 @@ impl<S: ConfigSource> AdsService<S> {
     pub(super) async fn sotw<I: Incoming<DiscoveryRequest>>(
         &self,
         request: Request<I>,
-    ) -> Result<ReceiverStream<Result<Wire, Status>>, Status> {
+    ) -> Result<Driven, Status> {
         let (peer, authorization) = credentials(&request);
         let limit = request.extensions().get::<RequestLimit>().cloned();
         let caller = self.authenticate(peer, authorization).await?;
@@ -673,7 +377,7 @@ impl<S: ConfigSource> AdsService<S> {
     pub(super) async fn delta<I: Incoming<DeltaDiscoveryRequest>>(
         &self,
         request: Request<I>,
-    ) -> Result<ReceiverStream<Result<Wire, Status>>, Status> {
+    ) -> Result<Driven, Status> {
         let (peer, authorization) = credentials(&request);
         let limit = request.extensions().get::<RequestLimit>().cloned();
         let caller = self.authenticate(peer, authorization).await?;

@@ -195,6 +195,17 @@ impl DeltaConnection {
         self.core.status()
     }
 
+    /// The generation of the snapshot the Envoy last held in full (see
+    /// [`ConnStatus::acked_generation`]).
+    pub fn acked_generation(&self) -> Option<u64> {
+        self.core.acked_generation
+    }
+
+    /// The snapshot this connection is serving.
+    pub fn target(&self) -> &Arc<Snapshot> {
+        &self.core.target
+    }
+
     /// [`Self::status`] written over this connection's previous status, reusing its strings.
     pub fn status_into(&self, out: &mut ConnStatus) {
         self.core.status_into(out)
