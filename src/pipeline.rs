@@ -1,11 +1,11 @@
 //! The stages glued together for one-shot use (`render`, golden tests): read a directory,
 //! index it, translate for one gateway, build the snapshot.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::source::{files, InputError};
 use crate::state::Inputs;
-use crate::translate::{self, Options};
+use crate::translate::{self, Options, RouteLayout};
 use crate::xds::Snapshot;
 
 /// What rendering one gateway produced: the encoded resources (no protos of them are kept).
@@ -19,6 +19,41 @@ pub struct Rendered {
     pub routable: bool,
     /// Translation errors, sorted.
     pub errors: Vec<InputError>,
+}
+
+/// The golden cases under `testdata` (each directory with an `input/`), sorted, with the
+/// options each is rendered with: the route layout its name's prefix gives (`scoped-`,
+/// `ondemand-`), the defaults otherwise. The golden test and the tests that hold another path
+/// to every golden case read them here.
+pub fn golden_cases(testdata: &Path) -> Vec<(PathBuf, Options)> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(testdata)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("input").is_dir())
+        .collect();
+    cases.sort();
+    cases
+        .into_iter()
+        .map(|case| {
+            let name = case
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let route_layout = if name.starts_with("scoped-") {
+                RouteLayout::Scoped
+            } else if name.starts_with("ondemand-") {
+                RouteLayout::OnDemand
+            } else {
+                RouteLayout::Istio
+            };
+            let opts = Options {
+                route_layout,
+                ..Options::default()
+            };
+            (case, opts)
+        })
+        .collect()
 }
 
 /// Reads `dir` into indexed inputs; errors name file and document.

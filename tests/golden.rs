@@ -16,17 +16,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use knative_pilot::pipeline;
-use knative_pilot::translate::{self, Options, RouteLayout};
+use knative_pilot::translate::{self, Options};
 
-fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-    let mut out: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("testdata")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("input").is_dir())
-        .collect();
-    out.sort();
-    out
+fn cases() -> Vec<(PathBuf, Options)> {
+    pipeline::golden_cases(&Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata"))
 }
 
 fn update() -> bool {
@@ -48,37 +41,27 @@ fn golden_cases_render_as_expected_and_envoy_accepts_them() {
         "expected golden cases under testdata/, found {cases:?}"
     );
     let mut failures = Vec::new();
-    for case in &cases {
+    for (case, opts) in &cases {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let opts = Options {
-            route_layout: if name.starts_with("scoped-") {
-                RouteLayout::Scoped
-            } else if name.starts_with("ondemand-") {
-                RouteLayout::OnDemand
-            } else {
-                RouteLayout::Istio
-            },
-            ..Options::default()
-        };
         let (inputs, mut errors) = pipeline::load(&case.join("input"));
         let expected_dir = case.join("expected");
         if update() {
             std::fs::create_dir_all(&expected_dir).unwrap();
         }
-        for gw in translate::gateways(&inputs, &opts) {
+        for gw in translate::gateways(&inputs, opts) {
             let id = gw.id();
-            let rendered = pipeline::render_gateway(&inputs, &opts, &id).expect("render");
+            let rendered = pipeline::render_gateway(&inputs, opts, &id).expect("render");
             errors.extend(rendered.errors.iter().cloned());
             // The bytes `render` writes (streamed resource by resource).
             let text = render_json(&rendered.snapshot);
             // Deterministic: a second render is byte-identical.
-            let again = pipeline::render_gateway(&inputs, &opts, &id).expect("render");
+            let again = pipeline::render_gateway(&inputs, opts, &id).expect("render");
             let text2 = render_json(&again.snapshot);
             // Encoded as assembled (render) = the protos of `translate`, encoded.
-            let labels = translate::pod_labels(&inputs, &opts, &id).expect("labels");
+            let labels = translate::pod_labels(&inputs, opts, &id).expect("labels");
             let full = knative_pilot::hub::snapshot(
                 0,
-                &translate::translate(&inputs, &opts, &labels).config,
+                &translate::translate(&inputs, opts, &labels).config,
             );
             assert!(
                 knative_pilot::xds::resource::same_resources(&rendered.snapshot, &full),

@@ -106,25 +106,8 @@ fn render_all(inputs: &crate::state::Inputs, opts: &Options, yaml_too: bool) -> 
 #[test]
 fn every_golden_resource_is_written_as_prost_reflect_writes_it() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-    let mut cases: Vec<_> = std::fs::read_dir(&root)
-        .expect("testdata")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("input").is_dir())
-        .collect();
-    cases.sort();
     let mut n = 0;
-    for case in &cases {
-        let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let opts = Options {
-            route_layout: if name.starts_with("scoped-") {
-                RouteLayout::Scoped
-            } else if name.starts_with("ondemand-") {
-                RouteLayout::OnDemand
-            } else {
-                RouteLayout::Istio
-            },
-            ..Options::default()
-        };
+    for (case, opts) in crate::pipeline::golden_cases(&root) {
         let (inputs, _) = crate::pipeline::load(&case.join("input"));
         n += render_all(&inputs, &opts, true);
     }
