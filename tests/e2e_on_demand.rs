@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
@@ -75,23 +74,6 @@ async fn service_clusters(envoy: &Envoy) -> Vec<String> {
     names
 }
 
-/// Backends seen for `n` requests to `host` (one keep-alive connection).
-async fn spread(port: u16, host: &str, n: usize) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    let mut client = HttpClient::connect(port).await.unwrap();
-    for _ in 0..n {
-        if client.is_closed() {
-            client = HttpClient::connect(port).await.unwrap();
-        }
-        let r = client.get(host, "/", &[]).await.unwrap();
-        assert_eq!(r.status, 200, "{host}: {}", r.body);
-        *seen
-            .entry(r.backend().unwrap_or_default().to_string())
-            .or_default() += 1;
-    }
-    seen
-}
-
 /// Envoy's on-demand CDS gives up on a cluster after 5 s (the filter's default `timeout`): an
 /// answer that waited for it would take at least that long.
 const ODCDS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -142,7 +124,7 @@ async fn on_demand_routing_and_splits() {
     assert_eq!((r.status, r.backend()), (200, Some(c.name())), "{}", r.body);
 
     // A 50/50 split: weighted clusters, each fetched when a request first picks it.
-    let seen = spread(port, &host("app"), 400).await;
+    let seen = backend_spread(port, &host("app"), 400).await;
     for backend in [a.name(), b.name()] {
         let n = seen.get(backend).copied().unwrap_or(0);
         assert!((120..=280).contains(&n), "{backend}: {n} of 400: {seen:?}");

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::cluster::*;
 use common::*;
 use serde_json::Value;
@@ -77,23 +75,6 @@ fn local_only(name: &str, backend: &str) -> String {
     )
 }
 
-/// Backends seen for `n` requests to `host` on `port` (one keep-alive connection).
-async fn spread(port: u16, host: &str, n: usize) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    let mut client = HttpClient::connect(port).await.unwrap();
-    for _ in 0..n {
-        if client.is_closed() {
-            client = HttpClient::connect(port).await.unwrap();
-        }
-        let r = client.get(host, "/", &[]).await.unwrap();
-        assert_eq!(r.status, 200, "{host}: {}", r.body);
-        *seen
-            .entry(r.backend().unwrap_or_default().to_string())
-            .or_default() += 1;
-    }
-    seen
-}
-
 async fn routing(api: ApiType) {
     let a = Backend::start("app-a-00001").await;
     let b = Backend::start("app-b-00001").await;
@@ -146,7 +127,7 @@ async fn routing(api: ApiType) {
     assert_eq!(r.echoed_header("foo"), Some("app"), "{}", r.body);
 
     // 50/50 split.
-    let seen = spread(port, &ext_host("app"), 400).await;
+    let seen = backend_spread(port, &ext_host("app"), 400).await;
     for backend in [a.name(), b.name()] {
         let n = seen.get(backend).copied().unwrap_or(0);
         assert!((120..=280).contains(&n), "{backend}: {n} of 400: {seen:?}");
@@ -247,7 +228,7 @@ async fn split_change_resends_one_route_configuration(api: ApiType) {
         vec!["http.80/svc3.default.example.com"],
         "{before_dump:?} -> {after_dump:?}"
     );
-    let seen = spread(gw.ext_port, &ext_host("svc3"), 50).await;
+    let seen = backend_spread(gw.ext_port, &ext_host("svc3"), 50).await;
     assert_eq!(seen.get(a.name()), Some(&50), "{seen:?}");
     eprintln!("scoped split change ({api:?}): {rds_bytes} RDS bytes on the wire");
 }

@@ -202,6 +202,24 @@ pub async fn http2_get(port: u16, host: &str, path: &str, headers: &[(&str, &str
     http_request(port, HttpVersion::Http2, "GET", host, path, headers, "").await
 }
 
+/// Backends seen for `n` GETs of `/` on `host` at `port` over one keep-alive connection
+/// (reconnecting if Envoy closes it), each asserted to answer 200: backend name -> count.
+pub async fn backend_spread(port: u16, host: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    let mut client = HttpClient::connect(port).await.unwrap();
+    for _ in 0..n {
+        if client.is_closed() {
+            client = HttpClient::connect(port).await.unwrap();
+        }
+        let r = client.get(host, "/", &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{host}: {}", r.body);
+        *seen
+            .entry(r.backend().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    seen
+}
+
 /// A keep-alive HTTP/1.1 connection: every request reuses the same socket.
 pub struct HttpClient {
     port: u16,

@@ -48,8 +48,8 @@ pub use bootstrap::{
     STRICT_RE2_RUNTIME,
 };
 pub use client::{
-    http2_get, http_get, http_request, try_http2_get, try_http_get, try_http_request, try_ws_echo,
-    ws_echo, HttpClient, HttpVersion, Response,
+    backend_spread, http2_get, http_get, http_request, try_http2_get, try_http_get,
+    try_http_request, try_ws_echo, ws_echo, HttpClient, HttpVersion, Response,
 };
 pub use envoy::{envoy_bin, envoy_validate, Envoy};
 pub use fixture::{serve_dir, Fixture, Gateways, EXT_POD, LOCAL_POD};
