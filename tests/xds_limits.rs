@@ -150,6 +150,15 @@ async fn still_served(addr: SocketAddr, i: usize) {
     assert!(!first.resources.is_empty(), "the gateway gets its clusters");
 }
 
+/// The stream was refused for a limit: `RESOURCE_EXHAUSTED`, its message naming every one of
+/// `names` (the flag, the offending value).
+fn assert_exhausted(status: &Status, names: &[&str]) {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    for name in names {
+        assert!(status.message().contains(name), "{name}: {status:?}");
+    }
+}
+
 fn limits() -> Limits {
     Limits::default()
 }
@@ -177,11 +186,7 @@ async fn an_oversized_request_ends_its_stream_unread_and_others_are_served() {
     .await;
     let (got, status) = ended(resp).await;
     assert!(got.is_empty(), "nothing answered");
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(
-        status.message().contains("--xds-max-request-bytes"),
-        "{status:?}"
-    );
+    assert_exhausted(&status, &["--xds-max-request-bytes"]);
 
     // Later on a running stream: it got its clusters, then ends; the big request is not echoed.
     let (tx, resp) = sotw(h.addr, cds(Some(gateway_node(2)))).await;
@@ -283,11 +288,7 @@ async fn the_request_bound_grows_with_the_config_of_the_stream() {
     .await
     .expect("queue");
     let (_, status) = ended(Ok(resp)).await;
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(
-        status.message().contains("--xds-max-request-bytes"),
-        "{status:?}"
-    );
+    assert_exhausted(&status, &["--xds-max-request-bytes"]);
     still_served(h.addr, 2).await;
 }
 
@@ -346,11 +347,7 @@ async fn type_urls_beyond_the_limit_end_the_stream() {
     let (got, status) = ended(Ok(resp)).await;
     assert_eq!(got.len(), 7, "one empty answer per admitted unknown type");
     assert!(got.iter().all(|r| r.resources.is_empty()));
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(
-        status.message().contains("--xds-max-type-urls") && status.message().contains("T7"),
-        "{status:?}"
-    );
+    assert_exhausted(&status, &["--xds-max-type-urls", "T7"]);
 
     // A type URL no Envoy would send (longer than 512 bytes) is refused, not echoed.
     let long = format!("type.googleapis.com/{}", "y".repeat(100_000));
@@ -403,11 +400,7 @@ async fn delta_subscriptions_beyond_the_name_limit_end_the_stream() {
         .expect("queue");
     }
     let (_, status) = ended(Ok(resp)).await;
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(
-        status.message().contains("120 resource names"),
-        "{status:?}"
-    );
+    assert_exhausted(&status, &["120 resource names"]);
     still_served(h.addr, 2).await;
 }
 
@@ -431,11 +424,7 @@ async fn a_new_label_set_beyond_the_limit_is_refused_until_a_slot_is_unused() {
     let (_tx, b) = sotw(h.addr, cds(Some(invented("b")))).await;
     let (got, status) = ended(b).await;
     assert!(got.is_empty());
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(
-        status.message().contains("--xds-max-label-sets"),
-        "{status:?}"
-    );
+    assert_exhausted(&status, &["--xds-max-label-sets"]);
     assert_eq!(h.hub.label_sets(), gateways + 1, "no translation for b");
 
     // The gateways' Envoys and more Envoys of label set a are admitted.
