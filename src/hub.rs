@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::model::diag::InputError;
 use crate::model::{Kind, ObjectKey};
 use crate::state::{keep_last_good, Change, Entry, Inputs, PREVIOUS_VERSION_SERVED};
-use crate::translate::incremental::{Engine, ObjectChange};
+use crate::translate::incremental::{Engine, ObjectChange, Shared};
 use crate::translate::{self, Options, ProxyConfig};
 use crate::xds::conn::NackStatus;
 use crate::xds::resource::{resource, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
@@ -357,6 +357,11 @@ impl State {
     /// something is quarantined for it.
     fn apply_engines(&mut self, oc: &[ObjectChange]) {
         let keys: Vec<ObjectKey> = oc.iter().map(|c| c.key.clone()).collect();
+        let Some(opts) = self.engines.values().next().map(|e| e.options().clone()) else {
+            return;
+        };
+        // Each changed object's translation no proxy changes, prepared once for every engine.
+        let shared = Shared::new(&self.served, &opts);
         for (pk, e) in self.engines.iter_mut() {
             let own = self
                 .contain
@@ -364,7 +369,7 @@ impl State {
                 .and_then(|c| c.changes(&self.served, &keys));
             match (own, self.contain.get(pk)) {
                 (Some(own), Some(c)) => e.apply(c.inputs(&self.served), &own),
-                _ => e.apply(&self.served, oc),
+                _ => e.apply_shared(&shared, oc),
             }
         }
     }
@@ -375,14 +380,7 @@ impl State {
             .iter()
             .filter(|k| !self.engines.contains_key(*k))
             .collect();
-        let served = &self.served;
-        let built: Vec<(ProxyKey, Engine)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = missing
-                .iter()
-                .map(|k| scope.spawn(move || ((*k).clone(), Engine::new(served, opts, k))))
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
+        let built = first::build_engines(&self.served, opts, &missing, |_, _| {});
         self.engines.extend(built);
     }
 

@@ -18,7 +18,8 @@ use tokio::sync::watch;
 
 use super::{lock, Hub, ProxyKey, State};
 use crate::state::Inputs;
-use crate::translate::incremental::Engine;
+use crate::translate::incremental::{Engine, Shared};
+use crate::translate::Options;
 use crate::xds::conn::NackStatus;
 use crate::xds::Snapshot;
 
@@ -42,6 +43,35 @@ struct Feedback {
     nack: Option<NackStatus>,
 }
 
+/// Builds the engines of `keys` from `served`, in parallel, each object's translation that no
+/// proxy changes prepared once for all of them first ([`Shared`]); `built` is called with each
+/// engine as soon as it is complete.
+pub(super) fn build_engines(
+    served: &Inputs,
+    opts: &Options,
+    keys: &[&ProxyKey],
+    built: impl Fn(&ProxyKey, &Engine) + Sync,
+) -> Vec<(ProxyKey, Engine)> {
+    let shared = Shared::new(served, opts);
+    if keys.len() > 1 {
+        shared.prepare_all(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    }
+    let (shared, built) = (&shared, &built);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                scope.spawn(move || {
+                    let engine = Engine::new_shared(shared, k);
+                    built(k, &engine);
+                    ((*k).clone(), engine)
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    })
+}
+
 impl Hub {
     /// Builds the engines of `keys` from `served` in parallel, without the hub's locks, and
     /// serves each as soon as it is complete; returns them (inserted by the caller).
@@ -51,21 +81,11 @@ impl Hub {
         keys: &BTreeSet<ProxyKey>,
         generation: u64,
     ) -> Vec<(ProxyKey, Engine)> {
-        let opts = &self.opts;
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = keys
-                .iter()
-                .map(|k| {
-                    scope.spawn(move || {
-                        let engine = Engine::new(served, opts, k);
-                        #[cfg(test)]
-                        self.first_built_hook(k);
-                        self.serve_early(k, &engine, generation);
-                        (k.clone(), engine)
-                    })
-                })
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        let keys: Vec<&ProxyKey> = keys.iter().collect();
+        build_engines(served, &self.opts, &keys, |k, engine| {
+            #[cfg(test)]
+            self.first_built_hook(k);
+            self.serve_early(k, engine, generation);
         })
     }
 

@@ -4,18 +4,18 @@
 //! [`super::translate`] and the incremental engine both build fragments this way and hand them
 //! to [`super::claims`] and [`super::assemble`].
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use crate::model::diag::InputError;
 use crate::model::{Kind, Object, ObjectKey};
-use crate::state::Inputs;
+use crate::state::{Entry, Inputs};
 
 use super::backend::{Backends, ClusterSource, SvcKey};
 use super::claims::{self, Order, Precedence, Slot};
 use super::gateway::{Context, ServerCtx};
 use super::ir::{ClusterIr, RouteIr, VirtualHostIr};
-use super::{kingress, route, virtual_service, Options};
+use super::{kingress, ownership, route, virtual_service, Options};
 
 /// What every object of one proxy is translated against (read-only).
 pub(crate) struct ObjectCx<'a> {
@@ -53,9 +53,10 @@ pub(crate) struct Placement {
 #[derive(Debug, Clone)]
 pub(crate) struct Fragment {
     pub vhosts: BTreeMap<Slot, Arc<VirtualHostIr>>,
-    pub clusters: Vec<(ClusterIr, ClusterSource)>,
+    /// Shared by the engines of every proxy (see [`Shared`]).
+    pub clusters: Arc<[(ClusterIr, ClusterSource)]>,
     /// Sorted, without repeats.
-    pub services: Vec<SvcKey>,
+    pub services: Arc<[SvcKey]>,
     pub error: Option<InputError>,
     /// Full translation order: VirtualServices, KIngresses, Routes, each oldest first.
     pub order: Order,
@@ -69,6 +70,116 @@ impl Fragment {
     }
 }
 
+/// The part of a KIngress's or a Route's translation no proxy changes: its rules and routes
+/// (or the error that leaves it out), the clusters they need and the Services it read.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    rules: Result<kingress::Rules, InputError>,
+    clusters: Arc<[(ClusterIr, ClusterSource)]>,
+    services: Arc<[SvcKey]>,
+}
+
+/// [`Prepared`] for a KIngress or Route entry; `None` for other kinds.
+fn prepare(inputs: &Inputs, opts: &Options, key: &ObjectKey, entry: &Entry) -> Option<Prepared> {
+    let mut b = Backends::new(inputs, opts);
+    let rules = match &entry.object {
+        Object::KIngress(ing) => kingress::rules(&mut b, key, &ing.spec, false),
+        Object::Route(r) => route::rules(inputs, opts, &mut b, key, r),
+        _ => return None,
+    };
+    let (clusters, services) = b.into_parts();
+    Some(match rules {
+        Ok(rules) => Prepared {
+            rules: Ok(rules),
+            clusters: clusters.into(),
+            services: services.into(),
+        },
+        // An invalid object places nothing and needs no cluster.
+        Err(e) => Prepared {
+            rules: Err(e.against(inputs, key)),
+            clusters: Arc::new([]),
+            services: services.into(),
+        },
+    })
+}
+
+/// The proxy-independent translations ([`Prepared`]) of the KIngresses and Routes of one set of
+/// inputs, each computed once and shared by every proxy's engine translating those inputs (the
+/// gateways' first load; each change, applied to one engine after the other). Holds the inputs
+/// and options, so an engine cannot be given translations of other inputs.
+pub struct Shared<'a> {
+    pub(crate) inputs: &'a Inputs,
+    pub(crate) opts: &'a Options,
+    prepared: Mutex<HashMap<ObjectKey, Arc<Prepared>>>,
+}
+
+impl<'a> Shared<'a> {
+    pub fn new(inputs: &'a Inputs, opts: &'a Options) -> Shared<'a> {
+        Shared {
+            inputs,
+            opts,
+            prepared: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Prepares every KIngress of our class and every Route without a KIngress (the objects
+    /// the engines of a first load translate through [`Prepared`]), on `threads` threads, so
+    /// engines built in parallel afterwards do not prepare the same objects at the same time.
+    pub fn prepare_all(&self, threads: usize) {
+        let keys: Vec<(&ObjectKey, &Entry)> = self
+            .inputs
+            .of_kind(Kind::KIngress)
+            .filter(|(_, e)| match &e.object {
+                Object::KIngress(i) => {
+                    ownership::is_ours(self.inputs, &i.metadata, &self.opts.ingress_class)
+                }
+                _ => false,
+            })
+            .chain(self.inputs.of_kind(Kind::Route).filter(|(k, _)| {
+                self.inputs
+                    .get(Kind::KIngress, &k.namespace, &k.name)
+                    .is_none()
+            }))
+            .collect();
+        let chunk = keys.len().div_ceil(threads.max(1)).max(1);
+        let done: Vec<Vec<(ObjectKey, Arc<Prepared>)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = keys
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .filter_map(|(k, e)| {
+                                let p = prepare(self.inputs, self.opts, k, e)?;
+                                Some(((*k).clone(), Arc::new(p)))
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        let mut map = self.lock();
+        for (k, p) in done.into_iter().flatten() {
+            map.insert(k, p);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Arc<Prepared>>> {
+        self.prepared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The object's [`Prepared`], computed now if no engine needed it yet.
+    fn get(&self, key: &ObjectKey, entry: &Entry) -> Option<Arc<Prepared>> {
+        if let Some(p) = self.lock().get(key) {
+            return Some(p.clone());
+        }
+        let p = Arc::new(prepare(self.inputs, self.opts, key, entry)?);
+        Some(self.lock().entry(key.clone()).or_insert(p).clone())
+    }
+}
+
 /// Translates one VirtualService, KIngress (any class: the caller checks) or Route (the caller
 /// checks it is not shadowed) on its own, against a proxy's servers. `None` for other kinds and
 /// for keys not in the inputs.
@@ -78,6 +189,25 @@ pub(crate) fn translate_one(
     ctx: &Context,
     key: &ObjectKey,
 ) -> Option<Fragment> {
+    place_one(inputs, opts, ctx, key, None)
+}
+
+/// [`translate_one`] for the inputs of `shared`, taking KIngresses and Routes from it.
+pub(crate) fn translate_shared(
+    shared: &Shared<'_>,
+    ctx: &Context,
+    key: &ObjectKey,
+) -> Option<Fragment> {
+    place_one(shared.inputs, shared.opts, ctx, key, Some(shared))
+}
+
+fn place_one(
+    inputs: &Inputs,
+    opts: &Options,
+    ctx: &Context,
+    key: &ObjectKey,
+    shared: Option<&Shared<'_>>,
+) -> Option<Fragment> {
     let entry = inputs.get(key.kind, &key.namespace, &key.name)?;
     let cx = ObjectCx {
         inputs,
@@ -86,35 +216,73 @@ pub(crate) fn translate_one(
         external: &ctx.external,
         local: &ctx.local,
     };
-    let mut b = Backends::new(inputs, opts);
-    let result = match &entry.object {
-        Object::VirtualService(vs) => virtual_service::placements(&cx, &mut b, key, &vs.spec),
-        Object::KIngress(ing) => kingress::placements(&cx, &mut b, key, &ing.spec, false),
-        Object::Route(r) => route::placements(&cx, &mut b, key, r),
-        Object::HttpRoute(r) => super::gateway_api::http_route::placements(&cx, &mut b, key, r),
-        _ => return None,
-    };
     let meta = entry.object.metadata();
-    // What Envoy would reject leaves the object out like any other error (`check`).
-    let result = result.map(merge).and_then(|vhosts| {
-        vhosts
-            .values()
-            .try_for_each(|vh| super::check::virtual_host(vh))
-            .map(|()| vhosts)
-    });
-    let (clusters, services) = b.into_parts();
-    let (vhosts, clusters, error) = match result {
-        Ok(vhosts) => (vhosts, clusters, None),
-        // An invalid object places nothing and needs no cluster.
-        Err(e) => (BTreeMap::new(), Vec::new(), Some(e.against(inputs, key))),
-    };
-    Some(Fragment {
+    let fragment = |vhosts, clusters, services, error| Fragment {
         vhosts,
         clusters,
         services,
         error,
         order: claims::order(key, meta),
         precedence: claims::precedence(key, meta),
+    };
+    let (result, clusters, services) = match &entry.object {
+        Object::KIngress(_) | Object::Route(_) => {
+            let prepared = match shared {
+                Some(shared) => shared.get(key, entry)?,
+                None => Arc::new(prepare(inputs, opts, key, entry)?),
+            };
+            let rules = match &prepared.rules {
+                Ok(rules) => rules,
+                Err(e) => {
+                    return Some(fragment(
+                        BTreeMap::new(),
+                        prepared.clusters.clone(),
+                        prepared.services.clone(),
+                        Some(e.clone()),
+                    ))
+                }
+            };
+            let placed = kingress::place(&cx, rules);
+            (
+                Ok(placed),
+                prepared.clusters.clone(),
+                prepared.services.clone(),
+            )
+        }
+        Object::VirtualService(_) | Object::HttpRoute(_) => {
+            let mut b = Backends::new(inputs, opts);
+            let result = match &entry.object {
+                Object::VirtualService(vs) => {
+                    virtual_service::placements(&cx, &mut b, key, &vs.spec)
+                }
+                Object::HttpRoute(r) => {
+                    super::gateway_api::http_route::placements(&cx, &mut b, key, r)
+                }
+                _ => return None,
+            };
+            let (clusters, services) = b.into_parts();
+            (result, clusters.into(), services.into())
+        }
+        _ => return None,
+    };
+    // What Envoy would reject leaves the object out like any other error (`check`).
+    let result = result.map(merge).and_then(|vhosts| {
+        // A rule's hosts share one list of routes: checked once (each host still is).
+        let mut checked = Vec::new();
+        vhosts
+            .values()
+            .try_for_each(|vh| super::check::virtual_host(vh, &mut checked))
+            .map(|()| vhosts)
+    });
+    Some(match result {
+        Ok(vhosts) => fragment(vhosts, clusters, services, None),
+        // An invalid object places nothing and needs no cluster.
+        Err(e) => fragment(
+            BTreeMap::new(),
+            Arc::new([]),
+            services,
+            Some(e.against(inputs, key)),
+        ),
     })
 }
 

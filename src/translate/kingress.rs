@@ -33,21 +33,38 @@ pub(crate) fn default_domain(inputs: &Inputs) -> String {
         .unwrap_or_else(|| "example.com".to_string())
 }
 
-/// Where a KIngress spec's routes go (`from_route`: the spec Knative would build for a Route,
-/// whose revision Services may be absent from the inputs), per rule: the plain-HTTP servers of
-/// its gateway, and for hosts with `spec.tls` the HTTPS servers made for them.
-pub(super) fn placements(
-    cx: &ObjectCx<'_>,
+/// A KIngress spec translated without a proxy: per rule its gateway (by visibility), its hosts
+/// and its routes (each path's route after its probe copy), which hosts have `spec.tls`, and
+/// whether plain HTTP redirects. Every proxy places the same rules ([`place`]), so an engine per
+/// proxy shares one of these per object (`fragment::Shared`).
+#[derive(Debug)]
+pub(crate) struct Rules {
+    rules: Vec<Rule>,
+    tls_hosts: BTreeSet<String>,
+    redirected: bool,
+}
+
+#[derive(Debug)]
+struct Rule {
+    local: bool,
+    hosts: Vec<String>,
+    /// Shared by the rules with the same paths (a Route's cluster-local and external rules).
+    routes: Arc<Vec<RouteIr>>,
+}
+
+/// A KIngress spec's rules and routes (`from_route`: the spec Knative would build for a Route,
+/// whose revision Services may be absent from the inputs). Every path is checked and its
+/// clusters read, whatever proxy serves the rule: the object's errors do not depend on the
+/// proxy.
+pub(super) fn rules(
     b: &mut Backends<'_>,
     key: &ObjectKey,
     spec: &IngressSpec,
     from_route: bool,
-) -> Result<Vec<Placement>, TranslateError> {
+) -> Result<Rules, TranslateError> {
     let defaulted = spec.defaulted_cow();
-    // Computed at the first rule this proxy serves (a proxy serving none of the rules, as the
-    // external gateway for a cluster-local service, never needs it).
+    // Computed at the first rule with a path (only probe routes carry it).
     let mut hash: Option<String> = None;
-    let redirected = defaulted.http_option.as_deref() == Some("Redirected");
     let config_path = if from_route {
         format!(
             "/apis/serving.knative.dev/v1/namespaces/{}/routes/{}",
@@ -59,74 +76,101 @@ pub(super) fn placements(
             key.namespace, key.name
         )
     };
-    let mut placements = Vec::new();
+    let mut rules: Vec<Rule> = Vec::with_capacity(defaulted.rules.len());
     for (ri, rule) in defaulted.rules.iter().enumerate() {
         let local = rule.visibility.as_deref() == Some("ClusterLocal");
-        let gateway = if local { cx.local } else { cx.external };
         let http = rule
             .http
             .as_ref()
             .ok_or(TranslateError::NoHttp { rule: ri })?;
+        // An earlier rule with the same paths has the same routes (and passed their checks).
+        let same = defaulted.rules[..ri]
+            .iter()
+            .zip(&rules)
+            .find(|(earlier, _)| earlier.http.as_ref() == Some(http))
+            .map(|(_, r)| r.routes.clone());
+        let routes = match same {
+            Some(routes) => routes,
+            None => {
+                let mut routes = Vec::with_capacity(http.paths.len());
+                for (pi, path) in http.paths.iter().enumerate() {
+                    routes.push(path_route(
+                        b,
+                        key,
+                        (ri, pi),
+                        path,
+                        from_route,
+                        &config_path,
+                    )?);
+                }
+                let mut all: Vec<RouteIr> = Vec::with_capacity(2 * routes.len());
+                if !routes.is_empty() {
+                    let hash = hash.get_or_insert_with(|| {
+                        crate::khash::k_network_hash(&key.namespace, &key.name, spec)
+                    });
+                    all.extend(routes.iter().map(|r| probe_of(r, hash)));
+                }
+                all.extend(routes);
+                Arc::new(all)
+            }
+        };
+        rules.push(Rule {
+            local,
+            hosts: rule.hosts.clone(),
+            routes,
+        });
+    }
+    Ok(Rules {
+        rules,
+        tls_hosts: defaulted
+            .tls
+            .iter()
+            .flat_map(|t| t.hosts.iter().cloned())
+            .collect(),
+        redirected: defaulted.http_option.as_deref() == Some("Redirected"),
+    })
+}
+
+/// Where a KIngress's rules go on one proxy: per rule, the plain-HTTP servers of its gateway,
+/// and for external hosts with `spec.tls` the HTTPS servers made for them.
+pub(super) fn place(cx: &ObjectCx<'_>, rules: &Rules) -> Vec<Placement> {
+    let mut placements = Vec::new();
+    for rule in &rules.rules {
+        let local = rule.local;
+        let gateway = if local { cx.local } else { cx.external };
         // Plain HTTP servers of the target gateway, and for external rules its HTTPS ones.
         let http_servers = cx.gateway_servers(gateway, false);
         let https_servers = match local {
             true => Vec::new(),
             false => cx.gateway_servers(gateway, true),
         };
-        let placed = !http_servers.is_empty() || !https_servers.is_empty();
-        let mut routes = Vec::new();
-        let mut probe_routes = Vec::new();
-        for (pi, path) in http.paths.iter().enumerate() {
-            // Every path is checked (and its clusters read), whether this proxy serves the rule
-            // or not: the object's errors do not depend on the proxy.
-            let route = path_route(b, key, (ri, pi), path, from_route, &config_path)?;
-            if placed {
-                let hash = hash.get_or_insert_with(|| {
-                    crate::khash::k_network_hash(&key.namespace, &key.name, spec)
-                });
-                probe_routes.push(probe_of(&route, hash));
-                routes.push(route);
-            }
-        }
-        if !placed {
-            continue;
-        }
-        probe_routes.extend(routes);
-        let routes = Arc::new(probe_routes);
-        let tls_hosts: BTreeSet<String> = defaulted
-            .tls
-            .iter()
-            .flat_map(|t| t.hosts.iter().cloned())
-            .collect();
         for server in &http_servers {
             for host in &rule.hosts {
                 placements.push(Placement {
                     route_name: server.route_name.clone(),
                     host: host.to_ascii_lowercase(),
                     port: server.server.port.number,
-                    routes: routes.clone(),
-                    require_tls: redirected && !local,
+                    routes: rule.routes.clone(),
+                    require_tls: rules.redirected && !local,
                 });
             }
         }
-        if !local {
-            for server in https_servers {
-                for host in rule.hosts.iter().filter(|h| tls_hosts.contains(*h)) {
-                    if !server.server.hosts.iter().any(|sh| host_matches(sh, host)) {
-                        continue;
-                    }
-                    placements.push(Placement {
-                        route_name: server.route_name.clone(),
-                        host: host.to_ascii_lowercase(),
-                        port: server.server.port.number,
-                        routes: routes.clone(),
-                        require_tls: false,
-                    });
+        for server in https_servers {
+            for host in rule.hosts.iter().filter(|h| rules.tls_hosts.contains(*h)) {
+                if !server.server.hosts.iter().any(|sh| host_matches(sh, host)) {
+                    continue;
                 }
+                placements.push(Placement {
+                    route_name: server.route_name.clone(),
+                    host: host.to_ascii_lowercase(),
+                    port: server.server.port.number,
+                    routes: rule.routes.clone(),
+                    require_tls: false,
+                });
             }
         }
     }
-    Ok(placements)
+    placements
 }
 
 /// The route of one KIngress path (rule `ri`, path `pi`): its splits as weighted destinations

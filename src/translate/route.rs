@@ -7,20 +7,23 @@ use crate::model::ObjectKey;
 
 use super::backend::Backends;
 use super::error::TranslateError;
-use super::fragment::{ObjectCx, Placement};
 use super::kingress;
+use super::Options;
+use crate::state::Inputs;
 
-pub(super) fn placements(
-    cx: &ObjectCx<'_>,
+/// The KIngress rules Knative's route controller would build for `route`.
+pub(super) fn rules(
+    inputs: &Inputs,
+    opts: &Options,
     b: &mut Backends<'_>,
     key: &ObjectKey,
     route: &Route,
-) -> Result<Vec<Placement>, TranslateError> {
+) -> Result<kingress::Rules, TranslateError> {
     let ropts = knative::RouteOptions {
-        domain: kingress::default_domain(cx.inputs),
-        cluster_domain: cx.opts.cluster_domain.clone(),
+        domain: kingress::default_domain(inputs),
+        cluster_domain: opts.cluster_domain.clone(),
         ..Default::default()
     };
     let spec = knative::ingress_from_route(route, &ropts)?;
-    kingress::placements(cx, b, key, &spec, true)
+    kingress::rules(b, key, &spec, true)
 }

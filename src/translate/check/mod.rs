@@ -38,10 +38,20 @@ const MAX_HEADER_BYTES: usize = 16384;
 /// The first duration Envoy refuses (its milliseconds must fit an int64 nanosecond count).
 const MAX_DURATION_SECS: u64 = 9_223_372_036;
 
-/// Checks one virtual host an object places: every route's matches, actions and headers.
-pub(crate) fn virtual_host(vh: &VirtualHostIr) -> Result<(), TranslateError> {
+/// Checks one virtual host an object places: its host and every route's matches, actions and
+/// headers, except the routes of a list already in `checked` (a list several hosts of one
+/// object share, see [`VirtualHostIr::routes`], passed for the first); adds its list there.
+pub(crate) fn virtual_host(
+    vh: &VirtualHostIr,
+    checked: &mut Vec<*const Vec<RouteIr>>,
+) -> Result<(), TranslateError> {
     let at = |what: String| format!("host {:?}: {what}", vh.host);
     no_control(&vh.host).map_err(|why| reject(at(format!("the host {why}"))))?;
+    let list = std::sync::Arc::as_ptr(&vh.routes);
+    if checked.contains(&list) {
+        return Ok(());
+    }
+    checked.push(list);
     for (i, r) in vh.routes.iter().enumerate() {
         route(r).map_err(|why| reject(at(format!("route {}: {why}", route_label(i, r)))))?;
     }
@@ -410,19 +420,25 @@ mod tests {
             ),
         ];
         for (r, want) in cases {
-            let err = virtual_host(&vh(r.clone())).expect_err(want).to_string();
+            let err = virtual_host(&vh(r.clone()), &mut Vec::new())
+                .expect_err(want)
+                .to_string();
             assert!(err.contains(want), "{err} (want {want})");
             assert!(err.contains("a.example.com"), "{err}");
         }
         let mut bad_host = vh(plain());
         bad_host.host = "a\n.example.com".into();
-        assert!(virtual_host(&bad_host).is_err());
+        assert!(virtual_host(&bad_host, &mut Vec::new()).is_err());
         for ok in [
             plain(),
             with_set("x-a", "50%% %REQ(x-b)%"),
             with_set("X-Upper Space", "tab\there é"),
         ] {
-            assert_eq!(virtual_host(&vh(ok.clone())), Ok(()), "{ok:?}");
+            assert_eq!(
+                virtual_host(&vh(ok.clone()), &mut Vec::new()),
+                Ok(()),
+                "{ok:?}"
+            );
         }
     }
 }

@@ -34,7 +34,8 @@ use super::assemble::{self, Sink, VirtualHosts};
 use super::backend::{ready_endpoints_of, ClusterSource, SvcKey};
 use super::claims::{self, Order, Slot};
 use super::envoy;
-use super::fragment::{translate_one, Fragment, FRAGMENT_KINDS};
+pub use super::fragment::Shared;
+use super::fragment::{translate_shared, Fragment, FRAGMENT_KINDS};
 use super::gateway::{context, is_subset, Context};
 use super::ir::{ClusterIr, ClusterKind};
 use super::{ownership, Options};
@@ -156,8 +157,14 @@ fn has_tls(entry: &Entry) -> bool {
 impl Engine {
     /// Translates everything for a proxy with these labels.
     pub fn new(inputs: &Inputs, opts: &Options, labels: &Labels) -> Engine {
+        Engine::new_shared(&Shared::new(inputs, opts), labels)
+    }
+
+    /// [`Engine::new`] for the inputs and options of `shared`, taking the translations no proxy
+    /// changes from it (computing and keeping there those it lacks).
+    pub fn new_shared(shared: &Shared<'_>, labels: &Labels) -> Engine {
         let mut e = Engine {
-            opts: opts.clone(),
+            opts: shared.opts.clone(),
             labels: labels.clone(),
             ctx: Context::default(),
             frags: HashMap::new(),
@@ -176,8 +183,13 @@ impl Engine {
             routes_by_name: BTreeMap::new(),
             res: BTreeMap::new(),
         };
-        e.rebuild(inputs);
+        e.rebuild(shared);
         e
+    }
+
+    /// The translation settings it was built with.
+    pub fn options(&self) -> &Options {
+        &self.opts
     }
 
     /// Gateways (`ns/name`) that apply to this proxy.
@@ -278,6 +290,16 @@ impl Engine {
 
     /// Applies changes; `inputs` are the inputs after them.
     pub fn apply(&mut self, inputs: &Inputs, changes: &[ObjectChange]) {
+        let opts = self.opts.clone();
+        self.apply_shared(&Shared::new(inputs, &opts), changes);
+    }
+
+    /// [`Engine::apply`] with the inputs after the changes in `shared` (made with this engine's
+    /// options), taking the translations no proxy changes from it: the engines of several
+    /// proxies applying one change prepare each changed object once.
+    pub fn apply_shared(&mut self, shared: &Shared<'_>, changes: &[ObjectChange]) {
+        debug_assert!(*shared.opts == self.opts, "a Shared of other options");
+        let inputs = shared.inputs;
         let mut full = false;
         let mut redo: BTreeSet<ObjectKey> = BTreeSet::new();
         let mut endpoint_services: BTreeSet<SvcKey> = BTreeSet::new();
@@ -363,13 +385,13 @@ impl Engine {
             }
         }
         if full {
-            self.rebuild(inputs);
+            self.rebuild(shared);
             return;
         }
         let mut touched = Touched::default();
         for key in &redo {
             self.remove_fragment(key, &mut touched);
-            self.add_fragment(inputs, key, &mut touched);
+            self.add_fragment(shared, key, &mut touched);
         }
         for svc in &endpoint_services {
             let names: Vec<String> = self
@@ -410,7 +432,7 @@ impl Engine {
             }
             touched.slots.insert(slot.clone());
         }
-        for svc in &f.services {
+        for svc in f.services.iter() {
             if let Some(set) = self.by_service.get_mut(svc) {
                 set.remove(key);
                 if set.is_empty() {
@@ -418,7 +440,7 @@ impl Engine {
                 }
             }
         }
-        for (c, _) in &f.clusters {
+        for (c, _) in f.clusters.iter() {
             if let Some(e) = self.clusters.get_mut(&c.name) {
                 e.frag_refs = e.frag_refs.saturating_sub(1);
                 if e.frag_refs == 0 {
@@ -429,7 +451,8 @@ impl Engine {
         self.failed.remove(key);
     }
 
-    fn add_fragment(&mut self, inputs: &Inputs, key: &ObjectKey, touched: &mut Touched) {
+    fn add_fragment(&mut self, shared: &Shared<'_>, key: &ObjectKey, touched: &mut Touched) {
+        let inputs = shared.inputs;
         let Some(entry) = inputs.get(key.kind, &key.namespace, &key.name) else {
             return;
         };
@@ -444,7 +467,7 @@ impl Engine {
         if !wanted {
             return;
         }
-        let Some(f) = translate_one(inputs, &self.opts, &self.ctx, key) else {
+        let Some(f) = translate_shared(shared, &self.ctx, key) else {
             return;
         };
         for slot in f.vhosts.keys() {
@@ -454,13 +477,13 @@ impl Engine {
                 .insert(f.order.clone());
             touched.slots.insert(slot.clone());
         }
-        for svc in &f.services {
+        for svc in f.services.iter() {
             self.by_service
                 .entry(svc.clone())
                 .or_default()
                 .insert(key.clone());
         }
-        for (c, src) in &f.clusters {
+        for (c, src) in f.clusters.iter() {
             match self.clusters.get_mut(&c.name) {
                 Some(e) => {
                     e.frag_refs += 1;
@@ -670,7 +693,8 @@ impl Engine {
     }
 
     /// Translates everything again (the context changed).
-    fn rebuild(&mut self, inputs: &Inputs) {
+    fn rebuild(&mut self, shared: &Shared<'_>) {
+        let inputs = shared.inputs;
         self.ctx = context(inputs, &self.opts, &self.labels);
         self.frags.clear();
         self.by_service.clear();
@@ -703,7 +727,7 @@ impl Engine {
         // Fragments agree on a cluster's content (it depends on the Service, the port number
         // and the endpoints only), short of a Service listing one port number twice.
         for key in &keys {
-            self.add_fragment(inputs, key, &mut touched);
+            self.add_fragment(shared, key, &mut touched);
         }
         self.resolve_slots(inputs, &mut touched);
         let mut res: BTreeMap<&'static str, ResourceMap> = BTreeMap::new();

@@ -215,7 +215,12 @@ fn incremental_changes_give_the_snapshot_of_a_full_translation() {
         } else {
             [labels("ingressgateway"), labels("cluster-local-gateway")]
         };
-        let mut engines: Vec<Engine> = gws.iter().map(|l| Engine::new(&inputs, &opts, l)).collect();
+        // The gateways' engines share each object's proxy-independent translation, as the hub's
+        // do (prepared up front for the first load, then per change).
+        let shared = Shared::new(&inputs, &opts);
+        shared.prepare_all(2);
+        let mut engines: Vec<Engine> = gws.iter().map(|l| Engine::new_shared(&shared, l)).collect();
+        drop(shared);
         for (e, l) in engines.iter().zip(&gws) {
             check(e, &inputs, &opts, l, "initial");
         }
@@ -238,8 +243,9 @@ fn incremental_changes_give_the_snapshot_of_a_full_translation() {
                     .map(|e| Arc::new(e.clone()));
                 oc.push(ObjectChange { key, old, new });
             }
+            let shared = Shared::new(&inputs, &opts);
             for (e, l) in engines.iter_mut().zip(&gws) {
-                e.apply(&inputs, &oc);
+                e.apply_shared(&shared, &oc);
                 check(e, &inputs, &opts, l, &what);
             }
         }
@@ -323,8 +329,9 @@ mod golden_inputs {
                     inputs.apply([c]);
                     let new = inputs.entry(&key).cloned();
                     let oc = [ObjectChange { key, old, new }];
+                    let shared = Shared::new(&inputs, &opts);
                     for (e, l) in engines.iter_mut().zip(&labels) {
-                        e.apply(&inputs, &oc);
+                        e.apply_shared(&shared, &oc);
                         let full = crate::translate::translate(&inputs, &opts, l);
                         assert_eq!(
                             e.snapshot(1),
