@@ -14,6 +14,9 @@ use knative_pilot::translate::incremental::Engine;
 use knative_pilot::translate::Options;
 use serde_json::Value;
 
+#[global_allocator]
+static ALLOC: knative_pilot::Allocator = knative_pilot::Allocator;
+
 fn entry(v: Value) -> Arc<Entry> {
     let object = parse_object(v).ok().flatten().expect("synth object");
     Arc::new(Entry {

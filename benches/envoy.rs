@@ -39,6 +39,9 @@ use knative_pilot::tools::synth::{Form, Synth};
 use knative_pilot::translate::{Options, RouteLayout};
 use serde_json::{json, Value};
 
+#[global_allocator]
+static ALLOC: knative_pilot::Allocator = knative_pilot::Allocator;
+
 /// The synthetic cluster as a manifest directory (one JSON `List` per namespace), with the
 /// external gateway Service pointing at `ext_port` and every endpoint at 127.0.0.1:`backend`.
 struct Cluster {

@@ -20,6 +20,9 @@ use knative_pilot::xds::conn::Mode;
 use knative_pilot::xds::{ConfigSource, ProxyIdentity, Snapshot};
 use serde_json::Value;
 
+#[global_allocator]
+static ALLOC: knative_pilot::Allocator = knative_pilot::Allocator;
+
 fn vm_hwm_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status

@@ -39,6 +39,11 @@
 //! `tests/layering.rs` holds the imports to these layers; ARCHITECTURE.md lists the allowed
 //! edges and the decisions behind each stage.
 
+/// The allocator of the binary, and of the benches that measure what it runs: mimalloc. The
+/// first translation allocates millions of small strings and vectors on two threads; glibc's
+/// malloc spent 20–30 % of its CPU there (BENCHMARKS.md, "Shared object stage and the allocator").
+pub use mimalloc::MiMalloc as Allocator;
+
 pub mod cli;
 pub mod hub;
 pub mod khash;

@@ -82,7 +82,16 @@ impl Sink for MapSink<'_> {
             return;
         };
         let (shell, head) = envoy::route_config_shell(name, port);
-        let mut out = Vec::new();
+        // Sized for the served virtual hosts and, for each changed one, twice their mean size
+        // (a large buffer grown by doubling, then shrunk, is copied by most allocators; one a
+        // little too large is shrunk in place).
+        let served = entries
+            .values()
+            .filter(|e| matches!(e, VhostBytes::Served(_)))
+            .count();
+        let mean = old.len().checked_div(served).unwrap_or(0);
+        let changed = entries.len() - served;
+        let mut out = Vec::with_capacity(old.len() + old.len() / 64 + changed * mean * 2 + 4096);
         out.extend_from_slice(&shell[..head]);
         let mut cache = envoy::RouteBytes::default();
         for entry in entries.values_mut() {
@@ -101,7 +110,7 @@ impl Sink for MapSink<'_> {
             *entry = VhostBytes::Served(start..out.len());
         }
         out.extend_from_slice(&shell[head..]);
-        // Grown by doubling (a large buffer is remapped, not copied): give back the rest.
+        // Give back the rest (of a buffer grown by doubling, or sized on the mean).
         out.shrink_to_fit();
         self.put(ROUTE, name, resource_from_bytes(name, ROUTE, out));
     }
