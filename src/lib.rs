@@ -41,7 +41,8 @@
 
 /// The allocator of the binary, and of the benches that measure what it runs: mimalloc. The
 /// first translation allocates millions of small strings and vectors on two threads; glibc's
-/// malloc spent 20–30 % of its CPU there (BENCHMARKS.md, "Shared object stage and the allocator").
+/// malloc spent 20–30 % of its CPU there (BENCHMARKS.md, "Issue 15: shared object stage and
+/// the allocator").
 pub use mimalloc::MiMalloc as Allocator;
 
 pub mod cli;
