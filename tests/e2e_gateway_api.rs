@@ -454,7 +454,7 @@ spec:
 /// `e2e_tls`), selected by SNI; the HTTP listener of the same Gateway serves the route too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_listener_terminates_tls_with_its_certificate_over_sds() {
-    use common::pki::{Ca, SERVER_NAME};
+    use common::pki::Ca;
     let b = Backend::start("secure-backend").await;
     let (http_port, https_port) = gateway_ports();
     let dir = ManifestDir::new();
@@ -502,28 +502,7 @@ spec:
         ),
     );
     let ca = Ca::new("mesh root");
-    let certs = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = ca.server("server-v1").write(certs.path(), "server");
-    let ca_file = ca.write(certs.path(), "ca.crt");
-    let args = common::pki::tls_serve_args(dir.path(), &cert, &key, &ca_file);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = Server::start(&args).await;
-    let (c, k) = ca
-        .client("istio-system", "istio-ingressgateway")
-        .write(certs.path(), "client");
-    let s = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_string();
-    let params = BootstrapParams::new(server.xds_tls_port())
-        .api_type(ApiType::DeltaGrpc)
-        .pod("secure-gw-0", "istio-system")
-        .labels(&[("gateway.networking.k8s.io/gateway-name", "secure-gw")])
-        .xds_tls(XdsTls {
-            ca: s(&ca_file),
-            server_name: SERVER_NAME.to_string(),
-            client_cert: Some((s(&c), s(&k))),
-        });
-    let envoy = Envoy::start(&render_bootstrap(&params)).await;
-    envoy.wait_ready(READY).await;
-    wait_synced(&server, 0, 1).await;
+    let _gw = start_tls_gateway_api(&ca, dir.path(), "secure-gw", READY).await;
 
     let want = secret_certificate(&secure_secret_yaml());
     let r = https_get(

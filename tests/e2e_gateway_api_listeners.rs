@@ -18,7 +18,7 @@ const READY: Duration = Duration::from_secs(30);
 /// one whose names match the client's SNI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_by_hostname_and_several_certificates_through_stock_envoy() {
-    use common::pki::{Ca, SERVER_NAME};
+    use common::pki::Ca;
     let v1 = Backend::start("infra-backend-v1").await;
     let v2 = Backend::start("infra-backend-v2").await;
     let v3 = Backend::start("infra-backend-v3").await;
@@ -100,28 +100,7 @@ spec:
   rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]
 "#,
     );
-    let certs = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = ca.server("server-v1").write(certs.path(), "server");
-    let ca_file = ca.write(certs.path(), "ca.crt");
-    let args = common::pki::tls_serve_args(dir.path(), &cert, &key, &ca_file);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = Server::start(&args).await;
-    let (c, k) = ca
-        .client("istio-system", "istio-ingressgateway")
-        .write(certs.path(), "client");
-    let s = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_string();
-    let params = BootstrapParams::new(server.xds_tls_port())
-        .api_type(ApiType::DeltaGrpc)
-        .pod("hostnames-0", "istio-system")
-        .labels(&[("gateway.networking.k8s.io/gateway-name", "hostnames")])
-        .xds_tls(XdsTls {
-            ca: s(&ca_file),
-            server_name: SERVER_NAME.to_string(),
-            client_cert: Some((s(&c), s(&k))),
-        });
-    let envoy = Envoy::start(&render_bootstrap(&params)).await;
-    envoy.wait_ready(READY).await;
-    wait_synced(&server, 0, 1).await;
+    let _gw = start_tls_gateway_api(&ca, dir.path(), "hostnames", READY).await;
 
     // ListenerHostnameMatching, the conformance test's cases.
     for (host, want) in [

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::bootstrap::{render_bootstrap, ApiType, BootstrapParams};
+use super::bootstrap::{render_bootstrap, ApiType, BootstrapParams, XdsTls};
 use super::envoy::Envoy;
 use super::server::Server;
 use super::util::free_port;
@@ -188,6 +188,50 @@ pub async fn start_gateway(
         .pod(pod, "istio-system")
         .labels(labels);
     Envoy::start(&render_bootstrap(&params)).await
+}
+
+/// A server on TLS xDS (certificates from `ca`) serving `dir`, and a Delta Envoy for the Gateway
+/// API Gateway `gateway` (pod `<gateway>-0` in istio-system) authenticated as the
+/// istio-ingressgateway service account, ready and synced. Keep `certs` alive with them.
+pub struct TlsGatewayApi {
+    pub server: Server,
+    pub envoy: Envoy,
+    pub certs: TempDir,
+}
+
+pub async fn start_tls_gateway_api(
+    ca: &super::pki::Ca,
+    dir: &Path,
+    gateway: &str,
+    ready: Duration,
+) -> TlsGatewayApi {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = ca.server("server-v1").write(certs.path(), "server");
+    let ca_file = ca.write(certs.path(), "ca.crt");
+    let args = super::pki::tls_serve_args(dir, &cert, &key, &ca_file);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&args).await;
+    let (c, k) = ca
+        .client("istio-system", "istio-ingressgateway")
+        .write(certs.path(), "client");
+    let s = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let params = BootstrapParams::new(server.xds_tls_port())
+        .api_type(ApiType::DeltaGrpc)
+        .pod(&format!("{gateway}-0"), "istio-system")
+        .labels(&[("gateway.networking.k8s.io/gateway-name", gateway)])
+        .xds_tls(XdsTls {
+            ca: s(&ca_file),
+            server_name: super::pki::SERVER_NAME.to_string(),
+            client_cert: Some((s(&c), s(&k))),
+        });
+    let envoy = Envoy::start(&render_bootstrap(&params)).await;
+    envoy.wait_ready(ready).await;
+    wait_synced(&server, 0, 1).await;
+    TlsGatewayApi {
+        server,
+        envoy,
+        certs,
+    }
 }
 
 /// Waits until the server has translated a generation newer than `after`, and every connected
