@@ -27,7 +27,7 @@ use tracing::Instrument;
 use super::auth::policy::foreign_gateway;
 use super::auth::policy::GatewayAllowList;
 use super::auth::{DenyReason, SecretFilter};
-use super::conn::{ConnStatus, DeltaConnection, Event, SotwConnection, Step, Wire};
+use super::conn::{ConnStatus, DeltaConnection, Event, SharedDiffs, SotwConnection, Step, Wire};
 use super::limits::{request_bound, Limits, RequestLimit};
 use super::observe::{Observers, Push, StreamObserver};
 use super::registry::{machine, Live, RegistryEntry};
@@ -39,7 +39,7 @@ use super::{ConfigSource, ProxyIdentity, Snapshot};
 /// What the stream driver needs from a state machine (SotW or Delta).
 pub(super) trait Machine: Send + 'static {
     type Req: Message + Default + Send + 'static;
-    fn new(snap: Arc<Snapshot>, limits: Limits) -> Self;
+    fn new(snap: Arc<Snapshot>, limits: Limits, diffs: Arc<SharedDiffs>) -> Self;
     fn node(req: &Self::Req) -> Option<&Node>;
     fn on_request(&mut self, req: Self::Req) -> Step<Wire>;
     fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<Wire>;
@@ -63,8 +63,8 @@ impl<M: Machine> Live for Mutex<M> {
 
 impl Machine for SotwConnection {
     type Req = DiscoveryRequest;
-    fn new(snap: Arc<Snapshot>, limits: Limits) -> Self {
-        SotwConnection::with_limits(snap, limits)
+    fn new(snap: Arc<Snapshot>, limits: Limits, diffs: Arc<SharedDiffs>) -> Self {
+        SotwConnection::shared(snap, limits, diffs)
     }
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -88,8 +88,8 @@ impl Machine for SotwConnection {
 
 impl Machine for DeltaConnection {
     type Req = DeltaDiscoveryRequest;
-    fn new(snap: Arc<Snapshot>, limits: Limits) -> Self {
-        DeltaConnection::with_limits(snap, limits)
+    fn new(snap: Arc<Snapshot>, limits: Limits, diffs: Arc<SharedDiffs>) -> Self {
+        DeltaConnection::shared(snap, limits, diffs)
     }
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()

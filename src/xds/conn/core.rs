@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 
+use super::diffs::SharedDiffs;
 use super::held::Held;
 use super::names::Names;
 use super::{
@@ -140,11 +141,19 @@ pub(super) struct Core {
     pub(super) limits: Limits,
     /// Set when an input went past a limit: the stream is to be ended with it.
     pub(super) refused: Option<LimitExceeded>,
+    /// The diffs of two snapshots' maps, shared with the other streams of the service.
+    pub(super) diffs: Arc<SharedDiffs>,
 }
 
 impl Core {
-    pub(super) fn new(mode: Mode, target: Arc<Snapshot>, limits: Limits) -> Self {
+    pub(super) fn new(
+        mode: Mode,
+        target: Arc<Snapshot>,
+        limits: Limits,
+        diffs: Arc<SharedDiffs>,
+    ) -> Self {
         Core {
+            diffs,
             limits,
             refused: None,
             mode,

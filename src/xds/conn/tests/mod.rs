@@ -343,6 +343,7 @@ mod delta;
 mod events;
 mod limits;
 mod scoped;
+mod shared;
 mod sotw;
 mod subscriptions;
 mod warming;
