@@ -172,13 +172,21 @@ impl Core {
         self.nonce_counter.to_string()
     }
 
+    /// The state of a type, created on first use (its key is copied only then: this is called
+    /// several times per request and response).
     pub(super) fn state(&mut self, type_url: &str) -> &mut TypeState {
+        if !self.types.contains_key(type_url) {
+            self.types.insert(
+                type_url.to_string(),
+                TypeState {
+                    served: is_served(type_url),
+                    ..TypeState::default()
+                },
+            );
+        }
         self.types
-            .entry(type_url.to_string())
-            .or_insert_with(|| TypeState {
-                served: is_served(type_url),
-                ..TypeState::default()
-            })
+            .get_mut(type_url)
+            .expect("the type's state was inserted above")
     }
 
     /// Whether the Envoy holds exactly the desired state of a type (vacuously true if it never
