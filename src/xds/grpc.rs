@@ -32,7 +32,7 @@ use tonic::server::NamedService;
 use tonic::Status;
 
 use super::conn::Wire;
-use super::encoder::Encoder;
+use super::encoder::{Encoder, Message};
 use super::limits::RequestLimit;
 use super::server::AdsService;
 use super::ConfigSource;
@@ -306,17 +306,11 @@ impl http_body::Body for Frames {
         let max = self.max_response;
         match self.stream.as_mut().poll_next(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(w))) => match self.encoder.frames(&w, max) {
+            Poll::Ready(Some(Ok(w))) => match self.encoder.message(&w, max, ONE_FRAME) {
                 // A small message goes out as one DATA frame (copying it costs less than
                 // h2's work for three); a large one as its parts, the body shared.
-                Ok([prefix, body, nonce]) if body.len() <= ONE_FRAME => {
-                    let mut whole = Vec::with_capacity(prefix.len() + body.len() + nonce.len());
-                    for part in [&prefix, &body, &nonce] {
-                        whole.extend_from_slice(part);
-                    }
-                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(whole)))))
-                }
-                Ok([prefix, body, nonce]) => {
+                Ok(Message::Whole(whole)) => Poll::Ready(Some(Ok(Frame::data(whole)))),
+                Ok(Message::Parts([prefix, body, nonce])) => {
                     self.queued = [nonce, body]
                         .into_iter()
                         .filter(|b| !b.is_empty())

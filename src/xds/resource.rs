@@ -86,8 +86,10 @@ pub const PUSH_ORDER: [&str; 6] = [CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, RO
 /// The types every snapshot has a (possibly empty) map for.
 pub const SNAPSHOT_TYPES: [&str; 6] = PUSH_ORDER;
 
-/// One named xDS resource with its version (a hash of its deterministic encoding).
-#[derive(Debug, Clone, PartialEq)]
+/// One named xDS resource with its version (a hash of its deterministic encoding). `Eq`, so
+/// two `Arc<Resource>`s compare by address first (std's `Arc` does for `Eq` types): a diff of
+/// two maps compares the entries of the nodes they do not share, mostly the same `Arc`s.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resource {
     pub name: String,
     pub version: String,

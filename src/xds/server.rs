@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use super::auth::policy::{foreign_gateway, GatewayAllowList};
 use super::auth::{Authenticator, Caller, PeerInfo, SecretFilter};
-use super::conn::{DeltaConnection, Mode, SotwConnection};
+use super::conn::{DeltaConnection, Mode, SharedDiffs, SotwConnection};
 use super::encoder::Encoder;
 use super::limits::{request_bound, Limits, RequestLimit, REQUEST_BYTES_PER_RESOURCE};
 use super::observe::{LogObserver, Observers, StreamObserver};
@@ -105,6 +105,8 @@ pub struct AdsService<S: ConfigSource> {
     gateway_allow: Arc<GatewayAllowList>,
     limits: Limits,
     encoder: Arc<Encoder>,
+    /// The diffs of two snapshots, computed once for the streams of a group ([`SharedDiffs`]).
+    diffs: Arc<SharedDiffs>,
 }
 
 impl<S: ConfigSource> AdsService<S> {
@@ -118,6 +120,7 @@ impl<S: ConfigSource> AdsService<S> {
             gateway_allow: Arc::new(GatewayAllowList::istio_default()),
             limits: Limits::default(),
             encoder: Arc::default(),
+            diffs: Arc::default(),
         }
     }
 
@@ -271,7 +274,11 @@ impl<S: ConfigSource> AdsService<S> {
             l.set(request_bound(max_request, &snap));
         }
         let (snap, denied) = filter.apply(snap);
-        let conn = Arc::new(std::sync::Mutex::new(M::new(snap, self.limits)));
+        let conn = Arc::new(std::sync::Mutex::new(M::new(
+            snap,
+            self.limits,
+            self.diffs.clone(),
+        )));
         let entry = self
             .registry
             .register(&proxy, filter.caller(), mode, conn.clone());

@@ -27,7 +27,7 @@ use tracing::Instrument;
 use super::auth::policy::foreign_gateway;
 use super::auth::policy::GatewayAllowList;
 use super::auth::{DenyReason, SecretFilter};
-use super::conn::{ConnStatus, DeltaConnection, Event, SotwConnection, Step, Wire};
+use super::conn::{ConnStatus, DeltaConnection, Event, SharedDiffs, SotwConnection, Step, Wire};
 use super::limits::{request_bound, Limits, RequestLimit};
 use super::observe::{Observers, Push, StreamObserver};
 use super::registry::{machine, Live, RegistryEntry};
@@ -39,7 +39,7 @@ use super::{ConfigSource, ProxyIdentity, Snapshot};
 /// What the stream driver needs from a state machine (SotW or Delta).
 pub(super) trait Machine: Send + 'static {
     type Req: Message + Default + Send + 'static;
-    fn new(snap: Arc<Snapshot>, limits: Limits) -> Self;
+    fn new(snap: Arc<Snapshot>, limits: Limits, diffs: Arc<SharedDiffs>) -> Self;
     fn node(req: &Self::Req) -> Option<&Node>;
     fn on_request(&mut self, req: Self::Req) -> Step<Wire>;
     fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Step<Wire>;
@@ -63,8 +63,8 @@ impl<M: Machine> Live for Mutex<M> {
 
 impl Machine for SotwConnection {
     type Req = DiscoveryRequest;
-    fn new(snap: Arc<Snapshot>, limits: Limits) -> Self {
-        SotwConnection::with_limits(snap, limits)
+    fn new(snap: Arc<Snapshot>, limits: Limits, diffs: Arc<SharedDiffs>) -> Self {
+        SotwConnection::shared(snap, limits, diffs)
     }
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -88,8 +88,8 @@ impl Machine for SotwConnection {
 
 impl Machine for DeltaConnection {
     type Req = DeltaDiscoveryRequest;
-    fn new(snap: Arc<Snapshot>, limits: Limits) -> Self {
-        DeltaConnection::with_limits(snap, limits)
+    fn new(snap: Arc<Snapshot>, limits: Limits, diffs: Arc<SharedDiffs>) -> Self {
+        DeltaConnection::shared(snap, limits, diffs)
     }
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -144,8 +144,9 @@ pub(super) fn report_denials(
 
 /// Forward responses to the client; false when it has gone away or shutdown was requested while
 /// waiting for it to read. Each response is sent in a `push` span and reported to the observers
-/// once handed to the stream, with its push time measured from `event_at` (when the request or
-/// snapshot that caused it arrived).
+/// once the stream has room for it (its slot reserved: handing it over cannot fail then), with
+/// its push time measured from `event_at` (when the request or snapshot that caused it
+/// arrived); the report borrows the response, so nothing of it is copied per stream.
 async fn forward<S: ConfigSource, M: Machine>(
     tx: &mpsc::Sender<Result<Wire, Status>>,
     out: Vec<Wire>,
@@ -154,35 +155,30 @@ async fn forward<S: ConfigSource, M: Machine>(
     event_at: Instant,
 ) -> bool {
     for resp in out {
-        let bytes = resp.encoded_len();
-        let (resources, removed) = (resp.resources.len(), resp.removed.len());
-        let (type_url, version, nonce) = (
-            resp.type_url.clone(),
-            resp.version.clone(),
-            resp.nonce.clone(),
-        );
         let span = tracing::info_span!(
             "push",
-            xds_type = type_short(&type_url),
-            version = version.as_str(),
-            nonce = nonce.as_str()
+            xds_type = type_short(&resp.type_url),
+            version = resp.version.as_str(),
+            nonce = resp.nonce.as_str()
         );
-        tokio::select! {
-            sent = tx.send(Ok(resp)).instrument(span.clone()) => if sent.is_err() {
-                return false;
+        let permit = tokio::select! {
+            permit = tx.reserve().instrument(span.clone()) => match permit {
+                Ok(permit) => permit,
+                Err(_) => return false,
             },
             _ = shutdown_requested(shutdown) => return false,
-        }
+        };
         let push = Push {
-            type_url: &type_url,
-            resources,
-            removed,
-            version: &version,
-            nonce: &nonce,
-            bytes,
+            type_url: &resp.type_url,
+            resources: resp.resources.len(),
+            removed: resp.removed.len(),
+            version: &resp.version,
+            nonce: &resp.nonce,
+            bytes: resp.encoded_len(),
             push_time: event_at.elapsed(),
         };
         span.in_scope(|| reporter.each(|o| o.pushed(&push)));
+        permit.send(Ok(resp));
     }
     true
 }

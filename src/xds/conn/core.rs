@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 
+use super::diffs::SharedDiffs;
 use super::held::Held;
 use super::names::Names;
 use super::{
@@ -140,11 +141,19 @@ pub(super) struct Core {
     pub(super) limits: Limits,
     /// Set when an input went past a limit: the stream is to be ended with it.
     pub(super) refused: Option<LimitExceeded>,
+    /// The diffs of two snapshots' maps, shared with the other streams of the service.
+    pub(super) diffs: Arc<SharedDiffs>,
 }
 
 impl Core {
-    pub(super) fn new(mode: Mode, target: Arc<Snapshot>, limits: Limits) -> Self {
+    pub(super) fn new(
+        mode: Mode,
+        target: Arc<Snapshot>,
+        limits: Limits,
+        diffs: Arc<SharedDiffs>,
+    ) -> Self {
         Core {
+            diffs,
             limits,
             refused: None,
             mode,
@@ -163,13 +172,21 @@ impl Core {
         self.nonce_counter.to_string()
     }
 
+    /// The state of a type, created on first use (its key is copied only then: this is called
+    /// several times per request and response).
     pub(super) fn state(&mut self, type_url: &str) -> &mut TypeState {
+        if !self.types.contains_key(type_url) {
+            self.types.insert(
+                type_url.to_string(),
+                TypeState {
+                    served: is_served(type_url),
+                    ..TypeState::default()
+                },
+            );
+        }
         self.types
-            .entry(type_url.to_string())
-            .or_insert_with(|| TypeState {
-                served: is_served(type_url),
-                ..TypeState::default()
-            })
+            .get_mut(type_url)
+            .expect("the type's state was inserted above")
     }
 
     /// Whether the Envoy holds exactly the desired state of a type (vacuously true if it never

@@ -11,6 +11,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use std::collections::BTreeSet;
 
 use super::core::{Core, Outgoing, Subscription, Versions};
+use super::diffs::SharedDiffs;
 use super::held::Held;
 use super::names::Names;
 use super::on_demand;
@@ -32,8 +33,14 @@ impl DeltaConnection {
 
     /// A connection bounded by `limits` (see [`crate::xds::limits`]).
     pub fn with_limits(snapshot: Arc<Snapshot>, limits: Limits) -> Self {
+        Self::shared(snapshot, limits, Arc::default())
+    }
+
+    /// [`Self::with_limits`], taking the diffs of two snapshots from `diffs`, which the other
+    /// streams of the service share (see [`SharedDiffs`]).
+    pub fn shared(snapshot: Arc<Snapshot>, limits: Limits, diffs: Arc<SharedDiffs>) -> Self {
         DeltaConnection {
-            core: Core::new(Mode::Delta, snapshot, limits),
+            core: Core::new(Mode::Delta, snapshot, limits, diffs),
         }
     }
 

@@ -56,6 +56,7 @@ use crate::xds::resource::{CLUSTER, LISTENER, PUSH_ORDER, SCOPED_ROUTE};
 
 mod core;
 mod delta;
+mod diffs;
 mod held;
 mod names;
 mod on_demand;
@@ -66,6 +67,7 @@ mod sync;
 mod wire;
 
 pub use delta::DeltaConnection;
+pub use diffs::SharedDiffs;
 pub use sotw::SotwConnection;
 pub use wire::Wire;
 

@@ -7,6 +7,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::iter::Peekable;
 
+use super::diffs::{self, Change, SharedDiffs};
 use crate::xds::resource::ResourceMap;
 
 /// A set of resource names: `base`'s keys, less `minus`, plus `plus` (`plus` holds no key of
@@ -24,7 +25,7 @@ impl Names {
     /// `names`, over `base` when that stores fewer names than the plain set.
     pub(super) fn over(names: BTreeSet<String>, base: &ResourceMap) -> Names {
         let mut out = Names::from(names);
-        out.rebase(base);
+        out.rebase(base, None);
         out
     }
 
@@ -108,7 +109,9 @@ impl Names {
 
     /// The same names over the keys of `map` (a newer snapshot's map of the type), when that
     /// stores fewer of them: O(differences) between the two maps when they share subtrees.
-    pub(super) fn rebase(&mut self, map: &ResourceMap) {
+    /// `shared`: the service's diffs and the type (every stream of a group rebases from the
+    /// same map to the same map); `None` diffs here (a first subscription, over an empty base).
+    pub(super) fn rebase(&mut self, map: &ResourceMap, shared: Option<(&SharedDiffs, &str)>) {
         let stored = self.plus.len() + self.minus.len();
         // At least this many names would be stored apart over `map`.
         if self.base.ptr_eq(map) || map.len().abs_diff(self.len()) > stored {
@@ -116,19 +119,23 @@ impl Names {
         }
         let mut plus = self.plus.clone();
         let mut minus = self.minus.clone();
-        for item in self.base.diff(map) {
-            match item {
-                imbl::ordmap::DiffItem::Add(n, _) => {
+        let changes = match shared {
+            Some((diffs, type_url)) => diffs.between(type_url, &self.base, map),
+            None => diffs::compute(&self.base, map).0,
+        };
+        for (n, change) in changes.iter() {
+            match change {
+                Change::Added(_) => {
                     if !plus.remove(n) {
                         minus.insert(n.clone());
                     }
                 }
-                imbl::ordmap::DiffItem::Remove(n, _) => {
+                Change::Removed(_) => {
                     if !minus.remove(n) {
                         plus.insert(n.clone());
                     }
                 }
-                imbl::ordmap::DiffItem::Update { .. } => {}
+                Change::Updated(_) => {}
             }
         }
         if plus.len() + minus.len() <= stored {
@@ -250,7 +257,7 @@ mod tests {
         next.remove("c");
         next.insert("z".into(), resource_from_bytes("z", "t", vec![1]));
         n.remove("c");
-        n.rebase(&next);
+        n.rebase(&next, None);
         assert_eq!(list(&n), ["a", "b", "z"]);
         assert_eq!((n.plus.len(), n.minus.len()), (0, 0));
         assert_eq!(

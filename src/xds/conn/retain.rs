@@ -16,7 +16,7 @@ impl Core {
         // Subscriptions are kept over the newest maps (see `Names`).
         for (t, st) in self.types.iter_mut() {
             if let Some(m) = self.target.of_type(t) {
-                st.sub.names.rebase(m);
+                st.sub.names.rebase(m, Some((&self.diffs, t)));
             }
         }
         for t in [CLUSTER, ENDPOINT] {

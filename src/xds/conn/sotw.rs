@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::core::{Core, Outgoing, Subscription};
+use super::diffs::SharedDiffs;
 use super::names::{changes, Names};
 use super::wire::Wire;
 use super::{sotw_wildcard_type, ConnStatus, Mode, Step};
@@ -25,8 +26,14 @@ impl SotwConnection {
 
     /// A connection bounded by `limits` (see [`crate::xds::limits`]).
     pub fn with_limits(snapshot: Arc<Snapshot>, limits: Limits) -> Self {
+        Self::shared(snapshot, limits, Arc::default())
+    }
+
+    /// [`Self::with_limits`], taking the diffs of two snapshots from `diffs`, which the other
+    /// streams of the service share (see [`SharedDiffs`]).
+    pub fn shared(snapshot: Arc<Snapshot>, limits: Limits, diffs: Arc<SharedDiffs>) -> Self {
         SotwConnection {
-            core: Core::new(Mode::Sotw, snapshot, limits),
+            core: Core::new(Mode::Sotw, snapshot, limits, diffs),
         }
     }
 

@@ -1,13 +1,15 @@
 //! What the Envoy should hold of a type and how far what it holds is from it, in O(changes)
 //! while the held state is a known map (`Held::Synced`): the target's covered resources plus
 //! the retained removals (make before break), diffed against the held map with `imbl`'s diff,
-//! which skips shared subtrees. Retained entries are written into the held map itself
+//! which skips shared subtrees, taken from the service's [`super::diffs::SharedDiffs`] (the
+//! streams of a group diff the same two maps: computed once). Retained entries are written into the held map itself
 //! ([`Core::held_basis`]), so retained removals keep a stream on the O(changes) path too.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::core::{Core, Subscription, SyncedDiff, TypeState};
+use super::diffs::Change;
 use super::held::Held;
 use crate::xds::resource::{Resource, ResourceMap};
 
@@ -73,8 +75,8 @@ impl Core {
         if basis.ptr_eq(target) {
             return Some(lost);
         }
-        for item in basis.diff(target) {
-            if let imbl::ordmap::DiffItem::Remove(n, r) = item {
+        for (n, change) in self.diffs.between(type_url, basis, target).iter() {
+            if let Change::Removed(r) = change {
                 if sub.covers(n) {
                     lost.insert(n.clone(), r.clone());
                 }
@@ -133,15 +135,14 @@ impl Core {
         let mut changed = Vec::new();
         let mut removed = Vec::new();
         if !basis.ptr_eq(target) {
-            for item in basis.diff(target) {
-                match item {
-                    imbl::ordmap::DiffItem::Add(n, r)
-                    | imbl::ordmap::DiffItem::Update { new: (n, r), .. } => {
+            for (n, change) in self.diffs.between(type_url, basis, target).iter() {
+                match change {
+                    Change::Added(r) | Change::Updated(r) => {
                         if st.sub.covers(n) {
                             changed.push(r.clone());
                         }
                     }
-                    imbl::ordmap::DiffItem::Remove(n, r) => {
+                    Change::Removed(r) => {
                         if st.sub.covers(n) {
                             match retained.and_then(|m| m.get(n)) {
                                 Some(kept) if kept.version == r.version => {}

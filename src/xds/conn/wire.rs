@@ -93,7 +93,7 @@ impl Wire {
 
     /// The whole message's encoded length.
     pub fn encoded_len(&self) -> usize {
-        self.body_len() + self.nonce_field().len()
+        self.body_len() + self.nonce_field_len()
     }
 
     /// The message without its nonce, encoded: the same bytes for every stream that sends these
@@ -126,9 +126,19 @@ impl Wire {
 
     /// This stream's nonce as a field, to follow [`Wire::encode_body`].
     pub fn nonce_field(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(str_len(NONCE, &self.nonce));
-        put_str(NONCE, &self.nonce, &mut buf);
+        let mut buf = Vec::with_capacity(self.nonce_field_len());
+        self.put_nonce_field(&mut buf);
         buf
+    }
+
+    /// The length of [`Wire::nonce_field`].
+    pub fn nonce_field_len(&self) -> usize {
+        str_len(NONCE, &self.nonce)
+    }
+
+    /// [`Wire::nonce_field`], appended to `buf`.
+    pub fn put_nonce_field(&self, buf: &mut Vec<u8>) {
+        put_str(NONCE, &self.nonce, buf);
     }
 
     /// The Delta message (bodies copied).
