@@ -9,246 +9,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
 use crate::model::ObjectKey;
 use crate::source::files::{self, Digests, Loaded};
 use crate::source::parallel::map as parallel_map;
-use crate::source::{Batch, BatchSender, Digest, InputError, Sourced};
+use crate::source::{Digest, InputError, Sourced};
 use crate::state::{keep_last_good, Change, Entry, Inputs, PREVIOUS_OBJECTS_SERVED};
 
-/// What the file watcher reports: a manifest that changed (relative to the directory), or
-/// `None`: rescan the whole directory (a directory came or went, or events were lost).
-pub type FileEvent = Option<PathBuf>;
+mod watch;
 
-/// Starts watching `dir` recursively. Events come on the returned channel until the watcher is
-/// dropped.
-pub fn watch(
-    dir: &Path,
-) -> notify::Result<(
-    notify::RecommendedWatcher,
-    mpsc::UnboundedReceiver<FileEvent>,
-)> {
-    use notify::Watcher;
-    let (tx, rx) = mpsc::unbounded_channel::<FileEvent>();
-    let root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) => {
-            if ev.need_rescan() {
-                let _ = tx.send(None);
-            }
-            if !announces_change(&ev.kind) || being_written(&ev) {
-                return;
-            }
-            for p in ev.paths {
-                if let Some(e) = file_event(&root, &p) {
-                    let _ = tx.send(e);
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "file watch error; rescanning");
-            let _ = tx.send(None);
-        }
-    })?;
-    w.watch(dir, notify::RecursiveMode::Recursive)?;
-    Ok((w, rx))
-}
-
-/// Whether an event may mean a manifest's text changed. On Linux (inotify), a file written in
-/// place is taken when its writer closes it (`Close(Write)`), not at each `write(2)`: the first
-/// change of a quiet period is applied at once (`runtime::debounce`), so a file read mid-write
-/// (truncated, or only its first documents) would be served. Renames (an atomic replace),
-/// links created, removals and metadata changes are taken as they come (a regular file
-/// created is taken at its close, [`being_written`]). Other
-/// platforms' watchers report no close: there every data change is taken.
-fn announces_change(kind: &notify::EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode, ModifyKind};
-    use notify::EventKind;
-    let closes = cfg!(target_os = "linux");
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => closes,
-        EventKind::Access(_) => false,
-        EventKind::Modify(ModifyKind::Data(_)) => !closes,
-        _ => true,
-    }
-}
-
-/// A regular file just created, on Linux: whoever created it has it open (`open(2)` creates
-/// files), and its close says when it is whole. A symbolic link (kubelet's layout) is whole
-/// when created.
-fn being_written(ev: &notify::Event) -> bool {
-    cfg!(target_os = "linux")
-        && matches!(ev.kind, notify::EventKind::Create(_))
-        && ev
-            .paths
-            .iter()
-            .all(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file()))
-}
-
-/// What a path notify reports means: a manifest changed, a directory came or went or a mounted
-/// ConfigMap's `..data` link was swapped (rescan), or nothing (hidden paths, other files).
-fn file_event(root: &Path, p: &Path) -> Option<FileEvent> {
-    let rel = p.strip_prefix(root).ok()?.to_path_buf();
-    let hidden = rel
-        .components()
-        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
-    if files::is_manifest(&rel) {
-        Some(Some(rel))
-    } else if rel.file_name().is_some_and(|n| n == KUBELET_DATA_LINK) {
-        // kubelet updates a mounted ConfigMap by renaming a new `..data_tmp` link over `..data`:
-        // every visible file (a link through `..data`) may have changed.
-        Some(None)
-    } else if !hidden
-        && !rel.as_os_str().is_empty()
-        && (p.is_dir() || (!p.exists() && rel.extension().is_none()))
-    {
-        Some(None)
-    } else {
-        None
-    }
-}
-
-/// The link kubelet swaps atomically to update a mounted ConfigMap or Secret.
-const KUBELET_DATA_LINK: &str = "..data";
-
-/// How long the events must stop after an event that removed files before the removals are
-/// applied: `rm -r` removes the files before the directory, and a directory that goes away must
-/// not be taken as "every object deleted". The changes before and after the wait make one
-/// batch.
-const REMOVAL_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// How long the events must stop after a change before the changed files are read: files
-/// written one after the other by one command (a script, `kubectl cp` of several manifests)
-/// come microseconds to milliseconds apart and make one batch, so one generation (the
-/// debouncer applies the first batch after a quiet period at once).
-const WRITE_SETTLE: std::time::Duration = std::time::Duration::from_millis(10);
-
-/// At most this many waits of [`REMOVAL_SETTLE`] or [`WRITE_SETTLE`] (a directory still
-/// being removed after 1 s is taken as it is then).
-const SETTLE_ROUNDS: usize = 20;
-
-/// How often a vanished directory is looked for.
-const REAPPEAR_POLL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Runs the directory source: the initial load as the first batch, then one reload per run of
-/// queued file events (each changed file read once), sent as a batch, until the receiver goes
-/// away. If the directory vanishes, nothing is sent (the last objects stay served), `health`
-/// and a WARN line say so, and when it reappears it is watched again and reloaded in full.
-pub async fn run(
-    dir: PathBuf,
-    watcher: notify::RecommendedWatcher,
-    mut events: mpsc::UnboundedReceiver<FileEvent>,
-    tx: BatchSender,
-    health: super::Health,
-) {
-    let mut _watcher = watcher;
-    let load_dir = dir.clone();
-    let initial = tokio::task::spawn_blocking(move || {
-        let mut state = DirState::default();
-        let changes = state.reload(&load_dir, None);
-        let errors = state.errors();
-        (state, Batch { changes, errors })
-    })
-    .await;
-    let (mut state, initial) = match initial {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            tracing::error!(error = %e, dir = %dir.display(), "initial load failed");
-            return;
-        }
-    };
-    tracing::info!(objects = initial.changes.len(), errors = initial.errors.len(), dir = %dir.display(), "initial load");
-    if tx.send(initial).is_err() {
-        return;
-    }
-    loop {
-        if health.stale().is_some() {
-            tokio::time::sleep(REAPPEAR_POLL).await;
-            if !dir.is_dir() {
-                continue;
-            }
-            match watch(&dir) {
-                Ok((w, e)) => (_watcher, events) = (w, e),
-                Err(e) => {
-                    tracing::warn!(error = %e, dir = %dir.display(), "directory is back but cannot be watched yet");
-                    continue;
-                }
-            }
-            let batch = tokio::task::block_in_place(|| Batch {
-                changes: state.reload(&dir, None),
-                errors: state.errors(),
-            });
-            health.set_live();
-            tracing::info!(dir = %dir.display(), changes = batch.changes.len(), "the --from directory is back; following it again");
-            if tx.send(batch).is_err() {
-                return;
-            }
-            continue;
-        }
-        let Some(first) = events.recv().await else {
-            return;
-        };
-        let mut changed: BTreeSet<PathBuf> = BTreeSet::new();
-        let mut rescan = false;
-        let mut pending = vec![first];
-        // Wait until the events stop for WRITE_SETTLE (files written one after the other by
-        // one command make one batch), or for REMOVAL_SETTLE when something went away (so
-        // that a removal of the whole directory is seen whole), at most SETTLE_ROUNDS times.
-        for round in 0..=SETTLE_ROUNDS {
-            while let Ok(e) = events.try_recv() {
-                pending.push(e);
-            }
-            if round > 0 && pending.is_empty() {
-                break;
-            }
-            for e in pending.drain(..) {
-                match e {
-                    Some(p) => {
-                        changed.insert(p);
-                    }
-                    None => rescan = true,
-                }
-            }
-            let removed = rescan || changed.iter().any(|p| !dir.join(p).exists());
-            if round == SETTLE_ROUNDS {
-                break;
-            }
-            tokio::time::sleep(if removed {
-                REMOVAL_SETTLE
-            } else {
-                WRITE_SETTLE
-            })
-            .await;
-        }
-        if !dir.is_dir() {
-            let why = format!(
-                "the --from directory {} is gone; serving the last objects loaded from it until it reappears",
-                dir.display()
-            );
-            tracing::warn!(dir = %dir.display(), objects = state.current.len(), "{why}");
-            health.set_stale(why);
-            continue;
-        }
-        // Reading files is blocking work: keep it off the async workers' hot path.
-        let batch = tokio::task::block_in_place(|| {
-            let changes = state.reload(&dir, (!rescan).then_some(&changed));
-            Batch {
-                changes,
-                errors: state.errors(),
-            }
-        });
-        tracing::debug!(
-            files = changed.len(),
-            rescan,
-            changes = batch.changes.len(),
-            "files reloaded"
-        );
-        if tx.send(batch).is_err() {
-            return;
-        }
-    }
-}
+pub use watch::{run, watch, FileEvent};
 
 /// The manifest directory as per-file object sets, so that one file's change touches only that
 /// file's objects, and a file that stops parsing keeps serving what it served before.
@@ -265,6 +34,19 @@ pub struct DirState {
     duplicates: BTreeSet<ObjectKey>,
     /// What the changes so far have made of each object (the definition in force).
     current: BTreeMap<ObjectKey, Arc<Entry>>,
+}
+
+/// Files read by [`DirState::read`], not yet applied: each file's text read as objects, or
+/// `None` for a file that is not there (any more).
+#[derive(Default)]
+pub struct Reads {
+    files: BTreeMap<PathBuf, Option<(Loaded, Digests)>>,
+}
+
+impl Reads {
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
 }
 
 /// One file's objects (shared: the definition in force is sent as it is, not copied), its
@@ -365,6 +147,15 @@ impl DirState {
                 now
             }
         };
+        let mut reads = Reads::default();
+        self.read(dir, paths, &mut reads);
+        self.apply(reads)
+    }
+
+    /// Reads the given files (relative paths) into `reads` (a file read again replaces its
+    /// earlier read), without changing the state: [`DirState::apply`] takes them in. So a run
+    /// of events can be read as it comes, and applied once it has settled (or dropped).
+    pub fn read(&self, dir: &Path, paths: BTreeSet<PathBuf>, reads: &mut Reads) {
         let present: Vec<PathBuf> = paths
             .iter()
             .filter(|rel| dir.join(rel).is_file())
@@ -378,11 +169,22 @@ impl DirState {
         let loads = parallel_map(&present, |rel| {
             files::load_file_known(dir, rel, &|d| known(rel, d))
         });
-        let mut read: BTreeMap<PathBuf, (Loaded, Digests)> =
-            present.iter().cloned().zip(loads).collect();
+        let mut loads: BTreeMap<PathBuf, (Loaded, Digests)> =
+            present.into_iter().zip(loads).collect();
+        for rel in paths {
+            let read = loads.remove(&rel);
+            reads.files.insert(rel, read);
+        }
+    }
+
+    /// Takes in what [`DirState::read`] read (nothing may have been applied in between):
+    /// the changes to the objects, sorted by object.
+    pub fn apply(&mut self, reads: Reads) -> Vec<Change> {
+        let mut read = reads.files;
+        let paths: Vec<PathBuf> = read.keys().cloned().collect();
         let mut touched: BTreeSet<ObjectKey> = BTreeSet::new();
         for rel in paths {
-            let loaded = read.remove(&rel).map(|(mut l, digests)| {
+            let loaded = read.remove(&rel).flatten().map(|(mut l, digests)| {
                 let kept = self.keep_previous(&rel, &mut l);
                 FileObjects::new(l, digests, kept, self.files.get(&rel))
             });
@@ -510,7 +312,7 @@ fn sourced(e: &Entry) -> Option<Sourced> {
 mod tests {
     use super::*;
 
-    const KINGRESS: &str = r#"apiVersion: networking.internal.knative.dev/v1alpha1
+    pub(super) const KINGRESS: &str = r#"apiVersion: networking.internal.knative.dev/v1alpha1
 kind: Ingress
 metadata: {name: hello, namespace: default}
 spec:
@@ -687,66 +489,5 @@ spec:
         std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
         fed.reload(dir.path(), Some(&["a.yaml"]));
         assert_eq!(fed.inputs.len(), 0, "a deleted file's objects go");
-    }
-
-    /// A file written in place in two halves is never read half-written: its first event
-    /// comes once the writer closes it (Linux: inotify's close-write).
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn a_file_written_in_place_is_announced_when_its_writer_closes_it() {
-        use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        for existing in [false, true] {
-            if existing {
-                std::fs::write(root.join("a.yaml"), "").unwrap();
-            }
-            let (_w, mut events) = watch(&root).unwrap();
-            let mut f = std::fs::File::create(root.join("a.yaml")).unwrap();
-            f.write_all(&KINGRESS.as_bytes()[..100]).unwrap();
-            f.flush().unwrap();
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            assert!(
-                events.try_recv().is_err(),
-                "nothing while it is being written"
-            );
-            f.write_all(&KINGRESS.as_bytes()[100..]).unwrap();
-            drop(f);
-            let ev = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
-                .await
-                .expect("an event once closed");
-            assert_eq!(ev, Some(Some(PathBuf::from("a.yaml"))));
-            let loaded = files::load_file(&root, Path::new("a.yaml"));
-            assert_eq!(loaded.objects.len(), 2, "whole when announced");
-        }
-        // A rename over a manifest (an atomic replace) is announced at once.
-        let (_w, mut events) = watch(&root).unwrap();
-        std::fs::write(root.join(".tmp"), KINGRESS).unwrap();
-        std::fs::rename(root.join(".tmp"), root.join("a.yaml")).unwrap();
-        let ev = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await;
-        assert_eq!(ev.expect("renamed"), Some(Some(PathBuf::from("a.yaml"))));
-    }
-
-    #[test]
-    fn kubelet_layout_events_read_only_visible_links_and_rescan_on_data_swap() {
-        let root = Path::new("/m");
-        let ev = |p: &str| file_event(root, &root.join(p));
-        assert_eq!(ev("app.yaml"), Some(Some(PathBuf::from("app.yaml"))));
-        assert_eq!(ev("..2026_12_01_11_00_00.1/app.yaml"), None);
-        assert_eq!(ev("sub/.hidden/app.yaml"), None);
-        assert_eq!(ev("..data_tmp"), None);
-        assert_eq!(ev("..data"), Some(None), "the swap rescans");
-        let dir = tempfile::tempdir().unwrap();
-        let ts = dir.path().join("..2026_12_01_11_00_00.1");
-        std::fs::create_dir(&ts).unwrap();
-        std::fs::write(ts.join("app.yaml"), KINGRESS).unwrap();
-        std::os::unix::fs::symlink("..2026_12_01_11_00_00.1", dir.path().join("..data")).unwrap();
-        std::os::unix::fs::symlink("..data/app.yaml", dir.path().join("app.yaml")).unwrap();
-        std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).unwrap();
-        assert_eq!(
-            files::list_files(dir.path()).unwrap(),
-            vec![PathBuf::from("app.yaml")],
-            "links followed once, hidden directories skipped"
-        );
     }
 }
