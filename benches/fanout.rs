@@ -32,7 +32,7 @@ mod remote;
 #[allow(dead_code, unused_imports)]
 mod util;
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
@@ -53,26 +53,28 @@ use knative_pilot::xds::server::{AdsService, ConnectionRegistry};
 use knative_pilot::xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use tokio::sync::{mpsc, watch};
 
-/// The system allocator, counting live heap bytes (for the `idle` figures).
+/// The binary's allocator (`knative_pilot::Allocator`), counting live heap bytes (for the `idle`
+/// figures).
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+static INNER: knative_pilot::Allocator = knative_pilot::Allocator;
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
+        unsafe { INNER.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { INNER.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         LIVE.fetch_add(
             new_size as isize - layout.size() as isize,
             Ordering::Relaxed,
         );
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { INNER.realloc(ptr, layout, new_size) }
     }
 }
 

@@ -21,6 +21,9 @@ use knative_pilot::source::dir::DirState;
 use knative_pilot::source::files;
 use knative_pilot::tools::synth::{Form, Synth};
 
+#[global_allocator]
+static ALLOC: knative_pilot::Allocator = knative_pilot::Allocator;
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
