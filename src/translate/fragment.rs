@@ -125,6 +125,9 @@ impl<'a> Shared<'a> {
     /// Prepares every KIngress of our class and every Route without a KIngress (the objects
     /// the engines of a first load translate through [`Prepared`]), on `threads` threads, so
     /// engines built in parallel afterwards do not prepare the same objects at the same time.
+    /// A superset: a Route that a VirtualService describes is prepared too, and unused (finding
+    /// those as [`translated_keys`] does scans every VirtualService per Route; the engines use
+    /// their own index of them).
     pub fn prepare_all(&self, threads: usize) {
         let keys: Vec<(&ObjectKey, &Entry)> = self
             .inputs
