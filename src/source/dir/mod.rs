@@ -28,12 +28,13 @@ pub use watch::{run, watch, FileEvent};
 #[derive(Default)]
 pub struct DirState {
     files: BTreeMap<PathBuf, FileObjects>,
-    /// The files defining each object (the first one holds the definition in force).
-    owners: BTreeMap<ObjectKey, BTreeSet<PathBuf>>,
+    /// The files defining each object (the first one holds the definition in force). Hashed:
+    /// nothing reads these maps in order (the changes are sorted from `touched`).
+    owners: HashMap<ObjectKey, BTreeSet<PathBuf>>,
     /// Objects defined more than once.
     duplicates: BTreeSet<ObjectKey>,
     /// What the changes so far have made of each object (the definition in force).
-    current: BTreeMap<ObjectKey, Arc<Entry>>,
+    current: HashMap<ObjectKey, Arc<Entry>>,
 }
 
 /// Files read by [`DirState::read`], not yet applied: each file's text read as objects, or
@@ -182,7 +183,8 @@ impl DirState {
     pub fn apply(&mut self, reads: Reads) -> Vec<Change> {
         let mut read = reads.files;
         let paths: Vec<PathBuf> = read.keys().cloned().collect();
-        let mut touched: BTreeSet<ObjectKey> = BTreeSet::new();
+        // Sorted and deduplicated once below: cheaper than a sorted set of 50,000 keys.
+        let mut touched: Vec<ObjectKey> = Vec::new();
         for rel in paths {
             let loaded = read.remove(&rel).flatten().map(|(mut l, digests)| {
                 let kept = self.keep_previous(&rel, &mut l);
@@ -196,7 +198,7 @@ impl DirState {
                             self.owners.remove(key);
                         }
                     }
-                    touched.insert(key.clone());
+                    touched.push(key.clone());
                 }
             }
             match loaded {
@@ -206,7 +208,7 @@ impl DirState {
                             .entry(key.clone())
                             .or_default()
                             .insert(rel.clone());
-                        touched.insert(key.clone());
+                        touched.push(key.clone());
                     }
                     self.files.insert(rel, file);
                 }
@@ -215,6 +217,8 @@ impl DirState {
                 }
             }
         }
+        touched.sort_unstable();
+        touched.dedup();
         let mut changes = Vec::new();
         for key in touched {
             let (first, duplicated) = self.in_force(&key);
