@@ -553,35 +553,74 @@ fn diff_sides(
     if args.from.is_none() && args.dumps.len() != 2 {
         return Err("give two config dumps, or one and --from DIR".into());
     }
-    for p in &args.dumps {
-        sides.push((
-            p.display().to_string(),
-            crate::tools::diff::read_path(p, opts)?,
-        ));
-    }
-    if let Some(dir) = &args.from {
-        if !dir.is_dir() {
-            return Err(format!("--from {} is not a directory", dir.display()));
+    let label = |p: &std::path::PathBuf| p.display().to_string();
+    let read = |p: &std::path::PathBuf| crate::tools::diff::read_path(p, opts);
+    let stdin = args.dumps.iter().any(|p| p.as_os_str() == "-");
+    // The sides are read at once on two threads (each side is one thread's work); errors are
+    // reported in the order of the sides. With a side from stdin they are read one after the
+    // other, as before.
+    std::thread::scope(|scope| {
+        match (&args.dumps[..], &args.from) {
+            ([a], Some(dir)) => {
+                let a_side = scope.spawn(|| read(a));
+                let b_side = rendered_side(args, dir, opts);
+                let a_side = a_side
+                    .join()
+                    .map_err(|_| "reading side A panicked".to_string())??;
+                sides.push((label(a), a_side));
+                let (b_label, b_side, note) = b_side?;
+                if let Some(note) = note {
+                    eprintln!("{note}");
+                }
+                sides.push((b_label, b_side));
+            }
+            ([a, b], None) if !stdin => {
+                let b_side = scope.spawn(|| read(b));
+                let a_side = read(a);
+                let b_side = b_side
+                    .join()
+                    .map_err(|_| "reading side B panicked".to_string())?;
+                sides.push((label(a), a_side?));
+                sides.push((label(b), b_side?));
+            }
+            (dumps, _) => {
+                for p in dumps {
+                    sides.push((label(p), read(p)?));
+                }
+            }
         }
-        let (inputs, errors) = crate::pipeline::load(dir);
-        let rendered =
-            crate::pipeline::render_gateway(&inputs, &args.translate.options(), &args.gateway)?;
-        drop(inputs);
-        let problems = errors.len() + rendered.errors.len();
-        if problems > 0 {
-            eprintln!(
-                "knative-pilot diff: note: {problems} input problem(s) in {}; the objects named \
-                 were left out of side B (see `knative-pilot validate`)",
-                dir.display()
-            );
-        }
-        let side = crate::tools::diff::read_snapshot(&rendered.snapshot, opts)?;
-        sides.push((
-            format!("render --from {} --gateway {}", dir.display(), args.gateway),
-            side,
-        ));
+        Ok(sides)
+    })
+}
+
+/// Side B of `diff --from DIR`: the gateway rendered from the manifests, its label, and the note
+/// about input problems to print once side A has read.
+fn rendered_side(
+    args: &DiffArgs,
+    dir: &std::path::Path,
+    opts: &crate::tools::diff::Options,
+) -> Result<(String, crate::tools::diff::Side, Option<String>), String> {
+    if !dir.is_dir() {
+        return Err(format!("--from {} is not a directory", dir.display()));
     }
-    Ok(sides)
+    let (inputs, errors) = crate::pipeline::load(dir);
+    let rendered =
+        crate::pipeline::render_gateway(&inputs, &args.translate.options(), &args.gateway)?;
+    drop(inputs);
+    let problems = errors.len() + rendered.errors.len();
+    let note = (problems > 0).then(|| {
+        format!(
+            "knative-pilot diff: note: {problems} input problem(s) in {}; the objects named \
+             were left out of side B (see `knative-pilot validate`)",
+            dir.display()
+        )
+    });
+    let side = crate::tools::diff::read_snapshot(&rendered.snapshot, opts)?;
+    Ok((
+        format!("render --from {} --gateway {}", dir.display(), args.gateway),
+        side,
+        note,
+    ))
 }
 
 /// The kinds `diff` compares: `--kind`, else the kinds a bare list of resources holds (`None`:

@@ -44,6 +44,7 @@ use serde_json::Value;
 mod compare;
 mod normalize;
 mod read;
+mod scan;
 
 pub use compare::{compare, report, unified, Difference, FieldChange};
 #[cfg(test)]
