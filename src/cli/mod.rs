@@ -557,8 +557,9 @@ fn diff_sides(
     let read = |p: &std::path::PathBuf| crate::tools::diff::read_path(p, opts);
     let stdin = args.dumps.iter().any(|p| p.as_os_str() == "-");
     // The sides are read at once on two threads (each side is one thread's work); errors are
-    // reported in the order of the sides. With a side from stdin they are read one after the
-    // other, as before.
+    // reported in the order of the sides. Two dumps of which one is stdin are read one after
+    // the other, as before (`diff - -` would otherwise give stdin to whichever thread reads
+    // first); a stdin dump against `--from DIR` is read on its own thread.
     std::thread::scope(|scope| {
         match (&args.dumps[..], &args.from) {
             ([a], Some(dir)) => {
