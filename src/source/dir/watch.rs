@@ -114,8 +114,10 @@ const REMOVAL_MAX: Duration = Duration::from_secs(1);
 /// How long the events must stop after a change before the run is sent: files written one
 /// after the other by one command (a script, `cp`, `tar`, `git checkout`) come microseconds to
 /// milliseconds apart and make one batch, so one generation (`e2e_updates`: a new revision's
-/// file, the KIngress moved to it and the old revision's file removed are one generation; with
-/// 3 ms, a loaded machine split them). The files are read as their events come, so the settle
+/// file, the KIngress moved to it and the old revision's file removed are one generation, and
+/// it prints how many changes were split; with 3 ms, a loaded machine split them, and even 10 ms
+/// splits some when the writer is descheduled between its writes: each part is then served as
+/// it comes). The files are read as their events come, so the settle
 /// runs while they are read: an isolated change waits only for what is left of it after its
 /// read, not for the settle and then the read. A run of writes is taken as it is after
 /// [`WRITE_MAX`].
