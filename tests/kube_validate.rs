@@ -1,7 +1,7 @@
 //! `knative-pilot validate --kube`: the same findings as `validate --from` on the same objects.
 //!
 //! There is no Kubernetes API server on these machines: the objects are served by
-//! `tests/common/fake_apiserver.rs`, a fake that speaks the API server's wire format, so kube-rs's
+//! `tests/common/fake_apiserver/`, a fake that speaks the API server's wire format, so kube-rs's
 //! real client and watcher code does the listing.
 
 mod common;

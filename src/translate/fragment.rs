@@ -125,24 +125,15 @@ impl<'a> Shared<'a> {
     /// Prepares every KIngress of our class and every Route without a KIngress (the objects
     /// the engines of a first load translate through [`Prepared`]), on `threads` threads, so
     /// engines built in parallel afterwards do not prepare the same objects at the same time.
-    /// A superset: a Route that a VirtualService describes is prepared too, and unused (finding
-    /// those as [`translated_keys`] does scans every VirtualService per Route; the engines use
-    /// their own index of them).
+    /// A superset ([`is_translated`] asked of no VirtualService): a Route that a VirtualService
+    /// describes is prepared too, and unused (finding those as [`translated_keys`] does scans
+    /// every VirtualService per Route; the engines use their own index of them).
     pub fn prepare_all(&self, threads: usize) {
         let keys: Vec<(&ObjectKey, &Entry)> = self
             .inputs
             .of_kind(Kind::KIngress)
-            .filter(|(_, e)| match &e.object {
-                Object::KIngress(i) => {
-                    ownership::is_ours(self.inputs, &i.metadata, &self.opts.ingress_class)
-                }
-                _ => false,
-            })
-            .chain(self.inputs.of_kind(Kind::Route).filter(|(k, _)| {
-                self.inputs
-                    .get(Kind::KIngress, &k.namespace, &k.name)
-                    .is_none()
-            }))
+            .chain(self.inputs.of_kind(Kind::Route))
+            .filter(|(k, e)| is_translated(self.inputs, self.opts, k, &e.object, std::iter::empty))
             .collect();
         let chunk = keys.len().div_ceil(threads.max(1)).max(1);
         let done: Vec<Vec<(ObjectKey, Arc<Prepared>)>> = std::thread::scope(|scope| {
@@ -323,8 +314,38 @@ pub(crate) const FRAGMENT_KINDS: [Kind; 4] = [
     Kind::Route,
 ];
 
-/// The objects a full translation translates for a proxy: every VirtualService and HTTPRoute,
-/// the KIngresses of our class, and the Routes no KIngress or VirtualService shadows.
+/// Whether a translation for a proxy translates `object` (at `key`) itself: every
+/// VirtualService and HTTPRoute, the KIngresses of our class, and the Routes that no KIngress
+/// and no VirtualService shadows ([`claims::route_is_shadowed`]). `describing` gives the
+/// VirtualServices (namespace, labels) that may describe a Route: every VirtualService (a full
+/// translation, [`translated_keys`]), those the engine's index names (`Engine::add_fragment`),
+/// or none (a superset: [`Shared::prepare_all`]). The one place this rule is written.
+pub(crate) fn is_translated<'v, I>(
+    inputs: &Inputs,
+    opts: &Options,
+    key: &ObjectKey,
+    object: &Object,
+    describing: impl FnOnce() -> I,
+) -> bool
+where
+    I: Iterator<Item = (&'v str, claims::RouteLabels)>,
+{
+    match object {
+        Object::VirtualService(_) | Object::HttpRoute(_) => true,
+        Object::KIngress(i) => ownership::is_ours(inputs, &i.metadata, &opts.ingress_class),
+        Object::Route(_) => !claims::route_is_shadowed(
+            inputs
+                .get(Kind::KIngress, &key.namespace, &key.name)
+                .is_some(),
+            describing(),
+            key,
+        ),
+        _ => false,
+    }
+}
+
+/// The objects a full translation translates for a proxy ([`is_translated`], asked of every
+/// VirtualService).
 pub(crate) fn translated_keys<'a>(
     inputs: &'a Inputs,
     opts: &'a Options,
@@ -337,20 +358,15 @@ pub(crate) fn translated_keys<'a>(
     ]
     .into_iter()
     .flat_map(|kind| inputs.of_kind(kind))
-    .filter(|(k, e)| match &e.object {
-        Object::VirtualService(_) | Object::HttpRoute(_) => true,
-        Object::KIngress(i) => super::ownership::is_ours(inputs, &i.metadata, &opts.ingress_class),
-        Object::Route(_) => !claims::route_is_shadowed(
-            inputs.get(Kind::KIngress, &k.namespace, &k.name).is_some(),
+    .filter(|(k, e)| {
+        is_translated(inputs, opts, k, &e.object, || {
             inputs.of_kind(Kind::VirtualService).map(|(vk, v)| {
                 (
                     vk.namespace.as_str(),
                     claims::RouteLabels::of(v.object.metadata()),
                 )
-            }),
-            k,
-        ),
-        _ => false,
+            })
+        })
     })
     .map(|(k, _)| k.clone())
 }

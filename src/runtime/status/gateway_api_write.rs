@@ -8,14 +8,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
-use serde_json::{json, Value};
+use kube::api::{Api, ApiResource, DynamicObject};
+use serde_json::Value;
 
 use super::gateway_api::{
     gateway_class_status, gateway_status, http_route_status, needs_write, progress_key,
     GatewayFacts,
 };
-use super::writer::{Retries, SpecId};
+use super::writer::{patch_status, Retries, SpecId};
 use super::ReplicaProgress;
 use super::{combine, gateway_progress, rfc3339_now, GatewayProgress, PeerReports, ProgressMap};
 use crate::model::gateway_api::{GATEWAY_NAME_LABEL, GROUP};
@@ -224,9 +224,8 @@ impl GatewayApiWriter {
     }
 }
 
-/// Patches the status subresource with the `resourceVersion` read; on 409 re-reads it and
-/// computes again from what it holds now (a few times). A spec changed meanwhile is left to
-/// the next pass.
+/// Writes the status `desired` computes from the current one ([`patch_status`]); on 409 computes
+/// again from what the object holds now. A spec changed meanwhile is left to the next pass.
 async fn patch(
     api: &Api<DynamicObject>,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -234,32 +233,16 @@ async fn patch(
     desired: &impl Fn(Option<&Value>) -> Option<Value>,
 ) -> anyhow::Result<()> {
     let name = meta.name.clone().unwrap_or_default();
-    let mut current = current.cloned();
-    let mut version = meta.resource_version.clone();
-    let mut attempt = 0;
-    loop {
-        let Some(status) = desired(current.as_ref()) else {
-            return Ok(());
-        };
-        if !needs_write(current.as_ref(), &status) {
-            return Ok(());
+    let to_write =
+        |current: Option<&Value>| desired(current).filter(|status| needs_write(current, status));
+    let Some(status) = to_write(current) else {
+        return Ok(());
+    };
+    patch_status(api, &name, meta.resource_version.clone(), status, |fresh| {
+        if fresh.metadata.generation != meta.generation {
+            return Ok(None);
         }
-        let body = json!({"metadata": {"resourceVersion": version}, "status": status});
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 && attempt < 3 => {
-                attempt += 1;
-                let fresh = api.get_status(&name).await?;
-                if fresh.metadata.generation != meta.generation {
-                    return Ok(());
-                }
-                version = fresh.metadata.resource_version.clone();
-                current = fresh.data.get("status").cloned();
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+        Ok(to_write(fresh.data.get("status")))
+    })
+    .await
 }

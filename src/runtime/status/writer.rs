@@ -376,28 +376,48 @@ async fn write(
     lbs: &LoadBalancers,
 ) -> anyhow::Result<()> {
     let name = ing.metadata.name.clone().unwrap_or_default();
-    let mut current = ing.clone();
+    let status = desired_status(ing, facts, lbs, &rfc3339_now());
+    let version = ing.metadata.resource_version.clone();
+    patch_status(api, &name, version, status, |fresh| {
+        let fresh: KIngress = serde_json::from_value(serde_json::to_value(fresh)?)?;
+        if fresh.spec != ing.spec || fresh.metadata.generation != ing.metadata.generation {
+            // Changed under us: the next round computes from the new spec.
+            return Ok(None);
+        }
+        Ok(Some(desired_status(&fresh, facts, lbs, &rfc3339_now())))
+    })
+    .await
+}
+
+/// How both status writers (KIngress, Gateway API) write a status: a merge patch of the status
+/// subresource carrying the `resourceVersion` it was computed from, so that a concurrent writer
+/// makes it a 409. On 409 (a few times) the object is read again and `again` computes the
+/// status to write against it (`None`: nothing to write, or left to the next pass).
+pub(super) async fn patch_status(
+    api: &Api<DynamicObject>,
+    name: &str,
+    mut version: Option<String>,
+    mut status: Value,
+    mut again: impl FnMut(&DynamicObject) -> anyhow::Result<Option<Value>>,
+) -> anyhow::Result<()> {
     let mut attempt = 0;
     loop {
-        let desired = desired_status(&current, facts, lbs, &rfc3339_now());
-        let patch = json!({
-            "metadata": {"resourceVersion": current.metadata.resource_version},
-            "status": desired,
-        });
+        let body = json!({"metadata": {"resourceVersion": version}, "status": status});
         match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
             .await
         {
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 && attempt < 3 => {
                 attempt += 1;
-                let fresh = api.get_status(&name).await?;
-                let fresh: KIngress = serde_json::from_value(serde_json::to_value(fresh)?)?;
-                if fresh.spec != ing.spec || fresh.metadata.generation != ing.metadata.generation {
-                    // Changed under us: the next round computes from the new spec.
-                    return Ok(());
+                let fresh = api.get_status(name).await?;
+                match again(&fresh)? {
+                    Some(next) => {
+                        status = next;
+                        version = fresh.metadata.resource_version.clone();
+                    }
+                    None => return Ok(()),
                 }
-                current = fresh;
             }
             Err(e) => return Err(e.into()),
         }

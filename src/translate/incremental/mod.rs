@@ -35,10 +35,10 @@ use super::backend::{ready_endpoints_of, ClusterSource, SvcKey};
 use super::claims::{self, Order, Slot};
 use super::envoy;
 pub use super::fragment::Shared;
-use super::fragment::{translate_shared, Fragment, FRAGMENT_KINDS};
+use super::fragment::{self, translate_shared, Fragment, FRAGMENT_KINDS};
 use super::gateway::{context, is_subset, Context};
 use super::ir::{ClusterIr, ClusterKind};
-use super::{ownership, Options};
+use super::Options;
 
 type Labels = BTreeMap<String, String>;
 
@@ -456,14 +456,9 @@ impl Engine {
         let Some(entry) = inputs.get(key.kind, &key.namespace, &key.name) else {
             return;
         };
-        let wanted = match (&entry.object, key.kind) {
-            (Object::VirtualService(_) | Object::HttpRoute(_), _) => true,
-            (Object::KIngress(i), _) => {
-                ownership::is_ours(inputs, &i.metadata, &self.opts.ingress_class)
-            }
-            (Object::Route(_), _) => !self.route_has_ingress(inputs, key),
-            _ => false,
-        };
+        let wanted = fragment::is_translated(inputs, &self.opts, key, &entry.object, || {
+            self.describing(inputs, key)
+        });
         if !wanted {
             return;
         }

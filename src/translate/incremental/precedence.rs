@@ -1,11 +1,11 @@
 //! Route precedence, indexed: which VirtualServices name a Route (by its name, or by its
 //! KIngress's), so that a VirtualService change re-decides only the Routes it names. The rule
-//! itself is [`claims::route_is_shadowed`]; the index only finds its candidates.
+//! itself is [`crate::translate::fragment::is_translated`]; the index only finds its candidates.
 
 use crate::model::{Kind, ObjectKey};
 use crate::state::{Entry, Inputs};
 
-use super::super::claims::{self, RouteLabels};
+use super::super::claims::RouteLabels;
 use super::Engine;
 
 fn vs_route_labels(entry: &Entry) -> (Option<(String, Option<String>)>, Option<String>) {
@@ -76,9 +76,13 @@ impl Engine {
         }
     }
 
-    /// A KIngress or a VirtualService labelled for this Route describes its traffic (the rule
-    /// of [`claims::route_is_shadowed`], asked of the VirtualServices the index names).
-    pub(super) fn route_has_ingress(&self, inputs: &Inputs, key: &ObjectKey) -> bool {
+    /// The VirtualServices (namespace, labels) the index names as possibly describing the
+    /// Route `key` (asked by [`super::super::fragment::is_translated`]).
+    pub(super) fn describing<'e>(
+        &'e self,
+        inputs: &'e Inputs,
+        key: &ObjectKey,
+    ) -> impl Iterator<Item = (&'e str, RouteLabels)> + 'e {
         let by_route = self
             .vs_by_route
             .get(&key.name)
@@ -90,16 +94,9 @@ impl Engine {
             .get(&(key.namespace.clone(), key.name.clone()))
             .into_iter()
             .flatten();
-        let candidates = by_route.chain(by_ingress).filter_map(|k| {
+        by_route.chain(by_ingress).filter_map(|k| {
             let e = inputs.get(k.kind, &k.namespace, &k.name)?;
             Some((k.namespace.as_str(), RouteLabels::of(e.object.metadata())))
-        });
-        claims::route_is_shadowed(
-            inputs
-                .get(Kind::KIngress, &key.namespace, &key.name)
-                .is_some(),
-            candidates,
-            key,
-        )
+        })
     }
 }
