@@ -18,6 +18,12 @@ impl<T: Ord> SmallSet<T> {
         match self.0.binary_search(&v) {
             Ok(_) => false,
             Err(i) => {
+                // Most keys keep one entry: room for exactly one, where a vector's first
+                // growth makes room for four (heaptrack at 10,000 services: the claimants of
+                // each host took 27 MB, three quarters of it empty).
+                if self.0.capacity() == 0 {
+                    self.0.reserve_exact(1);
+                }
                 self.0.insert(i, v);
                 true
             }
