@@ -117,10 +117,9 @@ const REMOVAL_MAX: Duration = Duration::from_secs(1);
 /// file, the KIngress moved to it and the old revision's file removed are one generation, and
 /// it prints how many changes were split; with 3 ms, a loaded machine split them, and even 10 ms
 /// splits some when the writer is descheduled between its writes: each part is then served as
-/// it comes). The files are read as their events come, so the settle
-/// runs while they are read: an isolated change waits only for what is left of it after its
-/// read, not for the settle and then the read. A run of writes is taken as it is after
-/// [`WRITE_MAX`].
+/// it comes). The files are read as their events come, so the settle runs while they are read:
+/// an isolated change waits only for what is left of it after its read, not for the settle and
+/// then the read. A run of writes is taken as it is after [`WRITE_MAX`].
 const WRITE_SETTLE: Duration = Duration::from_millis(10);
 const WRITE_MAX: Duration = Duration::from_millis(200);
 
