@@ -27,6 +27,10 @@ RUN touch src/main.rs src/lib.rs \
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /knative-pilot /knative-pilot
+# On nodes whose transparent huge pages are `always` (not `madvise`), the kernel would still back
+# the allocator's regions with huge pages; this makes mimalloc turn them off for the process
+# (prctl PR_SET_THP_DISABLE). See Cargo.toml's mimalloc line.
+ENV MIMALLOC_ALLOW_THP=0
 USER 65532:65532
 ENTRYPOINT ["/knative-pilot"]
 CMD ["serve", "--kube"]

@@ -284,24 +284,14 @@ async fn run(n: usize, extra: Vec<String>) {
         std::fs::read_to_string(static_dir.path().join("envoy.log")).unwrap_or_default();
     let static_ready = logged_at(&static_logs, "starting workers", static_wall);
 
-    let started = Instant::now();
-    let started_wall = SystemTime::now();
-    let mut args = vec![
-        "--from",
-        dir.path().to_str().expect("utf-8 path"),
-        "--bind-address",
-        "127.0.0.1",
-    ];
-    args.extend(extra.iter().map(String::as_str));
-    let server = Server::start(&args).await;
-    let envoy_launched = started.elapsed();
-    let envoy = start_gateway(
-        &server,
-        "istio-ingressgateway-bench",
-        EXTERNAL_LABELS,
-        ApiType::DeltaGrpc,
-    )
-    .await;
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let Launched {
+        server,
+        envoy,
+        started,
+        started_wall,
+        envoy_launched,
+    } = launch(dir.path(), &extra).await;
     let first_ads = sweep(cluster.ext_port, &hosts).await - started;
     let served = started.elapsed();
     let t = Instant::now();
@@ -409,18 +399,28 @@ fn median_p90(mut v: Vec<Duration>) -> (f64, f64) {
 /// and after 10 and 100 distinct services were requested; the latency of the first request to
 /// a service not loaded yet (its RouteConfiguration, cluster and endpoints fetched on demand)
 /// beside a second request to it once loaded (the floor), on one keep-alive connection.
-async fn on_demand(n: usize, cluster: &Cluster, dir: &Path, hosts: &[String], eager: &Eager) {
+/// The server on `dir` (with `extra` flags) and the external gateway's Envoy on Delta ADS
+/// against it, with when the server was started and how long until Envoy was launched.
+struct Launched {
+    server: Server,
+    envoy: Envoy,
+    started: Instant,
+    started_wall: SystemTime,
+    envoy_launched: Duration,
+}
+
+async fn launch(dir: &Path, extra: &[&str]) -> Launched {
     let started = Instant::now();
     let started_wall = SystemTime::now();
-    let server = Server::start(&[
+    let mut args = vec![
         "--from",
         dir.to_str().expect("utf-8 path"),
         "--bind-address",
         "127.0.0.1",
-        "--route-layout",
-        "on-demand",
-    ])
-    .await;
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args).await;
+    let envoy_launched = started.elapsed();
     let envoy = start_gateway(
         &server,
         "istio-ingressgateway-bench",
@@ -428,6 +428,23 @@ async fn on_demand(n: usize, cluster: &Cluster, dir: &Path, hosts: &[String], ea
         ApiType::DeltaGrpc,
     )
     .await;
+    Launched {
+        server,
+        envoy,
+        started,
+        started_wall,
+        envoy_launched,
+    }
+}
+
+async fn on_demand(n: usize, cluster: &Cluster, dir: &Path, hosts: &[String], eager: &Eager) {
+    let Launched {
+        server: _server,
+        envoy,
+        started,
+        started_wall,
+        ..
+    } = launch(dir, &["--route-layout", "on-demand"]).await;
     let first = sweep(cluster.ext_port, &hosts[..1]).await - started;
     let ready = logged_at(&envoy.logs(), "starting workers", started_wall);
     let pid = envoy.pid().expect("envoy pid");

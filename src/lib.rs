@@ -42,7 +42,8 @@
 /// The allocator of the binary, and of the benches that measure what it runs: mimalloc. The
 /// first translation allocates millions of small strings and vectors on two threads; glibc's
 /// malloc spent 20–30 % of its CPU there (BENCHMARKS.md, "Issue 15: shared object stage and
-/// the allocator").
+/// the allocator"). Built without transparent huge pages (`no_thp` in Cargo.toml; the image
+/// also sets `MIMALLOC_ALLOW_THP=0`): zeroing fresh 2 MB pages took almost half of that CPU.
 pub use mimalloc::MiMalloc as Allocator;
 
 pub mod cli;
