@@ -3,14 +3,15 @@
 //! `knative-pilot synth --out DIR` writes) read by
 //!
 //! - floor: every file read and decoded by a plain `serde_json::from_slice::<Value>`, one
-//!   file after the other;
+//!   file after the other, and kept;
 //! - `pipeline::load` (render, validate, diff): the objects and the inputs built from them;
 //! - `DirState::reload(dir, None)` (serve's initial load of `--from DIR`);
 //! - one file reloaded (`DirState::reload` of one namespace file after an endpoint change),
 //!   the source's share of an isolated change.
 //!
 //! `cargo bench --bench load -- [N] [ROUNDS]` (N = 10000 services, 5 rounds; min and median
-//! printed as BENCHMARKS.md rows). Nothing is asserted.
+//! printed as BENCHMARKS.md rows). Each round's result is dropped after its clock stops (serve
+//! keeps what it loads). Nothing is asserted.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -28,27 +29,37 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
-/// Min and median of `rounds` runs of `f`.
+/// Min and median of `rounds` runs of `f`. What `f` returns is dropped after the clock stops:
+/// serve keeps what it loaded, so every row (the floor too) is the read, without the drop.
 fn time<T>(rounds: usize, mut f: impl FnMut() -> T) -> (Duration, Duration) {
     let mut times: Vec<Duration> = (0..rounds)
         .map(|_| {
             let t = Instant::now();
-            std::hint::black_box(f());
-            t.elapsed()
+            let out = std::hint::black_box(f());
+            let took = t.elapsed();
+            drop(out);
+            took
         })
         .collect();
     times.sort();
     (times[0], times[times.len() / 2])
 }
 
-fn floor(dir: &Path, files: &[PathBuf]) -> usize {
+/// Every file read and decoded as a `serde_json::Value`, one after the other, and kept.
+fn floor(dir: &Path, files: &[PathBuf]) -> Vec<serde_json::Value> {
     files
         .iter()
         .map(|f| {
             let bytes = std::fs::read(dir.join(f)).expect("read");
-            let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
-            v["items"].as_array().map_or(1, Vec::len)
+            serde_json::from_slice(&bytes).expect("json")
         })
+        .collect()
+}
+
+fn count(values: &[serde_json::Value]) -> usize {
+    values
+        .iter()
+        .map(|v| v["items"].as_array().map_or(1, Vec::len))
         .sum()
 }
 
@@ -67,7 +78,7 @@ fn main() {
         .iter()
         .map(|f| std::fs::metadata(dir.path().join(f)).map_or(0, |m| m.len()))
         .sum();
-    let objects = floor(dir.path(), &list);
+    let objects = count(&floor(dir.path(), &list));
     println!(
         "N={n}: {} files, {:.1} MB, {objects} objects, {rounds} rounds (min / median)",
         list.len(),
@@ -95,7 +106,9 @@ fn main() {
     row(
         "DirState::reload(dir, None) (serve's initial load)",
         time(rounds, || {
-            DirState::default().reload(dir.path(), None).len()
+            let mut state = DirState::default();
+            let changes = state.reload(dir.path(), None);
+            (state, changes)
         }),
         fl.0,
     );

@@ -8,6 +8,12 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
+/// The hash map of the lookup-only indexes (the engines', the directory source's): std's map
+/// with foldhash's hasher, which hashes their short string keys (kind, namespace, name; hosts)
+/// several times faster than SipHash, seeded at random per process as std's is. Nothing
+/// iterates these maps where the order would show.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub mod check;
 pub mod diag;
 pub mod duration;

@@ -4,11 +4,11 @@
 //! [`super::translate`] and the incremental engine both build fragments this way and hand them
 //! to [`super::claims`] and [`super::assemble`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use crate::model::diag::InputError;
-use crate::model::{Kind, Object, ObjectKey};
+use crate::model::{HashMap, Kind, Object, ObjectKey};
 use crate::state::{Entry, Inputs};
 
 use super::backend::{Backends, ClusterSource, SvcKey};
@@ -118,7 +118,7 @@ impl<'a> Shared<'a> {
         Shared {
             inputs,
             opts,
-            prepared: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashMap::default()),
         }
     }
 

@@ -5,11 +5,11 @@
 //! deleted": its last objects stay served until it reappears. A mounted ConfigMap (kubelet's
 //! `..data` layout) is read through its visible links only and reloaded when `..data` swaps.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::model::ObjectKey;
+use crate::model::{HashMap, ObjectKey};
 use crate::source::files::{self, Digests, Loaded};
 use crate::source::parallel::map as parallel_map;
 use crate::source::{Digest, InputError, Sourced};
@@ -102,7 +102,7 @@ impl FileObjects {
         }
         // Document order, as a first read gives it (duplicates in one file: the first wins).
         read.sort_by_key(|(e, _)| e.origin.as_ref().map(|o| (o.doc, o.item)));
-        let mut by_digest = HashMap::new();
+        let mut by_digest = HashMap::with_capacity_and_hasher(read.len(), Default::default());
         let mut objects = Vec::with_capacity(read.len() + kept.len());
         for (entry, digest) in read {
             if let Some(d) = digest {
@@ -111,7 +111,8 @@ impl FileObjects {
             objects.push(entry);
         }
         objects.extend(kept);
-        let mut by_key: HashMap<ObjectKey, Vec<usize>> = HashMap::new();
+        let mut by_key: HashMap<ObjectKey, Vec<usize>> =
+            HashMap::with_capacity_and_hasher(objects.len(), Default::default());
         for (i, e) in objects.iter().enumerate() {
             by_key.entry(e.object.key()).or_default().push(i);
         }
@@ -185,6 +186,12 @@ impl DirState {
         let paths: Vec<PathBuf> = read.keys().cloned().collect();
         // Sorted and deduplicated once below: cheaper than a sorted set of 50,000 keys.
         let mut touched: Vec<ObjectKey> = Vec::new();
+        // Room for what the reads bring at once (the first load: every object), instead of
+        // growing the maps step by step.
+        let incoming: usize = read.values().flatten().map(|(l, _)| l.objects.len()).sum();
+        self.owners.reserve(incoming);
+        self.current.reserve(incoming);
+        touched.reserve(incoming);
         for rel in paths {
             let loaded = read.remove(&rel).flatten().map(|(mut l, digests)| {
                 let kept = self.keep_previous(&rel, &mut l);
@@ -268,6 +275,17 @@ impl DirState {
     /// The definition in force of an object (first definition wins, as
     /// [`Inputs::from_sourced`] decides it), and whether it has more than one.
     fn in_force(&self, key: &ObjectKey) -> (Option<Arc<Entry>>, bool) {
+        // Most objects have one file and one definition in it: found without collecting.
+        let mut owners = self.owners.get(key).into_iter().flatten();
+        if let (Some(only), None) = (owners.next(), owners.next()) {
+            let one = self.files.get(only).and_then(|f| match f.by_key.get(key) {
+                Some(at) if at.len() == 1 => f.objects.get(at[0]),
+                _ => None,
+            });
+            if let Some(entry) = one {
+                return (Some(Arc::clone(entry)), false);
+            }
+        }
         match self.definitions(key).as_slice() {
             [] => (None, false),
             [one] => (Some(Arc::clone(one)), false),

@@ -21,11 +21,11 @@
 //! scoped layout ([`super::RouteLayout::Scoped`]) a changed host re-encodes only its own scope
 //! and RouteConfiguration (`http.80/<host>`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::model::diag::InputError;
-use crate::model::{Kind, Object, ObjectKey};
+use crate::model::{HashMap, Kind, Object, ObjectKey};
 use crate::state::{Entry, Inputs, SERVICE_NAME_LABEL};
 use crate::xds::resource::{ResourceMap, Snapshot};
 use crate::xds::resource::{CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE, SNAPSHOT_TYPES};
@@ -167,17 +167,17 @@ impl Engine {
             opts: shared.opts.clone(),
             labels: labels.clone(),
             ctx: Context::default(),
-            frags: HashMap::new(),
-            by_service: HashMap::new(),
-            slots: HashMap::new(),
+            frags: HashMap::default(),
+            by_service: HashMap::default(),
+            slots: HashMap::default(),
             slot_errors: BTreeMap::new(),
-            owners: HashMap::new(),
+            owners: HashMap::default(),
             vhosts: BTreeMap::new(),
             encoded: BTreeMap::new(),
             clusters: BTreeMap::new(),
             unreferenced: BTreeSet::new(),
             failed: BTreeSet::new(),
-            clusters_by_service: HashMap::new(),
+            clusters_by_service: HashMap::default(),
             vs_by_route: BTreeMap::new(),
             vs_by_ingress: BTreeMap::new(),
             routes_by_name: BTreeMap::new(),
