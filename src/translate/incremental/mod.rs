@@ -116,7 +116,7 @@ pub struct Engine {
     /// The same, by name (route configuration -> virtual host name): where each one's bytes are
     /// in the served RouteConfiguration, or the virtual host to encode at the next splice.
     encoded: BTreeMap<String, BTreeMap<String, sink::VhostBytes>>,
-    clusters: BTreeMap<String, ClusterEntry>,
+    clusters: HashMap<String, ClusterEntry>,
     /// Clusters whose fragment references dropped to zero during the current change.
     unreferenced: BTreeSet<String>,
     /// Objects whose translation failed (their fragment's error).
@@ -174,7 +174,7 @@ impl Engine {
             owners: HashMap::default(),
             vhosts: BTreeMap::new(),
             encoded: BTreeMap::new(),
-            clusters: BTreeMap::new(),
+            clusters: HashMap::default(),
             unreferenced: BTreeSet::new(),
             failed: BTreeSet::new(),
             clusters_by_service: HashMap::default(),
@@ -452,19 +452,26 @@ impl Engine {
     }
 
     fn add_fragment(&mut self, shared: &Shared<'_>, key: &ObjectKey, touched: &mut Touched) {
+        if let Some(f) = self.fragment_of(shared, key) {
+            self.index_fragment(key, f, touched);
+        }
+    }
+
+    /// The fragment of `key`, if this engine translates it.
+    fn fragment_of(&self, shared: &Shared<'_>, key: &ObjectKey) -> Option<Fragment> {
         let inputs = shared.inputs;
-        let Some(entry) = inputs.get(key.kind, &key.namespace, &key.name) else {
-            return;
-        };
+        let entry = inputs.get(key.kind, &key.namespace, &key.name)?;
         let wanted = fragment::is_translated(inputs, &self.opts, key, &entry.object, || {
             self.describing(inputs, key)
         });
         if !wanted {
-            return;
+            return None;
         }
-        let Some(f) = translate_shared(shared, &self.ctx, key) else {
-            return;
-        };
+        translate_shared(shared, &self.ctx, key)
+    }
+
+    /// Takes `key`'s fragment into the indexes.
+    fn index_fragment(&mut self, key: &ObjectKey, f: Fragment, touched: &mut Touched) {
         for slot in f.vhosts.keys() {
             self.slots
                 .entry(slot.clone())
@@ -532,6 +539,7 @@ impl Engine {
             touched.slots.extend(covered.collect::<Vec<_>>());
         }
         let slots: Vec<Slot> = touched.slots.iter().cloned().collect();
+        self.owners.reserve(slots.len());
         for slot in slots {
             let (route, host) = &slot;
             let claimants = self
@@ -720,9 +728,26 @@ impl Engine {
             .flat_map(|kind| inputs.of_kind(kind).map(|(k, _)| k.clone()))
             .collect();
         // Fragments agree on a cluster's content (it depends on the Service, the port number
-        // and the endpoints only), short of a Service listing one port number twice.
-        for key in &keys {
-            self.add_fragment(shared, key, &mut touched);
+        // and the endpoints only), short of a Service listing one port number twice. All
+        // fragments first, so that the indexes are sized once instead of grown step by step.
+        let frags: Vec<(&ObjectKey, Fragment)> = keys
+            .iter()
+            .filter_map(|k| Some((k, self.fragment_of(shared, k)?)))
+            .collect();
+        let (slots, services, clusters) = frags.iter().fold((0, 0, 0), |(s, v, c), (_, f)| {
+            (
+                s + f.vhosts.len(),
+                v + f.services.len(),
+                c + f.clusters.len(),
+            )
+        });
+        self.frags.reserve(frags.len());
+        self.slots.reserve(slots);
+        self.by_service.reserve(services);
+        self.clusters_by_service.reserve(services);
+        self.clusters.reserve(clusters);
+        for (key, f) in frags {
+            self.index_fragment(key, f, &mut touched);
         }
         self.resolve_slots(inputs, &mut touched);
         let mut res: BTreeMap<&'static str, ResourceMap> = BTreeMap::new();
