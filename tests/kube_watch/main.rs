@@ -119,6 +119,22 @@ async fn wait_status(port: u16, host: &str, want: u16, what: &str) {
     wait_answer(port, host, "/", what, |(status, _)| *status == want).await
 }
 
+/// A VirtualService on the Knative gateway routing `vs.default.example.com` to `hello-00001`.
+fn hello_virtual_service() -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: vs, namespace: {NS}}}
+spec:
+  gateways: [knative-serving/knative-ingress-gateway]
+  hosts: [vs.default.example.com]
+  http:
+  - route:
+    - destination: {{host: hello-00001.{NS}.svc.cluster.local, port: {{number: 80}}}}
+"#
+    )
+}
+
 async fn input_names(server: &Server) -> Vec<String> {
     server.get_json("/debug/inputs").await["objects"]
         .as_array()
@@ -303,18 +319,7 @@ async fn initial_lists_then_every_kind_reaches_envoy() {
     .await;
 
     // VirtualService added.
-    api.apply_yaml(&format!(
-        r#"apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: vs, namespace: {NS}}}
-spec:
-  gateways: [knative-serving/knative-ingress-gateway]
-  hosts: [vs.default.example.com]
-  http:
-  - route:
-    - destination: {{host: hello-00001.{NS}.svc.cluster.local, port: {{number: 80}}}}
-"#
-    ));
+    api.apply_yaml(&hello_virtual_service());
     wait_backend(
         ext_port,
         "vs.default.example.com",

@@ -214,18 +214,7 @@ async fn a_crd_installed_later_is_picked_up_on_the_next_retry() {
 
     // Istio is installed: the CRD is served, and a VirtualService appears.
     api.set_missing(vs, false);
-    api.apply_yaml(&format!(
-        r#"apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: vs, namespace: {NS}}}
-spec:
-  gateways: [knative-serving/knative-ingress-gateway]
-  hosts: [vs.default.example.com]
-  http:
-  - route:
-    - destination: {{host: hello-00001.{NS}.svc.cluster.local, port: {{number: 80}}}}
-"#
-    ));
+    api.apply_yaml(&hello_virtual_service());
     wait_backend(
         ext_port,
         "vs.default.example.com",
