@@ -275,36 +275,27 @@ impl DirState {
     /// The definition in force of an object (first definition wins, as
     /// [`Inputs::from_sourced`] decides it), and whether it has more than one.
     fn in_force(&self, key: &ObjectKey) -> (Option<Arc<Entry>>, bool) {
-        // Most objects have one file and one definition in it: found without collecting.
-        let mut owners = self.owners.get(key).into_iter().flatten();
-        if let (Some(only), None) = (owners.next(), owners.next()) {
-            let one = self.files.get(only).and_then(|f| match f.by_key.get(key) {
-                Some(at) if at.len() == 1 => f.objects.get(at[0]),
-                _ => None,
-            });
-            if let Some(entry) = one {
-                return (Some(Arc::clone(entry)), false);
-            }
-        }
-        match self.definitions(key).as_slice() {
-            [] => (None, false),
-            [one] => (Some(Arc::clone(one)), false),
-            defs => {
-                let (one, _) = Inputs::from_sourced(defs.iter().filter_map(|e| sourced(e)));
+        let mut defs = self.definitions(key);
+        match (defs.next(), defs.next()) {
+            (None, _) => (None, false),
+            (Some(one), None) => (Some(Arc::clone(one)), false),
+            _ => {
+                let defs = self.definitions(key).filter_map(|e| sourced(e));
+                let (one, _) = Inputs::from_sourced(defs);
                 (one.entry(key).cloned(), true)
             }
         }
     }
 
-    /// Every definition of an object, the one in force first.
-    fn definitions(&self, key: &ObjectKey) -> Vec<&Arc<Entry>> {
+    /// Every definition of an object, the one in force first (walked, not collected: nearly
+    /// every object has one).
+    fn definitions<'a>(&'a self, key: &'a ObjectKey) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
         self.owners
             .get(key)
             .into_iter()
             .flatten()
             .filter_map(|f| self.files.get(f))
-            .flat_map(|f| f.definitions(key))
-            .collect()
+            .flat_map(move |f| f.definitions(key))
     }
 
     /// Every load error, and a report for each object defined more than once.
@@ -315,8 +306,8 @@ impl DirState {
             .flat_map(|f| f.errors.iter().cloned())
             .collect();
         for key in &self.duplicates {
-            let defs = self.definitions(key);
-            errors.extend(Inputs::from_sourced(defs.into_iter().filter_map(|e| sourced(e))).1);
+            let defs = self.definitions(key).filter_map(|e| sourced(e));
+            errors.extend(Inputs::from_sourced(defs).1);
         }
         errors
     }
