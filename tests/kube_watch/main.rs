@@ -119,6 +119,21 @@ async fn wait_status(port: u16, host: &str, want: u16, what: &str) {
     wait_answer(port, host, "/", what, |(status, _)| *status == want).await
 }
 
+/// Puts the two gateway Services, `hello-00001` served by `v1` and the KIngress `hello`
+/// (`hello.default.example.com` -> `hello-00001`) on the API server; returns the external
+/// gateway's port.
+fn hello_cluster(api: &FakeApiServer, v1: &Backend) -> u16 {
+    let (ext_port, local_port) = gateway_ports();
+    api.apply_yaml(&gateway_services(ext_port, local_port));
+    serve_backend(api, "hello-00001", v1);
+    api.apply_yaml(&one_rule(
+        "hello",
+        &["hello.default.example.com"],
+        "hello-00001",
+    ));
+    ext_port
+}
+
 /// A VirtualService on the Knative gateway routing `vs.default.example.com` to `hello-00001`.
 fn hello_virtual_service() -> String {
     format!(
@@ -157,16 +172,9 @@ fn lists_of(api: &FakeApiServer, resource: &str) -> usize {
 async fn initial_lists_then_every_kind_reaches_envoy() {
     let v1 = Backend::start("v1").await;
     let v2 = Backend::start("v2").await;
-    let (ext_port, local_port) = gateway_ports();
     let extra_port = free_port();
     let api = FakeApiServer::start().await;
-    api.apply_yaml(&gateway_services(ext_port, local_port));
-    serve_backend(&api, "hello-00001", &v1);
-    api.apply_yaml(&one_rule(
-        "hello",
-        &["hello.default.example.com"],
-        "hello-00001",
-    ));
+    let ext_port = hello_cluster(&api, &v1);
     // Secrets: only TLS ones are watched (field selector type=kubernetes.io/tls).
     api.apply(
         json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",

@@ -153,15 +153,8 @@ async fn namespace_flag_limits_the_watches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_update_names_the_object_and_keeps_serving_its_last_good_version() {
     let v1 = Backend::start("v1").await;
-    let (ext_port, local_port) = gateway_ports();
     let api = FakeApiServer::start().await;
-    api.apply_yaml(&gateway_services(ext_port, local_port));
-    serve_backend(&api, "hello-00001", &v1);
-    api.apply_yaml(&one_rule(
-        "hello",
-        &["hello.default.example.com"],
-        "hello-00001",
-    ));
+    let ext_port = hello_cluster(&api, &v1);
     api.apply_yaml(&one_rule(
         "other",
         &["other.default.example.com"],

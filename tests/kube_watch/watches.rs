@@ -241,15 +241,8 @@ async fn a_crd_installed_later_is_picked_up_on_the_next_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_watches_keep_the_last_objects_served_and_say_so() {
     let v1 = Backend::start("v1").await;
-    let (ext_port, local_port) = gateway_ports();
     let api = FakeApiServer::start().await;
-    api.apply_yaml(&gateway_services(ext_port, local_port));
-    serve_backend(&api, "hello-00001", &v1);
-    api.apply_yaml(&one_rule(
-        "hello",
-        &["hello.default.example.com"],
-        "hello-00001",
-    ));
+    let ext_port = hello_cluster(&api, &v1);
     let (server, _envoy) = serve_external(&api, &["--missing-retry", "1s"], ApiType::Grpc).await;
     wait_backend(
         ext_port,
