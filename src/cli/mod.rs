@@ -563,16 +563,24 @@ fn diff_sides(
     std::thread::scope(|scope| {
         match (&args.dumps[..], &args.from) {
             ([a], Some(dir)) => {
+                // Side B is rendered while side A is read, then read against side A: the
+                // resources equal on both sides are held once.
                 let a_side = scope.spawn(|| read(a));
-                let b_side = rendered_side(args, dir, opts);
+                let rendered = rendered_side(args, dir);
                 let a_side = a_side
                     .join()
                     .map_err(|_| "reading side A panicked".to_string())??;
-                sides.push((label(a), a_side));
-                let (b_label, b_side, note) = b_side?;
+                let (b_label, snapshot, note) = rendered?;
                 if let Some(note) = note {
                     eprintln!("{note}");
                 }
+                let b_side = crate::tools::diff::read_snapshot(
+                    &snapshot,
+                    opts,
+                    Some(&a_side.normalized.resources),
+                )?;
+                drop(snapshot);
+                sides.push((label(a), a_side));
                 sides.push((b_label, b_side));
             }
             ([a, b], None) if !stdin => {
@@ -594,13 +602,12 @@ fn diff_sides(
     })
 }
 
-/// Side B of `diff --from DIR`: the gateway rendered from the manifests, its label, and the note
-/// about input problems to print once side A has read.
+/// Side B of `diff --from DIR`, rendered: its label, the gateway's snapshot, and the note about
+/// input problems to print once side A has read.
 fn rendered_side(
     args: &DiffArgs,
     dir: &std::path::Path,
-    opts: &crate::tools::diff::Options,
-) -> Result<(String, crate::tools::diff::Side, Option<String>), String> {
+) -> Result<(String, crate::xds::Snapshot, Option<String>), String> {
     if !dir.is_dir() {
         return Err(format!("--from {} is not a directory", dir.display()));
     }
@@ -616,10 +623,9 @@ fn rendered_side(
             dir.display()
         )
     });
-    let side = crate::tools::diff::read_snapshot(&rendered.snapshot, opts)?;
     Ok((
         format!("render --from {} --gateway {}", dir.display(), args.gateway),
-        side,
+        rendered.snapshot,
         note,
     ))
 }

@@ -113,12 +113,14 @@ pub type Resources = BTreeMap<(Kind, String), Canon>;
 /// One normalised resource as its canonical compact JSON (object keys sorted by the
 /// normalisation), so a large configuration costs its text rather than a tree per value;
 /// equal text is an equal tree. [`Canon::value`] parses it back (for the resources that differ).
+/// Shared: a side read against a basis (the other side, see [`Normalizer::against`]) holds the
+/// basis's text for every resource equal to it, so an equal resource costs one side's text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Canon(Box<str>);
+pub struct Canon(std::sync::Arc<str>);
 
 impl Canon {
     pub fn new(v: &Value) -> Canon {
-        Canon(v.to_string().into_boxed_str())
+        Canon(v.to_string().into())
     }
 
     pub fn value(&self) -> Value {

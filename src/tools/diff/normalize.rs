@@ -125,6 +125,9 @@ pub(super) enum ListOf {
 /// route configuration's virtual hosts one by one.
 pub struct Normalizer<'o> {
     opts: &'o Options,
+    /// The other side, when this one is read against it: a resource whose text equals the
+    /// basis's shares the basis's text.
+    basis: Option<&'o super::Resources>,
     resources: BTreeMap<(Kind, String), ((usize, u8), super::Canon)>,
     notes: Vec<String>,
     eds_names: Option<BTreeSet<String>>,
@@ -138,8 +141,15 @@ pub struct Normalizer<'o> {
 
 impl<'o> Normalizer<'o> {
     pub fn new(opts: &'o Options) -> Normalizer<'o> {
+        Normalizer::against(opts, None)
+    }
+
+    /// A normaliser whose resources equal to the `basis`'s share its text (the same result as
+    /// [`Normalizer::new`], in the memory of one side for the resources both sides hold).
+    pub fn against(opts: &'o Options, basis: Option<&'o super::Resources>) -> Normalizer<'o> {
         Normalizer {
             opts,
+            basis,
             resources: BTreeMap::new(),
             notes: Vec::new(),
             eds_names: None,
@@ -358,8 +368,12 @@ impl<'o> Normalizer<'o> {
                 return;
             }
         }
-        let v = canonical(kind, v, self.opts);
-        self.resources.insert((kind, name), (at, v));
+        let key = (kind, name);
+        let mut v = canonical(kind, v, self.opts);
+        if let Some(same) = self.basis.and_then(|b| b.get(&key)).filter(|b| **b == v) {
+            v = same.clone();
+        }
+        self.resources.insert(key, (at, v));
     }
 }
 
@@ -409,7 +423,7 @@ fn canonical(kind: Kind, mut v: Value, opts: &Options) -> super::Canon {
     // Only JSON text (valid UTF-8) was written.
     let text =
         String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into());
-    super::Canon(text.into_boxed_str())
+    super::Canon(text.into())
 }
 
 fn envoy_endpoint_defaults(cla: &mut Value) {

@@ -58,8 +58,18 @@ fn whole(text: &str, opts: &Options) -> Result<Side, String> {
 /// Streams JSON from `r` into a normalised side. The outer error is the JSON's (the caller then
 /// tries the whole-document path, which also reads YAML); the inner one is about the dump.
 pub fn read_json(r: impl Read, opts: &Options) -> Result<Result<Side, String>, String> {
+    read_json_against(r, opts, None)
+}
+
+/// [`read_json`], each resource equal to the `basis`'s sharing its text
+/// ([`Normalizer::against`]).
+fn read_json_against(
+    r: impl Read,
+    opts: &Options,
+    basis: Option<&super::Resources>,
+) -> Result<Result<Side, String>, String> {
     let mut s = Scanner::new(r);
-    let mut n = Normalizer::new(opts);
+    let mut n = Normalizer::against(opts, basis);
     let out = top(&mut s, &mut n)?;
     s.end()?;
     Ok(match out {
@@ -268,12 +278,17 @@ fn virtual_hosts<R: Read>(
 
 /// A rendered snapshot as a diff side: its dump is written as compact JSON on one thread and read as a
 /// stream on this one, through a pipe (the same reader as a dump file; never the whole dump in
-/// memory).
-pub fn read_snapshot(snapshot: &crate::xds::Snapshot, opts: &Options) -> Result<Side, String> {
+/// memory). Read against the other side (`basis`), the resources equal to it cost no text of
+/// their own.
+pub fn read_snapshot(
+    snapshot: &crate::xds::Snapshot,
+    opts: &Options,
+    basis: Option<&super::Resources>,
+) -> Result<Side, String> {
     let (r, w) = std::io::pipe().map_err(|e| format!("opening a pipe: {e}"))?;
     std::thread::scope(|s| {
         let writer = s.spawn(move || crate::xds::dump::write_compact_json(snapshot, w));
-        let read = read_json(r, opts);
+        let read = read_json_against(r, opts, basis);
         let wrote = writer
             .join()
             .map_err(|_| "writing the rendered dump panicked".to_string())?;
@@ -354,5 +369,37 @@ mod tests {
         same_as_whole(&json!({"other": 1}), &Options::default());
         same_as_whole(&json!(3), &Options::default());
         assert!(read_json(&b"configs: []\n"[..], &Options::default()).is_err());
+    }
+
+    /// A side read against a basis holds the same resources as one read alone; those equal to
+    /// the basis's share its text, the changed ones keep their own.
+    #[test]
+    fn reading_against_a_basis_shares_equal_text_only() {
+        let p = "type.googleapis.com/envoy.admin.v3.";
+        let dump = |timeout: &str| {
+            json!({"configs": [{"@type": format!("{p}ClustersConfigDump"),
+                "dynamic_active_clusters": [
+                    {"cluster": {"name": "same", "type": "STRICT_DNS"}},
+                    {"cluster": {"name": "changed", "connect_timeout": timeout}}]}]})
+            .to_string()
+        };
+        let opts = Options::default();
+        let a = read_json(dump("1s").as_bytes(), &opts).unwrap().unwrap();
+        let basis = &a.normalized.resources;
+        let alone = read_json(dump("2s").as_bytes(), &opts).unwrap().unwrap();
+        let b = read_json_against(dump("2s").as_bytes(), &opts, Some(basis))
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.normalized.resources, alone.normalized.resources);
+        let shared = |name: &str| {
+            let key = (Kind::Cluster, name.to_string());
+            std::sync::Arc::ptr_eq(&basis[&key].0, &b.normalized.resources[&key].0)
+        };
+        assert!(shared("same"));
+        assert!(!shared("changed"));
+        assert_ne!(
+            basis[&(Kind::Cluster, "changed".to_string())],
+            b.normalized.resources[&(Kind::Cluster, "changed".to_string())]
+        );
     }
 }
