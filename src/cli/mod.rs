@@ -554,7 +554,9 @@ fn diff_sides(
         return Err("give two config dumps, or one and --from DIR".into());
     }
     let label = |p: &std::path::PathBuf| p.display().to_string();
-    let read = |p: &std::path::PathBuf| crate::tools::diff::read_path(p, opts);
+    // One pool for the diff: a resource equal on both sides is held as one text.
+    let pool = crate::tools::diff::Pool::default();
+    let read = |p: &std::path::PathBuf| crate::tools::diff::read_path(p, opts, Some(&pool));
     let stdin = args.dumps.iter().any(|p| p.as_os_str() == "-");
     // The sides are read at once on two threads (each side is one thread's work); errors are
     // reported in the order of the sides. Two dumps of which one is stdin are read one after
@@ -563,23 +565,19 @@ fn diff_sides(
     std::thread::scope(|scope| {
         match (&args.dumps[..], &args.from) {
             ([a], Some(dir)) => {
-                // Side B is rendered while side A is read, then read against side A: the
-                // resources equal on both sides are held once.
+                // Side A is read while side B is rendered and read.
                 let a_side = scope.spawn(|| read(a));
-                let rendered = rendered_side(args, dir);
+                let b_side = rendered_side(args, dir).and_then(|(b_label, snapshot, note)| {
+                    let side = crate::tools::diff::read_snapshot(&snapshot, opts, Some(&pool));
+                    Ok((b_label, side?, note))
+                });
                 let a_side = a_side
                     .join()
                     .map_err(|_| "reading side A panicked".to_string())??;
-                let (b_label, snapshot, note) = rendered?;
+                let (b_label, b_side, note) = b_side?;
                 if let Some(note) = note {
                     eprintln!("{note}");
                 }
-                let b_side = crate::tools::diff::read_snapshot(
-                    &snapshot,
-                    opts,
-                    Some(&a_side.normalized.resources),
-                )?;
-                drop(snapshot);
                 sides.push((label(a), a_side));
                 sides.push((b_label, b_side));
             }
@@ -603,7 +601,7 @@ fn diff_sides(
 }
 
 /// Side B of `diff --from DIR`, rendered: its label, the gateway's snapshot, and the note about
-/// input problems to print once side A has read.
+/// input problems to print once both sides have read.
 fn rendered_side(
     args: &DiffArgs,
     dir: &std::path::Path,

@@ -113,10 +113,32 @@ pub type Resources = BTreeMap<(Kind, String), Canon>;
 /// One normalised resource as its canonical compact JSON (object keys sorted by the
 /// normalisation), so a large configuration costs its text rather than a tree per value;
 /// equal text is an equal tree. [`Canon::value`] parses it back (for the resources that differ).
-/// Shared: a side read against a basis (the other side, see [`Normalizer::against`]) holds the
-/// basis's text for every resource equal to it, so an equal resource costs one side's text.
+/// Shared: sides read through one [`Pool`] hold one text for every resource equal on both, so
+/// an equal resource costs one side's text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Canon(std::sync::Arc<str>);
+
+/// The texts of the sides of one diff, as they are read (at once, on their own threads): the
+/// first side to reach a resource leaves its text here, and the other side's equal text is
+/// replaced by it ([`Normalizer::sharing`]). Hashed with foldhash (a lookup per resource of
+/// each side, on short names; nothing adversarial).
+#[derive(Debug, Default)]
+pub struct Pool(dashmap::DashMap<(Kind, String), Canon, foldhash::fast::RandomState>);
+
+impl Pool {
+    /// `v`, or the held text of the same resource when that is equal to it (then `v`'s own
+    /// copy is freed). The first text of a resource is held.
+    pub fn share(&self, key: &(Kind, String), v: Canon) -> Canon {
+        match self.0.entry(key.clone()) {
+            dashmap::mapref::entry::Entry::Occupied(held) if *held.get() == v => held.get().clone(),
+            dashmap::mapref::entry::Entry::Occupied(_) => v,
+            dashmap::mapref::entry::Entry::Vacant(slot) => {
+                slot.insert(v.clone());
+                v
+            }
+        }
+    }
+}
 
 impl Canon {
     pub fn new(v: &Value) -> Canon {

@@ -125,9 +125,9 @@ pub(super) enum ListOf {
 /// route configuration's virtual hosts one by one.
 pub struct Normalizer<'o> {
     opts: &'o Options,
-    /// The other side, when this one is read against it: a resource whose text equals the
-    /// basis's shares the basis's text.
-    basis: Option<&'o super::Resources>,
+    /// The texts of both sides, when they are read through one pool: a resource whose text
+    /// equals the other side's shares it.
+    pool: Option<&'o super::Pool>,
     resources: BTreeMap<(Kind, String), ((usize, u8), super::Canon)>,
     notes: Vec<String>,
     eds_names: Option<BTreeSet<String>>,
@@ -141,15 +141,16 @@ pub struct Normalizer<'o> {
 
 impl<'o> Normalizer<'o> {
     pub fn new(opts: &'o Options) -> Normalizer<'o> {
-        Normalizer::against(opts, None)
+        Normalizer::sharing(opts, None)
     }
 
-    /// A normaliser whose resources equal to the `basis`'s share its text (the same result as
-    /// [`Normalizer::new`], in the memory of one side for the resources both sides hold).
-    pub fn against(opts: &'o Options, basis: Option<&'o super::Resources>) -> Normalizer<'o> {
+    /// A normaliser whose resources equal to the other side's share its text through the
+    /// `pool` (the same result as [`Normalizer::new`], in the memory of one side for the
+    /// resources both sides hold).
+    pub fn sharing(opts: &'o Options, pool: Option<&'o super::Pool>) -> Normalizer<'o> {
         Normalizer {
             opts,
-            basis,
+            pool,
             resources: BTreeMap::new(),
             notes: Vec::new(),
             eds_names: None,
@@ -370,8 +371,8 @@ impl<'o> Normalizer<'o> {
         }
         let key = (kind, name);
         let mut v = canonical(kind, v, self.opts);
-        if let Some(same) = self.basis.and_then(|b| b.get(&key)).filter(|b| **b == v) {
-            v = same.clone();
+        if let Some(pool) = self.pool {
+            v = pool.share(&key, v);
         }
         self.resources.insert(key, (at, v));
     }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::scan::{Scanner, Start};
 
 use super::normalize::{ListOf, NOT_A_DUMP};
-use super::{list_kinds, normalize, parse_dump, Kind, Normalized, Normalizer, Options};
+use super::{list_kinds, normalize, parse_dump, Kind, Normalized, Normalizer, Options, Pool};
 
 /// One side of a diff, normalised.
 #[derive(Debug, Clone, Default)]
@@ -23,21 +23,22 @@ pub struct Side {
     pub list_kinds: Option<BTreeSet<Kind>>,
 }
 
-/// Reads a dump from a file, or stdin for `-`; errors are prefixed by the path.
-pub fn read_path(path: &Path, opts: &Options) -> Result<Side, String> {
+/// Reads a dump from a file, or stdin for `-`, through the diff's `pool` if any (see
+/// [`Normalizer::sharing`]); errors are prefixed by the path.
+pub fn read_path(path: &Path, opts: &Options, pool: Option<&Pool>) -> Result<Side, String> {
     let named = |e: String| format!("{}: {e}", path.display());
     if path.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .map_err(|e| format!("reading stdin: {e}"))?;
-        return match read_json(text.as_bytes(), opts) {
+        return match read_json_in(text.as_bytes(), opts, pool) {
             Ok(side) => side.map_err(named),
             Err(_) => whole(&text, opts).map_err(named),
         };
     }
     let file = std::fs::File::open(path).map_err(|e| named(e.to_string()))?;
-    match read_json(file, opts) {
+    match read_json_in(file, opts, pool) {
         Ok(side) => side.map_err(named),
         Err(_) => {
             let text = std::fs::read_to_string(path).map_err(|e| named(e.to_string()))?;
@@ -58,18 +59,18 @@ fn whole(text: &str, opts: &Options) -> Result<Side, String> {
 /// Streams JSON from `r` into a normalised side. The outer error is the JSON's (the caller then
 /// tries the whole-document path, which also reads YAML); the inner one is about the dump.
 pub fn read_json(r: impl Read, opts: &Options) -> Result<Result<Side, String>, String> {
-    read_json_against(r, opts, None)
+    read_json_in(r, opts, None)
 }
 
-/// [`read_json`], each resource equal to the `basis`'s sharing its text
-/// ([`Normalizer::against`]).
-fn read_json_against(
+/// [`read_json`] through the diff's `pool`: each resource equal to the other side's shares
+/// its text ([`Normalizer::sharing`]).
+fn read_json_in(
     r: impl Read,
     opts: &Options,
-    basis: Option<&super::Resources>,
+    pool: Option<&Pool>,
 ) -> Result<Result<Side, String>, String> {
     let mut s = Scanner::new(r);
-    let mut n = Normalizer::against(opts, basis);
+    let mut n = Normalizer::sharing(opts, pool);
     let out = top(&mut s, &mut n)?;
     s.end()?;
     Ok(match out {
@@ -278,17 +279,17 @@ fn virtual_hosts<R: Read>(
 
 /// A rendered snapshot as a diff side: its dump is written as compact JSON on one thread and read as a
 /// stream on this one, through a pipe (the same reader as a dump file; never the whole dump in
-/// memory). Read against the other side (`basis`), the resources equal to it cost no text of
-/// their own.
+/// memory). Read through the diff's `pool`, the resources equal to the other side's cost no
+/// text of their own.
 pub fn read_snapshot(
     snapshot: &crate::xds::Snapshot,
     opts: &Options,
-    basis: Option<&super::Resources>,
+    pool: Option<&Pool>,
 ) -> Result<Side, String> {
     let (r, w) = std::io::pipe().map_err(|e| format!("opening a pipe: {e}"))?;
     std::thread::scope(|s| {
         let writer = s.spawn(move || crate::xds::dump::write_compact_json(snapshot, w));
-        let read = read_json_against(r, opts, basis);
+        let read = read_json_in(r, opts, pool);
         let wrote = writer
             .join()
             .map_err(|_| "writing the rendered dump panicked".to_string())?;
@@ -371,10 +372,11 @@ mod tests {
         assert!(read_json(&b"configs: []\n"[..], &Options::default()).is_err());
     }
 
-    /// A side read against a basis holds the same resources as one read alone; those equal to
-    /// the basis's share its text, the changed ones keep their own.
+    /// Sides read through one pool hold the same resources as sides read alone, whichever
+    /// is read first; the resources equal on both share one text, the changed ones keep their
+    /// own.
     #[test]
-    fn reading_against_a_basis_shares_equal_text_only() {
+    fn sides_read_through_one_pool_share_equal_text_only() {
         let p = "type.googleapis.com/envoy.admin.v3.";
         let dump = |timeout: &str| {
             json!({"configs": [{"@type": format!("{p}ClustersConfigDump"),
@@ -384,22 +386,29 @@ mod tests {
             .to_string()
         };
         let opts = Options::default();
-        let a = read_json(dump("1s").as_bytes(), &opts).unwrap().unwrap();
-        let basis = &a.normalized.resources;
-        let alone = read_json(dump("2s").as_bytes(), &opts).unwrap().unwrap();
-        let b = read_json_against(dump("2s").as_bytes(), &opts, Some(basis))
-            .unwrap()
-            .unwrap();
-        assert_eq!(b.normalized.resources, alone.normalized.resources);
-        let shared = |name: &str| {
-            let key = (Kind::Cluster, name.to_string());
-            std::sync::Arc::ptr_eq(&basis[&key].0, &b.normalized.resources[&key].0)
-        };
-        assert!(shared("same"));
-        assert!(!shared("changed"));
-        assert_ne!(
-            basis[&(Kind::Cluster, "changed".to_string())],
-            b.normalized.resources[&(Kind::Cluster, "changed".to_string())]
-        );
+        let alone = |t: &str| read_json(dump(t).as_bytes(), &opts).unwrap().unwrap();
+        let key = |name: &str| (Kind::Cluster, name.to_string());
+        for first in ["1s", "2s"] {
+            let second = if first == "1s" { "2s" } else { "1s" };
+            let pool = Pool::default();
+            let read = |t: &str| {
+                read_json_in(dump(t).as_bytes(), &opts, Some(&pool))
+                    .unwrap()
+                    .unwrap()
+            };
+            let (a, b) = (read(first), read(second));
+            assert_eq!(a.normalized.resources, alone(first).normalized.resources);
+            assert_eq!(b.normalized.resources, alone(second).normalized.resources);
+            let (a, b) = (&a.normalized.resources, &b.normalized.resources);
+            assert!(std::sync::Arc::ptr_eq(
+                &a[&key("same")].0,
+                &b[&key("same")].0
+            ));
+            assert!(!std::sync::Arc::ptr_eq(
+                &a[&key("changed")].0,
+                &b[&key("changed")].0
+            ));
+            assert_ne!(a[&key("changed")], b[&key("changed")]);
+        }
     }
 }
