@@ -96,7 +96,9 @@ pub enum PathRewrite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Route {
-        destinations: Vec<WeightedDestination>,
+        /// Shared: a KIngress path's probe copy of a route (`kingress::probe_of`) holds the
+        /// same destinations.
+        destinations: Arc<[WeightedDestination]>,
         timeout: Option<Duration>,
         retry: Retry,
         host_rewrite: Option<String>,

@@ -251,7 +251,7 @@ fn path_route(
         headers: header_matches,
         query: Vec::new(),
         action: Action::Route {
-            destinations,
+            destinations: destinations.into(),
             timeout: None,
             retry: Retry::None,
             host_rewrite: path.rewrite_host.clone().filter(|h| !h.is_empty()),
@@ -264,7 +264,8 @@ fn path_route(
     Ok(route)
 }
 
-/// The probe copy of a route: matches `K-Network-Hash: override` and sets the hash.
+/// The probe copy of a route: matches `K-Network-Hash: override` and sets the hash. Its
+/// destinations are the route's own (shared, not copied).
 fn probe_of(route: &RouteIr, hash: &str) -> RouteIr {
     let mut probe = route.clone();
     probe.headers.retain(|h| h.name != "k-network-hash");

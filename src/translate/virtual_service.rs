@@ -216,7 +216,7 @@ fn http_route(
             d.headers = HeaderOps::default();
         }
         Action::Route {
-            destinations,
+            destinations: destinations.into(),
             timeout,
             retry,
             host_rewrite: http.rewrite.as_ref().and_then(|r| r.authority.clone()),

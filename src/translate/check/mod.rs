@@ -119,7 +119,7 @@ fn route(r: &RouteIr) -> Result<(), String> {
             path_rewrite,
             missing_cluster_500: _,
         } => {
-            for d in destinations {
+            for d in destinations.iter() {
                 header_ops(&d.headers)
                     .map_err(|why| format!("destination {}: {why}", d.cluster))?;
             }
@@ -302,6 +302,7 @@ fn duration(d: Duration) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::translate::ir::{HeaderMatchIr, WeightedDestination};
+    use std::sync::Arc;
 
     fn vh(route: RouteIr) -> VirtualHostIr {
         VirtualHostIr {
@@ -319,11 +320,11 @@ mod tests {
             headers: vec![],
             query: vec![],
             action: Action::Route {
-                destinations: vec![WeightedDestination {
+                destinations: Arc::new([WeightedDestination {
                     cluster: "c".into(),
                     weight: 100,
                     headers: HeaderOps::default(),
-                }],
+                }]),
                 timeout: None,
                 retry: Retry::None,
                 host_rewrite: None,
@@ -372,7 +373,7 @@ mod tests {
             (
                 RouteIr {
                     action: Action::Route {
-                        destinations: vec![],
+                        destinations: Arc::new([]),
                         timeout: Some(Duration::from_secs(MAX_DURATION_SECS)),
                         retry: Retry::None,
                         host_rewrite: None,
@@ -386,7 +387,7 @@ mod tests {
             (
                 RouteIr {
                     action: Action::Route {
-                        destinations: vec![],
+                        destinations: Arc::new([]),
                         timeout: None,
                         retry: Retry::None,
                         host_rewrite: Some("a\nb".into()),

@@ -394,7 +394,7 @@ fn action(
     let missing_cluster_500 = valid < destinations.len();
     Ok((
         Action::Route {
-            destinations,
+            destinations: destinations.into(),
             timeout,
             retry: Retry::IstioDefault,
             host_rewrite,
