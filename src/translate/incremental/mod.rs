@@ -131,17 +131,6 @@ pub struct Engine {
     res: BTreeMap<&'static str, ResourceMap>,
 }
 
-/// What one change touched, to re-encode.
-#[derive(Default)]
-struct Touched {
-    slots: BTreeSet<Slot>,
-    routes: BTreeSet<String>,
-    /// Hosts whose virtual host changed on a scoped route configuration.
-    scoped_hosts: BTreeSet<String>,
-    clusters: BTreeSet<String>,
-    assignments: BTreeSet<String>,
-}
-
 fn slice_service(entry: &Entry) -> Option<SvcKey> {
     let Object::EndpointSlice(slice) = &entry.object else {
         return None;
@@ -430,7 +419,7 @@ impl Engine {
                     self.slots.remove(slot);
                 }
             }
-            touched.slots.insert(slot.clone());
+            touched.slot(slot);
         }
         for svc in f.services.iter() {
             if let Some(set) = self.by_service.get_mut(svc) {
@@ -477,7 +466,7 @@ impl Engine {
                 .entry(slot.clone())
                 .or_default()
                 .insert(f.order.clone());
-            touched.slots.insert(slot.clone());
+            touched.slot(slot);
         }
         for svc in f.services.iter() {
             self.by_service
@@ -492,7 +481,7 @@ impl Engine {
                     if e.ir != *c {
                         e.ir = c.clone();
                         e.src = src.clone();
-                        touched.clusters.insert(c.name.clone());
+                        touched.cluster(&c.name);
                     }
                 }
                 None => {
@@ -522,23 +511,31 @@ impl Engine {
     /// translation, so the same errors), and updates the winning virtual hosts and the cluster
     /// reference counts.
     fn resolve_slots(&mut self, inputs: &Inputs, touched: &mut Touched) {
-        // A wildcard host's HTTPRoutes also serve the hosts it covers on its route
-        // configuration (`claims::covering_hosts`): those are re-decided too.
-        let wild: Vec<Slot> = touched
-            .slots
-            .iter()
-            .filter(|(_, h)| h.contains('*'))
-            .cloned()
-            .collect();
-        for (route, w) in wild {
-            let covered = self
+        let slots: Vec<Slot> = if touched.everything() {
+            // A rebuild: every slot, in order (each slot is decided on its own, but inserting
+            // the winners in key order keeps the B-tree inserts local: ~10 % faster at 10k).
+            let mut all: Vec<Slot> = self.slots.keys().cloned().collect();
+            all.sort_unstable();
+            all
+        } else {
+            // A wildcard host's HTTPRoutes also serve the hosts it covers on its route
+            // configuration (`claims::covering_hosts`): those are re-decided too.
+            let wild: Vec<Slot> = touched
                 .slots
-                .keys()
-                .filter(|(r, h)| *r == route && claims::covers(&w, h))
-                .cloned();
-            touched.slots.extend(covered.collect::<Vec<_>>());
-        }
-        let slots: Vec<Slot> = touched.slots.iter().cloned().collect();
+                .iter()
+                .filter(|(_, h)| h.contains('*'))
+                .cloned()
+                .collect();
+            for (route, w) in wild {
+                let covered = self
+                    .slots
+                    .keys()
+                    .filter(|(r, h)| *r == route && claims::covers(&w, h))
+                    .cloned();
+                touched.slots.extend(covered.collect::<Vec<_>>());
+            }
+            touched.slots.iter().cloned().collect()
+        };
         self.owners.reserve(slots.len());
         for slot in slots {
             let (route, host) = &slot;
@@ -585,7 +582,7 @@ impl Engine {
                         if let Some(e) = self.clusters.get_mut(c) {
                             e.served_refs = e.served_refs.saturating_sub(1);
                             if e.served_refs == 0 {
-                                touched.clusters.insert(c.to_string());
+                                touched.cluster(c);
                             }
                         }
                     }
@@ -595,15 +592,15 @@ impl Engine {
                         if let Some(e) = self.clusters.get_mut(c) {
                             e.served_refs += 1;
                             if e.served_refs == 1 {
-                                touched.clusters.insert(c.to_string());
+                                touched.cluster(c);
                             }
                         }
                     }
                 }
                 if assemble::is_scoped(&self.ctx, route) {
-                    touched.scoped_hosts.insert(host.clone());
+                    touched.scoped_host(host);
                 } else {
-                    touched.routes.insert(route.clone());
+                    touched.route(route);
                 }
             }
             if let Some(old) = old_vh {
@@ -722,7 +719,8 @@ impl Engine {
                 .or_default()
                 .insert(k.namespace.clone());
         }
-        let mut touched = Touched::default();
+        // Everything is resolved and encoded below: nothing to record.
+        let mut touched = Touched::for_rebuild();
         let keys: Vec<ObjectKey> = FRAGMENT_KINDS
             .into_iter()
             .flat_map(|kind| inputs.of_kind(kind).map(|(k, _)| k.clone()))
@@ -774,6 +772,8 @@ mod sink;
 mod small_set;
 #[cfg(test)]
 mod tests;
+mod touched;
 
 use sink::MapSink;
 use small_set::SmallSet;
+use touched::Touched;
