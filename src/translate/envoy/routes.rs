@@ -320,16 +320,21 @@ fn virtual_host_shell(vh: &VirtualHostIr) -> VirtualHost {
 #[derive(Default)]
 pub(crate) struct RouteBytes {
     recent: std::collections::VecDeque<(std::sync::Arc<Vec<RouteIr>>, Vec<u8>)>,
+    /// A virtual host's encoding without its routes, reused from one virtual host to the next.
+    shell: Vec<u8>,
 }
 
 /// How many route lists [`RouteBytes`] keeps.
 const RECENT_ROUTE_LISTS: usize = 8;
 
 impl RouteBytes {
-    /// `routes` encoded as the `routes` field (3) of a `VirtualHost`.
-    fn get(&mut self, routes: &std::sync::Arc<Vec<RouteIr>>) -> &[u8] {
-        let hit = self
-            .recent
+    /// `routes` encoded as the `routes` field (3) of a `VirtualHost`, from the recent lists
+    /// (a function of them, not a method, so that the shell buffer can be borrowed beside).
+    fn get_in<'r>(
+        recent: &'r mut std::collections::VecDeque<(std::sync::Arc<Vec<RouteIr>>, Vec<u8>)>,
+        routes: &std::sync::Arc<Vec<RouteIr>>,
+    ) -> &'r [u8] {
+        let hit = recent
             .iter()
             .position(|(r, _)| std::sync::Arc::ptr_eq(r, routes));
         let i = match hit {
@@ -339,14 +344,14 @@ impl RouteBytes {
                 for r in routes.iter() {
                     prost::encoding::message::encode(3, &route(r), &mut bytes);
                 }
-                if self.recent.len() == RECENT_ROUTE_LISTS {
-                    self.recent.pop_front();
+                if recent.len() == RECENT_ROUTE_LISTS {
+                    recent.pop_front();
                 }
-                self.recent.push_back((routes.clone(), bytes));
-                self.recent.len() - 1
+                recent.push_back((routes.clone(), bytes));
+                recent.len() - 1
             }
         };
-        &self.recent[i].1
+        &recent[i].1
     }
 }
 
@@ -354,19 +359,54 @@ impl RouteBytes {
 /// prost writes fields in declaration order: `name` (1), `domains` (2), then `routes` (3),
 /// so the routes go right after the domains of the virtual host encoded without them.
 pub(crate) fn virtual_host_bytes(vh: &VirtualHostIr, cache: &mut RouteBytes) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_virtual_host(vh, cache, &mut out, false);
+    out
+}
+
+/// Appends `vh` to `out` as one `virtual_hosts` field (2) of a RouteConfiguration: its tag, its
+/// length, then the bytes of [`virtual_host_bytes`], written in place rather than encoded apart
+/// and copied. Returns where the virtual host's own bytes are in `out`.
+pub(crate) fn append_virtual_host_field(
+    vh: &VirtualHostIr,
+    cache: &mut RouteBytes,
+    out: &mut Vec<u8>,
+) -> std::ops::Range<usize> {
+    write_virtual_host(vh, cache, out, true)
+}
+
+/// [`virtual_host_bytes`] appended to `out`, after the RouteConfiguration field's tag and
+/// length when `as_field`.
+fn write_virtual_host(
+    vh: &VirtualHostIr,
+    cache: &mut RouteBytes,
+    out: &mut Vec<u8>,
+    as_field: bool,
+) -> std::ops::Range<usize> {
     let shell = VirtualHost {
         routes: Vec::new(),
         ..virtual_host_shell(vh)
     };
     let head = prost::encoding::string::encoded_len(1, &shell.name)
         + prost::encoding::string::encoded_len_repeated(2, &shell.domains);
-    let shell = shell.encode_to_vec();
-    let routes = cache.get(&vh.routes);
-    let mut out = Vec::with_capacity(shell.len() + routes.len());
-    out.extend_from_slice(&shell[..head]);
+    let RouteBytes {
+        recent,
+        shell: shell_bytes,
+    } = cache;
+    shell_bytes.clear();
+    shell.encode_raw(shell_bytes);
+    let routes = RouteBytes::get_in(recent, &vh.routes);
+    let len = shell_bytes.len() + routes.len();
+    if as_field {
+        out.push(0x12); // field 2 (virtual_hosts), length-delimited
+        prost::encoding::encode_varint(len as u64, out);
+    }
+    out.reserve(len);
+    let start = out.len();
+    out.extend_from_slice(&shell_bytes[..head]);
     out.extend_from_slice(routes);
-    out.extend_from_slice(&shell[head..]);
-    out
+    out.extend_from_slice(&shell_bytes[head..]);
+    start..out.len()
 }
 
 /// An Istio-layout route configuration: every virtual host of its port (a blackhole one when it

@@ -95,19 +95,21 @@ impl Sink for MapSink<'_> {
         out.extend_from_slice(&shell[..head]);
         let mut cache = envoy::RouteBytes::default();
         for entry in entries.values_mut() {
-            let pending;
-            let bytes: &[u8] = match entry {
-                VhostBytes::Served(r) => &old[r.clone()],
-                VhostBytes::Pending(vh) => {
-                    pending = envoy::virtual_host_bytes(vh, &mut cache);
-                    &pending
+            match entry {
+                VhostBytes::Served(r) => {
+                    let bytes = &old[r.clone()];
+                    out.push(0x12); // field 2 (virtual_hosts), length-delimited
+                    prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+                    let start = out.len();
+                    out.extend_from_slice(bytes);
+                    *entry = VhostBytes::Served(start..out.len());
                 }
-            };
-            out.push(0x12); // field 2 (virtual_hosts), length-delimited
-            prost::encoding::encode_varint(bytes.len() as u64, &mut out);
-            let start = out.len();
-            out.extend_from_slice(bytes);
-            *entry = VhostBytes::Served(start..out.len());
+                VhostBytes::Pending(vh) => {
+                    // Encoded straight into the route configuration.
+                    let range = envoy::append_virtual_host_field(vh, &mut cache, &mut out);
+                    *entry = VhostBytes::Served(range);
+                }
+            }
         }
         out.extend_from_slice(&shell[head..]);
         // Give back the rest (of a buffer grown by doubling, or sized on the mean).
