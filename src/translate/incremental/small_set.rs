@@ -41,6 +41,11 @@ impl<T: Ord> SmallSet<T> {
         }
     }
 
+    /// The entries, in order.
+    pub fn as_slice(&self) -> &[T] {
+        &self.0
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

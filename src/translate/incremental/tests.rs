@@ -171,6 +171,15 @@ fn check(engine: &Engine, inputs: &Inputs, opts: &Options, l: &Labels, what: &st
         panic!("{what}: snapshots differ");
     }
     assert_eq!(engine.errors(), full.errors, "{what}: errors");
+    // The owners it answers NACKs with (kept only where not a slot's one claimant) are those
+    // the claims on each slot decide now.
+    for slot in engine.slots.keys() {
+        let mut want = engine.claim(inputs, slot).owners;
+        want.sort();
+        let mut got: Vec<ObjectKey> = engine.owners_of(slot).into_iter().cloned().collect();
+        got.sort();
+        assert_eq!(got, want, "{what}: owners of {slot:?}");
+    }
 }
 
 pub(super) fn scoped() -> Options {
