@@ -217,13 +217,13 @@ fn path_route(
             cluster,
             weight: s.percent as u32,
             headers: HeaderOps {
-                set: s.append_headers.clone().unwrap_or_default(),
+                set: s.append_headers.clone().unwrap_or_default().into(),
                 ..Default::default()
             },
         });
     }
     let mut headers_ops = HeaderOps {
-        set: path.append_headers.clone().unwrap_or_default(),
+        set: path.append_headers.clone().unwrap_or_default().into(),
         ..Default::default()
     };
     if destinations.len() == 1 {

@@ -22,8 +22,8 @@ fn request_headers(headers: Option<&crate::model::istio::Headers>) -> HeaderOps 
     headers
         .and_then(|h| h.request.as_ref())
         .map(|r| HeaderOps {
-            set: r.set.clone(),
-            add: r.add.clone(),
+            set: r.set.clone().into(),
+            add: r.add.clone().into(),
             remove: r.remove.clone(),
         })
         .unwrap_or_default()
