@@ -190,7 +190,17 @@ impl Hub {
         let generation = self.start_generation(started);
         let st = &mut *guard;
         st.load_errors = load_errors;
+        // Nothing known yet (the first load): the served inputs are the raw ones, taken whole
+        // (O(1)) instead of object by object; what `serve_raw` does with nothing served,
+        // nothing kept and no engine to tell.
+        let fresh = st.raw.is_empty()
+            && st.served.is_empty()
+            && st.kept.is_empty()
+            && st.engines.is_empty();
         let changed = st.apply_raw(changes);
+        if fresh {
+            st.served = st.raw.clone();
+        }
         for c in st.contain.values_mut() {
             c.release(&changed);
         }
@@ -202,7 +212,9 @@ impl Hub {
         st.engines.retain(|k, _| keys.contains(k));
         st.contain.retain(|k, _| keys.contains(k));
         let before = st.snapshots();
-        st.serve_raw(&changed);
+        if !fresh {
+            st.serve_raw(&changed);
+        }
         if first {
             let served = st.served.clone();
             drop(guard);

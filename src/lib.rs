@@ -31,6 +31,8 @@
 //! - [`runtime`]: plain config structs, serve wiring, the one debouncer, shutdown and drain,
 //!   the debug HTTP routes, metrics (Prometheus, istiod's names), KIngress status written by
 //!   the one replica holding the Lease.
+//! - [`parallel`]: work shared over the cores a budget leaves free (the file loader, the first
+//!   load's preparation, an engine's large steps); results in order, whatever the scheduling.
 //! - Tools: [`tools`] (diff: semantic comparison of config dumps; synth: a synthetic cluster and
 //!   a scripted Envoy for benchmarks; envoy_bin: finding stock Envoy), [`validate`] (findings
 //!   about the inputs), [`pipeline`] (the stages glued for one-shot use: `render`, goldens).
@@ -50,6 +52,7 @@ pub mod cli;
 pub mod hub;
 pub mod khash;
 pub mod model;
+pub mod parallel;
 pub mod pipeline;
 pub mod runtime;
 pub mod source;

@@ -12,14 +12,25 @@ use std::path::{Path, PathBuf};
 const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("khash", &["model"]),
+    ("parallel", &[]),
     ("state", &["model"]),
-    ("source", &["model", "state"]),
-    ("translate", &["model", "state", "xds::resource", "khash"]),
+    ("source", &["model", "state", "parallel"]),
+    (
+        "translate",
+        &["model", "state", "xds::resource", "khash", "parallel"],
+    ),
     ("xds::resource", &[]),
     ("xds", &["xds::resource"]),
     (
         "hub",
-        &["model", "state", "translate", "xds", "xds::resource"],
+        &[
+            "model",
+            "state",
+            "translate",
+            "xds",
+            "xds::resource",
+            "parallel",
+        ],
     ),
     (
         "runtime",

@@ -45,7 +45,9 @@ struct Feedback {
 
 /// Builds the engines of `keys` from `served`, in parallel, each object's translation that no
 /// proxy changes prepared once for all of them first ([`Shared`]); `built` is called with each
-/// engine as soon as it is complete.
+/// engine as soon as it is complete. Each engine's thread occupies a core of the load's
+/// [`crate::parallel::Cores`] while it works, so an engine's large steps take helpers only on
+/// the cores the others have left (the caller, which only waits, occupies none meanwhile).
 pub(super) fn build_engines(
     served: &Inputs,
     opts: &Options,
@@ -54,22 +56,28 @@ pub(super) fn build_engines(
 ) -> Vec<(ProxyKey, Engine)> {
     let shared = Shared::new(served, opts);
     if keys.len() > 1 {
-        shared.prepare_all(std::thread::available_parallelism().map_or(1, |n| n.get()));
+        shared.prepare_all();
     }
     let (shared, built) = (&shared, &built);
-    std::thread::scope(|scope| {
+    let cores = &shared.cores;
+    cores.vacate();
+    let engines = std::thread::scope(|scope| {
         let handles: Vec<_> = keys
             .iter()
             .map(|k| {
+                cores.occupy();
                 scope.spawn(move || {
                     let engine = Engine::new_shared(shared, k);
+                    cores.vacate();
                     built(k, &engine);
                     ((*k).clone(), engine)
                 })
             })
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
-    })
+    });
+    cores.occupy();
+    engines
 }
 
 impl Hub {

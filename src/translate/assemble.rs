@@ -47,6 +47,13 @@ pub(crate) trait Sink {
     fn static_cluster(&mut self, c: &Cluster);
     /// A served cluster: its Cluster and, for EDS, its load assignment.
     fn cluster(&mut self, c: &ClusterIr);
+    /// Every served cluster, in name order: [`Sink::cluster`] of each (a sink may encode
+    /// them on several cores, keeping the order).
+    fn clusters<'a>(&mut self, clusters: impl IntoIterator<Item = &'a ClusterIr>) {
+        for c in clusters {
+            self.cluster(c);
+        }
+    }
 }
 
 /// Every resource of a proxy into `sink`; `clusters` are the served ones (see
@@ -75,9 +82,7 @@ pub(crate) fn assemble<'a>(
         }
     }
     sink.static_cluster(&envoy::blackhole());
-    for c in clusters {
-        sink.cluster(c);
-    }
+    sink.clusters(clusters);
 }
 
 /// Whether `route` is laid out as scopes.

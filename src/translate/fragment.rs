@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::model::diag::InputError;
 use crate::model::{HashMap, Kind, Object, ObjectKey};
+use crate::parallel::{self, Cores};
 use crate::state::{Entry, Inputs};
 
 use super::backend::{Backends, ClusterSource, SvcKey};
@@ -111,46 +112,50 @@ pub struct Shared<'a> {
     pub(crate) inputs: &'a Inputs,
     pub(crate) opts: &'a Options,
     prepared: Mutex<HashMap<ObjectKey, Arc<Prepared>>>,
+    /// The cores the engines' large steps may share ([`parallel::run`]); the calling thread
+    /// occupies one.
+    pub(crate) cores: Cores,
 }
+
+/// Objects per piece of work handed to [`parallel::run`] (large enough that a piece costs far
+/// more than taking it).
+pub(crate) const PIECE: usize = 512;
 
 impl<'a> Shared<'a> {
     pub fn new(inputs: &'a Inputs, opts: &'a Options) -> Shared<'a> {
+        Shared::with_cores(inputs, opts, Cores::with_caller())
+    }
+
+    /// [`Shared::new`] with these cores (the caller should occupy one).
+    pub(crate) fn with_cores(inputs: &'a Inputs, opts: &'a Options, cores: Cores) -> Shared<'a> {
         Shared {
             inputs,
             opts,
             prepared: Mutex::new(HashMap::default()),
+            cores,
         }
     }
 
     /// Prepares every KIngress of our class and every Route without a KIngress (the objects
-    /// the engines of a first load translate through [`Prepared`]), on `threads` threads, so
+    /// the engines of a first load translate through [`Prepared`]), on every free core, so
     /// engines built in parallel afterwards do not prepare the same objects at the same time.
     /// A superset ([`is_translated`] asked of no VirtualService): a Route that a VirtualService
     /// describes is prepared too, and unused (finding those as [`translated_keys`] does scans
     /// every VirtualService per Route; the engines use their own index of them).
-    pub fn prepare_all(&self, threads: usize) {
+    pub fn prepare_all(&self) {
         let keys: Vec<(&ObjectKey, &Entry)> = self
             .inputs
             .of_kind(Kind::KIngress)
             .chain(self.inputs.of_kind(Kind::Route))
             .filter(|(k, e)| is_translated(self.inputs, self.opts, k, &e.object, std::iter::empty))
             .collect();
-        let chunk = keys.len().div_ceil(threads.max(1)).max(1);
-        let done: Vec<Vec<(ObjectKey, Arc<Prepared>)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = keys
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .filter_map(|(k, e)| {
-                                let p = prepare(self.inputs, self.opts, k, e)?;
-                                Some(((*k).clone(), Arc::new(p)))
-                            })
-                            .collect()
-                    })
+        let done = parallel::pieces(&self.cores, &keys, PIECE, |part| {
+            part.iter()
+                .filter_map(|(k, e)| {
+                    let p = prepare(self.inputs, self.opts, k, e)?;
+                    Some(((*k).clone(), Arc::new(p)))
                 })
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+                .collect::<Vec<_>>()
         });
         let mut map = self.lock();
         for (k, p) in done.into_iter().flatten() {

@@ -227,7 +227,7 @@ fn incremental_changes_give_the_snapshot_of_a_full_translation() {
         // The gateways' engines share each object's proxy-independent translation, as the hub's
         // do (prepared up front for the first load, then per change).
         let shared = Shared::new(&inputs, &opts);
-        shared.prepare_all(2);
+        shared.prepare_all();
         let mut engines: Vec<Engine> = gws.iter().map(|l| Engine::new_shared(&shared, l)).collect();
         drop(shared);
         for (e, l) in engines.iter().zip(&gws) {
@@ -258,6 +258,33 @@ fn incremental_changes_give_the_snapshot_of_a_full_translation() {
                 check(e, &inputs, &opts, l, &what);
             }
         }
+    }
+}
+
+#[test]
+fn a_first_translation_shared_over_several_cores_is_the_full_translation() {
+    // Large enough that the fragments, the slots' claims and the clusters are each done in
+    // several pieces (`parallel::run`), on four cores whatever the machine has.
+    let synth = Synth::new(1_200, Form::Route);
+    let inputs = synth.inputs();
+    let opts = Options::default();
+    let cores = crate::parallel::Cores::new(4);
+    cores.occupy();
+    let shared = Shared::with_cores(&inputs, &opts, cores);
+    for l in [labels("ingressgateway"), labels("cluster-local-gateway")] {
+        let engine = Engine::new_shared(&shared, &l);
+        assert!(
+            engine.slots.len() > 4 * super::PIECE,
+            "{} slots",
+            engine.slots.len()
+        );
+        check(
+            &engine,
+            &inputs,
+            &opts,
+            &l,
+            "first translation on four cores",
+        );
     }
 }
 
