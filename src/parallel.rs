@@ -121,12 +121,18 @@ pub fn run<I: Send, R: Send>(cores: &Cores, work: Vec<I>, f: impl Fn(I) -> R + S
                     if !cores.acquire(|| left.load(Ordering::Acquire) > 0) {
                         return Vec::new();
                     }
-                    let done = work_through();
-                    cores.vacate();
-                    done
+                    // Its core back, also when `f` panics.
+                    let _vacate = OnDrop(|| cores.vacate());
+                    work_through()
                 })
             })
             .collect();
+        // When the caller stops, also by a panic in `f`, no helper waits for a core any more
+        // (the scope joins them before the panic goes on).
+        let _no_more = OnDrop(|| {
+            left.store(0, Ordering::Release);
+            cores.wake();
+        });
         let mine = work_through();
         // A helper's panic is the caller's, as it would be on one thread.
         let theirs = spawned
@@ -139,6 +145,15 @@ pub fn run<I: Send, R: Send>(cores: &Cores, work: Vec<I>, f: impl Fn(I) -> R + S
         }
     });
     out.into_iter().flatten().collect()
+}
+
+/// Runs its closure when dropped (on unwinding too).
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
 }
 
 /// [`run`] over `items` in consecutive pieces of `piece` items (the last one shorter); one
@@ -210,6 +225,23 @@ mod tests {
             "a helper joined once a core was free"
         );
         assert_eq!(*cores.lock(), 1);
+    }
+
+    #[test]
+    fn a_panic_in_the_caller_reaches_it_and_frees_the_waiting_helpers() {
+        // No free core, so the helper waits; the caller's panic must end that wait (not hang
+        // in the scope's join) and come out of `run`.
+        let cores = Cores::new(2);
+        cores.occupy();
+        cores.occupy();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run(&cores, (0..50).collect(), |i: i32| {
+                assert!(i < 5, "piece {i} fails");
+                i
+            })
+        }));
+        assert!(caught.is_err());
+        assert_eq!(*cores.lock(), 2);
     }
 
     #[test]
