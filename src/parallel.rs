@@ -174,6 +174,15 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    /// A budget of `n` cores, every one of them occupied (by the caller and other engines).
+    fn all_occupied(n: usize) -> Cores {
+        let cores = Cores::new(n);
+        for _ in 0..n {
+            cores.occupy();
+        }
+        cores
+    }
+
     #[test]
     fn results_keep_the_order_of_the_work() {
         let cores = Cores::new(4);
@@ -192,9 +201,7 @@ mod tests {
     fn helpers_wait_for_a_free_core_and_join_when_one_is_vacated() {
         // Two cores, both occupied (two engines): the caller works alone until the other
         // vacates its core, then a helper takes pieces too.
-        let cores = Arc::new(Cores::new(2));
-        cores.occupy();
-        cores.occupy();
+        let cores = Arc::new(all_occupied(2));
         let release = Arc::new(AtomicBool::new(false));
         let other = {
             let (cores, release) = (cores.clone(), release.clone());
@@ -231,9 +238,7 @@ mod tests {
     fn a_panic_in_the_caller_reaches_it_and_frees_the_waiting_helpers() {
         // No free core, so the helper waits; the caller's panic must end that wait (not hang
         // in the scope's join) and come out of `run`.
-        let cores = Cores::new(2);
-        cores.occupy();
-        cores.occupy();
+        let cores = all_occupied(2);
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run(&cores, (0..50).collect(), |i: i32| {
                 assert!(i < 5, "piece {i} fails");
@@ -247,9 +252,7 @@ mod tests {
     #[test]
     fn a_helper_waiting_for_a_core_stops_when_the_work_is_done() {
         // No free core at all: the caller does everything and the waiting helper returns.
-        let cores = Cores::new(2);
-        cores.occupy();
-        cores.occupy();
+        let cores = all_occupied(2);
         let threads = run(&cores, (0..50).collect(), |_: i32| {
             std::thread::current().id()
         });
