@@ -200,16 +200,23 @@ impl Sink for EncodedSink {
         port: u32,
         vhosts: Option<&BTreeMap<String, Arc<VirtualHostIr>>>,
     ) {
-        let mut encoded: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut route_bytes = envoy::RouteBytes::default();
+        // In the order `envoy::route_configuration` sorts its virtual hosts in.
+        let mut sorted: Vec<(String, &VirtualHostIr)> = Vec::new();
         for vh in vhosts.into_iter().flat_map(|m| m.values()) {
             self.vhost(vh);
-            let bytes = envoy::virtual_host_bytes(vh, &mut route_bytes);
-            encoded.push((envoy::vhost_name(vh), bytes));
+            sorted.push((envoy::vhost_name(vh), vh));
         }
-        // The order `envoy::route_configuration` sorts its virtual hosts in.
-        encoded.sort_by(|a, b| a.0.cmp(&b.0));
-        let bytes = envoy::route_config_bytes(name, port, encoded.iter().map(|(_, b)| &b[..]));
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let bytes = if sorted.is_empty() {
+            envoy::route_config_bytes(name, port, std::iter::empty())
+        } else {
+            let hosts = envoy::EncodedHosts::encode(sorted.iter().map(|(_, vh)| *vh));
+            envoy::write_route_config(name, port, hosts.fields_len(), |out| {
+                for i in 0..hosts.len() {
+                    hosts.append_field(i, out);
+                }
+            })
+        };
         self.put(ROUTE, resource_from_bytes(name, ROUTE, bytes));
     }
     fn scoped_host(&mut self, route: &str, vh: &VirtualHostIr, on_demand: bool) {

@@ -209,7 +209,7 @@ pub struct VirtualHostIr {
     /// Gateway server port (virtual host names are `<host>:<port>`).
     pub port: u32,
     /// Shared by the hosts of one rule (a KIngress rule's hosts have the same routes): one
-    /// copy in memory, encoded once ([`super::envoy::routes::RouteBytes`]).
+    /// copy in memory, encoded once ([`super::envoy::routes::EncodedHosts`]).
     pub routes: Arc<Vec<RouteIr>>,
     pub require_tls: bool,
 }

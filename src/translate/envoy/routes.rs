@@ -313,100 +313,126 @@ fn virtual_host_shell(vh: &VirtualHostIr) -> VirtualHost {
     }
 }
 
-/// Encoded route lists, each encoded once for the run of virtual hosts sharing it (a KIngress
-/// rule's hosts share one list, and sort next to each other: `svc.ns`, `svc.ns.svc`, ...). Keeps
-/// the last few lists it encoded, with a reference to each, so a list's address is never
-/// reused while it is cached; what it returns never depends on what it holds.
+/// Virtual hosts encoded apart from the route configuration that is to hold them, so that it
+/// is allocated at its exact size and written once (a large one grown by doubling was copied
+/// and kept up to twice its size), and so that pieces of them can be encoded on several cores.
+/// A route list is encoded once for the run of virtual hosts sharing it (a KIngress rule's
+/// hosts share one list and sort next to each other: `svc.ns`, `svc.ns.svc`, ...); its bytes
+/// are held once, and what is written never depends on which lists were shared.
 #[derive(Default)]
-pub(crate) struct RouteBytes {
-    recent: std::collections::VecDeque<(std::sync::Arc<Vec<RouteIr>>, Vec<u8>)>,
-    /// A virtual host's encoding without its routes, reused from one virtual host to the next.
-    shell: Vec<u8>,
+pub(crate) struct EncodedHosts {
+    /// Each host's shell (its encoding without routes) and each distinct route list.
+    bytes: Vec<u8>,
+    hosts: Vec<EncodedHost>,
 }
 
-/// How many route lists [`RouteBytes`] keeps.
+/// Where one virtual host's parts are in [`EncodedHosts::bytes`].
+struct EncodedHost {
+    shell: std::ops::Range<usize>,
+    /// The length of the shell's `name` (1) and `domains` (2): prost writes fields in
+    /// declaration order, so the routes (3) go right after them.
+    head: usize,
+    routes: std::ops::Range<usize>,
+}
+
+/// How many route lists [`EncodedHosts::encode`] looks back for one to share.
 const RECENT_ROUTE_LISTS: usize = 8;
 
-impl RouteBytes {
-    /// `routes` encoded as the `routes` field (3) of a `VirtualHost`, from the recent lists
-    /// (a function of them, not a method, so that the shell buffer can be borrowed beside).
-    fn get_in<'r>(
-        recent: &'r mut std::collections::VecDeque<(std::sync::Arc<Vec<RouteIr>>, Vec<u8>)>,
-        routes: &std::sync::Arc<Vec<RouteIr>>,
-    ) -> &'r [u8] {
-        let hit = recent
-            .iter()
-            .position(|(r, _)| std::sync::Arc::ptr_eq(r, routes));
-        let i = match hit {
-            Some(i) => i,
-            None => {
-                let mut bytes = Vec::new();
-                for r in routes.iter() {
-                    prost::encoding::message::encode(3, &route(r), &mut bytes);
+impl EncodedHosts {
+    /// Encodes `vhosts`, in that order. (A list is recognised by its address, safe here: every
+    /// virtual host, and so its list, is borrowed for longer than the call.)
+    pub(crate) fn encode<'v>(vhosts: impl IntoIterator<Item = &'v VirtualHostIr>) -> Self {
+        let mut out = EncodedHosts::default();
+        let mut recent: std::collections::VecDeque<(*const Vec<RouteIr>, std::ops::Range<usize>)> =
+            std::collections::VecDeque::with_capacity(RECENT_ROUTE_LISTS);
+        for vh in vhosts {
+            let shell = virtual_host_shell(vh);
+            let head = prost::encoding::string::encoded_len(1, &shell.name)
+                + prost::encoding::string::encoded_len_repeated(2, &shell.domains);
+            let start = out.bytes.len();
+            shell.encode_raw(&mut out.bytes);
+            let shell = start..out.bytes.len();
+            let key = std::sync::Arc::as_ptr(&vh.routes);
+            let routes = match recent.iter().find(|(k, _)| *k == key) {
+                Some((_, r)) => r.clone(),
+                None => {
+                    let start = out.bytes.len();
+                    for r in vh.routes.iter() {
+                        prost::encoding::message::encode(3, &route(r), &mut out.bytes);
+                    }
+                    if recent.len() == RECENT_ROUTE_LISTS {
+                        recent.pop_front();
+                    }
+                    recent.push_back((key, start..out.bytes.len()));
+                    start..out.bytes.len()
                 }
-                if recent.len() == RECENT_ROUTE_LISTS {
-                    recent.pop_front();
-                }
-                recent.push_back((routes.clone(), bytes));
-                recent.len() - 1
-            }
-        };
-        &recent[i].1
+            };
+            out.hosts.push(EncodedHost {
+                shell,
+                head,
+                routes,
+            });
+        }
+        out
     }
-}
 
-/// The encoding of [`virtual_host`]`(vh)`, byte-identical, its routes taken from `cache`.
-/// prost writes fields in declaration order: `name` (1), `domains` (2), then `routes` (3),
-/// so the routes go right after the domains of the virtual host encoded without them.
-pub(crate) fn virtual_host_bytes(vh: &VirtualHostIr, cache: &mut RouteBytes) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_virtual_host(vh, cache, &mut out, false);
-    out
-}
+    /// How many virtual hosts it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.hosts.len()
+    }
 
-/// Appends `vh` to `out` as one `virtual_hosts` field (2) of a RouteConfiguration: its tag, its
-/// length, then the bytes of [`virtual_host_bytes`], written in place rather than encoded apart
-/// and copied. Returns where the virtual host's own bytes are in `out`.
-pub(crate) fn append_virtual_host_field(
-    vh: &VirtualHostIr,
-    cache: &mut RouteBytes,
-    out: &mut Vec<u8>,
-) -> std::ops::Range<usize> {
-    write_virtual_host(vh, cache, out, true)
-}
+    /// The length of all of them as `virtual_hosts` fields of a RouteConfiguration.
+    pub(crate) fn fields_len(&self) -> usize {
+        (0..self.len()).map(|i| self.field_len(i)).sum()
+    }
 
-/// [`virtual_host_bytes`] appended to `out`, after the RouteConfiguration field's tag and
-/// length when `as_field`.
-fn write_virtual_host(
-    vh: &VirtualHostIr,
-    cache: &mut RouteBytes,
-    out: &mut Vec<u8>,
-    as_field: bool,
-) -> std::ops::Range<usize> {
-    let shell = VirtualHost {
-        routes: Vec::new(),
-        ..virtual_host_shell(vh)
-    };
-    let head = prost::encoding::string::encoded_len(1, &shell.name)
-        + prost::encoding::string::encoded_len_repeated(2, &shell.domains);
-    let RouteBytes {
-        recent,
-        shell: shell_bytes,
-    } = cache;
-    shell_bytes.clear();
-    shell.encode_raw(shell_bytes);
-    let routes = RouteBytes::get_in(recent, &vh.routes);
-    let len = shell_bytes.len() + routes.len();
-    if as_field {
+    /// The length of virtual host `i` as a `virtual_hosts` field (2) of a RouteConfiguration.
+    pub(crate) fn field_len(&self, i: usize) -> usize {
+        let h = &self.hosts[i];
+        field_len(h.shell.len() + h.routes.len())
+    }
+
+    /// Appends virtual host `i` to `out` as a `virtual_hosts` field: its tag, its length, then
+    /// the bytes of [`virtual_host`]`(vh)`, byte-identical. Returns where the virtual host's own
+    /// bytes are in `out`.
+    pub(crate) fn append_field(&self, i: usize, out: &mut Vec<u8>) -> std::ops::Range<usize> {
+        let h = &self.hosts[i];
+        let shell = &self.bytes[h.shell.clone()];
         out.push(0x12); // field 2 (virtual_hosts), length-delimited
-        prost::encoding::encode_varint(len as u64, out);
+        prost::encoding::encode_varint((shell.len() + h.routes.len()) as u64, out);
+        let start = out.len();
+        out.extend_from_slice(&shell[..h.head]);
+        out.extend_from_slice(&self.bytes[h.routes.clone()]);
+        out.extend_from_slice(&shell[h.head..]);
+        start..out.len()
     }
-    out.reserve(len);
-    let start = out.len();
-    out.extend_from_slice(&shell_bytes[..head]);
-    out.extend_from_slice(routes);
-    out.extend_from_slice(&shell_bytes[head..]);
-    start..out.len()
+}
+
+/// The length of an encoded virtual host of `len` bytes as a `virtual_hosts` field (2).
+pub(crate) fn field_len(len: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// A route configuration around its virtual hosts: `write` appends their fields (`fields` bytes
+/// in all) right after the name, which prost writes first (and `virtual_hosts` second). The
+/// buffer is allocated once, at its exact size.
+pub(crate) fn write_route_config(
+    name: &str,
+    port: u32,
+    fields: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> Vec<u8> {
+    let (shell, head) = route_config_shell(name, port);
+    let mut out = Vec::with_capacity(shell.len() + fields);
+    out.extend_from_slice(&shell[..head]);
+    write(&mut out);
+    out.extend_from_slice(&shell[head..]);
+    debug_assert_eq!(
+        out.len(),
+        shell.len() + fields,
+        "route configuration {name}"
+    );
+    out
 }
 
 /// An Istio-layout route configuration: every virtual host of its port (a blackhole one when it
@@ -494,25 +520,19 @@ pub(crate) fn route_config_bytes<'a>(
     if encoded_vhosts.len() == 0 {
         return route_configuration(name, port, &[]).encode_to_vec();
     }
-    let (shell, head) = route_config_shell(name, port);
-    let size: usize = encoded_vhosts
-        .clone()
-        .map(|vh| 1 + prost::encoding::encoded_len_varint(vh.len() as u64) + vh.len())
-        .sum();
-    let mut out = Vec::with_capacity(shell.len() + size);
-    out.extend_from_slice(&shell[..head]);
-    for vh in encoded_vhosts {
-        out.push(0x12); // field 2, length-delimited
-        prost::encoding::encode_varint(vh.len() as u64, &mut out);
-        out.extend_from_slice(vh);
-    }
-    out.extend_from_slice(&shell[head..]);
-    out
+    let fields = encoded_vhosts.clone().map(|vh| field_len(vh.len())).sum();
+    write_route_config(name, port, fields, |out| {
+        for vh in encoded_vhosts {
+            out.push(0x12); // field 2, length-delimited
+            prost::encoding::encode_varint(vh.len() as u64, out);
+            out.extend_from_slice(vh);
+        }
+    })
 }
 
 /// `route_configuration(name, port, ..)` encoded without virtual hosts, and where they go in
 /// it (right after field 1, the name, which prost writes first and leaves out when empty).
-pub(crate) fn route_config_shell(name: &str, port: u32) -> (Vec<u8>, usize) {
+fn route_config_shell(name: &str, port: u32) -> (Vec<u8>, usize) {
     let empty = RouteConfiguration {
         virtual_hosts: Vec::new(),
         ..route_configuration(name, port, &[])

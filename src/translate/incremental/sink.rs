@@ -33,11 +33,12 @@ pub(super) struct MapSink<'a> {
     pub cores: &'a Cores,
 }
 
-/// Served clusters from which their resources are encoded on the free cores. (A route
-/// configuration's virtual hosts are not: encoded in pieces on two cores, then copied into
-/// one buffer, the first translation at 100,000 services took ~280 MB more at its peak and no
-/// less time; BENCHMARKS.md, "The cluster-local engine takes the idle core".)
+/// Served clusters from which their resources are encoded on the free cores.
 const PARALLEL_CLUSTERS: usize = 4 * PIECE;
+
+/// Changed virtual hosts of one route configuration from which they are encoded on the free
+/// cores.
+const PARALLEL_HOSTS: usize = 4 * PIECE;
 
 /// A served cluster's resources: its Cluster and, for EDS, its load assignment.
 fn cluster_resources(c: &ClusterIr) -> (Arc<Resource>, Option<Arc<Resource>>) {
@@ -106,39 +107,64 @@ impl Sink for MapSink<'_> {
             self.put(ROUTE, name, resource_from_bytes(name, ROUTE, bytes));
             return;
         };
-        let (shell, head) = envoy::route_config_shell(name, port);
-        // Sized for the served virtual hosts and, for each changed one, twice their mean size
-        // (a large buffer grown by doubling, then shrunk, is copied by most allocators; one a
-        // little too large is shrunk in place).
-        let served = entries
+        // The changed virtual hosts encoded first (a first translation's, in pieces on the
+        // free cores), so the route configuration is allocated at its exact size and written
+        // once.
+        let pending: Vec<&VirtualHostIr> = entries
             .values()
-            .filter(|e| matches!(e, VhostBytes::Served(_)))
-            .count();
-        let mean = old.len().checked_div(served).unwrap_or(0);
-        let changed = entries.len() - served;
-        let mut out = Vec::with_capacity(old.len() + old.len() / 64 + changed * mean * 2 + 4096);
-        out.extend_from_slice(&shell[..head]);
-        let mut cache = envoy::RouteBytes::default();
-        for entry in entries.values_mut() {
-            match entry {
-                VhostBytes::Served(r) => {
-                    let bytes = &old[r.clone()];
-                    out.push(0x12); // field 2 (virtual_hosts), length-delimited
-                    prost::encoding::encode_varint(bytes.len() as u64, &mut out);
-                    let start = out.len();
-                    out.extend_from_slice(bytes);
-                    *entry = VhostBytes::Served(start..out.len());
-                }
-                VhostBytes::Pending(vh) => {
-                    // Encoded straight into the route configuration.
-                    let range = envoy::append_virtual_host_field(vh, &mut cache, &mut out);
-                    *entry = VhostBytes::Served(range);
-                }
+            .filter_map(|e| match e {
+                VhostBytes::Pending(vh) => Some(&**vh),
+                VhostBytes::Served(_) => None,
+            })
+            .collect();
+        let pieces = if pending.len() >= PARALLEL_HOSTS && self.cores.total() >= 2 {
+            parallel::pieces(self.cores, &pending, PIECE, |part| {
+                envoy::EncodedHosts::encode(part.iter().copied())
+            })
+        } else {
+            vec![envoy::EncodedHosts::encode(pending)]
+        };
+        let fields = entries
+            .values()
+            .filter_map(|e| match e {
+                VhostBytes::Served(r) => Some(envoy::field_len(r.len())),
+                VhostBytes::Pending(_) => None,
+            })
+            .chain(pieces.iter().map(|p| p.fields_len()))
+            .sum();
+        let out = envoy::write_route_config(name, port, fields, |out| {
+            let mut pieces = pieces.into_iter();
+            // The piece being written and its next virtual host; a piece is dropped as soon
+            // as it is written.
+            let mut current: Option<(envoy::EncodedHosts, usize)> = None;
+            for entry in entries.values_mut() {
+                let range = match entry {
+                    VhostBytes::Served(r) => {
+                        let bytes = &old[r.clone()];
+                        out.push(0x12); // field 2 (virtual_hosts), length-delimited
+                        prost::encoding::encode_varint(bytes.len() as u64, out);
+                        let start = out.len();
+                        out.extend_from_slice(bytes);
+                        start..out.len()
+                    }
+                    // One encoded virtual host per pending one, in order (were one missing,
+                    // the route configuration's length check would fail in tests).
+                    VhostBytes::Pending(_) => loop {
+                        match &mut current {
+                            Some((p, i)) if *i < p.len() => {
+                                *i += 1;
+                                break p.append_field(*i - 1, out);
+                            }
+                            _ => match pieces.next() {
+                                Some(p) => current = Some((p, 0)),
+                                None => break out.len()..out.len(),
+                            },
+                        }
+                    },
+                };
+                *entry = VhostBytes::Served(range);
             }
-        }
-        out.extend_from_slice(&shell[head..]);
-        // Give back the rest (of a buffer grown by doubling, or sized on the mean).
-        out.shrink_to_fit();
+        });
         self.put(ROUTE, name, resource_from_bytes(name, ROUTE, out));
     }
     fn scoped_host(&mut self, route: &str, vh: &VirtualHostIr, on_demand: bool) {
