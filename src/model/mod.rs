@@ -262,7 +262,7 @@ pub fn parse_document(value: impl Document) -> Result<Option<Object>, ParseError
         v.shape()?;
         v.decode().map(Box::new)
     }
-    let obj = match (group, kind.as_str()) {
+    let mut obj = match (group, kind.as_str()) {
         ("serving.knative.dev", "Route") => Object::Route(de(value).map_err(invalid)?),
         ("serving.knative.dev", "Revision") => Object::Revision(de(value).map_err(invalid)?),
         ("networking.internal.knative.dev", "Ingress") => {
@@ -291,7 +291,42 @@ pub fn parse_document(value: impl Document) -> Result<Option<Object>, ParseError
         return Err(invalid("metadata.name is required".to_string()));
     }
     check::values(&obj).map_err(invalid)?;
+    compact(&mut obj);
     Ok(Some(obj))
+}
+
+/// Gives back the room the decoder left in the lists of the kinds there are several of per
+/// service (a list decoded without a length grows by doubling from four: one port, or three
+/// addresses, took four places; at 10,000 services that was ~10 % of the typed inputs).
+fn compact(obj: &mut Object) {
+    fn fit<T>(v: &mut Option<Vec<T>>) {
+        if let Some(v) = v {
+            v.shrink_to_fit();
+        }
+    }
+    match obj {
+        Object::Service(s) => {
+            if let Some(spec) = &mut s.spec {
+                fit(&mut spec.ports);
+            }
+        }
+        Object::Endpoints(e) => {
+            fit(&mut e.subsets);
+            for s in e.subsets.iter_mut().flatten() {
+                fit(&mut s.addresses);
+                fit(&mut s.not_ready_addresses);
+                fit(&mut s.ports);
+            }
+        }
+        Object::EndpointSlice(s) => {
+            s.endpoints.shrink_to_fit();
+            for e in &mut s.endpoints {
+                e.addresses.shrink_to_fit();
+            }
+            fit(&mut s.ports);
+        }
+        _ => {}
+    }
 }
 
 /// The kind for a manifest's `apiVersion` and `kind:` values, when it is one we understand

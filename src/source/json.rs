@@ -450,3 +450,46 @@ impl<'de> Visitor<'de> for ItemsVisitor {
         Ok(Items::Other)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one object of a JSON text, as the file loader reads it.
+    fn object(text: &str) -> Object {
+        let mut clean = read_clean(text, &|_| false).expect("reads cleanly");
+        match clean.pop().map(|c| c.read) {
+            Some(Read::Object(o)) => o,
+            _ => panic!("one object"),
+        }
+    }
+
+    #[test]
+    fn decoded_lists_hold_no_spare_room() {
+        // Decoded from text, a list's length is not known ahead: one port took four places.
+        let Object::Endpoints(e) = object(
+            r#"{"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "e"},
+                "subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "10.0.0.3"}],
+                             "ports": [{"name": "http", "port": 8012}]}]}"#,
+        ) else {
+            panic!("an Endpoints");
+        };
+        let subsets = e.subsets.as_ref().expect("subsets");
+        let addresses = subsets[0].addresses.as_ref().expect("addresses");
+        let ports = subsets[0].ports.as_ref().expect("ports");
+        assert_eq!((addresses.len(), addresses.capacity()), (3, 3));
+        assert_eq!((ports.len(), ports.capacity()), (1, 1));
+        let Object::Service(s) = object(
+            r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+                "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8012}]}}"#,
+        ) else {
+            panic!("a Service");
+        };
+        let ports = s
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .expect("ports");
+        assert_eq!((ports.len(), ports.capacity()), (1, 1));
+    }
+}
