@@ -68,6 +68,7 @@ fn resource(type_url: &'static str, value: Vec<u8>, name: &str) -> Arc<Resource>
             type_url: type_url.into(),
             value,
         },
+        pair: Default::default(),
     })
 }
 

@@ -200,6 +200,7 @@ mod tests {
                 type_url: "t".to_string(),
                 value: body.to_vec(),
             },
+            pair: Default::default(),
         })
     }
 

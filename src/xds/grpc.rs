@@ -458,6 +458,7 @@ mod tests {
                     type_url: "t".to_string(),
                     value: vec![7; size],
                 },
+                pair: Default::default(),
             })
         };
         let wire = |resource: &Arc<Resource>, nonce: &str| Wire {

@@ -4,6 +4,7 @@
 //! knowing the ADS machinery, and `conn` serves them without knowing `translate`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
@@ -94,6 +95,63 @@ pub struct Resource {
     pub name: String,
     pub version: String,
     pub body: Any,
+    /// Its [`pair_hash`], once a connection needed it: every connection sending the resource
+    /// sums it into its set version, so it is hashed once, not once per connection.
+    pub pair: PairCache,
+}
+
+impl Resource {
+    /// [`pair_hash`]`(name, version)`: from the cache when `name` is the resource's own.
+    pub fn pair_hash_as(&self, name: &str) -> u64 {
+        if name != self.name {
+            return pair_hash(name, &self.version);
+        }
+        match self.pair.0.load(Ordering::Relaxed) {
+            // Not computed yet (or a hash of 0, computed each time).
+            0 => {
+                let h = pair_hash(name, &self.version);
+                self.pair.0.store(h, Ordering::Relaxed);
+                h
+            }
+            h => h,
+        }
+    }
+}
+
+/// A resource's computed [`pair_hash`] (0 until then). Not part of the resource's identity:
+/// resources compare equal whatever their caches hold, and it is never shown.
+#[derive(Default)]
+pub struct PairCache(AtomicU64);
+
+impl Clone for PairCache {
+    fn clone(&self) -> Self {
+        PairCache(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+impl PartialEq for PairCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PairCache {}
+
+impl std::fmt::Debug for PairCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PairCache")
+    }
+}
+
+/// One `name:version` pair's share of a set version (see `xds::conn::set_version`): the first
+/// 8 bytes of a SHA-256 of `name`, a NUL and `version`.
+pub fn pair_hash(name: &str, version: &str) -> u64 {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update([0u8]);
+    h.update(version.as_bytes());
+    let d = h.finalize();
+    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
 /// The resources of one type, by name: a persistent map (`imbl::OrdMap`), so the next snapshot
@@ -161,6 +219,7 @@ pub fn resource_from_bytes(name: &str, type_url: &str, value: Vec<u8>) -> Arc<Re
             type_url: type_url.to_string(),
             value,
         },
+        pair: Default::default(),
     })
 }
 
@@ -181,6 +240,21 @@ pub fn same_resources(a: &Snapshot, b: &Snapshot) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_pair_hash_is_the_pair_hash_of_its_name_and_version() {
+        let r = resource_from_bytes("c1", CLUSTER, vec![1, 2, 3]);
+        let expected = pair_hash("c1", &r.version);
+        assert_eq!(r.pair_hash_as("c1"), expected);
+        // The second time from the cache, which a copy keeps and equality ignores.
+        assert_eq!(r.pair_hash_as("c1"), expected);
+        let copy = Resource::clone(&r);
+        assert_eq!(copy.pair_hash_as("c1"), expected);
+        assert_eq!(copy, *resource_from_bytes("c1", CLUSTER, vec![1, 2, 3]));
+        // Another name (a map key that is not the resource's own) is hashed with it.
+        assert_eq!(r.pair_hash_as("c2"), pair_hash("c2", &r.version));
+        assert_ne!(r.pair_hash_as("c2"), expected);
+    }
 
     #[test]
     fn type_urls_are_the_protos_in_push_order() {

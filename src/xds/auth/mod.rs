@@ -260,6 +260,7 @@ mod tests {
             name: name.into(),
             version: "v".into(),
             body: Any::default(),
+            pair: Default::default(),
         })
     }
 

@@ -10,9 +10,7 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use super::diffs::SharedDiffs;
 use super::held::Held;
 use super::names::Names;
-use super::{
-    is_served, pair_hash, set_sum, set_version, sotw_wildcard_type, Event, Mode, NackStatus,
-};
+use super::{is_served, pair_hash, set_version, sotw_wildcard_type, Event, Mode, NackStatus};
 use crate::xds::limits::{truncate_bytes, LimitExceeded, Limits};
 use crate::xds::resource::{
     Resource, ResourceMap, Snapshot, CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE,
@@ -519,7 +517,7 @@ impl Core {
                             Some(v) => sum = sum.wrapping_sub(pair_hash(&r.name, v)),
                             None => count += 1,
                         }
-                        sum = sum.wrapping_add(pair_hash(&r.name, &r.version));
+                        sum = sum.wrapping_add(r.pair_hash_as(&r.name));
                     }
                     let held = Held::Synced {
                         basis: self.held_basis(t, &st.sub),
@@ -535,7 +533,11 @@ impl Core {
                     touched.extend(removed.iter().cloned());
                     let (resources, removed) = match self.mode {
                         Mode::Sotw if !sotw_changed_only(t) => {
-                            (self.desired(t, &st.sub).into_values().collect(), Vec::new())
+                            let desired = self.desired(t, &st.sub);
+                            (
+                                desired.into_iter().map(|(_, r)| r.clone()).collect(),
+                                Vec::new(),
+                            )
                         }
                         Mode::Sotw => (changed, Vec::new()),
                         Mode::Delta => (changed, removed),
@@ -549,13 +551,14 @@ impl Core {
             let desired = self.desired(t, &st.sub);
             let rejected = st.rejected.as_ref().is_some_and(|v| {
                 v.len() == desired.len()
-                    && desired.iter().all(|(n, r)| v.get(n) == Some(&r.version))
+                    && desired.iter().all(|(n, r)| v.get(*n) == Some(&r.version))
             });
             if !st.force && !resend && rejected {
                 continue;
             }
             let changed: Vec<Arc<Resource>> = desired
-                .values()
+                .iter()
+                .map(|(_, r)| *r)
                 .filter(|r| {
                     st.held.get(&st.sub, &r.name) != Some(r.version.as_str())
                         || st.resend.contains(&r.name)
@@ -565,17 +568,15 @@ impl Core {
             let removed: Vec<String> = st
                 .held
                 .iter(&st.sub)
-                .filter(|(n, _)| !desired.contains_key(*n))
+                .filter(|(n, _)| !Core::desires(&desired, n))
                 .map(|(n, _)| n.clone())
                 .collect();
             // `desired` is the covered part of `held_basis`: once ACKed, the Envoy is synced.
             let held = Held::Synced {
                 basis: self.held_basis(t, &st.sub),
-                sum: set_sum(
-                    desired
-                        .iter()
-                        .map(|(n, r)| (n.as_str(), r.version.as_str())),
-                ),
+                sum: desired
+                    .iter()
+                    .fold(0u64, |acc, (n, r)| acc.wrapping_add(r.pair_hash_as(n))),
                 count: desired.len(),
             };
             if !st.force && self.removal_needs_no_response(t, changed.is_empty()) {
@@ -585,9 +586,10 @@ impl Core {
             let mut touched: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
             touched.extend(removed.iter().cloned());
             let (resources, removed) = match self.mode {
-                Mode::Sotw if !sotw_changed_only(t) => {
-                    (desired.into_values().collect(), Vec::new())
-                }
+                Mode::Sotw if !sotw_changed_only(t) => (
+                    desired.into_iter().map(|(_, r)| r.clone()).collect(),
+                    Vec::new(),
+                ),
                 Mode::Sotw => (changed, Vec::new()),
                 Mode::Delta => (changed, removed),
             };

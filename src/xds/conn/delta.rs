@@ -132,6 +132,7 @@ impl DeltaConnection {
                             name,
                             version,
                             body: Default::default(),
+                            pair: Default::default(),
                         }),
                     );
                 }

@@ -5,7 +5,7 @@
 //! explicit name -> version map.
 
 use super::core::{retain_covered, Subscription, Versions};
-use super::{pair_hash, set_sum, sum_version};
+use super::{set_sum, sum_version};
 use crate::xds::resource::ResourceMap;
 
 #[derive(Debug, Clone)]
@@ -111,7 +111,7 @@ impl Held {
                 // A name subscribed and unsubscribed in one request was never held.
                 for name in removed.iter().filter(|n| old.covers(n)) {
                     if let Some(r) = basis.get(name) {
-                        *sum = sum.wrapping_sub(pair_hash(name, &r.version));
+                        *sum = sum.wrapping_sub(r.pair_hash_as(name));
                         *count -= 1;
                     }
                 }

@@ -49,10 +49,9 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::xds::limits::LimitExceeded;
-use crate::xds::resource::{CLUSTER, LISTENER, PUSH_ORDER, SCOPED_ROUTE};
+use crate::xds::resource::{pair_hash, CLUSTER, LISTENER, PUSH_ORDER, SCOPED_ROUTE};
 
 mod core;
 mod delta;
@@ -80,16 +79,6 @@ fn sotw_wildcard_type(type_url: &str) -> bool {
 /// Whether we serve this type URL.
 pub fn is_served(type_url: &str) -> bool {
     PUSH_ORDER.contains(&type_url)
-}
-
-/// One `name:version` pair's share of a set version.
-fn pair_hash(name: &str, version: &str) -> u64 {
-    let mut h = Sha256::new();
-    h.update(name.as_bytes());
-    h.update([0u8]);
-    h.update(version.as_bytes());
-    let d = h.finalize();
-    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
 /// The sum (mod 2^64) of the pair hashes of a set: order-independent, so a change of one pair

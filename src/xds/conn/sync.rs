@@ -14,34 +14,42 @@ use super::held::Held;
 use crate::xds::resource::{Resource, ResourceMap};
 
 impl Core {
-    /// What the Envoy should hold for a type: target plus retained, filtered by subscription.
-    pub(super) fn desired(
-        &self,
+    /// What the Envoy should hold for a type: target plus retained, filtered by subscription,
+    /// in name order. Borrowed from the target and the retained maps (an Envoy's first
+    /// request for every cluster of 100,000 services copied 200,000 names into a map here).
+    pub(super) fn desired<'s>(
+        &'s self,
         type_url: &str,
         sub: &Subscription,
-    ) -> BTreeMap<String, Arc<Resource>> {
-        let mut out = BTreeMap::new();
-        if let Some(ret) = self.retained.get(type_url) {
-            for (name, r) in ret {
-                if sub.covers(name) {
-                    out.insert(name.clone(), r.clone());
-                }
-            }
-        }
-        if let Some(res) = self.target.of_type(type_url) {
-            if sub.wildcard {
-                for (name, r) in res {
-                    out.insert(name.clone(), r.clone());
-                }
-            } else {
-                for name in sub.names.iter() {
-                    if let Some(r) = res.get(name) {
-                        out.insert(name.clone(), r.clone());
-                    }
-                }
-            }
+    ) -> Vec<(&'s String, &'s Arc<Resource>)> {
+        let target = self.target.of_type(type_url);
+        let mut out: Vec<(&String, &Arc<Resource>)> = match target {
+            Some(res) if sub.wildcard => res.iter().collect(),
+            // The subscribed names come in order (`Names::iter`).
+            Some(res) => sub
+                .names
+                .iter()
+                .filter_map(|n| res.get_key_value(n.as_str()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let retained = self.retained.get(type_url).into_iter().flatten();
+        let lost = retained.filter(|(name, _)| {
+            sub.covers(name) && !target.is_some_and(|t| t.contains_key(name.as_str()))
+        });
+        let before = out.len();
+        out.extend(lost);
+        if out.len() > before {
+            out.sort_unstable_by(|a, b| a.0.cmp(b.0));
         }
         out
+    }
+
+    /// Whether `name` is in a [`Core::desired`] list.
+    pub(super) fn desires(desired: &[(&String, &Arc<Resource>)], name: &str) -> bool {
+        desired
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .is_ok()
     }
 
     /// The map whose covered part is [`Core::desired`]: the target's map of the type with the

@@ -198,6 +198,7 @@ mod tests {
                 type_url: "type.googleapis.com/x".to_string(),
                 value: body.to_vec(),
             },
+            pair: Default::default(),
         })
     }
 

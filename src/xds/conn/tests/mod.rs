@@ -65,6 +65,7 @@ fn res(type_url: &'static str, name: &str, variant: u32) -> Arc<Resource> {
             type_url: type_url.into(),
             value,
         },
+        pair: Default::default(),
     })
 }
 
