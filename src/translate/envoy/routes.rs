@@ -543,11 +543,11 @@ fn route_config_shell(name: &str, port: u32) -> (Vec<u8>, usize) {
 
 /// The clusters a virtual host's routes send traffic to (with repeats).
 pub(crate) fn vhost_clusters(vh: &VirtualHostIr) -> impl Iterator<Item = &str> {
-    vh.routes.iter().flat_map(|r| match &r.action {
-        Action::Route { destinations, .. } => destinations
-            .iter()
-            .map(|d| d.cluster.as_str())
-            .collect::<Vec<_>>(),
-        Action::Redirect { .. } | Action::Direct { .. } => Vec::new(),
+    vh.routes.iter().flat_map(|r| {
+        let destinations: &[_] = match &r.action {
+            Action::Route { destinations, .. } => destinations,
+            Action::Redirect { .. } | Action::Direct { .. } => &[],
+        };
+        destinations.iter().map(|d| d.cluster.as_str())
     })
 }

@@ -2,6 +2,8 @@
 //! in batches (in parallel when large) and applied in order, so an incremental step sees the
 //! same sequence of claims, and so the same errors, as a full translation.
 
+use std::collections::BTreeMap;
+
 use crate::parallel::{self, Cores};
 use crate::state::Inputs;
 
@@ -160,18 +162,30 @@ impl Engine {
             .as_ref()
             .filter(|_| !assemble::is_scoped(&self.ctx, route))
         {
-            self.encoded
-                .entry(route.clone())
-                .or_default()
-                .insert(envoy::vhost_name(vh), sink::VhostBytes::Pending(vh.clone()));
+            // Looked up before an entry is made: `entry` would copy the route's name per slot.
+            let pending = sink::VhostBytes::Pending(vh.clone());
+            match self.encoded.get_mut(route) {
+                Some(m) => {
+                    m.insert(envoy::vhost_name(vh), pending);
+                }
+                None => {
+                    self.encoded.insert(
+                        route.clone(),
+                        BTreeMap::from([(envoy::vhost_name(vh), pending)]),
+                    );
+                }
+            }
         }
         match new_vh {
-            Some(vh) => {
-                self.vhosts
-                    .entry(route.clone())
-                    .or_default()
-                    .insert(host.clone(), vh);
-            }
+            Some(vh) => match self.vhosts.get_mut(route) {
+                Some(m) => {
+                    m.insert(host.clone(), vh);
+                }
+                None => {
+                    self.vhosts
+                        .insert(route.clone(), BTreeMap::from([(host.clone(), vh)]));
+                }
+            },
             None => {
                 if let Some(m) = self.vhosts.get_mut(route) {
                     m.remove(host);
