@@ -271,8 +271,10 @@ fn a_first_translation_shared_over_several_cores_is_the_full_translation() {
     let cores = crate::parallel::Cores::new(4);
     cores.occupy();
     let shared = Shared::with_cores(&inputs, &opts, cores);
-    for l in [labels("ingressgateway"), labels("cluster-local-gateway")] {
-        let engine = Engine::new_shared(&shared, &l);
+    let gws = [labels("ingressgateway"), labels("cluster-local-gateway")];
+    let mut engines = Vec::new();
+    for l in &gws {
+        let engine = Engine::new_shared(&shared, l);
         assert!(
             engine.slots.len() > 4 * super::PIECE,
             "{} slots",
@@ -282,9 +284,28 @@ fn a_first_translation_shared_over_several_cores_is_the_full_translation() {
             &engine,
             &inputs,
             &opts,
-            &l,
+            l,
             "first translation on four cores",
         );
+        engines.push(engine);
+    }
+    drop(shared);
+    // A split changed afterwards: its route configuration is spliced from where the virtual
+    // hosts written in pieces are (a wrong place would garble the others' bytes).
+    let mut inputs = inputs;
+    let route = entry(synth.service(701, 50).remove(0), 2);
+    let key = route.object.key();
+    let old = inputs.entry(&key).cloned();
+    inputs.apply([Change::Upsert(route)]);
+    let oc = [ObjectChange {
+        new: inputs.entry(&key).cloned(),
+        key,
+        old,
+    }];
+    let shared = Shared::new(&inputs, &opts);
+    for (e, l) in engines.iter_mut().zip(&gws) {
+        e.apply_shared(&shared, &oc);
+        check(e, &inputs, &opts, l, "a split changed after it");
     }
 }
 
