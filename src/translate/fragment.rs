@@ -58,7 +58,8 @@ pub(crate) struct Fragment {
     pub clusters: Arc<[(ClusterIr, ClusterSource)]>,
     /// Sorted, without repeats.
     pub services: Arc<[SvcKey]>,
-    pub error: Option<InputError>,
+    /// Boxed: a fragment is held inline in the engine's hash table, and almost none fail.
+    pub error: Option<Box<InputError>>,
     /// Full translation order: VirtualServices, KIngresses, Routes, each oldest first.
     pub order: Order,
     /// Duplicate-host precedence (smallest wins).
@@ -216,11 +217,11 @@ fn place_one(
         local: &ctx.local,
     };
     let meta = entry.object.metadata();
-    let fragment = |vhosts, clusters, services, error| Fragment {
+    let fragment = |vhosts, clusters, services, error: Option<InputError>| Fragment {
         vhosts,
         clusters,
         services,
-        error,
+        error: error.map(Box::new),
         order: claims::order(key, meta),
         precedence: claims::precedence(key, meta),
     };

@@ -249,7 +249,7 @@ fn translate_into(
         .collect();
     frags.sort_by(|a, b| a.order.cmp(&b.order));
     let mut errors = ctx.errors.clone();
-    errors.extend(frags.iter().filter_map(|f| f.error.clone()));
+    errors.extend(frags.iter().filter_map(|f| f.error.as_deref().cloned()));
     // Claims per slot, in translation order.
     let mut claimants: BTreeMap<&claims::Slot, Vec<&fragment::Fragment>> = BTreeMap::new();
     for f in &frags {

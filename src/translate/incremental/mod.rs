@@ -203,7 +203,7 @@ impl Engine {
         out.extend(
             self.failed
                 .iter()
-                .filter_map(|k| self.frags.get(k).and_then(|f| f.error.clone())),
+                .filter_map(|k| self.frags.get(k).and_then(|f| f.error.as_deref().cloned())),
         );
         out.extend(self.slot_errors.values().flatten().cloned());
         out.sort();
@@ -221,7 +221,7 @@ impl Engine {
             .cloned()
             .collect();
         if let Some(f) = self.frags.get(key) {
-            out.extend(f.error.clone());
+            out.extend(f.error.as_deref().cloned());
             for slot in f.vhosts.keys() {
                 out.extend(
                     self.slot_errors
