@@ -34,9 +34,11 @@ use super::ir::VirtualHostIr;
 /// (route configuration name, host).
 pub(crate) type Slot = (String, String);
 /// Full translation order: kind rank (VirtualService 0, KIngress 1, Route 2), creation, key.
-pub(crate) type Order = (u8, String, ObjectKey);
+/// The creation time and the key are shared with the object's [`Precedence`] (one copy per
+/// object however many slots it claims: each slot's claimants hold its `Order`).
+pub(crate) type Order = (u8, Arc<str>, Arc<ObjectKey>);
 /// Duplicate-host precedence (smallest wins): timestamped before not, oldest, then key.
-pub(crate) type Precedence = (bool, String, ObjectKey);
+pub(crate) type Precedence = (bool, Arc<str>, Arc<ObjectKey>);
 
 fn creation(meta: &ObjectMeta) -> String {
     meta.creation_timestamp
@@ -45,18 +47,21 @@ fn creation(meta: &ObjectMeta) -> String {
         .unwrap_or_default()
 }
 
-pub(crate) fn order(key: &ObjectKey, meta: &ObjectMeta) -> Order {
+pub(crate) fn precedence(key: &ObjectKey, meta: &ObjectMeta) -> Precedence {
+    order_and_precedence(key, meta).1
+}
+
+/// An object's translation [`Order`] and duplicate-host [`Precedence`], sharing its creation
+/// time and key.
+pub(crate) fn order_and_precedence(key: &ObjectKey, meta: &ObjectMeta) -> (Order, Precedence) {
     let rank = match key.kind {
         Kind::VirtualService => 0,
         Kind::KIngress => 1,
         _ => 2,
     };
-    (rank, creation(meta), key.clone())
-}
-
-pub(crate) fn precedence(key: &ObjectKey, meta: &ObjectMeta) -> Precedence {
-    let age = creation(meta);
-    (age.is_empty(), age, key.clone())
+    let age: Arc<str> = creation(meta).into();
+    let key = Arc::new(key.clone());
+    ((rank, age.clone(), key.clone()), (age.is_empty(), age, key))
 }
 
 /// The outcome of the claims on one slot.

@@ -217,13 +217,16 @@ fn place_one(
         local: &ctx.local,
     };
     let meta = entry.object.metadata();
-    let fragment = |vhosts, clusters, services, error: Option<InputError>| Fragment {
-        vhosts,
-        clusters,
-        services,
-        error: error.map(Box::new),
-        order: claims::order(key, meta),
-        precedence: claims::precedence(key, meta),
+    let fragment = |vhosts, clusters, services, error: Option<InputError>| {
+        let (order, precedence) = claims::order_and_precedence(key, meta);
+        Fragment {
+            vhosts,
+            clusters,
+            services,
+            error: error.map(Box::new),
+            order,
+            precedence,
+        }
     };
     let (result, clusters, services) = match &entry.object {
         Object::KIngress(_) | Object::Route(_) => {

@@ -109,7 +109,7 @@ impl Engine {
             self.slot_errors.insert(slot.clone(), errors);
         }
         let sole = match (self.slots.get(&slot).map(|set| set.as_slice()), &owners[..]) {
-            (Some([(_, _, only)]), [owner]) => only == owner,
+            (Some([(_, _, only)]), [owner]) => **only == *owner,
             _ => false,
         };
         if owners.is_empty() || sole {
