@@ -118,7 +118,8 @@ pub struct Engine {
     /// The same, by name (route configuration -> virtual host name): where each one's bytes are
     /// in the served RouteConfiguration, or the virtual host to encode at the next splice.
     encoded: BTreeMap<String, BTreeMap<String, sink::VhostBytes>>,
-    clusters: HashMap<String, ClusterEntry>,
+    /// Boxed: the table is sized to a power of two, and an entry is 152 bytes.
+    clusters: HashMap<String, Box<ClusterEntry>>,
     /// Clusters whose fragment references dropped to zero during the current change.
     unreferenced: BTreeSet<String>,
     /// Objects whose translation failed (their fragment's error).
@@ -509,12 +510,12 @@ impl Engine {
                         .insert(c.name.clone());
                     self.clusters.insert(
                         c.name.clone(),
-                        ClusterEntry {
+                        Box::new(ClusterEntry {
                             ir: c.clone(),
                             src: src.clone(),
                             frag_refs: 1,
                             served_refs: 0,
-                        },
+                        }),
                     );
                 }
             }
