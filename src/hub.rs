@@ -400,23 +400,26 @@ impl State {
     fn restore_last_good(&mut self, changed: &BTreeSet<ObjectKey>) {
         let mut restore = Vec::new();
         for key in changed.iter().filter(|k| translatable(k.kind)) {
-            let errors: Vec<InputError> = self
+            let Some(now) = self.served.entry(key) else {
+                self.last_good.remove(key);
+                continue;
+            };
+            // The last good version, unless it is the version that failed now. Without one
+            // nothing is restored, so its errors are not gathered (a first load's objects).
+            let Some(last) = self
+                .last_good
+                .get(key)
+                .filter(|prev| prev.object != now.object)
+                .cloned()
+            else {
+                continue;
+            };
+            let mut errors: Vec<InputError> = self
                 .engines
                 .values()
                 .flat_map(|e| e.errors_of(key))
                 .collect();
-            let Some(now) = self.served.get(key.kind, &key.namespace, &key.name) else {
-                self.last_good.remove(key);
-                continue;
-            };
-            // The last good version, unless it is the version that failed now.
-            let last = self
-                .last_good
-                .get(key)
-                .filter(|prev| prev.object != now.object)
-                .cloned();
-            let mut errors = errors;
-            if let Some(prev) = keep_last_good(&mut errors, last, PREVIOUS_VERSION_SERVED) {
+            if let Some(prev) = keep_last_good(&mut errors, Some(last), PREVIOUS_VERSION_SERVED) {
                 self.kept.insert(key.clone(), errors);
                 restore.push(served_change(&mut self.served, key, Some(prev)));
             }

@@ -118,16 +118,14 @@ impl Inputs {
     /// Inserts or replaces an object with a shared entry.
     pub fn insert_entry(&mut self, entry: Arc<Entry>) {
         let key = entry.object.key();
-        if let Some(old) = self.objects.remove(&key) {
+        let index = slice_index(&entry.object).map(|idx| (idx, key.name.clone()));
+        // One walk of the tree: the replaced entry comes back from the insert.
+        if let Some(old) = self.objects.insert(key, entry) {
             self.unindex(&old.object);
         }
-        if let Some(idx) = slice_index(&entry.object) {
-            self.slices_by_service
-                .entry(idx)
-                .or_default()
-                .insert(key.name.clone());
+        if let Some((idx, name)) = index {
+            self.slices_by_service.entry(idx).or_default().insert(name);
         }
-        self.objects.insert(key, entry);
     }
 
     /// Removes an object; returns it when it was there.
