@@ -27,8 +27,9 @@ pub mod routes;
 pub(crate) use clusters::{assignment, blackhole, cluster_resource, secrets};
 pub(crate) use listeners::listeners;
 pub(crate) use routes::{
-    field_len, route_config_bytes, route_configuration, scopable, scope, scoped_name,
-    scoped_route_configuration, vhost_clusters, vhost_name, write_route_config, EncodedHosts,
+    append_vhost_field, field_len, route_config_bytes, route_configuration, scopable, scope,
+    scoped_name, scoped_route_configuration, vhost_clusters, vhost_name, write_route_config,
+    EncodedHosts,
 };
 
 pub const HCM: &str = "envoy.filters.network.http_connection_manager";

@@ -398,8 +398,7 @@ impl EncodedHosts {
     pub(crate) fn append_field(&self, i: usize, out: &mut Vec<u8>) -> std::ops::Range<usize> {
         let h = &self.hosts[i];
         let shell = &self.bytes[h.shell.clone()];
-        out.push(0x12); // field 2 (virtual_hosts), length-delimited
-        prost::encoding::encode_varint((shell.len() + h.routes.len()) as u64, out);
+        put_field_head(out, shell.len() + h.routes.len());
         let start = out.len();
         out.extend_from_slice(&shell[..h.head]);
         out.extend_from_slice(&self.bytes[h.routes.clone()]);
@@ -411,6 +410,21 @@ impl EncodedHosts {
 /// The length of an encoded virtual host of `len` bytes as a `virtual_hosts` field (2).
 pub(crate) fn field_len(len: usize) -> usize {
     1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// The head of a `virtual_hosts` field (2) of `len` bytes: its tag and its length.
+fn put_field_head(out: &mut Vec<u8>, len: usize) {
+    out.push(0x12); // field 2 (virtual_hosts), length-delimited
+    prost::encoding::encode_varint(len as u64, out);
+}
+
+/// Appends an encoded virtual host to `out` as a `virtual_hosts` field (2). Returns where its
+/// bytes are in `out`.
+pub(crate) fn append_vhost_field(out: &mut Vec<u8>, vh: &[u8]) -> std::ops::Range<usize> {
+    put_field_head(out, vh.len());
+    let start = out.len();
+    out.extend_from_slice(vh);
+    start..out.len()
 }
 
 /// A route configuration around its virtual hosts: `write` appends their fields (`fields` bytes
@@ -523,9 +537,7 @@ pub(crate) fn route_config_bytes<'a>(
     let fields = encoded_vhosts.clone().map(|vh| field_len(vh.len())).sum();
     write_route_config(name, port, fields, |out| {
         for vh in encoded_vhosts {
-            out.push(0x12); // field 2, length-delimited
-            prost::encoding::encode_varint(vh.len() as u64, out);
-            out.extend_from_slice(vh);
+            append_vhost_field(out, vh);
         }
     })
 }

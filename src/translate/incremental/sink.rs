@@ -139,14 +139,7 @@ impl Sink for MapSink<'_> {
             let mut current: Option<(envoy::EncodedHosts, usize)> = None;
             for entry in entries.values_mut() {
                 let range = match entry {
-                    VhostBytes::Served(r) => {
-                        let bytes = &old[r.clone()];
-                        out.push(0x12); // field 2 (virtual_hosts), length-delimited
-                        prost::encoding::encode_varint(bytes.len() as u64, out);
-                        let start = out.len();
-                        out.extend_from_slice(bytes);
-                        start..out.len()
-                    }
+                    VhostBytes::Served(r) => envoy::append_vhost_field(out, &old[r.clone()]),
                     // One encoded virtual host per pending one, in order (were one missing,
                     // the route configuration's length check would fail in tests).
                     VhostBytes::Pending(_) => loop {
