@@ -21,13 +21,14 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use crate::xds::resource::{resource, resource_from_bytes, Resource, Snapshot};
 use crate::xds::resource::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
 
+use super::claims::Name;
 use super::envoy;
 use super::gateway::Context;
 use super::ir::{ClusterIr, VirtualHostIr};
 use super::ProxyConfig;
 
 /// Winning virtual hosts: route configuration -> host -> virtual host.
-pub(crate) type VirtualHosts = BTreeMap<String, BTreeMap<String, Arc<VirtualHostIr>>>;
+pub(crate) type VirtualHosts = BTreeMap<Name, BTreeMap<Name, Arc<VirtualHostIr>>>;
 
 /// Where assembled resources go.
 pub(crate) trait Sink {
@@ -38,7 +39,7 @@ pub(crate) trait Sink {
         &mut self,
         name: &str,
         port: u32,
-        vhosts: Option<&BTreeMap<String, Arc<VirtualHostIr>>>,
+        vhosts: Option<&BTreeMap<Name, Arc<VirtualHostIr>>>,
     );
     /// Scoped layout: the scope of `vh.host` on route configuration `route` (fetched on demand
     /// when `on_demand`), and its RouteConfiguration.
@@ -72,10 +73,10 @@ pub(crate) fn assemble<'a>(
     }
     for (route, port) in &ctx.route_ports {
         if !is_scoped(ctx, route) {
-            sink.route_configuration(route, *port, vhosts.get(route));
+            sink.route_configuration(route, *port, vhosts.get(route.as_str()));
             continue;
         }
-        for (host, vh) in vhosts.get(route).into_iter().flatten() {
+        for (host, vh) in vhosts.get(route.as_str()).into_iter().flatten() {
             if envoy::scopable(host) {
                 sink.scoped_host(route, vh, ctx.on_demand);
             }
@@ -95,7 +96,11 @@ pub(crate) fn is_scoped(ctx: &Context, route: &str) -> bool {
 pub(crate) fn served_clusters<'a>(ctx: &Context, vhosts: &'a VirtualHosts) -> BTreeSet<&'a str> {
     let mut used = BTreeSet::new();
     for name in ctx.route_ports.keys() {
-        for vh in vhosts.get(name).into_iter().flat_map(|m| m.values()) {
+        for vh in vhosts
+            .get(name.as_str())
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
             used.extend(envoy::vhost_clusters(vh));
         }
     }
@@ -132,7 +137,7 @@ impl Sink for ProtoSink {
         &mut self,
         name: &str,
         port: u32,
-        vhosts: Option<&BTreeMap<String, Arc<VirtualHostIr>>>,
+        vhosts: Option<&BTreeMap<Name, Arc<VirtualHostIr>>>,
     ) {
         let vhs: Vec<&VirtualHostIr> = vhosts
             .into_iter()
@@ -198,7 +203,7 @@ impl Sink for EncodedSink {
         &mut self,
         name: &str,
         port: u32,
-        vhosts: Option<&BTreeMap<String, Arc<VirtualHostIr>>>,
+        vhosts: Option<&BTreeMap<Name, Arc<VirtualHostIr>>>,
     ) {
         // In the order `envoy::route_configuration` sorts its virtual hosts in.
         let mut sorted: Vec<(String, &VirtualHostIr)> = Vec::new();

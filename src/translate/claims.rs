@@ -31,8 +31,11 @@ use super::fragment::Fragment;
 use super::gateway_api::http_route;
 use super::ir::VirtualHostIr;
 
+/// A route configuration's name or a host, shared by every index that holds it: a slot's
+/// route and host are each one allocation however many maps key on them.
+pub(crate) type Name = Arc<str>;
 /// (route configuration name, host).
-pub(crate) type Slot = (String, String);
+pub(crate) type Slot = (Name, Name);
 /// Full translation order: kind rank (VirtualService 0, KIngress 1, Route 2), creation, key.
 /// The creation time and the key are shared with the object's [`Precedence`] (one copy per
 /// object however many slots it claims: each slot's claimants hold its `Order`).
@@ -143,7 +146,7 @@ pub(crate) fn resolve<'a>(
             winner = Some(candidate);
             continue;
         };
-        let host = slot.1.clone();
+        let host = slot.1.to_string();
         if candidate[0].precedence < held[0].precedence {
             for o in held {
                 let e = TranslateError::ClaimedByOlder {
@@ -167,7 +170,7 @@ pub(crate) fn resolve<'a>(
     let is_routes = winner
         .first()
         .is_some_and(|f| f.key().kind == Kind::HttpRoute);
-    let mut group: Vec<(&str, &Fragment)> = winner.iter().map(|f| (slot.1.as_str(), *f)).collect();
+    let mut group: Vec<(&str, &Fragment)> = winner.iter().map(|f| (&*slot.1, *f)).collect();
     if is_routes {
         for (host, f) in covering {
             if f.key().kind == Kind::HttpRoute {
@@ -185,7 +188,7 @@ pub(crate) fn resolve<'a>(
             });
             let vhs: Vec<&VirtualHostIr> = group
                 .iter()
-                .filter_map(|(h, f)| f.vhosts.get(&(slot.0.clone(), h.to_string())))
+                .filter_map(|(h, f)| f.vhosts.get(&(slot.0.clone(), Name::from(*h))))
                 .map(|v| &**v)
                 .collect();
             Some(Arc::new(http_route::merge_across_routes(&slot.1, &vhs)))

@@ -13,7 +13,7 @@ use crate::parallel::{self, Cores};
 use crate::state::{Entry, Inputs};
 
 use super::backend::{Backends, ClusterSource, SvcKey};
-use super::claims::{self, Order, Precedence, Slot};
+use super::claims::{self, Name, Order, Precedence, Slot};
 use super::gateway::{Context, ServerCtx};
 use super::ir::{ClusterIr, RouteIr, VirtualHostIr};
 use super::{kingress, ownership, route, virtual_service, Options};
@@ -41,7 +41,7 @@ impl ObjectCx<'_> {
 
 /// A virtual host's worth of routes produced by one object, before it is placed.
 pub(crate) struct Placement {
-    pub route_name: String,
+    pub route_name: Name,
     pub host: String,
     pub port: u32,
     /// Shared by the placements of one rule's hosts (cloning it copies no route).
@@ -296,7 +296,9 @@ fn merge(placements: Vec<Placement>) -> BTreeMap<Slot, Arc<VirtualHostIr>> {
         // Envoy compares domains without case and rejects a route configuration with two
         // that differ only in case: hosts are claimed (and served) in lower case.
         p.host.make_ascii_lowercase();
-        match vhosts.entry((p.route_name, p.host.clone())) {
+        // One copy of the host, shared by the slot, the virtual host and the engine's indexes.
+        let host = Name::from(p.host);
+        match vhosts.entry((p.route_name, host.clone())) {
             std::collections::btree_map::Entry::Occupied(mut o) => {
                 let vh = o.get_mut();
                 Arc::make_mut(&mut vh.routes).extend(p.routes.iter().cloned());
@@ -304,7 +306,7 @@ fn merge(placements: Vec<Placement>) -> BTreeMap<Slot, Arc<VirtualHostIr>> {
             }
             std::collections::btree_map::Entry::Vacant(v) => {
                 v.insert(VirtualHostIr {
-                    host: p.host,
+                    host,
                     port: p.port,
                     routes: p.routes,
                     require_tls: p.require_tls,

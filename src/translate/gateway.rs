@@ -15,6 +15,7 @@ use crate::model::istio::{GatewaySpec, Server, ServerPort, ServerTls};
 use crate::model::{Kind, Object, ObjectKey};
 use crate::state::Inputs;
 
+use super::claims::Name;
 use super::error::TranslateError;
 use super::{envoy, ownership, Options, RouteLayout};
 
@@ -207,7 +208,8 @@ pub(crate) struct ServerCtx {
     pub container_port: u32,
     pub bind: String,
     pub https: bool,
-    pub route_name: String,
+    /// Shared by every slot of its route configuration.
+    pub route_name: Name,
     /// HTTPS servers: the SDS names of their certificates, once every Secret was found and is
     /// a TLS pair (empty: the server gets no filter chain, and the reason is in the errors).
     pub sds: Vec<String>,
@@ -435,7 +437,7 @@ fn listener_groups(servers: &[ServerCtx]) -> ListenerGroups<'_> {
 /// route configuration when it has exactly one (see [`RouteLayout::Scoped`]). The plain-HTTP
 /// chain of a listener uses its first HTTP server's route configuration.
 fn scoped_route(opts: &Options, groups: &ListenerGroups<'_>) -> Option<String> {
-    let http_routes: std::collections::BTreeSet<&String> = groups
+    let http_routes: std::collections::BTreeSet<&Name> = groups
         .values()
         .filter_map(|ss| ss.iter().find(|s| !s.https).map(|s| &s.route_name))
         .collect();
@@ -487,7 +489,7 @@ fn servers(
                     .unwrap_or_else(|| container_port(inputs, labels, s.port.number)),
                 bind: s.bind.clone().unwrap_or_else(|| opts.bind_address.clone()),
                 https,
-                route_name,
+                route_name: route_name.into(),
                 sds: Vec::new(),
                 owner: owners
                     .get(&(g.id(), s.port.name.clone()))

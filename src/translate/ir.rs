@@ -205,7 +205,8 @@ pub struct RouteIr {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtualHostIr {
-    pub host: String,
+    /// The same allocation as its slot's host ([`super::claims::Slot`]).
+    pub host: std::sync::Arc<str>,
     /// Gateway server port (virtual host names are `<host>:<port>`).
     pub port: u32,
     /// Shared by the hosts of one rule (a KIngress rule's hosts have the same routes): one

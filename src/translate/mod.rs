@@ -262,7 +262,7 @@ fn translate_into(
         let covering = claims::covering_hosts(&slot.1)
             .into_iter()
             .flat_map(|host| {
-                let cover: claims::Slot = (slot.0.clone(), host);
+                let cover: claims::Slot = (slot.0.clone(), host.into());
                 let fs = claimants.get(&cover).cloned().unwrap_or_default();
                 fs.into_iter().map(move |f| (f, cover.1.clone()))
             })
@@ -271,7 +271,7 @@ fn translate_into(
             inputs,
             slot,
             fs.iter().copied(),
-            covering.iter().map(|(f, h)| (h.as_str(), *f)),
+            covering.iter().map(|(f, h)| (&**h, *f)),
         );
         errors.extend(claim.errors);
         if let Some(vh) = claim.vhost {

@@ -163,14 +163,14 @@ fn listener(
     let mut has_tls = false;
     // Plain HTTP: one chain, one route config per port (the first server's port number).
     if let Some(http) = servers.iter().find(|s| !s.https) {
-        used.push((http.route_name.clone(), http.server.port.number));
+        used.push((http.route_name.to_string(), http.server.port.number));
         chains.push(FilterChain {
             filters: vec![Filter {
                 name: HCM.to_string(),
                 config_type: Some(FilterConfigType::TypedConfig(any(&hcm(
                     &stat_prefix,
                     &http.route_name,
-                    scoped_route == Some(http.route_name.as_str()),
+                    scoped_route == Some(&*http.route_name),
                     on_demand,
                 )))),
             }],
@@ -186,7 +186,7 @@ fn listener(
             continue;
         }
         has_tls = true;
-        used.push((s.route_name.clone(), s.server.port.number));
+        used.push((s.route_name.to_string(), s.server.port.number));
         chains.push(tls_chain(s, &s.sds, &stat_prefix, on_demand));
     }
     if chains.is_empty() {

@@ -302,7 +302,7 @@ pub(crate) fn virtual_host(vh: &VirtualHostIr) -> VirtualHost {
 fn virtual_host_shell(vh: &VirtualHostIr) -> VirtualHost {
     VirtualHost {
         name: vhost_name(vh),
-        domains: vec![vh.host.clone()],
+        domains: vec![vh.host.to_string()],
         require_tls: if vh.require_tls {
             TlsRequirementType::All as i32
         } else {

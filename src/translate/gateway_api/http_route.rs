@@ -186,7 +186,7 @@ pub(crate) fn merge_across_routes(host: &str, vhosts: &[&VirtualHostIr]) -> Virt
     }
     routes.sort_by_cached_key(rank);
     VirtualHostIr {
-        host: host.to_string(),
+        host: host.into(),
         port: vhosts.first().map_or(0, |v| v.port),
         routes: Arc::new(routes),
         require_tls: vhosts.iter().any(|v| v.require_tls),

@@ -251,7 +251,7 @@ impl Engine {
             let hit = match type_url {
                 ROUTE | SCOPED_ROUTE => f.vhosts.keys().any(|slot| {
                     let (route, host) = slot;
-                    let named = names.contains(route.as_str())
+                    let named = names.contains(&**route)
                         || names.contains(envoy::scoped_name(route, host).as_str());
                     named && self.owners_of(slot).contains(&key)
                 }),
@@ -542,8 +542,8 @@ impl Engine {
             for host in &touched.scoped_hosts {
                 let vh = self
                     .vhosts
-                    .get(route)
-                    .and_then(|m| m.get(host))
+                    .get(route.as_str())
+                    .and_then(|m| m.get(host.as_str()))
                     .filter(|_| envoy::scopable(host));
                 match vh {
                     Some(vh) => sink.scoped_host(route, vh, self.ctx.on_demand),

@@ -9,6 +9,7 @@ use crate::xds::resource::{resource, resource_from_bytes, Resource};
 use crate::xds::resource::{ResourceMap, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET};
 
 use super::super::assemble::Sink;
+use super::super::claims::Name;
 use super::super::envoy;
 use super::super::fragment::PIECE;
 use super::super::ir::{ClusterIr, VirtualHostIr};
@@ -98,7 +99,7 @@ impl Sink for MapSink<'_> {
         &mut self,
         name: &str,
         port: u32,
-        _vhosts: Option<&BTreeMap<String, Arc<VirtualHostIr>>>,
+        _vhosts: Option<&BTreeMap<Name, Arc<VirtualHostIr>>>,
     ) {
         let old = self.res.get(ROUTE).and_then(|m| m.get(name)).cloned();
         let old: &[u8] = old.as_ref().map_or(&[], |r| &r.body.value);
