@@ -16,6 +16,11 @@ use super::Options;
 /// (namespace, name) of a Service.
 pub(crate) type SvcKey = (String, String);
 
+/// A cluster an object needs and where its endpoints come from, shared by the fragments of
+/// every proxy and the engines' cluster indexes (one copy however many hold it; an engine
+/// whose endpoints change copies its own, [`Arc::make_mut`]).
+pub(crate) type SharedCluster = std::sync::Arc<(ClusterIr, ClusterSource)>;
+
 /// Where an EDS cluster's endpoints come from: Service `ns/name`, port name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ClusterSource {
@@ -71,12 +76,15 @@ impl<'a> Backends<'a> {
     }
 
     /// The clusters created, by name, and the Services read, sorted and without repeats.
-    pub fn into_parts(self) -> (Vec<(ClusterIr, ClusterSource)>, Vec<SvcKey>) {
+    pub fn into_parts(self) -> (Vec<SharedCluster>, Vec<SvcKey>) {
         let (mut clusters, mut reads) = (self.clusters, self.reads);
         clusters.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         reads.sort();
         reads.dedup();
-        (clusters, reads)
+        (
+            clusters.into_iter().map(SharedCluster::new).collect(),
+            reads,
+        )
     }
 
     /// The cluster for a Service port, created on first use. `port` selects the Service port by

@@ -12,10 +12,10 @@ use crate::model::{HashMap, Kind, Object, ObjectKey};
 use crate::parallel::{self, Cores};
 use crate::state::{Entry, Inputs};
 
-use super::backend::{Backends, ClusterSource, SvcKey};
+use super::backend::{Backends, SharedCluster, SvcKey};
 use super::claims::{self, Name, Order, Precedence, Slot};
 use super::gateway::{Context, ServerCtx};
-use super::ir::{ClusterIr, RouteIr, VirtualHostIr};
+use super::ir::{RouteIr, VirtualHostIr};
 use super::{kingress, ownership, route, virtual_service, Options};
 
 /// What every object of one proxy is translated against (read-only).
@@ -55,7 +55,7 @@ pub(crate) struct Placement {
 pub(crate) struct Fragment {
     pub vhosts: BTreeMap<Slot, Arc<VirtualHostIr>>,
     /// Shared by the engines of every proxy (see [`Shared`]).
-    pub clusters: Arc<[(ClusterIr, ClusterSource)]>,
+    pub clusters: Arc<[SharedCluster]>,
     /// Sorted, without repeats.
     pub services: Arc<[SvcKey]>,
     /// Boxed: a fragment is held inline in the engine's hash table, and almost none fail.
@@ -77,7 +77,7 @@ impl Fragment {
 #[derive(Debug)]
 pub(crate) struct Prepared {
     rules: Result<kingress::Rules, InputError>,
-    clusters: Arc<[(ClusterIr, ClusterSource)]>,
+    clusters: Arc<[SharedCluster]>,
     services: Arc<[SvcKey]>,
 }
 

@@ -285,7 +285,7 @@ fn translate_into(
     // to need it provides it.
     let mut clusters: BTreeMap<&str, &ir::ClusterIr> = BTreeMap::new();
     for f in &frags {
-        for (c, _) in f.clusters.iter() {
+        for (c, _) in f.clusters.iter().map(|c| &**c) {
             clusters.entry(c.name.as_str()).or_insert(c);
         }
     }

@@ -32,13 +32,13 @@ use crate::xds::resource::{ResourceMap, Snapshot};
 use crate::xds::resource::{CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE, SNAPSHOT_TYPES};
 
 use super::assemble::{self, Sink, VirtualHosts};
-use super::backend::{ready_endpoints_of, ClusterSource, SvcKey};
+use super::backend::{ready_endpoints_of, SharedCluster, SvcKey};
 use super::claims::{Order, Slot};
 use super::envoy;
 pub use super::fragment::Shared;
 use super::fragment::{self, translate_shared, Fragment, FRAGMENT_KINDS, PIECE};
 use super::gateway::{context, is_subset, Context};
-use super::ir::{ClusterIr, ClusterKind};
+use super::ir::ClusterKind;
 use super::Options;
 
 type Labels = BTreeMap<String, String>;
@@ -89,8 +89,8 @@ fn only_status_changed(c: &ObjectChange) -> bool {
 
 #[derive(Debug, Clone)]
 struct ClusterEntry {
-    ir: ClusterIr,
-    src: ClusterSource,
+    /// The fragment's (no copy), until its endpoints change here.
+    cluster: SharedCluster,
     /// Fragments that reference it.
     frag_refs: usize,
     /// References from winning virtual hosts on served route configurations.
@@ -118,8 +118,8 @@ pub struct Engine {
     /// The same, by name (route configuration -> virtual host name): where each one's bytes are
     /// in the served RouteConfiguration, or the virtual host to encode at the next splice.
     encoded: BTreeMap<String, BTreeMap<String, sink::VhostBytes>>,
-    /// Boxed: the table is sized to a power of two, and an entry is 152 bytes.
-    clusters: HashMap<String, Box<ClusterEntry>>,
+    /// Small entries: the cluster itself is shared with the fragments (and the other engines).
+    clusters: HashMap<String, ClusterEntry>,
     /// Clusters whose fragment references dropped to zero during the current change.
     unreferenced: BTreeSet<String>,
     /// Objects whose translation failed (their fragment's error).
@@ -255,10 +255,7 @@ impl Engine {
                         || names.contains(envoy::scoped_name(route, host).as_str());
                     named && self.owners_of(slot).contains(&key)
                 }),
-                CLUSTER | ENDPOINT => f
-                    .clusters
-                    .iter()
-                    .any(|(c, _)| names.contains(c.name.as_str())),
+                CLUSTER | ENDPOINT => f.clusters.iter().any(|c| names.contains(c.0.name.as_str())),
                 _ => false,
             };
             if hit {
@@ -413,12 +410,19 @@ impl Engine {
                 let Some(c) = self.clusters.get_mut(&name) else {
                     continue;
                 };
-                if let ClusterKind::Eds { endpoints } = &mut c.ir.kind {
-                    let now = ready_endpoints_of(inputs, &c.src);
-                    if *endpoints != now {
+                let (ir, src) = &*c.cluster;
+                let ClusterKind::Eds { endpoints } = &ir.kind else {
+                    continue;
+                };
+                let now = ready_endpoints_of(inputs, src);
+                if *endpoints != now {
+                    // The fragments keep the cluster they were translated with.
+                    if let ClusterKind::Eds { endpoints } =
+                        &mut Arc::make_mut(&mut c.cluster).0.kind
+                    {
                         *endpoints = now;
-                        touched.assignments.insert(name);
                     }
+                    touched.assignments.insert(name);
                 }
             }
         }
@@ -448,7 +452,7 @@ impl Engine {
                 }
             }
         }
-        for (c, _) in f.clusters.iter() {
+        for (c, _) in f.clusters.iter().map(|c| &**c) {
             if let Some(e) = self.clusters.get_mut(&c.name) {
                 e.frag_refs = e.frag_refs.saturating_sub(1);
                 if e.frag_refs == 0 {
@@ -493,13 +497,13 @@ impl Engine {
                 .or_default()
                 .insert(key.clone());
         }
-        for (c, src) in f.clusters.iter() {
+        for shared in f.clusters.iter() {
+            let (c, src) = &**shared;
             match self.clusters.get_mut(&c.name) {
                 Some(e) => {
                     e.frag_refs += 1;
-                    if e.ir != *c {
-                        e.ir = c.clone();
-                        e.src = src.clone();
+                    if !Arc::ptr_eq(&e.cluster, shared) && e.cluster.0 != *c {
+                        e.cluster = shared.clone();
                         touched.cluster(&c.name);
                     }
                 }
@@ -510,12 +514,11 @@ impl Engine {
                         .insert(c.name.clone());
                     self.clusters.insert(
                         c.name.clone(),
-                        Box::new(ClusterEntry {
-                            ir: c.clone(),
-                            src: src.clone(),
+                        ClusterEntry {
+                            cluster: shared.clone(),
                             frag_refs: 1,
                             served_refs: 0,
-                        }),
+                        },
                     );
                 }
             }
@@ -554,8 +557,8 @@ impl Engine {
         for name in touched.clusters.union(&touched.assignments) {
             let served = self.clusters.get(name).filter(|e| e.served_refs > 0);
             match served {
-                Some(e) if touched.clusters.contains(name) => sink.cluster(&e.ir),
-                Some(e) => sink.assignment(&e.ir),
+                Some(e) if touched.clusters.contains(name) => sink.cluster(&e.cluster.0),
+                Some(e) => sink.assignment(&e.cluster.0),
                 None => sink.remove_cluster(name),
             }
         }
@@ -568,7 +571,8 @@ impl Engine {
                 continue;
             }
             if let Some(e) = self.clusters.remove(&name) {
-                let svc = (e.src.namespace.clone(), e.src.service.clone());
+                let src = &e.cluster.1;
+                let svc = (src.namespace.clone(), src.service.clone());
                 if let Some(set) = self.clusters_by_service.get_mut(&svc) {
                     set.remove(&name);
                     if set.is_empty() {
@@ -655,7 +659,7 @@ impl Engine {
             .clusters
             .values()
             .filter(|e| e.served_refs > 0)
-            .map(|e| &e.ir);
+            .map(|e| &e.cluster.0);
         assemble::assemble(&self.ctx, &self.vhosts, served, &mut sink);
         self.res = res;
         self.collect_clusters();
