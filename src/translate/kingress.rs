@@ -269,6 +269,8 @@ fn path_route(
 fn probe_of(route: &RouteIr, hash: &str) -> RouteIr {
     let mut probe = route.clone();
     probe.headers.retain(|h| h.name != "k-network-hash");
+    // Held as long as the route: one more entry, not a doubled list.
+    probe.headers.reserve_exact(1);
     probe.headers.push(HeaderMatchIr {
         name: "k-network-hash".to_string(),
         matcher: StringMatchIr::Exact("override".to_string()),
