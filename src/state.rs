@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::ConfigMap;
 
 use crate::model::diag::{ErrorCode, InputError, Origin};
 use crate::model::Sourced;
-use crate::model::{Kind, Object, ObjectKey};
+use crate::model::{EndpointSlice, Endpoints, Kind, Object, ObjectKey, Service};
 
 /// One known object and where it came from.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,8 +5,7 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Endpoints;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use super::core::{EndpointSlice, Endpoints};
 
 use super::Object;
 

@@ -3,8 +3,7 @@
 
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub mod check;
+pub mod core;
 pub mod diag;
 pub mod duration;
 pub mod gateway_api;
@@ -32,6 +32,8 @@ pub struct Crd<S> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,
 }
+
+pub use self::core::{EndpointSlice, Endpoints, Service};
 
 pub type Gateway = Crd<istio::GatewaySpec>;
 pub type VirtualService = Crd<istio::VirtualServiceSpec>;
