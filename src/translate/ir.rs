@@ -200,7 +200,8 @@ pub struct RouteIr {
     pub action: Action,
     pub headers_ops: HeaderOps,
     /// `filter_metadata` key and its `config` value: which object this route came from.
-    pub metadata: Option<(String, String)>,
+    /// The value is shared by every route of the object (and their probe copies).
+    pub metadata: Option<(&'static str, Arc<str>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

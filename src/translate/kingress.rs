@@ -65,7 +65,7 @@ pub(super) fn rules(
     let defaulted = spec.defaulted_cow();
     // Computed at the first rule with a path (only probe routes carry it).
     let mut hash: Option<String> = None;
-    let config_path = if from_route {
+    let config_path: Arc<str> = if from_route {
         format!(
             "/apis/serving.knative.dev/v1/namespaces/{}/routes/{}",
             key.namespace, key.name
@@ -75,7 +75,8 @@ pub(super) fn rules(
             "/apis/networking.internal.knative.dev/v1alpha1/namespaces/{}/ingresses/{}",
             key.namespace, key.name
         )
-    };
+    }
+    .into();
     let mut rules: Vec<Rule> = Vec::with_capacity(defaulted.rules.len());
     for (ri, rule) in defaulted.rules.iter().enumerate() {
         let local = rule.visibility.as_deref() == Some("ClusterLocal");
@@ -182,7 +183,7 @@ fn path_route(
     (ri, pi): (usize, usize),
     path: &HttpIngressPath,
     from_route: bool,
-    config_path: &str,
+    config_path: &Arc<str>,
 ) -> Result<RouteIr, TranslateError> {
     let total: i64 = path.splits.iter().map(|s| s.percent).sum();
     if path.splits.is_empty() {
@@ -259,7 +260,7 @@ fn path_route(
             missing_cluster_500: false,
         },
         headers_ops,
-        metadata: Some(("knative-pilot".to_string(), config_path.to_string())),
+        metadata: Some(("knative-pilot", config_path.clone())),
     };
     Ok(route)
 }

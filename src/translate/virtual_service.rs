@@ -82,10 +82,11 @@ pub(super) fn placements(
         .cloned()
         .collect();
     let mut placements: Vec<Placement> = Vec::new();
-    let config_path = format!(
+    let config_path: Arc<str> = format!(
         "/apis/networking.istio.io/v1/namespaces/{ns}/virtual-service/{}",
         key.name
-    );
+    )
+    .into();
     for server in &servers {
         let hosts: Vec<String> = spec
             .hosts
@@ -150,7 +151,7 @@ fn http_route(
     ns: &str,
     http: &crate::model::istio::HttpRoute,
     gateway: &str,
-    config_path: &str,
+    config_path: &Arc<str>,
 ) -> Result<Vec<RouteIr>, TranslateError> {
     let applies = |gws: &Vec<String>| {
         gws.is_empty()
@@ -235,7 +236,7 @@ fn http_route(
         query: Vec::new(),
         action,
         headers_ops,
-        metadata: Some(("istio".to_string(), config_path.to_string())),
+        metadata: Some(("istio", config_path.clone())),
     };
     if matches.is_empty() {
         return Ok(vec![base]);

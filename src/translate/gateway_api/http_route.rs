@@ -100,10 +100,11 @@ fn routes(
     key: &ObjectKey,
     rules: &[HttpRouteRule],
 ) -> Result<Vec<RouteIr>, TranslateError> {
-    let config_path = format!(
+    let config_path: Arc<str> = format!(
         "/apis/gateway.networking.k8s.io/v1/namespaces/{}/httproute/{}",
         key.namespace, key.name
-    );
+    )
+    .into();
     let mut ranked: Vec<(Rank, usize, usize, RouteIr)> = Vec::new();
     for (ri, rule) in rules.iter().enumerate() {
         let at = |why: String| TranslateError::GatewayApi(format!("rule {ri}: {why}"));
@@ -145,7 +146,7 @@ fn routes(
                 query,
                 action,
                 headers_ops: headers_ops.clone(),
-                metadata: Some(("istio".to_string(), config_path.clone())),
+                metadata: Some(("istio", config_path.clone())),
             };
             ranked.push((rank(&route), ri, mi, route));
         }
