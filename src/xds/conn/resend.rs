@@ -49,9 +49,12 @@ impl Core {
         let updated: Vec<String> = touched
             .iter()
             .filter(|n| {
-                let new = held.get(&cds.sub, n);
-                let old = cds.held.get(&cds.sub, n);
-                new.is_some() && old.is_some() && new != old && assignments.contains_key(*n)
+                // What the Envoy held first: nothing on a first push, where the new held set
+                // (a lookup by name in the whole snapshot's map) need not be read at all.
+                let Some(old) = cds.held.get(&cds.sub, n) else {
+                    return false;
+                };
+                held.get(&cds.sub, n).is_some_and(|new| new != old) && assignments.contains_key(*n)
             })
             .cloned()
             .collect();
