@@ -180,14 +180,15 @@ fn rank(r: &RouteIr) -> Rank {
 /// namespace/name; [`super::super::claims::resolve`] orders them), as the spec merges them:
 /// every route in the precedence of [`rank`], ties to the earlier route, then to rule and
 /// match order (each route's own list is already in that order, and the sort is stable).
-pub(crate) fn merge_across_routes(host: &str, vhosts: &[&VirtualHostIr]) -> VirtualHostIr {
+pub(crate) fn merge_across_routes(host: &Arc<str>, vhosts: &[&VirtualHostIr]) -> VirtualHostIr {
     let mut routes: Vec<RouteIr> = Vec::new();
     for vh in vhosts {
         routes.extend(vh.routes.iter().cloned());
     }
     routes.sort_by_cached_key(rank);
     VirtualHostIr {
-        host: host.into(),
+        // The slot's own copy of the host.
+        host: host.clone(),
         port: vhosts.first().map_or(0, |v| v.port),
         routes: Arc::new(routes),
         require_tls: vhosts.iter().any(|v| v.require_tls),
